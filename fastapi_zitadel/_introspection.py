@@ -1,0 +1,277 @@
+"""``ZitadelIntrospection``: turn a bearer token into a verified ``Principal``.
+
+The object a user creates once per app. It owns the pieces (client authentication,
+discovery, the HTTP client, the caches) and runs the per-token flow:
+
+    cache hit  -> the cached Principal (the hot path: no lock, no I/O, one digest)
+    negative   -> InvalidTokenError
+    miss       -> one shared introspection call per token -> checks -> cache -> Principal
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from ._cache import CacheEntry, IntrospectionCache, MemoryCache, NegativeCache, token_digest
+from ._client_auth import ClientAuthentication, ClientSecretBasic, PrivateKeyJwt
+from ._config import ZitadelConfig, ZitadelSettings
+from ._discovery import Discovery
+from ._exceptions import ConfigurationError, IdentityProviderUnavailable, InvalidTokenError
+from ._http import HttpClientProvider
+from ._introspection_client import IntrospectionClient
+from ._key_file import KeyFileSource, load_key_file
+from ._principal import MalformedClaimError, Principal
+from ._single_flight import SingleFlight
+from ._validation import check_active_principal
+
+logger = logging.getLogger("fastapi_zitadel")
+
+
+class ZitadelIntrospection:
+    """Verifies bearer tokens by asking ZITADEL's introspection endpoint (RFC 7662).
+
+    Create one per app (per issuer) and reuse it: it holds the connection pool, the signed
+    client assertion and the result cache. Usable without FastAPI through ``verify``.
+    """
+
+    def __init__(
+        self,
+        issuer: str | None = None,
+        *,
+        key_file: KeyFileSource | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        audience: str | list[str] | tuple[str, ...] | None = None,
+        project_id: str | None = None,
+        introspection_endpoint: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        cache: IntrospectionCache | None = None,
+        clock: Callable[[], float] = time.time,
+        config: ZitadelConfig | None = None,
+        **options: Any,
+    ) -> None:
+        explicit = {
+            "issuer": issuer,
+            "client_id": client_id,
+            "client_secret": client_secret,
+            "audience": audience,
+            "project_id": project_id,
+            "introspection_endpoint": introspection_endpoint,
+            **options,
+        }
+        explicit = {name: value for name, value in explicit.items() if value is not None}
+        if isinstance(key_file, os.PathLike) or (
+            isinstance(key_file, str) and not key_file.lstrip().startswith("{")
+        ):
+            explicit["key_file"] = key_file  # a path: validated and reported like the others
+            key_file = None
+        self.config = _build_config(config, explicit)
+        self._clock = clock
+        self._auth = _client_authentication(self.config, key_file, clock)
+        self._http = HttpClientProvider(http_client, timeout=self.config.timeout)
+        self._discovery = Discovery(
+            self.config.issuer,
+            http=self._http,
+            endpoint=self.config.introspection_endpoint,
+            timeout=self.config.timeout,
+            allow_insecure_http=self.config.allow_insecure_http,
+            clock=clock,
+        )
+        self._client = IntrospectionClient(
+            http=self._http,
+            discovery=self._discovery,
+            auth=self._auth,
+            timeout=self.config.timeout,
+            max_retries=self.config.max_retries,
+        )
+        self._cache: IntrospectionCache = cache or MemoryCache(
+            max_size=self.config.cache_max_size, clock=clock
+        )
+        self._negative = NegativeCache(
+            ttl=self.config.negative_cache_ttl,
+            max_size=self.config.negative_cache_max_size,
+            clock=clock,
+        )
+        self._flight: SingleFlight[Principal] = SingleFlight()
+        self._audiences = frozenset(self.config.audience)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ZitadelIntrospection:
+        """Configure from ``ZITADEL_*`` environment variables; keyword arguments win."""
+        try:
+            settings = ZitadelSettings()
+        except ValidationError as exc:
+            raise ConfigurationError(_describe(exc, env=True)) from None
+        return cls(config=settings, **overrides)
+
+    @property
+    def issuer(self) -> str:
+        return self.config.issuer
+
+    @property
+    def introspection_calls(self) -> int:
+        """How many introspection requests were sent (retries included)."""
+        return self._client.calls
+
+    # The verification flow ------------------------------------------------------------
+    async def verify(self, token: str) -> Principal:
+        """The ``Principal`` for a live token.
+
+        Raises ``InvalidTokenError`` when the token is not valid, and an
+        ``IdentityProviderError`` when that cannot be decided right now (never a 401 then).
+        """
+        if not token or len(token) > self.config.max_token_length:
+            raise InvalidTokenError("the token is empty or too long")
+        key = token_digest(token)
+        # Hot path: this runs on every authenticated request.
+        entry = await self._cache.get(key)
+        if entry is not None and self._clock() < entry.expires_at:
+            return entry.principal
+        if key in self._negative:
+            raise InvalidTokenError("the token is not active")
+        return await self._flight.run(key, lambda: self._introspect(token, key))
+
+    async def _introspect(self, token: str, key: bytes) -> Principal:
+        claims = await self._client.introspect(token)
+        fingerprint = key[:4].hex()
+        if claims is None:
+            logger.debug("token %s is inactive", fingerprint)
+            self._negative.add(key)
+            raise InvalidTokenError("the token is not active")
+        try:
+            principal = Principal.from_claims(claims, project_id=self.config.project_id)
+        except MalformedClaimError as exc:
+            logger.error("malformed introspection answer: %s", exc)
+            raise IdentityProviderUnavailable(
+                f"malformed introspection answer: {exc}", retry_after=5.0
+            ) from None
+        now = self._clock()
+        try:
+            check_active_principal(
+                principal,
+                now=now,
+                leeway=self.config.leeway,
+                issuer=self.config.issuer,
+                audiences=self._audiences,
+            )
+        except InvalidTokenError as exc:
+            logger.debug("token %s rejected: %s", fingerprint, exc.description)
+            self._negative.add(key)
+            raise
+        expires_at = now + self.config.cache_ttl
+        if principal.expires_at is not None:
+            expires_at = min(expires_at, principal.expires_at.timestamp())
+        if expires_at > now:
+            await self._cache.set(key, CacheEntry(principal, expires_at))
+        logger.debug("token %s is active, cached for %.0f s", fingerprint, expires_at - now)
+        return principal
+
+    async def invalidate(self, token: str) -> None:
+        """Forget what is cached for ``token``, e.g. right after revoking it."""
+        key = token_digest(token)
+        self._negative.discard(key)
+        await self._cache.delete(key)
+
+    async def clear(self) -> None:
+        """Forget every cached result."""
+        self._negative.clear()
+        await self._cache.clear()
+
+    async def discover(self) -> str:
+        """Fetch the discovery document now, rather than on the first request."""
+        return await self._discovery.introspection_endpoint()
+
+    # Lifecycle ----------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> ZitadelIntrospection:
+        if self.config.discover_on_startup:
+            await self.discover()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @asynccontextmanager
+    async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
+        """An ASGI lifespan: ``FastAPI(lifespan=zitadel.lifespan)``, or call it from yours."""
+        async with self:
+            yield
+
+
+def _build_config(config: ZitadelConfig | None, explicit: Mapping[str, Any]) -> ZitadelConfig:
+    values = {} if config is None else config.model_dump(exclude_unset=True)
+    values.update(explicit)
+    try:
+        return ZitadelConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigurationError(_describe(exc, env=False)) from None
+
+
+def _describe(exc: ValidationError, *, env: bool) -> str:
+    """Name each bad setting (as the environment variable, when read from there)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        name = f"ZITADEL_{field.upper()}" if env and field else field
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if name else message)
+    return "invalid fastapi-zitadel configuration: " + "; ".join(problems)
+
+
+def _client_authentication(
+    config: ZitadelConfig, key_file: KeyFileSource | None, clock: Callable[[], float]
+) -> ClientAuthentication:
+    sources = [
+        name
+        for name, value in (
+            ("key_file", key_file if key_file is not None else config.key_file),
+            ("key", config.key),
+        )
+        if value is not None
+    ]
+    has_secret = config.client_id is not None or config.client_secret is not None
+    if len(sources) > 1:
+        raise ConfigurationError("set only one of key_file and key (ZITADEL_KEY_FILE, ZITADEL_KEY)")
+    if sources and has_secret:
+        raise ConfigurationError(
+            f"set either {sources[0]} or client_id with client_secret, not both"
+        )
+    if not sources and not has_secret:
+        raise ConfigurationError(
+            "no client credentials: set key_file (ZITADEL_KEY_FILE) to the API application's "
+            "JSON key, or client_id and client_secret (ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET)"
+        )
+    if has_secret:
+        if not config.client_id or config.client_secret is None:
+            raise ConfigurationError("client_id and client_secret must be set together")
+        return ClientSecretBasic(config.client_id, config.client_secret.get_secret_value())
+    if key_file is None:
+        key_file = config.key_file if config.key_file is not None else _secret(config)
+    return PrivateKeyJwt(
+        load_key_file(key_file),
+        audience=config.issuer,
+        lifetime=config.assertion_lifetime,
+        single_use=config.single_use_assertion,
+        clock=clock,
+    )
+
+
+def _secret(config: ZitadelConfig) -> str:
+    assert config.key is not None
+    return config.key.get_secret_value()

@@ -1,0 +1,187 @@
+"""One RFC 7662 introspection call, classified.
+
+Every answer becomes exactly one of: the active claims, ``None`` for inactive,
+``ClientCredentialsRejected`` (our own client authentication failed: our misconfiguration,
+never the caller's fault) or ``IdentityProviderUnavailable``. Transport errors, 5xx and 429
+are retried with jittered backoff, all inside one deadline, so a slow IdP costs a request at
+most ``timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._client_auth import ClientAuthentication, ClientCredentials
+from ._discovery import Discovery
+from ._exceptions import ClientCredentialsRejected, IdentityProviderUnavailable
+from ._http import HttpClientProvider, JsonResponse, TransportFailure, send_for_json
+
+logger = logging.getLogger("fastapi_zitadel")
+
+_CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+_FIRST_BACKOFF = 0.05
+_MAX_BACKOFF = 1.0
+# Log the "our credentials were rejected" error at most this often: during a misconfiguration
+# every request fails the same way, and one clear line a minute is enough.
+_REJECTION_LOG_INTERVAL = 60.0
+
+
+class _Retryable(IdentityProviderUnavailable):
+    """A failure worth another attempt while the deadline allows."""
+
+
+class IntrospectionClient:
+    def __init__(
+        self,
+        *,
+        http: HttpClientProvider,
+        discovery: Discovery,
+        auth: ClientAuthentication,
+        timeout: float,
+        max_retries: int,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._http = http
+        self._discovery = discovery
+        self._auth = auth
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._monotonic = monotonic
+        self._last_rejection_log = float("-inf")
+        self.calls = 0
+
+    async def introspect(self, token: str) -> dict[str, Any] | None:
+        """The active claims, or ``None`` when the token is inactive."""
+        deadline = self._monotonic() + self._timeout
+        endpoint = await self._discovery.introspection_endpoint()
+        credentials = self._auth.credentials()
+        try:
+            return await self._with_retries(endpoint, token, credentials, deadline)
+        except ClientCredentialsRejected as rejected:
+            if not credentials.reused:
+                self._log_rejection(rejected)
+                raise
+        # A server that forbids reusing a ``jti`` rejects a cached assertion as if it were a
+        # bad one; a fresh assertion tells the two apart.
+        try:
+            fresh = self._auth.credentials(fresh=True)
+            claims = await self._with_retries(endpoint, token, fresh, deadline)
+        except ClientCredentialsRejected as rejected:
+            self._log_rejection(rejected)
+            raise
+        self._auth.fresh_credentials_helped()
+        return claims
+
+    async def _with_retries(
+        self, endpoint: str, token: str, credentials: ClientCredentials, deadline: float
+    ) -> dict[str, Any] | None:
+        attempt = 0
+        while True:
+            remaining = deadline - self._monotonic()
+            if remaining <= 0:
+                raise IdentityProviderUnavailable(
+                    f"identity provider did not answer within {self._timeout:.1f} s",
+                    retry_after=1.0,
+                )
+            try:
+                return await self._attempt(endpoint, token, credentials, remaining)
+            except _Retryable as failure:
+                pause = self._pause_before_retry(failure, attempt, deadline)
+                if pause is None:
+                    raise IdentityProviderUnavailable(
+                        failure.description, retry_after=failure.retry_after or 1.0
+                    ) from None
+                logger.debug("introspection attempt %d failed (%s)", attempt + 1, failure)
+                await asyncio.sleep(pause)
+                attempt += 1
+
+    def _pause_before_retry(
+        self, failure: _Retryable, attempt: int, deadline: float
+    ) -> float | None:
+        if attempt >= self._max_retries:
+            return None
+        backoff = random.uniform(0, min(_MAX_BACKOFF, _FIRST_BACKOFF * 2**attempt))  # noqa: S311
+        pause = max(backoff, failure.retry_after or 0.0)
+        # Not worth sleeping if too little time would be left for the attempt itself.
+        if self._monotonic() + pause + 0.05 >= deadline:
+            return None
+        return pause
+
+    async def _attempt(
+        self, endpoint: str, token: str, credentials: ClientCredentials, remaining: float
+    ) -> dict[str, Any] | None:
+        client = self._http.get()
+        request = client.build_request(
+            "POST",
+            endpoint,
+            data={"token": token, "token_type_hint": "access_token", **credentials.form},
+            headers={"Accept": "application/json", **credentials.headers},
+        )
+        self.calls += 1
+        try:
+            response = await send_for_json(client, request, timeout=remaining)
+        except TransportFailure as failure:
+            raise _Retryable(failure.description) from None
+        return self._classify(response)
+
+    def _classify(self, response: JsonResponse) -> dict[str, Any] | None:
+        status = response.status
+        if status == 200:
+            data = response.data
+            if response.problem is not None:
+                raise IdentityProviderUnavailable(
+                    f"introspection answer unusable: {response.problem}"
+                )
+            if not isinstance(data, dict) or not isinstance(data.get("active"), bool):
+                raise IdentityProviderUnavailable(
+                    "introspection answer is not a JSON object with a boolean 'active'"
+                )
+            return data if data["active"] else None
+        if status == 429 or status >= 500:
+            retry_after = _retry_after(response.headers.get("retry-after"))
+            raise _Retryable(f"identity provider answered HTTP {status}", retry_after=retry_after)
+        error = response.data.get("error") if isinstance(response.data, dict) else None
+        if status in (400, 401) and error in _CREDENTIAL_ERRORS:
+            raise ClientCredentialsRejected(
+                f"the identity provider rejected our client credentials ({status} {error})",
+                error_code=str(error),
+                status=status,
+                client_id=self._auth.client_id,
+                key_id=self._auth.key_id,
+            )
+        shown = f" {error}" if isinstance(error, str) and len(error) <= 64 else ""
+        raise IdentityProviderUnavailable(
+            f"introspection request refused: HTTP {status}{shown}", retry_after=30.0
+        )
+
+    def _log_rejection(self, rejected: ClientCredentialsRejected) -> None:
+        now = self._monotonic()
+        if now - self._last_rejection_log < _REJECTION_LOG_INTERVAL:
+            return
+        self._last_rejection_log = now
+        logger.error(
+            "ZITADEL rejected our client authentication (HTTP %d, error %r) for client %s, "
+            "key id %s. Every request answers 503 until this is fixed. Check that the key "
+            "belongs to an API application of this instance and was not deleted or expired, "
+            "and that this machine's clock is accurate (ZITADEL allows 1 s of skew).",
+            rejected.status,
+            rejected.error_code,
+            rejected.client_id,
+            rejected.key_id,
+        )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is rare for APIs and treated as absent)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 3600 else None

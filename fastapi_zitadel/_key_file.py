@@ -1,0 +1,154 @@
+"""ZITADEL's downloaded JSON key files, loaded once and checked field by field.
+
+A broken key file is the most common set-up mistake, so every failure names the source and
+the field. No message ever includes the PEM or any part of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._exceptions import KeyFileError
+
+MIN_RSA_BITS = 2048
+
+KeyFileSource = Union[str, "os.PathLike[str]", Mapping[str, Any], "ZitadelKeyFile"]
+"""A path, the JSON text itself, an already parsed mapping, or a loaded key file."""
+
+
+class ZitadelKeyFile(BaseModel):
+    """A loaded key file: the ids ZITADEL needs in a client assertion and the private key.
+
+    ``type`` is ``"application"`` for an API application's key (``clientId`` signs) and
+    ``"serviceaccount"`` for a service user's key (``userId`` signs).
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    type: Literal["application", "serviceaccount"]
+    key_id: str
+    client_id: str | None = None
+    app_id: str | None = None
+    user_id: str | None = None
+    private_key: rsa.RSAPrivateKey = Field(repr=False, exclude=True)
+
+    @property
+    def subject(self) -> str:
+        """The id that goes into a client assertion's ``iss`` and ``sub``."""
+        subject = self.client_id if self.type == "application" else self.user_id
+        assert subject is not None  # guaranteed by load_key_file
+        return subject
+
+
+_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "application": ("keyId", "key", "clientId", "appId"),
+    "serviceaccount": ("keyId", "key", "userId"),
+}
+
+
+def load_key_file(source: KeyFileSource) -> ZitadelKeyFile:
+    """Load a ZITADEL key file from a path, a JSON string or a mapping.
+
+    A ``str`` whose first non-blank character is ``{`` is taken as JSON text (the
+    ``ZITADEL_KEY`` environment variable), any other ``str`` as a path.
+    """
+    if isinstance(source, ZitadelKeyFile):
+        return source
+    if isinstance(source, Mapping):
+        return _from_mapping(source, "(mapping)")
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        return _from_json(source, "(JSON string)")
+    path = Path(source)
+    label = f"'{path}'"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KeyFileError(label, "file not found") from None
+    except IsADirectoryError:
+        raise KeyFileError(label, "is a directory, not a file") from None
+    except PermissionError:
+        raise KeyFileError(label, "permission denied") from None
+    except UnicodeDecodeError:
+        raise KeyFileError(label, "not UTF-8 text: expected ZITADEL's JSON key file") from None
+    except OSError as exc:
+        raise KeyFileError(label, f"cannot be read ({exc.strerror})") from None
+    return _from_json(text, label)
+
+
+def _from_json(text: str, label: str) -> ZitadelKeyFile:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # The decoder's message holds a position, never the document itself.
+        problem = f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        raise KeyFileError(label, problem) from None
+    if not isinstance(data, dict):
+        raise KeyFileError(label, f"expected a JSON object, got {type(data).__name__}")
+    return _from_mapping(data, label)
+
+
+def _from_mapping(data: Mapping[str, Any], label: str) -> ZitadelKeyFile:
+    kind = data.get("type")
+    if kind is None:
+        raise KeyFileError(
+            label, "missing; expected 'application' or 'serviceaccount'", field="type"
+        )
+    if kind not in _REQUIRED_FIELDS:
+        shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
+        raise KeyFileError(
+            label,
+            f"unknown key type {shown!r}; expected 'application' (an API application's key) "
+            "or 'serviceaccount' (a service user's key)",
+            field="type",
+        )
+    for name in _REQUIRED_FIELDS[kind]:
+        value = data.get(name)
+        if value is None:
+            raise KeyFileError(label, f"missing (required in a {kind} key)", field=name)
+        if not isinstance(value, str):
+            raise KeyFileError(label, f"must be a string, got {type(value).__name__}", field=name)
+        if not value.strip():
+            raise KeyFileError(label, "is empty", field=name)
+    return ZitadelKeyFile(
+        type=kind,
+        key_id=data["keyId"],
+        client_id=data.get("clientId") if kind == "application" else None,
+        app_id=data.get("appId") if kind == "application" else None,
+        user_id=data.get("userId") if kind == "serviceaccount" else None,
+        private_key=_load_private_key(data["key"], label),
+    )
+
+
+def _load_private_key(pem: str, label: str) -> rsa.RSAPrivateKey:
+    try:
+        key = serialization.load_pem_private_key(pem.encode("utf-8"), password=None)
+    except TypeError:
+        raise KeyFileError(
+            label, "the PEM key is encrypted; ZITADEL key files hold unencrypted keys", field="key"
+        ) from None
+    except (ValueError, UnicodeEncodeError):
+        # cryptography's own message is not shown: we do not want any echo of the input.
+        raise KeyFileError(
+            label,
+            "not a readable PEM private key (expected '-----BEGIN RSA PRIVATE KEY-----' "
+            "in PKCS#1 or '-----BEGIN PRIVATE KEY-----' in PKCS#8)",
+            field="key",
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        kind = type(key).__name__.lstrip("_")
+        raise KeyFileError(label, f"expected an RSA private key, got {kind}", field="key")
+    if key.key_size < MIN_RSA_BITS:
+        raise KeyFileError(
+            label,
+            f"RSA key of {key.key_size} bits is too small; at least {MIN_RSA_BITS} bits required",
+            field="key",
+        )
+    return key

@@ -1,0 +1,281 @@
+"""The verified caller, built from an active introspection answer.
+
+One ``Principal`` is cached and handed to every request that presents the same token, so it is
+deeply immutable: a handler that tried to add a role would otherwise grant it to the next
+request too. Parsing accepts every shape ZITADEL and other RFC 7662 servers produce, and drops
+descriptive claims of the wrong type; claims that decide validity (``exp``, ``aud``...) are
+checked strictly, because guessing there could let a bad token through.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+
+ROLES_CLAIM = "urn:zitadel:iam:org:project:roles"
+METADATA_CLAIM = "urn:zitadel:iam:user:metadata"
+ORG_ID_CLAIM = "urn:zitadel:iam:user:resourceowner:id"
+ORG_NAME_CLAIM = "urn:zitadel:iam:user:resourceowner:name"
+ORG_DOMAIN_CLAIM = "urn:zitadel:iam:user:resourceowner:primary_domain"
+
+
+def project_roles_claim(project_id: str) -> str:
+    """The claim that holds the roles of one project: ``urn:zitadel:iam:org:project:{id}:roles``."""
+    return f"urn:zitadel:iam:org:project:{project_id}:roles"
+
+
+class MalformedClaimError(ValueError):
+    """A claim that decides validity has a shape no server should send."""
+
+    def __init__(self, claim: str, expected: str) -> None:
+        self.claim = claim
+        super().__init__(f"claim {claim!r} must be {expected}")
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(item) for item in value]
+    return value
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(item) for item in value)
+    return value
+
+
+FrozenMapping = Annotated[Mapping[str, Any], PlainSerializer(_thaw)]
+
+
+class Organization(BaseModel):
+    """The organization a user belongs to (ZITADEL's resource owner)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str | None = None
+    primary_domain: str | None = None
+
+
+class Principal(BaseModel):
+    """Who called, as the identity provider vouched for it at introspection time.
+
+    ``roles`` maps a project role to the organizations that granted it:
+    ``{"admin": {"<org id>": "<org primary domain>"}}``. ``claims`` holds every claim of the
+    introspection answer, for anything not modelled here.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    subject: str | None = None
+    client_id: str | None = None
+    username: str | None = None
+    scopes: frozenset[str] = frozenset()
+    audience: tuple[str, ...] = ()
+    issuer: str | None = None
+    expires_at: datetime | None = None
+    issued_at: datetime | None = None
+    not_before: datetime | None = None
+    token_id: str | None = None
+    token_type: str | None = None
+    name: str | None = None
+    given_name: str | None = None
+    family_name: str | None = None
+    preferred_username: str | None = None
+    email: str | None = None
+    email_verified: bool | None = None
+    locale: str | None = None
+    organization: Organization | None = None
+    roles: FrozenMapping = MappingProxyType({})
+    metadata: FrozenMapping = MappingProxyType({})
+    claims: FrozenMapping = MappingProxyType({})
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any], *, project_id: str | None = None) -> Principal:
+        """Build a principal from an active introspection answer.
+
+        Raises ``MalformedClaimError`` when a validity-deciding claim has the wrong type.
+        """
+        username = _text(claims, "username")
+        preferred_username = _text(claims, "preferred_username")
+        return cls(
+            subject=_strict_text(claims, "sub"),
+            client_id=_strict_text(claims, "client_id"),
+            username=username or preferred_username,
+            scopes=_scopes(claims.get("scope")),
+            audience=_audience(claims.get("aud")),
+            issuer=_strict_text(claims, "iss"),
+            expires_at=_time(claims, "exp"),
+            issued_at=_time(claims, "iat"),
+            not_before=_time(claims, "nbf"),
+            token_id=_text(claims, "jti"),
+            token_type=_text(claims, "token_type"),
+            name=_text(claims, "name"),
+            given_name=_text(claims, "given_name"),
+            family_name=_text(claims, "family_name"),
+            preferred_username=preferred_username,
+            email=_text(claims, "email"),
+            email_verified=_flag(claims, "email_verified"),
+            locale=_text(claims, "locale"),
+            organization=_organization(claims),
+            roles=_freeze(_roles(claims, project_id)),
+            metadata=MappingProxyType(_metadata(claims.get(METADATA_CLAIM))),
+            claims=_freeze(dict(claims)),
+        )
+
+    # Scope checks -----------------------------------------------------------------------
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def has_all_scopes(self, scopes: Iterable[str]) -> bool:
+        return self.scopes.issuperset(scopes)
+
+    def has_any_scope(self, scopes: Iterable[str]) -> bool:
+        return not self.scopes.isdisjoint(scopes)
+
+    # Role checks ------------------------------------------------------------------------
+    def has_role(self, role: str, org_id: str | None = None) -> bool:
+        """Whether the user holds ``role``; within organization ``org_id`` when given."""
+        orgs = self.roles.get(role)
+        if orgs is None:
+            return False
+        return org_id is None or org_id in orgs
+
+    def has_any_role(self, roles: Iterable[str], org_id: str | None = None) -> bool:
+        return any(self.has_role(role, org_id) for role in roles)
+
+    def has_all_roles(self, roles: Iterable[str], org_id: str | None = None) -> bool:
+        return all(self.has_role(role, org_id) for role in roles)
+
+    def roles_in_org(self, org_id: str) -> frozenset[str]:
+        """The roles granted to the user by one organization."""
+        return frozenset(role for role, orgs in self.roles.items() if org_id in orgs)
+
+    def metadata_text(self, key: str) -> str | None:
+        """A metadata value decoded as UTF-8, or ``None`` when absent or not text."""
+        raw = self.metadata.get(key)
+        if raw is None:
+            return None
+        try:
+            return str(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+
+
+# Claim readers ---------------------------------------------------------------------------
+
+
+def _text(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _strict_text(claims: Mapping[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise MalformedClaimError(name, "a string")
+
+
+def _flag(claims: Mapping[str, Any], name: str) -> bool | None:
+    value = claims.get(name)
+    return value if isinstance(value, bool) else None
+
+
+def _time(claims: Mapping[str, Any], name: str) -> datetime | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    # bool is an int in Python; a ``true`` expiry is nonsense, not second 1 of 1970.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise MalformedClaimError(name, "a number of seconds since the epoch")
+    try:
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise MalformedClaimError(name, "a representable time") from None
+
+
+def _scopes(value: Any) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset(value.split())
+    # Some servers send a JSON array; accept it only if every item is a string.
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return frozenset(value)
+    raise MalformedClaimError("scope", "a space-delimited string")
+
+
+def _audience(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise MalformedClaimError("aud", "a string or an array of strings")
+
+
+def _organization(claims: Mapping[str, Any]) -> Organization | None:
+    org_id = _text(claims, ORG_ID_CLAIM)
+    if org_id is None:
+        return None
+    return Organization(
+        id=org_id,
+        name=_text(claims, ORG_NAME_CLAIM),
+        primary_domain=_text(claims, ORG_DOMAIN_CLAIM),
+    )
+
+
+def _roles(claims: Mapping[str, Any], project_id: str | None) -> dict[str, dict[str, str]]:
+    """Project roles, from the configured project's claim when known.
+
+    ZITADEL may also send other projects' role claims; taking the first ``...:roles`` claim
+    found (as one peer does) can grant roles of the wrong project.
+    """
+    value = claims.get(project_roles_claim(project_id)) if project_id else None
+    if value is None:
+        value = claims.get(ROLES_CLAIM)
+    if isinstance(value, list):  # other servers: a plain list of role names
+        return {role: {} for role in value if isinstance(role, str)}
+    if not isinstance(value, Mapping):
+        return {}
+    roles: dict[str, dict[str, str]] = {}
+    for role, orgs in value.items():
+        if not isinstance(role, str):
+            continue
+        if isinstance(orgs, Mapping):
+            roles[role] = {
+                org: domain
+                for org, domain in orgs.items()
+                if isinstance(org, str) and isinstance(domain, str)
+            }
+        else:
+            roles[role] = {}
+    return roles
+
+
+def _metadata(value: Any) -> dict[str, bytes]:
+    """ZITADEL metadata: values are base64url without padding; undecodable ones are skipped."""
+    if not isinstance(value, Mapping):
+        return {}
+    decoded: dict[str, bytes] = {}
+    for key, encoded in value.items():
+        if not isinstance(key, str) or not isinstance(encoded, str):
+            continue
+        try:
+            data = encoded.encode("ascii")
+            decoded[key] = base64.urlsafe_b64decode(data + b"=" * (-len(data) % 4))
+        except (UnicodeEncodeError, binascii.Error, ValueError):
+            continue
+    return decoded
