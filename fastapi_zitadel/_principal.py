@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
 
 ROLES_CLAIM = "urn:zitadel:iam:org:project:roles"
 METADATA_CLAIM = "urn:zitadel:iam:user:metadata"
@@ -54,7 +54,8 @@ def _freeze(value: Any) -> Any:
     return value
 
 
-FrozenMapping = Annotated[Mapping[str, Any], PlainSerializer(_thaw)]
+# Pydantic would copy a mapping into a plain dict; freezing after validation keeps it read-only.
+FrozenMapping = Annotated[Mapping[str, Any], AfterValidator(_freeze), PlainSerializer(_thaw)]
 
 
 class Organization(BaseModel):
@@ -128,9 +129,9 @@ class Principal(BaseModel):
             email_verified=_flag(claims, "email_verified"),
             locale=_text(claims, "locale"),
             organization=_organization(claims),
-            roles=_freeze(_roles(claims, project_id)),
-            metadata=MappingProxyType(_metadata(claims.get(METADATA_CLAIM))),
-            claims=_freeze(dict(claims)),
+            roles=_roles(claims, project_id),
+            metadata=_metadata(claims.get(METADATA_CLAIM)),
+            claims=claims,
         )
 
     # Scope checks -----------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The example app: a FastAPI API protected by fastapi-zitadel (see ``__main__``)."""

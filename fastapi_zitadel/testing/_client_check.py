@@ -1,0 +1,112 @@
+"""Client authentication exactly as ZITADEL checks it (see shared ZITADEL facts).
+
+JWT profile: ``kid`` required and known; RS256 signature; ``iss`` = ``sub`` = the key's owner;
+``aud`` contains the issuer exactly; ``exp`` more than 1 s ahead; ``iat`` not over 1 s ahead
+and not over an hour old; ``jti`` is not tracked (unless ``track_jti`` asks for the stricter
+behaviour of other servers). Basic: id and secret url-unescaped after base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote_plus
+
+import jwt
+
+from fastapi_zitadel._client_auth import CLIENT_ASSERTION_TYPE
+
+from ._directory import ApiApplication, Directory, User
+
+
+class ClientAuthFailed(Exception):
+    """Answered as HTTP 400 ``unauthorized_client``, as ZITADEL's code does."""
+
+
+class InvalidRequest(Exception):
+    """Answered as HTTP 400 ``invalid_request``."""
+
+
+def authenticate_client(
+    directory: Directory,
+    *,
+    form: Mapping[str, str],
+    authorization: str | None,
+    issuer: str,
+    now: float,
+    seen_jtis: set[str] | None,
+) -> str:
+    """The authenticated client id (an app's client id or a user id)."""
+    assertion = form.get("client_assertion")
+    basic = authorization is not None and authorization[:6].lower() == "basic "
+    if assertion is not None and basic:
+        raise InvalidRequest("only one client authentication method may be used")
+    if assertion is not None:
+        if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
+            raise ClientAuthFailed("unsupported client_assertion_type")
+        return _check_assertion(directory, assertion, issuer, now, seen_jtis)
+    if basic:
+        assert authorization is not None
+        return _check_basic(directory, authorization[6:].strip())
+    raise ClientAuthFailed("no client authentication")
+
+
+def _check_assertion(
+    directory: Directory, assertion: str, issuer: str, now: float, seen_jtis: set[str] | None
+) -> str:
+    try:
+        header = jwt.get_unverified_header(assertion)
+    except jwt.PyJWTError:
+        raise ClientAuthFailed("assertion is not a JWT") from None
+    kid = header.get("kid")
+    owner = directory.keys.get(kid) if isinstance(kid, str) else None
+    if owner is None or owner.private_key is None:
+        raise ClientAuthFailed("unknown or missing kid")
+    subject = owner.client_id if isinstance(owner, ApiApplication) else owner.id
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            assertion,
+            owner.private_key.public_key(),
+            algorithms=["RS256"],
+            options={"verify_exp": False, "verify_aud": False, "verify_iat": False},
+        )
+    except jwt.PyJWTError:
+        raise ClientAuthFailed("bad signature") from None
+    if claims.get("iss") != subject or claims.get("sub") != subject:
+        raise ClientAuthFailed("iss and sub must be the key owner's id")
+    audience = claims.get("aud")
+    audiences = [audience] if isinstance(audience, str) else audience
+    if not isinstance(audiences, list) or issuer not in audiences:
+        raise ClientAuthFailed("aud must contain the issuer")
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not isinstance(exp, (int, float)) or exp <= now + 1:
+        raise ClientAuthFailed("assertion expired")
+    if not isinstance(iat, (int, float)) or iat > now + 1 or iat < now - 3600:
+        raise ClientAuthFailed("iat out of range")
+    if seen_jtis is not None:
+        jti = claims.get("jti")
+        if not isinstance(jti, str) or jti in seen_jtis:
+            raise ClientAuthFailed("jti missing or reused")
+        seen_jtis.add(jti)
+    if isinstance(owner, User) and not owner.active:
+        raise ClientAuthFailed("user deactivated")
+    return subject
+
+
+def _check_basic(directory: Directory, encoded: str) -> str:
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ClientAuthFailed("malformed basic credentials") from None
+    raw_id, _, raw_secret = decoded.partition(":")
+    client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+    client: ApiApplication | User | None = directory.apps.get(client_id) or directory.users.get(
+        client_id
+    )
+    expected = client.client_secret if client is not None else None
+    if expected is None or not hmac.compare_digest(expected.encode(), secret.encode()):
+        raise ClientAuthFailed("wrong client id or secret")
+    return client_id

@@ -1,0 +1,202 @@
+"""The stand-in's world: organizations, projects, API applications, users and their tokens.
+
+Ids are numeric strings like ZITADEL's; keys are RSA keys generated on the spot and handed out
+as ZITADEL key files, so the code under test loads them through its normal path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+_ids = itertools.count(310_000_000_000_000_000)
+
+
+def new_id() -> str:
+    return str(next(_ids))
+
+
+def generate_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def pkcs1_pem(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode("ascii")
+
+
+@dataclass(frozen=True)
+class Organization:
+    id: str
+    name: str
+    primary_domain: str
+
+
+@dataclass(frozen=True)
+class Project:
+    id: str
+    name: str
+
+
+@dataclass
+class ApiApplication:
+    """An API application of a project: the introspecting client."""
+
+    id: str
+    client_id: str
+    project: Project
+    key_id: str | None = None
+    private_key: rsa.RSAPrivateKey | None = field(default=None, repr=False)
+    client_secret: str | None = field(default=None, repr=False)
+
+    @property
+    def key_file(self) -> dict[str, str]:
+        """The JSON key file ZITADEL's console would offer for download."""
+        if self.private_key is None or self.key_id is None:
+            raise ValueError("this application authenticates with a secret, not a key")
+        return {
+            "type": "application",
+            "keyId": self.key_id,
+            "key": pkcs1_pem(self.private_key),
+            "appId": self.id,
+            "clientId": self.client_id,
+        }
+
+
+@dataclass
+class User:
+    """A human or service user, with its project role grants and metadata."""
+
+    id: str
+    org: Organization
+    username: str
+    kind: Literal["human", "machine"] = "human"
+    name: str | None = None
+    given_name: str | None = None
+    family_name: str | None = None
+    email: str | None = None
+    email_verified: bool = False
+    locale: str | None = None
+    roles: dict[str, set[str]] = field(default_factory=dict)  # project id -> role keys
+    metadata: dict[str, bytes] = field(default_factory=dict)
+    key_id: str | None = None
+    private_key: rsa.RSAPrivateKey | None = field(default=None, repr=False)
+    client_secret: str | None = field(default=None, repr=False)
+    active: bool = True
+
+    @property
+    def key_file(self) -> dict[str, str]:
+        """The service-account key file, for the JWT-profile grant."""
+        if self.private_key is None or self.key_id is None:
+            raise ValueError("this user has no key")
+        return {
+            "type": "serviceaccount",
+            "keyId": self.key_id,
+            "key": pkcs1_pem(self.private_key),
+            "userId": self.id,
+        }
+
+
+@dataclass
+class AccessToken:
+    value: str = field(repr=False)
+    id: str
+    user: User
+    client_id: str
+    audience: list[str]
+    scopes: list[str]
+    issued_at: int
+    expires_at: int
+    revoked: bool = False
+
+
+class Directory:
+    """Everything the stand-in knows, kept in memory."""
+
+    def __init__(self) -> None:
+        self.orgs: dict[str, Organization] = {}
+        self.projects: dict[str, Project] = {}
+        self.apps: dict[str, ApiApplication] = {}  # by client id
+        self.users: dict[str, User] = {}
+        self.tokens: dict[str, AccessToken] = {}
+        self.keys: dict[str, ApiApplication | User] = {}  # by key id
+
+    def add_org(self, name: str, primary_domain: str | None = None) -> Organization:
+        org = Organization(new_id(), name, primary_domain or f"{name.lower()}.localhost")
+        self.orgs[org.id] = org
+        return org
+
+    def add_project(self, name: str) -> Project:
+        project = Project(new_id(), name)
+        self.projects[project.id] = project
+        return project
+
+    def add_api_app(
+        self, project: Project, name: str, *, auth: Literal["private_key_jwt", "basic"]
+    ) -> ApiApplication:
+        app = ApiApplication(id=new_id(), client_id=f"{new_id()}@{name}", project=project)
+        if auth == "private_key_jwt":
+            app.key_id = new_id()
+            app.private_key = generate_rsa_key()
+            self.keys[app.key_id] = app
+        else:
+            app.client_secret = secrets.token_urlsafe(32)
+        self.apps[app.client_id] = app
+        return app
+
+    def add_user(
+        self,
+        org: Organization,
+        username: str,
+        *,
+        kind: Literal["human", "machine"] = "human",
+        roles: Mapping[Project, Iterable[str]] | None = None,
+        metadata: Mapping[str, bytes] | None = None,
+        with_key: bool = False,
+        **profile: Any,
+    ) -> User:
+        user = User(id=new_id(), org=org, username=username, kind=kind, **profile)
+        for project, keys in (roles or {}).items():
+            user.roles.setdefault(project.id, set()).update(keys)
+        user.metadata.update(metadata or {})
+        if with_key:
+            user.key_id = new_id()
+            user.private_key = generate_rsa_key()
+            self.keys[user.key_id] = user
+        self.users[user.id] = user
+        return user
+
+    def mint(
+        self,
+        user: User,
+        *,
+        client_id: str,
+        audience: Iterable[str],
+        scopes: Iterable[str],
+        now: int,
+        lifetime: int,
+    ) -> AccessToken:
+        # Newer ZITADEL opaque tokens have dot-separated segments; a client must never parse
+        # them, and using the same shape here catches code that tries.
+        value = ".".join(secrets.token_urlsafe(n) for n in (24, 8, 8, 8, 16))
+        token = AccessToken(
+            value=value,
+            id=new_id(),
+            user=user,
+            client_id=client_id,
+            audience=list(dict.fromkeys(audience)),
+            scopes=list(dict.fromkeys(scopes)),
+            issued_at=now,
+            expires_at=now + lifetime,
+        )
+        self.tokens[value] = token
+        return token

@@ -1,0 +1,406 @@
+"""A local stand-in for the ZITADEL endpoints an API needs, as an ASGI app.
+
+It enforces what the real server enforces (client authentication rules, audience checks,
+answer shapes), so code that passes against it works against ZITADEL. Run it in-process with
+``standin.transport()`` or on a loopback port with ``StandInServer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from fastapi_zitadel._principal import (
+    METADATA_CLAIM,
+    ORG_DOMAIN_CLAIM,
+    ORG_ID_CLAIM,
+    ORG_NAME_CLAIM,
+    ROLES_CLAIM,
+    project_roles_claim,
+)
+
+from ._client_check import ClientAuthFailed, InvalidRequest, authenticate_client
+from ._directory import AccessToken, ApiApplication, Directory, Organization, Project, User
+
+FaultKind = Literal["latency", "status", "rate_limit", "garbage", "drop", "inactive"]
+
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+AUDIENCE_SCOPE_PREFIX = "urn:zitadel:iam:org:project:id:"
+AUDIENCE_SCOPE_SUFFIX = ":aud"
+
+
+@dataclass
+class Fault:
+    """A fault applied to the next ``remaining`` introspection requests (``None``: all)."""
+
+    kind: FaultKind
+    remaining: int | None = 1
+    seconds: float = 0.0
+    status: int = 503
+
+
+class ConnectionDropped(httpx.RemoteProtocolError):
+    """Raised in-process where a real server would drop the connection mid-answer."""
+
+
+class ZitadelStandIn:
+    """A fake ZITADEL instance with a small API to set it up from tests.
+
+    ``issuer`` is fixed at construction for in-process use; ``StandInServer`` sets it to the
+    loopback address it binds before serving.
+    """
+
+    def __init__(
+        self,
+        issuer: str = "http://zitadel.localhost",
+        *,
+        clock: Callable[[], float] = time.time,
+        track_jti: bool = False,
+    ) -> None:
+        self.issuer = issuer
+        self.clock = clock
+        self.directory = Directory()
+        self.track_jti = track_jti
+        self._seen_jtis: set[str] = set()
+        self.introspection_calls = 0
+        self.token_calls = 0
+        self._faults: list[Fault] = []
+        self.app = Starlette(
+            routes=[
+                Route("/.well-known/openid-configuration", self._discovery, methods=["GET"]),
+                Route("/oauth/v2/keys", self._jwks, methods=["GET"]),
+                Route("/oauth/v2/introspect", self._introspect, methods=["POST"]),
+                Route("/oauth/v2/token", self._token, methods=["POST"]),
+                Route("/oauth/v2/revoke", self._revoke, methods=["POST"]),
+            ]
+        )
+
+    # Setting up the world ---------------------------------------------------------------
+    def add_org(self, name: str, primary_domain: str | None = None) -> Organization:
+        return self.directory.add_org(name, primary_domain)
+
+    def add_project(self, name: str) -> Project:
+        return self.directory.add_project(name)
+
+    def add_api_app(
+        self,
+        project: Project,
+        name: str = "api",
+        *,
+        auth: Literal["private_key_jwt", "basic"] = "private_key_jwt",
+    ) -> ApiApplication:
+        return self.directory.add_api_app(project, name, auth=auth)
+
+    def add_user(
+        self,
+        org: Organization,
+        username: str,
+        *,
+        roles: Mapping[Project, Iterable[str]] | None = None,
+        metadata: Mapping[str, bytes] | None = None,
+        **profile: Any,
+    ) -> User:
+        return self.directory.add_user(org, username, roles=roles, metadata=metadata, **profile)
+
+    def add_service_user(
+        self,
+        org: Organization,
+        username: str,
+        *,
+        roles: Mapping[Project, Iterable[str]] | None = None,
+        with_secret: bool = False,
+    ) -> User:
+        user = self.directory.add_user(org, username, kind="machine", roles=roles, with_key=True)
+        if with_secret:
+            user.client_secret = base64.urlsafe_b64encode(user.id.encode()).decode() + "-secret"
+        return user
+
+    def issue_token(
+        self,
+        user: User,
+        project: Project,
+        *,
+        scopes: Iterable[str] = ("openid",),
+        lifetime: int = 43_200,
+        client_id: str | None = None,
+    ) -> str:
+        """Mint an opaque access token for ``user`` whose audience is ``project``."""
+        return self._mint(user, [project.id], scopes, lifetime, client_id).value
+
+    def revoke(self, token: str) -> None:
+        found = self.directory.tokens.get(token)
+        if found is not None:
+            found.revoked = True
+
+    # Faults -------------------------------------------------------------------------------
+    def inject(
+        self,
+        kind: FaultKind,
+        *,
+        times: int | None = 1,
+        seconds: float = 0.0,
+        status: int = 503,
+    ) -> None:
+        """Make the next ``times`` introspections misbehave (``None``: until ``clear_faults``).
+
+        ``latency`` waits ``seconds`` first; ``status`` answers that HTTP status;
+        ``rate_limit`` answers 429 with ``Retry-After: seconds``; ``garbage`` answers HTML;
+        ``drop`` cuts the connection mid-answer; ``inactive`` answers ``{"active": false}``
+        as ZITADEL does on an internal error.
+        """
+        self._faults.append(Fault(kind, times, seconds, status))
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    def transport(self) -> httpx.ASGITransport:
+        """An in-process transport for ``httpx.AsyncClient(transport=...)``."""
+        return httpx.ASGITransport(app=self.app)
+
+    # Endpoints ----------------------------------------------------------------------------
+    async def _discovery(self, _request: Request) -> Response:
+        base = self.issuer + "/oauth/v2"
+        return JSONResponse(
+            {
+                "issuer": self.issuer,
+                "authorization_endpoint": self.issuer + "/oauth/v2/authorize",
+                "token_endpoint": base + "/token",
+                "introspection_endpoint": base + "/introspect",
+                "revocation_endpoint": base + "/revoke",
+                "jwks_uri": base + "/keys",
+                "introspection_endpoint_auth_methods_supported": [
+                    "client_secret_basic",
+                    "private_key_jwt",
+                ],
+                "introspection_endpoint_auth_signing_alg_values_supported": ["RS256"],
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_basic",
+                    "private_key_jwt",
+                ],
+                "grant_types_supported": ["client_credentials", JWT_BEARER_GRANT],
+                "response_types_supported": ["code"],
+                "scopes_supported": ["openid", "profile", "email", "phone"],
+            }
+        )
+
+    async def _jwks(self, _request: Request) -> Response:
+        # Tokens from the stand-in are opaque, so there is nothing to verify locally.
+        return JSONResponse({"keys": []})
+
+    async def _introspect(self, request: Request) -> Response:
+        self.introspection_calls += 1
+        fault = self._next_fault()
+        if fault is not None:
+            faulty = await self._apply(fault)
+            if faulty is not None:
+                return faulty
+        params = await _parameters(request)
+        try:
+            caller = self._authenticate(request, params)
+        except ClientAuthFailed:
+            return _oauth_error("unauthorized_client", "client authentication failed")
+        except InvalidRequest as exc:
+            return _oauth_error("invalid_request", str(exc))
+        token_value = params.get("token")
+        if not token_value:
+            return _oauth_error("invalid_request", "token missing")
+        if fault is not None and fault.kind == "inactive":
+            return JSONResponse({"active": False})
+        token = self.directory.tokens.get(token_value)
+        if token is None or not self._is_live(token) or not self._audience_allows(token, caller):
+            return JSONResponse({"active": False})
+        return JSONResponse(self._active_body(token, caller))
+
+    async def _token(self, request: Request) -> Response:
+        self.token_calls += 1
+        params = await _parameters(request)
+        grant = params.get("grant_type")
+        scopes = params.get("scope", "").split()
+        if grant == JWT_BEARER_GRANT:
+            try:
+                user_id = authenticate_client(
+                    self.directory,
+                    form={
+                        "client_assertion": params.get("assertion", ""),
+                        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:"
+                        "jwt-bearer",
+                    },
+                    authorization=None,
+                    issuer=self.issuer,
+                    now=self.clock(),
+                    seen_jtis=None,
+                )
+            except ClientAuthFailed:
+                return _oauth_error("invalid_grant", "assertion rejected")
+        elif grant == "client_credentials":
+            try:
+                user_id = self._authenticate(request, params)
+            except (ClientAuthFailed, InvalidRequest):
+                return _oauth_error("invalid_client", "client authentication failed", 401)
+        else:
+            return _oauth_error("unsupported_grant_type", "use jwt-bearer or client_credentials")
+        user = self.directory.users.get(user_id)
+        if user is None or user.kind != "machine":
+            return _oauth_error("invalid_grant", "only service users get tokens here")
+        audience = [
+            scope[len(AUDIENCE_SCOPE_PREFIX) : -len(AUDIENCE_SCOPE_SUFFIX)]
+            for scope in scopes
+            if scope.startswith(AUDIENCE_SCOPE_PREFIX) and scope.endswith(AUDIENCE_SCOPE_SUFFIX)
+        ]
+        token = self._mint(user, audience, scopes, 43_200, user.id)
+        return JSONResponse(
+            {
+                "access_token": token.value,
+                "token_type": "Bearer",
+                "expires_in": token.expires_at - token.issued_at,
+                "scope": " ".join(token.scopes),
+            }
+        )
+
+    async def _revoke(self, request: Request) -> Response:
+        params = await _parameters(request)
+        try:
+            self._authenticate(request, params)
+        except (ClientAuthFailed, InvalidRequest):
+            return _oauth_error("invalid_client", "client authentication failed", 401)
+        self.revoke(params.get("token", ""))
+        return Response(status_code=200)
+
+    # Helpers ------------------------------------------------------------------------------
+    def _mint(
+        self,
+        user: User,
+        audience: list[str],
+        scopes: Iterable[str],
+        lifetime: int,
+        client_id: str | None,
+    ) -> AccessToken:
+        apps = [app for app in self.directory.apps.values() if app.project.id in audience]
+        full_audience = [app.client_id for app in apps] + audience
+        return self.directory.mint(
+            user,
+            client_id=client_id or (apps[0].client_id if apps else user.id),
+            audience=full_audience,
+            scopes=scopes,
+            now=int(self.clock()),
+            lifetime=lifetime,
+        )
+
+    def _authenticate(self, request: Request, params: Mapping[str, str]) -> str:
+        return authenticate_client(
+            self.directory,
+            form=params,
+            authorization=request.headers.get("authorization"),
+            issuer=self.issuer,
+            now=self.clock(),
+            seen_jtis=self._seen_jtis if self.track_jti else None,
+        )
+
+    def _is_live(self, token: AccessToken) -> bool:
+        return not token.revoked and token.user.active and self.clock() < token.expires_at
+
+    def _audience_allows(self, token: AccessToken, caller: str) -> bool:
+        app = self.directory.apps.get(caller)
+        allowed = {caller} if app is None else {caller, app.project.id}
+        return not allowed.isdisjoint(token.audience)
+
+    def _active_body(self, token: AccessToken, caller: str) -> dict[str, Any]:
+        user = token.user
+        scopes = set(token.scopes)
+        body: dict[str, Any] = {
+            "active": True,
+            "scope": " ".join(token.scopes),
+            "client_id": token.client_id,
+            "token_type": "Bearer",
+            "exp": token.expires_at,
+            "iat": token.issued_at,
+            "nbf": token.issued_at,
+            "sub": user.id,
+            "aud": list(token.audience),
+            "iss": self.issuer,
+            "jti": token.id,
+        }
+        if "profile" in scopes:
+            body.update(
+                name=user.name,
+                given_name=user.given_name,
+                family_name=user.family_name,
+                locale=user.locale,
+                updated_at=token.issued_at,
+                preferred_username=user.username,
+                username=user.username,
+            )
+        if "email" in scopes and user.email is not None:
+            body["email"] = user.email
+            if user.email_verified:
+                body["email_verified"] = True
+        if "urn:zitadel:iam:user:resourceowner" in scopes:
+            body[ORG_ID_CLAIM] = user.org.id
+            body[ORG_NAME_CLAIM] = user.org.name
+            body[ORG_DOMAIN_CLAIM] = user.org.primary_domain
+        if "urn:zitadel:iam:user:metadata" in scopes and user.metadata:
+            body[METADATA_CLAIM] = {
+                key: base64.urlsafe_b64encode(value).decode().rstrip("=")
+                for key, value in user.metadata.items()
+            }
+        app = self.directory.apps.get(caller)
+        project_id = app.project.id if app is not None else None
+        roles = user.roles.get(project_id, set()) if project_id else set()
+        if project_id and roles:
+            shaped = {role: {user.org.id: user.org.primary_domain} for role in sorted(roles)}
+            body[ROLES_CLAIM] = shaped
+            body[project_roles_claim(project_id)] = shaped
+        return body
+
+    def _next_fault(self) -> Fault | None:
+        if not self._faults:
+            return None
+        fault = self._faults[0]
+        if fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self._faults.pop(0)
+        return fault
+
+    async def _apply(self, fault: Fault) -> Response | None:
+        if fault.kind == "latency":
+            await asyncio.sleep(fault.seconds)
+            return None
+        if fault.kind == "status":
+            return JSONResponse({"error": "server_error"}, status_code=fault.status)
+        if fault.kind == "rate_limit":
+            return JSONResponse(
+                {"error": "rate limited"},
+                status_code=429,
+                headers={"Retry-After": str(int(fault.seconds))},
+            )
+        if fault.kind == "garbage":
+            return Response("<html>502 Bad Gateway</html>", media_type="text/html")
+        if fault.kind == "drop":
+            raise ConnectionDropped("connection dropped by the stand-in")
+        return None  # "inactive" is applied after client authentication
+
+
+async def _parameters(request: Request) -> dict[str, str]:
+    """Query and url-encoded form parameters (the only body type OAuth endpoints take)."""
+    params = dict(request.query_params)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if request.method == "POST" and content_type == "application/x-www-form-urlencoded":
+        body = (await request.body()).decode("utf-8", errors="replace")
+        params.update(parse_qsl(body, keep_blank_values=True))
+    return params
+
+
+def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)

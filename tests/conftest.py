@@ -1,0 +1,41 @@
+"""Shared fixtures: throwaway RSA keys made at test time, ZITADEL-shaped key files, a clock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .helpers import CLIENT_ID, FakeClock, pem_pkcs1
+
+
+@pytest.fixture(scope="session")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="session")
+def app_key(rsa_key: rsa.RSAPrivateKey) -> dict[str, Any]:
+    """An API application's key file, as ZITADEL's console downloads it."""
+    return {
+        "type": "application",
+        "keyId": "301122334455667788",
+        "key": pem_pkcs1(rsa_key),
+        "appId": "298374650",
+        "clientId": CLIENT_ID,
+    }
+
+
+@pytest.fixture
+def app_key_path(tmp_path: Path, app_key: dict[str, Any]) -> Path:
+    path = tmp_path / "api-key.json"
+    path.write_text(json.dumps(app_key))
+    return path
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

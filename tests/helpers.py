@@ -1,0 +1,61 @@
+"""Test helpers: ids, PEM encodings, a hand-moved clock, ZITADEL-shaped answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ISSUER = "https://zitadel.example.test"
+INTROSPECT_URL = ISSUER + "/oauth/v2/introspect"
+CLIENT_ID = "298374651@fastapi-zitadel"
+
+
+def pem_pkcs1(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def pem_pkcs8(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+class FakeClock:
+    """A wall clock the test moves by hand, so time-based behaviour needs no sleeps."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def active_claims(now: float, **extra: Any) -> dict[str, Any]:
+    """An active answer shaped like ZITADEL's (aud an array, scope a string, integer times)."""
+    claims: dict[str, Any] = {
+        "active": True,
+        "scope": "openid profile items:read",
+        "client_id": "298374999@fastapi-zitadel",
+        "token_type": "Bearer",
+        "exp": int(now) + 3600,
+        "iat": int(now) - 60,
+        "nbf": int(now) - 60,
+        "sub": "user-1",
+        "aud": ["298374999@fastapi-zitadel", "298374000"],
+        "iss": ISSUER,
+        "jti": "token-id-1",
+        "username": "alice@acme.test",
+    }
+    claims.update(extra)
+    return claims

@@ -1,0 +1,108 @@
+"""Discovery: the endpoint is read from the issuer's document, which must name our issuer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from fastapi_zitadel import IdentityProviderUnavailable, InvalidTokenError, ZitadelIntrospection
+
+from .helpers import FakeClock
+
+ISSUER = "https://zitadel.example.test"
+
+
+class Idp:
+    """A hand-made discovery document plus an introspection answer."""
+
+    def __init__(self, document: Any, status: int = 200) -> None:
+        self.document = document
+        self.status = status
+        self.discovery_calls = 0
+        self.introspected: list[str] = []
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/.well-known/openid-configuration":
+            self.discovery_calls += 1
+            return httpx.Response(self.status, json=self.document)
+        self.introspected.append(str(request.url))
+        return httpx.Response(200, json={"active": False})
+
+    def zitadel(self, app_key: dict[str, Any], clock: FakeClock, **options: Any) -> Any:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
+        return ZitadelIntrospection(
+            ISSUER, key_file=app_key, http_client=client, clock=clock, **options
+        )
+
+
+def _document(**overrides: Any) -> dict[str, Any]:
+    document = {"issuer": ISSUER, "introspection_endpoint": ISSUER + "/custom/introspect"}
+    document.update(overrides)
+    return document
+
+
+async def test_endpoint_comes_from_discovery_once(
+    app_key: dict[str, Any], clock: FakeClock
+) -> None:
+    idp = Idp(_document())
+    zitadel = idp.zitadel(app_key, clock)
+    for token in ("a", "b", "c"):
+        with pytest.raises(InvalidTokenError):
+            await zitadel.verify(token)
+    assert idp.discovery_calls == 1
+    assert idp.introspected == [ISSUER + "/custom/introspect"] * 3
+
+
+async def test_explicit_endpoint_skips_discovery(app_key: dict[str, Any], clock: FakeClock) -> None:
+    idp = Idp(_document())
+    zitadel = idp.zitadel(app_key, clock, introspection_endpoint=ISSUER + "/oauth/v2/introspect")
+    with pytest.raises(InvalidTokenError):
+        await zitadel.verify("a")
+    assert idp.discovery_calls == 0
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (_document(issuer=ISSUER + "/"), "expected exactly"),
+        (_document(issuer="https://evil.example"), "expected exactly"),
+        (_document(introspection_endpoint=None), "no introspection_endpoint"),
+        (_document(introspection_endpoint="http://zitadel.example.test/i"), "http"),
+        ([1, 2], "not a JSON object"),
+    ],
+)
+async def test_bad_documents_are_refused(
+    app_key: dict[str, Any], clock: FakeClock, document: Any, message: str
+) -> None:
+    idp = Idp(document)
+    with pytest.raises(IdentityProviderUnavailable, match=message):
+        await idp.zitadel(app_key, clock).verify("a")
+    assert idp.introspected == []
+
+
+async def test_failed_discovery_backs_off(app_key: dict[str, Any], clock: FakeClock) -> None:
+    idp = Idp({"error": "down"}, status=503)
+    zitadel = idp.zitadel(app_key, clock)
+    for _ in range(20):
+        with pytest.raises(IdentityProviderUnavailable) as info:
+            await zitadel.verify("a")
+        assert info.value.retry_after is not None
+    assert idp.discovery_calls == 1  # not once per request in a storm
+    clock.advance(2)
+    idp.status, idp.document = 200, _document()
+    with pytest.raises(InvalidTokenError):
+        await zitadel.verify("a")
+    assert idp.discovery_calls == 2
+
+
+async def test_eager_discovery_at_startup(app_key: dict[str, Any], clock: FakeClock) -> None:
+    idp = Idp(_document(issuer="https://other.example"))
+    zitadel = idp.zitadel(app_key, clock, discover_on_startup=True)
+    with pytest.raises(IdentityProviderUnavailable, match="expected exactly"):
+        async with zitadel.lifespan(None):
+            pass
+    good = Idp(_document()).zitadel(app_key, clock, discover_on_startup=True)
+    async with good.lifespan(None):
+        assert await good.discover() == ISSUER + "/custom/introspect"
