@@ -2,6 +2,14 @@
 
 from ._cache import CacheEntry, IntrospectionCache, MemoryCache
 from ._config import ZitadelConfig, ZitadelSettings
+from ._dependencies import (
+    get_default_zitadel,
+    require_all_roles,
+    require_any_scope,
+    require_role,
+    require_scope,
+    set_default_zitadel,
+)
 from ._exceptions import (
     AuthenticationError,
     ClientCredentialsRejected,
@@ -40,5 +48,11 @@ __all__ = [
     "ZitadelIntrospection",
     "ZitadelKeyFile",
     "ZitadelSettings",
+    "get_default_zitadel",
     "load_key_file",
+    "require_all_roles",
+    "require_any_scope",
+    "require_role",
+    "require_scope",
+    "set_default_zitadel",
 ]

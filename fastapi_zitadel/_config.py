@@ -62,6 +62,11 @@ class ZitadelConfig(BaseModel):
     max_token_length: int = Field(default=4096, ge=16, le=1_048_576)
     discover_on_startup: bool = False
     allow_insecure_http: bool = False
+    realm: str = Field(default="api", min_length=1, pattern=r"^[\x20\x21\x23-\x5b\x5d-\x7e]+$")
+    scheme_name: str = Field(default="ZITADEL", min_length=1)
+    scheme_description: str | None = None
+    swagger_client_id: str | None = None
+    websocket_query_token: bool = True
 
     @field_validator("issuer")
     @classmethod

@@ -13,22 +13,42 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
+from fastapi.security import SecurityScopes
+from fastapi.security.base import SecurityBase
 from pydantic import ValidationError
+from starlette.requests import HTTPConnection
 
+from ._bearer import extract_bearer
 from ._cache import CacheEntry, IntrospectionCache, MemoryCache, NegativeCache, token_digest
 from ._client_auth import ClientAuthentication, ClientSecretBasic, PrivateKeyJwt
 from ._config import ZitadelConfig, ZitadelSettings
+from ._dependencies import (
+    PrincipalDependency,
+    all_scopes_dependency,
+    any_scope_dependency,
+    role_dependency,
+)
 from ._discovery import Discovery
-from ._exceptions import ConfigurationError, IdentityProviderUnavailable, InvalidTokenError
+from ._exceptions import (
+    ConfigurationError,
+    IdentityProviderUnavailable,
+    InsufficientScopeError,
+    InvalidTokenError,
+    MissingTokenError,
+    ZitadelError,
+)
 from ._http import HttpClientProvider
+from ._http_errors import http_exception, websocket_exception
 from ._introspection_client import IntrospectionClient
 from ._key_file import KeyFileSource, load_key_file
+from ._openapi import add_error_responses, remember_scopes, security_scheme, swagger_ui_init_oauth
 from ._principal import MalformedClaimError, Principal
 from ._single_flight import SingleFlight
 from ._validation import check_active_principal
@@ -36,11 +56,13 @@ from ._validation import check_active_principal
 logger = logging.getLogger("fastapi_zitadel")
 
 
-class ZitadelIntrospection:
+class ZitadelIntrospection(SecurityBase):
     """Verifies bearer tokens by asking ZITADEL's introspection endpoint (RFC 7662).
 
     Create one per app (per issuer) and reuse it: it holds the connection pool, the signed
-    client assertion and the result cache. Usable without FastAPI through ``verify``.
+    client assertion and the result cache. It is a FastAPI security dependency
+    (``Depends(zitadel)``, ``Security(zitadel, scopes=[...])``), and usable without FastAPI
+    through ``verify``.
     """
 
     def __init__(
@@ -103,6 +125,10 @@ class ZitadelIntrospection:
         )
         self._flight: SingleFlight[Principal] = SingleFlight()
         self._audiences = frozenset(self.config.audience)
+        # FastAPI's security scheme: shown in OpenAPI under ``scheme_name``.
+        self.model = security_scheme(self.config)
+        self.scheme_name = self.config.scheme_name
+        self._memo_key = f"fastapi_zitadel.principal.{id(self)}"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ZitadelIntrospection:
@@ -189,6 +215,106 @@ class ZitadelIntrospection:
     async def discover(self) -> str:
         """Fetch the discovery document now, rather than on the first request."""
         return await self._discovery.introspection_endpoint()
+
+    # FastAPI ------------------------------------------------------------------------------
+    async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
+        """The dependency: the verified ``Principal``, holding every scope in ``Security``."""
+        principal = await self.authenticate(conn)
+        missing = [scope for scope in security_scopes.scopes if scope not in principal.scopes]
+        if missing:
+            error = InsufficientScopeError(
+                f"requires the scopes: {' '.join(security_scopes.scopes)}",
+                tuple(security_scopes.scopes),
+            )
+            raise self.reject(conn, error)
+        return principal
+
+    async def authenticate(self, conn: HTTPConnection) -> Principal:
+        """The request's ``Principal``; raises the HTTP (or WebSocket) error otherwise."""
+        principal = await self.authenticate_optional(conn)
+        if principal is None:
+            raise self.reject(conn, MissingTokenError("a bearer token is required"))
+        return principal
+
+    async def authenticate_optional(self, conn: HTTPConnection) -> Principal | None:
+        """``None`` when the request carries no token; an invalid token still fails (401)."""
+        # FastAPI may call us several times per request (router and route scopes differ):
+        # the first call's result is kept in the request scope, so the rest cost a lookup.
+        memo: Principal | None = conn.scope.get(self._memo_key)
+        if memo is not None:
+            return memo
+        try:
+            token = extract_bearer(
+                conn,
+                max_length=self.config.max_token_length,
+                allow_query=conn.scope["type"] == "websocket" and self.config.websocket_query_token,
+            )
+            if token is None:
+                return None
+            principal = await self.verify(token)
+        except ZitadelError as error:
+            raise self.reject(conn, error) from None
+        conn.scope[self._memo_key] = principal
+        return principal
+
+    @property
+    def optional(self) -> Callable[[HTTPConnection], Awaitable[Principal | None]]:
+        """A dependency giving ``None`` for anonymous requests, for routes that serve both."""
+        return self.authenticate_optional
+
+    def reject(self, conn: HTTPConnection, error: ZitadelError) -> Exception:
+        """The exception FastAPI turns into the right 400/401/403/503 or WebSocket close."""
+        if conn.scope["type"] == "websocket":
+            return websocket_exception(error)
+        return http_exception(error, self.config.realm)
+
+    def require_scope(self, *scopes: str) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **all** of ``scopes`` (else 403)."""
+        return all_scopes_dependency(self, *scopes)
+
+    def require_any_scope(self, *scopes: str) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **at least one** of ``scopes`` (else 403)."""
+        return any_scope_dependency(self, *scopes)
+
+    def require_role(self, *roles: str, org_id: str | None = None) -> PrincipalDependency:
+        """Dependency: a ``Principal`` with **at least one** of the project ``roles``,
+        granted by organization ``org_id`` when given (else 403)."""
+        return role_dependency(self, *roles, org_id=org_id)
+
+    def require_all_roles(self, *roles: str, org_id: str | None = None) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **every one** of the project ``roles``."""
+        return role_dependency(self, *roles, org_id=org_id, require_all=True)
+
+    def document_scopes(self, scopes: tuple[str, ...]) -> None:
+        remember_scopes(self.model, scopes)
+
+    @property
+    def swagger_ui_init_oauth(self) -> dict[str, Any] | None:
+        """``FastAPI(swagger_ui_init_oauth=...)`` for the PKCE login in ``/docs``."""
+        return swagger_ui_init_oauth(self.config)
+
+    def install(self, app: FastAPI) -> None:
+        """Wire this instance into ``app``: open and close it with the app's lifespan, add
+        the 401/403/503 responses to protected operations in OpenAPI, and configure Swagger
+        UI's login when ``swagger_client_id`` is set."""
+        inner_lifespan = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
+            async with self.lifespan(asgi_app), inner_lifespan(asgi_app) as state:
+                yield state
+
+        app.router.lifespan_context = lifespan
+        if self.swagger_ui_init_oauth is not None:
+            app.swagger_ui_init_oauth = self.swagger_ui_init_oauth
+        build_openapi = app.openapi
+
+        def openapi() -> dict[str, Any]:
+            if app.openapi_schema is None:
+                app.openapi_schema = add_error_responses(build_openapi(), self.scheme_name)
+            return app.openapi_schema
+
+        app.openapi = openapi  # type: ignore[method-assign]
 
     # Lifecycle ----------------------------------------------------------------------------
     async def aclose(self) -> None:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
 ROLES_CLAIM = "urn:zitadel:iam:org:project:roles"
 METADATA_CLAIM = "urn:zitadel:iam:user:metadata"
@@ -52,6 +52,10 @@ def _freeze(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_freeze(item) for item in value)
     return value
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
 
 
 # Pydantic would copy a mapping into a plain dict; freezing after validation keeps it read-only.
@@ -97,9 +101,9 @@ class Principal(BaseModel):
     email_verified: bool | None = None
     locale: str | None = None
     organization: Organization | None = None
-    roles: FrozenMapping = MappingProxyType({})
-    metadata: FrozenMapping = MappingProxyType({})
-    claims: FrozenMapping = MappingProxyType({})
+    roles: FrozenMapping = Field(default_factory=_empty)
+    metadata: FrozenMapping = Field(default_factory=_empty)
+    claims: FrozenMapping = Field(default_factory=_empty)
 
     @classmethod
     def from_claims(cls, claims: Mapping[str, Any], *, project_id: str | None = None) -> Principal:

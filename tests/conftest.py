@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .helpers import CLIENT_ID, FakeClock, pem_pkcs1
+from fastapi_zitadel.testing import ZitadelStandIn
+
+from .helpers import CLIENT_ID, STANDIN_ISSUER, FakeClock, World, pem_pkcs1
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +41,22 @@ def app_key_path(tmp_path: Path, app_key: dict[str, Any]) -> Path:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def world(clock: FakeClock) -> World:
+    standin = ZitadelStandIn(STANDIN_ISSUER, clock=clock)
+    org = standin.add_org("Acme", "acme.localhost")
+    project = standin.add_project("shop")
+    app = standin.add_api_app(project, "shop-api")
+    user = standin.add_user(
+        org,
+        "alice",
+        roles={project: ["admin", "reader"]},
+        metadata={"tier": b"gold"},
+        name="Alice A.",
+        email="alice@acme.localhost",
+        email_verified=True,
+        locale=None,
+    )
+    return World(standin, project, app, user, clock)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from fastapi_zitadel import ZitadelIntrospection
+from fastapi_zitadel.testing import ApiApplication, Project, User, ZitadelStandIn
 
 ISSUER = "https://zitadel.example.test"
 INTROSPECT_URL = ISSUER + "/oauth/v2/introspect"
 CLIENT_ID = "298374651@fastapi-zitadel"
+STANDIN_ISSUER = "http://zitadel.localhost"
 
 
 def pem_pkcs1(key: rsa.RSAPrivateKey) -> str:
@@ -59,3 +65,25 @@ def active_claims(now: float, **extra: Any) -> dict[str, Any]:
     }
     claims.update(extra)
     return claims
+
+
+@dataclass
+class World:
+    standin: ZitadelStandIn
+    project: Project
+    app: ApiApplication
+    user: User
+    clock: FakeClock
+
+    def token(self, **options: Any) -> str:
+        return self.standin.issue_token(self.user, self.project, **options)
+
+    def client(self, **options: Any) -> ZitadelIntrospection:
+        settings: dict[str, Any] = {
+            "key_file": self.app.key_file,
+            "project_id": self.project.id,
+            "http_client": httpx.AsyncClient(transport=self.standin.transport()),
+            "clock": self.clock,
+            **options,
+        }
+        return ZitadelIntrospection(STANDIN_ISSUER, **settings)

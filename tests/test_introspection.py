@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,52 +17,9 @@ from fastapi_zitadel import (
     InvalidTokenError,
     ZitadelIntrospection,
 )
-from fastapi_zitadel.testing import ApiApplication, Project, User, ZitadelStandIn
 
-from .helpers import FakeClock
-
-ISSUER = "http://zitadel.localhost"
-
-
-@dataclass
-class World:
-    standin: ZitadelStandIn
-    project: Project
-    app: ApiApplication
-    user: User
-    clock: FakeClock
-
-    def token(self, **options: Any) -> str:
-        return self.standin.issue_token(self.user, self.project, **options)
-
-    def client(self, **options: Any) -> ZitadelIntrospection:
-        settings: dict[str, Any] = {
-            "key_file": self.app.key_file,
-            "project_id": self.project.id,
-            "http_client": httpx.AsyncClient(transport=self.standin.transport()),
-            "clock": self.clock,
-            **options,
-        }
-        return ZitadelIntrospection(ISSUER, **settings)
-
-
-@pytest.fixture
-def world(clock: FakeClock) -> World:
-    standin = ZitadelStandIn(ISSUER, clock=clock)
-    org = standin.add_org("Acme", "acme.localhost")
-    project = standin.add_project("shop")
-    app = standin.add_api_app(project, "shop-api")
-    user = standin.add_user(
-        org,
-        "alice",
-        roles={project: ["admin", "reader"]},
-        metadata={"tier": b"gold"},
-        name="Alice A.",
-        email="alice@acme.localhost",
-        email_verified=True,
-        locale=None,
-    )
-    return World(standin, project, app, user, clock)
+from .helpers import STANDIN_ISSUER as ISSUER
+from .helpers import World
 
 
 @pytest.fixture

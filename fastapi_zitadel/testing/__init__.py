@@ -1,6 +1,8 @@
 """Test without a ZITADEL account: a faithful local stand-in for ZITADEL's endpoints."""
 
 from ._directory import AccessToken, ApiApplication, Organization, Project, User
+from ._overrides import fixed_principal, override_principal
+from ._server import LoopbackServer
 from ._standin import ConnectionDropped, Fault, ZitadelStandIn
 
 __all__ = [
@@ -8,8 +10,11 @@ __all__ = [
     "ApiApplication",
     "ConnectionDropped",
     "Fault",
+    "LoopbackServer",
     "Organization",
     "Project",
     "User",
     "ZitadelStandIn",
+    "fixed_principal",
+    "override_principal",
 ]

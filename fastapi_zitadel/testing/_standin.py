@@ -32,6 +32,7 @@ from fastapi_zitadel._principal import (
 
 from ._client_check import ClientAuthFailed, InvalidRequest, authenticate_client
 from ._directory import AccessToken, ApiApplication, Directory, Organization, Project, User
+from ._server import LoopbackServer
 
 FaultKind = Literal["latency", "status", "rate_limit", "garbage", "drop", "inactive"]
 
@@ -163,6 +164,15 @@ class ZitadelStandIn:
 
     def clear_faults(self) -> None:
         self._faults.clear()
+
+    def serve(self) -> LoopbackServer:
+        """Serve on 127.0.0.1 with an ephemeral port; the issuer becomes that address.
+
+        ``with standin.serve() as issuer: ...``
+        """
+        server = LoopbackServer(self.app)
+        self.issuer = server.url
+        return server
 
     def transport(self) -> httpx.ASGITransport:
         """An in-process transport for ``httpx.AsyncClient(transport=...)``."""

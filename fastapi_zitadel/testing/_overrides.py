@@ -1,0 +1,65 @@
+"""Replacing authentication with a fixed ``Principal`` in a user's own tests.
+
+The override keeps the scope and role checks: a test that gives its principal too few
+scopes gets the same 403 production would, so authorization is tested, not bypassed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+from fastapi import FastAPI
+from fastapi.security import SecurityScopes
+from starlette.requests import HTTPConnection
+
+from fastapi_zitadel._exceptions import InsufficientScopeError, MissingTokenError
+from fastapi_zitadel._introspection import ZitadelIntrospection
+from fastapi_zitadel._principal import Principal
+
+
+def fixed_principal(
+    zitadel: ZitadelIntrospection, principal: Principal
+) -> Callable[[HTTPConnection, SecurityScopes], Awaitable[Principal]]:
+    """A stand-in for ``zitadel`` in ``app.dependency_overrides`` that always authenticates
+    as ``principal`` and still enforces the scopes of ``Security(zitadel, scopes=...)``."""
+
+    async def authenticated_as_fixed_principal(
+        conn: HTTPConnection, security_scopes: SecurityScopes
+    ) -> Principal:
+        if not principal.has_all_scopes(security_scopes.scopes):
+            needed = tuple(security_scopes.scopes)
+            error = InsufficientScopeError(f"requires the scopes: {' '.join(needed)}", needed)
+            raise zitadel.reject(conn, error)
+        return principal
+
+    return authenticated_as_fixed_principal
+
+
+@contextmanager
+def override_principal(
+    app: FastAPI, zitadel: ZitadelIntrospection, principal: Principal | None
+) -> Iterator[None]:
+    """Within the block, every dependency of ``zitadel`` sees ``principal``.
+
+    ``None`` makes requests anonymous (``zitadel.optional`` gives ``None``, the others 401).
+    """
+    saved = dict(app.dependency_overrides)
+
+    async def optional_principal() -> Principal | None:
+        return principal
+
+    if principal is None:
+
+        async def anonymous(conn: HTTPConnection) -> Principal:
+            raise zitadel.reject(conn, MissingTokenError("a bearer token is required"))
+
+        app.dependency_overrides[zitadel] = anonymous
+    else:
+        app.dependency_overrides[zitadel] = fixed_principal(zitadel, principal)
+    app.dependency_overrides[zitadel.optional] = optional_principal
+    try:
+        yield
+    finally:
+        app.dependency_overrides.clear()
+        app.dependency_overrides.update(saved)
