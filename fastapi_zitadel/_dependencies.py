@@ -13,7 +13,7 @@ than the closures' ``guard``.
 """
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from fastapi import Security
 from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
@@ -23,6 +23,9 @@ from starlette.requests import HTTPConnection
 
 from ._exceptions import ConfigurationError, InsufficientScopeError, ZitadelError
 from ._principal import Principal
+
+if TYPE_CHECKING:
+    from ._introspection import ZitadelIntrospection
 
 PrincipalDependency = Callable[..., Awaitable[Principal]]
 
@@ -118,16 +121,16 @@ def role_dependency(
 
 # The default instance ----------------------------------------------------------------------
 
-_default: Guard | None = None
+_default: "ZitadelIntrospection | None" = None
 
 
-def set_default_zitadel(zitadel: Guard | None) -> None:
+def set_default_zitadel(zitadel: "ZitadelIntrospection | None") -> None:
     """Bind the module-level ``require_*`` functions to ``zitadel`` (``None`` to reset)."""
     global _default
     _default = zitadel
 
 
-def get_default_zitadel() -> Guard:
+def get_default_zitadel() -> "ZitadelIntrospection":
     """The default instance; configured from ``ZITADEL_*`` variables on first use."""
     global _default
     if _default is None:

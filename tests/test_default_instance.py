@@ -1,0 +1,88 @@
+"""Module-level require_* functions: bound at request time to the default instance."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+
+from fastapi_zitadel import (
+    ConfigurationError,
+    Principal,
+    get_default_zitadel,
+    require_all_roles,
+    require_any_scope,
+    require_role,
+    require_scope,
+    set_default_zitadel,
+)
+
+from .helpers import World
+
+
+@pytest.fixture(autouse=True)
+def reset_default() -> Iterator[None]:
+    set_default_zitadel(None)
+    yield
+    set_default_zitadel(None)
+
+
+def declared_before_configuration() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/items")
+    async def items(principal: Annotated[Principal, Depends(require_scope("items:read"))]) -> Any:
+        return principal.subject
+
+    @app.get("/any", dependencies=[Depends(require_any_scope("x", "items:read"))])
+    async def any_scope() -> bool:
+        return True
+
+    @app.get("/admin", dependencies=[Depends(require_role("admin"))])
+    async def admin() -> bool:
+        return True
+
+    @app.get("/owner", dependencies=[Depends(require_all_roles("admin", "owner"))])
+    async def owner() -> bool:
+        return True
+
+    return app
+
+
+async def test_routes_use_the_default_set_later(world: World) -> None:
+    app = declared_before_configuration()
+    set_default_zitadel(world.client(swagger_client_id="web"))
+    token = world.token(scopes=["openid", "items:read"])
+    headers = {"Authorization": f"Bearer {token}"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+        assert (await http.get("/items", headers=headers)).json() == world.user.id
+        assert (await http.get("/any", headers=headers)).status_code == 200
+        assert (await http.get("/admin", headers=headers)).status_code == 200
+        assert (await http.get("/owner", headers=headers)).status_code == 403
+        assert (await http.get("/items")).status_code == 401
+    schema = app.openapi()
+    assert schema["paths"]["/items"]["get"]["security"] == [{"ZITADEL": ["items:read"]}]
+    flow = schema["components"]["securitySchemes"]["ZITADEL"]["flows"]["authorizationCode"]
+    assert "items:read" in flow["scopes"]
+
+
+def test_default_comes_from_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, app_key: dict[str, Any]
+) -> None:
+    key_path = tmp_path / "key.json"
+    key_path.write_text(json.dumps(app_key))
+    monkeypatch.setenv("ZITADEL_ISSUER", "https://zitadel.example.test")
+    monkeypatch.setenv("ZITADEL_KEY_FILE", str(key_path))
+    default = get_default_zitadel()
+    assert default.issuer == "https://zitadel.example.test"
+    assert get_default_zitadel() is default
+
+
+def test_unconfigured_default_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ZITADEL_ISSUER", raising=False)
+    with pytest.raises(ConfigurationError, match="ZITADEL_ISSUER"):
+        get_default_zitadel()
