@@ -16,6 +16,8 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,7 +33,16 @@ from fastapi_zitadel._principal import (
 )
 
 from ._client_check import ClientAuthFailed, InvalidRequest, authenticate_client
-from ._directory import AccessToken, ApiApplication, Directory, Organization, Project, User
+from ._directory import (
+    AccessToken,
+    ApiApplication,
+    Directory,
+    Organization,
+    Project,
+    User,
+    generate_rsa_key,
+    new_id,
+)
 from ._server import LoopbackServer
 
 FaultKind = Literal["latency", "status", "rate_limit", "garbage", "drop", "inactive"]
@@ -77,6 +88,8 @@ class ZitadelStandIn:
         self.introspection_calls = 0
         self.token_calls = 0
         self._faults: list[Fault] = []
+        self._signing_key: rsa.RSAPrivateKey | None = None
+        self._signing_key_id = new_id()
         self.app = Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", self._discovery, methods=["GET"]),
@@ -205,8 +218,13 @@ class ZitadelStandIn:
         )
 
     async def _jwks(self, _request: Request) -> Response:
-        # Tokens from the stand-in are opaque, so there is nothing to verify locally.
-        return JSONResponse({"keys": []})
+        # The instance's signing key, as ZITADEL publishes it. Access tokens from the stand-in
+        # are opaque (ZITADEL's default), so nothing needs it for introspection.
+        if self._signing_key is None:
+            self._signing_key = generate_rsa_key()
+        jwk = RSAAlgorithm.to_jwk(self._signing_key.public_key(), as_dict=True)
+        jwk.update(kid=self._signing_key_id, use="sig", alg="RS256")
+        return JSONResponse({"keys": [jwk]})
 
     async def _introspect(self, request: Request) -> Response:
         self.introspection_calls += 1
