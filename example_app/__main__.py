@@ -1,69 +1,71 @@
 """Run the example: ``python3 scripts/dev.py example`` (or ``python -m example_app``).
 
 With ``ZITADEL_ISSUER`` (and a key) in the environment it protects the API with your ZITADEL
-instance. Without, it starts the embedded ZITADEL stand-in on a loopback port, creates a
-project, an API application, two users, and prints tokens to try.
+instance. Without, it starts the embedded ZITADEL stand-in on a loopback port with a project,
+an API application, an admin and a reader, and prints ``curl`` commands to try.
+``--smoke`` serves on a free port, makes one authorized and one anonymous request, and exits.
 """
 
 import argparse
-import json
 import os
-import tempfile
-from pathlib import Path
+import sys
+from contextlib import ExitStack
 
+import httpx
 import uvicorn
 
 from fastapi_zitadel import ZitadelIntrospection
-from fastapi_zitadel.testing import LoopbackServer, ZitadelStandIn
+from fastapi_zitadel.testing import LoopbackServer, StandInProject, ZitadelStandIn
 
 from .app import create_app
 
 
-def embedded_zitadel() -> tuple[ZitadelIntrospection, LoopbackServer]:
-    standin = ZitadelStandIn()
-    server = standin.serve()
-    server.start()
-    org = standin.add_org("Acme", "acme.localhost")
-    project = standin.add_project("shop")
-    api = standin.add_api_app(project, "shop-api")
-    alice = standin.add_user(
-        org, "alice", roles={project: ["admin"]}, name="Alice Admin", email="alice@acme.localhost"
-    )
-    bob = standin.add_user(org, "bob", roles={project: ["reader"]}, name="Bob Reader")
-    key_path = Path(tempfile.mkdtemp(prefix="fastapi-zitadel-")) / "api-key.json"
-    key_path.write_text(json.dumps(api.key_file))
-    scopes = ["openid", "profile", "email"]
-    tokens = {
-        "alice (admin)": standin.issue_token(alice, project, scopes=scopes),
-        "bob (reader)": standin.issue_token(bob, project, scopes=scopes),
-    }
-    print(f"Embedded ZITADEL stand-in at {standin.issuer}; API key file: {key_path}")
-    for who, token in tokens.items():
-        print(f"  token for {who}: {token}")
-    zitadel = ZitadelIntrospection(
-        standin.issuer, key_file=key_path, project_id=project.id, audience=project.id
-    )
-    return zitadel, server
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--app-wide", action="store_true", help="require a token on every route")
+    parser.add_argument("--smoke", action="store_true", help="one request each way, then exit")
     args = parser.parse_args()
-    server = None
-    if os.environ.get("ZITADEL_ISSUER"):
-        zitadel = ZitadelIntrospection.from_env()
-    else:
-        zitadel, server = embedded_zitadel()
-    base = f"http://{args.host}:{args.port}"
-    print(f"API on {base} (docs: {base}/docs). Try:")
-    print(f'  curl -H "Authorization: Bearer <token>" {base}/me')
-    try:
-        uvicorn.run(create_app(zitadel), host=args.host, port=args.port, log_level="info")
-    finally:
-        if server is not None:
-            server.stop()
+
+    with ExitStack() as stack:
+        tokens: dict[str, str] = {}
+        org_id = os.environ.get("EXAMPLE_ORG_ID")
+        if os.environ.get("ZITADEL_ISSUER"):
+            zitadel = ZitadelIntrospection.from_env()
+        else:
+            standin = ZitadelStandIn()
+            stack.enter_context(standin.serve())
+            project = StandInProject(standin)
+            zitadel = project.introspection()
+            org_id = project.org.id
+            tokens = {
+                "admin": project.token("alice", roles=["admin"]),
+                "reader": project.token("bob", roles=["reader"]),
+            }
+            print(f"Embedded ZITADEL stand-in at {standin.issuer}")
+            print(f"API application key file: {project.key_path}")
+        app = create_app(zitadel, org_id=org_id, app_wide=args.app_wide)
+        if args.smoke:
+            sys.exit(smoke(app, tokens.get("admin")))
+        base = f"http://{args.host}:{args.port}"
+        print(f"\nAPI on {base}; Swagger UI on {base}/docs. Try:")
+        for who, token in tokens.items():
+            print(f'  curl -H "Authorization: Bearer {token}" {base}/items   # {who}')
+        print(f"  curl -i {base}/items   # no token: 401\n", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port)
+
+
+def smoke(app: object, token: str | None) -> int:
+    """Serve on a free port, check one authorized and one anonymous request: 0 when right."""
+    with LoopbackServer(app) as url:
+        anonymous = httpx.get(url + "/me")
+        print(f"GET /me without a token: {anonymous.status_code}")
+        if token is None:
+            return 0 if anonymous.status_code == 401 else 1
+        authorized = httpx.get(url + "/me", headers={"Authorization": f"Bearer {token}"})
+        print(f"GET /me as admin: {authorized.status_code} {authorized.json()}")
+    return 0 if (anonymous.status_code, authorized.status_code) == (401, 200) else 1
 
 
 if __name__ == "__main__":

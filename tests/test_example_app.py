@@ -1,44 +1,104 @@
-"""The example app doubles as a fixture: its routes behave as the README says."""
+"""The example app end to end over real HTTP against the stand-in on loopback: every route as
+admin, reader, anonymous and with a revoked token; the quick-start command in smoke mode."""
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 from starlette.testclient import TestClient
 
 from example_app.app import create_app
+from fastapi_zitadel import set_default_zitadel
+from fastapi_zitadel.testing import LoopbackServer, StandInProject
 
-from .helpers import World
-
-
-async def test_example_routes(world: World) -> None:
-    reader = world.standin.add_user(world.user.org, "bob", roles={world.project: ["reader"]})
-    alice = world.token(scopes=["openid", "profile", "email"])
-    bob = world.standin.issue_token(reader, world.project, scopes=["openid"])
-    app = create_app(world.client())
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as http:
-        assert (await http.get("/")).status_code == 200
-        me = await http.get("/me", headers={"Authorization": f"Bearer {alice}"})
-        assert me.json()["roles"] == {
-            "admin": {world.user.org.id: world.user.org.primary_domain},
-            "reader": {world.user.org.id: world.user.org.primary_domain},
-        }
-        assert (await http.get("/items", headers={"Authorization": f"Bearer {bob}"})).json()
-        add = await http.post("/items", headers={"Authorization": f"Bearer {bob}"})
-        assert add.status_code == 403
-        add = await http.post("/items", headers={"Authorization": f"Bearer {alice}"})
-        assert add.status_code == 200
-        profile = await http.get("/profile", headers={"Authorization": f"Bearer {bob}"})
-        assert profile.status_code == 403
-        profile = await http.get("/profile", headers={"Authorization": f"Bearer {alice}"})
-        assert profile.json() == {"name": "Alice A.", "email": "alice@acme.localhost"}
-        assert (await http.get("/hello")).json() == "hello stranger"
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_example_websocket(world: World) -> None:
-    app = create_app(world.client())
+@pytest.fixture(autouse=True)
+def reset_default() -> Iterator[None]:
+    yield
+    set_default_zitadel(None)
+
+
+@pytest.fixture
+def served(zitadel_project: StandInProject) -> Iterator[str]:
+    app = create_app(zitadel_project.introspection(), org_id=zitadel_project.org.id)
+    with LoopbackServer(app) as url:
+        yield url
+
+
+# (method, path, expected status for admin, reader, anonymous)
+ROUTES = [
+    ("GET", "/", 200, 200, 200),
+    ("GET", "/hello", 200, 200, 200),
+    ("GET", "/me", 200, 200, 401),
+    ("GET", "/items", 200, 200, 401),
+    ("POST", "/items?name=fig", 201, 403, 401),
+    ("GET", "/profile", 200, 403, 401),
+    ("GET", "/email", 200, 200, 401),
+    ("GET", "/org/report", 200, 403, 401),
+    ("GET", "/admin/stats", 200, 403, 401),
+    ("DELETE", "/admin/cache", 200, 403, 401),
+]
+
+
+def test_every_route_for_every_caller(served: str, zitadel_project: StandInProject) -> None:
+    tokens = {
+        "admin": zitadel_project.token("alice", roles=["admin"]),
+        "reader": zitadel_project.token("bob", roles=["reader"], scopes=["openid", "email"]),
+    }
+    with httpx.Client(base_url=served) as http:
+        for method, path, *expected in ROUTES:
+            for who, status in zip(("admin", "reader", None), expected, strict=True):
+                headers = {"Authorization": f"Bearer {tokens[who]}"} if who else {}
+                response = http.request(method, path, headers=headers)
+                assert response.status_code == status, (method, path, who, response.text)
+        me = http.get("/me", headers={"Authorization": f"Bearer {tokens['admin']}"}).json()
+        assert me["roles"] == {"admin": {zitadel_project.org.id: "acme.localhost"}}
+        assert me["organization"] == zitadel_project.org.id
+        assert http.get("/hello", headers={"Authorization": "Bearer junk"}).status_code == 401
+
+
+def test_revoked_token(served: str, zitadel_project: StandInProject) -> None:
+    token = zitadel_project.token("carol", roles=["admin"])
+    zitadel_project.standin.revoke(token)
+    with httpx.Client(base_url=served) as http:
+        response = http.get("/items", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+def test_app_wide_variant(zitadel_project: StandInProject) -> None:
+    app = create_app(zitadel_project.introspection(), app_wide=True)
+    token = zitadel_project.token()
+    with TestClient(app) as client:
+        assert client.get("/").status_code == 401
+        assert client.get("/", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_websocket(zitadel_project: StandInProject) -> None:
+    app = create_app(zitadel_project.introspection())
+    token = zitadel_project.token()
     with (
         TestClient(app) as client,
-        client.websocket_connect(
-            "/ws", headers={"Authorization": f"Bearer {world.token(scopes=['profile'])}"}
-        ) as ws,
+        client.websocket_connect("/ws", headers={"Authorization": f"Bearer {token}"}) as ws,
     ):
         assert ws.receive_json() == {"welcome": "alice"}
+
+
+def test_quick_start_smoke_mode() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "example_app", "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "GET /me without a token: 401" in completed.stdout
+    assert "GET /me as admin: 200" in completed.stdout

@@ -2,6 +2,7 @@
 
 from ._directory import AccessToken, ApiApplication, Organization, Project, User
 from ._overrides import fixed_principal, override_principal
+from ._project import StandInProject
 from ._server import LoopbackServer
 from ._standin import ConnectionDropped, Fault, ZitadelStandIn
 
@@ -13,6 +14,7 @@ __all__ = [
     "LoopbackServer",
     "Organization",
     "Project",
+    "StandInProject",
     "User",
     "ZitadelStandIn",
     "fixed_principal",

@@ -18,12 +18,14 @@ HOST = "127.0.0.1"
 class LoopbackServer:
     """``with LoopbackServer(app) as url:`` serves ``app`` until the block ends."""
 
-    def __init__(self, app: Any, *, lifespan: Literal["auto", "on", "off"] = "auto") -> None:
+    def __init__(
+        self, app: Any, *, port: int = 0, lifespan: Literal["auto", "on", "off"] = "auto"
+    ) -> None:
         self.app = app
         self._lifespan = lifespan
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((HOST, 0))
+        self._socket.bind((HOST, port))
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://{HOST}:{self.port}"
         self._server: Any = None

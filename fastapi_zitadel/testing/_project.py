@@ -1,0 +1,91 @@
+"""A ready-made stand-in world: one organization, one project, its API application with a key
+file on disk, and a one-call token factory. Shared by the pytest plugin, the example app and
+the command line, so all three set things up the same way."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from fastapi_zitadel._introspection import ZitadelIntrospection
+
+from ._directory import ApiApplication, Organization, Project, User
+from ._standin import ZitadelStandIn
+
+
+class StandInProject:
+    """``standin`` plus an organization, a project and its API application.
+
+    ``key_path`` holds the application's key file, written as ZITADEL's console would offer it,
+    so the code under test loads it through its normal path.
+    """
+
+    def __init__(
+        self,
+        standin: ZitadelStandIn,
+        *,
+        org_name: str = "Acme",
+        project_name: str = "shop",
+        key_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.standin = standin
+        self.org: Organization = standin.add_org(org_name, f"{org_name.lower()}.localhost")
+        self.project: Project = standin.add_project(project_name)
+        self.app: ApiApplication = standin.add_api_app(self.project, f"{project_name}-api")
+        folder = Path(key_dir) if key_dir is not None else Path(tempfile.mkdtemp())
+        self.key_path = folder / f"{self.app.id}.json"
+        self.key_path.write_text(json.dumps(self.app.key_file, indent=2))
+        self.key_path.chmod(0o600)
+        self._users: dict[str, User] = {}
+
+    def user(self, username: str = "alice", *, roles: Iterable[str] = (), **profile: Any) -> User:
+        """The user called ``username``, created on first use, holding at least ``roles``."""
+        user = self._users.get(username)
+        if user is None:
+            profile.setdefault("name", username.title())
+            profile.setdefault("email", f"{username}@{self.org.primary_domain}")
+            user = self.standin.add_user(self.org, username, **profile)
+            self._users[username] = user
+        user.roles.setdefault(self.project.id, set()).update(roles)
+        return user
+
+    def token(
+        self,
+        username: str = "alice",
+        *,
+        roles: Iterable[str] = (),
+        scopes: Iterable[str] = (
+            "openid",
+            "profile",
+            "email",
+            "urn:zitadel:iam:user:resourceowner",
+        ),
+        lifetime: int = 3600,
+    ) -> str:
+        """A fresh access token for ``username`` (created with ``roles`` if new)."""
+        user = self.user(username, roles=roles)
+        return self.standin.issue_token(user, self.project, scopes=scopes, lifetime=lifetime)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The ``ZITADEL_*`` variables that point ``ZitadelIntrospection.from_env`` here."""
+        return {
+            "ZITADEL_ISSUER": self.standin.issuer,
+            "ZITADEL_KEY_FILE": str(self.key_path),
+            "ZITADEL_PROJECT_ID": self.project.id,
+            "ZITADEL_AUDIENCE": self.project.id,
+        }
+
+    def introspection(self, **options: Any) -> ZitadelIntrospection:
+        """A ``ZitadelIntrospection`` for this project (audience and roles claim set)."""
+        settings: dict[str, Any] = {
+            "key_file": self.key_path,
+            "project_id": self.project.id,
+            "audience": self.project.id,
+            **options,
+        }
+        return ZitadelIntrospection(self.standin.issuer, **settings)

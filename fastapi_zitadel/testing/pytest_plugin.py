@@ -1,0 +1,61 @@
+"""pytest fixtures for testing APIs protected by fastapi-zitadel, loaded automatically when
+the package is installed (``-p no:fastapi_zitadel`` turns them off).
+
+    def test_items(zitadel_token, zitadel_env):   # zitadel_env: ZITADEL_* point at the stand-in
+        token = zitadel_token("bob", roles=["reader"])
+        ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fastapi_zitadel._introspection import ZitadelIntrospection
+
+from ._project import StandInProject
+from ._standin import ZitadelStandIn
+
+
+@pytest.fixture
+def zitadel_standin() -> Iterator[ZitadelStandIn]:
+    """A ZITADEL stand-in served on 127.0.0.1 at a free port for the test."""
+    standin = ZitadelStandIn()
+    with standin.serve():
+        yield standin
+
+
+@pytest.fixture
+def zitadel_project(zitadel_standin: ZitadelStandIn, tmp_path: Path) -> StandInProject:
+    """An organization, a project and its API application (key file in ``tmp_path``)."""
+    return StandInProject(zitadel_standin, key_dir=tmp_path)
+
+
+@pytest.fixture
+def zitadel_token(zitadel_project: StandInProject) -> Callable[..., str]:
+    """``zitadel_token(username="alice", roles=(), scopes=(...), lifetime=3600)``."""
+    return zitadel_project.token
+
+
+@pytest.fixture
+def zitadel_env(zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Sets ``ZITADEL_*`` so that ``ZitadelIntrospection.from_env()`` uses the stand-in."""
+    for name, value in zitadel_project.env.items():
+        monkeypatch.setenv(name, value)
+    return zitadel_project.env
+
+
+@pytest.fixture
+async def zitadel_introspection(
+    zitadel_project: StandInProject,
+) -> AsyncIterator[ZitadelIntrospection]:
+    """A ``ZitadelIntrospection`` configured for the stand-in project, closed afterwards."""
+    async with zitadel_project.introspection() as zitadel:
+        yield zitadel
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("markers", "zitadel: tests that use the ZITADEL stand-in")
