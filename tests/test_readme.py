@@ -45,3 +45,39 @@ def test_three_line_protection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
                 "401"
                 in client.get("/openapi.json").json()["paths"]["/anything"]["get"]["responses"]
             )
+
+
+def test_users_example_test_runs(zitadel_env: dict[str, str], zitadel_token: Any) -> None:
+    """The README's 'complete test of your own app', with a tiny ``myapp`` behind it."""
+    import sys
+    import types
+
+    from fastapi import Depends, FastAPI
+
+    from fastapi_zitadel import ZitadelIntrospection
+
+    def create_app() -> FastAPI:
+        zitadel = ZitadelIntrospection.from_env()
+        app = FastAPI()
+        zitadel.install(app)
+
+        @app.get("/items", dependencies=[Depends(zitadel.require_role("reader", "admin"))])
+        async def items() -> list[str]:
+            return []
+
+        @app.post("/items", dependencies=[Depends(zitadel.require_role("admin"))])
+        async def add() -> None:
+            return None
+
+        return app
+
+    block = next(b for b in python_blocks() if "def test_reader_may_list_but_not_add" in b)
+    myapp = types.ModuleType("myapp")
+    myapp.create_app = create_app  # type: ignore[attr-defined]
+    sys.modules["myapp"] = myapp
+    try:
+        namespace: dict[str, Any] = {}
+        exec(block, namespace)  # noqa: S102 - our own README
+        namespace["test_reader_may_list_but_not_add"](zitadel_env, zitadel_token)
+    finally:
+        del sys.modules["myapp"]
