@@ -8,7 +8,6 @@ active entry out.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,16 +17,21 @@ from cachetools import TLRUCache, TTLCache
 from ._principal import Principal
 
 
-def token_digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8")).digest()
-
-
 @dataclass(frozen=True)
 class CacheEntry:
-    """An active result and the wall-clock time (epoch seconds) after which it is not served."""
+    """An active result and the wall-clock times (epoch seconds) that bound its use.
+
+    Served until ``expires_at``; between that and ``stale_until`` only while the IdP is
+    unavailable (``stale_if_error``). Neither is ever past the token's own ``exp``.
+    """
 
     principal: Principal
     expires_at: float
+    stale_until: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.stale_until < self.expires_at:
+            object.__setattr__(self, "stale_until", self.expires_at)
 
 
 class IntrospectionCache(Protocol):
@@ -67,7 +71,7 @@ class MemoryCache:
 
 
 def _until_expiry(_key: bytes, entry: CacheEntry, _now: float) -> float:
-    return entry.expires_at
+    return entry.stale_until
 
 
 class NegativeCache:

@@ -16,6 +16,7 @@ import base64
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -42,8 +43,8 @@ class ClientCredentials:
     assertion can be), and so whether a retry with fresh credentials makes sense.
     """
 
-    form: dict[str, str] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
+    form: dict[str, str] = field(default_factory=dict, repr=False)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
     reused: bool = False
 
 
@@ -73,13 +74,15 @@ class PrivateKeyJwt:
         lifetime: float,
         single_use: bool,
         clock: Callable[[], float],
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client_id = key.subject
         self.key_id: str | None = key.key_id
         self._key = key
         self._audience = audience
         self._lifetime = lifetime
-        self._clock = clock
+        self._clock = clock  # for the claims
+        self._monotonic = monotonic  # for scheduling the refresh: immune to clock steps
         self.single_use = single_use
         self._refresh_lock = threading.Lock()
         self._assertion = ""
@@ -92,11 +95,11 @@ class PrivateKeyJwt:
         # Fast path, no lock: a plain read of two attributes that are only replaced together
         # under the lock below.
         assertion, refresh_at = self._assertion, self._refresh_at
-        if self._clock() >= refresh_at:
+        if self._monotonic() >= refresh_at:
             with self._refresh_lock:
-                now = self._clock()
+                now = self._monotonic()
                 if now >= self._refresh_at:
-                    self._assertion = self._sign(now)
+                    self._assertion = self._sign(self._clock())
                     self._refresh_at = now + self._lifetime / 2
                     self._uses = 0
                 assertion = self._assertion

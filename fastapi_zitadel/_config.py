@@ -54,9 +54,13 @@ class ZitadelConfig(BaseModel):
     cache_max_size: int = Field(default=10_000, ge=1)
     negative_cache_ttl: float = Field(default=5.0, ge=0, le=3_600)
     negative_cache_max_size: int = Field(default=2_000, ge=1)
+    stale_if_error: float = Field(default=0.0, ge=0, le=86_400)
     leeway: float = Field(default=5.0, ge=0, le=300)
     timeout: float = Field(default=10.0, gt=0, le=300)
     max_retries: int = Field(default=2, ge=0, le=10)
+    max_concurrent_introspections: int = Field(default=50, ge=1, le=10_000)
+    circuit_breaker_threshold: int = Field(default=5, ge=0, le=1_000)
+    circuit_breaker_cooldown: float = Field(default=5.0, gt=0, le=300)
     assertion_lifetime: float = Field(default=600.0, ge=30, le=3_300)
     single_use_assertion: bool = False
     max_token_length: int = Field(default=4096, ge=16, le=1_048_576)
@@ -66,7 +70,7 @@ class ZitadelConfig(BaseModel):
     scheme_name: str = Field(default="ZITADEL", min_length=1)
     scheme_description: str | None = None
     swagger_client_id: str | None = None
-    websocket_query_token: bool = True
+    websocket_query_token: bool = False
 
     @field_validator("issuer")
     @classmethod

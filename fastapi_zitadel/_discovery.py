@@ -35,13 +35,13 @@ class Discovery:
         endpoint: str | None,
         timeout: float,
         allow_insecure_http: bool,
-        clock: Callable[[], float],
+        monotonic: Callable[[], float],
     ) -> None:
         self._issuer = issuer
         self._http = http
         self._timeout = timeout
         self._allow_insecure_http = allow_insecure_http
-        self._clock = clock
+        self._monotonic = monotonic
         self.endpoint = endpoint
         self._failures = 0
         self._retry_at = float("-inf")
@@ -50,7 +50,7 @@ class Discovery:
     async def introspection_endpoint(self) -> str:
         if self.endpoint is not None:
             return self.endpoint
-        wait = self._retry_at - self._clock()
+        wait = self._retry_at - self._monotonic()
         if wait > 0:
             raise IdentityProviderUnavailable(
                 "discovery failed recently; retrying later", retry_after=wait
@@ -67,7 +67,7 @@ class Discovery:
             self._failures += 1
             backoff = min(_FIRST_BACKOFF * 2 ** (self._failures - 1), _MAX_BACKOFF)
             backoff *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
-            self._retry_at = self._clock() + backoff
+            self._retry_at = self._monotonic() + backoff
             logger.error("OpenID discovery at %s failed: %s", url, exc.description)
             raise IdentityProviderUnavailable(
                 f"discovery failed: {exc.description}", retry_after=backoff

@@ -81,6 +81,8 @@ async def send_for_json(
         raise TransportFailure(f"identity provider timed out after {timeout:.1f} s") from None
     except httpx.HTTPError as exc:
         raise TransportFailure(f"identity provider unreachable ({type(exc).__name__})") from None
+    except RuntimeError as exc:  # e.g. a caller-supplied client that was already closed
+        raise TransportFailure(f"HTTP client unusable ({exc})") from None
 
 
 async def _send(client: httpx.AsyncClient, request: httpx.Request) -> JsonResponse:

@@ -1,11 +1,8 @@
-"""``ZitadelIntrospection``: turn a bearer token into a verified ``Principal``.
+"""``ZitadelIntrospection``: the object a user creates once per app.
 
-The object a user creates once per app. It owns the pieces (client authentication,
-discovery, the HTTP client, the caches) and runs the per-token flow:
-
-    cache hit  -> the cached Principal (the hot path: no lock, no I/O, one digest)
-    negative   -> InvalidTokenError
-    miss       -> one shared introspection call per token -> checks -> cache -> Principal
+It turns configuration into the working pieces (client authentication, discovery, the HTTP
+client, the token verifier with its caches) and is the FastAPI security dependency that
+takes the token from a request and answers with a ``Principal`` or the right error.
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
@@ -26,7 +23,7 @@ from pydantic import ValidationError
 from starlette.requests import HTTPConnection
 
 from ._bearer import extract_bearer
-from ._cache import CacheEntry, IntrospectionCache, MemoryCache, NegativeCache, token_digest
+from ._cache import IntrospectionCache, MemoryCache
 from ._client_auth import ClientAuthentication, ClientSecretBasic, PrivateKeyJwt
 from ._config import ZitadelConfig, ZitadelSettings
 from ._dependencies import (
@@ -38,9 +35,7 @@ from ._dependencies import (
 from ._discovery import Discovery
 from ._exceptions import (
     ConfigurationError,
-    IdentityProviderUnavailable,
     InsufficientScopeError,
-    InvalidTokenError,
     MissingTokenError,
     ZitadelError,
 )
@@ -49,9 +44,8 @@ from ._http_errors import http_exception, websocket_exception
 from ._introspection_client import IntrospectionClient
 from ._key_file import KeyFileSource, load_key_file
 from ._openapi import add_error_responses, remember_scopes, security_scheme, swagger_ui_init_oauth
-from ._principal import MalformedClaimError, Principal
-from ._single_flight import SingleFlight
-from ._validation import check_active_principal
+from ._principal import Principal
+from ._verifier import TokenVerifier
 
 logger = logging.getLogger("fastapi_zitadel")
 
@@ -78,6 +72,7 @@ class ZitadelIntrospection(SecurityBase):
         http_client: httpx.AsyncClient | None = None,
         cache: IntrospectionCache | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         config: ZitadelConfig | None = None,
         **options: Any,
     ) -> None:
@@ -97,8 +92,7 @@ class ZitadelIntrospection(SecurityBase):
             explicit["key_file"] = key_file  # a path: validated and reported like the others
             key_file = None
         self.config = _build_config(config, explicit)
-        self._clock = clock
-        self._auth = _client_authentication(self.config, key_file, clock)
+        self._auth = _client_authentication(self.config, key_file, clock, monotonic)
         self._http = HttpClientProvider(http_client, timeout=self.config.timeout)
         self._discovery = Discovery(
             self.config.issuer,
@@ -106,7 +100,7 @@ class ZitadelIntrospection(SecurityBase):
             endpoint=self.config.introspection_endpoint,
             timeout=self.config.timeout,
             allow_insecure_http=self.config.allow_insecure_http,
-            clock=clock,
+            monotonic=monotonic,
         )
         self._client = IntrospectionClient(
             http=self._http,
@@ -114,21 +108,22 @@ class ZitadelIntrospection(SecurityBase):
             auth=self._auth,
             timeout=self.config.timeout,
             max_retries=self.config.max_retries,
+            monotonic=monotonic,
         )
-        self._cache: IntrospectionCache = cache or MemoryCache(
-            max_size=self.config.cache_max_size, clock=clock
-        )
-        self._negative = NegativeCache(
-            ttl=self.config.negative_cache_ttl,
-            max_size=self.config.negative_cache_max_size,
+        self._verifier = TokenVerifier(
+            config=self.config,
+            client=self._client,
+            cache=cache
+            if cache is not None
+            else MemoryCache(max_size=self.config.cache_max_size, clock=clock),
             clock=clock,
+            monotonic=monotonic,
         )
-        self._flight: SingleFlight[Principal] = SingleFlight()
-        self._audiences = frozenset(self.config.audience)
         # FastAPI's security scheme: shown in OpenAPI under ``scheme_name``.
         self.model = security_scheme(self.config)
         self.scheme_name = self.config.scheme_name
         self._memo_key = f"fastapi_zitadel.principal.{id(self)}"
+        self._optional = _OptionalPrincipal(self)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ZitadelIntrospection:
@@ -148,69 +143,27 @@ class ZitadelIntrospection(SecurityBase):
         """How many introspection requests were sent (retries included)."""
         return self._client.calls
 
-    # The verification flow ------------------------------------------------------------
+    # Verification ---------------------------------------------------------------------
     async def verify(self, token: str) -> Principal:
         """The ``Principal`` for a live token.
 
         Raises ``InvalidTokenError`` when the token is not valid, and an
         ``IdentityProviderError`` when that cannot be decided right now (never a 401 then).
         """
-        if not token or len(token) > self.config.max_token_length:
-            raise InvalidTokenError("the token is empty or too long")
-        key = token_digest(token)
-        # Hot path: this runs on every authenticated request.
-        entry = await self._cache.get(key)
-        if entry is not None and self._clock() < entry.expires_at:
-            return entry.principal
-        if key in self._negative:
-            raise InvalidTokenError("the token is not active")
-        return await self._flight.run(key, lambda: self._introspect(token, key))
-
-    async def _introspect(self, token: str, key: bytes) -> Principal:
-        claims = await self._client.introspect(token)
-        fingerprint = key[:4].hex()
-        if claims is None:
-            logger.debug("token %s is inactive", fingerprint)
-            self._negative.add(key)
-            raise InvalidTokenError("the token is not active")
-        try:
-            principal = Principal.from_claims(claims, project_id=self.config.project_id)
-        except MalformedClaimError as exc:
-            logger.error("malformed introspection answer: %s", exc)
-            raise IdentityProviderUnavailable(
-                f"malformed introspection answer: {exc}", retry_after=5.0
-            ) from None
-        now = self._clock()
-        try:
-            check_active_principal(
-                principal,
-                now=now,
-                leeway=self.config.leeway,
-                issuer=self.config.issuer,
-                audiences=self._audiences,
-            )
-        except InvalidTokenError as exc:
-            logger.debug("token %s rejected: %s", fingerprint, exc.description)
-            self._negative.add(key)
-            raise
-        expires_at = now + self.config.cache_ttl
-        if principal.expires_at is not None:
-            expires_at = min(expires_at, principal.expires_at.timestamp())
-        if expires_at > now:
-            await self._cache.set(key, CacheEntry(principal, expires_at))
-        logger.debug("token %s is active, cached for %.0f s", fingerprint, expires_at - now)
-        return principal
+        return await self._verifier.verify(token)
 
     async def invalidate(self, token: str) -> None:
         """Forget what is cached for ``token``, e.g. right after revoking it."""
-        key = token_digest(token)
-        self._negative.discard(key)
-        await self._cache.delete(key)
+        await self._verifier.invalidate(token)
 
     async def clear(self) -> None:
         """Forget every cached result."""
-        self._negative.clear()
-        await self._cache.clear()
+        await self._verifier.clear()
+
+    @property
+    def circuit_state(self) -> str:
+        """``closed``, ``open`` or ``half-open``."""
+        return self._verifier.breaker.state
 
     async def discover(self) -> str:
         """Fetch the discovery document now, rather than on the first request."""
@@ -220,14 +173,16 @@ class ZitadelIntrospection(SecurityBase):
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
         """The dependency: the verified ``Principal``, holding every scope in ``Security``."""
         principal = await self.authenticate(conn)
-        missing = [scope for scope in security_scopes.scopes if scope not in principal.scopes]
-        if missing:
+        self.check_scopes(conn, principal, security_scopes.scopes)
+        return principal
+
+    def check_scopes(self, conn: HTTPConnection, principal: Principal, scopes: list[str]) -> None:
+        """403 unless ``principal`` holds every one of ``scopes``."""
+        if scopes and not principal.has_all_scopes(scopes):
             error = InsufficientScopeError(
-                f"requires the scopes: {' '.join(security_scopes.scopes)}",
-                tuple(security_scopes.scopes),
+                f"requires the scopes: {' '.join(scopes)}", tuple(scopes)
             )
             raise self.reject(conn, error)
-        return principal
 
     async def authenticate(self, conn: HTTPConnection) -> Principal:
         """The request's ``Principal``; raises the HTTP (or WebSocket) error otherwise."""
@@ -258,9 +213,13 @@ class ZitadelIntrospection(SecurityBase):
         return principal
 
     @property
-    def optional(self) -> Callable[[HTTPConnection], Awaitable[Principal | None]]:
-        """A dependency giving ``None`` for anonymous requests, for routes that serve both."""
-        return self.authenticate_optional
+    def optional(self) -> _OptionalPrincipal:
+        """A dependency giving ``None`` for anonymous requests, for routes that serve both.
+
+        A token, when present, must be valid (else 401) and hold the scopes of
+        ``Security(zitadel.optional, scopes=[...])`` (else 403).
+        """
+        return self._optional
 
     def reject(self, conn: HTTPConnection, error: ZitadelError) -> Exception:
         """The exception FastAPI turns into the right 400/401/403/503 or WebSocket close."""
@@ -360,8 +319,28 @@ def _describe(exc: ValidationError, *, env: bool) -> str:
     return "invalid fastapi-zitadel configuration: " + "; ".join(problems)
 
 
+class _OptionalPrincipal(SecurityBase):
+    """``zitadel.optional``: the same scheme, but anonymous requests get ``None``."""
+
+    def __init__(self, zitadel: ZitadelIntrospection) -> None:
+        self._zitadel = zitadel
+        self.model = zitadel.model
+        self.scheme_name = zitadel.scheme_name
+
+    async def __call__(
+        self, conn: HTTPConnection, security_scopes: SecurityScopes
+    ) -> Principal | None:
+        principal = await self._zitadel.authenticate_optional(conn)
+        if principal is not None:
+            self._zitadel.check_scopes(conn, principal, security_scopes.scopes)
+        return principal
+
+
 def _client_authentication(
-    config: ZitadelConfig, key_file: KeyFileSource | None, clock: Callable[[], float]
+    config: ZitadelConfig,
+    key_file: KeyFileSource | None,
+    clock: Callable[[], float],
+    monotonic: Callable[[], float],
 ) -> ClientAuthentication:
     sources = [
         name
@@ -395,6 +374,7 @@ def _client_authentication(
         lifetime=config.assertion_lifetime,
         single_use=config.single_use_assertion,
         clock=clock,
+        monotonic=monotonic,
     )
 
 

@@ -20,19 +20,24 @@ from ._client_auth import ClientAuthentication, ClientCredentials
 from ._discovery import Discovery
 from ._exceptions import ClientCredentialsRejected, IdentityProviderUnavailable
 from ._http import HttpClientProvider, JsonResponse, TransportFailure, send_for_json
+from ._log import RateLimitedLog
 
 logger = logging.getLogger("fastapi_zitadel")
 
 _CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 1.0
-# Log the "our credentials were rejected" error at most this often: during a misconfiguration
-# every request fails the same way, and one clear line a minute is enough.
-_REJECTION_LOG_INTERVAL = 60.0
 
 
 class _Retryable(IdentityProviderUnavailable):
     """A failure worth another attempt while the deadline allows."""
+
+
+class _ReusedAssertionRejected(Exception):
+    """A *reused* assertion was rejected: a fresh one may tell reuse from a bad key."""
+
+    def __init__(self, rejected: ClientCredentialsRejected) -> None:
+        self.rejected = rejected
 
 
 class IntrospectionClient:
@@ -52,25 +57,28 @@ class IntrospectionClient:
         self._timeout = timeout
         self._max_retries = max_retries
         self._monotonic = monotonic
-        self._last_rejection_log = float("-inf")
+        self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
         self.calls = 0
 
-    async def introspect(self, token: str) -> dict[str, Any] | None:
-        """The active claims, or ``None`` when the token is inactive."""
-        deadline = self._monotonic() + self._timeout
+    async def introspect(self, token: str, deadline: float | None = None) -> dict[str, Any] | None:
+        """The active claims, or ``None`` when the token is inactive.
+
+        ``deadline`` (on the monotonic clock) bounds everything, discovery included.
+        """
+        if deadline is None:
+            deadline = self._monotonic() + self._timeout
         endpoint = await self._discovery.introspection_endpoint()
-        credentials = self._auth.credentials()
         try:
-            return await self._with_retries(endpoint, token, credentials, deadline)
+            return await self._with_retries(endpoint, token, deadline, fresh=False)
+        except _ReusedAssertionRejected:
+            pass  # retried below with a fresh assertion
         except ClientCredentialsRejected as rejected:
-            if not credentials.reused:
-                self._log_rejection(rejected)
-                raise
+            self._log_rejection(rejected)
+            raise
         # A server that forbids reusing a ``jti`` rejects a cached assertion as if it were a
         # bad one; a fresh assertion tells the two apart.
         try:
-            fresh = self._auth.credentials(fresh=True)
-            claims = await self._with_retries(endpoint, token, fresh, deadline)
+            claims = await self._with_retries(endpoint, token, deadline, fresh=True)
         except ClientCredentialsRejected as rejected:
             self._log_rejection(rejected)
             raise
@@ -78,7 +86,7 @@ class IntrospectionClient:
         return claims
 
     async def _with_retries(
-        self, endpoint: str, token: str, credentials: ClientCredentials, deadline: float
+        self, endpoint: str, token: str, deadline: float, *, fresh: bool
     ) -> dict[str, Any] | None:
         attempt = 0
         while True:
@@ -88,8 +96,15 @@ class IntrospectionClient:
                     f"identity provider did not answer within {self._timeout:.1f} s",
                     retry_after=1.0,
                 )
+            # A retry signs afresh: a server that recorded the first attempt's ``jti`` before
+            # failing would reject the same assertion as a replay.
+            credentials = self._auth.credentials(fresh=fresh or attempt > 0)
             try:
                 return await self._attempt(endpoint, token, credentials, remaining)
+            except ClientCredentialsRejected as rejected:
+                if credentials.reused:
+                    raise _ReusedAssertionRejected(rejected) from None
+                raise
             except _Retryable as failure:
                 pause = self._pause_before_retry(failure, attempt, deadline)
                 if pause is None:
@@ -160,11 +175,7 @@ class IntrospectionClient:
         )
 
     def _log_rejection(self, rejected: ClientCredentialsRejected) -> None:
-        now = self._monotonic()
-        if now - self._last_rejection_log < _REJECTION_LOG_INTERVAL:
-            return
-        self._last_rejection_log = now
-        logger.error(
+        self._rejection_log(
             "ZITADEL rejected our client authentication (HTTP %d, error %r) for client %s, "
             "key id %s. Every request answers 503 until this is fixed. Check that the key "
             "belongs to an API application of this instance and was not deleted or expired, "

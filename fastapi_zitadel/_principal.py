@@ -248,9 +248,9 @@ def _roles(claims: Mapping[str, Any], project_id: str | None) -> dict[str, dict[
     ZITADEL may also send other projects' role claims; taking the first ``...:roles`` claim
     found (as one peer does) can grant roles of the wrong project.
     """
-    value = claims.get(project_roles_claim(project_id)) if project_id else None
-    if value is None:
-        value = claims.get(ROLES_CLAIM)
+    # With a project id, only that project's claim counts: ZITADEL's generic claim holds the
+    # roles of the project that *requested* the token, which may be another one.
+    value = claims.get(project_roles_claim(project_id) if project_id else ROLES_CLAIM)
     if isinstance(value, list):  # other servers: a plain list of role names
         return {role: {} for role in value if isinstance(role, str)}
     if not isinstance(value, Mapping):
@@ -259,14 +259,12 @@ def _roles(claims: Mapping[str, Any], project_id: str | None) -> dict[str, dict[
     for role, orgs in value.items():
         if not isinstance(role, str):
             continue
-        if isinstance(orgs, Mapping):
+        if isinstance(orgs, Mapping):  # anything else is not ZITADEL's shape: no role
             roles[role] = {
                 org: domain
                 for org, domain in orgs.items()
                 if isinstance(org, str) and isinstance(domain, str)
             }
-        else:
-            roles[role] = {}
     return roles
 
 

@@ -22,6 +22,13 @@ class SingleFlight(Generic[T]):
     def in_flight(self) -> int:
         return len(self._calls)
 
+    def forget(self, key: Hashable) -> None:
+        """Later callers start a new call; those already waiting keep the running one."""
+        self._calls.pop(key, None)
+
+    def forget_all(self) -> None:
+        self._calls.clear()
+
     async def run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
         task = self._calls.get(key)
         if task is None or task.get_loop() is not asyncio.get_running_loop():

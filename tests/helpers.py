@@ -84,6 +84,7 @@ class World:
             "project_id": self.project.id,
             "http_client": httpx.AsyncClient(transport=self.standin.transport()),
             "clock": self.clock,
+            "monotonic": self.clock,
             **options,
         }
         return ZitadelIntrospection(STANDIN_ISSUER, **settings)

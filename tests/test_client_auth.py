@@ -23,7 +23,9 @@ from .helpers import CLIENT_ID, ISSUER, FakeClock
 
 def _signer(app_key: dict[str, Any], clock: FakeClock, **options: Any) -> PrivateKeyJwt:
     settings: dict[str, Any] = {"lifetime": 600.0, "single_use": False, **options}
-    return PrivateKeyJwt(load_key_file(app_key), audience=ISSUER, clock=clock, **settings)
+    return PrivateKeyJwt(
+        load_key_file(app_key), audience=ISSUER, clock=clock, monotonic=clock, **settings
+    )
 
 
 def _decode(assertion: str, rsa_key: rsa.RSAPrivateKey) -> dict[str, Any]:

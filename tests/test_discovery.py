@@ -33,7 +33,7 @@ class Idp:
     def zitadel(self, app_key: dict[str, Any], clock: FakeClock, **options: Any) -> Any:
         client = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
         return ZitadelIntrospection(
-            ISSUER, key_file=app_key, http_client=client, clock=clock, **options
+            ISSUER, key_file=app_key, http_client=client, clock=clock, monotonic=clock, **options
         )
 
 
@@ -84,7 +84,7 @@ async def test_bad_documents_are_refused(
 
 async def test_failed_discovery_backs_off(app_key: dict[str, Any], clock: FakeClock) -> None:
     idp = Idp({"error": "down"}, status=503)
-    zitadel = idp.zitadel(app_key, clock)
+    zitadel = idp.zitadel(app_key, clock, circuit_breaker_threshold=0)
     for _ in range(20):
         with pytest.raises(IdentityProviderUnavailable) as info:
             await zitadel.verify("a")

@@ -332,7 +332,15 @@ def refusal(client: TestClient, url: str, **options: Any) -> WebSocketDisconnect
     return info.value
 
 
-def test_websocket_accepted_and_refused(world: World, app: FastAPI) -> None:
+def test_websocket_query_token_is_off_by_default(world: World, app: FastAPI) -> None:
+    with TestClient(app) as client:
+        refused = refusal(client, f"/ws?access_token={world.token()}")
+    assert refused.code == 1008
+    assert "not in the URL" in refused.reason
+
+
+def test_websocket_accepted_and_refused(world: World) -> None:
+    app = build_app(world.client(websocket_query_token=True), world.user.org.id)
     token = world.token()
     with TestClient(app) as client:
         with client.websocket_connect("/ws", headers=bearer(token)) as ws:
@@ -369,3 +377,22 @@ async def test_dependency_overrides_recipe(
     # The plain recipe: replace the dependency itself.
     app.dependency_overrides[zitadel] = lambda: fake
     assert (await http.get("/me")).json()["sub"] == "test-user"
+
+
+async def test_optional_with_scopes(world: World, zitadel: ZitadelIntrospection) -> None:
+    app = FastAPI()
+
+    @app.get("/feed")
+    async def feed(
+        principal: Annotated[Principal | None, Security(zitadel.optional, scopes=["items:read"])],
+    ) -> dict[str, Any]:
+        return {"sub": principal.subject if principal else None}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+        assert (await http.get("/feed")).json() == {"sub": None}
+        weak = await http.get("/feed", headers=bearer(world.token(scopes=["openid"])))
+        assert weak.status_code == 403
+        strong = await http.get("/feed", headers=bearer(world.token(scopes=READ)))
+        assert strong.json() == {"sub": world.user.id}
+    assert app.openapi()["paths"]["/feed"]["get"]["security"] == [{"ZITADEL": ["items:read"]}]

@@ -15,6 +15,7 @@ from fastapi_zitadel import (
     ClientCredentialsRejected,
     IdentityProviderUnavailable,
     InvalidTokenError,
+    MemoryCache,
     ZitadelIntrospection,
 )
 
@@ -307,7 +308,9 @@ async def test_slow_idp_hits_the_deadline(world: World) -> None:
     async with world.client(timeout=0.3) as zitadel:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        with pytest.raises(IdentityProviderUnavailable, match=r"timed out|did not answer"):
+        with pytest.raises(
+            IdentityProviderUnavailable, match=r"timed out|did not answer|did not finish"
+        ):
             await zitadel.verify(world.token())
         assert loop.time() - started < 1.5
 
@@ -412,3 +415,71 @@ async def test_request_shape(app_key: dict[str, Any]) -> None:
     assert form["token"] == "tok en+/="
     assert form["client_assertion_type"].endswith("jwt-bearer")
     assert "client_assertion" in form
+
+
+async def test_shared_cache_never_crosses_audiences(world: World) -> None:
+    shared = MemoryCache(max_size=100, clock=world.clock)
+    token = world.token()
+    async with world.client(cache=shared) as lenient:
+        await lenient.verify(token)
+    async with world.client(cache=shared, audience="another-project") as strict:
+        with pytest.raises(InvalidTokenError, match="audience"):
+            await strict.verify(token)
+
+
+async def test_invalidate_during_lookup_is_not_undone(app_key: dict[str, Any]) -> None:
+    answers = [{"active": True, "sub": "u"}, {"active": False}]
+
+    async def slow_then_revoked(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if answer["active"]:
+            await asyncio.sleep(0.2)  # the token is revoked while this answer travels
+        return httpx.Response(200, json=answer)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(slow_then_revoked))
+    async with _engine(app_key, client) as zitadel:
+        lookup = asyncio.ensure_future(zitadel.verify("token"))
+        await asyncio.sleep(0.05)
+        await zitadel.invalidate("token")
+        assert (await lookup).subject == "u"  # began before the revocation
+        with pytest.raises(InvalidTokenError):
+            await zitadel.verify("token")  # its answer was not cached
+
+
+async def test_issuer_mismatch_is_our_misconfiguration_not_a_bad_token(
+    app_key: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    response = httpx.Response(200, json={"active": True, "iss": "https://zitadel.example.test:443"})
+    async with _engine(app_key, _mock_client(response)) as zitadel:
+        for _ in range(3):
+            with pytest.raises(IdentityProviderUnavailable, match="issuer"):
+                await zitadel.verify("some-token")
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "ZITADEL_ISSUER" in errors[0]
+
+
+async def test_retry_after_5xx_signs_a_fresh_assertion(app_key: dict[str, Any]) -> None:
+    """A server that records the jti and then fails must not see the same assertion again."""
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assertion = dict(httpx.QueryParams(request.content.decode()))["client_assertion"]
+        if assertion in seen:
+            return httpx.Response(400, json={"error": "invalid_client"})
+        seen.append(assertion)
+        if len(seen) == 1:
+            return httpx.Response(503, json={"error": "overloaded"})
+        return httpx.Response(200, json={"active": True, "sub": "u"})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    async with _engine(app_key, client) as zitadel:
+        assert (await zitadel.verify("some-token")).subject == "u"
+    assert len(seen) == 2
+
+
+def test_credentials_repr_hides_secrets() -> None:
+    from fastapi_zitadel._client_auth import ClientSecretBasic
+
+    credentials = ClientSecretBasic("api", "hunter2").credentials()
+    assert "Basic" not in repr(credentials)

@@ -62,7 +62,8 @@ def test_project_specific_role_claim_wins() -> None:
         project_roles_claim("p2"): {"theirs": {"o": "d"}},
     }
     assert set(Principal.from_claims(claims, project_id="p1").roles) == {"mine"}
-    assert set(Principal.from_claims(claims, project_id="p9").roles) == {"generic"}
+    # Only the configured project's claim counts; the generic one may be another project's.
+    assert set(Principal.from_claims(claims, project_id="p9").roles) == set()
     assert set(Principal.from_claims(claims).roles) == {"generic"}
 
 

@@ -1,0 +1,29 @@
+"""The library's logger, and a way to say the same thing at most once a minute.
+
+During an outage or a misconfiguration every request fails the same way; one clear line a
+minute tells the operator everything, a line per request buries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+logger = logging.getLogger("fastapi_zitadel")
+
+
+class RateLimitedLog:
+    def __init__(
+        self, level: int, interval: float = 60.0, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._level = level
+        self._interval = interval
+        self._monotonic = monotonic
+        self._last = float("-inf")
+
+    def __call__(self, message: str, *args: object) -> None:
+        now = self._monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            logger.log(self._level, message, *args)

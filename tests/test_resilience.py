@@ -1,0 +1,231 @@
+"""Failing closed and staying up: deadlines, the circuit breaker, stale-if-error, the cap on
+concurrent introspections, a broken cache backend, and the logs an operator sees."""
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+import pytest
+
+from fastapi_zitadel import (
+    CacheEntry,
+    IdentityProviderUnavailable,
+    InvalidTokenError,
+    MemoryCache,
+    ZitadelIntrospection,
+)
+
+from .helpers import World
+
+
+async def test_breaker_opens_after_consecutive_failures_and_probes_once(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fastapi_zitadel")
+    world.standin.inject("status", status=503, times=None)
+    async with world.client(max_retries=0, circuit_breaker_threshold=3) as zitadel:
+        cached = world.token()
+        world.standin.clear_faults()
+        await zitadel.verify(cached)  # warm one entry before the outage
+        world.standin.inject("status", status=503, times=None)
+        for index in range(3):
+            with pytest.raises(IdentityProviderUnavailable):
+                await zitadel.verify(f"token-{index}")
+        assert zitadel.circuit_state == "open"
+        calls = world.standin.introspection_calls
+        for index in range(20):
+            with pytest.raises(IdentityProviderUnavailable, match="circuit open") as info:
+                await zitadel.verify(f"other-{index}")
+            assert info.value.retry_after is not None
+            assert 0 < info.value.retry_after <= 5
+        assert world.standin.introspection_calls == calls  # failing fast, IdP left alone
+        assert (await zitadel.verify(cached)).subject == world.user.id  # hits still work
+        world.clock.advance(5)
+        assert zitadel.circuit_state == "half-open"
+        with pytest.raises(IdentityProviderUnavailable):
+            await zitadel.verify("probe-1")  # the probe fails: open again
+        assert zitadel.circuit_state == "open"
+        world.clock.advance(5)
+        world.standin.clear_faults()
+        assert (await zitadel.verify(world.token())).subject == world.user.id
+        assert zitadel.circuit_state == "closed"
+    messages = [r.getMessage() for r in caplog.records if "circuit" in r.getMessage()]
+    assert len(messages) == 3  # opened, probe failed, closed: one line per change
+    assert "circuit open" in messages[0]
+    assert "closed" in messages[-1]
+
+
+async def test_half_open_lets_exactly_one_probe_through(world: World) -> None:
+    world.standin.inject("status", status=503, times=2)
+    async with world.client(max_retries=0, circuit_breaker_threshold=2) as zitadel:
+        for index in range(2):
+            with pytest.raises(IdentityProviderUnavailable):
+                await zitadel.verify(f"t{index}")
+        world.clock.advance(5)
+        world.standin.inject("latency", seconds=0.1)
+        results = await asyncio.gather(
+            *(zitadel.verify(world.token()) for _ in range(10)), return_exceptions=True
+        )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(
+        isinstance(r, IdentityProviderUnavailable) for r in results if isinstance(r, BaseException)
+    )
+    assert world.standin.introspection_calls == 3
+
+
+async def test_inactive_answers_do_not_trip_the_breaker(world: World) -> None:
+    async with world.client(circuit_breaker_threshold=2) as zitadel:
+        for index in range(10):
+            with pytest.raises(InvalidTokenError):
+                await zitadel.verify(f"garbage-{index}")
+        assert zitadel.circuit_state == "closed"
+
+
+async def test_stale_if_error_serves_within_grace_only_when_idp_is_down(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with world.client(cache_ttl=60, stale_if_error=120, max_retries=0) as zitadel:
+        token = world.token(lifetime=600)
+        await zitadel.verify(token)
+        world.clock.advance(90)  # past the cache lifetime, within the grace period
+        world.standin.inject("status", status=502, times=None)
+        assert (await zitadel.verify(token)).subject == world.user.id
+        assert any("stale_if_error" in r.getMessage() for r in caplog.records)
+        world.clock.advance(100)  # 190 s: past lifetime + grace
+        with pytest.raises(IdentityProviderUnavailable):
+            await zitadel.verify(token)
+
+
+async def test_stale_if_error_never_past_token_exp(world: World) -> None:
+    async with world.client(cache_ttl=60, stale_if_error=3600, max_retries=0) as zitadel:
+        token = world.token(lifetime=100)
+        await zitadel.verify(token)
+        world.clock.advance(101)
+        world.standin.inject("status", status=502, times=None)
+        with pytest.raises(IdentityProviderUnavailable):
+            await zitadel.verify(token)
+
+
+async def test_stale_if_error_never_overrides_inactive(world: World) -> None:
+    async with world.client(cache_ttl=60, stale_if_error=600) as zitadel:
+        token = world.token()
+        await zitadel.verify(token)
+        world.standin.revoke(token)
+        world.clock.advance(61)
+        with pytest.raises(InvalidTokenError):
+            await zitadel.verify(token)
+        world.standin.inject("status", status=502, times=None)
+        world.clock.advance(6)  # past the negative entry: the stale copy must be gone too
+        with pytest.raises(IdentityProviderUnavailable):
+            await zitadel.verify(token)
+
+
+async def test_stale_if_error_is_off_by_default(world: World) -> None:
+    async with world.client(max_retries=0) as zitadel:
+        token = world.token()
+        await zitadel.verify(token)
+        world.clock.advance(61)
+        world.standin.inject("status", status=502, times=None)
+        with pytest.raises(IdentityProviderUnavailable):
+            await zitadel.verify(token)
+
+
+async def test_concurrent_introspections_are_capped(world: World) -> None:
+    world.standin.inject("latency", seconds=0.2, times=None)
+    async with world.client(max_concurrent_introspections=3) as zitadel:
+        in_flight_peak = 0
+
+        async def watch() -> None:
+            nonlocal in_flight_peak
+            for _ in range(40):
+                in_flight_peak = max(in_flight_peak, zitadel._verifier.limit.in_use)
+                await asyncio.sleep(0.01)
+
+        tokens = [world.token() for _ in range(9)]
+        results = await asyncio.gather(watch(), *(zitadel.verify(t) for t in tokens))
+    assert in_flight_peak == 3
+    assert all(r.subject == world.user.id for r in results[1:])
+
+
+async def test_queueing_beyond_the_deadline_is_503(world: World) -> None:
+    world.standin.inject("latency", seconds=0.6, times=None)
+    async with world.client(max_concurrent_introspections=1, timeout=0.4) as zitadel:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        results = await asyncio.gather(
+            *(zitadel.verify(world.token()) for _ in range(5)), return_exceptions=True
+        )
+        elapsed = loop.time() - started
+    assert all(isinstance(r, IdentityProviderUnavailable) for r in results)
+    assert elapsed < 1.5
+
+
+async def test_deadline_covers_discovery(app_key: dict[str, Any]) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return httpx.Response(200, json={})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(slow))
+    zitadel = ZitadelIntrospection(
+        "https://zitadel.example.test", key_file=app_key, http_client=client, timeout=0.3
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(IdentityProviderUnavailable):
+        await zitadel.verify("token")
+    assert loop.time() - started < 1.0
+
+
+async def test_outage_is_logged_once_not_per_request(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fastapi_zitadel")
+    world.standin.inject("status", status=502, times=None)
+    async with world.client(max_retries=0, circuit_breaker_threshold=0) as zitadel:
+        for index in range(10):
+            with pytest.raises(IdentityProviderUnavailable):
+                await zitadel.verify(f"t{index}")
+    outage = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(outage) == 1
+    assert "502" in outage[0].getMessage()
+
+
+class BrokenCache(MemoryCache):
+    """A shared backend that is down: every operation raises."""
+
+    async def get(self, key: bytes) -> CacheEntry | None:
+        raise ConnectionError("cache backend down")
+
+    async def set(self, key: bytes, entry: CacheEntry) -> None:
+        raise ConnectionError("cache backend down")
+
+
+async def test_broken_cache_backend_degrades_to_introspection(world: World) -> None:
+    cache = BrokenCache(max_size=10, clock=world.clock)
+    async with world.client(cache=cache) as zitadel:
+        token = world.token()
+        assert (await zitadel.verify(token)).subject == world.user.id
+        assert (await zitadel.verify(token)).subject == world.user.id
+    assert world.standin.introspection_calls == 2
+
+
+async def test_given_cache_is_used_even_when_empty(world: World) -> None:
+    cache = MemoryCache(max_size=10, clock=world.clock)
+    async with world.client(cache=cache) as zitadel:
+        await zitadel.verify(world.token())
+    assert len(cache) == 1
+
+
+async def test_closed_http_client_is_503(app_key: dict[str, Any]) -> None:
+    client = httpx.AsyncClient()
+    await client.aclose()
+    zitadel = ZitadelIntrospection(
+        "https://zitadel.example.test",
+        key_file=app_key,
+        http_client=client,
+        introspection_endpoint="https://zitadel.example.test/oauth/v2/introspect",
+        max_retries=0,
+    )
+    with pytest.raises(IdentityProviderUnavailable):
+        await zitadel.verify("token")
