@@ -39,13 +39,14 @@ IAT_BACKDATE_SECONDS = 5
 class ClientCredentials:
     """What one introspection request carries to authenticate us.
 
-    ``reused`` tells the caller whether a rejection could be about reuse (only a cached
-    assertion can be), and so whether a retry with fresh credentials makes sense.
+    ``reused``: handed out before. ``generation`` identifies the cached assertion it carries
+    (0: none), so a rejection can later be judged against how often it was really shared.
     """
 
     form: dict[str, str] = field(default_factory=dict, repr=False)
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     reused: bool = False
+    generation: int = 0
 
 
 class ClientAuthentication(Protocol):
@@ -53,18 +54,33 @@ class ClientAuthentication(Protocol):
 
     client_id: str
     key_id: str | None
+    rejection_hint: str
 
     def credentials(self, *, fresh: bool = False) -> ClientCredentials:
         """Credentials for the next request; ``fresh`` forbids reusing a cached assertion."""
+        ...
+
+    def possibly_reused(self, credentials: ClientCredentials) -> bool:
+        """Whether a rejection of ``credentials`` could be a server refusing reuse."""
         ...
 
     def fresh_credentials_helped(self) -> None:
         """Called when a fresh credential succeeded where a reused one was rejected."""
         ...
 
+    def rejected(self) -> None:
+        """Called when even fresh credentials were rejected."""
+        ...
+
 
 class PrivateKeyJwt:
     """``private_key_jwt`` client authentication with a cached, self-refreshing assertion."""
+
+    rejection_hint = (
+        "check that key id {key_id} belongs to an API application of this ZITADEL instance, "
+        "that the key was not deleted or expired, and that this machine's clock is accurate "
+        "(ZITADEL allows 1 s of skew)"
+    )
 
     def __init__(
         self,
@@ -88,6 +104,7 @@ class PrivateKeyJwt:
         self._assertion = ""
         self._refresh_at = float("-inf")
         self._uses = 0
+        self._generation = 0
 
     def credentials(self, *, fresh: bool = False) -> ClientCredentials:
         if fresh or self.single_use:
@@ -102,10 +119,23 @@ class PrivateKeyJwt:
                     self._assertion = self._sign(self._clock())
                     self._refresh_at = now + self._lifetime / 2
                     self._uses = 0
+                    self._generation += 1
                 assertion = self._assertion
         reused = self._uses > 0
         self._uses += 1
-        return self._as_credentials(assertion, reused=reused)
+        return self._as_credentials(assertion, reused=reused, generation=self._generation)
+
+    def possibly_reused(self, credentials: ClientCredentials) -> bool:
+        # Decided now, not when the assertion was handed out: concurrent requests reach the
+        # server in any order, so the first one issued may well be the second one seen.
+        if credentials.generation == 0:
+            return False
+        return credentials.reused or credentials.generation != self._generation or self._uses > 1
+
+    def rejected(self) -> None:
+        # Sign afresh next time: a rejected assertion must not be replayed (and retried).
+        with self._refresh_lock:
+            self._refresh_at = float("-inf")
 
     def fresh_credentials_helped(self) -> None:
         if not self.single_use:
@@ -132,15 +162,16 @@ class PrivateKeyJwt:
         )
 
     @staticmethod
-    def _as_credentials(assertion: str, *, reused: bool) -> ClientCredentials:
+    def _as_credentials(assertion: str, *, reused: bool, generation: int = 0) -> ClientCredentials:
         form = {"client_assertion_type": CLIENT_ASSERTION_TYPE, "client_assertion": assertion}
-        return ClientCredentials(form=form, reused=reused)
+        return ClientCredentials(form=form, reused=reused, generation=generation)
 
 
 class ClientSecretBasic:
     """``client_secret_basic`` client authentication; the header is computed once."""
 
     key_id: str | None = None
+    rejection_hint = "check the client id and secret (ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET)"
 
     def __init__(self, client_id: str, client_secret: str) -> None:
         self.client_id = client_id
@@ -151,5 +182,11 @@ class ClientSecretBasic:
     def credentials(self, *, fresh: bool = False) -> ClientCredentials:
         return self._credentials
 
+    def possibly_reused(self, credentials: ClientCredentials) -> bool:
+        return False
+
     def fresh_credentials_helped(self) -> None:
         """Nothing to learn: a secret is the same on every request."""
+
+    def rejected(self) -> None:
+        """Nothing to discard."""

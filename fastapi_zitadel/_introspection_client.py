@@ -102,7 +102,7 @@ class IntrospectionClient:
             try:
                 return await self._attempt(endpoint, token, credentials, remaining)
             except ClientCredentialsRejected as rejected:
-                if credentials.reused:
+                if self._auth.possibly_reused(credentials):
                     raise _ReusedAssertionRejected(rejected) from None
                 raise
             except _Retryable as failure:
@@ -175,15 +175,15 @@ class IntrospectionClient:
         )
 
     def _log_rejection(self, rejected: ClientCredentialsRejected) -> None:
+        self._auth.rejected()
         self._rejection_log(
-            "ZITADEL rejected our client authentication (HTTP %d, error %r) for client %s, "
-            "key id %s. Every request answers 503 until this is fixed. Check that the key "
-            "belongs to an API application of this instance and was not deleted or expired, "
-            "and that this machine's clock is accurate (ZITADEL allows 1 s of skew).",
+            "the identity provider rejected our client authentication (HTTP %d, error %r) "
+            "for client %s, key id %s. Every request answers 503 until this is fixed: %s.",
             rejected.status,
             rejected.error_code,
             rejected.client_id,
             rejected.key_id,
+            self._auth.rejection_hint.format(key_id=rejected.key_id),
         )
 
 

@@ -155,3 +155,25 @@ def test_client_secret_basic_form_urlencodes_first(
     assert base64.b64decode(encoded).decode() == expected_pair
     assert credentials.form == {}
     assert not credentials.reused
+
+
+def test_reuse_is_judged_when_rejected_not_when_issued(
+    app_key: dict[str, Any], clock: FakeClock
+) -> None:
+    signer = _signer(app_key, clock)
+    first = signer.credentials()
+    assert not signer.possibly_reused(first)  # nobody else has it yet
+    second = signer.credentials()
+    # The server may see the second request first: then the *first* is the replay.
+    assert signer.possibly_reused(first)
+    assert signer.possibly_reused(second)
+    assert not signer.possibly_reused(signer.credentials(fresh=True))
+
+
+def test_rejected_assertion_is_never_replayed(app_key: dict[str, Any], clock: FakeClock) -> None:
+    signer = _signer(app_key, clock)
+    first = signer.credentials()
+    signer.rejected()
+    after = signer.credentials()
+    assert after.form != first.form
+    assert not after.reused

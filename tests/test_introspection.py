@@ -483,3 +483,14 @@ def test_credentials_repr_hides_secrets() -> None:
 
     credentials = ClientSecretBasic("api", "hunter2").credentials()
     assert "Basic" not in repr(credentials)
+
+
+async def test_concurrent_first_requests_on_a_jti_tracking_server(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.standin.track_jti = True
+    world.standin.inject("latency", seconds=0.05, times=8)
+    async with world.client() as zitadel:
+        principals = await asyncio.gather(*(zitadel.verify(world.token()) for _ in range(8)))
+    assert all(p.subject == world.user.id for p in principals)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -39,7 +39,11 @@ class LoopbackServer:
                 "serving on a port needs uvicorn: pip install 'fastapi-zitadel[testing]'"
             ) from exc
         config = uvicorn.Config(
-            self.app, log_level="warning", lifespan=self._lifespan, access_log=False
+            self.app,
+            log_level="warning",
+            lifespan=self._lifespan,
+            access_log=False,
+            timeout_graceful_shutdown=1,  # tests stop servers mid-fault; never hang on it
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -1,0 +1,125 @@
+"""A small TCP proxy for fault injection: forward, delay, reset, or accept and never answer.
+
+Runs in threads with plain sockets, so it misbehaves exactly like a network would, whatever
+the code under test does with its event loop.
+"""
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+from types import TracebackType
+from typing import Literal
+
+Mode = Literal["forward", "delay", "reset", "blackhole"]
+
+
+class TcpProxy:
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.mode: Mode = "forward"
+        self.delay = 0.0
+        self.accepted = 0
+        self.open_connections = 0
+        self._lock = threading.Lock()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(128)
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._stopped = threading.Event()
+        self._held: list[socket.socket] = []
+        self._live: set[socket.socket] = set()
+        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+
+    def __enter__(self) -> "TcpProxy":
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stopped.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self._listener.close()
+        for held in self._held:
+            held.close()
+        with self._lock:
+            live = list(self._live)
+        for connection in live:
+            _reset(connection)
+        self._thread.join(timeout=5)
+
+    def set_mode(self, mode: Mode, delay: float = 0.0) -> None:
+        """Switch behaviour for new connections and cut the open ones (pooled connections
+        would otherwise carry on as before)."""
+        self.mode, self.delay = mode, delay
+        with self._lock:
+            live = list(self._live)
+        for connection in live:
+            _reset(connection)
+
+    def _accept_loop(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.accepted += 1
+            mode = self.mode
+            if mode == "reset":
+                _reset(client)
+            elif mode == "blackhole":
+                self._held.append(client)  # accepted, read from by nobody, never answered
+            else:
+                delay = self.delay if mode == "delay" else 0.0
+                threading.Thread(target=self._serve, args=(client, delay), daemon=True).start()
+
+    def _serve(self, client: socket.socket, delay: float) -> None:
+        with self._lock:
+            self.open_connections += 1
+            self._live.add(client)
+        try:
+            if delay:
+                time.sleep(delay)
+            upstream = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            client.close()
+            with self._lock:
+                self.open_connections -= 1
+                self._live.discard(client)
+            return
+        done = threading.Event()
+        for source, sink in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_pipe, args=(source, sink, done), daemon=True).start()
+        done.wait()
+        for end in (client, upstream):
+            with contextlib.suppress(OSError):
+                end.close()
+        with self._lock:
+            self.open_connections -= 1
+            self._live.discard(client)
+
+
+def _reset(connection: socket.socket) -> None:
+    """Close with an RST (SO_LINGER with a zero timeout), as a crashed peer or middlebox does."""
+    with contextlib.suppress(OSError):
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket, done: threading.Event) -> None:
+    try:
+        while chunk := source.recv(65536):
+            sink.sendall(chunk)
+    except OSError:
+        pass
+    finally:
+        done.set()
