@@ -87,6 +87,7 @@ class ZitadelStandIn:
         self._seen_jtis: set[str] = set()
         self.introspection_calls = 0
         self.token_calls = 0
+        self.received_assertions: list[str] = []  # for tests that check nothing leaks them
         self._faults: list[Fault] = []
         self._signing_key: rsa.RSAPrivateKey | None = None
         self._signing_key_id = new_id()
@@ -326,6 +327,8 @@ class ZitadelStandIn:
         )
 
     def _authenticate(self, request: Request, params: Mapping[str, str]) -> str:
+        if "client_assertion" in params:
+            self.received_assertions.append(params["client_assertion"])
         return authenticate_client(
             self.directory,
             form=params,
