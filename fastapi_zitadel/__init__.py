@@ -1,6 +1,6 @@
 """Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662)."""
 
-from ._cache import CacheEntry, IntrospectionCache, MemoryCache
+from ._cache import CacheEntry, CacheKey, IntrospectionCache, MemoryCache
 from ._config import ZitadelConfig, ZitadelSettings
 from ._dependencies import (
     get_default_zitadel,
@@ -26,10 +26,12 @@ from ._exceptions import (
 from ._introspection import ZitadelIntrospection
 from ._key_file import ZitadelKeyFile, load_key_file
 from ._principal import Organization, Principal
+from ._redis_cache import RedisCache
 
 __all__ = [
     "AuthenticationError",
     "CacheEntry",
+    "CacheKey",
     "ClientCredentialsRejected",
     "ConfigurationError",
     "IdentityProviderError",
@@ -43,6 +45,7 @@ __all__ = [
     "MissingTokenError",
     "Organization",
     "Principal",
+    "RedisCache",
     "ZitadelConfig",
     "ZitadelError",
     "ZitadelIntrospection",

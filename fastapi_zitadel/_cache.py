@@ -1,15 +1,19 @@
 """Where introspection results live between requests.
 
-Keys are SHA-256 digests of the token, never the token: a heap dump or a shared backend then
-holds nothing a caller could replay. Active and inactive answers are kept apart on purpose: a
-flood of garbage tokens fills only the small negative cache, and can never push a real user's
-active entry out.
+Two tiers. The in-process ``MemoryCache`` is always in front: a hot token never leaves the
+process. An optional shared tier (``IntrospectionCache``: Redis, or your own) is asked on a
+local miss, before the IdP, so replicas do not each introspect the same token.
+
+Keys are SHA-256 digests of the token with the instance's namespace, never the token: a heap
+dump or a shared backend holds nothing a caller could replay. Active and inactive answers are
+kept apart on purpose: a flood of garbage tokens fills only the small negative cache, and can
+never push a real user's active entry out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cachetools import TLRUCache, TTLCache
@@ -34,20 +38,37 @@ class CacheEntry:
             object.__setattr__(self, "stale_until", self.expires_at)
 
 
+@dataclass(frozen=True)
+class CacheKey:
+    """Identifies one token's entry.
+
+    ``digest`` is the lookup key. ``token`` is there only so that a shared backend can derive
+    secrets from it (the Redis tier encrypts each value with a key derived from its token);
+    a backend must never store it.
+    """
+
+    digest: bytes
+    token: str = field(repr=False)
+
+
 class IntrospectionCache(Protocol):
-    """Storage for active results; implement it for a shared backend."""
+    """A shared tier for active results (many replicas); see ``RedisCache``."""
 
-    async def get(self, key: bytes) -> CacheEntry | None: ...
+    async def get(self, key: CacheKey) -> CacheEntry | None: ...
 
-    async def set(self, key: bytes, entry: CacheEntry) -> None: ...
+    async def set(self, key: CacheKey, entry: CacheEntry) -> None: ...
 
-    async def delete(self, key: bytes) -> None: ...
+    async def delete(self, key: CacheKey) -> None: ...
 
     async def clear(self) -> None: ...
 
 
 class MemoryCache:
-    """A bounded in-process cache in which every entry lives until its own ``expires_at``."""
+    """A bounded in-process cache in which every entry lives until its own ``stale_until``.
+
+    The verifier uses the synchronous ``lookup``/``store``/``discard`` (no coroutine on the
+    hot path); the async methods make it usable as a shared tier in tests.
+    """
 
     def __init__(self, *, max_size: int, clock: Callable[[], float]) -> None:
         self._entries: TLRUCache[bytes, CacheEntry] = TLRUCache(
@@ -57,17 +78,29 @@ class MemoryCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def get(self, key: bytes) -> CacheEntry | None:
-        return self._entries.get(key)
+    def lookup(self, digest: bytes) -> CacheEntry | None:
+        return self._entries.get(digest)
 
-    async def set(self, key: bytes, entry: CacheEntry) -> None:
-        self._entries[key] = entry
+    def store(self, digest: bytes, entry: CacheEntry) -> None:
+        self._entries[digest] = entry
 
-    async def delete(self, key: bytes) -> None:
-        self._entries.pop(key, None)
+    def discard(self, digest: bytes) -> None:
+        self._entries.pop(digest, None)
+
+    def discard_all(self) -> None:
+        self._entries.clear()
+
+    async def get(self, key: CacheKey) -> CacheEntry | None:
+        return self.lookup(key.digest)
+
+    async def set(self, key: CacheKey, entry: CacheEntry) -> None:
+        self.store(key.digest, entry)
+
+    async def delete(self, key: CacheKey) -> None:
+        self.discard(key.digest)
 
     async def clear(self) -> None:
-        self._entries.clear()
+        self.discard_all()
 
 
 def _until_expiry(_key: bytes, entry: CacheEntry, _now: float) -> float:

@@ -64,6 +64,7 @@ class ZitadelConfig(BaseModel):
     assertion_lifetime: float = Field(default=600.0, ge=30, le=3_300)
     single_use_assertion: bool = False
     max_token_length: int = Field(default=4096, ge=16, le=1_048_576)
+    redis_url: SecretStr | None = None
     discover_on_startup: bool = False
     allow_insecure_http: bool = False
     realm: str = Field(default="api", min_length=1, pattern=r"^[\x20\x21\x23-\x5b\x5d-\x7e]+$")

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from ._exceptions import IdentityProviderUnavailable
+from ._per_loop import PerLoop
 
 # An introspection answer is a few KiB; anything far larger is not one, and reading it whole
 # would let a broken or hostile endpoint exhaust our memory.
@@ -28,29 +29,30 @@ class HttpClientProvider:
     def __init__(self, client: httpx.AsyncClient | None, *, timeout: float) -> None:
         self._external = client
         self._timeout = timeout
-        self._owned: httpx.AsyncClient | None = None
-        self._owned_loop: asyncio.AbstractEventLoop | None = None
+        self._owned: PerLoop[httpx.AsyncClient] = PerLoop(self._new_client)
 
     def get(self) -> httpx.AsyncClient:
         if self._external is not None:
             return self._external
-        loop = asyncio.get_running_loop()
-        if self._owned is None or self._owned_loop is not loop or self._owned.is_closed:
-            self._owned = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 5.0)),
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-                headers={"User-Agent": _USER_AGENT},
-                follow_redirects=False,
-            )
-            self._owned_loop = loop
-        return self._owned
+        client = self._owned.get()
+        if client.is_closed:  # closed by a lifespan that ended; a new one starts here
+            self._owned.pop_current()
+            client = self._owned.get()
+        return client
+
+    def _new_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 5.0)),
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            headers={"User-Agent": _USER_AGENT},
+            follow_redirects=False,
+        )
 
     async def aclose(self) -> None:
         """Close our own client; a caller-supplied client stays the caller's to close."""
-        owned, self._owned = self._owned, None
-        if owned is not None and self._owned_loop is asyncio.get_running_loop():
+        owned = self._owned.pop_current()
+        if owned is not None:
             await owned.aclose()
-        self._owned_loop = None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from starlette.requests import HTTPConnection
 
 from ._bearer import extract_bearer
-from ._cache import IntrospectionCache, MemoryCache
+from ._cache import IntrospectionCache
 from ._client_auth import ClientAuthentication, ClientSecretBasic, PrivateKeyJwt
 from ._config import ZitadelConfig, ZitadelSettings
 from ._dependencies import (
@@ -45,7 +45,7 @@ from ._introspection_client import IntrospectionClient
 from ._key_file import KeyFileSource, load_key_file
 from ._openapi import add_error_responses, remember_scopes, security_scheme, swagger_ui_init_oauth
 from ._principal import Principal
-from ._verifier import TokenVerifier
+from ._verifier import TokenVerifier, cache_namespace
 
 logger = logging.getLogger("fastapi_zitadel")
 
@@ -113,9 +113,7 @@ class ZitadelIntrospection(SecurityBase):
         self._verifier = TokenVerifier(
             config=self.config,
             client=self._client,
-            cache=cache
-            if cache is not None
-            else MemoryCache(max_size=self.config.cache_max_size, clock=clock),
+            shared=cache if cache is not None else _shared_cache(self.config, clock),
             clock=clock,
             monotonic=monotonic,
         )
@@ -277,6 +275,7 @@ class ZitadelIntrospection(SecurityBase):
 
     # Lifecycle ----------------------------------------------------------------------------
     async def aclose(self) -> None:
+        await self._verifier.aclose()
         await self._http.aclose()
 
     async def __aenter__(self) -> ZitadelIntrospection:
@@ -297,6 +296,19 @@ class ZitadelIntrospection(SecurityBase):
         """An ASGI lifespan: ``FastAPI(lifespan=zitadel.lifespan)``, or call it from yours."""
         async with self:
             yield
+
+
+def _shared_cache(config: ZitadelConfig, clock: Callable[[], float]) -> IntrospectionCache | None:
+    if config.redis_url is None:
+        return None
+    from ._redis_cache import RedisCache  # the optional 'redis' extra
+
+    return RedisCache(
+        config.redis_url.get_secret_value(),
+        namespace=cache_namespace(config),
+        project_id=config.project_id,
+        clock=clock,
+    )
 
 
 def _build_config(config: ZitadelConfig | None, explicit: Mapping[str, Any]) -> ZitadelConfig:

@@ -2,6 +2,7 @@
 
     cache hit  -> the cached Principal (the hot path: one digest, one dict lookup, no lock)
     negative   -> InvalidTokenError
+    shared hit -> the Principal another replica verified (when a shared tier is configured)
     miss       -> circuit breaker -> one shared introspection per token, within the
                   concurrency cap and the deadline -> checks -> cache -> Principal
 
@@ -15,9 +16,9 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 
-from ._cache import CacheEntry, IntrospectionCache, NegativeCache
+from ._cache import CacheEntry, CacheKey, IntrospectionCache, MemoryCache, NegativeCache
 from ._circuit_breaker import CircuitBreaker
 from ._concurrency_limit import ConcurrencyLimit
 from ._config import ZitadelConfig
@@ -50,13 +51,17 @@ class TokenVerifier:
         *,
         config: ZitadelConfig,
         client: IntrospectionClient,
-        cache: IntrospectionCache,
+        shared: IntrospectionCache | None,
         clock: Callable[[], float],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._config = config
         self._client = client
-        self._cache = cache
+        self._local = MemoryCache(max_size=config.cache_max_size, clock=clock)
+        self._shared = shared
+        attach = getattr(shared, "attach", None)
+        if attach is not None:  # a shared tier that tells us about other replicas' revocations
+            attach(self.forget_active, self.forget_all)
         self._clock = clock
         self._monotonic = monotonic
         self._namespace = cache_namespace(config)
@@ -84,16 +89,23 @@ class TokenVerifier:
     async def verify(self, token: str) -> Principal:
         if not token or len(token) > self._config.max_token_length:
             raise InvalidTokenError("the token is empty or too long")
-        key = self.key(token)
+        digest = self.key(token)
         # Hot path: this runs on every authenticated request.
-        entry = await self._cached(key)
+        entry = self._local.lookup(digest)
         if entry is not None and self._clock() < entry.expires_at:
             return entry.principal
-        if key in self._negative:
+        if digest in self._negative:
             raise InvalidTokenError("the token is not active")
+        key = CacheKey(digest, token)
+        if entry is None and self._shared is not None:
+            entry = await self._shared_get(key)
+            if entry is not None:
+                self._local.store(digest, entry)
+                if self._clock() < entry.expires_at:
+                    return entry.principal
         try:
             return await asyncio.wait_for(
-                self._flight.run(key, lambda: self._introspect(token, key)),
+                self._flight.run(digest, lambda: self._introspect(key)),
                 timeout=self._config.timeout,
             )
         except asyncio.TimeoutError:
@@ -114,32 +126,62 @@ class TokenVerifier:
         raise failure
 
     async def invalidate(self, token: str) -> None:
-        key = self.key(token)
+        digest = self.key(token)
+        self.forget(digest)
+        if self._shared is not None:
+            await self._shared_call("delete", self._shared.delete(CacheKey(digest, token)))
+
+    def forget(self, digest: bytes) -> None:
+        """Drop every local trace of one token."""
+        self.forget_active(digest)
+        self._negative.discard(digest)
+
+    def forget_active(self, digest: bytes) -> None:
+        """Drop a token's active entry: another replica saw it revoked or invalidated.
+
+        Its negative entry, if any, stays: "inactive" is what that replica learned too.
+        """
         self._generation += 1
-        self._flight.forget(key)
-        self._negative.discard(key)
-        await self._cache.delete(key)
+        self._flight.forget(digest)
+        self._local.discard(digest)
 
     async def clear(self) -> None:
+        self.forget_all()
+        if self._shared is not None:
+            await self._shared_call("clear", self._shared.clear())
+
+    def forget_all(self) -> None:
         self._generation += 1
         self._flight.forget_all()
         self._negative.clear()
-        await self._cache.clear()
+        self._local.discard_all()
 
-    async def _cached(self, key: bytes) -> CacheEntry | None:
+    async def aclose(self) -> None:
+        close = getattr(self._shared, "aclose", None)
+        if close is not None:
+            await close()
+
+    async def _shared_get(self, key: CacheKey) -> CacheEntry | None:
+        assert self._shared is not None
         try:
-            return await self._cache.get(key)
-        except Exception as exc:  # a shared backend down is a miss, not an outage
-            self._cache_log("introspection cache unavailable (%s): treating as a miss", exc)
+            return await self._shared.get(key)
+        except Exception as exc:  # a shared tier that is down is a miss, not an outage
+            self._cache_log("shared introspection cache unavailable (%s): going to the IdP", exc)
             return None
 
-    async def _introspect(self, token: str, key: bytes) -> Principal:
+    async def _shared_call(self, what: str, call: Awaitable[None]) -> None:
+        try:
+            await call
+        except Exception as exc:
+            self._cache_log("shared introspection cache unavailable (%s failed: %s)", what, exc)
+
+    async def _introspect(self, key: CacheKey) -> Principal:
         generation = self._generation
         deadline = self._monotonic() + self._config.timeout
         self.breaker.before_call()
         try:
             async with self.limit.slot(timeout=deadline - self._monotonic()):
-                claims = await self._client.introspect(token, deadline)
+                claims = await self._client.introspect(key.token, deadline)
         except ClientCredentialsRejected:
             self.breaker.succeeded()  # the IdP is up; our credentials are the problem
             raise
@@ -155,13 +197,16 @@ class TokenVerifier:
             self.breaker.abandoned()
             raise
         self.breaker.succeeded()
-        fingerprint = key[:4].hex()
+        digest = key.digest
+        fingerprint = digest[:4].hex()
         if claims is None:
             logger.debug("token %s is inactive", fingerprint)
-            self._negative.add(key)
-            await self._cache.delete(key)  # no stale copy of a revoked token may survive
+            self._negative.add(digest)
+            self._local.discard(digest)  # no stale copy of a revoked token may survive
+            if self._shared is not None:
+                await self._shared_call("delete", self._shared.delete(key))
             raise InvalidTokenError("the token is not active")
-        principal = self._checked(claims, key)
+        principal = self._checked(claims, digest)
         now = self._clock()
         expires_at = now + self._config.cache_ttl
         stale_until = expires_at + self._config.stale_if_error
@@ -170,10 +215,9 @@ class TokenVerifier:
             expires_at, stale_until = min(expires_at, token_exp), min(stale_until, token_exp)
         if expires_at > now and generation == self._generation:
             entry = CacheEntry(principal, expires_at, stale_until)
-            try:
-                await self._cache.set(key, entry)
-            except Exception as exc:
-                self._cache_log("introspection cache unavailable (%s): not cached", exc)
+            self._local.store(digest, entry)
+            if self._shared is not None:
+                await self._shared_call("set", self._shared.set(key, entry))
         logger.debug("token %s is active, cached for %.0f s", fingerprint, expires_at - now)
         return principal
 

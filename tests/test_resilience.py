@@ -10,6 +10,7 @@ import pytest
 
 from fastapi_zitadel import (
     CacheEntry,
+    CacheKey,
     IdentityProviderUnavailable,
     InvalidTokenError,
     MemoryCache,
@@ -192,22 +193,30 @@ async def test_outage_is_logged_once_not_per_request(
 
 
 class BrokenCache(MemoryCache):
-    """A shared backend that is down: every operation raises."""
+    """A shared tier that is down: every operation raises."""
 
-    async def get(self, key: bytes) -> CacheEntry | None:
+    async def get(self, key: CacheKey) -> CacheEntry | None:
         raise ConnectionError("cache backend down")
 
-    async def set(self, key: bytes, entry: CacheEntry) -> None:
+    async def set(self, key: CacheKey, entry: CacheEntry) -> None:
+        raise ConnectionError("cache backend down")
+
+    async def delete(self, key: CacheKey) -> None:
         raise ConnectionError("cache backend down")
 
 
-async def test_broken_cache_backend_degrades_to_introspection(world: World) -> None:
+async def test_broken_shared_tier_degrades_to_local_cache_and_idp(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = BrokenCache(max_size=10, clock=world.clock)
     async with world.client(cache=cache) as zitadel:
         token = world.token()
         assert (await zitadel.verify(token)).subject == world.user.id
+        assert (await zitadel.verify(token)).subject == world.user.id  # the local tier
+        await zitadel.invalidate(token)
         assert (await zitadel.verify(token)).subject == world.user.id
     assert world.standin.introspection_calls == 2
+    assert len([r for r in caplog.records if "shared introspection cache" in r.getMessage()]) == 1
 
 
 async def test_given_cache_is_used_even_when_empty(world: World) -> None:
