@@ -43,6 +43,7 @@ from ._http import HttpClientProvider
 from ._http_errors import http_exception, websocket_exception
 from ._introspection_client import IntrospectionClient
 from ._key_file import KeyFileSource, load_key_file
+from ._metrics import MetricsSnapshot
 from ._openapi import add_error_responses, remember_scopes, security_scheme, swagger_ui_init_oauth
 from ._principal import Principal
 from ._verifier import TokenVerifier, cache_namespace
@@ -157,6 +158,10 @@ class ZitadelIntrospection(SecurityBase):
     async def clear(self) -> None:
         """Forget every cached result."""
         await self._verifier.clear()
+
+    def metrics(self) -> MetricsSnapshot:
+        """Counters since start: cache hits, misses, IdP calls by outcome and latency..."""
+        return self._verifier.snapshot()
 
     @property
     def circuit_state(self) -> str:

@@ -18,6 +18,7 @@ T = TypeVar("T")
 class SingleFlight(Generic[T]):
     def __init__(self) -> None:
         self._calls: dict[Hashable, asyncio.Task[T]] = {}
+        self.joined = 0  # callers that waited for a call already running
 
     def in_flight(self) -> int:
         return len(self._calls)
@@ -35,6 +36,8 @@ class SingleFlight(Generic[T]):
             task = asyncio.ensure_future(call())
             self._calls[key] = task
             task.add_done_callback(lambda done: self._forget(key, done))
+        else:
+            self.joined += 1
         return await asyncio.shield(task)
 
     def _forget(self, key: Hashable, done: asyncio.Task[T]) -> None:

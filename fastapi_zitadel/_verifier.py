@@ -30,6 +30,7 @@ from ._exceptions import (
 )
 from ._introspection_client import IntrospectionClient
 from ._log import RateLimitedLog, logger
+from ._metrics import Metrics, MetricsSnapshot
 from ._principal import MalformedClaimError, Principal
 from ._single_flight import SingleFlight
 from ._validation import check_active_principal
@@ -75,6 +76,8 @@ class TokenVerifier:
             monotonic=monotonic,
         )
         self.limit = ConcurrencyLimit(config.max_concurrent_introspections)
+        self.metrics = Metrics()
+        self.metrics.export(self.snapshot)
         self._audiences: Collection[str] = frozenset(config.audience)
         # Bumped by invalidate() and clear(): a lookup that started before must not cache
         # its (possibly revoked) result.
@@ -82,6 +85,25 @@ class TokenVerifier:
         self._outage_log = RateLimitedLog(logging.WARNING, monotonic=monotonic)
         self._misconfiguration_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
         self._cache_log = RateLimitedLog(logging.WARNING, monotonic=monotonic)
+
+    def snapshot(self) -> MetricsSnapshot:
+        m = self.metrics
+        return MetricsSnapshot(
+            cache_hits=m.cache_hits,
+            shared_hits=m.shared_hits,
+            negative_hits=m.negative_hits,
+            misses=m.misses,
+            coalesced_waits=self._flight.joined,
+            stale_served=m.stale_served,
+            circuit_rejections=m.circuit_rejections,
+            idp_calls=dict(m.idp_calls),
+            idp_latency_count=m.idp_latency_count,
+            idp_latency_sum=m.idp_latency_sum,
+            idp_latency_max=m.idp_latency_max,
+            circuit_state=self.breaker.state,
+            cache_size=len(self._local),
+            negative_cache_size=len(self._negative),
+        )
 
     def key(self, token: str) -> bytes:
         return hashlib.sha256(self._namespace + token.encode("utf-8")).digest()
@@ -93,8 +115,10 @@ class TokenVerifier:
         # Hot path: this runs on every authenticated request.
         entry = self._local.lookup(digest)
         if entry is not None and self._clock() < entry.expires_at:
+            self.metrics.cache_hits += 1
             return entry.principal
         if digest in self._negative:
+            self.metrics.negative_hits += 1
             raise InvalidTokenError("the token is not active")
         key = CacheKey(digest, token)
         if entry is None and self._shared is not None:
@@ -102,7 +126,9 @@ class TokenVerifier:
             if entry is not None:
                 self._local.store(digest, entry)
                 if self._clock() < entry.expires_at:
+                    self.metrics.shared_hits += 1
                     return entry.principal
+        self.metrics.misses += 1
         try:
             return await asyncio.wait_for(
                 self._flight.run(digest, lambda: self._introspect(key)),
@@ -117,6 +143,7 @@ class TokenVerifier:
             failure = exc
         # Stale-if-error: only when the IdP cannot answer, never when it said "inactive".
         if entry is not None and self._clock() < entry.stale_until:
+            self.metrics.stale_served += 1
             logger.warning(
                 "identity provider unavailable (%s): serving a cached result past its "
                 "lifetime (stale_if_error)",
@@ -178,10 +205,20 @@ class TokenVerifier:
     async def _introspect(self, key: CacheKey) -> Principal:
         generation = self._generation
         deadline = self._monotonic() + self._config.timeout
-        self.breaker.before_call()
+        try:
+            self.breaker.before_call()
+        except IdentityProviderUnavailable:
+            self.metrics.circuit_rejections += 1
+            raise
         try:
             async with self.limit.slot(timeout=deadline - self._monotonic()):
-                claims = await self._client.introspect(key.token, deadline)
+                with self.metrics.idp_call() as call:
+                    try:
+                        claims = await self._client.introspect(key.token, deadline)
+                    except ClientCredentialsRejected:
+                        call["outcome"] = "credentials_rejected"
+                        raise
+                    call["outcome"] = "inactive" if claims is None else "active"
         except ClientCredentialsRejected:
             self.breaker.succeeded()  # the IdP is up; our credentials are the problem
             raise

@@ -1,0 +1,117 @@
+"""What the library is doing, in numbers: a snapshot for health pages and tests, and the same
+figures exported through OpenTelemetry when ``opentelemetry-api`` is installed.
+
+Counting on the hot path is one attribute increment; OpenTelemetry reads the counters only when
+it collects (observable counters), so exporting adds nothing per request. Spans wrap only the
+introspection calls. Nothing recorded here, in a span or a metric, carries a token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+try:
+    from opentelemetry import metrics as otel_metrics
+    from opentelemetry import trace as otel_trace
+except ImportError:  # pragma: no cover - the optional 'otel' extra
+    otel_metrics = None  # type: ignore[assignment]
+    otel_trace = None  # type: ignore[assignment]
+
+IDP_OUTCOMES = ("active", "inactive", "unavailable", "credentials_rejected")
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """Counts since the instance was created; latencies in seconds."""
+
+    cache_hits: int
+    shared_hits: int
+    negative_hits: int
+    misses: int
+    coalesced_waits: int
+    stale_served: int
+    circuit_rejections: int
+    idp_calls: dict[str, int]
+    idp_latency_count: int
+    idp_latency_sum: float
+    idp_latency_max: float
+    circuit_state: str
+    cache_size: int
+    negative_cache_size: int
+
+
+@dataclass
+class Metrics:
+    cache_hits: int = 0
+    shared_hits: int = 0
+    negative_hits: int = 0
+    misses: int = 0
+    stale_served: int = 0
+    circuit_rejections: int = 0
+    idp_calls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(IDP_OUTCOMES, 0))
+    idp_latency_count: int = 0
+    idp_latency_sum: float = 0.0
+    idp_latency_max: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._tracer: Any = None
+        self._latency: Any = None
+
+    def export(self, snapshot: Callable[[], MetricsSnapshot]) -> None:
+        """Publish through OpenTelemetry, if its API is installed (no-op without an SDK)."""
+        if otel_trace is None or otel_metrics is None:
+            return
+        self._tracer = otel_trace.get_tracer("fastapi_zitadel")
+        meter = otel_metrics.get_meter("fastapi_zitadel")
+        self._latency = meter.create_histogram(
+            "fastapi_zitadel.idp.duration", unit="s", description="Introspection latency"
+        )
+
+        def lookups(_options: Any) -> Iterable[Any]:
+            now = snapshot()
+            for result, value in (
+                ("hit", now.cache_hits),
+                ("shared_hit", now.shared_hits),
+                ("negative_hit", now.negative_hits),
+                ("miss", now.misses),
+                ("coalesced", now.coalesced_waits),
+                ("stale", now.stale_served),
+                ("circuit_rejected", now.circuit_rejections),
+            ):
+                yield otel_metrics.Observation(value, {"result": result})
+
+        def calls(_options: Any) -> Iterable[Any]:
+            for outcome, value in snapshot().idp_calls.items():
+                yield otel_metrics.Observation(value, {"outcome": outcome})
+
+        meter.create_observable_counter(
+            "fastapi_zitadel.lookups", callbacks=[lookups], description="Token lookups by result"
+        )
+        meter.create_observable_counter(
+            "fastapi_zitadel.idp.calls", callbacks=[calls], description="Introspections by outcome"
+        )
+
+    @contextmanager
+    def idp_call(self) -> Iterator[dict[str, str]]:
+        """Time one introspection; the caller sets ``outcome`` in the yielded dict."""
+        record = {"outcome": "unavailable"}
+        span = self._tracer.start_span("zitadel.introspect") if self._tracer else None
+        started = time.perf_counter()
+        try:
+            yield record
+        finally:
+            elapsed = time.perf_counter() - started
+            outcome = record["outcome"]
+            self.idp_calls[outcome] = self.idp_calls.get(outcome, 0) + 1
+            self.idp_latency_count += 1
+            self.idp_latency_sum += elapsed
+            self.idp_latency_max = max(self.idp_latency_max, elapsed)
+            if span is not None:
+                span.set_attribute("fastapi_zitadel.outcome", outcome)
+                span.end()
+            if self._latency is not None:
+                self._latency.record(elapsed, {"outcome": outcome})

@@ -1,0 +1,101 @@
+"""Metrics counted across a scripted run, exact numbers; OpenTelemetry spans and counters,
+none of them carrying a token."""
+
+import asyncio
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from fastapi_zitadel import (
+    ClientCredentialsRejected,
+    IdentityProviderUnavailable,
+    InvalidTokenError,
+)
+
+from .helpers import World
+
+SPANS = InMemorySpanExporter()
+READER = InMemoryMetricReader()
+_tracing = TracerProvider()
+_tracing.add_span_processor(SimpleSpanProcessor(SPANS))
+trace.set_tracer_provider(_tracing)
+metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))
+
+
+async def test_scripted_run_counts_exactly(world: World) -> None:
+    async with world.client(max_retries=0, circuit_breaker_threshold=2, stale_if_error=600) as z:
+        good = world.token()
+        await z.verify(good)  # miss, IdP active
+        await z.verify(good)  # hit
+        await z.verify(good)  # hit
+        for _ in range(2):
+            with pytest.raises(InvalidTokenError):
+                await z.verify("unknown")  # miss + IdP inactive, then a negative hit
+        world.standin.inject("latency", seconds=0.05)
+        other = world.token()
+        await asyncio.gather(*(z.verify(other) for _ in range(5)))  # 1 miss-call, 4 coalesced
+        world.clock.advance(61)  # both cached entries are now stale
+        world.standin.inject("status", status=503, times=None)
+        await z.verify(good)  # miss, IdP unavailable, stale served
+        with pytest.raises(IdentityProviderUnavailable):
+            await z.verify("new-token")  # miss, IdP unavailable: the circuit opens
+        with pytest.raises(IdentityProviderUnavailable):
+            await z.verify("another")  # miss, circuit rejects
+        snapshot = z.metrics()
+    assert snapshot.cache_hits == 2
+    assert snapshot.negative_hits == 1
+    assert snapshot.misses == 1 + 1 + 5 + 1 + 1 + 1
+    assert snapshot.coalesced_waits == 4
+    assert snapshot.stale_served == 1
+    assert snapshot.circuit_rejections == 1
+    assert snapshot.idp_calls == {
+        "active": 2,
+        "inactive": 1,
+        "unavailable": 2,
+        "credentials_rejected": 0,
+    }
+    assert snapshot.idp_latency_count == 5
+    assert snapshot.idp_latency_max >= 0.05
+    assert snapshot.circuit_state == "open"
+    assert snapshot.cache_size == 2
+    assert snapshot.negative_cache_size == 0  # its 5 s lapsed with the clock's 61 s
+
+
+async def test_credentials_rejected_is_counted(world: World) -> None:
+    other = world.standin.add_api_app(world.project, "other")
+    forged = {**world.app.key_file, "key": other.key_file["key"]}
+    async with world.client(key_file=forged) as zitadel:
+        with pytest.raises(ClientCredentialsRejected):
+            await zitadel.verify(world.token())
+        assert zitadel.metrics().idp_calls["credentials_rejected"] == 1
+
+
+async def test_opentelemetry_spans_and_counters(world: World) -> None:
+    SPANS.clear()
+    token = world.token()
+    async with world.client() as zitadel:
+        await zitadel.verify(token)
+        await zitadel.verify(token)
+        with pytest.raises(InvalidTokenError):
+            await zitadel.verify("not-a-token-but-secret")
+    spans = [s for s in SPANS.get_finished_spans() if s.name == "zitadel.introspect"]
+    assert [s.attributes["fastapi_zitadel.outcome"] for s in spans] == ["active", "inactive"]
+    for span in spans:
+        text = repr(dict(span.attributes or {}))
+        assert token not in text
+        assert "not-a-token-but-secret" not in text
+    collected = READER.get_metrics_data()
+    assert collected is not None
+    names = {
+        metric.name
+        for resource in collected.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+    assert {"fastapi_zitadel.lookups", "fastapi_zitadel.idp.calls"} <= names
+    assert "fastapi_zitadel.idp.duration" in names
