@@ -26,6 +26,10 @@ _FIRST_BACKOFF = 1.0
 _MAX_BACKOFF = 60.0
 
 
+class IssuerMismatch(IdentityProviderUnavailable):
+    """The discovery document names another issuer: our configuration is wrong."""
+
+
 class Discovery:
     def __init__(
         self,
@@ -69,9 +73,7 @@ class Discovery:
             backoff *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
             self._retry_at = self._monotonic() + backoff
             logger.error("OpenID discovery at %s failed: %s", url, exc.description)
-            raise IdentityProviderUnavailable(
-                f"discovery failed: {exc.description}", retry_after=backoff
-            ) from None
+            raise type(exc)(f"discovery failed: {exc.description}", retry_after=backoff) from None
         self._failures = 0
         self.endpoint = endpoint
         logger.debug("discovered introspection endpoint %s", endpoint)
@@ -87,7 +89,7 @@ class Discovery:
         issuer = data.get("issuer")
         if issuer != self._issuer:
             shown = issuer if isinstance(issuer, str) else type(issuer).__name__
-            raise IdentityProviderUnavailable(
+            raise IssuerMismatch(
                 f"discovery document names issuer {shown!r}, expected exactly {self._issuer!r}"
             )
         endpoint = data.get("introspection_endpoint")

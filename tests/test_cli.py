@@ -1,0 +1,155 @@
+"""The command-line tool end to end against the stand-in on loopback: every exit code, every
+diagnosis, the introspect table and JSON, assertions, and the dev issuer."""
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from fastapi_zitadel._cli import main
+from fastapi_zitadel.testing import StandInProject
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(list(argv), out=out)
+    return code, out.getvalue()
+
+
+@pytest.fixture
+def env(zitadel_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.delenv("ZITADEL_AUDIENCE")  # `check` introspects a made-up token
+    return zitadel_env
+
+
+def test_check_passes(env: dict[str, str]) -> None:
+    code, text = run("check")
+    assert code == 0, text
+    assert "[ok] discovery: issuer matches" in text
+    assert "[ok] credentials: accepted" in text
+    assert "[ok] all checks passed" in text
+
+
+def test_check_wrong_key_names_key_and_fix(
+    env: dict[str, str], zitadel_project: StandInProject, tmp_path: Path
+) -> None:
+    other = zitadel_project.standin.add_api_app(zitadel_project.project, "other")
+    forged = {**zitadel_project.app.key_file, "key": other.key_file["key"]}
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(forged))
+    code, text = run("--key-file", str(path), "check")
+    assert code == 5, text
+    assert "rejected our client authentication (HTTP 400 unauthorized_client)" in text
+    assert f"check that key id {forged['keyId']} belongs to an API application" in text
+
+
+def test_check_unknown_key_id(env: dict[str, str], tmp_path: Path) -> None:
+    key = json.loads(Path(env["ZITADEL_KEY_FILE"]).read_text())
+    path = tmp_path / "unknown.json"
+    path.write_text(json.dumps({**key, "keyId": "999"}))
+    code, text = run("--key-file", str(path), "check")
+    assert code == 5
+    assert "key id 999" in text
+
+
+def test_check_issuer_mismatch_is_configuration(env: dict[str, str]) -> None:
+    other_spelling = env["ZITADEL_ISSUER"].replace("127.0.0.1", "localhost")
+    code, text = run("--issuer", other_spelling, "check")
+    assert code == 3, text
+    assert "expected exactly" in text
+    assert "set ZITADEL_ISSUER to exactly the issuer" in text
+
+
+def test_check_unreachable_is_network(env: dict[str, str]) -> None:
+    from fastapi_zitadel.testing import LoopbackServer
+
+    closed = LoopbackServer(None)
+    closed.stop()
+    code, text = run("--issuer", closed.url, "check")
+    assert code == 4, text
+    assert "unreachable" in text
+
+
+def test_check_broken_key_file_is_configuration(env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "key.json"
+    path.write_text("{not json")
+    code, text = run("--key-file", str(path), "check")
+    assert code == 3
+    assert "not valid JSON" in text
+    assert "ZITADEL_KEY_FILE" in text
+
+
+def test_check_bad_setting_names_variable(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZITADEL_CACHE_TTL", "soon")
+    code, text = run("check")
+    assert code == 3
+    assert "ZITADEL_CACHE_TTL" in text
+
+
+def test_introspect_table_json_and_stdin(
+    env: dict[str, str], zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = zitadel_project.token("alice", roles=["admin", "reader"])
+    code, text = run("introspect", token)
+    assert code == 0, text
+    assert "username      alice" in text
+    assert f"admin       {zitadel_project.org.id} (acme.localhost)" in text
+    assert token not in text
+    code, text = run("introspect", "--json", token)
+    data: dict[str, Any] = json.loads(text)
+    assert data["username"] == "alice"
+    assert set(data["roles"]) == {"admin", "reader"}
+    monkeypatch.setattr(sys, "stdin", io.StringIO(token + "\n"))
+    assert run("introspect")[0] == 0
+    code, text = run("introspect", "not-a-token")
+    assert code == 6
+    assert "[invalid] the token is not active" in text
+
+
+def test_assertion(env: dict[str, str], zitadel_project: StandInProject) -> None:
+    code, text = run("assertion")
+    assert code == 0
+    assertion = text.strip()
+    key = zitadel_project.app.private_key
+    assert key is not None
+    claims = jwt.decode(
+        assertion, key.public_key(), algorithms=["RS256"], audience=env["ZITADEL_ISSUER"]
+    )
+    assert claims["iss"] == claims["sub"] == zitadel_project.app.client_id
+
+
+def test_module_entry_point_and_dev_issuer() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "fastapi_zitadel", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert completed.returncode == 0
+    assert "exit codes" in completed.stdout
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "fastapi_zitadel", "dev-issuer"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert dev.stdout is not None
+        lines = [dev.stdout.readline() for _ in range(8)]
+    finally:
+        dev.terminate()
+        dev.wait(timeout=10)
+    assert lines[0].startswith("ZITADEL stand-in: http://127.0.0.1:")
+    assert any(line.startswith("admin token:") for line in lines)
+    key_path = next(line.split(": ", 1)[1].strip() for line in lines if "key file" in line)
+    assert json.loads(Path(key_path).read_text())["type"] == "application"
