@@ -88,3 +88,8 @@ class World:
             **options,
         }
         return ZitadelIntrospection(STANDIN_ISSUER, **settings)
+
+    def forged_key_file(self) -> dict[str, str]:
+        """The API app's key file with another key inside: ZITADEL will reject our assertions."""
+        other = self.standin.add_api_app(self.project, "other")
+        return {**self.app.key_file, "key": other.key_file["key"]}

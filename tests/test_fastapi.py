@@ -269,8 +269,7 @@ async def test_idp_outage_is_503_with_retry_after(world: World, http: httpx.Asyn
 async def test_rejected_credentials_are_503_and_logged(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    other = world.standin.add_api_app(world.project, "other")
-    forged_key = {**world.app.key_file, "key": other.key_file["key"]}
+    forged_key = world.forged_key_file()
     caplog.set_level(logging.ERROR, logger="fastapi_zitadel")
     async with world.client(key_file=forged_key) as zitadel:
         app = build_app(zitadel, world.user.org.id)

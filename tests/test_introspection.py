@@ -182,8 +182,7 @@ async def test_client_secret_basic(world: World) -> None:
 async def test_wrong_key_is_credentials_rejected_not_invalid_token(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    other_app = world.standin.add_api_app(world.project, "other")
-    forged = {**world.app.key_file, "key": other_app.key_file["key"]}
+    forged = world.forged_key_file()
     caplog.set_level(logging.ERROR, logger="fastapi_zitadel")
     async with world.client(key_file=forged) as zitadel:
         for _ in range(3):

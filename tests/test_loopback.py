@@ -1,9 +1,6 @@
 """Over real HTTP: the stand-in and a protected app each on 127.0.0.1 with an ephemeral port,
 the library using its own pooled client, discovery, and an IdP that goes away."""
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -11,25 +8,18 @@ import pytest
 from fastapi import Depends, FastAPI
 
 from fastapi_zitadel import Principal, ZitadelIntrospection
-from fastapi_zitadel.testing import LoopbackServer, ZitadelStandIn
+from fastapi_zitadel.testing import LoopbackServer, StandInProject, ZitadelStandIn
 
 
 @pytest.fixture
-def standin() -> Iterator[ZitadelStandIn]:
-    standin = ZitadelStandIn()
-    with standin.serve():
-        yield standin
+def standin(zitadel_standin: ZitadelStandIn) -> ZitadelStandIn:
+    return zitadel_standin
 
 
 @pytest.fixture
-def setup(standin: ZitadelStandIn, tmp_path: Path) -> dict[str, Any]:
-    org = standin.add_org("Acme")
-    project = standin.add_project("shop")
-    app = standin.add_api_app(project)
-    user = standin.add_user(org, "alice", roles={project: ["admin"]})
-    key_path = tmp_path / "key.json"
-    key_path.write_text(json.dumps(app.key_file))
-    return {"project": project, "user": user, "key_path": key_path}
+def setup(zitadel_project: StandInProject) -> dict[str, Any]:
+    user = zitadel_project.user("alice", roles=["admin"])
+    return {"project": zitadel_project.project, "user": user, "key_path": zitadel_project.key_path}
 
 
 def protected_app(zitadel: ZitadelIntrospection) -> FastAPI:

@@ -67,8 +67,7 @@ async def test_scripted_run_counts_exactly(world: World) -> None:
 
 
 async def test_credentials_rejected_is_counted(world: World) -> None:
-    other = world.standin.add_api_app(world.project, "other")
-    forged = {**world.app.key_file, "key": other.key_file["key"]}
+    forged = world.forged_key_file()
     async with world.client(key_file=forged) as zitadel:
         with pytest.raises(ClientCredentialsRejected):
             await zitadel.verify(world.token())
