@@ -16,6 +16,7 @@ from ._exceptions import InvalidRequestError, InvalidTokenError
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _QUERY_PARAMETER = "access_token"
+_QUERY_PARAMETER_BYTES = _QUERY_PARAMETER.encode("ascii")
 
 
 def extract_bearer(
@@ -27,10 +28,14 @@ def extract_bearer(
     whose browser API cannot set headers. Elsewhere a token in the URL ends up in access logs,
     so it is refused rather than ignored.
     """
-    headers = conn.headers.getlist("authorization")
+    # This runs on every request: read the raw ASGI headers (names are lower-case bytes) rather
+    # than building Starlette's Headers and QueryParams objects.
+    headers = [value for name, value in conn.scope["headers"] if name == b"authorization"]
     if len(headers) > 1:
         raise InvalidRequestError("the request has more than one Authorization header")
-    header_token = _from_header(headers[0], max_length) if headers else None
+    header_token = _from_header(headers[0].decode("latin-1"), max_length) if headers else None
+    if _QUERY_PARAMETER_BYTES not in conn.scope.get("query_string", b""):
+        return header_token
     query_tokens = conn.query_params.getlist(_QUERY_PARAMETER)
     if not query_tokens:
         return header_token

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cachetools import TLRUCache, TTLCache
+from cachetools import TTLCache
 
 from ._principal import Principal
 
@@ -66,23 +66,34 @@ class IntrospectionCache(Protocol):
 class MemoryCache:
     """A bounded in-process cache in which every entry lives until its own ``stale_until``.
 
-    The verifier uses the synchronous ``lookup``/``store``/``discard`` (no coroutine on the
-    hot path); the async methods make it usable as a shared tier in tests.
+    A plain dict, not a cachetools cache: the lookup runs on every authenticated request, and
+    a dict lookup costs about 0.04 µs where ``TLRUCache.get`` costs about 1 µs (see the
+    benchmarks). Expired entries are dropped when met, and when the cache is full: first the
+    expired ones, then, if that frees too little, the oldest tenth. The verifier uses the
+    synchronous methods; the async ones make it usable as a shared tier in tests.
     """
 
     def __init__(self, *, max_size: int, clock: Callable[[], float]) -> None:
-        self._entries: TLRUCache[bytes, CacheEntry] = TLRUCache(
-            maxsize=max_size, ttu=_until_expiry, timer=clock
-        )
+        self._entries: dict[bytes, CacheEntry] = {}
+        self._max_size = max_size
+        self._clock = clock
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def lookup(self, digest: bytes) -> CacheEntry | None:
-        return self._entries.get(digest)
+    def lookup(self, digest: bytes, now: float) -> CacheEntry | None:
+        entry = self._entries.get(digest)
+        if entry is not None and now >= entry.stale_until:
+            del self._entries[digest]
+            return None
+        return entry
 
     def store(self, digest: bytes, entry: CacheEntry) -> None:
-        self._entries[digest] = entry
+        entries = self._entries
+        entries.pop(digest, None)
+        if len(entries) >= self._max_size:
+            self._make_room()
+        entries[digest] = entry
 
     def discard(self, digest: bytes) -> None:
         self._entries.pop(digest, None)
@@ -90,8 +101,18 @@ class MemoryCache:
     def discard_all(self) -> None:
         self._entries.clear()
 
+    def _make_room(self) -> None:
+        now = self._clock()
+        entries = self._entries
+        for digest in [d for d, entry in entries.items() if now >= entry.stale_until]:
+            del entries[digest]
+        excess = len(entries) - self._max_size + max(1, self._max_size // 10)
+        if excess > 0 and len(entries) >= self._max_size:
+            for digest in list(entries)[:excess]:  # dicts keep insertion order: oldest first
+                del entries[digest]
+
     async def get(self, key: CacheKey) -> CacheEntry | None:
-        return self.lookup(key.digest)
+        return self.lookup(key.digest, self._clock())
 
     async def set(self, key: CacheKey, entry: CacheEntry) -> None:
         self.store(key.digest, entry)
@@ -101,10 +122,6 @@ class MemoryCache:
 
     async def clear(self) -> None:
         self.discard_all()
-
-
-def _until_expiry(_key: bytes, entry: CacheEntry, _now: float) -> float:
-    return entry.stale_until
 
 
 class NegativeCache:

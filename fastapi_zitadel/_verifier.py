@@ -113,8 +113,9 @@ class TokenVerifier:
             raise InvalidTokenError("the token is empty or too long")
         digest = self.key(token)
         # Hot path: this runs on every authenticated request.
-        entry = self._local.lookup(digest)
-        if entry is not None and self._clock() < entry.expires_at:
+        now = self._clock()
+        entry = self._local.lookup(digest, now)
+        if entry is not None and now < entry.expires_at:
             self.metrics.cache_hits += 1
             return entry.principal
         if digest in self._negative:
