@@ -119,6 +119,7 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
         kind = f"client {auth.client_id} with a client secret"
     _say(out, "ok", f"configuration: issuer {config.issuer}, {kind}")
     async with zitadel:
+        skipped = config.introspection_endpoint is not None
         try:
             endpoint = await zitadel.discover()
         except IssuerMismatch as exc:
@@ -139,7 +140,10 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
                 "https://acme-xyz.zitadel.cloud) and that this machine can reach it",
             )
             return NETWORK
-        _say(out, "ok", f"discovery: issuer matches; introspection endpoint {endpoint}")
+        if skipped:
+            _say(out, "ok", f"discovery: skipped, introspection endpoint set to {endpoint}")
+        else:
+            _say(out, "ok", f"discovery: issuer matches; introspection endpoint {endpoint}")
         try:
             principal = await zitadel.verify("fastapi-zitadel-check-" + secrets.token_hex(16))
         except InvalidTokenError:

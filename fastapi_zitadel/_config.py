@@ -92,9 +92,14 @@ class ZitadelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ZitadelConfig:
-        check_url(self.issuer, allow_insecure_http=self.allow_insecure_http)
-        if self.introspection_endpoint is not None:
-            check_url(self.introspection_endpoint, allow_insecure_http=self.allow_insecure_http)
+        # Here rather than in field validators: both depend on allow_insecure_http.
+        urls = {"issuer": self.issuer, "introspection_endpoint": self.introspection_endpoint}
+        for name, url in urls.items():
+            if url is not None:
+                try:
+                    check_url(url, allow_insecure_http=self.allow_insecure_http)
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
         return self
 
 

@@ -112,7 +112,8 @@ def _from_mapping(data: Mapping[str, Any], label: str) -> ZitadelKeyFile:
     for name in _REQUIRED_FIELDS[kind]:
         value = data.get(name)
         if value is None:
-            raise KeyFileError(label, f"missing (required in a {kind} key)", field=name)
+            article = "an" if kind == "application" else "a"
+            raise KeyFileError(label, f"missing (required in {article} {kind} key)", field=name)
         if not isinstance(value, str):
             raise KeyFileError(label, f"must be a string, got {type(value).__name__}", field=name)
         if not value.strip():

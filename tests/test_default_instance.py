@@ -86,3 +86,19 @@ def test_unconfigured_default_names_the_variable(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("ZITADEL_ISSUER", raising=False)
     with pytest.raises(ConfigurationError, match="ZITADEL_ISSUER"):
         get_default_zitadel()
+
+
+async def test_override_principal_covers_module_level_dependencies(world: World) -> None:
+    from fastapi_zitadel.testing import override_principal
+
+    app = declared_before_configuration()
+    zitadel = world.client()
+    set_default_zitadel(zitadel)
+    fake = Principal(subject="fixed", scopes=frozenset({"items:read"}))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+        with override_principal(app, zitadel, fake):
+            assert (await http.get("/items")).json() == "fixed"
+            assert (await http.get("/admin")).status_code == 403  # checks still apply
+        assert (await http.get("/items")).status_code == 401
+    assert world.standin.introspection_calls == 0

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.security import SecurityScopes
 from starlette.requests import HTTPConnection
 
+from fastapi_zitadel import _dependencies
 from fastapi_zitadel._exceptions import InsufficientScopeError, MissingTokenError
 from fastapi_zitadel._introspection import ZitadelIntrospection
 from fastapi_zitadel._principal import Principal
@@ -58,6 +59,8 @@ def override_principal(
     else:
         app.dependency_overrides[zitadel] = fixed_principal(zitadel, principal)
     app.dependency_overrides[zitadel.optional] = optional_principal
+    if _dependencies._default is zitadel:  # the module-level require_* functions too
+        app.dependency_overrides[_dependencies.default_guard] = app.dependency_overrides[zitadel]
     try:
         yield
     finally:

@@ -419,8 +419,24 @@ class ZitadelStandIn:
         if fault.kind == "garbage":
             return Response("<html>502 Bad Gateway</html>", media_type="text/html")
         if fault.kind == "drop":
-            raise ConnectionDropped("connection dropped by the stand-in")
+            return _DroppedMidAnswer()
         return None  # "inactive" is applied after client authentication
+
+
+class _DroppedMidAnswer(Response):
+    """Starts a JSON answer, sends half of it, and fails: on a real port the server closes the
+    connection mid-body; in-process the transport raises ``ConnectionDropped``."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"active": tr', "more_body": True})
+        raise ConnectionDropped("connection dropped by the stand-in")
 
 
 async def _parameters(request: Request) -> dict[str, str]:

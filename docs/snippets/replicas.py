@@ -1,0 +1,17 @@
+"""Every replica runs the same code; ZITADEL_REDIS_URL makes them share verdicts."""
+
+from fastapi import Depends, FastAPI
+
+from fastapi_zitadel import ZitadelIntrospection
+
+zitadel = ZitadelIntrospection.from_env()  # ZITADEL_REDIS_URL=redis://redis.internal:6379/0
+app = FastAPI(dependencies=[Depends(zitadel)])
+zitadel.install(app)
+
+
+async def token_revoked(token: str) -> None:
+    """Call right after your code revoked ``token`` in ZITADEL (a logout, a ban...).
+
+    Drops the shared entry and tells every replica to drop its local copy at once.
+    """
+    await zitadel.invalidate(token)

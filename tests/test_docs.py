@@ -1,0 +1,643 @@
+"""The documentation site: it builds offline with ``--strict``, its configuration reference
+lists every setting, its troubleshooting page explains every message the library produces,
+and every code snippet in it runs (Python snippets live in docs/snippets/ and are included
+into the pages, so what is tested is what readers see)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+import io
+import json
+import logging
+import os
+import re
+import runpy
+import shlex
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.testclient import TestClient
+
+from fastapi_zitadel import InvalidTokenError, Principal, ZitadelConfig, ZitadelIntrospection
+from fastapi_zitadel import _cli as cli
+from fastapi_zitadel.testing import StandInProject, ZitadelStandIn
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+SNIPPETS = DOCS / "snippets"
+PACKAGE = ROOT / "fastapi_zitadel"
+TROUBLESHOOTING = DOCS / "troubleshooting.md"
+
+# Every file in docs/snippets/ is exercised by one of the tests below.
+TESTED_SNIPPETS = {
+    "check-output.txt",
+    "health.py",
+    "introspection-answer.json",
+    "key-file.json",
+    "logging_setup.py",
+    "module_level.py",
+    "myapp.py",
+    "quickstart.py",
+    "replicas.py",
+    "routes.py",
+    "standin_in_process.py",
+    "telemetry.py",
+    "test_items.py",
+    "verify.py",
+}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def run_snippet(name: str) -> dict[str, Any]:
+    """Execute a snippet file as a script and return its globals."""
+    return runpy.run_path(str(SNIPPETS / name))
+
+
+def load_module(name: str, module_name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(module_name, SNIPPETS / name)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Messages: every error and log text of the library is explained ---------------------------
+
+_MESSAGE_SUFFIXES = ("Error", "Unavailable", "Rejected", "Mismatch", "Failure", "_Retryable")
+_LOG_CALLS = {
+    "warning",
+    "error",
+    "_rejection_log",
+    "_outage_log",
+    "_misconfiguration_log",
+    "_cache_log",
+}
+_MIN_FRAGMENT = 12
+
+
+@dataclass(frozen=True)
+class Message:
+    where: str
+    call: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.where} {self.call}: {self.text!r}"
+
+
+def _called_name(func: ast.expr) -> str | None:
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return None
+
+
+def _literal_text(node: ast.expr) -> str | None:
+    """A str constant, or the constant part of an f-string before its first placeholder."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        text = ""
+        for part in node.values:
+            if not (isinstance(part, ast.Constant) and isinstance(part.value, str)):
+                break
+            text += part.value
+        return text
+    return None
+
+
+def _is_message_call(name: str) -> bool:
+    return name.endswith(_MESSAGE_SUFFIXES) or name == "ValueError" or name in _LOG_CALLS
+
+
+def library_messages() -> list[Message]:
+    """Error and log messages of fastapi_zitadel/*.py (not testing/), found with ``ast``."""
+    messages = []
+    for path in sorted(PACKAGE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = _called_name(node.func)
+            if name is None or not _is_message_call(name):
+                continue
+            position = 1 if name == "KeyFileError" else 0  # KeyFileError(label, problem, ...)
+            if len(node.args) <= position:
+                continue
+            text = _literal_text(node.args[position])
+            if text is not None and len(text) >= _MIN_FRAGMENT:
+                messages.append(Message(f"{path.name}:{node.lineno}", name, text))
+    return messages
+
+
+def cli_messages() -> list[Message]:
+    """What ``fastapi-zitadel`` prints as ``[FAIL]``, ``[fix]`` or ``[invalid]``."""
+    messages = []
+    tree = ast.parse((PACKAGE / "_cli.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and _called_name(node.func) == "_say"):
+            continue
+        status, message = node.args[1], node.args[2]
+        if not (isinstance(status, ast.Constant) and status.value in ("FAIL", "fix", "invalid")):
+            continue
+        text = _literal_text(message)
+        if text is not None and len(text) >= _MIN_FRAGMENT:
+            messages.append(Message(f"_cli.py:{node.lineno}", f"_say {status.value}", text))
+    return messages
+
+
+def test_the_message_collector_finds_the_messages() -> None:
+    messages = library_messages()
+    assert len(messages) > 50, messages
+    texts = {message.text for message in messages}
+    assert "the token is not active" in texts  # a plain string
+    assert "identity provider timed out after " in texts  # an f-string's constant prefix
+    assert "permission denied" in texts  # KeyFileError's second argument
+    assert "shared cache (Redis) available again" in texts  # a logger call
+
+
+def test_troubleshooting_explains_every_library_message() -> None:
+    page = TROUBLESHOOTING.read_text(encoding="utf-8")
+    missing = [str(message) for message in library_messages() if message.text not in page]
+    assert not missing, "docs/troubleshooting.md does not mention:\n" + "\n".join(missing)
+
+
+def test_troubleshooting_explains_every_cli_message() -> None:
+    page = TROUBLESHOOTING.read_text(encoding="utf-8")
+    messages = cli_messages()
+    assert len(messages) > 5, messages
+    missing = [str(message) for message in messages if message.text not in page]
+    assert not missing, "docs/troubleshooting.md does not mention:\n" + "\n".join(missing)
+
+
+# The site builds, and the configuration reference is complete ------------------------------
+
+
+@dataclass(frozen=True)
+class Build:
+    returncode: int
+    output: str
+    site: Path
+
+
+@pytest.fixture(scope="module")
+def built_site(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    site = tmp_path_factory.mktemp("site")
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return Build(completed.returncode, completed.stdout + completed.stderr, site)
+
+
+def test_site_builds_strictly(built_site: Build) -> None:
+    assert built_site.returncode == 0, built_site.output
+    assert (built_site.site / "index.html").is_file()
+
+
+def test_configuration_reference_lists_every_setting(built_site: Build) -> None:
+    assert built_site.returncode == 0, built_site.output
+    page = (built_site.site / "configuration" / "index.html").read_text(encoding="utf-8")
+    assert "fastapi-zitadel:config-reference" not in page  # the placeholder was replaced
+    missing = [
+        name
+        for name in ZitadelConfig.model_fields
+        if f"<td><code>{name}</code></td>" not in page
+        or f"<code>ZITADEL_{name.upper()}</code>" not in page
+    ]
+    assert not missing, f"settings missing from the configuration reference: {missing}"
+    assert "not yet described" not in page
+
+
+# Inside code fences, the block form of pymdownx.snippets: ruff (0.16+) formats Python fences in
+# Markdown and would rewrite the one-line form ``--8<-- "file"`` as ``--8 < --"file"``.
+_INCLUDE = re.compile(r"--8<--\n((?:docs/snippets/[^\n]+\n\n?)+)--8<--\n")
+
+
+def test_code_blocks_are_tested_snippets() -> None:
+    """Code in the pages is either an included snippet file or a shell command."""
+    included: set[str] = set()
+    for page in sorted(DOCS.glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        for language, body in re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.M | re.S):
+            if language == "bash":
+                continue
+            match = _INCLUDE.fullmatch(body)
+            assert match is not None, f"{page.name}: code that is not a snippet file:\n{body}"
+            for line in filter(None, match[1].splitlines()):
+                included.add(line.removeprefix("docs/snippets/").split(":")[0])
+    files = {path.name for path in SNIPPETS.iterdir() if path.is_file()}
+    assert included == files, "snippet files not included in any page (or missing)"
+    assert files == TESTED_SNIPPETS, "a snippet file without a test (or a stale entry)"
+
+
+def _shell_commands() -> Iterator[tuple[str, list[str]]]:
+    for page in sorted(DOCS.glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        for body in re.findall(r"^```bash\n(.*?)^```", text, flags=re.M | re.S):
+            for line in body.splitlines():
+                words = shlex.split(line, comments=True)
+                if words:
+                    yield page.name, words
+
+
+def test_shell_snippets_are_real_commands() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    optional = pyproject.split("[project.optional-dependencies]\n")[1].split("\n[")[0]
+    extras = set(re.findall(r"^(\w+) = \[", optional, flags=re.M))
+    scripts = set(re.findall(r'^([\w-]+) = "fastapi_zitadel', pyproject, flags=re.M))
+    tasks = set(re.findall(r'task == "(\w+)"', (ROOT / "scripts" / "dev.py").read_text()))
+    settings = {f"ZITADEL_{name.upper()}" for name in ZitadelConfig.model_fields}
+    seen = 0
+    for page, words in _shell_commands():
+        seen += 1
+        command = " ".join(words)
+        if words[:2] == ["python3", "scripts/dev.py"]:
+            assert words[2] in tasks, (page, command)
+        elif words[:2] == ["pip", "install"]:
+            match = re.fullmatch(r"fastapi-zitadel(?:\[(\w+)\])?", words[2])
+            assert match is not None, (page, command)
+            assert match[1] is None or match[1] in extras, (page, command)
+        elif words[0] == "export":
+            assert words[1].split("=", 1)[0] in settings, (page, command)
+        elif words[0] == "fastapi-zitadel":
+            assert "fastapi-zitadel" in scripts
+            try:
+                cli._parser().parse_args(words[1:])
+            except SystemExit as exc:  # pragma: no cover - shown on failure
+                raise AssertionError(f"{page}: {command}") from exc
+        else:
+            raise AssertionError(f"{page}: unknown command {command!r}")
+    assert seen > 10
+
+
+# Python snippets --------------------------------------------------------------------------
+
+
+def test_quickstart_protects_every_route(
+    zitadel_env: dict[str, str], zitadel_token: Callable[..., str]
+) -> None:
+    app = run_snippet("quickstart.py")["app"]
+    with TestClient(app) as client:
+        assert client.get("/hello").status_code == 401
+        answer = client.get("/hello", headers=bearer(zitadel_token("alice")))
+        assert answer.status_code == 200
+        assert answer.json() == {"hello": "world"}
+        responses = client.get("/openapi.json").json()["paths"]["/hello"]["get"]["responses"]
+        assert {"401", "403", "503"} <= set(responses)
+
+
+def test_routes_snippet(
+    zitadel_env: dict[str, str],
+    zitadel_project: StandInProject,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    project = zitadel_project
+    monkeypatch.setenv("BILLING_ORG_ID", project.org.id)
+    app: FastAPI = run_snippet("routes.py")["app"]
+    standin = project.standin
+    globex = standin.add_org("Globex", "globex.localhost")
+    gina = standin.add_user(globex, "gina", roles={project.project: ["admin"]})
+    tokens = {
+        "reader": project.token("bob", roles=["reader"]),
+        "admin": project.token("alice", roles=["admin"]),
+        "auditor": project.token("carol", roles=["admin", "auditor"]),
+        "openid_only": project.token("dave", scopes=["openid"]),
+        "globex_admin": standin.issue_token(gina, project.project, scopes=["openid", "profile"]),
+    }
+
+    with TestClient(app) as client:
+
+        def status(method: str, path: str, who: str | None = None) -> int:
+            headers = bearer(tokens[who]) if who else {}
+            return int(client.request(method, path, headers=headers).status_code)
+
+        # A valid token, and optional authentication.
+        assert status("GET", "/me") == 401
+        assert client.get("/me", headers=bearer(tokens["reader"])).json()["username"] == "bob"
+        assert client.get("/hello").json() == "hello stranger"
+        assert client.get("/hello", headers=bearer(tokens["admin"])).json() == "hello alice"
+        assert client.get("/hello", headers=bearer("forged")).status_code == 401
+
+        # Scopes: the stand-in's default tokens carry openid, profile and email.
+        for path in ("/profile", "/contact", "/email"):
+            assert status("GET", path, "reader") == 200, path
+            assert status("GET", path, "openid_only") == 403, path
+        denied = client.get("/email", headers=bearer(tokens["openid_only"]))
+        assert 'error="insufficient_scope"' in denied.headers["WWW-Authenticate"]
+        assert 'scope="email"' in denied.headers["WWW-Authenticate"]
+        assert status("GET", "/profile", None) == 401  # never 403 without a valid token
+
+        # Roles.
+        assert status("GET", "/items", "reader") == 200
+        assert status("GET", "/items", "openid_only") == 403
+        assert client.post("/items?name=kiwi", headers=bearer(tokens["reader"])).status_code == 403
+        assert client.post("/items?name=kiwi", headers=bearer(tokens["admin"])).status_code == 201
+        assert status("GET", "/audit", "admin") == 403
+        assert status("GET", "/audit", "auditor") == 200
+        assert status("GET", "/admin/stats", "reader") == 403
+        assert status("GET", "/admin/stats", "admin") == 200
+
+        # Roles granted by one organization.
+        assert status("GET", "/billing", "admin") == 200
+        assert status("GET", "/billing", "globex_admin") == 403
+        own = client.get(f"/orgs/{project.org.id}/roles", headers=bearer(tokens["auditor"]))
+        assert own.json() == ["admin", "auditor"]
+        other = client.get(f"/orgs/{globex.id}/roles", headers=bearer(tokens["auditor"]))
+        assert other.status_code == 403
+        assert 'error="insufficient_scope"' in other.headers["WWW-Authenticate"]
+        theirs = client.get(f"/orgs/{globex.id}/roles", headers=bearer(tokens["globex_admin"]))
+        assert theirs.json() == ["admin"]
+
+
+def test_module_level_snippet(
+    zitadel_env: dict[str, str], zitadel_token: Callable[..., str]
+) -> None:
+    from fastapi_zitadel import set_default_zitadel
+
+    try:
+        app = run_snippet("module_level.py")["create_app"]()
+        with TestClient(app) as client:
+            assert client.get("/reports", headers=bearer(zitadel_token("bob"))).status_code == 403
+            admin = bearer(zitadel_token("alice", roles=["admin"]))
+            assert client.get("/reports", headers=admin).json() == ["q1", "q2"]
+            assert client.get("/whoami", headers=admin).json() == "alice"
+            assert client.get("/whoami").status_code == 401
+    finally:
+        set_default_zitadel(None)
+
+
+def test_key_file_snippet_has_zitadels_shape(zitadel_project: StandInProject) -> None:
+    documented = json.loads((SNIPPETS / "key-file.json").read_text())
+    real = zitadel_project.app.key_file
+    assert documented.keys() == real.keys()
+    assert documented["type"] == real["type"] == "application"
+    assert documented["clientId"].endswith("@shop")
+    assert all(isinstance(value, str) for value in documented.values())
+
+
+async def test_introspection_answer_snippet() -> None:
+    """The documented answer has the stand-in's shape, and parses as the page says."""
+    answer = json.loads((SNIPPETS / "introspection-answer.json").read_text())
+    project_id = "298374000000000000"
+    principal = Principal.from_claims(answer, project_id=project_id)
+    acme, globex = "298373000000000001", "298373500000000009"
+    assert principal.has_role("admin", acme)
+    assert not principal.has_role("admin", globex)
+    assert principal.roles_in_org(globex) == {"reader"}
+    assert principal.organization is not None
+    assert principal.organization.id == acme
+    assert principal.username == "alice"
+    assert project_id in principal.audience
+
+    standin = ZitadelStandIn()
+    project = StandInProject(standin)
+    project.user(
+        "alice",
+        roles=["admin"],
+        name="Alice Adams",
+        given_name="Alice",
+        family_name="Adams",
+        email="alice@acme.localhost",
+        email_verified=True,
+        locale="en",
+    )
+    token = project.token("alice")
+    async with (
+        httpx.AsyncClient(transport=standin.transport()) as http,
+        project.introspection(http_client=http) as zitadel,
+    ):
+        real = dict((await zitadel.verify(token)).claims)
+    assert project.project.id in real["aud"]
+    normalised = {key.replace(project.project.id, project_id) for key in real}
+    assert normalised == set(answer)
+    assert (
+        answer["urn:zitadel:iam:org:project:roles"]
+        == answer[f"urn:zitadel:iam:org:project:{project_id}:roles"]
+    )
+
+
+def test_check_output_snippet(zitadel_env: dict[str, str], zitadel_project: StandInProject) -> None:
+    out = io.StringIO()
+    assert cli.main(["check"], out=out) == 0, out.getvalue()
+    app = zitadel_project.app
+    assert app.key_id is not None
+    shown = (
+        out.getvalue()
+        .replace(zitadel_project.standin.issuer, "https://acme-xyz.zitadel.cloud")
+        .replace(app.key_id, "298374650000000001")
+        .replace(app.client_id, "298374620000000000@shop")
+    )
+    assert shown == (SNIPPETS / "check-output.txt").read_text()
+
+
+# The user's own tests of the testing page run as pytest would run them.
+USER_TESTS = [
+    node.name
+    for node in ast.parse((SNIPPETS / "test_items.py").read_text(encoding="utf-8")).body
+    if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+]
+
+
+def test_user_tests_are_found() -> None:
+    assert len(USER_TESTS) >= 5
+
+
+@pytest.mark.parametrize("name", USER_TESTS)
+def test_user_test_snippet_passes(
+    name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "myapp", load_module("myapp.py", "myapp"))
+    user_tests = load_module("test_items.py", "docs_snippet_test_items")
+    function = getattr(user_tests, name)
+    fixtures = {
+        parameter: request.getfixturevalue(parameter)
+        for parameter in inspect.signature(function).parameters
+    }
+    function(**fixtures)
+
+
+async def test_standin_in_process_snippet() -> None:
+    module = load_module("standin_in_process.py", "docs_snippet_standin_in_process")
+    await module.test_verify_in_process()
+
+
+def _unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_replicas_snippet_survives_redis_down(
+    zitadel_env: dict[str, str],
+    zitadel_project: StandInProject,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis is an optimisation: with nothing listening there, requests still pass, the
+    outage is logged once, and a revoked token is refused after ``invalidate``."""
+    pytest.importorskip("redis")
+    monkeypatch.setenv("ZITADEL_REDIS_URL", f"redis://127.0.0.1:{_unused_port()}/0")
+    snippet = run_snippet("replicas.py")
+    zitadel: ZitadelIntrospection = snippet["zitadel"]
+    app: FastAPI = snippet["app"]
+
+    @app.get("/ping")
+    async def ping() -> str:
+        return "pong"
+
+    token = zitadel_project.token("alice")
+    caplog.set_level(logging.WARNING, logger="fastapi_zitadel")
+    transport = httpx.ASGITransport(app=app)
+    async with zitadel, httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        assert (await http.get("/ping")).status_code == 401
+        assert (await http.get("/ping", headers=bearer(token))).json() == "pong"
+        zitadel_project.standin.revoke(token)
+        assert (await zitadel.verify(token)).username == "alice"  # still cached
+        await snippet["token_revoked"](token)
+        with pytest.raises(InvalidTokenError):
+            await zitadel.verify(token)
+    outages = [r for r in caplog.records if "shared cache (Redis) unavailable" in r.message]
+    assert len(outages) == 1
+
+
+def test_health_snippet(zitadel_env: dict[str, str], zitadel_token: Callable[..., str]) -> None:
+    app = run_snippet("health.py")["app"]
+    token = zitadel_token("alice")
+    with TestClient(app) as client:
+        before = client.get("/healthz").json()
+        assert before["auth"] == "ok"
+        assert before["misses"] == 0
+        assert before["cache_hit_ratio"] is None
+        for _ in range(2):
+            assert client.get("/me", headers=bearer(token)).status_code == 200
+        after = client.get("/healthz").json()
+    assert after["misses"] == 1
+    assert after["cache_hits"] == 1
+    assert after["cache_hit_ratio"] == 0.5
+    assert after["idp_calls"]["active"] == 1
+    assert after["circuit_state"] == "closed"
+    assert after["cache_size"] == 1
+
+
+_TELEMETRY_RUN = """
+import asyncio, json, runpy, sys
+
+import httpx
+from opentelemetry import trace
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from fastapi_zitadel.testing import StandInProject, ZitadelStandIn
+
+reader, exporter = InMemoryMetricReader(), InMemorySpanExporter()
+runpy.run_path(sys.argv[1])["configure_telemetry"](reader, exporter)
+
+
+async def main() -> None:
+    standin = ZitadelStandIn()
+    project = StandInProject(standin)
+    token = project.token("alice")
+    async with httpx.AsyncClient(transport=standin.transport()) as http:
+        async with project.introspection(http_client=http) as zitadel:
+            await zitadel.verify(token)
+            await zitadel.verify(token)
+
+
+asyncio.run(main())
+trace.get_tracer_provider().force_flush()
+points = {}
+for resource in reader.get_metrics_data().resource_metrics:
+    for scope in resource.scope_metrics:
+        for metric in scope.metrics:
+            for point in metric.data.data_points:
+                label = ",".join(f"{k}={v}" for k, v in sorted(point.attributes.items()))
+                points[f"{metric.name}[{label}]"] = getattr(point, "value", None)
+spans = [(span.name, dict(span.attributes)) for span in exporter.get_finished_spans()]
+print(json.dumps({"points": points, "spans": spans}))
+"""
+
+
+def test_telemetry_snippet() -> None:
+    """In a fresh interpreter: OpenTelemetry's global providers can be set only once."""
+    pytest.importorskip("opentelemetry.sdk")
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", _TELEMETRY_RUN, str(SNIPPETS / "telemetry.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    points = result["points"]
+    assert points["fastapi_zitadel.lookups[result=hit]"] == 1
+    assert points["fastapi_zitadel.lookups[result=miss]"] == 1
+    assert points["fastapi_zitadel.idp.calls[outcome=active]"] == 1
+    assert "fastapi_zitadel.idp.duration[outcome=active]" in points
+    assert result["spans"] == [["zitadel.introspect", {"fastapi_zitadel.outcome": "active"}]]
+
+
+async def test_verify_snippet_tells_failures_apart() -> None:
+    who_is = load_module("verify.py", "docs_snippet_verify").who_is
+    standin = ZitadelStandIn()
+    project = StandInProject(standin)
+    token = project.token("alice")
+    other = standin.add_api_app(project.project, "other")
+    forged = {**project.app.key_file, "key": other.key_file["key"]}  # the right id, wrong key
+    async with httpx.AsyncClient(transport=standin.transport()) as http:
+        async with project.introspection(http_client=http, max_retries=0) as zitadel:
+            assert await who_is(zitadel, token) == f"subject {project.user('alice').id}"
+            garbage = await who_is(zitadel, "not-a-token")
+            assert garbage == "invalid token: the token is not active"
+            standin.inject("status", status=503)
+            outage = await who_is(zitadel, project.token("bob"))
+            assert outage == "try again in 1 s: identity provider answered HTTP 503"
+        async with ZitadelIntrospection(standin.issuer, key_file=forged, http_client=http) as bad:
+            rejected = await who_is(bad, token)
+    assert rejected == (
+        f"our credentials were rejected (400 unauthorized_client), key {forged['keyId']}"
+    )
+
+
+async def test_logging_snippet(
+    zitadel_introspection: ZitadelIntrospection,
+    zitadel_token: Callable[..., str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    show_auth_logs = load_module("logging_setup.py", "docs_snippet_logging").show_auth_logs
+    logger = logging.getLogger("fastapi_zitadel")
+    handler = show_auth_logs(logging.DEBUG)
+    try:
+        await zitadel_introspection.verify(zitadel_token("alice"))
+        with pytest.raises(InvalidTokenError):
+            await zitadel_introspection.verify("not-a-token")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    lines = capsys.readouterr().err.splitlines()
+    assert any(re.search(r"DEBUG fastapi_zitadel: token \w{8} is active, cached", x) for x in lines)
+    assert any(re.search(r"DEBUG fastapi_zitadel: token \w{8} is inactive", x) for x in lines)
