@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import sys
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -46,16 +48,32 @@ def _thaw(value: Any) -> Any:
     return value
 
 
+_INTERN_LIMIT = 100  # longer strings (tokens' own ids, pictures) are rarely shared
+
+
 def _freeze(value: Any) -> Any:
+    """A read-only deep copy, with mapping keys and short strings interned."""
     if isinstance(value, Mapping):
-        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
-    if isinstance(value, list):
+        if value and all(_is_org_map(item) for item in value.values()):
+            return _shared_roles(value)  # ZITADEL's role claims: shared between users
+        return MappingProxyType(
+            {
+                sys.intern(key) if isinstance(key, str) else key: _freeze(item)
+                for key, item in value.items()
+            }
+        )
+    if isinstance(value, (list, tuple)):
         return tuple(_freeze(item) for item in value)
+    if isinstance(value, str) and len(value) <= _INTERN_LIMIT:
+        return sys.intern(value)
     return value
 
 
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
 def _empty() -> Mapping[str, Any]:
-    return MappingProxyType({})
+    return _EMPTY
 
 
 # Pydantic would copy a mapping into a plain dict; freezing after validation keeps it read-only.
@@ -110,10 +128,18 @@ class Principal(BaseModel):
         """Build a principal from an active introspection answer.
 
         Raises ``MalformedClaimError`` when a validity-deciding claim has the wrong type.
+
+        Every cached token holds one of these, so they are built lean (see the memory figures
+        in BENCHMARKS.md): claim names and short values are interned, so thousands of entries
+        share one copy of ``"urn:zitadel:iam:user:resourceowner:primary_domain"``; identical
+        scope sets, audiences, organizations and role maps are shared objects; and the fields
+        are checked here, so pydantic's validation is skipped (``model_construct``).
         """
+        claims = _freeze(claims)
         username = _text(claims, "username")
         preferred_username = _text(claims, "preferred_username")
-        return cls(
+        return cls.model_construct(
+            _fields_set=_FROM_CLAIMS_FIELDS,
             subject=_strict_text(claims, "sub"),
             client_id=_strict_text(claims, "client_id"),
             username=username or preferred_username,
@@ -133,8 +159,8 @@ class Principal(BaseModel):
             email_verified=_flag(claims, "email_verified"),
             locale=_text(claims, "locale"),
             organization=_organization(claims),
-            roles=_roles(claims, project_id),
-            metadata=_metadata(claims.get(METADATA_CLAIM)),
+            roles=_shared_roles(_roles(claims, project_id)),
+            metadata=MappingProxyType(_metadata(claims.get(METADATA_CLAIM))),
             claims=claims,
         )
 
@@ -177,6 +203,9 @@ class Principal(BaseModel):
             return None
 
 
+# Shared by every principal built from claims; pydantic never mutates it on a frozen model.
+_FROM_CLAIMS_FIELDS: set[str] = set(Principal.model_fields)
+
 # Claim readers ---------------------------------------------------------------------------
 
 
@@ -210,13 +239,58 @@ def _time(claims: Mapping[str, Any], name: str) -> datetime | None:
         raise MalformedClaimError(name, "a representable time") from None
 
 
+@functools.lru_cache(maxsize=1024)
+def _scope_set(value: str) -> frozenset[str]:
+    """One frozenset per distinct scope string: most tokens share a handful of them."""
+    return frozenset(sys.intern(scope) for scope in value.split())
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_tuple(value: tuple[str, ...]) -> tuple[str, ...]:
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_organization(org_id: str, name: str | None, domain: str | None) -> Organization:
+    return Organization(id=org_id, name=name, primary_domain=domain)
+
+
+_ROLE_MAPS: dict[Any, Mapping[str, Mapping[str, str]]] = {}
+
+
+def _is_org_map(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+def _shared_roles(roles: Mapping[str, Mapping[str, str]]) -> Mapping[str, Mapping[str, str]]:
+    """The same read-only role map (role -> {org: domain}) for every user who has it."""
+    if not roles:
+        return _EMPTY
+    signature = tuple((role, tuple(orgs.items())) for role, orgs in roles.items())
+    shared = _ROLE_MAPS.get(signature)
+    if shared is None:
+        if len(_ROLE_MAPS) >= 1024:
+            _ROLE_MAPS.clear()
+        shared = _ROLE_MAPS[signature] = MappingProxyType(
+            {
+                sys.intern(role): MappingProxyType(
+                    {sys.intern(org): sys.intern(domain) for org, domain in orgs.items()}
+                )
+                for role, orgs in roles.items()
+            }
+        )
+    return shared
+
+
 def _scopes(value: Any) -> frozenset[str]:
     if value is None:
         return frozenset()
     if isinstance(value, str):
-        return frozenset(value.split())
+        return _scope_set(value)
     # Some servers send a JSON array; accept it only if every item is a string.
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         return frozenset(value)
     raise MalformedClaimError("scope", "a space-delimited string")
 
@@ -225,9 +299,9 @@ def _audience(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        return (value,)
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return tuple(value)
+        return _shared_tuple((value,))
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return _shared_tuple(tuple(value))
     raise MalformedClaimError("aud", "a string or an array of strings")
 
 
@@ -235,10 +309,8 @@ def _organization(claims: Mapping[str, Any]) -> Organization | None:
     org_id = _text(claims, ORG_ID_CLAIM)
     if org_id is None:
         return None
-    return Organization(
-        id=org_id,
-        name=_text(claims, ORG_NAME_CLAIM),
-        primary_domain=_text(claims, ORG_DOMAIN_CLAIM),
+    return _shared_organization(
+        org_id, _text(claims, ORG_NAME_CLAIM), _text(claims, ORG_DOMAIN_CLAIM)
     )
 
 
@@ -251,7 +323,7 @@ def _roles(claims: Mapping[str, Any], project_id: str | None) -> dict[str, dict[
     # With a project id, only that project's claim counts: ZITADEL's generic claim holds the
     # roles of the project that *requested* the token, which may be another one.
     value = claims.get(project_roles_claim(project_id) if project_id else ROLES_CLAIM)
-    if isinstance(value, list):  # other servers: a plain list of role names
+    if isinstance(value, (list, tuple)):  # other servers: a plain list of role names
         return {role: {} for role in value if isinstance(role, str)}
     if not isinstance(value, Mapping):
         return {}
