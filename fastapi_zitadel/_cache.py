@@ -21,7 +21,7 @@ from cachetools import TTLCache
 from ._principal import Principal
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CacheEntry:
     """An active result and the wall-clock times (epoch seconds) that bound its use.
 
@@ -38,7 +38,7 @@ class CacheEntry:
             object.__setattr__(self, "stale_until", self.expires_at)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CacheKey:
     """Identifies one token's entry.
 
