@@ -8,7 +8,7 @@ created per loop (test suites run a new loop per test).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from ._exceptions import IdentityProviderUnavailable
@@ -22,18 +22,21 @@ class ConcurrencyLimit:
         self.in_use = 0
 
     @asynccontextmanager
-    async def slot(self, timeout: float) -> AsyncIterator[None]:
-        """Hold one of ``limit`` slots; wait at most ``timeout`` seconds for it."""
+    async def slot(self, deadline: float, monotonic: Callable[[], float]) -> AsyncIterator[None]:
+        """Hold one of ``limit`` slots; wait for one until ``deadline`` at most."""
         loop = asyncio.get_running_loop()
         if self._semaphore is None or self._loop is not loop:
             self._semaphore, self._loop, self.in_use = asyncio.Semaphore(self.limit), loop, 0
         semaphore = self._semaphore
-        try:
-            await asyncio.wait_for(semaphore.acquire(), timeout=max(timeout, 0.0))
-        except asyncio.TimeoutError:
-            raise IdentityProviderUnavailable(
-                f"more than {self.limit} introspections in flight", retry_after=1.0
-            ) from None
+        if semaphore.locked():  # only then is there a wait worth a timer
+            try:
+                await asyncio.wait_for(semaphore.acquire(), timeout=max(deadline - monotonic(), 0))
+            except asyncio.TimeoutError:
+                raise IdentityProviderUnavailable(
+                    f"more than {self.limit} introspections in flight", retry_after=1.0
+                ) from None
+        else:
+            await semaphore.acquire()
         self.in_use += 1
         try:
             yield

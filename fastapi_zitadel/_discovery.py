@@ -51,7 +51,8 @@ class Discovery:
         self._retry_at = float("-inf")
         self._flight: SingleFlight[str] = SingleFlight()
 
-    async def introspection_endpoint(self) -> str:
+    async def introspection_endpoint(self, deadline: float | None = None) -> str:
+        """The endpoint; fetching it (once) ends by ``deadline`` (monotonic) at the latest."""
         if self.endpoint is not None:
             return self.endpoint
         wait = self._retry_at - self._monotonic()
@@ -59,13 +60,16 @@ class Discovery:
             raise IdentityProviderUnavailable(
                 "discovery failed recently; retrying later", retry_after=wait
             )
-        return await self._flight.run("discovery", self._discover)
+        timeout = self._timeout if deadline is None else deadline - self._monotonic()
+        if timeout <= 0:
+            raise IdentityProviderUnavailable("no time left for discovery", retry_after=1.0)
+        return await self._flight.run("discovery", lambda: self._discover(timeout))
 
-    async def _discover(self) -> str:
+    async def _discover(self, timeout: float) -> str:
         url = self._issuer + DISCOVERY_PATH
         try:
             request = self._http.get().build_request("GET", url)
-            response = await send_for_json(self._http.get(), request, timeout=self._timeout)
+            response = await send_for_json(self._http.get(), request, timeout=timeout)
             endpoint = self._endpoint_from(response.status, response.data, response.problem)
         except IdentityProviderUnavailable as exc:
             self._failures += 1

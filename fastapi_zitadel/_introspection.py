@@ -175,8 +175,12 @@ class ZitadelIntrospection(SecurityBase):
     # FastAPI ------------------------------------------------------------------------------
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
         """The dependency: the verified ``Principal``, holding every scope in ``Security``."""
-        principal = await self.authenticate(conn)
-        self.check_scopes(conn, principal, security_scopes.scopes)
+        # Hot path: runs on every request, often several times (router and route scopes).
+        principal: Principal | None = conn.scope.get(self._memo_key)
+        if principal is None:
+            principal = await self.authenticate(conn)
+        if security_scopes.scopes:
+            self.check_scopes(conn, principal, security_scopes.scopes)
         return principal
 
     def check_scopes(self, conn: HTTPConnection, principal: Principal, scopes: list[str]) -> None:
@@ -209,7 +213,7 @@ class ZitadelIntrospection(SecurityBase):
             )
             if token is None:
                 return None
-            principal = await self.verify(token)
+            principal = self._verifier.cached(token) or await self._verifier.resolve(token)
         except ZitadelError as error:
             raise self.reject(conn, error) from None
         conn.scope[self._memo_key] = principal

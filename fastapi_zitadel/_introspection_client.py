@@ -67,7 +67,7 @@ class IntrospectionClient:
         """
         if deadline is None:
             deadline = self._monotonic() + self._timeout
-        endpoint = await self._discovery.introspection_endpoint()
+        endpoint = await self._discovery.introspection_endpoint(deadline)
         try:
             return await self._with_retries(endpoint, token, deadline, fresh=False)
         except _ReusedAssertionRejected:
