@@ -122,6 +122,7 @@ class ZitadelIntrospection(SecurityBase):
         self.model = security_scheme(self.config)
         self.scheme_name = self.config.scheme_name
         self._memo_key = f"fastapi_zitadel.principal.{id(self)}"
+        self._query_tokens = self.config.websocket_query_token
         self._optional = _OptionalPrincipal(self)
 
     @classmethod
@@ -176,19 +177,23 @@ class ZitadelIntrospection(SecurityBase):
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
         """The dependency: the verified ``Principal``, holding every scope in ``Security``."""
         # Hot path: runs on every request, often several times (router and route scopes).
+        # A cache hit completes without awaiting anything.
         principal: Principal | None = conn.scope.get(self._memo_key)
         if principal is None:
-            principal = await self.authenticate(conn)
+            token, principal = self._from_cache(conn)
+            if principal is None:
+                if token is None:
+                    raise self.reject(conn, MissingTokenError("a bearer token is required"))
+                principal = await self._from_idp(conn, token)
         if security_scopes.scopes:
             self.check_scopes(conn, principal, security_scopes.scopes)
         return principal
 
     def check_scopes(self, conn: HTTPConnection, principal: Principal, scopes: list[str]) -> None:
         """403 unless ``principal`` holds every one of ``scopes``."""
-        if scopes and not principal.has_all_scopes(scopes):
-            error = InsufficientScopeError(
-                f"requires the scopes: {' '.join(scopes)}", tuple(scopes)
-            )
+        if not principal.has_all_scopes(scopes):
+            needed = " ".join(scopes)
+            error = InsufficientScopeError(f"requires the scopes: {needed}", tuple(scopes))
             raise self.reject(conn, error)
 
     async def authenticate(self, conn: HTTPConnection) -> Principal:
@@ -200,20 +205,33 @@ class ZitadelIntrospection(SecurityBase):
 
     async def authenticate_optional(self, conn: HTTPConnection) -> Principal | None:
         """``None`` when the request carries no token; an invalid token still fails (401)."""
-        # FastAPI may call us several times per request (router and route scopes differ):
-        # the first call's result is kept in the request scope, so the rest cost a lookup.
-        memo: Principal | None = conn.scope.get(self._memo_key)
-        if memo is not None:
-            return memo
+        principal: Principal | None = conn.scope.get(self._memo_key)
+        if principal is None:
+            token, principal = self._from_cache(conn)
+            if principal is None and token is not None:
+                principal = await self._from_idp(conn, token)
+        return principal
+
+    def _from_cache(self, conn: HTTPConnection) -> tuple[str | None, Principal | None]:
+        """The request's token and, on a cache hit, its ``Principal`` (kept for the request:
+        FastAPI may call us again for the same request with other scopes)."""
+        scope = conn.scope
         try:
             token = extract_bearer(
                 conn,
                 max_length=self.config.max_token_length,
-                allow_query=conn.scope["type"] == "websocket" and self.config.websocket_query_token,
+                allow_query=self._query_tokens and scope["type"] == "websocket",
             )
-            if token is None:
-                return None
-            principal = self._verifier.cached(token) or await self._verifier.resolve(token)
+            principal = None if token is None else self._verifier.cached(token)
+        except ZitadelError as error:
+            raise self.reject(conn, error) from None
+        if principal is not None:
+            scope[self._memo_key] = principal
+        return token, principal
+
+    async def _from_idp(self, conn: HTTPConnection, token: str) -> Principal:
+        try:
+            principal = await self._verifier.resolve(token)
         except ZitadelError as error:
             raise self.reject(conn, error) from None
         conn.scope[self._memo_key] = principal
