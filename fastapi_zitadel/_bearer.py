@@ -34,7 +34,8 @@ def extract_bearer(
     if len(headers) > 1:
         raise InvalidRequestError("the request has more than one Authorization header")
     header_token = _from_header(headers[0].decode("latin-1"), max_length) if headers else None
-    if _QUERY_PARAMETER_BYTES not in conn.scope.get("query_string", b""):
+    query = conn.scope.get("query_string", b"")
+    if _QUERY_PARAMETER_BYTES not in query and b"%" not in query:  # "%": an encoded name
         return header_token
     query_tokens = conn.query_params.getlist(_QUERY_PARAMETER)
     if not query_tokens:

@@ -13,6 +13,7 @@ Two methods, both accepted by ZITADEL's introspection endpoint:
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import secrets
 import threading
@@ -23,6 +24,7 @@ from typing import Protocol
 from urllib.parse import quote_plus
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 
 from ._key_file import ZitadelKeyFile
 
@@ -55,6 +57,7 @@ class ClientAuthentication(Protocol):
     client_id: str
     key_id: str | None
     rejection_hint: str
+    secret_digest: bytes  # a digest of our credential: keys what only our replicas can seal
 
     def credentials(self, *, fresh: bool = False) -> ClientCredentials:
         """Credentials for the next request; ``fresh`` forbids reusing a cached assertion."""
@@ -94,6 +97,13 @@ class PrivateKeyJwt:
     ) -> None:
         self.client_id = key.subject
         self.key_id: str | None = key.key_id
+        self.secret_digest = hashlib.sha256(
+            key.private_key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        ).digest()
         self._key = key
         self._audience = audience
         self._lifetime = lifetime
@@ -175,6 +185,7 @@ class ClientSecretBasic:
 
     def __init__(self, client_id: str, client_secret: str) -> None:
         self.client_id = client_id
+        self.secret_digest = hashlib.sha256(client_secret.encode("utf-8")).digest()
         pair = f"{quote_plus(client_id, safe='')}:{quote_plus(client_secret, safe='')}"
         token = base64.b64encode(pair.encode("utf-8")).decode("ascii")
         self._credentials = ClientCredentials(headers={"Authorization": f"Basic {token}"})

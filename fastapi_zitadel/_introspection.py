@@ -114,7 +114,7 @@ class ZitadelIntrospection(SecurityBase):
         self._verifier = TokenVerifier(
             config=self.config,
             client=self._client,
-            shared=cache if cache is not None else _shared_cache(self.config, clock),
+            shared=cache if cache is not None else _shared_cache(self.config, self._auth, clock),
             clock=clock,
             monotonic=monotonic,
         )
@@ -325,7 +325,9 @@ class ZitadelIntrospection(SecurityBase):
             yield
 
 
-def _shared_cache(config: ZitadelConfig, clock: Callable[[], float]) -> IntrospectionCache | None:
+def _shared_cache(
+    config: ZitadelConfig, auth: ClientAuthentication, clock: Callable[[], float]
+) -> IntrospectionCache | None:
     if config.redis_url is None:
         return None
     from ._redis_cache import RedisCache  # the optional 'redis' extra
@@ -333,6 +335,7 @@ def _shared_cache(config: ZitadelConfig, clock: Callable[[], float]) -> Introspe
     return RedisCache(
         config.redis_url.get_secret_value(),
         namespace=cache_namespace(config),
+        secret=auth.secret_digest,
         project_id=config.project_id,
         clock=clock,
     )

@@ -164,6 +164,9 @@ class Principal(BaseModel):
             claims=claims,
         )
 
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Principal:
+        return self  # deeply immutable: a copy could never differ
+
     # Scope checks -----------------------------------------------------------------------
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
@@ -203,8 +206,25 @@ class Principal(BaseModel):
             return None
 
 
-# Shared by every principal built from claims; pydantic never mutates it on a frozen model.
-_FROM_CLAIMS_FIELDS: set[str] = set(Principal.model_fields)
+class _SharedFieldSet(set[str]):
+    """The fields-set shared by every principal built from claims (one set, not one per
+    cached token); read-only, so no principal can change what another reports."""
+
+    def _read_only(self, *args: object) -> None:
+        raise TypeError("the fields set of a Principal is read-only")
+
+    def __copy__(self) -> set[str]:  # model_copy() gets a plain set it may change
+        return set(self)
+
+    def __deepcopy__(self, memo: object) -> set[str]:
+        return set(self)
+
+    add = discard = remove = pop = clear = update = _read_only  # type: ignore[assignment]
+    difference_update = intersection_update = symmetric_difference_update = _read_only
+    __ior__ = __iand__ = __isub__ = __ixor__ = _read_only  # type: ignore[assignment]
+
+
+_FROM_CLAIMS_FIELDS: set[str] = _SharedFieldSet(Principal.model_fields)
 
 # Claim readers ---------------------------------------------------------------------------
 

@@ -6,9 +6,11 @@ it, one replica's verdict serves all of them, and a revocation reaches all of th
 Nothing in Redis is readable without the token it belongs to:
 
 * the key is ``fastapi-zitadel:<namespace tag>:<SHA-256 of the token digest>``, never the token;
-* the value is the introspection answer sealed with AES-256-GCM under a key derived from the
-  token itself (HKDF-SHA256), with the Redis key as associated data, so a dump of Redis (or a
-  value moved to another key) reveals neither tokens nor claims;
+* the value is the introspection answer sealed with AES-256-GCM under a key derived (HKDF-SHA256)
+  from the token itself and from a digest of our own client credential, with the Redis key as
+  associated data: a dump of Redis (or a value moved to another key) reveals neither tokens nor
+  claims, and someone who can write to Redis and holds a token still cannot forge its entry
+  (e.g. add roles) without our key file or secret;
 * the Redis expiry is the entry's own lifetime, never past the token's ``exp``.
 
 Redis is an optimisation, never a dependency of availability: every Redis failure (down, slow:
@@ -59,6 +61,7 @@ class RedisCache:
         url: str,
         *,
         namespace: bytes,
+        secret: bytes,
         project_id: str | None,
         clock: Callable[[], float] = time.time,
         timeout: float = 0.25,
@@ -72,6 +75,7 @@ class RedisCache:
         self._url = url
         self._tag = namespace[:8].hex()
         self._namespace = namespace
+        self._secret = secret
         self._project_id = project_id
         self._clock = clock
         self._monotonic = monotonic
@@ -136,7 +140,7 @@ class RedisCache:
 
     def _cipher(self, key: CacheKey) -> AESGCM:
         hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=self._namespace, info=_VALUE_LABEL)
-        return AESGCM(hkdf.derive(key.token.encode("utf-8")))
+        return AESGCM(hkdf.derive(self._secret + key.token.encode("utf-8")))
 
     def _seal(self, entry: CacheEntry, key: CacheKey, redis_key: str) -> bytes:
         plain = json.dumps(
@@ -156,7 +160,11 @@ class RedisCache:
             plain = self._cipher(key).decrypt(nonce, ciphertext, redis_key.encode("ascii"))
             data = json.loads(plain)
             principal = Principal.from_claims(data["claims"], project_id=self._project_id)
-            return CacheEntry(principal, float(data["expires_at"]), float(data["stale_until"]))
+            expires_at, stale_until = float(data["expires_at"]), float(data["stale_until"])
+            if principal.expires_at is not None:  # never past the token's own exp
+                token_exp = principal.expires_at.timestamp()
+                expires_at, stale_until = min(expires_at, token_exp), min(stale_until, token_exp)
+            return CacheEntry(principal, expires_at, stale_until)
         except (InvalidTag, ValueError, KeyError, TypeError):
             logger.warning("discarding an unreadable entry from the shared cache")
             return None

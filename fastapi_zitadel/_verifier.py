@@ -12,6 +12,7 @@ Everything that can go wrong on a miss ends as ``InvalidTokenError`` (the token 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -125,6 +126,8 @@ class TokenVerifier:
 
     async def resolve(self, token: str) -> Principal:
         """Everything after a local miss: negative cache, shared tier, the IdP."""
+        deadline = self._monotonic() + self._config.timeout
+        generation = self._generation  # an invalidate() from here on voids what we hold
         digest = self.key(token)
         entry = self._local.lookup(digest, self._clock())  # maybe a stale one
         if digest in self._negative:
@@ -132,8 +135,8 @@ class TokenVerifier:
             raise InvalidTokenError("the token is not active")
         key = CacheKey(digest, token)
         if entry is None and self._shared is not None:
-            entry = await self._shared_get(key)
-            if entry is not None:
+            entry = await self._shared_get(key, deadline)
+            if entry is not None and generation == self._generation:
                 self._local.store(digest, entry)
                 if self._clock() < entry.expires_at:
                     self.metrics.shared_hits += 1
@@ -143,9 +146,10 @@ class TokenVerifier:
         # the callers waiting for it need no timer of their own: a herd of a thousand costs
         # a thousand awaits, not a thousand timer tasks.
         try:
-            return await self._flight.run(digest, lambda: self._introspect(key))
+            return await self._flight.run(digest, lambda: self._introspect(key, deadline))
         except IdentityProviderUnavailable as failure:
-            if entry is None or self._clock() >= entry.stale_until:
+            stale_allowed = entry is not None and generation == self._generation
+            if not stale_allowed or entry is None or self._clock() >= entry.stale_until:
                 raise
             reason = failure.description
         # Stale-if-error: only when the IdP cannot answer, never when it said "inactive".
@@ -161,7 +165,9 @@ class TokenVerifier:
         digest = self.key(token)
         self.forget(digest)
         if self._shared is not None:
-            await self._shared_call("delete", self._shared.delete(CacheKey(digest, token)))
+            await self._shared_call(
+                "delete", self._shared.delete(CacheKey(digest, token)), self._spare_deadline()
+            )
 
     def forget(self, digest: bytes) -> None:
         """Drop every local trace of one token."""
@@ -180,7 +186,7 @@ class TokenVerifier:
     async def clear(self) -> None:
         self.forget_all()
         if self._shared is not None:
-            await self._shared_call("clear", self._shared.clear())
+            await self._shared_call("clear", self._shared.clear(), self._spare_deadline())
 
     def forget_all(self) -> None:
         self._generation += 1
@@ -193,23 +199,32 @@ class TokenVerifier:
         if close is not None:
             await close()
 
-    async def _shared_get(self, key: CacheKey) -> CacheEntry | None:
+    def _spare_deadline(self) -> float:
+        return self._monotonic() + self._config.timeout
+
+    async def _shared_get(self, key: CacheKey, deadline: float) -> CacheEntry | None:
         assert self._shared is not None
         try:
-            return await self._shared.get(key)
-        except Exception as exc:  # a shared tier that is down is a miss, not an outage
-            self._cache_log("shared introspection cache unavailable (%s): going to the IdP", exc)
+            remaining = max(deadline - self._monotonic(), 0.0)
+            return await asyncio.wait_for(self._shared.get(key), timeout=remaining)
+        except Exception as exc:  # a shared tier that is down or slow is a miss, not an outage
+            self._cache_log(
+                "shared introspection cache unavailable (%s): going to the IdP",
+                type(exc).__name__,
+            )
             return None
 
-    async def _shared_call(self, what: str, call: Awaitable[None]) -> None:
+    async def _shared_call(self, what: str, call: Awaitable[None], deadline: float) -> None:
+        """A write to the shared tier, within the request's deadline; failures are logged."""
         try:
-            await call
+            await asyncio.wait_for(call, timeout=max(deadline - self._monotonic(), 0.0))
         except Exception as exc:
-            self._cache_log("shared introspection cache unavailable (%s failed: %s)", what, exc)
+            self._cache_log(
+                "shared introspection cache unavailable (%s failed: %s)", what, type(exc).__name__
+            )
 
-    async def _introspect(self, key: CacheKey) -> Principal:
+    async def _introspect(self, key: CacheKey, deadline: float) -> Principal:
         generation = self._generation
-        deadline = self._monotonic() + self._config.timeout
         try:
             self.breaker.before_call()
         except IdentityProviderUnavailable:
@@ -246,7 +261,7 @@ class TokenVerifier:
             self._negative.add(digest)
             self._local.discard(digest)  # no stale copy of a revoked token may survive
             if self._shared is not None:
-                await self._shared_call("delete", self._shared.delete(key))
+                await self._shared_call("delete", self._shared.delete(key), deadline)
             raise InvalidTokenError("the token is not active")
         principal = self._checked(claims, digest)
         now = self._clock()
@@ -259,13 +274,18 @@ class TokenVerifier:
             entry = CacheEntry(principal, expires_at, stale_until)
             self._local.store(digest, entry)
             if self._shared is not None:
-                await self._shared_call("set", self._shared.set(key, entry))
+                await self._shared_call("set", self._shared.set(key, entry), deadline)
         logger.debug("token %s is active, cached for %.0f s", fingerprint, expires_at - now)
         return principal
 
     def _checked(self, claims: dict[str, object], key: bytes) -> Principal:
         try:
             principal = Principal.from_claims(claims, project_id=self._config.project_id)
+        except RecursionError:  # nesting deep enough to parse but not to walk
+            self._misconfiguration_log("malformed introspection answer: nested too deeply")
+            raise IdentityProviderUnavailable(
+                "malformed introspection answer: nested too deeply", retry_after=5.0
+            ) from None
         except MalformedClaimError as exc:
             self._misconfiguration_log("malformed introspection answer: %s", exc)
             raise IdentityProviderUnavailable(

@@ -390,3 +390,12 @@ async def test_optional_with_scopes(world: World, zitadel: ZitadelIntrospection)
         strong = await http.get("/feed", headers=bearer(world.token(scopes=READ)))
         assert strong.json() == {"sub": world.user.id}
     assert app.openapi()["paths"]["/feed"]["get"]["security"] == [{"ZITADEL": ["items:read"]}]
+
+
+@pytest.mark.parametrize("name", ["access%5Ftoken", "%61ccess_token"])
+async def test_encoded_url_token_is_refused_too(
+    world: World, http: httpx.AsyncClient, name: str
+) -> None:
+    token = world.token()
+    response = await http.get(f"/me?{name}={token}", headers=bearer(token))
+    assert response.status_code == 400

@@ -493,3 +493,11 @@ async def test_concurrent_first_requests_on_a_jti_tracking_server(
         principals = await asyncio.gather(*(zitadel.verify(world.token()) for _ in range(8)))
     assert all(p.subject == world.user.id for p in principals)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_nesting_deep_enough_to_parse_but_not_to_walk(app_key: dict[str, Any]) -> None:
+    body = b'{"active": true, "x": ' + b"[" * 900 + b"]" * 900 + b"}"
+    response = httpx.Response(200, content=body, headers={"Content-Type": "application/json"})
+    async with _engine(app_key, _mock_client(response)) as zitadel:
+        with pytest.raises(IdentityProviderUnavailable, match="nested too deeply"):
+            await zitadel.verify("some-token")

@@ -177,6 +177,7 @@ async def test_redis_killed_and_restarted(
     cache = RedisCache(
         redis_server.url,
         namespace=cache_namespace(config),
+        secret=b"test-secret",
         project_id=config.project_id,
         retry_interval=0.3,
     )
@@ -269,3 +270,28 @@ def test_many_worker_processes_introspect_once(
     assert calls_before_revocation == 1
     assert len(pids) >= 2
     assert calls <= 1 + 3  # then each worker asked once and remembered "inactive"
+
+
+async def test_entries_cannot_be_forged_without_our_credential(
+    zitadel_project: StandInProject, redis_server: RedisServer
+) -> None:
+    """Someone who can write to Redis and holds a token cannot give it other claims."""
+    from fastapi_zitadel import CacheEntry, CacheKey, Principal
+
+    token = zitadel_project.token("mallory")
+    async with replica(zitadel_project, redis_server) as zitadel:
+        config = zitadel.config
+        forger = RedisCache(
+            redis_server.url,
+            namespace=cache_namespace(config),
+            secret=b"a guess",
+            project_id=config.project_id,
+        )
+        key = CacheKey(zitadel._verifier.key(token), token)
+        claims = {"sub": "root", "urn:zitadel:iam:org:project:roles": {"admin": {"o": "d"}}}
+        await forger.set(key, CacheEntry(Principal.from_claims(claims), time.time() + 600))
+        await forger.aclose()
+        principal = await zitadel.verify(token)
+    assert principal.username == "mallory"
+    assert not principal.has_role("admin")
+    assert zitadel_project.standin.introspection_calls == 1

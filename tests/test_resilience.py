@@ -238,3 +238,50 @@ async def test_closed_http_client_is_503(app_key: dict[str, Any]) -> None:
     )
     with pytest.raises(IdentityProviderUnavailable):
         await zitadel.verify("token")
+
+
+class SlowCache(MemoryCache):
+    """A shared tier that hangs on writes."""
+
+    async def set(self, key: CacheKey, entry: CacheEntry) -> None:
+        await asyncio.sleep(4)
+
+
+async def test_slow_shared_tier_cannot_stretch_the_deadline(world: World) -> None:
+    async with world.client(cache=SlowCache(max_size=10, clock=world.clock), timeout=1) as z:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert (await z.verify(world.token())).subject == world.user.id
+        assert loop.time() - started < 1.5
+
+
+async def test_stale_copy_is_not_served_after_invalidate(
+    app_key: dict[str, Any], clock: Any
+) -> None:
+    calls = 0
+
+    async def active_then_slowly_failing(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return httpx.Response(200, json={"active": True, "sub": "u"})
+        await asyncio.sleep(0.2)
+        return httpx.Response(503, json={"error": "down"})
+
+    zitadel = ZitadelIntrospection(
+        "https://zitadel.example.test",
+        key_file=app_key,
+        introspection_endpoint="https://zitadel.example.test/oauth/v2/introspect",
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(active_then_slowly_failing)),
+        clock=clock,
+        cache_ttl=60,
+        stale_if_error=600,
+        max_retries=0,
+    )
+    await zitadel.verify("token")
+    clock.advance(61)
+    lookup = asyncio.ensure_future(zitadel.verify("token"))  # stale entry, IdP failing slowly
+    await asyncio.sleep(0.05)
+    await zitadel.invalidate("token")  # revoked meanwhile: the stale copy must not be served
+    with pytest.raises(IdentityProviderUnavailable):
+        await lookup
