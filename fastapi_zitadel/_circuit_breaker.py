@@ -8,13 +8,11 @@ consecutive failures the breaker opens: new introspections fail at once with 503
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
 from ._exceptions import IdentityProviderUnavailable
-
-logger = logging.getLogger("fastapi_zitadel")
+from ._log import logger
 
 
 class CircuitBreaker:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 import secrets
 import threading
 import time
@@ -27,8 +26,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 
 from ._key_file import ZitadelKeyFile
-
-logger = logging.getLogger("fastapi_zitadel")
+from ._log import logger
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 

@@ -9,7 +9,6 @@ storm.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable
 from typing import Any
@@ -17,9 +16,8 @@ from typing import Any
 from ._config import check_url
 from ._exceptions import IdentityProviderUnavailable
 from ._http import HttpClientProvider, send_for_json
+from ._log import logger
 from ._single_flight import SingleFlight
-
-logger = logging.getLogger("fastapi_zitadel")
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 _FIRST_BACKOFF = 1.0

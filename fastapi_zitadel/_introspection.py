@@ -7,7 +7,6 @@ takes the token from a request and answers with a ``Principal`` or the right err
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -47,8 +46,6 @@ from ._metrics import MetricsSnapshot
 from ._openapi import add_error_responses, remember_scopes, security_scheme, swagger_ui_init_oauth
 from ._principal import Principal
 from ._verifier import TokenVerifier, cache_namespace
-
-logger = logging.getLogger("fastapi_zitadel")
 
 
 class ZitadelIntrospection(SecurityBase):

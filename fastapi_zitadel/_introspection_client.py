@@ -20,9 +20,7 @@ from ._client_auth import ClientAuthentication, ClientCredentials
 from ._discovery import Discovery
 from ._exceptions import ClientCredentialsRejected, IdentityProviderUnavailable
 from ._http import HttpClientProvider, JsonResponse, TransportFailure, send_for_json
-from ._log import RateLimitedLog
-
-logger = logging.getLogger("fastapi_zitadel")
+from ._log import RateLimitedLog, logger
 
 _CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 _FIRST_BACKOFF = 0.05
