@@ -47,7 +47,7 @@ def create_app(
 
     @app.get("/items")
     async def list_items(
-        principal: Annotated[Principal, Depends(zitadel.require_role("reader", "admin"))],
+        principal: Annotated[Principal, Depends(zitadel.require_any_role("reader", "admin"))],
     ) -> list[str]:
         return ITEMS
 

@@ -1,15 +1,13 @@
-"""Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662)."""
+"""Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662).
 
-from ._cache import CacheEntry, CacheKey, IntrospectionCache, MemoryCache
-from ._config import ZitadelConfig, ZitadelSettings
-from ._dependencies import (
-    get_default_zitadel,
-    require_all_roles,
-    require_any_scope,
-    require_role,
-    require_scope,
-    set_default_zitadel,
-)
+The public API is what this module exports; everything else is private (``_*``) and may
+change without notice. ``tests/test_exported_members.py`` pins the list below.
+"""
+
+from ._cache.base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache
+from ._cache.memory import MemoryCache
+from ._cache.redis_cache import RedisCache
+from ._config import KeyFileSource, ZitadelConfig, ZitadelSettings
 from ._exceptions import (
     AuthenticationError,
     ClientCredentialsRejected,
@@ -23,17 +21,33 @@ from ._exceptions import (
     MissingTokenError,
     ZitadelError,
 )
-from ._introspection import ZitadelIntrospection
-from ._key_file import ZitadelKeyFile, load_key_file
+from ._fastapi.defaults import (
+    DefaultZitadel,
+    default_zitadel,
+    get_default_zitadel,
+    require_any_role,
+    require_any_scope,
+    require_role,
+    require_scope,
+    set_default_zitadel,
+)
+from ._fastapi.requirements import PrincipalDependency
+from ._fastapi.security import ClientIdentity, ZitadelIntrospection, ZitadelOptional
+from ._idp.key_file import ZitadelKeyFile, load_key_file
+from ._metrics import MetricsSnapshot
 from ._principal import Organization, Principal
-from ._redis_cache import RedisCache
+from ._resilience.circuit_breaker import CircuitState
 
 __all__ = [
     "AuthenticationError",
+    "CacheBinding",
     "CacheEntry",
     "CacheKey",
+    "CircuitState",
     "ClientCredentialsRejected",
+    "ClientIdentity",
     "ConfigurationError",
+    "DefaultZitadel",
     "IdentityProviderError",
     "IdentityProviderUnavailable",
     "InsufficientScopeError",
@@ -41,19 +55,24 @@ __all__ = [
     "InvalidRequestError",
     "InvalidTokenError",
     "KeyFileError",
+    "KeyFileSource",
     "MemoryCache",
+    "MetricsSnapshot",
     "MissingTokenError",
     "Organization",
     "Principal",
+    "PrincipalDependency",
     "RedisCache",
     "ZitadelConfig",
     "ZitadelError",
     "ZitadelIntrospection",
     "ZitadelKeyFile",
+    "ZitadelOptional",
     "ZitadelSettings",
+    "default_zitadel",
     "get_default_zitadel",
     "load_key_file",
-    "require_all_roles",
+    "require_any_role",
     "require_any_scope",
     "require_role",
     "require_scope",

@@ -20,18 +20,17 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from ._client_auth import PrivateKeyJwt
-from ._config import ZitadelSettings
-from ._discovery import IssuerMismatch
+from ._config import ZitadelSettings, configuration_error
 from ._exceptions import (
     ClientCredentialsRejected,
     ConfigurationError,
     IdentityProviderError,
     InvalidTokenError,
+    IssuerMismatch,
     KeyFileError,
     ZitadelError,
 )
-from ._introspection import ZitadelIntrospection, _describe
+from ._fastapi.security import ZitadelIntrospection
 from ._principal import Principal
 
 OK, USAGE, CONFIGURATION, NETWORK, CREDENTIALS, INVALID_TOKEN = 0, 2, 3, 4, 5, 6
@@ -104,7 +103,7 @@ def _configured(args: argparse.Namespace) -> ZitadelIntrospection:
     try:
         settings = ZitadelSettings(**overrides)
     except ValidationError as exc:
-        raise ConfigurationError(_describe(exc, env=True)) from None
+        raise configuration_error(exc, env=True) from None
     return ZitadelIntrospection(
         config=settings, negative_cache_ttl=0, cache_ttl=0, max_retries=1, timeout=10
     )
@@ -112,11 +111,11 @@ def _configured(args: argparse.Namespace) -> ZitadelIntrospection:
 
 async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: TextIO) -> int:
     config = zitadel.config
-    auth = zitadel._auth
-    if isinstance(auth, PrivateKeyJwt):
-        kind = f"key id {auth.key_id}, client {auth.client_id}"
+    client = zitadel.client
+    if client.key_id is not None:
+        kind = f"key id {client.key_id}, client {client.client_id}"
     else:
-        kind = f"client {auth.client_id} with a client secret"
+        kind = f"client {client.client_id} with a client secret"
     _say(out, "ok", f"configuration: issuer {config.issuer}, {kind}")
     async with zitadel:
         skipped = config.introspection_endpoint is not None
@@ -157,7 +156,7 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
                 f"credentials: the IdP rejected our client authentication "
                 f"(HTTP {exc.status} {exc.error_code})",
             )
-            _say(out, "fix", auth.rejection_hint.format(key_id=exc.key_id))
+            _say(out, "fix", exc.hint)
             return CREDENTIALS
         except IdentityProviderError as exc:
             _say(out, "FAIL", f"introspection: {exc.description}")
@@ -189,12 +188,18 @@ async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, o
 
 
 async def _assertion(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: TextIO) -> int:
-    auth = zitadel._auth
-    if not isinstance(auth, PrivateKeyJwt):
+    try:
+        assertion = zitadel.client_assertion()
+    except ConfigurationError:
         _say(out, "FAIL", "assertions need a key file (ZITADEL_KEY_FILE), not a client secret")
         return CONFIGURATION
-    out.write(auth.credentials(fresh=True).form["client_assertion"] + "\n")
-    endpoint = zitadel.config.introspection_endpoint or zitadel.issuer + "/oauth/v2/introspect"
+    out.write(assertion + "\n")
+    async with zitadel:
+        try:
+            endpoint = await zitadel.discover()
+        except IdentityProviderError as exc:
+            _say(out, "FAIL", f"discovery at {zitadel.issuer}: {exc.description}")
+            return NETWORK
     print(
         "use it like this (it is valid for "
         f"{zitadel.config.assertion_lifetime:.0f} s):\n"

@@ -1,40 +1,46 @@
 """Configuration: one validated model, filled from keyword arguments or from ``ZITADEL_*``.
 
 Everything is checked when the ``ZitadelIntrospection`` is built, so a typo fails the app at
-start-up with the setting's name rather than every request with a 503.
+start-up with the setting's name rather than every request with a 503. The model also holds
+the credential rule (a key file, the key's JSON, or a client id with its secret: exactly one),
+so that every way of configuring the library (keywords, ``from_env``, the CLI) obeys it.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ._exceptions import ConfigurationError, KeyFileError
+from ._idp.key_file import KeyFileSource, ZitadelKeyFile, load_key_file
+from ._idp.urls import check_url
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+__all__ = [
+    "KeyFileSource",
+    "ZitadelConfig",
+    "ZitadelSettings",
+    "configuration_error",
+    "merged_config",
+]
 
 
-def check_url(url: str, *, allow_insecure_http: bool) -> str:
-    """An absolute http(s) URL; plain http only for loopback hosts unless allowed."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"must be an absolute https:// URL, got {url!r}")
-    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
-        raise ValueError(
-            f"{url!r} uses plain http for a non-loopback host: tokens would cross the network "
-            "in clear text; use https, or set allow_insecure_http=True for a trusted network"
-        )
-    return url
+def _is_path(source: object) -> bool:
+    return isinstance(source, os.PathLike) or (
+        isinstance(source, str) and not source.lstrip().startswith("{")
+    )
 
 
 class ZitadelConfig(BaseModel):
@@ -44,7 +50,9 @@ class ZitadelConfig(BaseModel):
 
     issuer: str = Field(description="ZITADEL's issuer URL, e.g. https://acme.zitadel.cloud")
     key_file: Path | None = Field(default=None, description="Path of the JSON key file")
-    key: SecretStr | None = Field(default=None, description="The JSON key file's content")
+    key: ZitadelKeyFile | None = Field(
+        default=None, description="The JSON key file's content", repr=False
+    )
     client_id: str | None = None
     client_secret: SecretStr | None = None
     audience: Annotated[tuple[str, ...], NoDecode] = ()
@@ -73,6 +81,33 @@ class ZitadelConfig(BaseModel):
     swagger_client_id: str | None = None
     websocket_query_token: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sort_key_sources(cls, data: Any) -> Any:
+        return _sorted_key_sources(data)
+
+    @field_validator("key_file", mode="before")
+    @classmethod
+    def _path_not_key(cls, value: Any) -> Any:
+        # Never let key material reach a "file not found: <path>" message.
+        if isinstance(value, str) and ("PRIVATE KEY" in value or "\n" in value):
+            raise ValueError(
+                "holds key material, not a path: put the key file's JSON in key (ZITADEL_KEY)"
+            )
+        return value
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _load_key(cls, value: Any) -> Any:
+        # Loaded here, once: a broken key fails construction, naming the field it lacks.
+        if value is None or isinstance(value, ZitadelKeyFile):
+            return value
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, (str, Mapping)):
+            return load_key_file(value if isinstance(value, Mapping) else _json_text(value))
+        raise ValueError("must be the key file's JSON text or a mapping")
+
     @field_validator("issuer")
     @classmethod
     def _issuer_has_no_trailing_slash(cls, value: str) -> str:
@@ -100,10 +135,98 @@ class ZitadelConfig(BaseModel):
                     check_url(url, allow_insecure_http=self.allow_insecure_http)
                 except ValueError as exc:
                     raise ValueError(f"{name}: {exc}") from None
+        self._check_credentials()
         return self
+
+    def _check_credentials(self) -> None:
+        """Exactly one client credential: a key (file or JSON), or a client id with secret."""
+        sources = [name for name in ("key_file", "key") if getattr(self, name) is not None]
+        has_secret = self.client_id is not None or self.client_secret is not None
+        if len(sources) > 1:
+            raise ValueError(_ONE_KEY)
+        if sources and has_secret:
+            raise ValueError(f"set either {sources[0]} or client_id with client_secret, not both")
+        if not sources and not has_secret:
+            raise ValueError(
+                "no client credentials: set key_file (ZITADEL_KEY_FILE) to the API "
+                "application's JSON key, or client_id and client_secret (ZITADEL_CLIENT_ID, "
+                "ZITADEL_CLIENT_SECRET)"
+            )
+        if has_secret and (not self.client_id or self.client_secret is None):
+            raise ValueError("client_id and client_secret must be set together")
+
+    def key_source(self) -> KeyFileSource | None:
+        """The API application's key (a loaded key or a path), or ``None`` with a secret."""
+        return self.key if self.key is not None else self.key_file
+
+
+def _sorted_key_sources(data: Any) -> Any:
+    # ``key_file=`` also takes the key itself (JSON text, a mapping, a loaded key file), as
+    # the README shows; it is kept as ``key`` so that a path is always a path.
+    if isinstance(data, Mapping) and "key_file" in data and not _is_path(data["key_file"]):
+        if data["key_file"] is not None:
+            if data.get("key") is not None:
+                raise ValueError(_ONE_KEY)
+            data = {**data, "key": data["key_file"]}
+        data = {name: value for name, value in data.items() if name != "key_file"}
+    return data
+
+
+_ONE_KEY = "set only one of key_file and key (ZITADEL_KEY_FILE, ZITADEL_KEY)"
+
+
+def _json_text(value: str) -> str:
+    if not value.lstrip().startswith("{"):
+        raise KeyFileError(
+            "(key setting)", "expected the key file's JSON text (it starts with '{')"
+        )
+    return value
 
 
 class ZitadelSettings(ZitadelConfig, BaseSettings):
     """``ZitadelConfig`` read from ``ZITADEL_*`` environment variables."""
 
     model_config = SettingsConfigDict(env_prefix="ZITADEL_", extra="ignore", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sort_key_sources(cls, data: Any) -> Any:
+        # An environment variable is text: JSON in the path variable is a mix-up, said as such
+        # (and never echoed: it holds the private key).
+        source = data.get("key_file") if isinstance(data, Mapping) else None
+        if isinstance(source, str) and not _is_path(source):
+            raise ValueError(
+                "ZITADEL_KEY_FILE holds a path; put the key file's JSON in ZITADEL_KEY"
+            )
+        return _sorted_key_sources(data)
+
+
+def configuration_error(exc: ValidationError, *, env: bool) -> ConfigurationError:
+    """One error naming each bad setting (as the environment variable, when read from there).
+
+    A broken key file keeps its own type (``KeyFileError``), with its source and field.
+    """
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, KeyFileError):
+            return cause
+        field = ".".join(str(part) for part in error["loc"])
+        name = f"ZITADEL_{field.upper()}" if env and field else field
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name}: {message}" if name else message)
+    return ConfigurationError("invalid fastapi-zitadel configuration: " + "; ".join(problems))
+
+
+def merged_config(
+    config: ZitadelConfig | None, explicit: Mapping[str, Any], *, env: bool = False
+) -> ZitadelConfig:
+    """``config`` with the ``explicit`` settings on top, validated again as a whole."""
+    values: dict[str, Any] = {}
+    if config is not None:
+        values = {name: getattr(config, name) for name in config.model_fields_set}
+    values.update(explicit)
+    try:
+        return ZitadelConfig.model_validate(values)
+    except ValidationError as exc:
+        raise configuration_error(exc, env=env) from None

@@ -1,15 +1,99 @@
-"""Every way authentication can fail, as a named exception.
+"""Every way authentication can fail, as a named exception, and what the caller sees for it.
 
-The FastAPI layer maps each class to one status code and one ``WWW-Authenticate`` header, so
-the class a failure is raised as *is* the decision about what the caller sees. Messages never
-contain a token, an assertion or key material: they are safe to log.
+The class a failure is raised as *is* the decision about the response: each class carries its
+status code, its RFC 6750 error code and challenge, and one method (``to_http``) turns any of
+them into the HTTP response or WebSocket close FastAPI sends. The whole table:
+
+    MissingTokenError        401  Bearer realm="..."                 (no error code, §3.1)
+    InvalidTokenError        401  Bearer ..., error="invalid_token"
+    InvalidRequestError      400  Bearer ..., error="invalid_request"
+    InsufficientScopeError   403  Bearer ..., error="insufficient_scope", scope="..."
+    IdentityProviderError    503  Retry-After: seconds
+
+Messages never contain a token, an assertion or key material: they are safe to log.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterable
+
+from fastapi import HTTPException, WebSocketException, status
+from starlette.requests import HTTPConnection
+
+__all__ = [
+    "AuthenticationError",
+    "ClientCredentialsRejected",
+    "ConfigurationError",
+    "IdentityProviderError",
+    "IdentityProviderUnavailable",
+    "InsufficientScopeError",
+    "InvalidRequestError",
+    "InvalidTokenError",
+    "IssuerMismatch",
+    "KeyFileError",
+    "MalformedClaimError",
+    "MissingTokenError",
+    "QueueTimeout",
+    "TransportFailure",
+    "ZitadelError",
+]
+
+# RFC 6750 §3: error_description and scope allow %x20-21 / %x23-5B / %x5D-7E only.
+_UNSAFE = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+_WS_REASON_LIMIT = 123  # bytes a WebSocket close reason may take
+
+
+def _quoted(value: str) -> str:
+    return '"' + _UNSAFE.sub("?", value) + '"'
+
 
 class ZitadelError(Exception):
-    """Base class of everything this library raises on purpose."""
+    """Base class of everything this library raises on purpose.
+
+    At request time, ``to_http`` gives the response for it. The base answers 500: every error
+    raised while serving a request is one of the subclasses below.
+    """
+
+    status_code: int = status.HTTP_500_INTERNAL_SERVER_ERROR
+    error: str | None = "server_error"
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        super().__init__(description)
+
+    def challenge(self, realm: str) -> str | None:
+        """The ``WWW-Authenticate`` value, or ``None`` when the response carries none."""
+        return None
+
+    def public_description(self) -> str:
+        """What the caller may read about the failure."""
+        return "authentication failed"
+
+    def headers(self, realm: str) -> dict[str, str]:
+        challenge = self.challenge(realm)
+        return {} if challenge is None else {"WWW-Authenticate": challenge}
+
+    def to_http(self, conn: HTTPConnection, realm: str) -> HTTPException | WebSocketException:
+        """The exception FastAPI turns into this error's response (HTTP) or close (WebSocket)."""
+        if conn.scope["type"] == "websocket":
+            # 1008 (policy violation) for auth failures; 1013 (try again later) for outages,
+            # so a client knows whether to retry.
+            code = (
+                status.WS_1013_TRY_AGAIN_LATER
+                if self.status_code == status.HTTP_503_SERVICE_UNAVAILABLE
+                else status.WS_1008_POLICY_VIOLATION
+            )
+            reason = self.public_description().encode("utf-8")[:_WS_REASON_LIMIT]
+            return WebSocketException(code=code, reason=reason.decode("utf-8", errors="ignore"))
+        detail = {
+            "error": self.error or "missing_token",
+            "error_description": self.public_description(),
+        }
+        return HTTPException(
+            status_code=self.status_code, detail=detail, headers=self.headers(realm) or None
+        )
 
 
 class ConfigurationError(ZitadelError, ValueError):
@@ -41,11 +125,19 @@ class AuthenticationError(ZitadelError):
     """
 
     error: str | None = "invalid_token"
-    status_code: int = 401
+    status_code = status.HTTP_401_UNAUTHORIZED
 
-    def __init__(self, description: str) -> None:
-        self.description = description
-        super().__init__(description)
+    def challenge(self, realm: str) -> str:
+        parts = [f"realm={_quoted(realm)}"]
+        if self.error is not None:
+            parts += [
+                f"error={_quoted(self.error)}",
+                f"error_description={_quoted(self.description)}",
+            ]
+        return "Bearer " + ", ".join(parts)
+
+    def public_description(self) -> str:
+        return self.description
 
 
 class MissingTokenError(AuthenticationError):
@@ -53,12 +145,15 @@ class MissingTokenError(AuthenticationError):
 
     error = None
 
+    def __init__(self, description: str = "a bearer token is required") -> None:
+        super().__init__(description)
+
 
 class InvalidRequestError(AuthenticationError):
     """The request was malformed, for example two ``Authorization`` headers (HTTP 400)."""
 
     error = "invalid_request"
-    status_code = 400
+    status_code = status.HTTP_400_BAD_REQUEST
 
 
 class InvalidTokenError(AuthenticationError):
@@ -73,12 +168,40 @@ class InsufficientScopeError(ZitadelError):
     """
 
     error = "insufficient_scope"
-    status_code = 403
+    status_code = status.HTTP_403_FORBIDDEN
 
     def __init__(self, description: str, scopes: tuple[str, ...] = ()) -> None:
-        self.description = description
         self.scopes = scopes
         super().__init__(description)
+
+    @classmethod
+    def for_scopes(cls, scopes: Iterable[str], *, any_of: bool = False) -> InsufficientScopeError:
+        """The error for a principal lacking all (or, with ``any_of``, every one) of ``scopes``."""
+        needed = tuple(scopes)
+        wanted = "one of the scopes" if any_of else "the scopes"
+        return cls(f"requires {wanted}: {' '.join(needed)}", needed)
+
+    @classmethod
+    def for_roles(
+        cls, roles: Iterable[str], *, org_id: str | None = None, any_of: bool = False
+    ) -> InsufficientScopeError:
+        """The error for a principal lacking project roles (in organization ``org_id``)."""
+        where = f" in organization {org_id}" if org_id is not None else ""
+        wanted = "one of" if any_of else "all of"
+        return cls(f"requires {wanted} the roles {', '.join(roles)}{where}")
+
+    def challenge(self, realm: str) -> str:
+        parts = [
+            f"realm={_quoted(realm)}",
+            f"error={_quoted(self.error)}",
+            f"error_description={_quoted(self.description)}",
+        ]
+        if self.scopes:
+            parts.append(f"scope={_quoted(' '.join(self.scopes))}")
+        return "Bearer " + ", ".join(parts)
+
+    def public_description(self) -> str:
+        return self.description
 
 
 class IdentityProviderError(ZitadelError):
@@ -88,16 +211,39 @@ class IdentityProviderError(ZitadelError):
     well-behaved clients throw away good tokens. ``retry_after`` is in seconds.
     """
 
-    status_code = 503
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    error = "temporarily_unavailable"
 
     def __init__(self, description: str, *, retry_after: float | None = None) -> None:
-        self.description = description
         self.retry_after = retry_after
         super().__init__(description)
+
+    def headers(self, realm: str) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after or 1)))}
+
+    def public_description(self) -> str:
+        # Callers learn that authentication is unavailable, not why: the details (our client
+        # id, the IdP's error) are in our logs, where the operator can act on them.
+        return "authentication is temporarily unavailable"
 
 
 class IdentityProviderUnavailable(IdentityProviderError):
     """The IdP could not be reached, timed out, was overloaded, or answered nonsense."""
+
+
+class TransportFailure(IdentityProviderUnavailable):
+    """Connecting, sending or reading failed; always worth a retry."""
+
+
+class IssuerMismatch(IdentityProviderUnavailable):
+    """The discovery document names another issuer: our configuration is wrong."""
+
+
+class QueueTimeout(IdentityProviderUnavailable):
+    """Our own cap on concurrent introspections kept this request waiting past its deadline.
+
+    Not the IdP's fault: it does not count towards opening the circuit breaker.
+    """
 
 
 class ClientCredentialsRejected(IdentityProviderError):
@@ -116,9 +262,20 @@ class ClientCredentialsRejected(IdentityProviderError):
         status: int,
         client_id: str,
         key_id: str | None,
+        hint: str = "",
     ) -> None:
         self.error_code = error_code
         self.status = status
         self.client_id = client_id
         self.key_id = key_id
+        self.hint = hint
+        """What to check, for the operator (naming the key id or client id, never a secret)."""
         super().__init__(description, retry_after=30.0)
+
+
+class MalformedClaimError(ValueError):
+    """A claim that decides validity has a shape no server should send (an IdP fault)."""
+
+    def __init__(self, claim: str, expected: str) -> None:
+        self.claim = claim
+        super().__init__(f"claim {claim!r} must be {expected}")

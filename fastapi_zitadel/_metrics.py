@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from ._exceptions import ClientCredentialsRejected
 
 try:
     from opentelemetry import metrics as otel_metrics
@@ -20,6 +22,8 @@ try:
 except ImportError:  # pragma: no cover - the optional 'otel' extra
     otel_metrics = None  # type: ignore[assignment]
     otel_trace = None  # type: ignore[assignment]
+
+__all__ = ["IDP_OUTCOMES", "Metrics", "MetricsSnapshot"]
 
 IDP_OUTCOMES = ("active", "inactive", "unavailable", "credentials_rejected")
 
@@ -39,9 +43,13 @@ class MetricsSnapshot:
     idp_latency_count: int
     idp_latency_sum: float
     idp_latency_max: float
-    circuit_state: str
+    circuit_state: Literal["closed", "open", "half-open"]
     cache_size: int
     negative_cache_size: int
+    in_flight: int = 0
+    """Validations running now (concurrent callers of one token share one)."""
+    slots_in_use: int = 0
+    """Slots of ``max_concurrent_introspections`` held now."""
 
 
 @dataclass
@@ -56,6 +64,9 @@ class Metrics:
     idp_latency_count: int = 0
     idp_latency_sum: float = 0.0
     idp_latency_max: float = 0.0
+
+    coalesced_waits: Callable[[], int] = lambda: 0
+    """Callers that waited for a validation already running (read from single flight)."""
 
     def __post_init__(self) -> None:
         self._tracer: Any = None
@@ -97,12 +108,16 @@ class Metrics:
 
     @contextmanager
     def idp_call(self) -> Iterator[dict[str, str]]:
-        """Time one introspection; the caller sets ``outcome`` in the yielded dict."""
+        """Time one introspection; the caller sets ``outcome`` in the yielded dict when the
+        IdP answered, a rejection of our credentials is read off the exception."""
         record = {"outcome": "unavailable"}
         span = self._tracer.start_span("zitadel.introspect") if self._tracer else None
         started = time.perf_counter()
         try:
             yield record
+        except ClientCredentialsRejected:
+            record["outcome"] = "credentials_rejected"
+            raise
         finally:
             elapsed = time.perf_counter() - started
             outcome = record["outcome"]

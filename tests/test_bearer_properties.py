@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 from starlette.testclient import TestClient
 
 from fastapi_zitadel import InvalidRequestError, InvalidTokenError, Principal
-from fastapi_zitadel._bearer import extract_bearer
+from fastapi_zitadel._fastapi.bearer import extract_bearer
 
 from .helpers import World
 

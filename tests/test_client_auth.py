@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from fastapi_zitadel import load_key_file
-from fastapi_zitadel._client_auth import (
+from fastapi_zitadel._idp.client_auth import (
     CLIENT_ASSERTION_TYPE,
     IAT_BACKDATE_SECONDS,
     ClientSecretBasic,

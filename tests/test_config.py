@@ -26,7 +26,6 @@ def test_minimal_construction(app_key_path: Path) -> None:
         ({"cache_ttl": -1}, "cache_ttl"),
         ({"negative_cache_ttl": "soon"}, "negative_cache_ttl"),
         ({"timeout": 0}, "timeout"),
-        ({"cache_tll": 5}, "cache_tll"),  # a typo is an error, not silently ignored
         ({"assertion_lifetime": 7200}, "assertion_lifetime"),
         ({"introspection_endpoint": "ftp://x"}, "https"),
         ({"introspection_endpoint": "http://idp.example.com/introspect"}, "plain http"),
@@ -35,6 +34,14 @@ def test_minimal_construction(app_key_path: Path) -> None:
 def test_bad_option_is_named(app_key_path: Path, options: dict[str, Any], named: str) -> None:
     with pytest.raises(ConfigurationError, match=named):
         ZitadelIntrospection(ISSUER, key_file=app_key_path, **options)
+
+
+def test_misspelt_setting_is_a_type_error(app_key_path: Path) -> None:
+    options: dict[str, Any] = {"cache_tll": 5}  # a typo is an error, not silently ignored
+    with pytest.raises(TypeError, match="cache_tll"):
+        ZitadelIntrospection(ISSUER, key_file=app_key_path, **options)
+    with pytest.raises(TypeError, match="cache_tll"):
+        ZitadelIntrospection.from_env(**options)
 
 
 @pytest.mark.parametrize(

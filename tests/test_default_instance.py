@@ -13,7 +13,6 @@ from fastapi_zitadel import (
     ConfigurationError,
     Principal,
     get_default_zitadel,
-    require_all_roles,
     require_any_scope,
     require_role,
     require_scope,
@@ -45,7 +44,7 @@ def declared_before_configuration() -> FastAPI:
     async def admin() -> bool:
         return True
 
-    @app.get("/owner", dependencies=[Depends(require_all_roles("admin", "owner"))])
+    @app.get("/owner", dependencies=[Depends(require_role("admin", "owner"))])
     async def owner() -> bool:
         return True
 

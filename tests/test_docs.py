@@ -127,9 +127,10 @@ def _is_message_call(name: str) -> bool:
 
 
 def library_messages() -> list[Message]:
-    """Error and log messages of fastapi_zitadel/*.py (not testing/), found with ``ast``."""
+    """Error and log messages of the library's modules (not testing/), found with ``ast``."""
     messages = []
-    for path in sorted(PACKAGE.glob("*.py")):
+    paths = [p for p in sorted(PACKAGE.rglob("*.py")) if "testing" not in p.parts]
+    for path in paths:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Call):
                 continue
@@ -141,7 +142,8 @@ def library_messages() -> list[Message]:
                 continue
             text = _literal_text(node.args[position])
             if text is not None and len(text) >= _MIN_FRAGMENT:
-                messages.append(Message(f"{path.name}:{node.lineno}", name, text))
+                where = path.relative_to(PACKAGE).as_posix()
+                messages.append(Message(f"{where}:{node.lineno}", name, text))
     return messages
 
 

@@ -61,7 +61,7 @@ def build_app(zitadel: ZitadelIntrospection, org_id: str) -> FastAPI:
     async def other_org() -> dict[str, bool]:
         return {"ok": True}
 
-    @app.get("/all-roles", dependencies=[Depends(zitadel.require_all_roles("admin", "owner"))])
+    @app.get("/all-roles", dependencies=[Depends(zitadel.require_role("admin", "owner"))])
     async def all_roles() -> dict[str, bool]:
         return {"ok": True}
 

@@ -106,10 +106,10 @@ def test_fault(rig: Rig, fault: str) -> None:
     recovered, _ = rig.get(rig.project.token("bob"))
     assert recovered.status_code == 200
     # Nothing left running: no shared lookups, no held slots, a bounded number of sockets.
-    verifier = rig.zitadel._verifier
     deadline = time.monotonic() + DEADLINE + MARGIN
-    while (verifier._flight.in_flight() or verifier.limit.in_use) and time.monotonic() < deadline:
+    busy = rig.zitadel.metrics
+    while (busy().in_flight or busy().slots_in_use) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert verifier._flight.in_flight() == 0
-    assert verifier.limit.in_use == 0
+    assert busy().in_flight == 0
+    assert busy().slots_in_use == 0
     assert rig.proxy.open_connections <= 20

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastapi_zitadel import Principal
-from fastapi_zitadel._principal import ROLES_CLAIM, MalformedClaimError, project_roles_claim
+from fastapi_zitadel._claims import ROLES_CLAIM, project_roles_claim
+from fastapi_zitadel._exceptions import MalformedClaimError
 
 from .helpers import active_claims
 

@@ -61,7 +61,7 @@ def test_users_example_test_runs(zitadel_env: dict[str, str], zitadel_token: Any
         app = FastAPI()
         zitadel.install(app)
 
-        @app.get("/items", dependencies=[Depends(zitadel.require_role("reader", "admin"))])
+        @app.get("/items", dependencies=[Depends(zitadel.require_any_role("reader", "admin"))])
         async def items() -> list[str]:
             return []
 

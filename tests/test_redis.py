@@ -3,6 +3,7 @@ readable at rest, expiry bound by exp, revocation across processes, Redis killed
 restarted, and several uvicorn workers introspecting a shared token once."""
 
 import asyncio
+import hashlib
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ import pytest
 import redis
 
 from fastapi_zitadel import RedisCache, ZitadelIntrospection
-from fastapi_zitadel._verifier import cache_namespace
+from fastapi_zitadel._build import cache_namespace
 from fastapi_zitadel.testing import StandInProject
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -173,14 +174,7 @@ async def test_redis_killed_and_restarted(
     zitadel_project: StandInProject, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="fastapi_zitadel")
-    config = zitadel_project.introspection().config
-    cache = RedisCache(
-        redis_server.url,
-        namespace=cache_namespace(config),
-        secret=b"test-secret",
-        project_id=config.project_id,
-        retry_interval=0.3,
-    )
+    cache = RedisCache.from_url(redis_server.url, retry_interval=0.3)
     async with zitadel_project.introspection(cache=cache) as zitadel:
         await zitadel.verify(zitadel_project.token())
         redis_server.stop()
@@ -276,18 +270,23 @@ async def test_entries_cannot_be_forged_without_our_credential(
     zitadel_project: StandInProject, redis_server: RedisServer
 ) -> None:
     """Someone who can write to Redis and holds a token cannot give it other claims."""
-    from fastapi_zitadel import CacheEntry, CacheKey, Principal
+    from fastapi_zitadel import CacheBinding, CacheEntry, CacheKey, Principal
 
     token = zitadel_project.token("mallory")
     async with replica(zitadel_project, redis_server) as zitadel:
         config = zitadel.config
-        forger = RedisCache(
-            redis_server.url,
-            namespace=cache_namespace(config),
-            secret=b"a guess",
-            project_id=config.project_id,
+        namespace = cache_namespace(config)  # what an attacker can work out
+        forger = RedisCache.from_url(redis_server.url)
+        forger.bind(
+            CacheBinding(
+                namespace=namespace,
+                secret=b"a guess",
+                principal=Principal.from_claims,
+                on_invalidate=lambda digest: None,
+                on_clear=lambda: None,
+            )
         )
-        key = CacheKey(zitadel._verifier.key(token), token)
+        key = CacheKey(hashlib.sha256(namespace + token.encode()).digest(), token)
         claims = {"sub": "root", "urn:zitadel:iam:org:project:roles": {"admin": {"o": "d"}}}
         await forger.set(key, CacheEntry(Principal.from_claims(claims), time.time() + 600))
         await forger.aclose()

@@ -96,7 +96,7 @@ async def test_soak(zitadel_project: StandInProject, capsys: pytest.CaptureFixtu
     elapsed = time.monotonic() - started
     growth = tracemalloc.get_traced_memory()[0] - baseline
     tracemalloc.stop()
-    verifier = zitadel._verifier
+    after = zitadel.metrics()
     calls = standin.introspection_calls
     await zitadel.aclose()
 
@@ -112,7 +112,7 @@ async def test_soak(zitadel_project: StandInProject, capsys: pytest.CaptureFixtu
     assert outcomes[("valid", 200)] > 0
     assert sum(outcomes.values()) == REQUESTS
     assert slowest < 1.0 + 1.0  # the deadline plus a margin
-    assert len(verifier._negative) <= 200
-    assert verifier._flight.in_flight() == 0
+    assert after.negative_cache_size <= 200
+    assert after.in_flight == 0
     assert growth < 50e6
     assert calls < REQUESTS * 0.6

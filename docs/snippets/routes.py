@@ -56,7 +56,7 @@ async def email(principal: Annotated[Principal, Security(zitadel, scopes=["email
 # --8<-- [start:roles]
 @app.get("/items")
 async def list_items(
-    principal: Annotated[Principal, Depends(zitadel.require_role("reader", "admin"))],
+    principal: Annotated[Principal, Depends(zitadel.require_any_role("reader", "admin"))],
 ) -> list[str]:
     """At least one of the roles."""
     return ["apple", "pear"]
@@ -67,7 +67,7 @@ async def add_item(name: str) -> dict[str, str]:
     return {"created": name}
 
 
-@app.get("/audit", dependencies=[Depends(zitadel.require_all_roles("admin", "auditor"))])
+@app.get("/audit", dependencies=[Depends(zitadel.require_role("admin", "auditor"))])
 async def audit() -> dict[str, str]:
     """Every one of the roles."""
     return {"audit": "ok"}
@@ -105,7 +105,7 @@ async def org_roles(
     if not principal.has_any_role(["admin", "reader"], org_id):
         # The same 403 and WWW-Authenticate header as the built-in checks.
         error = InsufficientScopeError(f"requires a role in organization {org_id}")
-        raise zitadel.reject(request, error)
+        raise error.to_http(request, zitadel.realm)
     return sorted(principal.roles_in_org(org_id))
 
 

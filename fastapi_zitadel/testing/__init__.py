@@ -1,6 +1,6 @@
 """Test without a ZITADEL account: a faithful local stand-in for ZITADEL's endpoints."""
 
-from ._directory import AccessToken, ApiApplication, Organization, Project, User
+from ._directory import AccessToken, ApiApplication, Project, StandInOrganization, User
 from ._overrides import fixed_principal, override_principal
 from ._project import StandInProject
 from ._server import LoopbackServer
@@ -12,8 +12,8 @@ __all__ = [
     "ConnectionDropped",
     "Fault",
     "LoopbackServer",
-    "Organization",
     "Project",
+    "StandInOrganization",
     "StandInProject",
     "User",
     "ZitadelStandIn",

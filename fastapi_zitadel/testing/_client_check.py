@@ -17,9 +17,9 @@ from urllib.parse import unquote_plus
 
 import jwt
 
-from fastapi_zitadel._client_auth import CLIENT_ASSERTION_TYPE
-
 from ._directory import ApiApplication, Directory, User
+
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523
 
 
 class ClientAuthFailed(Exception):

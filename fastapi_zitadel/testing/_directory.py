@@ -35,7 +35,7 @@ def pkcs1_pem(key: rsa.RSAPrivateKey) -> str:
 
 
 @dataclass(frozen=True)
-class Organization:
+class StandInOrganization:
     id: str
     name: str
     primary_domain: str
@@ -77,7 +77,7 @@ class User:
     """A human or service user, with its project role grants and metadata."""
 
     id: str
-    org: Organization
+    org: StandInOrganization
     username: str
     kind: Literal["human", "machine"] = "human"
     name: str | None = None
@@ -123,15 +123,15 @@ class Directory:
     """Everything the stand-in knows, kept in memory."""
 
     def __init__(self) -> None:
-        self.orgs: dict[str, Organization] = {}
+        self.orgs: dict[str, StandInOrganization] = {}
         self.projects: dict[str, Project] = {}
         self.apps: dict[str, ApiApplication] = {}  # by client id
         self.users: dict[str, User] = {}
         self.tokens: dict[str, AccessToken] = {}
         self.keys: dict[str, ApiApplication | User] = {}  # by key id
 
-    def add_org(self, name: str, primary_domain: str | None = None) -> Organization:
-        org = Organization(new_id(), name, primary_domain or f"{name.lower()}.localhost")
+    def add_org(self, name: str, primary_domain: str | None = None) -> StandInOrganization:
+        org = StandInOrganization(new_id(), name, primary_domain or f"{name.lower()}.localhost")
         self.orgs[org.id] = org
         return org
 
@@ -155,7 +155,7 @@ class Directory:
 
     def add_user(
         self,
-        org: Organization,
+        org: StandInOrganization,
         username: str,
         *,
         kind: Literal["human", "machine"] = "human",

@@ -13,10 +13,13 @@ from fastapi import FastAPI
 from fastapi.security import SecurityScopes
 from starlette.requests import HTTPConnection
 
-from fastapi_zitadel import _dependencies
-from fastapi_zitadel._exceptions import InsufficientScopeError, MissingTokenError
-from fastapi_zitadel._introspection import ZitadelIntrospection
-from fastapi_zitadel._principal import Principal
+from fastapi_zitadel import (
+    InsufficientScopeError,
+    MissingTokenError,
+    Principal,
+    ZitadelIntrospection,
+    default_zitadel,
+)
 
 
 def fixed_principal(
@@ -29,9 +32,8 @@ def fixed_principal(
         conn: HTTPConnection, security_scopes: SecurityScopes
     ) -> Principal:
         if not principal.has_all_scopes(security_scopes.scopes):
-            needed = tuple(security_scopes.scopes)
-            error = InsufficientScopeError(f"requires the scopes: {' '.join(needed)}", needed)
-            raise zitadel.reject(conn, error)
+            error = InsufficientScopeError.for_scopes(security_scopes.scopes)
+            raise error.to_http(conn, zitadel.realm)
         return principal
 
     return authenticated_as_fixed_principal
@@ -41,7 +43,9 @@ def fixed_principal(
 def override_principal(
     app: FastAPI, zitadel: ZitadelIntrospection, principal: Principal | None
 ) -> Iterator[None]:
-    """Within the block, every dependency of ``zitadel`` sees ``principal``.
+    """Within the block, every dependency of ``zitadel`` sees ``principal``: ``zitadel``
+    itself, ``zitadel.optional``, its ``require_*``, and the module-level ``require_*`` when
+    ``zitadel`` is the default instance.
 
     ``None`` makes requests anonymous (``zitadel.optional`` gives ``None``, the others 401).
     """
@@ -53,14 +57,14 @@ def override_principal(
     if principal is None:
 
         async def anonymous(conn: HTTPConnection) -> Principal:
-            raise zitadel.reject(conn, MissingTokenError("a bearer token is required"))
+            raise MissingTokenError().to_http(conn, zitadel.realm)
 
         app.dependency_overrides[zitadel] = anonymous
     else:
         app.dependency_overrides[zitadel] = fixed_principal(zitadel, principal)
     app.dependency_overrides[zitadel.optional] = optional_principal
-    if _dependencies._default is zitadel:  # the module-level require_* functions too
-        app.dependency_overrides[_dependencies.default_guard] = app.dependency_overrides[zitadel]
+    if default_zitadel.current is zitadel:  # the module-level require_* functions too
+        app.dependency_overrides[default_zitadel] = app.dependency_overrides[zitadel]
     try:
         yield
     finally:

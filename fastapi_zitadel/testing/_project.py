@@ -11,9 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fastapi_zitadel._introspection import ZitadelIntrospection
+from fastapi_zitadel import ZitadelIntrospection
 
-from ._directory import ApiApplication, Organization, Project, User
+from ._directory import ApiApplication, Project, StandInOrganization, User
 from ._standin import ZitadelStandIn
 
 
@@ -33,7 +33,7 @@ class StandInProject:
         key_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.standin = standin
-        self.org: Organization = standin.add_org(org_name, f"{org_name.lower()}.localhost")
+        self.org: StandInOrganization = standin.add_org(org_name, f"{org_name.lower()}.localhost")
         self.project: Project = standin.add_project(project_name)
         self.app: ApiApplication = standin.add_api_app(self.project, f"{project_name}-api")
         folder = Path(key_dir) if key_dir is not None else Path(tempfile.mkdtemp())

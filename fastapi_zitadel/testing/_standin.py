@@ -23,27 +23,31 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fastapi_zitadel._principal import (
-    METADATA_CLAIM,
-    ORG_DOMAIN_CLAIM,
-    ORG_ID_CLAIM,
-    ORG_NAME_CLAIM,
-    ROLES_CLAIM,
-    project_roles_claim,
-)
-
 from ._client_check import ClientAuthFailed, InvalidRequest, authenticate_client
 from ._directory import (
     AccessToken,
     ApiApplication,
     Directory,
-    Organization,
     Project,
+    StandInOrganization,
     User,
     generate_rsa_key,
     new_id,
 )
 from ._server import LoopbackServer
+
+# ZITADEL's claim names, written out here rather than shared with the library: the stand-in
+# plays the server, and a mistake in the library's names must not hide behind the same one.
+ROLES_CLAIM = "urn:zitadel:iam:org:project:roles"
+METADATA_CLAIM = "urn:zitadel:iam:user:metadata"
+ORG_ID_CLAIM = "urn:zitadel:iam:user:resourceowner:id"
+ORG_NAME_CLAIM = "urn:zitadel:iam:user:resourceowner:name"
+ORG_DOMAIN_CLAIM = "urn:zitadel:iam:user:resourceowner:primary_domain"
+
+
+def project_roles_claim(project_id: str) -> str:
+    return f"urn:zitadel:iam:org:project:{project_id}:roles"
+
 
 FaultKind = Literal["latency", "status", "rate_limit", "garbage", "drop", "inactive"]
 
@@ -102,7 +106,7 @@ class ZitadelStandIn:
         )
 
     # Setting up the world ---------------------------------------------------------------
-    def add_org(self, name: str, primary_domain: str | None = None) -> Organization:
+    def add_org(self, name: str, primary_domain: str | None = None) -> StandInOrganization:
         return self.directory.add_org(name, primary_domain)
 
     def add_project(self, name: str) -> Project:
@@ -119,7 +123,7 @@ class ZitadelStandIn:
 
     def add_user(
         self,
-        org: Organization,
+        org: StandInOrganization,
         username: str,
         *,
         roles: Mapping[Project, Iterable[str]] | None = None,
@@ -130,7 +134,7 @@ class ZitadelStandIn:
 
     def add_service_user(
         self,
-        org: Organization,
+        org: StandInOrganization,
         username: str,
         *,
         roles: Mapping[Project, Iterable[str]] | None = None,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fastapi_zitadel._introspection import ZitadelIntrospection
+from fastapi_zitadel import ZitadelIntrospection
 
 from ._project import StandInProject
 from ._standin import ZitadelStandIn

@@ -34,11 +34,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ._cache import CacheEntry, CacheKey
-from ._exceptions import ConfigurationError
-from ._log import logger
-from ._per_loop import PerLoop
-from ._principal import Principal
+from fastapi_zitadel._exceptions import ConfigurationError
+from fastapi_zitadel._log import logger
+from fastapi_zitadel._resilience.per_loop import PerLoop
+
+from .base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache
+
+__all__ = ["CHANNEL", "RedisCache"]
 
 CHANNEL = "fastapi-zitadel:invalidate"
 _KEY_LABEL = b"fastapi-zitadel redis key v1\x00"
@@ -53,19 +55,21 @@ except ImportError:  # pragma: no cover - depends on the environment
     RedisError = Exception  # type: ignore[assignment,misc]
 
 
-class RedisCache:
-    """``IntrospectionCache`` on Redis; enabled with ``redis_url=`` / ``ZITADEL_REDIS_URL``."""
+class RedisCache(IntrospectionCache):
+    """``IntrospectionCache`` on Redis; ``RedisCache.from_url(url)``, or ``redis_url=`` /
+    ``ZITADEL_REDIS_URL`` to have one made for you.
+
+    The instance it is given to binds it (its namespace, our credential's digest, how to
+    rebuild a principal) before first use; one ``RedisCache`` serves one instance.
+    """
 
     def __init__(
         self,
         url: str,
         *,
-        namespace: bytes,
-        secret: bytes,
-        project_id: str | None,
-        clock: Callable[[], float] = time.time,
         timeout: float = 0.25,
         retry_interval: float = 5.0,
+        clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if aioredis is None:
@@ -73,10 +77,6 @@ class RedisCache:
                 "redis_url needs the redis client: pip install 'fastapi-zitadel[redis]'"
             )
         self._url = url
-        self._tag = namespace[:8].hex()
-        self._namespace = namespace
-        self._secret = secret
-        self._project_id = project_id
         self._clock = clock
         self._monotonic = monotonic
         self._timeout = timeout
@@ -84,12 +84,43 @@ class RedisCache:
         self._down_until: float | None = None
         self._clients: PerLoop[Any] = PerLoop(self._connect)
         self._listeners: PerLoop[asyncio.Task[None]] = PerLoop(self._listen_forever)
-        self._on_invalidate: Callable[[bytes], None] | None = None
-        self._on_clear: Callable[[], None] | None = None
+        self._binding: CacheBinding | None = None
+        self._tag = ""
 
-    def attach(self, on_invalidate: Callable[[bytes], None], on_clear: Callable[[], None]) -> None:
-        """Receive other replicas' invalidations (a token digest) and clears."""
-        self._on_invalidate, self._on_clear = on_invalidate, on_clear
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout: float = 0.25,
+        retry_interval: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> RedisCache:
+        """A tier on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+
+        ``timeout`` bounds each Redis operation; after a failure the tier is skipped for
+        ``retry_interval`` seconds.
+        """
+        return cls(
+            url, timeout=timeout, retry_interval=retry_interval, clock=clock, monotonic=monotonic
+        )
+
+    def bind(self, binding: CacheBinding) -> None:
+        if self._binding is not None and self._binding.namespace != binding.namespace:
+            raise ConfigurationError(
+                "this RedisCache already serves another ZitadelIntrospection: give each its own"
+            )
+        self._binding = binding
+        self._tag = binding.namespace[:8].hex()
+
+    @property
+    def _bound(self) -> CacheBinding:
+        if self._binding is None:
+            raise ConfigurationError(
+                "a RedisCache is used through a ZitadelIntrospection: pass it as cache=..."
+            )
+        return self._binding
 
     # IntrospectionCache -----------------------------------------------------------------
     async def get(self, key: CacheKey) -> CacheEntry | None:
@@ -136,11 +167,13 @@ class RedisCache:
 
     # Sealing ----------------------------------------------------------------------------
     def _redis_key(self, key: CacheKey) -> str:
+        self._bound  # noqa: B018 - a clear error before anything reaches Redis
         return f"fastapi-zitadel:{self._tag}:{hashlib.sha256(_KEY_LABEL + key.digest).hexdigest()}"
 
     def _cipher(self, key: CacheKey) -> AESGCM:
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=self._namespace, info=_VALUE_LABEL)
-        return AESGCM(hkdf.derive(self._secret + key.token.encode("utf-8")))
+        binding = self._bound
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=binding.namespace, info=_VALUE_LABEL)
+        return AESGCM(hkdf.derive(binding.secret + key.token.encode("utf-8")))
 
     def _seal(self, entry: CacheEntry, key: CacheKey, redis_key: str) -> bytes:
         plain = json.dumps(
@@ -159,7 +192,7 @@ class RedisCache:
         try:
             plain = self._cipher(key).decrypt(nonce, ciphertext, redis_key.encode("ascii"))
             data = json.loads(plain)
-            principal = Principal.from_claims(data["claims"], project_id=self._project_id)
+            principal = self._bound.principal(data["claims"])
             expires_at, stale_until = float(data["expires_at"]), float(data["stale_until"])
             if principal.expires_at is not None:  # never past the token's own exp
                 token_exp = principal.expires_at.timestamp()
@@ -222,9 +255,10 @@ class RedisCache:
         tag, _, target = data.decode("ascii", errors="replace").partition(":")
         if tag != self._tag:
             return
+        if self._binding is None:
+            return
         if target == "*":
-            if self._on_clear is not None:
-                self._on_clear()
-        elif self._on_invalidate is not None:
+            self._binding.on_clear()
+        else:
             with contextlib.suppress(ValueError):
-                self._on_invalidate(bytes.fromhex(target))
+                self._binding.on_invalidate(bytes.fromhex(target))

@@ -1,75 +1,28 @@
-"""Where introspection results live between requests.
+"""The in-process tiers: active results (``MemoryCache``) and recent inactive answers.
 
-Two tiers. The in-process ``MemoryCache`` is always in front: a hot token never leaves the
-process. An optional shared tier (``IntrospectionCache``: Redis, or your own) is asked on a
-local miss, before the IdP, so replicas do not each introspect the same token.
-
-Keys are SHA-256 digests of the token with the instance's namespace, never the token: a heap
-dump or a shared backend holds nothing a caller could replay. Active and inactive answers are
-kept apart on purpose: a flood of garbage tokens fills only the small negative cache, and can
-never push a real user's active entry out.
+The local tier is always in front: a hot token never leaves the process. Active and inactive
+answers are kept apart on purpose: a flood of garbage tokens fills only the small negative
+cache, and can never push a real user's active entry out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 from cachetools import TTLCache
 
-from ._principal import Principal
+from .base import CacheEntry, CacheKey, IntrospectionCache
+
+__all__ = ["MemoryCache", "NegativeCache"]
 
 
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
-    """An active result and the wall-clock times (epoch seconds) that bound its use.
-
-    Served until ``expires_at``; between that and ``stale_until`` only while the IdP is
-    unavailable (``stale_if_error``). Neither is ever past the token's own ``exp``.
-    """
-
-    principal: Principal
-    expires_at: float
-    stale_until: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.stale_until < self.expires_at:
-            object.__setattr__(self, "stale_until", self.expires_at)
-
-
-@dataclass(frozen=True, slots=True)
-class CacheKey:
-    """Identifies one token's entry.
-
-    ``digest`` is the lookup key. ``token`` is there only so that a shared backend can derive
-    secrets from it (the Redis tier encrypts each value with a key derived from its token);
-    a backend must never store it.
-    """
-
-    digest: bytes
-    token: str = field(repr=False)
-
-
-class IntrospectionCache(Protocol):
-    """A shared tier for active results (many replicas); see ``RedisCache``."""
-
-    async def get(self, key: CacheKey) -> CacheEntry | None: ...
-
-    async def set(self, key: CacheKey, entry: CacheEntry) -> None: ...
-
-    async def delete(self, key: CacheKey) -> None: ...
-
-    async def clear(self) -> None: ...
-
-
-class MemoryCache:
+class MemoryCache(IntrospectionCache):
     """A bounded in-process cache in which every entry lives until its own ``stale_until``.
 
     A plain dict, not a cachetools cache: the lookup runs on every authenticated request, and
     a dict lookup costs about 0.04 µs where ``TLRUCache.get`` costs about 1 µs (see the
     benchmarks). Expired entries are dropped when met, and when the cache is full: first the
-    expired ones, then, if that frees too little, the oldest tenth. The verifier uses the
+    expired ones, then, if that frees too little, the oldest tenth. The pipeline uses the
     synchronous methods; the async ones make it usable as a shared tier in tests.
     """
 

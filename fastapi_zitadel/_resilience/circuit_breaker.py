@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Literal
 
-from ._exceptions import IdentityProviderUnavailable
-from ._log import logger
+from fastapi_zitadel._exceptions import IdentityProviderUnavailable
+from fastapi_zitadel._log import logger
+
+__all__ = ["CircuitBreaker", "CircuitState"]
+
+CircuitState = Literal["closed", "open", "half-open"]
+"""The circuit breaker's state: failing fast while ``open``, one probe while ``half-open``."""
 
 
 class CircuitBreaker:
@@ -31,7 +37,7 @@ class CircuitBreaker:
         self._probing = False
 
     @property
-    def state(self) -> str:
+    def state(self) -> CircuitState:
         if self._opened_at is None:
             return "closed"
         if self._probing or self._monotonic() - self._opened_at >= self._cooldown:

@@ -8,6 +8,7 @@ for real. Without one it is a plain bearer field to paste a token into.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi.openapi.models import (
@@ -18,7 +19,18 @@ from fastapi.openapi.models import (
     SecurityBase,
 )
 
-from ._config import ZitadelConfig
+from fastapi_zitadel._config import ZitadelConfig
+from fastapi_zitadel._idp.discovery import ProviderMetadata
+
+__all__ = [
+    "ROLES_SCOPE",
+    "add_error_responses",
+    "audience_scope",
+    "list_scopes",
+    "security_scheme",
+    "swagger_ui_init_oauth",
+    "use_discovered_endpoints",
+]
 
 ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
 
@@ -41,6 +53,12 @@ def login_scopes(config: ZitadelConfig) -> dict[str, str]:
     return scopes
 
 
+# ZITADEL's own paths, used for Swagger UI's login only until discovery has answered (the
+# lifespan fetches it at start-up when ``swagger_client_id`` is set).
+_DEFAULT_AUTHORIZATION_PATH = "/oauth/v2/authorize"
+_DEFAULT_TOKEN_PATH = "/oauth/v2/token"  # noqa: S105 - a path, not a password
+
+
 def security_scheme(config: ZitadelConfig) -> SecurityBase:
     description = config.scheme_description or (
         f"Access token issued by ZITADEL ({config.issuer}), verified by introspection."
@@ -48,11 +66,21 @@ def security_scheme(config: ZitadelConfig) -> SecurityBase:
     if config.swagger_client_id is None:
         return HTTPBearer(bearerFormat="opaque or JWT", description=description)
     flow = OAuthFlowAuthorizationCode(
-        authorizationUrl=config.issuer + "/oauth/v2/authorize",
-        tokenUrl=config.issuer + "/oauth/v2/token",
+        authorizationUrl=config.issuer + _DEFAULT_AUTHORIZATION_PATH,
+        tokenUrl=config.issuer + _DEFAULT_TOKEN_PATH,
         scopes=login_scopes(config),
     )
     return OAuth2(flows=OAuthFlows(authorizationCode=flow), description=description)
+
+
+def use_discovered_endpoints(scheme: SecurityBase, metadata: ProviderMetadata) -> None:
+    """Point Swagger UI's login at the endpoints the discovery document names."""
+    if isinstance(scheme, OAuth2) and scheme.flows.authorizationCode is not None:
+        flow = scheme.flows.authorizationCode
+        if metadata.authorization_endpoint is not None:
+            flow.authorizationUrl = metadata.authorization_endpoint
+        if metadata.token_endpoint is not None:
+            flow.tokenUrl = metadata.token_endpoint
 
 
 def swagger_ui_init_oauth(config: ZitadelConfig) -> dict[str, Any] | None:
@@ -66,7 +94,7 @@ def swagger_ui_init_oauth(config: ZitadelConfig) -> dict[str, Any] | None:
     }
 
 
-def remember_scopes(scheme: SecurityBase, scopes: tuple[str, ...]) -> None:
+def list_scopes(scheme: SecurityBase, scopes: Iterable[str]) -> None:
     """List an operation's scopes in the OAuth2 flow too, so Swagger UI can request them."""
     if isinstance(scheme, OAuth2) and scheme.flows.authorizationCode is not None:
         known = scheme.flows.authorizationCode.scopes

@@ -25,8 +25,9 @@ from urllib.parse import quote_plus
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-from ._key_file import ZitadelKeyFile
-from ._log import logger
+from fastapi_zitadel._log import logger
+
+from .key_file import ZitadelKeyFile
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 

@@ -11,7 +11,7 @@ import re
 
 from starlette.requests import HTTPConnection
 
-from ._exceptions import InvalidRequestError, InvalidTokenError
+from fastapi_zitadel._exceptions import InvalidRequestError, InvalidTokenError
 
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._exceptions import KeyFileError
+from fastapi_zitadel._exceptions import KeyFileError
 
 MIN_RSA_BITS = 2048
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from ._exceptions import IdentityProviderUnavailable
-from ._per_loop import PerLoop
+from fastapi_zitadel._exceptions import TransportFailure
+from fastapi_zitadel._resilience.per_loop import PerLoop
 
 # An introspection answer is a few KiB; anything far larger is not one, and reading it whole
 # would let a broken or hostile endpoint exhaust our memory.
@@ -67,10 +67,6 @@ class JsonResponse:
     headers: httpx.Headers
     data: Any
     problem: str | None
-
-
-class TransportFailure(IdentityProviderUnavailable):
-    """Connecting, sending or reading failed; always worth a retry."""
 
 
 async def send_for_json(

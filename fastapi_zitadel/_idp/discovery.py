@@ -1,4 +1,4 @@
-"""Finding the introspection endpoint from the issuer's discovery document.
+"""The issuer's OpenID discovery document: where every endpoint is.
 
 Paths are configurable in ZITADEL, so they are read, not assumed. The document's ``issuer``
 must equal ours exactly (RFC 8414 §3.3): a mismatch means we are talking to another instance
@@ -11,21 +11,40 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from ._config import check_url
-from ._exceptions import IdentityProviderUnavailable
-from ._http import HttpClientProvider, send_for_json
-from ._log import logger
-from ._single_flight import SingleFlight
+from fastapi_zitadel._exceptions import IdentityProviderUnavailable, IssuerMismatch
+from fastapi_zitadel._log import logger
+from fastapi_zitadel._resilience.single_flight import SingleFlight
+
+from .http import HttpClientProvider, send_for_json
+from .urls import check_url
+
+__all__ = ["DISCOVERY_PATH", "Discovery", "ProviderMetadata"]
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 _FIRST_BACKOFF = 1.0
 _MAX_BACKOFF = 60.0
+_ENDPOINTS = (
+    "introspection_endpoint",
+    "token_endpoint",
+    "authorization_endpoint",
+    "revocation_endpoint",
+    "jwks_uri",
+)
 
 
-class IssuerMismatch(IdentityProviderUnavailable):
-    """The discovery document names another issuer: our configuration is wrong."""
+@dataclass(frozen=True)
+class ProviderMetadata:
+    """The endpoints of the discovery document we may use; ``None`` where it names none."""
+
+    issuer: str
+    introspection_endpoint: str | None = None
+    token_endpoint: str | None = None
+    authorization_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    jwks_uri: str | None = None
 
 
 class Discovery:
@@ -34,7 +53,7 @@ class Discovery:
         issuer: str,
         *,
         http: HttpClientProvider,
-        endpoint: str | None,
+        introspection_endpoint: str | None,
         timeout: float,
         allow_insecure_http: bool,
         monotonic: Callable[[], float],
@@ -44,15 +63,25 @@ class Discovery:
         self._timeout = timeout
         self._allow_insecure_http = allow_insecure_http
         self._monotonic = monotonic
-        self.endpoint = endpoint
+        self._configured_endpoint = introspection_endpoint
+        self.metadata: ProviderMetadata | None = None
         self._failures = 0
         self._retry_at = float("-inf")
-        self._flight: SingleFlight[str] = SingleFlight()
+        self._flight: SingleFlight[ProviderMetadata] = SingleFlight()
 
     async def introspection_endpoint(self, deadline: float | None = None) -> str:
-        """The endpoint; fetching it (once) ends by ``deadline`` (monotonic) at the latest."""
-        if self.endpoint is not None:
-            return self.endpoint
+        """The endpoint: configured, or discovered (once) by ``deadline`` (monotonic)."""
+        if self._configured_endpoint is not None:
+            return self._configured_endpoint
+        endpoint = (self.metadata or await self.fetch(deadline)).introspection_endpoint
+        if endpoint is None:
+            raise IdentityProviderUnavailable("discovery document has no introspection_endpoint")
+        return endpoint
+
+    async def fetch(self, deadline: float | None = None) -> ProviderMetadata:
+        """The discovery document, fetched on first use; later calls answer from memory."""
+        if self.metadata is not None:
+            return self.metadata
         wait = self._retry_at - self._monotonic()
         if wait > 0:
             raise IdentityProviderUnavailable(
@@ -63,12 +92,14 @@ class Discovery:
             raise IdentityProviderUnavailable("no time left for discovery", retry_after=1.0)
         return await self._flight.run("discovery", lambda: self._discover(timeout))
 
-    async def _discover(self, timeout: float) -> str:
+    async def _discover(self, timeout: float) -> ProviderMetadata:
         url = self._issuer + DISCOVERY_PATH
         try:
-            request = self._http.get().build_request("GET", url)
-            response = await send_for_json(self._http.get(), request, timeout=timeout)
-            endpoint = self._endpoint_from(response.status, response.data, response.problem)
+            client = self._http.get()
+            response = await send_for_json(
+                client, client.build_request("GET", url), timeout=timeout
+            )
+            metadata = self._metadata_from(response.status, response.data, response.problem)
         except IdentityProviderUnavailable as exc:
             self._failures += 1
             backoff = min(_FIRST_BACKOFF * 2 ** (self._failures - 1), _MAX_BACKOFF)
@@ -77,11 +108,11 @@ class Discovery:
             logger.error("OpenID discovery at %s failed: %s", url, exc.description)
             raise type(exc)(f"discovery failed: {exc.description}", retry_after=backoff) from None
         self._failures = 0
-        self.endpoint = endpoint
-        logger.debug("discovered introspection endpoint %s", endpoint)
-        return endpoint
+        self.metadata = metadata
+        logger.debug("discovered introspection endpoint %s", metadata.introspection_endpoint)
+        return metadata
 
-    def _endpoint_from(self, status: int, data: Any, problem: str | None) -> str:
+    def _metadata_from(self, status: int, data: Any, problem: str | None) -> ProviderMetadata:
         if status != 200:
             raise IdentityProviderUnavailable(f"discovery document answered HTTP {status}")
         if problem is not None or not isinstance(data, dict):
@@ -94,13 +125,21 @@ class Discovery:
             raise IssuerMismatch(
                 f"discovery document names issuer {shown!r}, expected exactly {self._issuer!r}"
             )
-        endpoint = data.get("introspection_endpoint")
-        if not isinstance(endpoint, str):
+        endpoints = {name: self._endpoint(data, name) for name in _ENDPOINTS}
+        if endpoints["introspection_endpoint"] is None and self._configured_endpoint is None:
             raise IdentityProviderUnavailable("discovery document has no introspection_endpoint")
+        return ProviderMetadata(issuer=issuer, **endpoints)
+
+    def _endpoint(self, data: dict[str, Any], name: str) -> str | None:
+        endpoint = data.get(name)
+        if endpoint is None:
+            return None
+        if not isinstance(endpoint, str):
+            raise IdentityProviderUnavailable(f"discovery document's {name} is not a string")
         try:
             check_url(endpoint, allow_insecure_http=self._allow_insecure_http)
             if self._issuer.startswith("https:") and not endpoint.startswith("https:"):
                 raise ValueError("is not https although the issuer is")
         except ValueError as exc:
-            raise IdentityProviderUnavailable(f"introspection_endpoint {exc}") from None
+            raise IdentityProviderUnavailable(f"{name} {exc}") from None
         return endpoint

@@ -1,8 +1,10 @@
 """One object per event loop, created on first use in that loop.
 
-Connection pools (httpx, redis) belong to the loop that opened their connections. Apps have
-one loop, but test suites start a new loop per test; rather than failing there, a pool used
-from a new loop is replaced by a fresh one.
+Connection pools (httpx, redis), semaphores and futures belong to the loop that made them. Apps
+have one loop, but test suites start a new loop per test; rather than failing there, a value
+used from a new loop is replaced by a fresh one. Every loop-bound piece of the library (the
+HTTP client, the concurrency cap, single flight, the Redis connections) holds its state here,
+so "replace it when the loop changes" is written once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+__all__ = ["PerLoop"]
 
 T = TypeVar("T")
 
@@ -25,6 +29,14 @@ class PerLoop(Generic[T]):
         if self._value is None or self._loop is not loop:
             self._value, self._loop = self._factory(), loop
         return self._value
+
+    def peek(self) -> T | None:
+        """The value of the running loop, if one was made; never creates one."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        return self._value if self._loop is loop else None
 
     def pop_current(self) -> T | None:
         """The value of the running loop, forgotten (to be closed by the caller)."""

@@ -16,11 +16,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._client_auth import ClientAuthentication, ClientCredentials
-from ._discovery import Discovery
-from ._exceptions import ClientCredentialsRejected, IdentityProviderUnavailable
-from ._http import HttpClientProvider, JsonResponse, TransportFailure, send_for_json
-from ._log import RateLimitedLog, logger
+from fastapi_zitadel._exceptions import (
+    ClientCredentialsRejected,
+    IdentityProviderUnavailable,
+    TransportFailure,
+)
+from fastapi_zitadel._log import RateLimitedLog, logger
+
+from .client_auth import ClientAuthentication, ClientCredentials
+from .discovery import Discovery
+from .http import HttpClientProvider, JsonResponse, send_for_json
 
 _CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 _FIRST_BACKOFF = 0.05
@@ -166,6 +171,7 @@ class IntrospectionClient:
                 status=status,
                 client_id=self._auth.client_id,
                 key_id=self._auth.key_id,
+                hint=self._auth.rejection_hint.format(key_id=self._auth.key_id),
             )
         shown = f" {error}" if isinstance(error, str) and len(error) <= 64 else ""
         raise IdentityProviderUnavailable(
@@ -181,7 +187,7 @@ class IntrospectionClient:
             rejected.error_code,
             rejected.client_id,
             rejected.key_id,
-            self._auth.rejection_hint.format(key_id=rejected.key_id),
+            rejected.hint,
         )
 
 

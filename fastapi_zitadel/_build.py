@@ -1,0 +1,196 @@
+"""Wiring: from a validated configuration to the working parts, once per instance.
+
+This is the only place that knows which piece needs which; the pieces themselves are handed
+what they use. Data then flows one way: bearer -> pipeline (caches, single flight) ->
+validator (introspection) -> claim checks -> ``Principal``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ._cache.base import CacheBinding, IntrospectionCache
+from ._cache.memory import MemoryCache, NegativeCache
+from ._config import ZitadelConfig
+from ._idp.client_auth import ClientAuthentication, ClientSecretBasic, PrivateKeyJwt
+from ._idp.discovery import Discovery
+from ._idp.http import HttpClientProvider
+from ._idp.introspection import IntrospectionClient
+from ._idp.key_file import load_key_file
+from ._log import RateLimitedLog
+from ._metrics import Metrics, MetricsSnapshot
+from ._pipeline.checks import ClaimChecks
+from ._pipeline.pipeline import CachePolicy, VerificationPipeline
+from ._pipeline.validator import IntrospectionValidator
+from ._principal import Principal
+from ._resilience.circuit_breaker import CircuitBreaker
+from ._resilience.concurrency_limit import ConcurrencyLimit
+from ._resilience.single_flight import SingleFlight
+
+__all__ = ["Parts", "build", "cache_namespace"]
+
+
+def cache_namespace(config: ZitadelConfig) -> bytes:
+    """What makes one instance's verdicts differ from another's.
+
+    A shared cache (many replicas, or several APIs on one Redis) must never hand a result
+    checked against one audience or project to an instance configured for another.
+    """
+    parts = [config.issuer, ",".join(sorted(config.audience)), config.project_id or ""]
+    return hashlib.sha256("\n".join(parts).encode("utf-8")).digest()
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The working pieces of one ``ZitadelIntrospection``."""
+
+    auth: ClientAuthentication
+    http: HttpClientProvider
+    discovery: Discovery
+    client: IntrospectionClient
+    breaker: CircuitBreaker
+    limit: ConcurrencyLimit
+    metrics: Metrics
+    pipeline: VerificationPipeline
+
+    def snapshot(self) -> MetricsSnapshot:
+        m = self.metrics
+        cache_size, negative_cache_size, in_flight = self.pipeline.sizes
+        return MetricsSnapshot(
+            cache_hits=m.cache_hits,
+            shared_hits=m.shared_hits,
+            negative_hits=m.negative_hits,
+            misses=m.misses,
+            coalesced_waits=m.coalesced_waits(),
+            stale_served=m.stale_served,
+            circuit_rejections=m.circuit_rejections,
+            idp_calls=dict(m.idp_calls),
+            idp_latency_count=m.idp_latency_count,
+            idp_latency_sum=m.idp_latency_sum,
+            idp_latency_max=m.idp_latency_max,
+            circuit_state=self.breaker.state,
+            cache_size=cache_size,
+            negative_cache_size=negative_cache_size,
+            in_flight=in_flight,
+            slots_in_use=self.limit.in_use,
+        )
+
+
+def client_authentication(
+    config: ZitadelConfig, *, clock: Callable[[], float], monotonic: Callable[[], float]
+) -> ClientAuthentication:
+    """The configured credential (the model has already checked there is exactly one)."""
+    source = config.key_source()
+    if source is None:
+        assert config.client_id is not None
+        assert config.client_secret is not None
+        return ClientSecretBasic(config.client_id, config.client_secret.get_secret_value())
+    return PrivateKeyJwt(
+        load_key_file(source),
+        audience=config.issuer,
+        lifetime=config.assertion_lifetime,
+        single_use=config.single_use_assertion,
+        clock=clock,
+        monotonic=monotonic,
+    )
+
+
+def _shared_tier(config: ZitadelConfig, cache: IntrospectionCache | None, clock: Any) -> Any:
+    if cache is not None or config.redis_url is None:
+        return cache
+    from ._cache.redis_cache import RedisCache  # the optional 'redis' extra
+
+    return RedisCache.from_url(config.redis_url.get_secret_value(), clock=clock)
+
+
+def build(
+    config: ZitadelConfig,
+    *,
+    http_client: httpx.AsyncClient | None,
+    cache: IntrospectionCache | None,
+    clock: Callable[[], float],
+    monotonic: Callable[[], float],
+) -> Parts:
+    auth = client_authentication(config, clock=clock, monotonic=monotonic)
+    http = HttpClientProvider(http_client, timeout=config.timeout)
+    discovery = Discovery(
+        config.issuer,
+        http=http,
+        introspection_endpoint=config.introspection_endpoint,
+        timeout=config.timeout,
+        allow_insecure_http=config.allow_insecure_http,
+        monotonic=monotonic,
+    )
+    client = IntrospectionClient(
+        http=http,
+        discovery=discovery,
+        auth=auth,
+        timeout=config.timeout,
+        max_retries=config.max_retries,
+        monotonic=monotonic,
+    )
+    breaker = CircuitBreaker(
+        threshold=config.circuit_breaker_threshold,
+        cooldown=config.circuit_breaker_cooldown,
+        monotonic=monotonic,
+    )
+    limit = ConcurrencyLimit(config.max_concurrent_introspections, monotonic=monotonic)
+    flight: SingleFlight[Principal] = SingleFlight()
+    metrics = Metrics(coalesced_waits=lambda: flight.joined)
+    validator = IntrospectionValidator(
+        client=client,
+        breaker=breaker,
+        limit=limit,
+        metrics=metrics,
+        outage_log=RateLimitedLog(logging.WARNING, monotonic=monotonic),
+    )
+    namespace = cache_namespace(config)
+    shared = _shared_tier(config, cache, clock)
+    pipeline = VerificationPipeline(
+        namespace=namespace,
+        local=MemoryCache(max_size=config.cache_max_size, clock=clock),
+        negative=NegativeCache(
+            ttl=config.negative_cache_ttl, max_size=config.negative_cache_max_size, clock=clock
+        ),
+        shared=shared,
+        flight=flight,
+        validator=validator,
+        checks=ClaimChecks(
+            issuer=config.issuer,
+            audiences=config.audience,
+            leeway=config.leeway,
+            project_id=config.project_id,
+            clock=clock,
+            monotonic=monotonic,
+        ),
+        policy=CachePolicy(ttl=config.cache_ttl, stale_if_error=config.stale_if_error),
+        metrics=metrics,
+        timeout=config.timeout,
+        max_token_length=config.max_token_length,
+        clock=clock,
+        monotonic=monotonic,
+    )
+    if shared is not None:
+        project_id = config.project_id
+
+        def principal(claims: Mapping[str, Any]) -> Principal:
+            return Principal.from_claims(claims, project_id=project_id)
+
+        shared.bind(
+            CacheBinding(
+                namespace=namespace,
+                secret=auth.secret_digest,
+                principal=principal,
+                on_invalidate=pipeline.forget,
+                on_clear=pipeline.forget_all,
+            )
+        )
+    parts = Parts(auth, http, discovery, client, breaker, limit, metrics, pipeline)
+    metrics.export(parts.snapshot)
+    return parts

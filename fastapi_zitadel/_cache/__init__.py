@@ -1,0 +1,1 @@
+"""Cache tiers: the base class a shared tier extends, the in-process tiers, Redis."""

@@ -1,0 +1,90 @@
+"""What a cache tier stores, and the base class a shared tier (Redis, or your own) extends.
+
+Keys are SHA-256 digests of the token with the instance's namespace, never the token: a heap
+dump or a shared backend holds nothing a caller could replay.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi_zitadel._principal import Principal
+
+__all__ = ["CacheBinding", "CacheEntry", "CacheKey", "IntrospectionCache"]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """An active result and the wall-clock times (epoch seconds) that bound its use.
+
+    Served until ``expires_at``; between that and ``stale_until`` only while the IdP is
+    unavailable (``stale_if_error``). Neither is ever past the token's own ``exp``.
+    """
+
+    principal: Principal
+    expires_at: float
+    stale_until: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.stale_until < self.expires_at:
+            object.__setattr__(self, "stale_until", self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheKey:
+    """Identifies one token's entry.
+
+    ``digest`` is the lookup key. ``token`` is there only so that a shared backend can derive
+    secrets from it (the Redis tier encrypts each value with a key derived from its token);
+    a backend must never store it.
+    """
+
+    digest: bytes
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheBinding:
+    """What a ``ZitadelIntrospection`` tells the shared tier it was given.
+
+    ``namespace`` differs between instances whose verdicts differ (issuer, audience, project);
+    ``secret`` is a digest of our own client credential, so only our replicas can seal entries;
+    ``principal`` rebuilds a cached principal from its claims; ``on_invalidate`` and
+    ``on_clear`` apply other replicas' invalidations to this process's local tier.
+    """
+
+    namespace: bytes = field(repr=False)
+    secret: bytes = field(repr=False)
+    principal: Callable[[Mapping[str, Any]], Principal]
+    on_invalidate: Callable[[bytes], None]
+    on_clear: Callable[[], None]
+
+
+class IntrospectionCache(abc.ABC):
+    """A shared tier for active results, asked after a local miss and before the IdP.
+
+    Implement the four operations; ``bind`` and ``aclose`` are hooks with do-nothing
+    defaults, called once by the instance that uses the tier (at construction and on close).
+    A tier that fails may raise: the verifier treats any exception as a miss.
+    """
+
+    @abc.abstractmethod
+    async def get(self, key: CacheKey) -> CacheEntry | None: ...
+
+    @abc.abstractmethod
+    async def set(self, key: CacheKey, entry: CacheEntry) -> None: ...
+
+    @abc.abstractmethod
+    async def delete(self, key: CacheKey) -> None: ...
+
+    @abc.abstractmethod
+    async def clear(self) -> None: ...
+
+    def bind(self, binding: CacheBinding) -> None:  # noqa: B027 - an optional hook
+        """Called once with what the tier needs to know about the instance using it."""
+
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook
+        """Release connections; called when the instance using the tier closes."""

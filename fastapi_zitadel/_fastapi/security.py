@@ -1,0 +1,391 @@
+"""``ZitadelIntrospection``: the object a user creates once per app, and the FastAPI security
+dependency that answers a request with a ``Principal`` or the right error.
+
+It only takes the token from the request and hands it to the verification pipeline; what the
+pipeline is made of is decided once, in ``_build``, from the validated configuration.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from os import PathLike
+from types import TracebackType
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
+from fastapi.security import SecurityScopes
+from fastapi.security.base import SecurityBase
+from pydantic import ValidationError
+from starlette.requests import HTTPConnection
+
+from fastapi_zitadel._build import build
+from fastapi_zitadel._cache.base import IntrospectionCache
+from fastapi_zitadel._config import (
+    ZitadelConfig,
+    ZitadelSettings,
+    configuration_error,
+    merged_config,
+)
+from fastapi_zitadel._exceptions import (
+    ConfigurationError,
+    IdentityProviderError,
+    InsufficientScopeError,
+    MissingTokenError,
+    ZitadelError,
+)
+from fastapi_zitadel._idp.client_auth import PrivateKeyJwt
+from fastapi_zitadel._idp.key_file import ZitadelKeyFile
+from fastapi_zitadel._log import logger
+from fastapi_zitadel._metrics import MetricsSnapshot
+from fastapi_zitadel._principal import Principal
+from fastapi_zitadel._resilience.circuit_breaker import CircuitState
+
+from . import openapi, requirements
+from .bearer import extract_bearer
+from .requirements import PrincipalDependency
+
+__all__ = ["ClientIdentity", "ZitadelIntrospection", "ZitadelOptional"]
+
+_COMPONENTS = ("http_client", "cache", "clock", "monotonic")
+
+
+class ClientIdentity:
+    """How this API authenticates to ZITADEL: the method, client id and key id (no secret)."""
+
+    __slots__ = ("client_id", "key_id", "method")
+
+    def __init__(self, method: str, client_id: str, key_id: str | None) -> None:
+        self.method = method
+        self.client_id = client_id
+        self.key_id = key_id
+
+    def __repr__(self) -> str:
+        return f"ClientIdentity({self.method!r}, {self.client_id!r}, key_id={self.key_id!r})"
+
+
+class ZitadelIntrospection(SecurityBase):
+    """Verifies bearer tokens by asking ZITADEL's introspection endpoint (RFC 7662).
+
+    Create one per app (per issuer) and reuse it: it holds the connection pool, the signed
+    client assertion and the result cache. It is a FastAPI security dependency
+    (``Depends(zitadel)``, ``Security(zitadel, scopes=[...])``), and usable without FastAPI
+    through ``verify``. Every setting is a keyword (see the configuration reference);
+    ``config=`` takes a ready ``ZitadelConfig`` whose values the keywords override.
+    """
+
+    def __init__(
+        self,
+        issuer: str | None = None,
+        *,
+        key_file: str | PathLike[str] | Mapping[str, Any] | ZitadelKeyFile | None = None,
+        key: str | Mapping[str, Any] | ZitadelKeyFile | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        audience: str | Sequence[str] | None = None,
+        project_id: str | None = None,
+        introspection_endpoint: str | None = None,
+        cache_ttl: float | None = None,
+        cache_max_size: int | None = None,
+        negative_cache_ttl: float | None = None,
+        negative_cache_max_size: int | None = None,
+        stale_if_error: float | None = None,
+        leeway: float | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        max_concurrent_introspections: int | None = None,
+        circuit_breaker_threshold: int | None = None,
+        circuit_breaker_cooldown: float | None = None,
+        assertion_lifetime: float | None = None,
+        single_use_assertion: bool | None = None,
+        max_token_length: int | None = None,
+        redis_url: str | None = None,
+        discover_on_startup: bool | None = None,
+        allow_insecure_http: bool | None = None,
+        realm: str | None = None,
+        scheme_name: str | None = None,
+        scheme_description: str | None = None,
+        swagger_client_id: str | None = None,
+        websocket_query_token: bool | None = None,
+        config: ZitadelConfig | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        cache: IntrospectionCache | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # Every parameter but the last five is a setting of ZitadelConfig (a test keeps the
+        # two lists equal); those given, and only those, override ``config``.
+        given = locals()
+        explicit = {
+            name: given[name]
+            for name in ZitadelConfig.model_fields
+            if name in given and given[name] is not None
+        }
+        self.config = merged_config(config, explicit, env=isinstance(config, ZitadelSettings))
+        self._parts = build(
+            self.config, http_client=http_client, cache=cache, clock=clock, monotonic=monotonic
+        )
+        self._pipeline = self._parts.pipeline
+        self._scheme = openapi.security_scheme(self.config)
+        self.scheme_name = self.config.scheme_name
+        self._memo_key = f"fastapi_zitadel.principal.{id(self)}"
+        self._query_tokens = self.config.websocket_query_token
+        self._max_token_length = self.config.max_token_length
+        self._optional = ZitadelOptional(self)
+        self._installed: weakref.WeakSet[FastAPI] = weakref.WeakSet()
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ZitadelIntrospection:
+        """Configure from ``ZITADEL_*`` environment variables; keyword arguments win.
+
+        Keywords are the constructor's: settings and the components (``http_client``,
+        ``cache``, ``clock``, ``monotonic``); anything else is a ``TypeError``.
+        """
+        unknown = set(overrides) - set(ZitadelConfig.model_fields) - set(_COMPONENTS)
+        if unknown:
+            raise TypeError(f"from_env() got unexpected keyword arguments: {sorted(unknown)}")
+        settings = {k: v for k, v in overrides.items() if k in ZitadelConfig.model_fields}
+        components = {k: v for k, v in overrides.items() if k in _COMPONENTS}
+        try:
+            config = ZitadelSettings(**settings)
+        except ValidationError as exc:
+            raise configuration_error(exc, env=True) from None
+        return cls(config=config, **components)
+
+    # Properties --------------------------------------------------------------------------
+    @property
+    def issuer(self) -> str:
+        return self.config.issuer
+
+    @property
+    def realm(self) -> str:
+        """The ``realm`` of this API's RFC 6750 challenges."""
+        return self.config.realm
+
+    @property
+    def model(self) -> SecuritySchemeModel:  # type: ignore[override]
+        """The OpenAPI security scheme (FastAPI reads it when it builds the schema)."""
+        openapi.list_scopes(self._scheme, requirements.documented_scopes(self))
+        return self._scheme
+
+    @property
+    def client(self) -> ClientIdentity:
+        """How this API authenticates to ZITADEL (no secret in it)."""
+        auth = self._parts.auth
+        method = "private_key_jwt" if isinstance(auth, PrivateKeyJwt) else "client_secret_basic"
+        return ClientIdentity(method, auth.client_id, auth.key_id)
+
+    @property
+    def introspection_calls(self) -> int:
+        """How many introspection requests were sent (retries included)."""
+        return self._parts.client.calls
+
+    @property
+    def circuit_state(self) -> CircuitState:
+        """``closed``, ``open`` or ``half-open``."""
+        return self._parts.breaker.state
+
+    def metrics(self) -> MetricsSnapshot:
+        """Counters since start: cache hits, misses, IdP calls by outcome and latency..."""
+        return self._parts.snapshot()
+
+    # Verification ------------------------------------------------------------------------
+    async def verify(self, token: str) -> Principal:
+        """The ``Principal`` for a live token.
+
+        Raises ``InvalidTokenError`` when the token is not valid, and an
+        ``IdentityProviderError`` when that cannot be decided right now (never a 401 then).
+        """
+        return await self._pipeline.verify(token)
+
+    async def invalidate(self, token: str) -> None:
+        """Forget what is cached for ``token``, e.g. right after revoking it."""
+        await self._pipeline.invalidate(token)
+
+    async def clear(self) -> None:
+        """Forget every cached result."""
+        await self._pipeline.clear()
+
+    async def discover(self) -> str:
+        """Fetch the discovery document now (rather than on the first request); returns the
+        introspection endpoint."""
+        return await self._parts.discovery.introspection_endpoint()
+
+    def client_assertion(self) -> str:
+        """A freshly signed client assertion (for ``curl``); needs a key, not a secret."""
+        auth = self._parts.auth
+        if not isinstance(auth, PrivateKeyJwt):
+            raise ConfigurationError(
+                "assertions need a key file (key_file / ZITADEL_KEY_FILE), not a client secret"
+            )
+        return auth.credentials(fresh=True).form["client_assertion"]
+
+    # FastAPI -----------------------------------------------------------------------------
+    async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
+        """The dependency: the verified ``Principal``, holding every scope in ``Security``."""
+        principal = await self.authenticate_optional(conn)
+        if principal is None:
+            raise MissingTokenError().to_http(conn, self.config.realm)
+        if security_scopes.scopes:
+            self._check_scopes(conn, principal, security_scopes.scopes)
+        return principal
+
+    async def authenticate(self, conn: HTTPConnection) -> Principal:
+        """The request's ``Principal``; raises the HTTP (or WebSocket) error otherwise."""
+        principal = await self.authenticate_optional(conn)
+        if principal is None:
+            raise MissingTokenError().to_http(conn, self.config.realm)
+        return principal
+
+    async def authenticate_optional(self, conn: HTTPConnection) -> Principal | None:
+        """``None`` when the request carries no token; an invalid token still fails (401).
+
+        The hot path, run on every request, often several times (router and route scopes):
+        the principal is kept in the request's scope, and a cache hit completes without
+        awaiting anything.
+        """
+        scope = conn.scope
+        principal: Principal | None = scope.get(self._memo_key)
+        if principal is not None:
+            return principal
+        pipeline = self._pipeline
+        try:
+            token = extract_bearer(
+                conn,
+                max_length=self._max_token_length,
+                allow_query=self._query_tokens and scope["type"] == "websocket",
+            )
+            if token is None:
+                return None
+            digest = pipeline.key(token)
+            principal = pipeline.cached(digest) or await pipeline.resolve(token, digest)
+        except ZitadelError as error:
+            raise error.to_http(conn, self.config.realm) from None
+        scope[self._memo_key] = principal
+        return principal
+
+    def _check_scopes(self, conn: HTTPConnection, principal: Principal, scopes: list[str]) -> None:
+        if not principal.has_all_scopes(scopes):
+            raise InsufficientScopeError.for_scopes(scopes).to_http(conn, self.config.realm)
+
+    @property
+    def optional(self) -> ZitadelOptional:
+        """A dependency giving ``None`` for anonymous requests, for routes that serve both.
+
+        A token, when present, must be valid (else 401) and hold the scopes of
+        ``Security(zitadel.optional, scopes=[...])`` (else 403).
+        """
+        return self._optional
+
+    def require_scope(self, *scopes: str) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **all** of ``scopes`` (else 403)."""
+        return requirements.all_scopes(self, scopes)
+
+    def require_any_scope(self, *scopes: str) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **at least one** of ``scopes`` (else 403)."""
+        return requirements.any_scope(self, scopes)
+
+    def require_role(self, *roles: str, org_id: str | None = None) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **all** of the project ``roles``, granted by
+        organization ``org_id`` when given (else 403)."""
+        return requirements.all_roles(self, roles, org_id)
+
+    def require_any_role(self, *roles: str, org_id: str | None = None) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **at least one** of the project ``roles``,
+        granted by organization ``org_id`` when given (else 403)."""
+        return requirements.any_role(self, roles, org_id)
+
+    @property
+    def swagger_ui_init_oauth(self) -> dict[str, Any] | None:
+        """``FastAPI(swagger_ui_init_oauth=...)`` for the PKCE login in ``/docs``."""
+        return openapi.swagger_ui_init_oauth(self.config)
+
+    def install(self, app: FastAPI) -> None:
+        """Wire this instance into ``app``: open and close it with the app's lifespan, add
+        the 401/403/503 responses to protected operations in OpenAPI, and configure Swagger
+        UI's login when ``swagger_client_id`` is set. Installing twice changes nothing."""
+        if app in self._installed:
+            return
+        self._installed.add(app)
+        inner_lifespan = app.router.lifespan_context
+
+        @asynccontextmanager
+        async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
+            async with self.lifespan(asgi_app), inner_lifespan(asgi_app) as state:
+                yield state
+
+        app.router.lifespan_context = lifespan
+        if self.swagger_ui_init_oauth is not None:
+            app.swagger_ui_init_oauth = self.swagger_ui_init_oauth
+        build_openapi = app.openapi
+
+        def with_error_responses() -> dict[str, Any]:
+            if app.openapi_schema is None:
+                app.openapi_schema = openapi.add_error_responses(build_openapi(), self.scheme_name)
+            return app.openapi_schema
+
+        app.openapi = with_error_responses  # type: ignore[method-assign]
+
+    # Lifecycle ---------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        await self._pipeline.aclose()
+        await self._parts.http.aclose()
+
+    async def __aenter__(self) -> ZitadelIntrospection:
+        if self.config.discover_on_startup:
+            await self.discover()
+        if self.config.swagger_client_id is not None:
+            await self._discover_login_endpoints()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @asynccontextmanager
+    async def lifespan(self, _app: object = None) -> AsyncIterator[None]:
+        """An ASGI lifespan: ``FastAPI(lifespan=zitadel.lifespan)``, or call it from yours."""
+        async with self:
+            yield
+
+    async def _discover_login_endpoints(self) -> None:
+        """Swagger UI's login goes to the endpoints discovery names (read, not assumed)."""
+        try:
+            metadata = await self._parts.discovery.fetch()
+        except IdentityProviderError as exc:
+            logger.warning(
+                "discovery failed at start-up (%s): Swagger UI's login uses ZITADEL's default "
+                "paths under the issuer",
+                exc.description,
+            )
+            return
+        openapi.use_discovered_endpoints(self._scheme, metadata)
+
+
+class ZitadelOptional(SecurityBase):
+    """``zitadel.optional``: the same scheme, but anonymous requests get ``None``."""
+
+    def __init__(self, zitadel: ZitadelIntrospection) -> None:
+        self._zitadel = zitadel
+        self.scheme_name = zitadel.scheme_name
+
+    @property
+    def model(self) -> SecuritySchemeModel:  # type: ignore[override]
+        return self._zitadel.model
+
+    async def __call__(
+        self, conn: HTTPConnection, security_scopes: SecurityScopes
+    ) -> Principal | None:
+        zitadel = self._zitadel
+        principal = await zitadel.authenticate_optional(conn)
+        if principal is not None and security_scopes.scopes:
+            zitadel._check_scopes(conn, principal, security_scopes.scopes)
+        return principal

@@ -1,0 +1,34 @@
+"""Which URLs we send tokens and credentials to: https, or plain http only on loopback.
+
+A token or client assertion sent over plain http to another host can be read on the way;
+loopback is allowed for local development and the stand-in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+__all__ = ["check_url", "is_loopback_host"]
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, *, allow_insecure_http: bool) -> str:
+    """An absolute http(s) URL; plain http only for loopback hosts unless allowed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"must be an absolute https:// URL, got {url!r}")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
+        raise ValueError(
+            f"{url!r} uses plain http for a non-loopback host: tokens would cross the network "
+            "in clear text; use https, or set allow_insecure_http=True for a trusted network"
+        )
+    return url

@@ -1,0 +1,77 @@
+"""From the claims a validator vouched for to a ``Principal`` we are willing to trust.
+
+ZITADEL already refuses tokens for other audiences, but an answer can come from a misconfigured
+proxy, a cache, or another server; a few comparisons here are cheap insurance. A claim of the
+wrong shape, or an issuer other than ours, is not the caller's fault: it is an IdP fault or our
+misconfiguration, so a 503 and an ERROR log, never a 401.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from fastapi_zitadel._exceptions import (
+    IdentityProviderUnavailable,
+    InvalidTokenError,
+    MalformedClaimError,
+)
+from fastapi_zitadel._log import RateLimitedLog
+from fastapi_zitadel._principal import Principal
+
+__all__ = ["ClaimChecks"]
+
+
+class ClaimChecks:
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audiences: Collection[str],
+        leeway: float,
+        project_id: str | None,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self._issuer = issuer
+        self._audiences = frozenset(audiences)
+        self._leeway = leeway
+        self._project_id = project_id
+        self._clock = clock
+        self._misconfiguration_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
+
+    def principal(self, claims: Mapping[str, Any]) -> Principal:
+        """Raise ``InvalidTokenError`` when the active answer must not be trusted."""
+        principal = self.parse(claims)
+        if principal.issuer is not None and principal.issuer != self._issuer:
+            # Not the caller's fault: our issuer setting differs from what the IdP says.
+            self._misconfiguration_log(
+                "the introspection answer names issuer %r but ZITADEL_ISSUER is %r: every "
+                "token fails until the setting matches the issuer exactly",
+                principal.issuer,
+                self._issuer,
+            )
+            raise IdentityProviderUnavailable("issuer mismatch", retry_after=30.0)
+        now, leeway = self._clock(), self._leeway
+        if principal.expires_at is not None and principal.expires_at.timestamp() + leeway <= now:
+            raise InvalidTokenError("the token has expired")
+        if principal.not_before is not None and principal.not_before.timestamp() - leeway > now:
+            raise InvalidTokenError("the token is not valid yet")
+        audiences = self._audiences
+        if audiences and audiences.isdisjoint(principal.audience):
+            raise InvalidTokenError("the token is not meant for this API (audience mismatch)")
+        return principal
+
+    def parse(self, claims: Mapping[str, Any]) -> Principal:
+        """The principal for ``claims``; a shape no server should send is an IdP fault."""
+        try:
+            return Principal.from_claims(claims, project_id=self._project_id)
+        except RecursionError:  # nesting deep enough to parse but not to walk
+            problem = "nested too deeply"
+        except MalformedClaimError as exc:
+            problem = str(exc)
+        self._misconfiguration_log("malformed introspection answer: %s", problem)
+        raise IdentityProviderUnavailable(
+            f"malformed introspection answer: {problem}", retry_after=5.0
+        ) from None

@@ -1,0 +1,277 @@
+"""The per-token flow, from a bearer token to a verified ``Principal``.
+
+    local hit  -> the cached Principal (the hot path: one digest, one dict lookup, no lock)
+    negative   -> InvalidTokenError
+    shared hit -> the Principal another replica verified (when a shared tier is configured)
+    miss       -> one shared call per token (single flight) -> the validator -> claim checks
+                  -> cached -> Principal
+
+Every step is passed in; the pipeline only runs them. Everything that can go wrong on a miss
+ends as ``InvalidTokenError`` (the token is bad) or an ``IdentityProviderError`` (we cannot
+tell right now); never as anything else.
+
+An ``invalidate()`` (or another replica's) voids the lookups of that token already in flight,
+so a result fetched before the revocation is never cached after it; other tokens' lookups are
+untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache
+from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
+from fastapi_zitadel._exceptions import IdentityProviderUnavailable, InvalidTokenError
+from fastapi_zitadel._log import RateLimitedLog, logger
+from fastapi_zitadel._metrics import Metrics
+from fastapi_zitadel._principal import Principal
+from fastapi_zitadel._resilience.single_flight import SingleFlight
+
+from .checks import ClaimChecks
+from .validator import Validator
+
+__all__ = ["CachePolicy", "VerificationPipeline"]
+
+
+class CachePolicy:
+    """How long results live: ``ttl`` seconds, plus ``stale_if_error`` while the IdP is down;
+    never past the token's own ``exp``."""
+
+    __slots__ = ("stale_if_error", "ttl")
+
+    def __init__(self, *, ttl: float, stale_if_error: float) -> None:
+        self.ttl = ttl
+        self.stale_if_error = stale_if_error
+
+    def entry(self, principal: Principal, now: float) -> CacheEntry | None:
+        expires_at = now + self.ttl
+        stale_until = expires_at + self.stale_if_error
+        if principal.expires_at is not None:
+            token_exp = principal.expires_at.timestamp()
+            expires_at, stale_until = min(expires_at, token_exp), min(stale_until, token_exp)
+        return CacheEntry(principal, expires_at, stale_until) if expires_at > now else None
+
+
+class _Lookup:
+    """One lookup in flight for a token; ``voided`` once the token is invalidated."""
+
+    __slots__ = ("voided",)
+
+    def __init__(self) -> None:
+        self.voided = False
+
+
+class VerificationPipeline:
+    def __init__(
+        self,
+        *,
+        namespace: bytes,
+        local: MemoryCache,
+        negative: NegativeCache,
+        shared: IntrospectionCache | None,
+        flight: SingleFlight[Principal],
+        validator: Validator,
+        checks: ClaimChecks,
+        policy: CachePolicy,
+        metrics: Metrics,
+        timeout: float,
+        max_token_length: int,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self._namespace = namespace
+        self._local = local
+        self._negative = negative
+        self._shared = shared
+        self._flight = flight
+        self._validator = validator
+        self._checks = checks
+        self._policy = policy
+        self._metrics = metrics
+        self._timeout = timeout
+        self._max_token_length = max_token_length
+        self._clock = clock
+        self._monotonic = monotonic
+        self._lookups: dict[bytes, list[_Lookup]] = {}
+        self._shared_log = RateLimitedLog(logging.WARNING, monotonic=monotonic)
+
+    # The hot path ------------------------------------------------------------------------
+    def key(self, token: str) -> bytes:
+        return hashlib.sha256(self._namespace + token.encode("utf-8")).digest()
+
+    def cached(self, digest: bytes) -> Principal | None:
+        """Run on every authenticated request: a fresh local hit, or ``None``.
+
+        Synchronous on purpose: no coroutine, no lock, no I/O; one dict lookup.
+        """
+        now = self._clock()
+        entry = self._local.lookup(digest, now)
+        if entry is not None and now < entry.expires_at:
+            self._metrics.cache_hits += 1
+            return entry.principal
+        return None
+
+    # Everything after a local miss ---------------------------------------------------------
+    async def verify(self, token: str) -> Principal:
+        """The ``Principal`` for ``token``, from any tier or the validator."""
+        if not token or len(token) > self._max_token_length:
+            raise InvalidTokenError("the token is empty or too long")
+        digest = self.key(token)
+        return self.cached(digest) or await self.resolve(token, digest)
+
+    async def resolve(self, token: str, digest: bytes) -> Principal:
+        """Negative cache, shared tier, then one validation shared by concurrent callers."""
+        deadline = self._monotonic() + self._timeout
+        lookup = self._open(digest)
+        try:
+            entry = self._local.lookup(digest, self._clock())  # maybe one past its lifetime
+            if digest in self._negative:
+                self._metrics.negative_hits += 1
+                raise InvalidTokenError("the token is not active")
+            key = CacheKey(digest, token)
+            held = entry is not None
+            if entry is None and self._shared is not None:
+                entry = await self._shared_get(key, deadline)
+                held = entry is not None
+                if entry is not None and not lookup.voided:
+                    self._local.store(digest, entry)
+                    if self._clock() < entry.expires_at:
+                        self._metrics.shared_hits += 1
+                        return entry.principal
+            self._metrics.misses += 1
+            # The deadline lives inside the shared call (every step in it is bounded by it),
+            # so the callers waiting for it need no timer of their own.
+            try:
+                return await self._flight.run(
+                    digest, lambda: self._validate(key, deadline, held=held)
+                )
+            except IdentityProviderUnavailable as failure:
+                if lookup.voided or entry is None or self._clock() >= entry.stale_until:
+                    raise
+                reason = failure.description
+        finally:
+            self._close(digest, lookup)
+        # Stale-if-error: only when the IdP cannot answer, never when it said "inactive".
+        self._metrics.stale_served += 1
+        logger.warning(
+            "identity provider unavailable (%s): serving a cached result past its "
+            "lifetime (stale_if_error)",
+            reason,
+        )
+        return entry.principal
+
+    async def _validate(self, key: CacheKey, deadline: float, *, held: bool) -> Principal:
+        digest = key.digest
+        lookup = self._open(digest)
+        try:
+            claims = await self._validator.validate(key.token, deadline)
+            if claims is None:
+                await self._inactive(key, deadline, held=held)
+                raise InvalidTokenError("the token is not active")
+            try:
+                principal = self._checks.principal(claims)
+            except InvalidTokenError as exc:
+                logger.debug("token %s rejected: %s", digest[:4].hex(), exc.description)
+                self._negative.add(digest)
+                raise
+            entry = self._policy.entry(principal, self._clock())
+            if entry is not None and not lookup.voided:
+                self._local.store(digest, entry)
+                if self._shared is not None:
+                    await self._shared_call("set", self._shared.set(key, entry), deadline)
+                logger.debug(
+                    "token %s is active, cached until %.0f", digest[:4].hex(), entry.expires_at
+                )
+            return principal
+        finally:
+            self._close(digest, lookup)
+
+    async def _inactive(self, key: CacheKey, deadline: float, *, held: bool) -> None:
+        digest = key.digest
+        logger.debug("token %s is inactive", digest[:4].hex())
+        self._negative.add(digest)
+        self._local.discard(digest)  # no stale copy of a revoked token may survive
+        # Only a token some tier held can be held elsewhere: garbage tokens publish nothing.
+        if held and self._shared is not None:
+            await self._shared_call("delete", self._shared.delete(key), deadline)
+
+    # Invalidation ------------------------------------------------------------------------
+    async def invalidate(self, token: str) -> None:
+        digest = self.key(token)
+        self.forget(digest)
+        self._negative.discard(digest)
+        if self._shared is not None:
+            call = self._shared.delete(CacheKey(digest, token))
+            await self._shared_call("delete", call, self._monotonic() + self._timeout)
+
+    def forget(self, digest: bytes) -> None:
+        """Drop a token's active entry (another replica saw it revoked or invalidated).
+
+        Its negative entry, if any, stays: "inactive" is what that replica learned too.
+        """
+        for lookup in self._lookups.pop(digest, ()):
+            lookup.voided = True
+        self._flight.forget(digest)
+        self._local.discard(digest)
+
+    async def clear(self) -> None:
+        self.forget_all()
+        if self._shared is not None:
+            call = self._shared.clear()
+            await self._shared_call("clear", call, self._monotonic() + self._timeout)
+
+    def forget_all(self) -> None:
+        for lookups in self._lookups.values():
+            for lookup in lookups:
+                lookup.voided = True
+        self._lookups.clear()
+        self._flight.forget_all()
+        self._negative.clear()
+        self._local.discard_all()
+
+    async def aclose(self) -> None:
+        if self._shared is not None:
+            await self._shared.aclose()
+
+    # Sizes, for the metrics ---------------------------------------------------------------
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        """Entries in the local and negative caches, and validations in flight."""
+        return len(self._local), len(self._negative), self._flight.in_flight()
+
+    # Helpers -----------------------------------------------------------------------------
+    def _open(self, digest: bytes) -> _Lookup:
+        lookup = _Lookup()
+        self._lookups.setdefault(digest, []).append(lookup)
+        return lookup
+
+    def _close(self, digest: bytes, lookup: _Lookup) -> None:
+        lookups = self._lookups.get(digest)
+        if lookups is not None and lookup in lookups:
+            lookups.remove(lookup)
+            if not lookups:
+                del self._lookups[digest]
+
+    async def _shared_get(self, key: CacheKey, deadline: float) -> CacheEntry | None:
+        assert self._shared is not None
+        try:
+            remaining = max(deadline - self._monotonic(), 0.0)
+            return await asyncio.wait_for(self._shared.get(key), timeout=remaining)
+        except Exception as exc:  # a shared tier that is down or slow is a miss, not an outage
+            self._shared_log(
+                "shared introspection cache unavailable (%s): going to the IdP",
+                type(exc).__name__,
+            )
+            return None
+
+    async def _shared_call(self, what: str, call: Awaitable[None], deadline: float) -> None:
+        """A write to the shared tier, within the request's deadline; failures are logged."""
+        try:
+            await asyncio.wait_for(call, timeout=max(deadline - self._monotonic(), 0.0))
+        except Exception as exc:
+            self._shared_log(
+                "shared introspection cache unavailable (%s failed: %s)", what, type(exc).__name__
+            )

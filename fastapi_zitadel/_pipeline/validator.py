@@ -1,0 +1,84 @@
+"""The step that decides what the caches could not: is this token live, and what are its claims?
+
+A ``Validator`` is given a token and a deadline and answers with the token's claims, ``None``
+when the authority says the token is not active, or an exception: ``InvalidTokenError`` for a
+token it found bad itself, an ``IdentityProviderError`` when it cannot tell right now. The
+pipeline around it does the caching, the sharing of concurrent calls and the claim checks, so
+a second way of validating (local JWT verification) is one more class with this method.
+
+``IntrospectionValidator`` asks the IdP (RFC 7662), guarded by the circuit breaker and the
+concurrency cap, and counted in the metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from fastapi_zitadel._exceptions import (
+    ClientCredentialsRejected,
+    IdentityProviderUnavailable,
+    QueueTimeout,
+)
+from fastapi_zitadel._idp.introspection import IntrospectionClient
+from fastapi_zitadel._log import RateLimitedLog
+from fastapi_zitadel._metrics import Metrics
+from fastapi_zitadel._resilience.circuit_breaker import CircuitBreaker
+from fastapi_zitadel._resilience.concurrency_limit import ConcurrencyLimit
+
+__all__ = ["IntrospectionValidator", "Validator"]
+
+
+class Validator(Protocol):
+    async def validate(self, token: str, deadline: float) -> Mapping[str, Any] | None:
+        """The claims of a live token, or ``None`` when it is not active."""
+        ...
+
+
+class IntrospectionValidator:
+    def __init__(
+        self,
+        *,
+        client: IntrospectionClient,
+        breaker: CircuitBreaker,
+        limit: ConcurrencyLimit,
+        metrics: Metrics,
+        outage_log: RateLimitedLog,
+    ) -> None:
+        self._client = client
+        self._breaker = breaker
+        self._limit = limit
+        self._metrics = metrics
+        self._outage_log = outage_log
+
+    async def validate(self, token: str, deadline: float) -> Mapping[str, Any] | None:
+        breaker = self._breaker
+        try:
+            breaker.before_call()
+        except IdentityProviderUnavailable:
+            self._metrics.circuit_rejections += 1
+            raise
+        try:
+            async with self._limit.slot(deadline):
+                with self._metrics.idp_call() as call:
+                    claims = await self._client.introspect(token, deadline)
+                    call["outcome"] = "inactive" if claims is None else "active"
+        except ClientCredentialsRejected:
+            breaker.succeeded()  # the IdP is up; our credentials are the problem
+            raise
+        except QueueTimeout:
+            breaker.abandoned()  # we never asked the IdP: our own queue was full
+            raise
+        except IdentityProviderUnavailable as exc:
+            breaker.failed()
+            self._outage_log(
+                "identity provider unavailable: %s (answering 503, retry after %.0f s)",
+                exc.description,
+                exc.retry_after or 1.0,
+            )
+            raise
+        except BaseException:
+            breaker.abandoned()
+            raise
+        breaker.succeeded()
+        return claims

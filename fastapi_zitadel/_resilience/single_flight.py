@@ -1,0 +1,77 @@
+"""Concurrent misses for one key share one call.
+
+When a popular token's cache entry lapses, hundreds of requests can miss at once; without this
+each would introspect, and ZITADEL Cloud answers a burst like that with 429s.
+
+The first caller runs the call itself (no task is created: most flights have one caller) and
+the others wait on a future. If that first caller gives up (a client disconnect cancels it),
+the waiters are not failed: one of them runs the call again. A failure is delivered to every
+waiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
+
+from .per_loop import PerLoop
+
+__all__ = ["SingleFlight"]
+
+T = TypeVar("T")
+
+
+class _Abandoned(Exception):
+    """The caller running the shared call was cancelled: a waiter takes over."""
+
+
+class SingleFlight(Generic[T]):
+    def __init__(self) -> None:
+        self._calls: PerLoop[dict[Hashable, asyncio.Future[T]]] = PerLoop(dict)
+        self.joined = 0  # callers that waited for a call already running
+
+    def in_flight(self) -> int:
+        calls = self._calls.peek()
+        return 0 if calls is None else len(calls)
+
+    def forget(self, key: Hashable) -> None:
+        """Later callers start a new call; those already waiting keep the running one."""
+        calls = self._calls.peek()
+        if calls is not None:
+            calls.pop(key, None)
+
+    def forget_all(self) -> None:
+        calls = self._calls.peek()
+        if calls is not None:
+            calls.clear()
+
+    async def run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
+        calls = self._calls.get()
+        while (future := calls.get(key)) is not None:
+            self.joined += 1
+            try:
+                # shield: a waiter that is cancelled must not cancel the shared future.
+                return await asyncio.shield(future)
+            except _Abandoned:
+                continue  # the caller running it was cancelled: run it here instead
+        future = asyncio.get_running_loop().create_future()
+        calls[key] = future
+        try:
+            result = await call()
+        except BaseException as exc:
+            failure = _Abandoned() if isinstance(exc, asyncio.CancelledError) else exc
+            self._settle(calls, key, future)
+            future.set_exception(failure)
+            future.exception()  # retrieved: no "exception never retrieved" without waiters
+            raise
+        self._settle(calls, key, future)
+        future.set_result(result)
+        return result
+
+    @staticmethod
+    def _settle(
+        calls: dict[Hashable, asyncio.Future[T]], key: Hashable, future: asyncio.Future[T]
+    ) -> None:
+        if calls.get(key) is future:
+            del calls[key]
