@@ -18,20 +18,19 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from pydantic import ValidationError
-
-from ._config import ZitadelSettings, configuration_error
-from ._exceptions import (
+from fastapi_zitadel import (
     ClientCredentialsRejected,
     ConfigurationError,
     IdentityProviderError,
     InvalidTokenError,
     IssuerMismatch,
     KeyFileError,
+    Principal,
     ZitadelError,
+    ZitadelIntrospection,
 )
-from ._fastapi.security import ZitadelIntrospection
-from ._principal import Principal
+
+__all__ = ["entry_point", "main"]
 
 OK, USAGE, CONFIGURATION, NETWORK, CREDENTIALS, INVALID_TOKEN = 0, 2, 3, 4, 5, 6
 
@@ -100,12 +99,9 @@ def _parser() -> argparse.ArgumentParser:
 def _configured(args: argparse.Namespace) -> ZitadelIntrospection:
     flags = {name: getattr(args, name) for name in [*_FLAGS, "allow_insecure_http"]}
     overrides = {name: value for name, value in flags.items() if value is not None}
-    try:
-        settings = ZitadelSettings(**overrides)
-    except ValidationError as exc:
-        raise configuration_error(exc, env=True) from None
-    return ZitadelIntrospection(
-        config=settings, negative_cache_ttl=0, cache_ttl=0, max_retries=1, timeout=10
+    # Nothing cached, few retries: the command line reports what ZITADEL says right now.
+    return ZitadelIntrospection.from_env(
+        **overrides, negative_cache_ttl=0, cache_ttl=0, max_retries=1, timeout=10
     )
 
 

@@ -10,6 +10,8 @@ import logging
 import time
 from collections.abc import Callable
 
+__all__ = ["RateLimitedLog", "logger"]
+
 logger = logging.getLogger("fastapi_zitadel")
 
 

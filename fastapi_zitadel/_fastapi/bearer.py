@@ -13,6 +13,8 @@ from starlette.requests import HTTPConnection
 
 from fastapi_zitadel._exceptions import InvalidRequestError, InvalidTokenError
 
+__all__ = ["extract_bearer"]
+
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _QUERY_PARAMETER = "access_token"

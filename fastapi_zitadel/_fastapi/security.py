@@ -231,7 +231,7 @@ class ZitadelIntrospection(SecurityBase):
         if principal is None:
             raise MissingTokenError().to_http(conn, self.config.realm)
         if security_scopes.scopes:
-            self._check_scopes(conn, principal, security_scopes.scopes)
+            _check_scopes(conn, principal, security_scopes.scopes, self.config.realm)
         return principal
 
     async def authenticate(self, conn: HTTPConnection) -> Principal:
@@ -267,10 +267,6 @@ class ZitadelIntrospection(SecurityBase):
             raise error.to_http(conn, self.config.realm) from None
         scope[self._memo_key] = principal
         return principal
-
-    def _check_scopes(self, conn: HTTPConnection, principal: Principal, scopes: list[str]) -> None:
-        if not principal.has_all_scopes(scopes):
-            raise InsufficientScopeError.for_scopes(scopes).to_http(conn, self.config.realm)
 
     @property
     def optional(self) -> ZitadelOptional:
@@ -387,5 +383,13 @@ class ZitadelOptional(SecurityBase):
         zitadel = self._zitadel
         principal = await zitadel.authenticate_optional(conn)
         if principal is not None and security_scopes.scopes:
-            zitadel._check_scopes(conn, principal, security_scopes.scopes)
+            _check_scopes(conn, principal, security_scopes.scopes, zitadel.realm)
         return principal
+
+
+def _check_scopes(
+    conn: HTTPConnection, principal: Principal, scopes: list[str], realm: str
+) -> None:
+    """403 unless ``principal`` holds every one of ``scopes``."""
+    if not principal.has_all_scopes(scopes):
+        raise InsufficientScopeError.for_scopes(scopes).to_http(conn, realm)

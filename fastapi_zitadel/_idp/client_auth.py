@@ -29,6 +29,15 @@ from fastapi_zitadel._log import logger
 
 from .key_file import ZitadelKeyFile
 
+__all__ = [
+    "CLIENT_ASSERTION_TYPE",
+    "IAT_BACKDATE_SECONDS",
+    "ClientAuthentication",
+    "ClientCredentials",
+    "ClientSecretBasic",
+    "PrivateKeyJwt",
+]
+
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 # ZITADEL allows only 1 s of clock skew on ``iat``; a back-dated ``iat`` survives a machine

@@ -18,6 +18,8 @@ import httpx
 from fastapi_zitadel._exceptions import TransportFailure
 from fastapi_zitadel._resilience.per_loop import PerLoop
 
+__all__ = ["MAX_RESPONSE_BYTES", "HttpClientProvider", "JsonResponse", "send_for_json"]
+
 # An introspection answer is a few KiB; anything far larger is not one, and reading it whole
 # would let a broken or hostile endpoint exhaust our memory.
 MAX_RESPONSE_BYTES = 1024 * 1024

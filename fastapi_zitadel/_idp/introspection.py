@@ -27,6 +27,8 @@ from .client_auth import ClientAuthentication, ClientCredentials
 from .discovery import Discovery
 from .http import HttpClientProvider, JsonResponse, send_for_json
 
+__all__ = ["IntrospectionClient"]
+
 _CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 1.0

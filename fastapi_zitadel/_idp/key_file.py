@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fastapi_zitadel._exceptions import KeyFileError
 
+__all__ = ["MIN_RSA_BITS", "KeyFileSource", "ZitadelKeyFile", "load_key_file"]
+
 MIN_RSA_BITS = 2048
 
 KeyFileSource = Union[str, "os.PathLike[str]", Mapping[str, Any], "ZitadelKeyFile"]

@@ -1,0 +1,181 @@
+"""The public surface changes only on purpose (as httpx pins its own)."""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from pathlib import Path
+
+import pytest
+from fastapi import Depends, FastAPI
+
+import fastapi_zitadel
+import fastapi_zitadel.testing
+from fastapi_zitadel import ConfigurationError, ZitadelConfig, ZitadelIntrospection
+
+ISSUER = "https://zitadel.example.test"
+
+
+def test_exported_members() -> None:
+    assert sorted(fastapi_zitadel.__all__) == [
+        "AuthenticationError",
+        "CacheBinding",
+        "CacheEntry",
+        "CacheKey",
+        "CircuitState",
+        "ClientCredentialsRejected",
+        "ClientIdentity",
+        "ConfigurationError",
+        "DefaultZitadel",
+        "IdentityProviderError",
+        "IdentityProviderUnavailable",
+        "InsufficientScopeError",
+        "IntrospectionCache",
+        "InvalidRequestError",
+        "InvalidTokenError",
+        "IssuerMismatch",
+        "KeyFileError",
+        "KeyFileSource",
+        "MemoryCache",
+        "MetricsSnapshot",
+        "MissingTokenError",
+        "Organization",
+        "Principal",
+        "PrincipalDependency",
+        "RedisCache",
+        "ZitadelConfig",
+        "ZitadelError",
+        "ZitadelIntrospection",
+        "ZitadelKeyFile",
+        "ZitadelOptional",
+        "ZitadelSettings",
+        "default_zitadel",
+        "get_default_zitadel",
+        "load_key_file",
+        "require_any_role",
+        "require_any_scope",
+        "require_role",
+        "require_scope",
+        "set_default_zitadel",
+    ]
+    for name in fastapi_zitadel.__all__:
+        assert hasattr(fastapi_zitadel, name), name
+
+
+def test_testing_exported_members() -> None:
+    assert sorted(fastapi_zitadel.testing.__all__) == [
+        "AccessToken",
+        "ApiApplication",
+        "ConnectionDropped",
+        "Fault",
+        "LoopbackServer",
+        "Project",
+        "StandInOrganization",
+        "StandInProject",
+        "User",
+        "ZitadelStandIn",
+        "fixed_principal",
+        "override_principal",
+    ]
+    # Nothing in testing shadows a root name with another meaning.
+    assert not set(fastapi_zitadel.testing.__all__) & set(fastapi_zitadel.__all__)
+
+
+def test_every_setting_is_a_typed_keyword() -> None:
+    """The constructor's keywords are exactly the settings (plus the components)."""
+    parameters = inspect.signature(ZitadelIntrospection.__init__).parameters
+    settings = set(parameters) - {"self", "config", "http_client", "cache", "clock", "monotonic"}
+    assert settings == set(ZitadelConfig.model_fields)
+    assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    hints = typing.get_type_hints(ZitadelIntrospection.__init__)
+    assert set(ZitadelConfig.model_fields) <= set(hints)
+
+
+def _public_members(cls: type) -> list[str]:
+    return [name for name in vars(cls) if not name.startswith("_")]
+
+
+def test_public_members_return_public_types() -> None:
+    """Every public member of the main classes returns something importable from the root."""
+    public = {getattr(fastapi_zitadel, name) for name in fastapi_zitadel.__all__}
+    allowed_modules = {"builtins", "typing", "collections", "datetime", "fastapi", "starlette"}
+    for cls in (ZitadelIntrospection, fastapi_zitadel.ZitadelOptional, fastapi_zitadel.Principal):
+        for name in _public_members(cls):
+            member = getattr(cls, name)
+            function = member.fget if isinstance(member, property) else member
+            if not callable(function):
+                continue
+            returned = typing.get_type_hints(function).get("return")
+            for part in _parts(returned):
+                module = getattr(part, "__module__", "builtins").split(".")[0]
+                assert part in public or module in allowed_modules or part is type(None), (
+                    f"{cls.__name__}.{name} returns {part!r}, which is not public"
+                )
+
+
+def _parts(hint: object) -> list[object]:
+    args = typing.get_args(hint)
+    if not args:
+        return [hint] if hint is not None else []
+    origin = typing.get_origin(hint)
+    found: list[object] = [] if origin in (typing.Union, types.UnionType, None) else [origin]
+    for arg in args:
+        if not isinstance(arg, (list, type(Ellipsis))):
+            found += _parts(arg)
+    return found
+
+
+@pytest.mark.parametrize(
+    "factory", ["require_scope", "require_any_scope", "require_role", "require_any_role"]
+)
+def test_requirements_need_something_to_check(app_key_path: Path, factory: str) -> None:
+    zitadel = ZitadelIntrospection(ISSUER, key_file=app_key_path)
+    with pytest.raises(ConfigurationError, match=f"{factory} needs at least one"):
+        getattr(zitadel, factory)()
+    with pytest.raises(ConfigurationError, match=f"{factory} needs at least one"):
+        getattr(fastapi_zitadel, factory)()
+    with pytest.raises(ConfigurationError, match="non-empty strings"):
+        getattr(zitadel, factory)("")
+
+
+def test_removed_names_are_gone() -> None:
+    assert not hasattr(fastapi_zitadel, "require_all_roles")
+    assert not hasattr(ZitadelIntrospection, "require_all_roles")
+    assert not hasattr(ZitadelIntrospection, "reject")
+    assert not hasattr(ZitadelIntrospection, "check_scopes")
+    assert not hasattr(ZitadelIntrospection, "document_scopes")
+    assert not hasattr(fastapi_zitadel.testing, "Organization")
+
+
+async def test_install_twice_changes_nothing(app_key_path: Path) -> None:
+    zitadel = ZitadelIntrospection(ISSUER, key_file=app_key_path, swagger_client_id="web")
+    app = FastAPI()
+
+    @app.get("/items", dependencies=[Depends(zitadel.require_role("reader"))])
+    async def items() -> list[str]:
+        return []
+
+    zitadel.install(app)
+    lifespan, openapi = app.router.lifespan_context, app.openapi
+    zitadel.install(app)
+    assert app.router.lifespan_context is lifespan
+    assert app.openapi is openapi
+    closes = 0
+    close = zitadel.aclose
+
+    async def counting_close() -> None:
+        nonlocal closes
+        closes += 1
+        await close()
+
+    zitadel.aclose = counting_close  # type: ignore[method-assign]
+    async with app.router.lifespan_context(app):
+        pass
+    assert closes == 1
+    assert list(app.openapi()["paths"]["/items"]["get"]["responses"]) == [
+        "200",
+        "401",
+        "403",
+        "503",
+    ]
