@@ -99,9 +99,10 @@ def _parser() -> argparse.ArgumentParser:
 def _configured(args: argparse.Namespace) -> ZitadelIntrospection:
     flags = {name: getattr(args, name) for name in [*_FLAGS, "allow_insecure_http"]}
     overrides = {name: value for name, value in flags.items() if value is not None}
+    config = ZitadelIntrospection.from_env(**overrides).config  # every variable checked
     # Nothing cached, few retries: the command line reports what ZITADEL says right now.
-    return ZitadelIntrospection.from_env(
-        **overrides, negative_cache_ttl=0, cache_ttl=0, max_retries=1, timeout=10
+    return ZitadelIntrospection(
+        config=config, negative_cache_ttl=0, cache_ttl=0, max_retries=1, timeout=10
     )
 
 

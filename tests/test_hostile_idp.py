@@ -3,11 +3,17 @@ never another exception, never a Principal from an answer that is not a proper a
 
 import asyncio
 import json
+import tracemalloc
+import zlib
 from typing import Any
 
 import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from fastapi_zitadel import (
     IdentityProviderError,
@@ -16,6 +22,7 @@ from fastapi_zitadel import (
     ZitadelError,
     ZitadelIntrospection,
 )
+from fastapi_zitadel.testing import LoopbackServer
 
 from .test_principal import json_value
 
@@ -70,3 +77,68 @@ def test_any_answer_has_a_named_outcome(
         assert content_type.startswith("application/json")
         assert answer.get("active") is True
         assert not truncate
+
+
+def _gzip_bomb(size: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b" " * (1024 * 1024)
+    parts = [compressor.compress(block) for _ in range(size // len(block))]
+    return b"".join(parts) + compressor.flush()
+
+
+BOMB = _gzip_bomb(300 * 1024 * 1024)  # 300 MiB of spaces, about 300 KB on the wire
+
+
+def _bomb_server(path: str) -> Starlette:
+    async def bomb(request: Request) -> Response:
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        return Response(BOMB, headers=headers)
+
+    return Starlette(routes=[Route(path, bomb, methods=["GET", "POST"])])
+
+
+def test_a_gzip_bomb_is_capped_as_it_is_decompressed(app_key: dict[str, Any]) -> None:
+    """The 1 MiB cap applies to decompressed bytes as they are produced: a 300 MiB bomb is a
+    503, and memory grows by a few MiB at most (not by the whole network chunk inflated)."""
+    with LoopbackServer(_bomb_server("/oauth/v2/introspect")) as url:
+        for http_client in (None, httpx.AsyncClient()):  # our own pool, and a caller's client
+            zitadel = ZitadelIntrospection(
+                url,
+                key_file=app_key,
+                introspection_endpoint=url + "/oauth/v2/introspect",
+                http_client=http_client,
+                max_retries=0,
+            )
+
+            async def run(zitadel: ZitadelIntrospection = zitadel) -> tuple[Any, int]:
+                tracemalloc.start()
+                try:
+                    await zitadel.verify("token")
+                except ZitadelError as error:
+                    return error, tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+                    await zitadel.aclose()
+                raise AssertionError("a bomb was accepted")
+
+            error, peak = asyncio.run(run())
+            assert isinstance(error, IdentityProviderError)
+            assert "exceeds" in error.description
+            assert peak < 8 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB while reading a bomb"
+
+
+def test_discovery_answering_a_gzip_bomb_is_an_idp_fault(app_key: dict[str, Any]) -> None:
+    with LoopbackServer(_bomb_server("/.well-known/openid-configuration")) as url:
+        zitadel = ZitadelIntrospection(url, key_file=app_key, max_retries=0)
+
+        async def run() -> Any:
+            try:
+                return await zitadel.verify("token")
+            except ZitadelError as error:
+                return error
+            finally:
+                await zitadel.aclose()
+
+        error = asyncio.run(run())
+        assert isinstance(error, IdentityProviderError)
+        assert "exceeds" in error.description

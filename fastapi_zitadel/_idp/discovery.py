@@ -95,10 +95,8 @@ class Discovery:
     async def _discover(self, timeout: float) -> ProviderMetadata:
         url = self._issuer + DISCOVERY_PATH
         try:
-            client = self._http.get()
-            response = await send_for_json(
-                client, client.build_request("GET", url), timeout=timeout
-            )
+            request = self._http.request("GET", url)
+            response = await send_for_json(self._http, request, timeout=timeout)
             metadata = self._metadata_from(response.status, response.data, response.problem)
         except IdentityProviderUnavailable as exc:
             self._failures += 1

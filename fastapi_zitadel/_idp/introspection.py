@@ -135,16 +135,15 @@ class IntrospectionClient:
     async def _attempt(
         self, endpoint: str, token: str, credentials: ClientCredentials, remaining: float
     ) -> dict[str, Any] | None:
-        client = self._http.get()
-        request = client.build_request(
+        request = self._http.request(
             "POST",
             endpoint,
-            data={"token": token, "token_type_hint": "access_token", **credentials.form},
-            headers={"Accept": "application/json", **credentials.headers},
+            form={"token": token, "token_type_hint": "access_token", **credentials.form},
+            headers=credentials.headers,
         )
         self.calls += 1
         try:
-            response = await send_for_json(client, request, timeout=remaining)
+            response = await send_for_json(self._http, request, timeout=remaining)
         except TransportFailure as failure:
             raise _Retryable(failure.description) from None
         return self._classify(response)

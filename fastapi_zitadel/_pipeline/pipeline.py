@@ -55,13 +55,16 @@ class CachePolicy:
         return CacheEntry(principal, expires_at, stale_until) if expires_at > now else None
 
 
-class _Lookup:
-    """One lookup in flight for a token; ``voided`` once the token is invalidated."""
+class _InFlight:
+    """The lookups of one token in flight: how many, and how often it was invalidated since
+    the first began. A lookup compares the count it started with: no allocation per caller,
+    O(1) whatever the herd."""
 
-    __slots__ = ("voided",)
+    __slots__ = ("invalidations", "lookups")
 
     def __init__(self) -> None:
-        self.voided = False
+        self.lookups = 0
+        self.invalidations = 0
 
 
 class VerificationPipeline:
@@ -95,7 +98,7 @@ class VerificationPipeline:
         self._max_token_length = max_token_length
         self._clock = clock
         self._monotonic = monotonic
-        self._lookups: dict[bytes, list[_Lookup]] = {}
+        self._in_flight: dict[bytes, _InFlight] = {}
         self._shared_log = RateLimitedLog(logging.WARNING, monotonic=monotonic)
 
     # The hot path ------------------------------------------------------------------------
@@ -125,7 +128,7 @@ class VerificationPipeline:
     async def resolve(self, token: str, digest: bytes) -> Principal:
         """Negative cache, shared tier, then one validation shared by concurrent callers."""
         deadline = self._monotonic() + self._timeout
-        lookup = self._open(digest)
+        flight, started = self._open(digest)
         try:
             entry = self._local.lookup(digest, self._clock())  # maybe one past its lifetime
             if digest in self._negative:
@@ -136,7 +139,7 @@ class VerificationPipeline:
             if entry is None and self._shared is not None:
                 entry = await self._shared_get(key, deadline)
                 held = entry is not None
-                if entry is not None and not lookup.voided:
+                if entry is not None and flight.invalidations == started:
                     self._local.store(digest, entry)
                     if self._clock() < entry.expires_at:
                         self._metrics.shared_hits += 1
@@ -149,11 +152,12 @@ class VerificationPipeline:
                     digest, lambda: self._validate(key, deadline, held=held)
                 )
             except IdentityProviderUnavailable as failure:
-                if lookup.voided or entry is None or self._clock() >= entry.stale_until:
+                voided = flight.invalidations != started
+                if voided or entry is None or self._clock() >= entry.stale_until:
                     raise
                 reason = failure.description
         finally:
-            self._close(digest, lookup)
+            self._close(digest, flight)
         # Stale-if-error: only when the IdP cannot answer, never when it said "inactive".
         self._metrics.stale_served += 1
         logger.warning(
@@ -165,7 +169,7 @@ class VerificationPipeline:
 
     async def _validate(self, key: CacheKey, deadline: float, *, held: bool) -> Principal:
         digest = key.digest
-        lookup = self._open(digest)
+        flight, started = self._open(digest)
         try:
             claims = await self._validator.validate(key.token, deadline)
             if claims is None:
@@ -178,7 +182,7 @@ class VerificationPipeline:
                 self._negative.add(digest)
                 raise
             entry = self._policy.entry(principal, self._clock())
-            if entry is not None and not lookup.voided:
+            if entry is not None and flight.invalidations == started:
                 self._local.store(digest, entry)
                 if self._shared is not None:
                     await self._shared_call("set", self._shared.set(key, entry), deadline)
@@ -187,7 +191,7 @@ class VerificationPipeline:
                 )
             return principal
         finally:
-            self._close(digest, lookup)
+            self._close(digest, flight)
 
     async def _inactive(self, key: CacheKey, deadline: float, *, held: bool) -> None:
         digest = key.digest
@@ -212,8 +216,9 @@ class VerificationPipeline:
 
         Its negative entry, if any, stays: "inactive" is what that replica learned too.
         """
-        for lookup in self._lookups.pop(digest, ()):
-            lookup.voided = True
+        flight = self._in_flight.get(digest)
+        if flight is not None:
+            flight.invalidations += 1
         self._flight.forget(digest)
         self._local.discard(digest)
 
@@ -224,10 +229,8 @@ class VerificationPipeline:
             await self._shared_call("clear", call, self._monotonic() + self._timeout)
 
     def forget_all(self) -> None:
-        for lookups in self._lookups.values():
-            for lookup in lookups:
-                lookup.voided = True
-        self._lookups.clear()
+        for flight in self._in_flight.values():
+            flight.invalidations += 1
         self._flight.forget_all()
         self._negative.clear()
         self._local.discard_all()
@@ -243,17 +246,18 @@ class VerificationPipeline:
         return len(self._local), len(self._negative), self._flight.in_flight()
 
     # Helpers -----------------------------------------------------------------------------
-    def _open(self, digest: bytes) -> _Lookup:
-        lookup = _Lookup()
-        self._lookups.setdefault(digest, []).append(lookup)
-        return lookup
+    def _open(self, digest: bytes) -> tuple[_InFlight, int]:
+        """Register a lookup of ``digest``; it is voided if ``invalidations`` moves on."""
+        flight = self._in_flight.get(digest)
+        if flight is None:
+            flight = self._in_flight[digest] = _InFlight()
+        flight.lookups += 1
+        return flight, flight.invalidations
 
-    def _close(self, digest: bytes, lookup: _Lookup) -> None:
-        lookups = self._lookups.get(digest)
-        if lookups is not None and lookup in lookups:
-            lookups.remove(lookup)
-            if not lookups:
-                del self._lookups[digest]
+    def _close(self, digest: bytes, flight: _InFlight) -> None:
+        flight.lookups -= 1
+        if flight.lookups == 0 and self._in_flight.get(digest) is flight:
+            del self._in_flight[digest]
 
     async def _shared_get(self, key: CacheKey, deadline: float) -> CacheEntry | None:
         assert self._shared is not None

@@ -4,9 +4,14 @@ When a popular token's cache entry lapses, hundreds of requests can miss at once
 each would introspect, and ZITADEL Cloud answers a burst like that with 429s.
 
 The first caller runs the call itself (no task is created: most flights have one caller) and
-the others wait on a future. If that first caller gives up (a client disconnect cancels it),
-the waiters are not failed: one of them runs the call again. A failure is delivered to every
-waiter.
+the others wait on one shared future. If that first caller gives up (a client disconnect
+cancels it), the waiters are not failed: one of them runs the call again. A failure is
+delivered to every waiter.
+
+The shared future cannot be cancelled: a waiter that is cancelled (its client went away)
+would otherwise cancel it for all the others. Such a waiter's cancellation takes effect when
+the shared call ends, which is bounded by the call's own deadline. This spares a herd of a
+thousand callers a thousand ``asyncio.shield`` wrappers (a future and a callback each).
 """
 
 from __future__ import annotations
@@ -26,9 +31,16 @@ class _Abandoned(Exception):
     """The caller running the shared call was cancelled: a waiter takes over."""
 
 
+class _SharedResult(asyncio.Future):  # type: ignore[type-arg]
+    """A future that its waiters' cancellations do not cancel (see the module docstring)."""
+
+    def cancel(self, msg: object = None) -> bool:
+        return False
+
+
 class SingleFlight(Generic[T]):
     def __init__(self) -> None:
-        self._calls: PerLoop[dict[Hashable, asyncio.Future[T]]] = PerLoop(dict)
+        self._calls: PerLoop[dict[Hashable, _SharedResult]] = PerLoop(dict)
         self.joined = 0  # callers that waited for a call already running
 
     def in_flight(self) -> int:
@@ -51,11 +63,11 @@ class SingleFlight(Generic[T]):
         while (future := calls.get(key)) is not None:
             self.joined += 1
             try:
-                # shield: a waiter that is cancelled must not cancel the shared future.
-                return await asyncio.shield(future)
+                result: T = await future
+                return result
             except _Abandoned:
                 continue  # the caller running it was cancelled: run it here instead
-        future = asyncio.get_running_loop().create_future()
+        future = _SharedResult()
         calls[key] = future
         try:
             result = await call()
@@ -70,8 +82,6 @@ class SingleFlight(Generic[T]):
         return result
 
     @staticmethod
-    def _settle(
-        calls: dict[Hashable, asyncio.Future[T]], key: Hashable, future: asyncio.Future[T]
-    ) -> None:
+    def _settle(calls: dict[Hashable, _SharedResult], key: Hashable, future: _SharedResult) -> None:
         if calls.get(key) is future:
             del calls[key]
