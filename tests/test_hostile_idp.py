@@ -114,8 +114,8 @@ def test_a_gzip_bomb_is_capped_as_it_is_decompressed(app_key: dict[str, Any]) ->
                 tracemalloc.start()
                 try:
                     await zitadel.verify("token")
-                except ZitadelError as error:
-                    return error, tracemalloc.get_traced_memory()[1]
+                except ZitadelError as failure:
+                    return failure, tracemalloc.get_traced_memory()[1]
                 finally:
                     tracemalloc.stop()
                     await zitadel.aclose()

@@ -142,9 +142,9 @@ async def _send(http: HttpClientProvider, request: httpx.Request) -> JsonRespons
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("identity", "", *_DECOMPRESSORS):
             return _unusable(response, f"content encoding {encoding[:20]!r} not supported")
-        if encoding in ("identity", "") and declared.isdigit():
-            if int(declared) > MAX_RESPONSE_BYTES:
-                return _unusable(response, f"body of {declared} bytes exceeds the limit")
+        plain = encoding in ("identity", "")
+        if plain and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            return _unusable(response, f"body of {declared} bytes exceeds the limit")
         try:
             if response.is_stream_consumed:  # a caller's transport answered from memory
                 body = response.content
