@@ -427,7 +427,7 @@ async def test_shared_cache_never_crosses_audiences(world: World) -> None:
 
 
 async def test_invalidate_during_lookup_is_not_undone(app_key: dict[str, Any]) -> None:
-    answers = [{"active": True, "sub": "u"}, {"active": False}]
+    answers: list[dict[str, Any]] = [{"active": True, "sub": "u"}, {"active": False}]
 
     async def slow_then_revoked(request: httpx.Request) -> httpx.Response:
         answer = answers.pop(0)

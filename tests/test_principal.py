@@ -94,7 +94,7 @@ def test_deeply_immutable() -> None:
     with pytest.raises(TypeError):
         principal.roles["root"] = {}  # type: ignore[index]
     with pytest.raises(TypeError):
-        principal.roles["admin"]["o2"] = "x"  # type: ignore[index]
+        principal.roles["admin"]["o2"] = "x"
     with pytest.raises(TypeError):
         principal.claims["nested"]["list"][1]["a"] = 3
     with pytest.raises(ValueError, match="frozen"):
