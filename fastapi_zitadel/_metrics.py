@@ -42,6 +42,8 @@ class MetricsSnapshot:
     circuit_state: str
     cache_size: int
     negative_cache_size: int
+    in_flight: int  # shared introspections running now (one per token, however many wait)
+    slots_in_use: int  # concurrency-cap slots held now (max_concurrent_introspections)
 
 
 @dataclass

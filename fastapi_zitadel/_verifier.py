@@ -102,6 +102,8 @@ class TokenVerifier:
             circuit_state=self.breaker.state,
             cache_size=len(self._local),
             negative_cache_size=len(self._negative),
+            in_flight=self._flight.in_flight(),
+            slots_in_use=self.limit.in_use,
         )
 
     def key(self, token: str) -> bytes:
