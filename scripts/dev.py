@@ -51,7 +51,7 @@ def main() -> None:
     elif task == "lint":
         run(PYTHON, "-m", "ruff", "check", ".")
         run(PYTHON, "-m", "ruff", "format", "--check", ".")
-        run(PYTHON, "-m", "mypy", "--strict", "fastapi_zitadel", "example_app")
+        run(PYTHON, "-m", "mypy", "--strict", "fastapi_zitadel", "example_app", "tests", "bench")
     elif task == "example":
         run(PYTHON, "-m", "example_app", *extra)
     elif task == "setup":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,53 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class HeldIntrospections(httpx.AsyncBaseTransport):
+    """Wraps a transport and holds every introspection request until ``release()``.
+
+    The test sees what waits at the IdP (``waiting``, ``peak``, ``arrived``) and decides when
+    it answers, so concurrency is checked without sleeping. With ``hold_abandoned``, a held
+    request whose caller gives up (its deadline) still keeps that caller until ``release()``,
+    like a connection that takes that long to close: the test decides when its slot frees.
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, hold_abandoned: bool = False) -> None:
+        self._inner = inner
+        self._hold_abandoned = hold_abandoned
+        self._released = asyncio.Event()
+        self._arrival = asyncio.Event()
+        self.waiting = 0
+        self.peak = 0
+        self.arrived = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/introspect"):
+            return await self._inner.handle_async_request(request)
+        self.arrived += 1
+        self.waiting += 1
+        self.peak = max(self.peak, self.waiting)
+        self._arrival.set()
+        try:
+            try:
+                await self._released.wait()
+            except asyncio.CancelledError:
+                if self._hold_abandoned:
+                    await self._released.wait()
+                raise
+        finally:
+            self.waiting -= 1
+        return await self._inner.handle_async_request(request)
+
+    async def until_waiting(self, count: int) -> None:
+        """Return once ``count`` introspection requests are held at once."""
+        while self.waiting < count:
+            self._arrival.clear()
+            await self._arrival.wait()
+
+    def release(self) -> None:
+        """Let every held request, and every later one, through."""
+        self._released.set()
 
 
 def active_claims(now: float, **extra: Any) -> dict[str, Any]:

@@ -101,6 +101,11 @@ class TcpProxy:
             threading.Thread(target=_pipe, args=(source, sink, done), daemon=True).start()
         done.wait()
         for end in (client, upstream):
+            # shutdown() first: close() alone, while the other pipe thread still blocks in
+            # recv() on the socket, sends nothing, and the peer would wait for an answer that
+            # never comes instead of seeing the connection end (a drop would look like a hang).
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 end.close()
         with self._lock:

@@ -14,6 +14,7 @@ from fastapi_zitadel import load_key_file
 from fastapi_zitadel._idp.client_auth import (
     CLIENT_ASSERTION_TYPE,
     IAT_BACKDATE_SECONDS,
+    ClientCredentials,
     ClientSecretBasic,
     PrivateKeyJwt,
 )
@@ -110,33 +111,24 @@ def test_switch_to_single_use_logs_once(
     assert app_key["keyId"] in warnings[0].getMessage()
 
 
-def test_concurrent_refresh_signs_exactly_once(
-    app_key: dict[str, Any], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_concurrent_refresh_signs_exactly_once(app_key: dict[str, Any], clock: FakeClock) -> None:
     signer = _signer(app_key, clock)
-    signed = 0
-    original = signer._sign
     barrier = threading.Barrier(16)
-
-    def counting_sign(now: float) -> str:
-        nonlocal signed
-        signed += 1
-        return original(now)
-
-    monkeypatch.setattr(signer, "_sign", counting_sign)
-    results: list[str] = []
+    results: list[ClientCredentials] = []
 
     def worker() -> None:
         barrier.wait()
-        results.append(signer.credentials().form["client_assertion"])
+        results.append(signer.credentials())
 
     threads = [threading.Thread(target=worker) for _ in range(16)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert signed == 1
-    assert len(set(results)) == 1
+    # Each signing starts a new generation, and every caller is handed the generation it
+    # carries: all sixteen holding the first means it was signed once.
+    assert {c.generation for c in results} == {1}
+    assert len({c.form["client_assertion"] for c in results}) == 1
 
 
 @pytest.mark.parametrize(

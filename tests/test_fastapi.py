@@ -3,7 +3,7 @@ on app, router and route, the optional mode, WebSockets, overrides and per-reque
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import httpx
 import pytest
@@ -113,7 +113,8 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def challenge(response: httpx.Response) -> str:
-    return response.headers.get("www-authenticate", "")
+    # httpx types Headers.get as returning Any; a header value is a str.
+    return cast(str, response.headers.get("www-authenticate", ""))
 
 
 READ = ["openid", "items:read"]

@@ -305,13 +305,12 @@ async def test_internal_error_answered_inactive_is_only_briefly_cached(world: Wo
 async def test_slow_idp_hits_the_deadline(world: World) -> None:
     world.standin.inject("latency", seconds=5, times=None)
     async with world.client(timeout=0.3) as zitadel:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        # The 0.3 s deadline ends the wait (the message names it), not the answer 5 s later.
         with pytest.raises(
-            IdentityProviderUnavailable, match=r"timed out|did not answer|did not finish"
+            IdentityProviderUnavailable, match=r"(timed out after|did not answer within) 0\.3 s"
         ):
             await zitadel.verify(world.token())
-        assert loop.time() - started < 1.5
+        assert zitadel.metrics().idp_calls["unavailable"] == 1
 
 
 # Outcomes that need a hand-made answer -----------------------------------------------------
@@ -427,19 +426,23 @@ async def test_shared_cache_never_crosses_audiences(world: World) -> None:
 
 
 async def test_invalidate_during_lookup_is_not_undone(app_key: dict[str, Any]) -> None:
-    answers = [{"active": True, "sub": "u"}, {"active": False}]
+    answers: list[dict[str, Any]] = [{"active": True, "sub": "u"}, {"active": False}]
+    travelling = asyncio.Event()  # the active answer is on its way
+    revoked = asyncio.Event()  # the test has invalidated the token meanwhile
 
     async def slow_then_revoked(request: httpx.Request) -> httpx.Response:
         answer = answers.pop(0)
         if answer["active"]:
-            await asyncio.sleep(0.2)  # the token is revoked while this answer travels
+            travelling.set()
+            await revoked.wait()  # the token is revoked while this answer travels
         return httpx.Response(200, json=answer)
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(slow_then_revoked))
     async with _engine(app_key, client) as zitadel:
         lookup = asyncio.ensure_future(zitadel.verify("token"))
-        await asyncio.sleep(0.05)
+        await travelling.wait()
         await zitadel.invalidate("token")
+        revoked.set()
         assert (await lookup).subject == "u"  # began before the revocation
         with pytest.raises(InvalidTokenError):
             await zitadel.verify("token")  # its answer was not cached

@@ -64,6 +64,8 @@ async def test_scripted_run_counts_exactly(world: World) -> None:
     assert snapshot.circuit_state == "open"
     assert snapshot.cache_size == 2
     assert snapshot.negative_cache_size == 0  # its 5 s lapsed with the clock's 61 s
+    assert snapshot.in_flight == 0  # every introspection has finished
+    assert snapshot.slots_in_use == 0
 
 
 async def test_credentials_rejected_is_counted(world: World) -> None:
@@ -83,7 +85,10 @@ async def test_opentelemetry_spans_and_counters(world: World) -> None:
         with pytest.raises(InvalidTokenError):
             await zitadel.verify("not-a-token-but-secret")
     spans = [s for s in SPANS.get_finished_spans() if s.name == "zitadel.introspect"]
-    assert [s.attributes["fastapi_zitadel.outcome"] for s in spans] == ["active", "inactive"]
+    assert [(s.attributes or {})["fastapi_zitadel.outcome"] for s in spans] == [
+        "active",
+        "inactive",
+    ]
     for span in spans:
         text = repr(dict(span.attributes or {}))
         assert token not in text

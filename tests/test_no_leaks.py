@@ -7,7 +7,7 @@ import logging
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 import pytest
@@ -17,6 +17,9 @@ from starlette.testclient import TestClient
 from fastapi_zitadel import Principal, ZitadelError, ZitadelIntrospection
 from fastapi_zitadel.testing import LoopbackServer, StandInProject
 from fastapi_zitadel.testing._directory import generate_rsa_key, pkcs1_pem
+
+# The stand-in faults this test injects (a subset of ZitadelStandIn.inject's kinds).
+Injected = Literal["status", "garbage", "drop", "latency", "rate_limit"]
 
 
 class Everything(logging.Handler):
@@ -104,7 +107,7 @@ def test_no_secret_reaches_logs_or_exceptions(
     apps = {name: app_for(instance) for name, instance in instances.items()}
     with LoopbackServer(apps["normal"]) as url:
         http = httpx.Client(base_url=url)
-        calls = [
+        calls: list[dict[str, str] | list[tuple[str, str]]] = [
             {"Authorization": f"Bearer {token()}"},
             {"Authorization": f"Bearer {token(scopes=['profile'])}"},  # 403
             {"Authorization": "Bearer unknown-but-secret-looking-token-value"},
@@ -119,13 +122,14 @@ def test_no_secret_reaches_logs_or_exceptions(
         # log the URL itself, and it is our side that is under test here.
         with contextlib.suppress(urllib.error.HTTPError):
             urllib.request.urlopen(f"{url}/me?access_token={token()}")  # noqa: S310
-        for fault, options in (
+        faults: list[tuple[Injected, dict[str, Any]]] = [
             ("status", {"status": 500}),
             ("garbage", {}),
             ("drop", {}),
             ("latency", {"seconds": 1.0}),
             ("rate_limit", {"seconds": 3}),
-        ):
+        ]
+        for fault, options in faults:
             standin.inject(fault, times=None, **options)
             http.get("/me", headers={"Authorization": f"Bearer {token()}"})
             standin.clear_faults()

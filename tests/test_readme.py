@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 from starlette.testclient import TestClient
 
 from fastapi_zitadel.testing import ZitadelStandIn
@@ -31,6 +32,7 @@ def test_three_line_protection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         namespace: dict[str, Any] = {}
         exec(python_blocks()[0], namespace)  # noqa: S102 - our own README
         app = namespace["app"]
+        assert isinstance(app, FastAPI)
 
         @app.get("/anything")
         async def anything() -> str:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,11 @@ import httpx
 import pytest
 import redis
 
-from fastapi_zitadel import RedisCache, ZitadelIntrospection
+from fastapi_zitadel import InvalidTokenError, RedisCache, ZitadelIntrospection
 from fastapi_zitadel._build import cache_namespace
 from fastapi_zitadel.testing import StandInProject
+
+from .helpers import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server")
@@ -74,7 +76,7 @@ class RedisServer:
             self.process.wait(timeout=10)
             self.process = None
 
-    def client(self) -> "redis.Redis[bytes]":
+    def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
 
 
@@ -84,6 +86,41 @@ def redis_server() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+# Waiting for something that happens in another task or process (a pub/sub subscription, an
+# invalidation on its way) polls for it. This bound only stops a broken test from hanging;
+# nothing is timed against it, and it is well below the 60 s cache_ttl, so an entry lapsing
+# on its own can never pass for an invalidation that arrived.
+SAFETY = 20.0
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], failure: str) -> None:
+    async def poll() -> None:
+        while True:  # no Event to wait for: the change happens in Redis or another process
+            if await check():
+                return
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.wait_for(poll(), SAFETY)
+    except asyncio.TimeoutError:
+        pytest.fail(failure)
+
+
+def eventually_sync(check: Callable[[], bool], failure: str) -> None:
+    give_up = time.monotonic() + SAFETY
+    while not check():
+        if time.monotonic() > give_up:
+            pytest.fail(failure)
+        time.sleep(0.02)
+
+
+def subscribers(server: RedisServer) -> int:
+    """How many connections listen to invalidations: one per replica (or worker) listening."""
+    store = server.client()
+    channels = store.pubsub_channels()
+    return sum(count for _, count in store.pubsub_numsub(*channels)) if channels else 0
 
 
 def replica(project: StandInProject, server: RedisServer, **options: Any) -> ZitadelIntrospection:
@@ -141,7 +178,8 @@ async def test_tampered_or_foreign_values_are_misses(
         await zitadel.verify(token)
     store = redis_server.client()
     (key,) = list(store.scan_iter())
-    value = store.get(key) or b""
+    value = store.get(key)
+    assert isinstance(value, bytes)  # without decode_responses, redis-py answers bytes
     store.set(key, value[:-1] + bytes([value[-1] ^ 1]))
     async with replica(zitadel_project, redis_server) as other:
         await other.verify(token)
@@ -156,34 +194,44 @@ async def test_invalidation_reaches_other_replicas(
     async with first, second:
         await first.verify(token)
         await second.verify(token)
-        await asyncio.sleep(0.2)  # both listeners subscribed
+
+        async def both_listening() -> bool:
+            return subscribers(redis_server) >= 2
+
+        await eventually(both_listening, "the replicas never subscribed to invalidations")
         zitadel_project.standin.revoke(token)
         await first.invalidate(token)
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
+
+        async def second_refuses() -> bool:
             try:
                 await second.verify(token)
-            except Exception:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail("the second replica still accepts the revoked token")
+            except InvalidTokenError:
+                return True
+            return False
+
+        await eventually(second_refuses, "the second replica still accepts the revoked token")
 
 
 async def test_redis_killed_and_restarted(
     zitadel_project: StandInProject, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="fastapi_zitadel")
-    cache = RedisCache.from_url(redis_server.url, retry_interval=0.3)
+    monotonic = FakeClock(0.0)  # when the cache tries Redis again: moved by hand
+    cache = RedisCache.from_url(redis_server.url, retry_interval=0.3, monotonic=monotonic)
+    standin = zitadel_project.standin
     async with zitadel_project.introspection(cache=cache) as zitadel:
         await zitadel.verify(zitadel_project.token())
         redis_server.stop()
-        started = time.monotonic()
-        for _ in range(5):  # Redis down: straight to the IdP, quickly, never an error
+        calls = standin.introspection_calls
+        for _ in range(5):  # Redis down: straight to the IdP, never an error
             assert (await zitadel.verify(zitadel_project.token())).subject
-        assert time.monotonic() - started < 3
+        assert standin.introspection_calls == calls + 5
         redis_server.start()
-        await asyncio.sleep(0.4)
+        # Quick because Redis is not even tried again within retry_interval of a failure:
+        # back up, but nothing is written to it yet.
+        await zitadel.verify(zitadel_project.token())
+        assert list(redis_server.client().scan_iter()) == []
+        monotonic.advance(0.3)
         await zitadel.verify(zitadel_project.token())
         assert len(list(redis_server.client().scan_iter())) == 1  # used again
     messages = [r.getMessage() for r in caplog.records]
@@ -237,6 +285,10 @@ def test_many_worker_processes_introspect_once(
             assert response.status_code == 200
             pids.add(response.json()["pid"])
         calls_before_revocation = zitadel_project.standin.introspection_calls
+        eventually_sync(  # a worker not yet listening would miss the invalidation
+            lambda: subscribers(redis_server) >= len(pids),
+            "the workers never subscribed to invalidations",
+        )
         # Revoked and invalidated from this process: every worker process must drop it.
         zitadel_project.standin.revoke(token)
 
@@ -245,11 +297,16 @@ def test_many_worker_processes_introspect_once(
                 await other.invalidate(token)
 
         asyncio.run(invalidate())
-        time.sleep(0.3)
-        statuses = [
-            httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code
-            for _ in range(30)
-        ]
+        statuses: list[int] = []
+
+        def thirty_refused() -> bool:  # 30 in a row, spread over the workers
+            statuses[:] = [
+                httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code
+                for _ in range(30)
+            ]
+            return set(statuses) == {401}
+
+        eventually_sync(thirty_refused, "a worker still accepts the revoked token")
         assert set(statuses) == {401}
     finally:
         workers.terminate()

@@ -17,7 +17,7 @@ from fastapi_zitadel import (
     ZitadelIntrospection,
 )
 
-from .helpers import World
+from .helpers import FakeClock, HeldIntrospections, World
 
 
 async def test_breaker_opens_after_consecutive_failures_and_probes_once(
@@ -43,14 +43,15 @@ async def test_breaker_opens_after_consecutive_failures_and_probes_once(
         assert world.standin.introspection_calls == calls  # failing fast, IdP left alone
         assert (await zitadel.verify(cached)).subject == world.user.id  # hits still work
         world.clock.advance(5)
-        assert zitadel.circuit_state == "half-open"
+        states: list[str] = [zitadel.circuit_state]  # a property: it changes between reads
         with pytest.raises(IdentityProviderUnavailable):
             await zitadel.verify("probe-1")  # the probe fails: open again
-        assert zitadel.circuit_state == "open"
+        states.append(zitadel.circuit_state)
         world.clock.advance(5)
         world.standin.clear_faults()
         assert (await zitadel.verify(world.token())).subject == world.user.id
-        assert zitadel.circuit_state == "closed"
+        states.append(zitadel.circuit_state)
+        assert states == ["half-open", "open", "closed"]
     messages = [r.getMessage() for r in caplog.records if "circuit" in r.getMessage()]
     assert len(messages) == 3  # opened, probe failed, closed: one line per change
     assert "circuit open" in messages[0]
@@ -133,49 +134,96 @@ async def test_stale_if_error_is_off_by_default(world: World) -> None:
 
 
 async def test_concurrent_introspections_are_capped(world: World) -> None:
-    world.standin.inject("latency", seconds=0.2, times=None)
-    async with world.client(max_concurrent_introspections=3) as zitadel:
-        in_flight_peak = 0
-
-        async def watch() -> None:
-            nonlocal in_flight_peak
-            for _ in range(40):
-                in_flight_peak = max(in_flight_peak, zitadel.metrics().slots_in_use)
-                await asyncio.sleep(0.01)
-
+    idp = HeldIntrospections(world.standin.transport())
+    http = httpx.AsyncClient(transport=idp)
+    async with world.client(max_concurrent_introspections=3, http_client=http) as zitadel:
         tokens = [world.token() for _ in range(9)]
-        results = await asyncio.gather(watch(), *(zitadel.verify(t) for t in tokens))
-    assert in_flight_peak == 3
-    assert all(r.subject == world.user.id for r in results[1:])
+        lookups = asyncio.gather(*(zitadel.verify(t) for t in tokens))
+        try:
+            await idp.until_waiting(3)  # the IdP holds three; the other six queue for a slot
+            running, at_idp = zitadel.metrics(), idp.waiting
+        finally:
+            idp.release()
+        results = await lookups
+        assert zitadel.metrics().slots_in_use == 0
+    assert running.in_flight == 9
+    assert running.slots_in_use == 3
+    assert at_idp == 3
+    assert idp.peak == 3  # never more than three at the IdP at once
+    assert idp.arrived == 9
+    assert all(r.subject == world.user.id for r in results)
 
 
 async def test_queueing_beyond_the_deadline_is_503(world: World) -> None:
-    world.standin.inject("latency", seconds=0.6, times=None)
-    async with world.client(max_concurrent_introspections=1, timeout=0.4) as zitadel:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        results = await asyncio.gather(
-            *(zitadel.verify(world.token()) for _ in range(5)), return_exceptions=True
-        )
-        elapsed = loop.time() - started
+    idp = HeldIntrospections(world.standin.transport(), hold_abandoned=True)
+    http = httpx.AsyncClient(transport=idp)
+    async with world.client(
+        max_concurrent_introspections=1, timeout=0.4, max_retries=0, http_client=http
+    ) as zitadel:
+        holder = asyncio.ensure_future(zitadel.verify(world.token()))
+        try:
+            await idp.until_waiting(1)  # it holds the only slot until the IdP is released
+            queued = await asyncio.gather(
+                *(zitadel.verify(world.token()) for _ in range(4)), return_exceptions=True
+            )
+            slots_held = zitadel.metrics().slots_in_use
+        finally:
+            idp.release()
+        (held,) = await asyncio.gather(holder, return_exceptions=True)
+    assert slots_held == 1  # the queued callers gave up while the slot was held
+    results = [*queued, held]
     assert all(isinstance(r, IdentityProviderUnavailable) for r in results)
-    assert elapsed < 1.5
+    assert all("introspections in flight" in str(r) for r in queued)
+    assert idp.arrived == 1  # none of the queued callers went on to the IdP
 
 
 async def test_deadline_covers_discovery(app_key: dict[str, Any]) -> None:
-    async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(5)
-        return httpx.Response(200, json={})
+    requested: list[str] = []
 
-    client = httpx.AsyncClient(transport=httpx.MockTransport(slow))
+    async def never_answers(request: httpx.Request) -> httpx.Response:
+        requested.append(request.url.path)
+        await asyncio.Event().wait()  # until the deadline cancels it
+        raise AssertionError("unreachable")
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(never_answers))
     zitadel = ZitadelIntrospection(
         "https://zitadel.example.test", key_file=app_key, http_client=client, timeout=0.3
     )
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    with pytest.raises(IdentityProviderUnavailable):
+    with pytest.raises(IdentityProviderUnavailable, match=r"discovery failed: .*timed out"):
         await zitadel.verify("token")
-    assert loop.time() - started < 1.0
+    assert requested == ["/.well-known/openid-configuration"]
+
+
+async def test_slow_discovery_leaves_no_time_for_introspection(
+    app_key: dict[str, Any], clock: FakeClock
+) -> None:
+    """One deadline for discovery and introspection together, not one each."""
+    monotonic = FakeClock(0.0)
+    requested: list[str] = []
+
+    async def slow_discovery(request: httpx.Request) -> httpx.Response:
+        requested.append(request.url.path)
+        monotonic.advance(0.5)  # discovery answers, but only after the whole deadline
+        return httpx.Response(
+            200,
+            json={
+                "issuer": "https://zitadel.example.test",
+                "introspection_endpoint": "https://zitadel.example.test/oauth/v2/introspect",
+            },
+        )
+
+    zitadel = ZitadelIntrospection(
+        "https://zitadel.example.test",
+        key_file=app_key,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(slow_discovery)),
+        timeout=0.3,
+        max_retries=0,
+        clock=clock,
+        monotonic=monotonic,
+    )
+    with pytest.raises(IdentityProviderUnavailable, match=r"did not answer within 0\.3 s"):
+        await zitadel.verify("token")
+    assert requested == ["/.well-known/openid-configuration"]  # no introspection was sent
 
 
 async def test_outage_is_logged_once_not_per_request(
@@ -240,32 +288,45 @@ async def test_closed_http_client_is_503(app_key: dict[str, Any]) -> None:
         await zitadel.verify("token")
 
 
-class SlowCache(MemoryCache):
-    """A shared tier that hangs on writes."""
+class HangingCache(MemoryCache):
+    """A shared tier whose writes never finish on their own."""
+
+    def __init__(self, *, max_size: int, clock: FakeClock) -> None:
+        super().__init__(max_size=max_size, clock=clock)
+        self.writes_abandoned = 0
 
     async def set(self, key: CacheKey, entry: CacheEntry) -> None:
-        await asyncio.sleep(4)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.writes_abandoned += 1
+            raise
 
 
-async def test_slow_shared_tier_cannot_stretch_the_deadline(world: World) -> None:
-    async with world.client(cache=SlowCache(max_size=10, clock=world.clock), timeout=1) as z:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+async def test_slow_shared_tier_cannot_stretch_the_deadline(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = HangingCache(max_size=10, clock=world.clock)
+    async with world.client(cache=cache, timeout=1) as z:
         assert (await z.verify(world.token())).subject == world.user.id
-        assert loop.time() - started < 1.5
+    assert cache.writes_abandoned == 1  # given up at the deadline, the answer still returned
+    assert any("set failed" in r.getMessage() for r in caplog.records)
 
 
 async def test_stale_copy_is_not_served_after_invalidate(
     app_key: dict[str, Any], clock: Any
 ) -> None:
     calls = 0
+    failing = asyncio.Event()  # the second call is at the IdP
+    revoked = asyncio.Event()  # the test has invalidated the token meanwhile
 
     async def active_then_slowly_failing(request: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
         if calls == 1:
             return httpx.Response(200, json={"active": True, "sub": "u"})
-        await asyncio.sleep(0.2)
+        failing.set()
+        await revoked.wait()
         return httpx.Response(503, json={"error": "down"})
 
     zitadel = ZitadelIntrospection(
@@ -281,7 +342,8 @@ async def test_stale_copy_is_not_served_after_invalidate(
     await zitadel.verify("token")
     clock.advance(61)
     lookup = asyncio.ensure_future(zitadel.verify("token"))  # stale entry, IdP failing slowly
-    await asyncio.sleep(0.05)
+    await failing.wait()
     await zitadel.invalidate("token")  # revoked meanwhile: the stale copy must not be served
+    revoked.set()
     with pytest.raises(IdentityProviderUnavailable):
         await lookup

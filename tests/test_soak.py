@@ -1,6 +1,7 @@
 """Soak: thousands of requests with valid, revoked and garbage tokens at high concurrency while
 IdP faults switch on and off. Zero 200s for bad tokens, zero 500s, zero 401s for good tokens,
-bounded caches and memory, and a bounded number of IdP calls. Prints its figures."""
+every 503 with Retry-After, bounded caches and memory, nothing left running, and a bounded
+number of IdP calls. Prints its figures (durations too: printed, never asserted)."""
 
 import asyncio
 import random
@@ -62,6 +63,7 @@ async def test_soak(zitadel_project: StandInProject, capsys: pytest.CaptureFixtu
         for _ in range(REQUESTS)
     ]
     outcomes: Counter[tuple[str, int]] = Counter()
+    unhelpful_503s: list[dict[str, str]] = []
     slowest = 0.0
     done = asyncio.Event()
 
@@ -88,6 +90,11 @@ async def test_soak(zitadel_project: StandInProject, capsys: pytest.CaptureFixtu
                 response = await http.get("/items", headers={"Authorization": f"Bearer {token}"})
                 slowest = max(slowest, time.monotonic() - begun)
                 outcomes[(kind, response.status_code)] += 1
+                if response.status_code == 503 and not (
+                    int(response.headers.get("retry-after", "0")) >= 1
+                    and response.json()["detail"]["error"] == "temporarily_unavailable"
+                ):
+                    unhelpful_503s.append(dict(response.headers))
 
         switcher = asyncio.ensure_future(switch_faults())
         await asyncio.gather(*(one(kind, token) for kind, token in plan))
@@ -111,8 +118,11 @@ async def test_soak(zitadel_project: StandInProject, capsys: pytest.CaptureFixtu
     assert outcomes[("valid", 401)] == outcomes[("valid", 403)] == 0
     assert outcomes[("valid", 200)] > 0
     assert sum(outcomes.values()) == REQUESTS
-    assert slowest < 1.0 + 1.0  # the deadline plus a margin
+    # Every request was answered (above), an outage always as a 503 a client can act on.
+    assert unhelpful_503s == []
     assert after.negative_cache_size <= 200
+    assert after.cache_size <= 100
     assert after.in_flight == 0
+    assert after.slots_in_use == 0
     assert growth < 50e6
     assert calls < REQUESTS * 0.6

@@ -47,6 +47,7 @@ def assertion(world: World, *, drop: tuple[str, ...] = (), **overrides: Any) -> 
         claims.pop(name, None)
         headers.pop(name, None)
     key = overrides.get("signing_key", world.app.private_key)
+    assert key is not None
     claims.pop("signing_key", None)
     return jwt.encode(claims, key, algorithm="RS256", headers=headers)
 

@@ -1,34 +1,28 @@
 """Concurrent misses for one key share one call.
 
 When a popular token's cache entry lapses, hundreds of requests can miss at once; without this
-each would introspect, and ZITADEL Cloud answers a burst like that with 429s.
+each would introspect, and ZITADEL Cloud answers a burst like that with 429s. The shared call
+runs as its own task, so one caller giving up (a client disconnect) does not cancel it for the
+others, and its outcome is delivered to every waiter.
 
-The first caller runs the call itself (no task is created: most flights have one caller) and
-the others wait on one shared future. If that first caller gives up (a client disconnect
-cancels it), the waiters are not failed: one of them runs the call again. A failure is
-delivered to every waiter.
-
-The shared future cannot be cancelled: a waiter that is cancelled (its client went away)
-would otherwise cancel it for all the others. Such a waiter's cancellation takes effect when
-the shared call ends, which is bounded by the call's own deadline. This spares a herd of a
-thousand callers a thousand ``asyncio.shield`` wrappers (a future and a callback each).
+Every caller, the first included, waits on one shared future that cannot be cancelled: a
+waiter that is cancelled (its client went away) would otherwise cancel it for all the others.
+Such a waiter's cancellation takes effect when the shared call ends, which its deadline
+bounds. This spares a herd of a thousand callers a thousand ``asyncio.shield`` wrappers (a
+future and a callback each).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .per_loop import PerLoop
 
 __all__ = ["SingleFlight"]
 
 T = TypeVar("T")
-
-
-class _Abandoned(Exception):
-    """The caller running the shared call was cancelled: a waiter takes over."""
 
 
 class _SharedResult(asyncio.Future):  # type: ignore[type-arg]
@@ -60,28 +54,29 @@ class SingleFlight(Generic[T]):
 
     async def run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
         calls = self._calls.get()
-        while (future := calls.get(key)) is not None:
+        result = calls.get(key)
+        if result is None:
+            result = calls[key] = _SharedResult()
+            task = asyncio.ensure_future(call())
+            task.add_done_callback(lambda done: self._settle(calls, key, result, done))
+        else:
             self.joined += 1
-            try:
-                result: T = await future
-                return result
-            except _Abandoned:
-                continue  # the caller running it was cancelled: run it here instead
-        future = _SharedResult()
-        calls[key] = future
-        try:
-            result = await call()
-        except BaseException as exc:
-            failure = _Abandoned() if isinstance(exc, asyncio.CancelledError) else exc
-            self._settle(calls, key, future)
-            future.set_exception(failure)
-            future.exception()  # retrieved: no "exception never retrieved" without waiters
-            raise
-        self._settle(calls, key, future)
-        future.set_result(result)
-        return result
+        value: T = await result
+        return value
 
     @staticmethod
-    def _settle(calls: dict[Hashable, _SharedResult], key: Hashable, future: _SharedResult) -> None:
-        if calls.get(key) is future:
+    def _settle(
+        calls: dict[Hashable, _SharedResult],
+        key: Hashable,
+        result: _SharedResult,
+        done: asyncio.Task[Any],
+    ) -> None:
+        if calls.get(key) is result:
             del calls[key]
+        if done.cancelled():
+            result.set_exception(asyncio.CancelledError())
+        elif (failure := done.exception()) is not None:  # retrieved: never "unretrieved"
+            result.set_exception(failure)
+        else:
+            result.set_result(done.result())
+        result.exception()  # marked retrieved, also when nobody waits any more
