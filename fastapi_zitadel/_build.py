@@ -91,9 +91,10 @@ def client_authentication(
         assert config.client_id is not None
         assert config.client_secret is not None
         return ClientSecretBasic(config.client_id, config.client_secret.get_secret_value())
+    audiences = config.assertion_audience or (config.issuer,)
     return PrivateKeyJwt(
         load_key_file(source),
-        audience=config.issuer,
+        audience=audiences[0] if len(audiences) == 1 else list(audiences),
         lifetime=config.assertion_lifetime,
         single_use=config.single_use_assertion,
         clock=clock,

@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._exceptions import ConfigurationError, KeyFileError
 from ._idp.key_file import KeyFileSource, ZitadelKeyFile, load_key_file
-from ._idp.urls import check_url
+from ._idp.urls import check_url, shown
 
 __all__ = [
     "KeyFileSource",
@@ -70,6 +70,12 @@ class ZitadelConfig(BaseModel):
     circuit_breaker_threshold: int = Field(default=5, ge=0, le=1_000)
     circuit_breaker_cooldown: float = Field(default=5.0, gt=0, le=300)
     assertion_lifetime: float = Field(default=600.0, ge=30, le=3_300)
+    assertion_audience: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="The `aud` of our client assertions (comma-separated for several). Empty: "
+        "the issuer, which ZITADEL requires; some servers accept only the token or "
+        "introspection endpoint's URL (RFC 7523 §3 allows either)",
+    )
     single_use_assertion: bool = False
     max_token_length: int = Field(default=4096, ge=16, le=1_048_576)
     redis_url: SecretStr | None = None
@@ -114,11 +120,11 @@ class ZitadelConfig(BaseModel):
         if value.endswith("/"):
             raise ValueError(
                 f"must not end with '/': ZITADEL compares the issuer exactly; "
-                f"use {value.rstrip('/')!r}"
+                f"use {shown(value.rstrip('/'))}"
             )
         return value
 
-    @field_validator("audience", mode="before")
+    @field_validator("audience", "assertion_audience", mode="before")
     @classmethod
     def _split_audience(cls, value: Any) -> Any:
         if isinstance(value, str):

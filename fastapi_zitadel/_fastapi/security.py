@@ -101,6 +101,7 @@ class ZitadelIntrospection(SecurityBase):
         circuit_breaker_threshold: int | None = None,
         circuit_breaker_cooldown: float | None = None,
         assertion_lifetime: float | None = None,
+        assertion_audience: str | Sequence[str] | None = None,
         single_use_assertion: bool | None = None,
         max_token_length: int | None = None,
         redis_url: str | None = None,
@@ -249,7 +250,10 @@ class ZitadelIntrospection(SecurityBase):
         awaiting anything.
         """
         scope = conn.scope
-        principal: Principal | None = scope.get(self._memo_key)
+        # Kept for one HTTP request only: on a WebSocket, the scope lives as long as the socket,
+        # and a later check must see a revocation or an expiry (a cache hit is cheap).
+        http = scope["type"] == "http"
+        principal: Principal | None = scope.get(self._memo_key) if http else None
         if principal is not None:
             return principal
         pipeline = self._pipeline
@@ -257,7 +261,7 @@ class ZitadelIntrospection(SecurityBase):
             token = extract_bearer(
                 conn,
                 max_length=self._max_token_length,
-                allow_query=self._query_tokens and scope["type"] == "websocket",
+                allow_query=self._query_tokens and not http,
             )
             if token is None:
                 return None
@@ -265,7 +269,8 @@ class ZitadelIntrospection(SecurityBase):
             principal = pipeline.cached(digest) or await pipeline.resolve(token, digest)
         except ZitadelError as error:
             raise error.to_http(conn, self.config.realm) from None
-        scope[self._memo_key] = principal
+        if http:
+            scope[self._memo_key] = principal
         return principal
 
     @property

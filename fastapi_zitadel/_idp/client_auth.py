@@ -97,7 +97,7 @@ class PrivateKeyJwt:
         self,
         key: ZitadelKeyFile,
         *,
-        audience: str,
+        audience: str | list[str],
         lifetime: float,
         single_use: bool,
         clock: Callable[[], float],

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi_zitadel._exceptions import (
     ClientCredentialsRejected,
+    IdentityProviderError,
     IdentityProviderUnavailable,
     TransportFailure,
 )
@@ -30,12 +31,30 @@ from .http import HttpClientProvider, JsonResponse, send_for_json
 __all__ = ["IntrospectionClient"]
 
 _CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+# How servers that refuse a reused client assertion say so: ZITADEL and most answer 400/401
+# invalid_client or unauthorized_client, IdentityPython's example provider 400 invalid_request,
+# SATOSA 403 unauthorized_client. Only for a *reused* assertion is any of these worth one more
+# try with a fresh one.
+_REUSE_STATUSES = frozenset({400, 401, 403})
+_REUSE_ERRORS = _CREDENTIAL_ERRORS | {"invalid_request"}
 _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 1.0
 
 
 class _Retryable(IdentityProviderUnavailable):
     """A failure worth another attempt while the deadline allows."""
+
+
+class _AuthenticationRefused(Exception):
+    """A 4xx that may be the server refusing our client authentication.
+
+    ``rejected`` is what it means if the assertion was reused, ``final`` what it means if not
+    (``ClientCredentialsRejected``, or a refused request for ``invalid_request``).
+    """
+
+    def __init__(self, rejected: ClientCredentialsRejected, final: IdentityProviderError) -> None:
+        self.rejected = rejected
+        self.final = final
 
 
 class _ReusedAssertionRejected(Exception):
@@ -106,10 +125,10 @@ class IntrospectionClient:
             credentials = self._auth.credentials(fresh=fresh or attempt > 0)
             try:
                 return await self._attempt(endpoint, token, credentials, remaining)
-            except ClientCredentialsRejected as rejected:
+            except _AuthenticationRefused as refused:
                 if self._auth.possibly_reused(credentials):
-                    raise _ReusedAssertionRejected(rejected) from None
-                raise
+                    raise _ReusedAssertionRejected(refused.rejected) from None
+                raise refused.final from None
             except _Retryable as failure:
                 pause = self._pause_before_retry(failure, attempt, deadline)
                 if pause is None:
@@ -165,19 +184,21 @@ class IntrospectionClient:
             retry_after = _retry_after(response.headers.get("retry-after"))
             raise _Retryable(f"identity provider answered HTTP {status}", retry_after=retry_after)
         error = response.data.get("error") if isinstance(response.data, dict) else None
-        if status in (400, 401) and error in _CREDENTIAL_ERRORS:
-            raise ClientCredentialsRejected(
-                f"the identity provider rejected our client credentials ({status} {error})",
-                error_code=str(error),
-                status=status,
-                client_id=self._auth.client_id,
-                key_id=self._auth.key_id,
-                hint=self._auth.rejection_hint.format(key_id=self._auth.key_id),
-            )
         shown = f" {error}" if isinstance(error, str) and len(error) <= 64 else ""
-        raise IdentityProviderUnavailable(
+        refused = IdentityProviderUnavailable(
             f"introspection request refused: HTTP {status}{shown}", retry_after=30.0
         )
+        if status not in _REUSE_STATUSES or error not in _REUSE_ERRORS:
+            raise refused
+        rejected = ClientCredentialsRejected(
+            f"the identity provider rejected our client credentials ({status} {error})",
+            error_code=str(error),
+            status=status,
+            client_id=self._auth.client_id,
+            key_id=self._auth.key_id,
+            hint=self._auth.rejection_hint.format(key_id=self._auth.key_id),
+        )
+        raise _AuthenticationRefused(rejected, rejected if error in _CREDENTIAL_ERRORS else refused)
 
     def _log_rejection(self, rejected: ClientCredentialsRejected) -> None:
         self._auth.rejected()

@@ -9,7 +9,19 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-__all__ = ["check_url", "is_loopback_host"]
+__all__ = ["check_url", "is_loopback_host", "shown"]
+
+
+def shown(value: str) -> str:
+    """A setting's value as an error message may show it: never key material, never long."""
+    if (
+        "PRIVATE KEY" in value
+        or "\n" in value
+        or len(value) > 200
+        or value.lstrip().startswith("{")
+    ):
+        return f"a value of {len(value)} characters (not shown: it may hold a secret)"
+    return repr(value)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -25,10 +37,10 @@ def check_url(url: str, *, allow_insecure_http: bool) -> str:
     """An absolute http(s) URL; plain http only for loopback hosts unless allowed."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"must be an absolute https:// URL, got {url!r}")
+        raise ValueError(f"must be an absolute https:// URL, got {shown(url)}")
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
         raise ValueError(
-            f"{url!r} uses plain http for a non-loopback host: tokens would cross the network "
+            f"{shown(url)} uses plain http for a non-loopback host: tokens would cross the network "
             "in clear text; use https, or set allow_insecure_http=True for a trusted network"
         )
     return url

@@ -20,7 +20,14 @@ from fastapi_zitadel._exceptions import (
 from fastapi_zitadel._log import RateLimitedLog
 from fastapi_zitadel._principal import Principal
 
-__all__ = ["ClaimChecks"]
+__all__ = ["ACCESS_TOKEN_TYPES", "ClaimChecks"]
+
+# What an active answer may call the token (compared case-insensitively): ZITADEL answers
+# "Bearer"; RFC 7662 servers also "access_token" or RFC 8693's URN, or leave it out. A refresh
+# token or an ID token is not a credential for this API, whatever else the answer says.
+ACCESS_TOKEN_TYPES = frozenset(
+    {"bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token"}
+)
 
 
 class ClaimChecks:
@@ -53,6 +60,9 @@ class ClaimChecks:
                 self._issuer,
             )
             raise IdentityProviderUnavailable("issuer mismatch", retry_after=30.0)
+        token_type = principal.token_type
+        if token_type is not None and token_type.lower() not in ACCESS_TOKEN_TYPES:
+            raise InvalidTokenError("the token is not an access token")
         now, leeway = self._clock(), self._leeway
         if principal.expires_at is not None and principal.expires_at.timestamp() + leeway <= now:
             raise InvalidTokenError("the token has expired")
