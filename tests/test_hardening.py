@@ -3,6 +3,7 @@ against the code the review saw."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -272,7 +273,8 @@ def test_no_configuration_error_shows_key_material_keywords(
     for material in _key_material(app_key):
         options: dict[str, Any] = {"issuer": ISSUER, "client_id": "a", "client_secret": "b"}
         options[setting] = material
-        assert not _leaks(_failure(lambda: ZitadelIntrospection(**options)), app_key), setting
+        build = functools.partial(ZitadelIntrospection, **options)
+        assert not _leaks(_failure(build), app_key), setting
 
 
 @pytest.mark.parametrize("setting", TEXT_SETTINGS)
