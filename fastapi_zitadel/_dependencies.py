@@ -22,6 +22,7 @@ from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 
 from ._exceptions import ConfigurationError, InsufficientScopeError, ZitadelError
+from ._openapi import may_forbid
 from ._principal import Principal
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ def role_dependency(
             raise guard.reject(conn, error)
         return principal
 
-    return principal_with_role
+    return may_forbid(principal_with_role)  # OpenAPI: the check can answer 403
 
 
 # The default instance ----------------------------------------------------------------------

@@ -292,7 +292,9 @@ class ZitadelIntrospection(SecurityBase):
 
         def openapi() -> dict[str, Any]:
             if app.openapi_schema is None:
-                app.openapi_schema = add_error_responses(build_openapi(), self.scheme_name)
+                app.openapi_schema = add_error_responses(
+                    build_openapi(), self.scheme_name, app.routes
+                )
             return app.openapi_schema
 
         app.openapi = openapi  # type: ignore[method-assign]
