@@ -371,6 +371,12 @@ def test_routes_snippet(
         theirs = client.get(f"/orgs/{globex.id}/roles", headers=bearer(tokens["globex_admin"]))
         assert theirs.json() == ["admin"]
 
+        # OpenAPI: the route's own 403 is declared; a plain valid-token route has none.
+        paths = client.get("/openapi.json").json()["paths"]
+        assert "403" in paths["/orgs/{org_id}/roles"]["get"]["responses"]
+        assert "403" not in paths["/me"]["get"]["responses"]
+        assert paths["/hello"]["get"]["security"] == [{"ZITADEL": []}, {}]
+
 
 def test_module_level_snippet(
     zitadel_env: dict[str, str], zitadel_token: Callable[..., str]
