@@ -1,9 +1,9 @@
 """Test without a ZITADEL account: a faithful local stand-in for ZITADEL's endpoints."""
 
-from ._directory import AccessToken, ApiApplication, Organization, Project, User
+from ._directory import AccessToken, ApiApplication, Organization, Project, User, WebApplication
 from ._overrides import fixed_principal, override_principal
 from ._project import StandInProject
-from ._server import LoopbackServer
+from ._server import LoopbackServer, PortInUse, base_url, bind_socket
 from ._standin import ConnectionDropped, Fault, ZitadelStandIn
 
 __all__ = [
@@ -13,10 +13,14 @@ __all__ = [
     "Fault",
     "LoopbackServer",
     "Organization",
+    "PortInUse",
     "Project",
     "StandInProject",
     "User",
+    "WebApplication",
     "ZitadelStandIn",
+    "base_url",
+    "bind_socket",
     "fixed_principal",
     "override_principal",
 ]
