@@ -89,6 +89,30 @@ def test_websocket(zitadel_project: StandInProject) -> None:
         assert ws.receive_json() == {"welcome": "alice"}
 
 
+def test_websocket_over_uvicorn(served: str, zitadel_project: StandInProject) -> None:
+    """The /ws route on a real uvicorn: it needs a WebSocket library, which the ``testing``
+    extra brings (without one, uvicorn answers the upgrade with 404)."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = served.replace("http://", "ws://") + "/ws"
+    token = zitadel_project.token("alice")
+    headers = {"Authorization": f"Bearer {token}"}
+    with connect(url, additional_headers=headers, open_timeout=10) as websocket:
+        assert websocket.recv(timeout=10) == '{"welcome":"alice"}'
+    # Refused before the handshake completes: uvicorn turns the close (1008) into HTTP 403.
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, open_timeout=10)
+    assert refused.value.response.status_code == 403
+
+
+def test_testing_extra_brings_a_websocket_library() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    testing = pyproject.split("\ntesting = [", 1)[1].split("]", 1)[0]
+    assert '"uvicorn' in testing
+    assert '"websockets' in testing or "uvicorn[standard]" in testing
+
+
 def test_quick_start_smoke_mode() -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "example_app", "--smoke"],
@@ -102,3 +126,4 @@ def test_quick_start_smoke_mode() -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "GET /me without a token: 401" in completed.stdout
     assert "GET /me as admin: 200" in completed.stdout
+    assert "WebSocket /ws as admin: {'welcome': 'alice'}" in completed.stdout
