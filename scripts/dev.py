@@ -5,23 +5,33 @@
     python3 scripts/dev.py example   # run the example app against the embedded ZITADEL stand-in
     python3 scripts/dev.py lint      # ruff check, ruff format --check, mypy --strict
 
-The virtual environment is reinstalled only when pyproject.toml changes.
+``example`` needs only the package and its ``testing`` extra, so on a fresh clone it installs
+just those (no test or lint tools); ``test``, ``lint`` and ``setup`` install ``.[dev]``, which
+includes them. The virtual environment is reinstalled only when pyproject.toml changes, or
+when a task needs more than what is installed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import venv
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
-STAMP = VENV / ".installed-pyproject-sha256"
+STAMP = VENV / ".installed.json"  # {"pyproject": sha256, "extra": "testing" | "dev"}
+OLD_STAMP = VENV / ".installed-pyproject-sha256"  # written by earlier versions: .[dev]
+
+# Each extra installs everything the ones before it do.
+EXTRAS = ("testing", "dev")
+TASK_EXTRA = {"example": "testing", "test": "dev", "lint": "dev", "setup": "dev"}
 
 
 def run(*command: str | Path) -> None:
@@ -31,21 +41,44 @@ def run(*command: str | Path) -> None:
         sys.exit(completed.returncode)
 
 
-def ensure_environment() -> None:
+def installed() -> tuple[str, str] | None:
+    """(pyproject digest, extra) of what .venv holds, or ``None``."""
+    if not PYTHON.exists():
+        return None
+    if STAMP.exists():
+        stamp = json.loads(STAMP.read_text())
+        return stamp["pyproject"], stamp["extra"]
+    if OLD_STAMP.exists():
+        return OLD_STAMP.read_text().strip(), "dev"
+    return None
+
+
+def ensure_environment(extra: str) -> None:
+    """Make .venv hold the package with ``extra`` (or more) for this pyproject.toml."""
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if PYTHON.exists() and STAMP.exists() and STAMP.read_text() == wanted:
-        return
+    have = installed()
+    if have is not None:
+        digest, have_extra = have
+        if EXTRAS.index(have_extra) > EXTRAS.index(extra):
+            extra = have_extra  # keep what a developer's .venv already has
+        if digest == wanted and have_extra == extra:
+            return
     if not PYTHON.exists():
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[dev]")
-    STAMP.write_text(wanted)
+    pip = (PYTHON, "-m", "pip", "--disable-pip-version-check", "--no-input")
+    if extra == "dev":  # the example's lean install works with the pip that venv brings
+        run(*pip, "install", "--quiet", "--upgrade", "pip")
+    run(*pip, "install", "--quiet", "-e", f".[{extra}]")
+    OLD_STAMP.unlink(missing_ok=True)
+    STAMP.write_text(json.dumps({"pyproject": wanted, "extra": extra}))
 
 
-def main() -> None:
-    task, *extra = sys.argv[1:] or ["test"]
-    ensure_environment()
+def main(argv: Sequence[str] | None = None) -> None:
+    task, *extra = list(sys.argv[1:] if argv is None else argv) or ["test"]
+    if task not in TASK_EXTRA:
+        sys.exit(f"unknown task {task!r}: use test, lint, example or setup")
+    ensure_environment(TASK_EXTRA[task])
     if task == "test":
         run(PYTHON, "-m", "pytest", *extra)
     elif task == "lint":
@@ -54,10 +87,6 @@ def main() -> None:
         run(PYTHON, "-m", "mypy", "--strict", "fastapi_zitadel", "example_app")
     elif task == "example":
         run(PYTHON, "-m", "example_app", *extra)
-    elif task == "setup":
-        pass
-    else:
-        sys.exit(f"unknown task {task!r}: use test, lint, example or setup")
 
 
 if __name__ == "__main__":

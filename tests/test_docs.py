@@ -267,7 +267,7 @@ def test_shell_snippets_are_real_commands() -> None:
     optional = pyproject.split("[project.optional-dependencies]\n")[1].split("\n[")[0]
     extras = set(re.findall(r"^(\w+) = \[", optional, flags=re.M))
     scripts = set(re.findall(r'^([\w-]+) = "fastapi_zitadel', pyproject, flags=re.M))
-    tasks = set(re.findall(r'task == "(\w+)"', (ROOT / "scripts" / "dev.py").read_text()))
+    tasks = set(runpy.run_path(str(ROOT / "scripts" / "dev.py"))["TASK_EXTRA"])
     settings = {f"ZITADEL_{name.upper()}" for name in ZitadelConfig.model_fields}
     seen = 0
     for page, words in _shell_commands():
