@@ -6,9 +6,12 @@
     python3 scripts/dev.py lint      # ruff check, ruff format --check, mypy --strict
 
 ``example`` needs only the package and its ``testing`` extra, so on a fresh clone it installs
-just those (no test or lint tools); ``test``, ``lint`` and ``setup`` install ``.[dev]``, which
-includes them. The virtual environment is reinstalled only when pyproject.toml changes, or
-when a task needs more than what is installed.
+just those (no test or lint tools): their requirements, and the checkout on the path through a
+``.pth`` file rather than a build of the package (the example needs no entry points; on Python
+3.10, which has no ``tomllib`` to read the requirements with, an editable install instead).
+``test``, ``lint`` and ``setup`` install ``-e .[dev]``, which includes everything. The virtual
+environment is reinstalled only when pyproject.toml changes, or when a task needs more than
+what is installed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import venv
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +32,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".installed.json"  # {"pyproject": sha256, "extra": "testing" | "dev"}
 OLD_STAMP = VENV / ".installed-pyproject-sha256"  # written by earlier versions: .[dev]
+CHECKOUT_PTH = "_fastapi_zitadel_checkout.pth"
 
 # Each extra installs everything the ones before it do.
 EXTRAS = ("testing", "dev")
@@ -67,11 +72,34 @@ def ensure_environment(extra: str) -> None:
         print(f"creating {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     pip = (PYTHON, "-m", "pip", "--disable-pip-version-check", "--no-input")
-    if extra == "dev":  # the example's lean install works with the pip that venv brings
-        run(*pip, "install", "--quiet", "--upgrade", "pip")
-    run(*pip, "install", "--quiet", "-e", f".[{extra}]")
+    run(*pip, "install", "--quiet", "--upgrade", "pip")  # a newer pip resolves faster
+    checkout_pth = site_packages() / CHECKOUT_PTH
+    requirements = None if extra == "dev" else lean_requirements(extra)
+    if requirements is None:
+        checkout_pth.unlink(missing_ok=True)  # the editable install takes over
+        run(*pip, "install", "--quiet", "-e", f".[{extra}]")
+    else:
+        run(*pip, "install", "--quiet", *requirements)
+        checkout_pth.write_text(f"{ROOT}\n")
     OLD_STAMP.unlink(missing_ok=True)
     STAMP.write_text(json.dumps({"pyproject": wanted, "extra": extra}))
+
+
+def lean_requirements(extra: str) -> list[str] | None:
+    """The package's requirements with ``extra``'s, or ``None`` without ``tomllib``."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        return None
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return [*project["dependencies"], *project["optional-dependencies"][extra]]
+
+
+def site_packages() -> Path:
+    """The virtual environment's site-packages (made by this interpreter, so same layout)."""
+    paths = {"base": str(VENV), "platbase": str(VENV)}
+    scheme = "venv" if "venv" in sysconfig.get_scheme_names() else None
+    return Path(sysconfig.get_path("purelib", scheme, vars=paths))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -30,6 +30,9 @@ class DevScript:
         monkeypatch.setitem(globals_, "PYTHON", python)
         monkeypatch.setitem(globals_, "STAMP", venv_dir / ".installed.json")
         monkeypatch.setitem(globals_, "OLD_STAMP", venv_dir / ".installed-pyproject-sha256")
+        site = venv_dir / "lib" / "site-packages"
+        monkeypatch.setitem(globals_, "site_packages", lambda: site)
+        self.pth = site / self.module["CHECKOUT_PTH"]
 
         class FakeEnvBuilder:
             def __init__(self, **_: Any) -> None:
@@ -38,6 +41,7 @@ class DevScript:
             def create(self, path: Path) -> None:
                 python.parent.mkdir(parents=True)
                 python.write_text("")
+                site.mkdir(parents=True)
 
         class FakeVenv:
             EnvBuilder = FakeEnvBuilder
@@ -53,8 +57,24 @@ class DevScript:
 
 
 def installs(commands: list[list[str]]) -> list[str]:
-    """The pip install targets among ``commands``."""
-    return [cmd[-1] for cmd in commands if "install" in cmd]
+    """What each pip install among ``commands`` installs: ``pip`` (the upgrade), an editable
+    ``.[extra]``, or ``requirements`` (a list of requirement specifiers)."""
+    found = []
+    for cmd in commands:
+        if "install" not in cmd:
+            continue
+        if "--upgrade" in cmd:
+            found.append(cmd[-1])
+        elif "-e" in cmd:
+            found.append(cmd[cmd.index("-e") + 1])
+        else:
+            found.append("requirements")
+    return found
+
+
+def requirements_installed(commands: list[list[str]]) -> set[str]:
+    (command,) = (cmd for cmd in commands if "install" in cmd and "--upgrade" not in cmd)
+    return {word.split(">")[0].split("[")[0] for word in command[command.index("--quiet") + 1 :]}
 
 
 @pytest.fixture
@@ -65,7 +85,11 @@ def dev(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> DevScript:
 
 def test_first_example_installs_only_the_testing_extra(dev: DevScript) -> None:
     commands = dev("example", "--smoke")
-    assert installs(commands) == [".[testing]"]  # no pip upgrade, no .[dev]
+    assert installs(commands) == ["pip", "requirements"]  # no .[dev], no build
+    installed = requirements_installed(commands)
+    assert {"fastapi", "httpx", "uvicorn", "websockets"} <= installed
+    assert not {"pytest", "mypy", "ruff", "playwright", "mkdocs-material"} & installed
+    assert dev.pth.read_text().strip() == str(dev.root)  # the checkout is importable
     assert commands[-1][-3:] == ["-m", "example_app", "--smoke"]
     assert dev("example") == [[str(dev.root / ".venv/bin/python"), "-m", "example_app"]]
 
@@ -74,6 +98,7 @@ def test_test_after_example_adds_the_dev_tools_once(dev: DevScript) -> None:
     dev("example")
     commands = dev("test", "-q")
     assert installs(commands) == ["pip", ".[dev]"]
+    assert not dev.pth.exists()  # the editable install replaces the .pth file
     assert commands[-1][-3:] == ["-m", "pytest", "-q"]
     assert installs(dev("test")) == []
     assert installs(dev("example")) == []  # .[dev] includes what the example needs
@@ -89,6 +114,13 @@ def test_changed_pyproject_reinstalls_keeping_the_bigger_extra(dev: DevScript) -
         (dev.root / "pyproject.toml").read_text() + "\n# changed\n"
     )
     assert installs(dev("example")) == ["pip", ".[dev]"]
+
+
+def test_python_without_tomllib_uses_an_editable_install(
+    dev: DevScript, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(dev.module["main"].__globals__, "lean_requirements", lambda _: None)
+    assert installs(dev("example")) == ["pip", ".[testing]"]
 
 
 def test_old_stamp_counts_as_dev(dev: DevScript) -> None:
