@@ -269,6 +269,10 @@ def test_shell_snippets_are_real_commands() -> None:
     scripts = set(re.findall(r'^([\w-]+) = "fastapi_zitadel', pyproject, flags=re.M))
     tasks = set(runpy.run_path(str(ROOT / "scripts" / "dev.py"))["TASK_EXTRA"])
     settings = {f"ZITADEL_{name.upper()}" for name in ZitadelConfig.model_fields}
+    version = re.findall(r'^version = "([^"]+)"', pyproject, flags=re.M)[0]
+    example = (ROOT / "example_app" / "__main__.py").read_text(encoding="utf-8")
+    example_variables = set(re.findall(r'os\.environ\.get\("(EXAMPLE_\w+)"', example))
+    assert example_variables == {"EXAMPLE_ORG_ID"}
     seen = 0
     for page, words in _shell_commands():
         seen += 1
@@ -276,11 +280,18 @@ def test_shell_snippets_are_real_commands() -> None:
         if words[:2] == ["python3", "scripts/dev.py"]:
             assert words[2] in tasks, (page, command)
         elif words[:2] == ["pip", "install"]:
-            match = re.fullmatch(r"fastapi-zitadel(?:\[(\w+)\])?", words[2])
+            # The package by name, the clone's folder, or the wheel `python -m build` makes.
+            match = re.fullmatch(
+                r"(fastapi-zitadel|\.|dist/fastapi_zitadel-([\w.]+)-py3-none-any\.whl)"
+                r"(?:\[(\w+)\])?",
+                words[2],
+            )
             assert match is not None, (page, command)
-            assert match[1] is None or match[1] in extras, (page, command)
+            assert match[2] is None or match[2] == version, (page, command)
+            assert match[3] is None or match[3] in extras, (page, command)
         elif words[0] == "export":
-            assert words[1].split("=", 1)[0] in settings, (page, command)
+            name = words[1].split("=", 1)[0]
+            assert name in settings or name in example_variables, (page, command)
         elif words[0] == "fastapi-zitadel":
             assert "fastapi-zitadel" in scripts
             try:
@@ -648,3 +659,59 @@ async def test_logging_snippet(
     lines = capsys.readouterr().err.splitlines()
     assert any(re.search(r"DEBUG fastapi_zitadel: token \w{8} is active, cached", x) for x in lines)
     assert any(re.search(r"DEBUG fastapi_zitadel: token \w{8} is inactive", x) for x in lines)
+
+
+# override_principal and the module-level functions: what the pages say is what happens ------
+
+OVERRIDE_PAGES = [
+    ROOT / "README.md",
+    DOCS / "testing.md",
+    DOCS / "scopes-and-roles.md",
+    DOCS / "troubleshooting.md",
+]
+# What earlier versions of the pages claimed, and the behaviour below contradicts.
+WRONG_CLAIMS = [
+    "are not reached by `override_principal`",
+    "module-level functions still authenticate for real",
+    "which `override_principal` does not replace",
+]
+
+
+async def test_override_principal_module_level_docs_match_behaviour() -> None:
+    from fastapi import Depends
+
+    from fastapi_zitadel import require_role, set_default_zitadel
+    from fastapi_zitadel.testing import override_principal
+
+    def instance() -> ZitadelIntrospection:
+        return ZitadelIntrospection(
+            "https://acme.zitadel.test", client_id="tests", client_secret="unused"
+        )
+
+    app = FastAPI()
+
+    @app.get("/reports", dependencies=[Depends(require_role("admin"))])
+    async def reports() -> str:
+        return "ok"
+
+    zitadel, other = instance(), instance()
+    admin = Principal(subject="ann", roles={"admin": {}})
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+            set_default_zitadel(zitadel)
+            with override_principal(app, zitadel, admin):
+                covered = (await http.get("/reports")).status_code
+            set_default_zitadel(other)  # the module-level functions are bound to another one
+            with override_principal(app, zitadel, admin):
+                not_covered = (await http.get("/reports")).status_code
+    finally:
+        set_default_zitadel(None)
+    assert (covered, not_covered) == (200, 401)
+
+    for page in OVERRIDE_PAGES:
+        text = " ".join(page.read_text(encoding="utf-8").split())
+        assert "also covers the module-level" in text, page.name
+        assert "default instance" in text, page.name  # the condition is stated
+        for claim in WRONG_CLAIMS:
+            assert claim not in text, (page.name, claim)
