@@ -127,3 +127,59 @@ def test_quick_start_smoke_mode() -> None:
     assert "GET /me without a token: 401" in completed.stdout
     assert "GET /me as admin: 200" in completed.stdout
     assert "WebSocket /ws as admin: {'welcome': 'alice'}" in completed.stdout
+
+
+def test_example_docs_log_in_through_the_embedded_standin() -> None:
+    """`python -m example_app` as the quick start runs it: its /docs offers the PKCE login, and
+    the stand-in's authorize endpoint accepts the example's redirect URI (the browser test
+    clicks through the same flow)."""
+    import re
+    import socket
+    import time
+    from urllib.parse import urlencode
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "example_app", "--port", str(port)],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        issuer = first.removeprefix("Embedded ZITADEL stand-in at ").strip()
+        assert issuer.startswith("http://127.0.0.1:"), first
+        base = f"http://127.0.0.1:{port}"
+        docs = None
+        for _ in range(100):  # until uvicorn listens (bounded)
+            try:
+                docs = httpx.get(base + "/docs")
+                break
+            except httpx.ConnectError:
+                time.sleep(0.1)
+        assert docs is not None
+        assert docs.status_code == 200
+        assert "usePkceWithAuthorizationCodeGrant" in docs.text
+        client_id = re.search(r'"clientId": ?"([^"]+)"', docs.text)
+        assert client_id is not None, docs.text
+        for host in ("127.0.0.1", "localhost"):
+            query = {
+                "response_type": "code",
+                "client_id": client_id[1],
+                "redirect_uri": f"http://{host}:{port}/docs/oauth2-redirect",
+                "code_challenge": "x" * 43,
+                "code_challenge_method": "S256",
+                "state": "s",
+            }
+            login = httpx.get(issuer + "/oauth/v2/authorize?" + urlencode(query))
+            assert login.status_code == 200, login.text
+            assert ">alice (admin)</button>" in login.text
+            assert ">bob (reader)</button>" in login.text
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
