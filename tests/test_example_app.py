@@ -183,3 +183,29 @@ def test_example_docs_log_in_through_the_embedded_standin() -> None:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_with_your_own_zitadel_the_example_says_how_to_get_a_token() -> None:
+    from example_app.__main__ import _how_to_get_a_token
+    from fastapi_zitadel import ZitadelIntrospection
+
+    zitadel = ZitadelIntrospection(
+        "https://acme-xyz.zitadel.cloud",
+        client_id="api",
+        client_secret="unused",  # noqa: S106
+        project_id="298374000000000000",
+    )
+    text = _how_to_get_a_token(zitadel, "http://127.0.0.1:8000")
+    assert "https://acme-xyz.zitadel.cloud/oauth/v2/token" in text
+    assert "grant_type=client_credentials" in text
+    assert "urn:zitadel:iam:org:projects:roles" in text
+    assert "urn:zitadel:iam:org:project:id:298374000000000000:aud" in text
+    assert "ZITADEL_SWAGGER_CLIENT_ID" in text
+    assert "http://127.0.0.1:8000/docs/oauth2-redirect" in text
+
+
+def test_example_variables_are_documented() -> None:
+    for page in (ROOT / "README.md", ROOT / "docs" / "zitadel-setup.md"):
+        text = page.read_text(encoding="utf-8")
+        assert "EXAMPLE_ORG_ID" in text, page
+        assert "/org/report" in text, page
