@@ -192,7 +192,7 @@ def test_with_your_own_zitadel_the_example_says_how_to_get_a_token() -> None:
     zitadel = ZitadelIntrospection(
         "https://acme-xyz.zitadel.cloud",
         client_id="api",
-        client_secret="unused",  # noqa: S106
+        client_secret="unused",
         project_id="298374000000000000",
     )
     text = _how_to_get_a_token(zitadel, "http://127.0.0.1:8000")
