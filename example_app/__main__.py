@@ -1,23 +1,43 @@
 """Run the example: ``python3 scripts/dev.py example`` (or ``python -m example_app``).
 
 With ``ZITADEL_ISSUER`` (and a key) in the environment it protects the API with your ZITADEL
-instance. Without, it starts the embedded ZITADEL stand-in on a loopback port with a project,
-an API application, an admin and a reader, and prints ``curl`` commands to try.
-``--smoke`` serves on a free port, makes one authorized and one anonymous request, and exits.
+instance, and prints how to get a token from it; ``EXAMPLE_ORG_ID`` (an organization's
+resource id) adds ``/org/report`` for admins of that organization. Without, it starts the
+embedded ZITADEL stand-in on a loopback port with a project, an API application, a web
+application for the Swagger UI login (PKCE), an admin and a reader, and prints ``curl``
+commands to try.
+
+``--smoke`` serves on a free port, makes one authorized and one anonymous request and one
+WebSocket call, and exits (0 when all answered as expected, 1 otherwise). A port already in
+use exits with 4 and says so.
 """
 
 import argparse
+import json
 import os
+import socket
 import sys
 from contextlib import ExitStack
+from typing import Any
 
 import httpx
 import uvicorn
 
 from fastapi_zitadel import ZitadelIntrospection
-from fastapi_zitadel.testing import LoopbackServer, StandInProject, ZitadelStandIn
+from fastapi_zitadel.testing import (
+    LoopbackServer,
+    PortInUse,
+    StandInProject,
+    ZitadelStandIn,
+    base_url,
+    bind_socket,
+)
 
 from .app import create_app
+
+EXIT_PORT_IN_USE = 4  # the command line's "network" exit code
+
+ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
 
 
 def main() -> None:
@@ -28,7 +48,16 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="one request each way, then exit")
     args = parser.parse_args()
 
+    host, port = ("127.0.0.1", 0) if args.smoke else (args.host, args.port)
+    try:
+        sock = bind_socket(host, port)  # before anything else: a taken port fails at once
+    except PortInUse as exc:
+        print(f"example: {exc}", file=sys.stderr)
+        sys.exit(EXIT_PORT_IN_USE)
+    base = base_url(host, sock.getsockname()[1])
+
     with ExitStack() as stack:
+        stack.callback(sock.close)
         tokens: dict[str, str] = {}
         org_id = os.environ.get("EXAMPLE_ORG_ID")
         if os.environ.get("ZITADEL_ISSUER"):
@@ -37,7 +66,8 @@ def main() -> None:
             standin = ZitadelStandIn()
             stack.enter_context(standin.serve())
             project = StandInProject(standin)
-            zitadel = project.introspection()
+            web = project.web_app(_redirect_uris(base))
+            zitadel = project.introspection(swagger_client_id=web.client_id)
             org_id = project.org.id
             tokens = {
                 "admin": project.token("alice", roles=["admin"]),
@@ -47,25 +77,82 @@ def main() -> None:
             print(f"API application key file: {project.key_path}")
         app = create_app(zitadel, org_id=org_id, app_wide=args.app_wide)
         if args.smoke:
-            sys.exit(smoke(app, tokens.get("admin")))
-        base = f"http://{args.host}:{args.port}"
+            sys.exit(smoke(app, sock, tokens.get("admin")))
         print(f"\nAPI on {base}; Swagger UI on {base}/docs. Try:")
         for who, token in tokens.items():
             print(f'  curl -H "Authorization: Bearer {token}" {base}/items   # {who}')
-        print(f"  curl -i {base}/items   # no token: 401\n", flush=True)
-        uvicorn.run(app, host=args.host, port=args.port)
+        print(f"  curl -i {base}/items   # no token: 401")
+        if tokens:
+            print(f"Or open {base}/docs, click Authorize, then Authorize again and pick a user.")
+        else:
+            print(_how_to_get_a_token(zitadel, base))
+        print(flush=True)
+        uvicorn.Server(uvicorn.Config(app)).run(sockets=[sock])
 
 
-def smoke(app: object, token: str | None) -> int:
-    """Serve on a free port, check one authorized and one anonymous request: 0 when right."""
-    with LoopbackServer(app) as url:
+def _redirect_uris(base: str) -> list[str]:
+    """Where Swagger UI sends the browser back to, under each name of this machine."""
+    uris = [base + "/docs/oauth2-redirect"]
+    if base.startswith("http://127.0.0.1:"):
+        uris.append(base.replace("127.0.0.1", "localhost", 1) + "/docs/oauth2-redirect")
+    return uris
+
+
+def _how_to_get_a_token(zitadel: ZitadelIntrospection, base: str) -> str:
+    """ZITADEL's own ways to a token for this API, with this instance's URLs filled in."""
+    project = zitadel.config.project_id or "<project resource id>"
+    scope = f"openid profile {ROLES_SCOPE} urn:zitadel:iam:org:project:id:{project}:aud"
+    lines = [
+        f"\nTokens come from your ZITADEL ({zitadel.issuer}):",
+        "  - a service user with a client secret (console: Users > Service Users > your user >",
+        "    Actions > Generate Client Secret), roles granted under the project's Authorizations:",
+        f'    curl -s -u "$CLIENT_ID:$CLIENT_SECRET" -d grant_type=client_credentials '
+        f"-d 'scope={scope}' {zitadel.issuer}/oauth/v2/token",
+    ]
+    if zitadel.config.swagger_client_id is None:
+        lines.append(
+            "  - or the Swagger UI login: set ZITADEL_SWAGGER_CLIENT_ID to the client id of a "
+            f"web application (PKCE) with the redirect URI {base}/docs/oauth2-redirect"
+        )
+    else:
+        lines.append(f"  - or log in from Swagger UI: {base}/docs, Authorize")
+    return "\n".join(lines)
+
+
+def smoke(app: object, sock: socket.socket, token: str | None) -> int:
+    """Serve on ``sock``, check an anonymous and an authorized request and the WebSocket
+    route: 0 when all answered as expected."""
+    with LoopbackServer(app, sock=sock) as url:
         anonymous = httpx.get(url + "/me")
         print(f"GET /me without a token: {anonymous.status_code}")
         if token is None:
             return 0 if anonymous.status_code == 401 else 1
         authorized = httpx.get(url + "/me", headers={"Authorization": f"Bearer {token}"})
         print(f"GET /me as admin: {authorized.status_code} {authorized.json()}")
-    return 0 if (anonymous.status_code, authorized.status_code) == (401, 200) else 1
+        welcome = _websocket_welcome(url, token)
+        print(f"WebSocket /ws as admin: {welcome}")
+    expected = (401, 200, True)
+    got = (anonymous.status_code, authorized.status_code, welcome.get("welcome") == "alice")
+    return 0 if got == expected else 1
+
+
+def _websocket_welcome(url: str, token: str) -> dict[str, Any]:
+    """The first message of ``/ws``, or what went wrong (uvicorn needs a WebSocket library,
+    which the ``testing`` extra brings)."""
+    try:
+        from websockets.sync.client import connect
+    except ImportError:
+        return {"error": "no WebSocket library: pip install 'fastapi-zitadel[testing]'"}
+    try:
+        with connect(
+            url.replace("http://", "ws://", 1) + "/ws",
+            additional_headers={"Authorization": f"Bearer {token}"},
+            open_timeout=10,
+        ) as websocket:
+            message = json.loads(websocket.recv(timeout=10))
+    except Exception as exc:  # reported, and the smoke test fails
+        return {"error": type(exc).__name__}
+    return message if isinstance(message, dict) else {"error": "not a JSON object"}
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ def create_app(
     set_default_zitadel(zitadel)  # for the module-level require_scope below
     app = FastAPI(
         title="Example shop",
-        description="Protected by fastapi-zitadel. Click Authorize and paste a token.",
+        description="Protected by fastapi-zitadel. Click Authorize and "
+        + ("log in." if zitadel.swagger_ui_init_oauth else "paste a token."),
         dependencies=[Depends(zitadel)] if app_wide else [],
     )
     zitadel.install(app)  # lifespan, 401/403/503 in OpenAPI, Swagger UI login

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     if args.command == "dev-issuer":
         from .testing.__main__ import main as dev_issuer
 
-        dev_issuer(["--port", str(args.port)])
+        dev_issuer(args)
         return OK
     try:
         zitadel = _configured(args)
@@ -91,8 +91,11 @@ def _parser() -> argparse.ArgumentParser:
     introspect.add_argument("token", nargs="?", default="-", help="the token, or - for stdin")
     introspect.add_argument("--json", action="store_true", help="print the Principal as JSON")
     commands.add_parser("assertion", help="print a fresh client assertion (for curl)")
-    dev = commands.add_parser("dev-issuer", help="run the local ZITADEL stand-in")
-    dev.add_argument("--port", type=int, default=0)
+    from .testing.__main__ import options as standin_options  # --port, --state-dir, --user...
+
+    commands.add_parser(
+        "dev-issuer", help="run the local ZITADEL stand-in", parents=[standin_options()]
+    )
     return parser
 
 

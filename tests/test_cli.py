@@ -145,11 +145,12 @@ def test_module_entry_point_and_dev_issuer() -> None:
     )
     try:
         assert dev.stdout is not None
-        lines = [dev.stdout.readline() for _ in range(8)]
+        lines = [dev.stdout.readline() for _ in range(9)]
     finally:
         dev.terminate()
         dev.wait(timeout=10)
     assert lines[0].startswith("ZITADEL stand-in: http://127.0.0.1:")
-    assert any(line.startswith("admin token:") for line in lines)
+    assert any(line.startswith("token for alice (admin): ") for line in lines)
+    assert any(line.startswith("token for bob (reader): ") for line in lines)
     key_path = next(line.split(": ", 1)[1].strip() for line in lines if "key file" in line)
     assert json.loads(Path(key_path).read_text())["type"] == "application"

@@ -269,8 +269,12 @@ def test_shell_snippets_are_real_commands() -> None:
     optional = pyproject.split("[project.optional-dependencies]\n")[1].split("\n[")[0]
     extras = set(re.findall(r"^(\w+) = \[", optional, flags=re.M))
     scripts = set(re.findall(r'^([\w-]+) = "fastapi_zitadel', pyproject, flags=re.M))
-    tasks = set(re.findall(r'task == "(\w+)"', (ROOT / "scripts" / "dev.py").read_text()))
+    tasks = set(runpy.run_path(str(ROOT / "scripts" / "dev.py"))["TASK_EXTRA"])
     settings = {f"ZITADEL_{name.upper()}" for name in ZitadelConfig.model_fields}
+    version = re.findall(r'^version = "([^"]+)"', pyproject, flags=re.M)[0]
+    example = (ROOT / "example_app" / "__main__.py").read_text(encoding="utf-8")
+    example_variables = set(re.findall(r'os\.environ\.get\("(EXAMPLE_\w+)"', example))
+    assert example_variables == {"EXAMPLE_ORG_ID"}
     seen = 0
     for page, words in _shell_commands():
         seen += 1
@@ -278,11 +282,18 @@ def test_shell_snippets_are_real_commands() -> None:
         if words[:2] == ["python3", "scripts/dev.py"]:
             assert words[2] in tasks, (page, command)
         elif words[:2] == ["pip", "install"]:
-            match = re.fullmatch(r"fastapi-zitadel(?:\[(\w+)\])?", words[2])
+            # The package by name, the clone's folder, or the wheel `python -m build` makes.
+            match = re.fullmatch(
+                r"(fastapi-zitadel|\.|dist/fastapi_zitadel-([\w.]+)-py3-none-any\.whl)"
+                r"(?:\[(\w+)\])?",
+                words[2],
+            )
             assert match is not None, (page, command)
-            assert match[1] is None or match[1] in extras, (page, command)
+            assert match[2] is None or match[2] == version, (page, command)
+            assert match[3] is None or match[3] in extras, (page, command)
         elif words[0] == "export":
-            assert words[1].split("=", 1)[0] in settings, (page, command)
+            name = words[1].split("=", 1)[0]
+            assert name in settings or name in example_variables, (page, command)
         elif words[0] == "fastapi-zitadel":
             assert "fastapi-zitadel" in scripts
             try:
@@ -307,7 +318,8 @@ def test_quickstart_protects_every_route(
         assert answer.status_code == 200
         assert answer.json() == {"hello": "world"}
         responses = client.get("/openapi.json").json()["paths"]["/hello"]["get"]["responses"]
-        assert {"401", "403", "503"} <= set(responses)
+        assert {"401", "503"} <= set(responses)
+        assert "403" not in responses  # no scope or role is checked there
 
 
 def test_routes_snippet(
@@ -371,6 +383,12 @@ def test_routes_snippet(
         assert 'error="insufficient_scope"' in other.headers["WWW-Authenticate"]
         theirs = client.get(f"/orgs/{globex.id}/roles", headers=bearer(tokens["globex_admin"]))
         assert theirs.json() == ["admin"]
+
+        # OpenAPI: the route's own 403 is declared; a plain valid-token route has none.
+        paths = client.get("/openapi.json").json()["paths"]
+        assert "403" in paths["/orgs/{org_id}/roles"]["get"]["responses"]
+        assert "403" not in paths["/me"]["get"]["responses"]
+        assert paths["/hello"]["get"]["security"] == [{"ZITADEL": []}, {}]
 
 
 def test_module_level_snippet(
@@ -643,3 +661,59 @@ async def test_logging_snippet(
     lines = capsys.readouterr().err.splitlines()
     assert any(re.search(r"DEBUG fastapi_zitadel: token \w{8} is active, cached", x) for x in lines)
     assert any(re.search(r"DEBUG fastapi_zitadel: token \w{8} is inactive", x) for x in lines)
+
+
+# override_principal and the module-level functions: what the pages say is what happens ------
+
+OVERRIDE_PAGES = [
+    ROOT / "README.md",
+    DOCS / "testing.md",
+    DOCS / "scopes-and-roles.md",
+    DOCS / "troubleshooting.md",
+]
+# What earlier versions of the pages claimed, and the behaviour below contradicts.
+WRONG_CLAIMS = [
+    "are not reached by `override_principal`",
+    "module-level functions still authenticate for real",
+    "which `override_principal` does not replace",
+]
+
+
+async def test_override_principal_module_level_docs_match_behaviour() -> None:
+    from fastapi import Depends
+
+    from fastapi_zitadel import require_role, set_default_zitadel
+    from fastapi_zitadel.testing import override_principal
+
+    def instance() -> ZitadelIntrospection:
+        return ZitadelIntrospection(
+            "https://acme.zitadel.test", client_id="tests", client_secret="unused"
+        )
+
+    app = FastAPI()
+
+    @app.get("/reports", dependencies=[Depends(require_role("admin"))])
+    async def reports() -> str:
+        return "ok"
+
+    zitadel, other = instance(), instance()
+    admin = Principal(subject="ann", roles={"admin": {}})
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+            set_default_zitadel(zitadel)
+            with override_principal(app, zitadel, admin):
+                covered = (await http.get("/reports")).status_code
+            set_default_zitadel(other)  # the module-level functions are bound to another one
+            with override_principal(app, zitadel, admin):
+                not_covered = (await http.get("/reports")).status_code
+    finally:
+        set_default_zitadel(None)
+    assert (covered, not_covered) == (200, 401)
+
+    for page in OVERRIDE_PAGES:
+        text = " ".join(page.read_text(encoding="utf-8").split())
+        assert "also covers the module-level" in text, page.name
+        assert "default instance" in text, page.name  # the condition is stated
+        for claim in WRONG_CLAIMS:
+            assert claim not in text, (page.name, claim)

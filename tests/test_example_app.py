@@ -89,6 +89,30 @@ def test_websocket(zitadel_project: StandInProject) -> None:
         assert ws.receive_json() == {"welcome": "alice"}
 
 
+def test_websocket_over_uvicorn(served: str, zitadel_project: StandInProject) -> None:
+    """The /ws route on a real uvicorn: it needs a WebSocket library, which the ``testing``
+    extra brings (without one, uvicorn answers the upgrade with 404)."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = served.replace("http://", "ws://") + "/ws"
+    token = zitadel_project.token("alice")
+    headers = {"Authorization": f"Bearer {token}"}
+    with connect(url, additional_headers=headers, open_timeout=10) as websocket:
+        assert websocket.recv(timeout=10) == '{"welcome":"alice"}'
+    # Refused before the handshake completes: uvicorn turns the close (1008) into HTTP 403.
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, open_timeout=10)
+    assert refused.value.response.status_code == 403
+
+
+def test_testing_extra_brings_a_websocket_library() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    testing = pyproject.split("\ntesting = [", 1)[1].split("]", 1)[0]
+    assert '"uvicorn' in testing
+    assert '"websockets' in testing or "uvicorn[standard]" in testing
+
+
 def test_quick_start_smoke_mode() -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "example_app", "--smoke"],
@@ -102,3 +126,86 @@ def test_quick_start_smoke_mode() -> None:
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "GET /me without a token: 401" in completed.stdout
     assert "GET /me as admin: 200" in completed.stdout
+    assert "WebSocket /ws as admin: {'welcome': 'alice'}" in completed.stdout
+
+
+def test_example_docs_log_in_through_the_embedded_standin() -> None:
+    """`python -m example_app` as the quick start runs it: its /docs offers the PKCE login, and
+    the stand-in's authorize endpoint accepts the example's redirect URI (the browser test
+    clicks through the same flow)."""
+    import re
+    import socket
+    import time
+    from urllib.parse import urlencode
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "example_app", "--port", str(port)],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        issuer = first.removeprefix("Embedded ZITADEL stand-in at ").strip()
+        assert issuer.startswith("http://127.0.0.1:"), first
+        base = f"http://127.0.0.1:{port}"
+        docs = None
+        for _ in range(100):  # until uvicorn listens (bounded)
+            try:
+                docs = httpx.get(base + "/docs")
+                break
+            except httpx.ConnectError:
+                time.sleep(0.1)
+        assert docs is not None
+        assert docs.status_code == 200
+        assert "usePkceWithAuthorizationCodeGrant" in docs.text
+        client_id = re.search(r'"clientId": ?"([^"]+)"', docs.text)
+        assert client_id is not None, docs.text
+        for host in ("127.0.0.1", "localhost"):
+            query = {
+                "response_type": "code",
+                "client_id": client_id[1],
+                "redirect_uri": f"http://{host}:{port}/docs/oauth2-redirect",
+                "code_challenge": "x" * 43,
+                "code_challenge_method": "S256",
+                "state": "s",
+            }
+            login = httpx.get(issuer + "/oauth/v2/authorize?" + urlencode(query))
+            assert login.status_code == 200, login.text
+            assert ">alice (admin)</button>" in login.text
+            assert ">bob (reader)</button>" in login.text
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_with_your_own_zitadel_the_example_says_how_to_get_a_token() -> None:
+    from example_app.__main__ import _how_to_get_a_token
+    from fastapi_zitadel import ZitadelIntrospection
+
+    zitadel = ZitadelIntrospection(
+        "https://acme-xyz.zitadel.cloud",
+        client_id="api",
+        client_secret="unused",
+        project_id="298374000000000000",
+    )
+    text = _how_to_get_a_token(zitadel, "http://127.0.0.1:8000")
+    assert "https://acme-xyz.zitadel.cloud/oauth/v2/token" in text
+    assert "grant_type=client_credentials" in text
+    assert "urn:zitadel:iam:org:projects:roles" in text
+    assert "urn:zitadel:iam:org:project:id:298374000000000000:aud" in text
+    assert "ZITADEL_SWAGGER_CLIENT_ID" in text
+    assert "http://127.0.0.1:8000/docs/oauth2-redirect" in text
+
+
+def test_example_variables_are_documented() -> None:
+    for page in (ROOT / "README.md", ROOT / "docs" / "zitadel-setup.md"):
+        text = page.read_text(encoding="utf-8")
+        assert "EXAMPLE_ORG_ID" in text, page
+        assert "/org/report" in text, page

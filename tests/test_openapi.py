@@ -103,3 +103,88 @@ def test_no_swagger_login_without_client(world: World) -> None:
     app = _app(zitadel)
     assert zitadel.swagger_ui_init_oauth is None
     assert app.swagger_ui_init_oauth is None
+
+
+def _responses(schema: dict[str, Any], path: str, method: str = "get") -> set[str]:
+    return set(schema["paths"][path][method]["responses"])
+
+
+def test_403_only_where_a_scope_or_role_is_checked(world: World) -> None:
+    from fastapi import APIRouter
+
+    from fastapi_zitadel import require_role, set_default_zitadel
+
+    zitadel = world.client()
+    app = _app(zitadel)
+
+    @app.get("/whoami")
+    async def whoami(principal: Annotated[Principal, Depends(zitadel)]) -> str | None:
+        return principal.subject
+
+    @app.get("/default-role", dependencies=[Depends(require_role("admin"))])
+    async def default_role() -> None: ...
+
+    router = APIRouter(prefix="/team", dependencies=[Depends(zitadel.require_role("admin"))])
+
+    @router.get("/open")
+    async def team_open(principal: Annotated[Principal, Depends(zitadel)]) -> None: ...
+
+    app.include_router(router)
+    set_default_zitadel(zitadel)
+    try:
+        schema = app.openapi()
+    finally:
+        set_default_zitadel(None)
+    validate(schema)
+    assert _operation(schema, "/whoami")["security"] == [{"ZITADEL": []}]
+    assert _responses(schema, "/whoami") >= {"401", "503"}
+    assert "403" not in _responses(schema, "/whoami")  # a valid token is all it takes
+    for path in ("/items", "/either", "/admin", "/me", "/default-role", "/team/open"):
+        assert {"401", "403", "503"} <= _responses(schema, path), path
+
+
+def test_optional_routes_list_anonymous_access(world: World) -> None:
+    zitadel = world.client()
+    app = _app(zitadel)
+
+    @app.get("/hello")
+    async def hello(principal: Annotated[Principal | None, Depends(zitadel.optional)]) -> str:
+        return "hi"
+
+    @app.get("/hello-scoped")
+    async def hello_scoped(
+        principal: Annotated[Principal | None, Security(zitadel.optional, scopes=["email"])],
+    ) -> str:
+        return "hi"
+
+    @app.get("/both", dependencies=[Depends(zitadel)])
+    async def both(principal: Annotated[Principal | None, Depends(zitadel.optional)]) -> str:
+        return "hi"
+
+    schema = app.openapi()
+    validate(schema)
+    hello_op = _operation(schema, "/hello")
+    assert hello_op["security"] == [{"ZITADEL": []}, {}]
+    assert {"401", "503"} <= _responses(schema, "/hello")  # an invalid token is still a 401
+    assert "403" not in _responses(schema, "/hello")
+    assert _operation(schema, "/hello-scoped")["security"] == [{"ZITADEL": ["email"]}, {}]
+    assert "403" in _responses(schema, "/hello-scoped")
+    assert _operation(schema, "/both")["security"] == [{"ZITADEL": []}]  # a token is required
+
+
+def test_example_app_documents_what_each_route_can_answer(world: World) -> None:
+    from example_app.app import create_app
+    from fastapi_zitadel import set_default_zitadel
+
+    try:
+        schema = create_app(world.client(), org_id="1").openapi()
+    finally:
+        set_default_zitadel(None)
+    validate(schema)
+    assert _operation(schema, "/hello")["security"] == [{"ZITADEL": []}, {}]
+    assert "403" not in _responses(schema, "/me")
+    assert "403" in _responses(schema, "/items")
+    assert "403" in _responses(schema, "/profile")  # module-level require_scope
+    assert "403" in _responses(schema, "/org/report")
+    assert "403" in _responses(schema, "/admin/cache", "delete")
+    assert "security" not in _operation(schema, "/")

@@ -98,7 +98,7 @@ async def billing() -> dict[str, str]:
 
 
 # The organization taken from the request: check with the Principal's helpers.
-@app.get("/orgs/{org_id}/roles")
+@app.get("/orgs/{org_id}/roles", responses={403: {"description": "No role in that organization"}})
 async def org_roles(
     org_id: str, request: Request, principal: Annotated[Principal, Depends(zitadel)]
 ) -> list[str]:

@@ -3,10 +3,11 @@
 # --8<-- [start:imports]
 from collections.abc import Callable
 
+from fastapi import Depends, FastAPI
 from myapp import create_app
 from starlette.testclient import TestClient
 
-from fastapi_zitadel import Principal, ZitadelIntrospection
+from fastapi_zitadel import Principal, ZitadelIntrospection, require_role, set_default_zitadel
 from fastapi_zitadel.testing import StandInProject, override_principal
 
 # --8<-- [end:imports]
@@ -30,6 +31,32 @@ def test_reader_may_list_but_not_add_fixed_principal() -> None:
 
 
 # --8<-- [end:fixed]
+# --8<-- [start:module_level]
+def test_module_level_checks_are_covered_too() -> None:
+    zitadel = ZitadelIntrospection(
+        "https://acme.zitadel.cloud",
+        client_id="tests",
+        client_secret="unused",  # noqa: S106
+    )
+    set_default_zitadel(zitadel)  # the module-level require_* use this instance
+    try:
+        app = FastAPI()
+
+        @app.get("/reports", dependencies=[Depends(require_role("admin"))])
+        async def reports() -> list[str]:
+            return ["q1"]
+
+        admin = Principal(subject="ann", roles={"admin": {}})
+        with override_principal(app, zitadel, admin), TestClient(app) as client:
+            assert client.get("/reports").status_code == 200
+        reader = Principal(subject="bob", roles={"reader": {}})
+        with override_principal(app, zitadel, reader), TestClient(app) as client:
+            assert client.get("/reports").status_code == 403  # the role check still runs
+    finally:
+        set_default_zitadel(None)
+
+
+# --8<-- [end:module_level]
 # --8<-- [start:standin]
 def test_reader_may_list_but_not_add(
     zitadel_env: dict[str, str], zitadel_token: Callable[..., str]

@@ -1,5 +1,6 @@
 """How a protected API describes itself: the security scheme, Swagger UI's Authorize button,
-and the 401/403/503 responses of each protected operation.
+and the 401/403/503 responses of each protected operation (403 only where a scope or role is
+checked; ``{}`` as an alternative requirement where authentication is optional).
 
 With a web application's client id (``swagger_client_id``), the scheme is OAuth 2.0
 authorization code with PKCE against ZITADEL, so "Authorize" in ``/docs`` logs a developer in
@@ -8,8 +9,10 @@ for real. Without one it is a plain bearer field to paste a token into.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from fastapi.openapi.models import (
     HTTPBearer,
@@ -18,6 +21,9 @@ from fastapi.openapi.models import (
     OAuthFlows,
     SecurityBase,
 )
+from fastapi.routing import APIRoute
+from fastapi.security.base import SecurityBase as SecurityDependency
+from starlette.routing import BaseRoute
 
 from fastapi_zitadel._config import ZitadelConfig
 from fastapi_zitadel._idp.discovery import ProviderMetadata
@@ -25,8 +31,10 @@ from fastapi_zitadel._idp.discovery import ProviderMetadata
 __all__ = [
     "ROLES_SCOPE",
     "add_error_responses",
+    "allows_anonymous",
     "audience_scope",
     "list_scopes",
+    "may_forbid",
     "security_scheme",
     "swagger_ui_init_oauth",
     "use_discovered_endpoints",
@@ -140,15 +148,98 @@ _ERROR_RESPONSES: dict[str, dict[str, Any]] = {
 }
 
 
-def add_error_responses(schema: dict[str, Any], scheme_name: str) -> dict[str, Any]:
-    """Document 401, 403 and 503 on every operation secured by ``scheme_name``."""
-    for path_item in schema.get("paths", {}).values():
-        for operation in path_item.values():
+# Dependencies that answer 403 themselves (the role checks); scope checks show in the schema.
+_FORBIDDING: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+
+DependencyT = TypeVar("DependencyT", bound=Callable[..., Any])
+
+
+def may_forbid(dependency: DependencyT) -> DependencyT:
+    """Mark ``dependency`` as one that can answer 403, so its operations document a 403."""
+    _FORBIDDING.add(dependency)
+    return dependency
+
+
+# Security dependencies that let anonymous callers through (``zitadel.optional``).
+_ANONYMOUS_ALLOWED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def allows_anonymous(dependency: DependencyT) -> DependencyT:
+    """Mark ``dependency`` as one that serves callers without a token too."""
+    _ANONYMOUS_ALLOWED.add(dependency)
+    return dependency
+
+
+def _member(call: Any, marked: weakref.WeakSet[Any]) -> bool:
+    try:
+        return call in marked
+    except TypeError:  # an unhashable or unreferenceable callable: not one of ours
+        return False
+
+
+@dataclass
+class _Guarded:
+    """What an operation's dependencies do with one security scheme."""
+
+    required: bool = False  # a dependency that needs a valid token
+    optional: bool = False  # ``zitadel.optional``: anonymous callers pass
+    forbids: bool = False  # a role check, which can answer 403
+
+
+def _guarded_operations(routes: Iterable[BaseRoute], scheme_name: str) -> dict[Any, _Guarded]:
+    """(path, method) -> how the route's dependency tree uses ``scheme_name``."""
+    found: dict[Any, _Guarded] = {}
+    for route in routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        guarded = _Guarded()
+        pending = [route.dependant]
+        while pending:
+            dependant = pending.pop()
+            pending.extend(dependant.dependencies)
+            call = dependant.call
+            if call is None:
+                continue
+            if _member(call, _FORBIDDING):
+                guarded.forbids = True
+            if isinstance(call, SecurityDependency) and call.scheme_name == scheme_name:
+                if _member(call, _ANONYMOUS_ALLOWED):
+                    guarded.optional = True
+                else:
+                    guarded.required = True
+        for method in route.methods or ():
+            found[(route.path_format, method.lower())] = guarded
+    return found
+
+
+def add_error_responses(
+    schema: dict[str, Any], scheme_name: str, routes: Iterable[BaseRoute] | None = None
+) -> dict[str, Any]:
+    """Document the errors of every operation secured by ``scheme_name``: 401 and 503, and
+    403 where a scope or role is checked. Operations that only ``zitadel.optional`` secures
+    list anonymous access (``{}``) as an alternative security requirement.
+
+    Without ``routes`` (the app's), which tell role checks and optional authentication apart,
+    every secured operation gets 401, 403 and 503."""
+    guarded = None if routes is None else _guarded_operations(routes, scheme_name)
+    for path, path_item in schema.get("paths", {}).items():
+        for method, operation in path_item.items():
             if not isinstance(operation, dict):
                 continue
-            secured = any(scheme_name in req for req in operation.get("security", []))
-            if secured:
-                responses = operation.setdefault("responses", {})
-                for code, response in _ERROR_RESPONSES.items():
-                    responses.setdefault(code, response)
+            security = operation.get("security", [])
+            ours = [req[scheme_name] for req in security if scheme_name in req]
+            if not ours:
+                continue
+            how = guarded.get((path, method)) if guarded is not None else None
+            codes: tuple[str, ...]
+            if how is None:
+                codes = ("401", "403", "503")
+            else:
+                scoped = any(scopes for scopes in ours)
+                codes = ("401", "403", "503") if scoped or how.forbids else ("401", "503")
+                if how.optional and not how.required and len(security) == 1:
+                    security.append({})  # anonymous callers are served too
+            responses = operation.setdefault("responses", {})
+            for code in codes:
+                responses.setdefault(code, _ERROR_RESPONSES[code])
     return schema

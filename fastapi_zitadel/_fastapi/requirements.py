@@ -24,6 +24,8 @@ from starlette.requests import HTTPConnection
 from fastapi_zitadel._exceptions import ConfigurationError, InsufficientScopeError
 from fastapi_zitadel._principal import Principal
 
+from .openapi import may_forbid
+
 __all__ = [
     "Guard",
     "PrincipalDependency",
@@ -140,7 +142,7 @@ def _roles(
             raise error.to_http(conn, guard.realm)
         return principal
 
-    return principal_with_roles
+    return may_forbid(principal_with_roles)  # OpenAPI: the check can answer 403
 
 
 def all_roles(guard: Guard, roles: tuple[str, ...], org_id: str | None) -> PrincipalDependency:

@@ -136,7 +136,7 @@ class ZitadelIntrospection(SecurityBase):
         self._memo_key = f"fastapi_zitadel.principal.{id(self)}"
         self._query_tokens = self.config.websocket_query_token
         self._max_token_length = self.config.max_token_length
-        self._optional = ZitadelOptional(self)
+        self._optional = openapi.allows_anonymous(ZitadelOptional(self))
         self._installed: weakref.WeakSet[FastAPI] = weakref.WeakSet()
 
     @classmethod
@@ -326,7 +326,9 @@ class ZitadelIntrospection(SecurityBase):
 
         def with_error_responses() -> dict[str, Any]:
             if app.openapi_schema is None:
-                app.openapi_schema = openapi.add_error_responses(build_openapi(), self.scheme_name)
+                app.openapi_schema = openapi.add_error_responses(
+                    build_openapi(), self.scheme_name, app.routes
+                )
             return app.openapi_schema
 
         app.openapi = with_error_responses  # type: ignore[method-assign]

@@ -1,9 +1,16 @@
 """Test without a ZITADEL account: a faithful local stand-in for ZITADEL's endpoints."""
 
-from ._directory import AccessToken, ApiApplication, Project, StandInOrganization, User
+from ._directory import (
+    AccessToken,
+    ApiApplication,
+    Project,
+    StandInOrganization,
+    User,
+    WebApplication,
+)
 from ._overrides import fixed_principal, override_principal
 from ._project import StandInProject
-from ._server import LoopbackServer
+from ._server import LoopbackServer, PortInUse, base_url, bind_socket
 from ._standin import ConnectionDropped, Fault, ZitadelStandIn
 
 __all__ = [
@@ -12,11 +19,15 @@ __all__ = [
     "ConnectionDropped",
     "Fault",
     "LoopbackServer",
+    "PortInUse",
     "Project",
     "StandInOrganization",
     "StandInProject",
     "User",
+    "WebApplication",
     "ZitadelStandIn",
+    "base_url",
+    "bind_socket",
     "fixed_principal",
     "override_principal",
 ]

@@ -22,6 +22,13 @@ def new_id() -> str:
     return str(next(_ids))
 
 
+def reserve_ids(up_to: int) -> None:
+    """Make ``new_id`` hand out only ids above ``up_to`` (ids restored from a saved state)."""
+    global _ids
+    current = next(_ids)
+    _ids = itertools.count(max(current, up_to + 1))
+
+
 def generate_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
@@ -70,6 +77,17 @@ class ApiApplication:
             "appId": self.id,
             "clientId": self.client_id,
         }
+
+
+@dataclass
+class WebApplication:
+    """A web (user agent) application with PKCE and no secret, as Swagger UI logs in with:
+    authorization code flow, S256 code challenge, exact redirect URIs."""
+
+    id: str
+    client_id: str
+    project: Project
+    redirect_uris: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -126,6 +144,7 @@ class Directory:
         self.orgs: dict[str, StandInOrganization] = {}
         self.projects: dict[str, Project] = {}
         self.apps: dict[str, ApiApplication] = {}  # by client id
+        self.web_apps: dict[str, WebApplication] = {}  # by client id
         self.users: dict[str, User] = {}
         self.tokens: dict[str, AccessToken] = {}
         self.keys: dict[str, ApiApplication | User] = {}  # by key id
@@ -151,6 +170,13 @@ class Directory:
         else:
             app.client_secret = secrets.token_urlsafe(32)
         self.apps[app.client_id] = app
+        return app
+
+    def add_web_app(
+        self, project: Project, name: str, redirect_uris: Iterable[str]
+    ) -> WebApplication:
+        app = WebApplication(new_id(), f"{new_id()}@{name}", project, list(redirect_uris))
+        self.web_apps[app.client_id] = app
         return app
 
     def add_user(

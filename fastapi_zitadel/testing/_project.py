@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi_zitadel import ZitadelIntrospection
 
-from ._directory import ApiApplication, Project, StandInOrganization, User
+from ._directory import ApiApplication, Project, StandInOrganization, User, WebApplication
 from ._standin import ZitadelStandIn
 
 
@@ -31,16 +31,26 @@ class StandInProject:
         org_name: str = "Acme",
         project_name: str = "shop",
         key_dir: str | os.PathLike[str] | None = None,
+        org: StandInOrganization | None = None,
+        project: Project | None = None,
+        app: ApiApplication | None = None,
     ) -> None:
+        """``org``, ``project`` and ``app`` reuse objects already registered with ``standin``
+        (a world restored from a saved state); by default they are created."""
         self.standin = standin
-        self.org: StandInOrganization = standin.add_org(org_name, f"{org_name.lower()}.localhost")
-        self.project: Project = standin.add_project(project_name)
-        self.app: ApiApplication = standin.add_api_app(self.project, f"{project_name}-api")
+        self.org: StandInOrganization = org or standin.add_org(
+            org_name, f"{org_name.lower()}.localhost"
+        )
+        self.project: Project = project or standin.add_project(project_name)
+        self.app: ApiApplication = app or standin.add_api_app(self.project, f"{project_name}-api")
         folder = Path(key_dir) if key_dir is not None else Path(tempfile.mkdtemp())
         self.key_path = folder / f"{self.app.id}.json"
-        self.key_path.write_text(json.dumps(self.app.key_file, indent=2))
-        self.key_path.chmod(0o600)
+        private_file(self.key_path, json.dumps(self.app.key_file, indent=2))
         self._users: dict[str, User] = {}
+
+    def adopt(self, user: User) -> None:
+        """Make ``user`` (registered with the stand-in already) this project's ``username``."""
+        self._users[user.username] = user
 
     def user(self, username: str = "alice", *, roles: Iterable[str] = (), **profile: Any) -> User:
         """The user called ``username``, created on first use, holding at least ``roles``."""
@@ -52,6 +62,13 @@ class StandInProject:
             self._users[username] = user
         user.roles.setdefault(self.project.id, set()).update(roles)
         return user
+
+    def web_app(self, redirect_uris: Iterable[str], name: str | None = None) -> WebApplication:
+        """A web application (PKCE) of the project, e.g. for Swagger UI's login: give its
+        ``client_id`` as ``swagger_client_id`` and ``{api}/docs/oauth2-redirect`` here."""
+        return self.standin.add_web_app(
+            self.project, name or f"{self.project.name}-web", redirect_uris=redirect_uris
+        )
 
     def token(
         self,
@@ -89,3 +106,11 @@ class StandInProject:
             **options,
         }
         return ZitadelIntrospection(self.standin.issuer, **settings)
+
+
+def private_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, readable by its owner only from the first byte on."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(text)
+    path.chmod(0o600)

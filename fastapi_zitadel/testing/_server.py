@@ -6,6 +6,7 @@ so connection pooling, HTTP framing and timeouts are exercised as in production.
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -15,19 +16,60 @@ from typing import Any, Literal
 HOST = "127.0.0.1"
 
 
+class PortInUse(OSError):
+    """The port to listen on is taken (by another program, or a stand-in still running)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(errno.EADDRINUSE, f"port {port} on {host} is already in use")
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        return (
+            f"port {self.port} on {self.host} is already in use: stop the program listening "
+            "there, or choose another port with --port (--port 0 picks a free one)"
+        )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not yet listening); ``PortInUse`` when taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(host, port) from None
+        raise
+    return sock
+
+
+def base_url(host: str, port: int) -> str:
+    """``http://host:port`` as a browser can open it (a wildcard address as 127.0.0.1)."""
+    shown = HOST if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - read, not bound
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
 class LoopbackServer:
     """``with LoopbackServer(app) as url:`` serves ``app`` until the block ends."""
 
     def __init__(
-        self, app: Any, *, port: int = 0, lifespan: Literal["auto", "on", "off"] = "auto"
+        self,
+        app: Any,
+        *,
+        port: int = 0,
+        lifespan: Literal["auto", "on", "off"] = "auto",
+        sock: socket.socket | None = None,
     ) -> None:
+        """Binds 127.0.0.1:``port`` at once (``PortInUse`` when taken), or serves on ``sock``,
+        a socket bound already (see ``bind_socket``)."""
         self.app = app
         self._lifespan = lifespan
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((HOST, port))
-        self.port: int = self._socket.getsockname()[1]
-        self.url = f"http://{HOST}:{self.port}"
+        self._socket = sock if sock is not None else bind_socket(HOST, port)
+        host, self.port = self._socket.getsockname()[:2]
+        self.url = base_url(host, self.port)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 

@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
+import html
+import re
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
+import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ._client_check import ClientAuthFailed, InvalidRequest, authenticate_client
@@ -31,6 +39,7 @@ from ._directory import (
     Project,
     StandInOrganization,
     User,
+    WebApplication,
     generate_rsa_key,
     new_id,
 )
@@ -52,6 +61,15 @@ def project_roles_claim(project_id: str) -> str:
 FaultKind = Literal["latency", "status", "rate_limit", "garbage", "drop", "inactive"]
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+AUTHORIZATION_CODE_GRANT = "authorization_code"
+LOGIN_PATH = "/ui/login/select"
+CODE_LIFETIME = 300  # seconds an authorization code can be exchanged
+# What ZITADEL puts into a token's scope: it knows no custom scopes (zitadel/zitadel#8967) and
+# drops the ones it does not know.
+_STANDARD_SCOPES = {"openid", "profile", "email", "phone", "address", "offline_access"}
+_ZITADEL_SCOPE_PREFIX = "urn:zitadel:iam:"
+# RFC 7636 section 4.1: 43 to 128 characters of the unreserved set.
+_CODE_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 AUDIENCE_SCOPE_PREFIX = "urn:zitadel:iam:org:project:id:"
 AUDIENCE_SCOPE_SUFFIX = ":aud"
 
@@ -64,6 +82,25 @@ class Fault:
     remaining: int | None = 1
     seconds: float = 0.0
     status: int = 503
+
+
+@dataclass
+class _AuthorizationRequest:
+    """An authorization request waiting for the login page's answer."""
+
+    app: WebApplication
+    redirect_uri: str
+    scopes: list[str]
+    state: str | None
+    nonce: str | None
+    code_challenge: str
+
+
+@dataclass
+class _AuthorizationCode:
+    request: _AuthorizationRequest
+    user: User
+    expires_at: float
 
 
 class ConnectionDropped(httpx.RemoteProtocolError):
@@ -95,6 +132,8 @@ class ZitadelStandIn:
         self._faults: list[Fault] = []
         self._signing_key: rsa.RSAPrivateKey | None = None
         self._signing_key_id = new_id()
+        self._authorization_requests: dict[str, _AuthorizationRequest] = {}
+        self._codes: dict[str, _AuthorizationCode] = {}
         self.app = Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", self._discovery, methods=["GET"]),
@@ -102,7 +141,19 @@ class ZitadelStandIn:
                 Route("/oauth/v2/introspect", self._introspect, methods=["POST"]),
                 Route("/oauth/v2/token", self._token, methods=["POST"]),
                 Route("/oauth/v2/revoke", self._revoke, methods=["POST"]),
-            ]
+                Route("/oauth/v2/authorize", self._authorize, methods=["GET"]),
+                Route(LOGIN_PATH, self._login, methods=["POST"]),
+            ],
+            # Browser apps (Swagger UI) call the token endpoint from their own origin, as they
+            # do with ZITADEL, which allows that.
+            middleware=[
+                Middleware(
+                    CORSMiddleware,
+                    allow_origins=["*"],
+                    allow_methods=["GET", "POST"],
+                    allow_headers=["*"],
+                )
+            ],
         )
 
     # Setting up the world ---------------------------------------------------------------
@@ -120,6 +171,13 @@ class ZitadelStandIn:
         auth: Literal["private_key_jwt", "basic"] = "private_key_jwt",
     ) -> ApiApplication:
         return self.directory.add_api_app(project, name, auth=auth)
+
+    def add_web_app(
+        self, project: Project, name: str = "web", *, redirect_uris: Iterable[str]
+    ) -> WebApplication:
+        """A web application with PKCE (no secret): the kind Swagger UI logs in with. Its login
+        page (``/oauth/v2/authorize``) lets the person pick one of the human users."""
+        return self.directory.add_web_app(project, name, redirect_uris)
 
     def add_user(
         self,
@@ -213,21 +271,30 @@ class ZitadelStandIn:
                 ],
                 "introspection_endpoint_auth_signing_alg_values_supported": ["RS256"],
                 "token_endpoint_auth_methods_supported": [
+                    "none",
                     "client_secret_basic",
                     "private_key_jwt",
                 ],
-                "grant_types_supported": ["client_credentials", JWT_BEARER_GRANT],
+                "grant_types_supported": [
+                    AUTHORIZATION_CODE_GRANT,
+                    "client_credentials",
+                    JWT_BEARER_GRANT,
+                ],
                 "response_types_supported": ["code"],
+                "code_challenge_methods_supported": ["S256"],
                 "scopes_supported": ["openid", "profile", "email", "phone"],
             }
         )
 
-    async def _jwks(self, _request: Request) -> Response:
-        # The instance's signing key, as ZITADEL publishes it. Access tokens from the stand-in
-        # are opaque (ZITADEL's default), so nothing needs it for introspection.
+    def _instance_key(self) -> rsa.RSAPrivateKey:
         if self._signing_key is None:
             self._signing_key = generate_rsa_key()
-        jwk = RSAAlgorithm.to_jwk(self._signing_key.public_key(), as_dict=True)
+        return self._signing_key
+
+    async def _jwks(self, _request: Request) -> Response:
+        # The instance's signing key, as ZITADEL publishes it: it signs ID tokens. Access
+        # tokens from the stand-in are opaque (ZITADEL's default).
+        jwk = RSAAlgorithm.to_jwk(self._instance_key().public_key(), as_dict=True)
         jwk.update(kid=self._signing_key_id, use="sig", alg="RS256")
         return JSONResponse({"keys": [jwk]})
 
@@ -260,6 +327,8 @@ class ZitadelStandIn:
         params = await _parameters(request)
         grant = params.get("grant_type")
         scopes = params.get("scope", "").split()
+        if grant == AUTHORIZATION_CODE_GRANT:
+            return self._exchange_code(params)
         if grant == JWT_BEARER_GRANT:
             try:
                 user_id = authenticate_client(
@@ -282,16 +351,13 @@ class ZitadelStandIn:
             except (ClientAuthFailed, InvalidRequest):
                 return _oauth_error("invalid_client", "client authentication failed", 401)
         else:
-            return _oauth_error("unsupported_grant_type", "use jwt-bearer or client_credentials")
+            return _oauth_error(
+                "unsupported_grant_type", "use authorization_code, jwt-bearer or client_credentials"
+            )
         user = self.directory.users.get(user_id)
         if user is None or user.kind != "machine":
             return _oauth_error("invalid_grant", "only service users get tokens here")
-        audience = [
-            scope[len(AUDIENCE_SCOPE_PREFIX) : -len(AUDIENCE_SCOPE_SUFFIX)]
-            for scope in scopes
-            if scope.startswith(AUDIENCE_SCOPE_PREFIX) and scope.endswith(AUDIENCE_SCOPE_SUFFIX)
-        ]
-        token = self._mint(user, audience, scopes, 43_200, user.id)
+        token = self._mint(user, _audience_scopes(scopes), scopes, 43_200, user.id)
         return JSONResponse(
             {
                 "access_token": token.value,
@@ -300,6 +366,101 @@ class ZitadelStandIn:
                 "scope": " ".join(token.scopes),
             }
         )
+
+    async def _authorize(self, request: Request) -> Response:
+        """The authorization endpoint: checks the request as ZITADEL does (a known client, an
+        exactly registered redirect URI, ``response_type=code``, a PKCE S256 challenge) and
+        shows a login page where the person picks a user."""
+        params = request.query_params
+        app = self.directory.web_apps.get(params.get("client_id", ""))
+        if app is None:
+            return _login_error("unknown client_id")
+        redirect_uri = params.get("redirect_uri", "")
+        if redirect_uri not in app.redirect_uris:
+            return _login_error(f"redirect_uri {redirect_uri!r} is not registered for this app")
+        state = params.get("state")
+        if params.get("response_type") != "code":
+            return _redirect_error(redirect_uri, state, "unsupported_response_type", "use code")
+        challenge = params.get("code_challenge", "")
+        if not challenge or params.get("code_challenge_method") != "S256":
+            description = "PKCE is required: code_challenge with code_challenge_method S256"
+            return _redirect_error(redirect_uri, state, "invalid_request", description)
+        request_id = secrets.token_urlsafe(16)
+        self._authorization_requests[request_id] = _AuthorizationRequest(
+            app=app,
+            redirect_uri=redirect_uri,
+            scopes=params.get("scope", "").split(),
+            state=state,
+            nonce=params.get("nonce"),
+            code_challenge=challenge,
+        )
+        humans = [user for user in self.directory.users.values() if user.kind == "human"]
+        return HTMLResponse(_login_page(request_id, app, humans))
+
+    async def _login(self, request: Request) -> Response:
+        """The login page's answer: the picked user gets an authorization code."""
+        params = await _parameters(request)
+        pending = self._authorization_requests.pop(params.get("auth_request", ""), None)
+        user = self.directory.users.get(params.get("user", ""))
+        if pending is None:
+            return _login_error("this login is unknown or already used: start it again")
+        if user is None or user.kind != "human" or not user.active:
+            return _login_error("unknown user")
+        code = secrets.token_urlsafe(32)
+        self._codes[code] = _AuthorizationCode(pending, user, self.clock() + CODE_LIFETIME)
+        answer = {"code": code, **({"state": pending.state} if pending.state else {})}
+        return RedirectResponse(_with_query(pending.redirect_uri, answer), status_code=303)
+
+    def _exchange_code(self, params: Mapping[str, str]) -> Response:
+        """``grant_type=authorization_code`` for a public client: the code once, from the same
+        client and redirect URI, with the PKCE verifier of its challenge."""
+        found = self._codes.pop(params.get("code", ""), None)
+        if found is None or self.clock() > found.expires_at:
+            return _oauth_error("invalid_grant", "the code is unknown, used or expired")
+        pending = found.request
+        if params.get("client_id") != pending.app.client_id:
+            return _oauth_error("invalid_client", "the code was issued to another client")
+        if params.get("redirect_uri") != pending.redirect_uri:
+            return _oauth_error("invalid_grant", "redirect_uri differs from the authorization")
+        verifier = params.get("code_verifier", "")
+        digest = hashlib.sha256(verifier.encode("ascii", errors="replace")).digest()
+        expected = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        if not _CODE_VERIFIER.fullmatch(verifier) or not hmac.compare_digest(
+            expected, pending.code_challenge
+        ):
+            return _oauth_error("invalid_grant", "code_verifier does not match the challenge")
+        scopes = [
+            scope
+            for scope in pending.scopes
+            if scope in _STANDARD_SCOPES or scope.startswith(_ZITADEL_SCOPE_PREFIX)
+        ]
+        audience = [pending.app.project.id, *_audience_scopes(scopes)]
+        token = self._mint(found.user, audience, scopes, 43_200, pending.app.client_id)
+        token.audience.insert(0, pending.app.client_id)
+        body: dict[str, Any] = {
+            "access_token": token.value,
+            "token_type": "Bearer",
+            "expires_in": token.expires_at - token.issued_at,
+            "scope": " ".join(token.scopes),
+        }
+        if "openid" in scopes:
+            body["id_token"] = self._id_token(found.user, pending, token)
+        return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def _id_token(self, user: User, pending: _AuthorizationRequest, token: AccessToken) -> str:
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": user.id,
+            "aud": [pending.app.client_id],
+            "azp": pending.app.client_id,
+            "iat": token.issued_at,
+            "exp": token.expires_at,
+            "auth_time": token.issued_at,
+        }
+        if pending.nonce:
+            claims["nonce"] = pending.nonce
+        headers = {"kid": self._signing_key_id}
+        return jwt.encode(claims, self._instance_key(), algorithm="RS256", headers=headers)
 
     async def _revoke(self, request: Request) -> Response:
         params = await _parameters(request)
@@ -451,6 +612,64 @@ async def _parameters(request: Request) -> dict[str, str]:
         body = (await request.body()).decode("utf-8", errors="replace")
         params.update(parse_qsl(body, keep_blank_values=True))
     return params
+
+
+def _audience_scopes(scopes: Iterable[str]) -> list[str]:
+    """The project ids of ``urn:zitadel:iam:org:project:id:{id}:aud`` scopes."""
+    return [
+        scope[len(AUDIENCE_SCOPE_PREFIX) : -len(AUDIENCE_SCOPE_SUFFIX)]
+        for scope in scopes
+        if scope.startswith(AUDIENCE_SCOPE_PREFIX) and scope.endswith(AUDIENCE_SCOPE_SUFFIX)
+    ]
+
+
+def _with_query(uri: str, params: Mapping[str, str]) -> str:
+    return uri + ("&" if "?" in uri else "?") + urlencode(params)
+
+
+def _redirect_error(uri: str, state: str | None, error: str, description: str) -> Response:
+    """RFC 6749 4.1.2.1: errors go back to a verified redirect URI."""
+    answer = {"error": error, "error_description": description}
+    if state:
+        answer["state"] = state
+    return RedirectResponse(_with_query(uri, answer), status_code=303)
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in: ZITADEL stand-in</title>
+<style>body{{font-family:sans-serif;max-width:32em;margin:3em auto}}
+button{{display:block;width:100%;margin:.4em 0;padding:.6em;font-size:1em;text-align:left}}
+</style></head><body>
+{body}
+</body></html>
+"""
+
+
+def _login_page(request_id: str, app: WebApplication, users: list[User]) -> str:
+    """The minimal login page: one button per human user, with its roles in the project."""
+    buttons = []
+    for user in users:
+        roles = ", ".join(sorted(user.roles.get(app.project.id, set()))) or "no roles"
+        label = f"{user.username} ({roles})"
+        buttons.append(
+            f'<button type="submit" name="user" value="{html.escape(user.id)}">'
+            f"{html.escape(label)}</button>"
+        )
+    body = (
+        f"<h1>Sign in to {html.escape(app.project.name)}</h1>"
+        "<p>ZITADEL stand-in, for development: pick the user to sign in as.</p>"
+        f'<form method="post" action="{LOGIN_PATH}">'
+        f'<input type="hidden" name="auth_request" value="{html.escape(request_id)}">'
+        + ("".join(buttons) or "<p>No users yet.</p>")
+        + "</form>"
+    )
+    return _PAGE.format(body=body)
+
+
+def _login_error(message: str) -> HTMLResponse:
+    """Errors that must not be redirected (unknown client or redirect URI)."""
+    body = f"<h1>Cannot sign in</h1><p>{html.escape(message)}</p>"
+    return HTMLResponse(_PAGE.format(body=body), status_code=400)
 
 
 def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:

@@ -4,6 +4,9 @@ the package is installed (``-p no:fastapi_zitadel`` turns them off).
     def test_items(zitadel_token, zitadel_env):   # zitadel_env: ZITADEL_* point at the stand-in
         token = zitadel_token("bob", roles=["reader"])
         ...
+
+Every fixture works under pytest-asyncio's strict mode (``@pytest.mark.asyncio``), its auto
+mode, and anyio (``@pytest.mark.anyio``); see docs/testing.md.
 """
 
 from __future__ import annotations
@@ -49,12 +52,49 @@ def zitadel_env(zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.fixture
-async def zitadel_introspection(
+def zitadel_introspection(request: pytest.FixtureRequest) -> ZitadelIntrospection:
+    """A ``ZitadelIntrospection`` configured for the stand-in project, closed afterwards.
+
+    Opened and closed in the test's own event loop, whichever plugin runs it: pytest-asyncio
+    in strict mode (``@pytest.mark.asyncio``) or auto mode, or anyio (``@pytest.mark.anyio``).
+    """
+    if "anyio_backend" in request.fixturenames:
+        name = "_zitadel_introspection_anyio"
+    elif _WITH_PYTEST_ASYNCIO:
+        name = "_zitadel_introspection_asyncio"
+    else:
+        raise pytest.UsageError(
+            "zitadel_introspection is opened in an event loop: install pytest-asyncio, or "
+            "mark the test with @pytest.mark.anyio"
+        )
+    zitadel: ZitadelIntrospection = request.getfixturevalue(name)
+    return zitadel
+
+
+@pytest.fixture(name="_zitadel_introspection_anyio")
+async def _introspection_for_anyio(
     zitadel_project: StandInProject,
 ) -> AsyncIterator[ZitadelIntrospection]:
-    """A ``ZitadelIntrospection`` configured for the stand-in project, closed afterwards."""
+    """Run by anyio's plugin, which takes the async fixtures of tests using ``anyio_backend``."""
     async with zitadel_project.introspection() as zitadel:
         yield zitadel
+
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - depends on the environment
+    _WITH_PYTEST_ASYNCIO = False
+else:
+    _WITH_PYTEST_ASYNCIO = True
+
+    @pytest_asyncio.fixture(name="_zitadel_introspection_asyncio")
+    async def _introspection_for_asyncio(
+        zitadel_project: StandInProject,
+    ) -> AsyncIterator[ZitadelIntrospection]:
+        """Marked for pytest-asyncio, so that its strict mode runs it too (strict mode leaves
+        async fixtures without the mark alone)."""
+        async with zitadel_project.introspection() as zitadel:
+            yield zitadel
 
 
 def pytest_configure(config: Any) -> None:

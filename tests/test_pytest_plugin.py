@@ -1,0 +1,104 @@
+"""The pytest plugin's fixtures in a user's own test suite, under each way of running async
+tests: pytest-asyncio's default strict mode, its auto mode, and anyio (with pytest-asyncio in
+strict mode, and without pytest-asyncio at all). Each run is a fresh pytest process in an empty
+project, configured only with the one line the testing page documents."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Every fixture of the plugin, used the way the testing page shows, in one async test.
+BODY = """
+import httpx
+from fastapi import Depends, FastAPI
+
+from fastapi_zitadel import ZitadelIntrospection
+
+
+{marker}
+async def test_every_fixture(
+    zitadel_introspection, zitadel_token, zitadel_env, zitadel_project, zitadel_standin
+):
+    token = zitadel_token("bob", roles=["reader"])
+    principal = await zitadel_introspection.verify(token)
+    assert principal.has_role("reader")
+    assert zitadel_env["ZITADEL_ISSUER"] == zitadel_standin.issuer
+    assert zitadel_project.standin is zitadel_standin
+
+    zitadel = ZitadelIntrospection.from_env()
+    app = FastAPI()
+    zitadel.install(app)
+
+    @app.get("/items", dependencies=[Depends(zitadel.require_role("reader"))])
+    async def items() -> list[str]:
+        return ["apple"]
+
+    transport = httpx.ASGITransport(app=app)
+    async with zitadel, httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        headers = {{"Authorization": f"Bearer {{token}}"}}
+        assert (await http.get("/items", headers=headers)).json() == ["apple"]
+        assert (await http.get("/items")).status_code == 401
+
+
+{marker}
+async def test_introspection_fixture_twice_in_a_row(zitadel_introspection, zitadel_token):
+    assert (await zitadel_introspection.verify(zitadel_token("alice"))).username == "alice"
+"""
+
+# pytest-asyncio warns until this is set; it is its own advice, not ours.
+LOOP_SCOPE = 'asyncio_default_fixture_loop_scope = "function"\n'
+
+MODES = {
+    # mode: (the marker line in the tests, pyproject.toml's pytest section, extra arguments)
+    "strict": ("@pytest.mark.asyncio", "", []),
+    "auto": ("", 'asyncio_mode = "auto"\n', []),
+    "anyio": ("@pytest.mark.anyio", "", []),
+    "anyio-without-pytest-asyncio": ("@pytest.mark.anyio", "", ["-p", "no:asyncio"]),
+}
+
+
+def run_user_suite(tmp_path: Path, mode: str) -> subprocess.CompletedProcess[str]:
+    marker, ini, extra = MODES[mode]
+    test_file = "import pytest\n" + BODY.format(marker=marker)
+    (tmp_path / "test_user.py").write_text(test_file)
+    ini_text = (
+        "[tool.pytest.ini_options]\n"
+        + ini
+        + LOOP_SCOPE
+        # An unclosed connection (a fixture closed in another event loop than the test's)
+        # shows up as an unraisable ResourceWarning: fail the run on it.
+        + 'filterwarnings = ["error::pytest.PytestUnraisableExceptionWarning"]\n'
+    )
+    if "no:asyncio" in extra:  # the setting belongs to pytest-asyncio, unknown without it
+        ini_text = ini_text.replace(LOOP_SCOPE, "")
+    (tmp_path / "pyproject.toml").write_text(ini_text)
+    return subprocess.run(  # noqa: S603 - our own interpreter and arguments
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_fixtures_work_in_every_async_mode(tmp_path: Path, mode: str) -> None:
+    completed = run_user_suite(tmp_path, mode)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    assert "2 passed" in output, output
+    assert "warning" not in output.lower(), output
+
+
+def test_testing_page_documents_each_mode() -> None:
+    """The one-line set-ups the test above uses are the ones the testing page shows."""
+    page = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
+    for line in ("@pytest.mark.asyncio", 'asyncio_mode = "auto"', "@pytest.mark.anyio"):
+        assert line in page, line
