@@ -18,6 +18,7 @@ import httpx
 from ._cache.base import CacheBinding, IntrospectionCache
 from ._cache.memory import MemoryCache, NegativeCache
 from ._config import ZitadelConfig
+from ._exceptions import KeyFileError
 from ._idp.client_auth import ClientAuthentication, ClientSecretBasic, PrivateKeyJwt
 from ._idp.discovery import Discovery
 from ._idp.http import HttpClientProvider
@@ -91,9 +92,19 @@ def client_authentication(
         assert config.client_id is not None
         assert config.client_secret is not None
         return ClientSecretBasic(config.client_id, config.client_secret.get_secret_value())
+    key = load_key_file(source)
+    if key.type != "application":
+        raise KeyFileError(
+            f"(service user {key.user_id}, key id {key.key_id})",
+            "is a service user's key, but ZITADEL lets only applications introspect tokens: "
+            "download a key of the API application (Projects > your project > the API "
+            "application > Keys) for key_file (ZITADEL_KEY_FILE); a service user's key is for "
+            "calling other APIs",
+            field="type",
+        )
     audiences = config.assertion_audience or (config.issuer,)
     return PrivateKeyJwt(
-        load_key_file(source),
+        key,
         audience=audiences[0] if len(audiences) == 1 else list(audiences),
         lifetime=config.assertion_lifetime,
         single_use=config.single_use_assertion,

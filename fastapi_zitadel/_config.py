@@ -9,7 +9,7 @@ so that every way of configuring the library (keywords, ``from_env``, the CLI) o
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -100,6 +101,8 @@ class ZitadelConfig(BaseModel):
             raise ValueError(
                 "holds key material, not a path: put the key file's JSON in key (ZITADEL_KEY)"
             )
+        if isinstance(value, (str, os.PathLike)) and _is_path(value):
+            return Path(value).expanduser()  # "~/keys/api.json", as a shell would read it
         return value
 
     @field_validator("key", mode="before")
@@ -117,6 +120,11 @@ class ZitadelConfig(BaseModel):
     @field_validator("issuer")
     @classmethod
     def _issuer_has_no_trailing_slash(cls, value: str) -> str:
+        if value.rstrip("/").endswith(_DISCOVERY_SUFFIX):
+            raise ValueError(
+                f"is the discovery document's URL, not the issuer; use "
+                f"{shown(value.rstrip('/').removesuffix(_DISCOVERY_SUFFIX))}"
+            )
         if value.endswith("/"):
             raise ValueError(
                 f"must not end with '/': ZITADEL compares the issuer exactly; "
@@ -151,7 +159,10 @@ class ZitadelConfig(BaseModel):
         if len(sources) > 1:
             raise ValueError(_ONE_KEY)
         if sources and has_secret:
-            raise ValueError(f"set either {sources[0]} or client_id with client_secret, not both")
+            raise ValueError(
+                f"set either {sources[0]} ({_ENV[sources[0]]}) or client_id with client_secret "
+                "(ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET), not both"
+            )
         if not sources and not has_secret:
             raise ValueError(
                 "no client credentials: set key_file (ZITADEL_KEY_FILE) to the API "
@@ -159,7 +170,10 @@ class ZitadelConfig(BaseModel):
                 "ZITADEL_CLIENT_SECRET)"
             )
         if has_secret and (not self.client_id or self.client_secret is None):
-            raise ValueError("client_id and client_secret must be set together")
+            raise ValueError(
+                "client_id and client_secret (ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET) must be "
+                "set together"
+            )
 
     def key_source(self) -> KeyFileSource | None:
         """The API application's key (a loaded key or a path), or ``None`` with a secret."""
@@ -179,6 +193,8 @@ def _sorted_key_sources(data: Any) -> Any:
 
 
 _ONE_KEY = "set only one of key_file and key (ZITADEL_KEY_FILE, ZITADEL_KEY)"
+_ENV = {"key_file": "ZITADEL_KEY_FILE", "key": "ZITADEL_KEY"}
+_DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 
 
 def _json_text(value: str) -> str:
@@ -194,6 +210,19 @@ class ZitadelSettings(ZitadelConfig, BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ZITADEL_", extra="ignore", frozen=True)
 
+    # Which settings were given as keywords (the rest came from ZITADEL_*): errors name each
+    # as the user set it.
+    _keywords: frozenset[str] = PrivateAttr(default=frozenset())
+
+    def __init__(self, **keywords: Any) -> None:
+        super().__init__(**keywords)
+        self._keywords = frozenset(keywords)
+
+    @property
+    def keywords(self) -> frozenset[str]:
+        """The settings given as keyword arguments rather than read from ``ZITADEL_*``."""
+        return self._keywords
+
     @model_validator(mode="before")
     @classmethod
     def _sort_key_sources(cls, data: Any) -> Any:
@@ -207,32 +236,47 @@ class ZitadelSettings(ZitadelConfig, BaseSettings):
         return _sorted_key_sources(data)
 
 
-def configuration_error(exc: ValidationError, *, env: bool) -> ConfigurationError:
-    """One error naming each bad setting (as the environment variable, when read from there).
+def configuration_error(
+    exc: ValidationError, *, env: bool | Collection[str], keywords: Collection[str] = ()
+) -> ConfigurationError:
+    """One error naming each bad setting as the user set it: the keyword, or the environment
+    variable for settings read from there (``env``: all of them, or those named).
 
     A broken key file keeps its own type (``KeyFileError``), with its source and field.
     """
+
+    def name(field: str) -> str:
+        from_env = field not in keywords and (env is True or (env is not False and field in env))
+        return f"ZITADEL_{field.upper()}" if from_env else field
+
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
         cause = error.get("ctx", {}).get("error")
         if isinstance(cause, KeyFileError):
             return cause
         field = ".".join(str(part) for part in error["loc"])
-        name = f"ZITADEL_{field.upper()}" if env and field else field
         message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"{name}: {message}" if name else message)
+        prefix, _, rest = message.partition(": ")
+        if not field and prefix in ZitadelConfig.model_fields:  # "issuer: ..." from a check
+            field, message = prefix, rest
+        problems.append(f"{name(field)}: {message}" if field else message)
     return ConfigurationError("invalid fastapi-zitadel configuration: " + "; ".join(problems))
 
 
-def merged_config(
-    config: ZitadelConfig | None, explicit: Mapping[str, Any], *, env: bool = False
-) -> ZitadelConfig:
-    """``config`` with the ``explicit`` settings on top, validated again as a whole."""
+def merged_config(config: ZitadelConfig | None, explicit: Mapping[str, Any]) -> ZitadelConfig:
+    """``config`` with the ``explicit`` settings on top, validated again as a whole.
+
+    In an error, settings that came from the environment (a ``ZitadelSettings``) are named
+    as their variables, the others as keywords.
+    """
     values: dict[str, Any] = {}
+    from_env: frozenset[str] = frozenset()
     if config is not None:
         values = {name: getattr(config, name) for name in config.model_fields_set}
+        if isinstance(config, ZitadelSettings):
+            from_env = frozenset(config.model_fields_set) - config.keywords
     values.update(explicit)
     try:
         return ZitadelConfig.model_validate(values)
     except ValidationError as exc:
-        raise configuration_error(exc, env=env) from None
+        raise configuration_error(exc, env=from_env, keywords=explicit.keys()) from None

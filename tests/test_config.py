@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,90 @@ def test_from_env_missing_issuer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ZITADEL_ISSUER", raising=False)
     with pytest.raises(ConfigurationError, match="ZITADEL_ISSUER"):
         ZitadelIntrospection.from_env()
+
+
+# Errors name the setting as the user set it -----------------------------------------------
+
+
+def test_plain_http_issuer_named_as_keyword_or_variable(
+    monkeypatch: pytest.MonkeyPatch, app_key_path: Path
+) -> None:
+    with pytest.raises(ConfigurationError) as keyword:
+        ZitadelIntrospection("http://zitadel.example.com", key_file=app_key_path)
+    assert "issuer: 'http://zitadel.example.com' uses plain http" in str(keyword.value)
+    assert "allow_insecure_http=True (ZITADEL_ALLOW_INSECURE_HTTP=true)" in str(keyword.value)
+    monkeypatch.setenv("ZITADEL_ISSUER", "http://zitadel.example.com")
+    monkeypatch.setenv("ZITADEL_KEY_FILE", str(app_key_path))
+    with pytest.raises(ConfigurationError) as variable:
+        ZitadelIntrospection.from_env()
+    assert "ZITADEL_ISSUER: 'http://zitadel.example.com' uses plain http" in str(variable.value)
+    with pytest.raises(ConfigurationError) as override:  # a keyword given to from_env
+        ZitadelIntrospection.from_env(issuer="http://other.example.com")
+    assert "issuer: 'http://other.example.com'" in str(override.value)
+    assert "ZITADEL_ISSUER" not in str(override.value)
+
+
+def test_credential_mix_up_names_both_forms(
+    monkeypatch: pytest.MonkeyPatch, app_key_path: Path
+) -> None:
+    monkeypatch.setenv("ZITADEL_ISSUER", ISSUER)
+    monkeypatch.setenv("ZITADEL_KEY_FILE", str(app_key_path))
+    monkeypatch.setenv("ZITADEL_CLIENT_ID", "api")
+    monkeypatch.setenv("ZITADEL_CLIENT_SECRET", "secret")
+    with pytest.raises(ConfigurationError) as info:
+        ZitadelIntrospection.from_env()
+    for name in ("ZITADEL_KEY_FILE", "ZITADEL_CLIENT_ID", "ZITADEL_CLIENT_SECRET"):
+        assert name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("issuer", "suggestion"),
+    [
+        ("127.0.0.1:8080", "did you mean 'http://127.0.0.1:8080'?"),
+        ("localhost:8080", "did you mean 'http://localhost:8080'?"),
+        ("acme.zitadel.cloud", "did you mean 'https://acme.zitadel.cloud'?"),
+    ],
+)
+def test_issuer_without_scheme_gets_the_right_suggestion(
+    app_key_path: Path, issuer: str, suggestion: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(suggestion)):
+        ZitadelIntrospection(issuer, key_file=app_key_path)
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        "https://acme.zitadel.cloud/.well-known/openid-configuration",
+        "https://acme.zitadel.cloud/.well-known/openid-configuration/",
+    ],
+)
+def test_discovery_url_pasted_as_issuer(app_key_path: Path, pasted: str) -> None:
+    with pytest.raises(ConfigurationError, match="use 'https://acme.zitadel.cloud'"):
+        ZitadelIntrospection(pasted, key_file=app_key_path)
+
+
+def test_tilde_in_key_path_is_expanded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, app_key: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "api.json").write_text(json.dumps(app_key))
+    zitadel = ZitadelIntrospection(ISSUER, key_file="~/keys/api.json")
+    assert zitadel.config.key_file == tmp_path / "keys" / "api.json"
+    monkeypatch.setenv("ZITADEL_ISSUER", ISSUER)
+    monkeypatch.setenv("ZITADEL_KEY_FILE", "~/keys/api.json")
+    assert ZitadelIntrospection.from_env().client.key_id == app_key["keyId"]
+
+
+def test_a_service_user_key_is_refused_for_introspection(
+    tmp_path: Path, app_key: dict[str, Any]
+) -> None:
+    service_key = {"type": "serviceaccount", "keyId": "k1", "key": app_key["key"], "userId": "u1"}
+    path = tmp_path / "service.json"
+    path.write_text(json.dumps(service_key))
+    for source in (path, service_key, json.dumps(service_key)):
+        with pytest.raises(KeyFileError, match="is a service user's key") as info:
+            ZitadelIntrospection(ISSUER, key_file=source)
+        assert "API application" in str(info.value)
+        assert "PRIVATE KEY" not in str(info.value)

@@ -126,7 +126,7 @@ class ZitadelIntrospection(SecurityBase):
             for name in ZitadelConfig.model_fields
             if name in given and given[name] is not None
         }
-        self.config = merged_config(config, explicit, env=isinstance(config, ZitadelSettings))
+        self.config = merged_config(config, explicit)
         self._parts = build(
             self.config, http_client=http_client, cache=cache, clock=clock, monotonic=monotonic
         )
@@ -154,7 +154,7 @@ class ZitadelIntrospection(SecurityBase):
         try:
             config = ZitadelSettings(**settings)
         except ValidationError as exc:
-            raise configuration_error(exc, env=True) from None
+            raise configuration_error(exc, env=True, keywords=settings.keys()) from None
         return cls(config=config, **components)
 
     # Properties --------------------------------------------------------------------------

@@ -37,10 +37,23 @@ def check_url(url: str, *, allow_insecure_http: bool) -> str:
     """An absolute http(s) URL; plain http only for loopback hosts unless allowed."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"must be an absolute https:// URL, got {shown(url)}")
+        raise ValueError(
+            f"must be an absolute URL (https://, or http:// for a loopback host), got "
+            f"{shown(url)}{_suggestion(url)}"
+        )
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
         raise ValueError(
             f"{shown(url)} uses plain http for a non-loopback host: tokens would cross the network "
-            "in clear text; use https, or set allow_insecure_http=True for a trusted network"
+            "in clear text; use https, or set allow_insecure_http=True "
+            "(ZITADEL_ALLOW_INSECURE_HTTP=true) for a trusted network"
         )
     return url
+
+
+def _suggestion(url: str) -> str:
+    """For a URL without a scheme, the one meant: http for loopback (allowed), else https."""
+    if "://" in url or not url.strip() or len(url) > 200:
+        return ""
+    host = urlsplit("//" + url).hostname or ""
+    scheme = "http" if is_loopback_host(host) else "https"
+    return f"; did you mean {shown(f'{scheme}://{url}')}?"
