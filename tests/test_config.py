@@ -195,7 +195,7 @@ def test_issuer_without_scheme_gets_the_right_suggestion(
     ],
 )
 def test_discovery_url_pasted_as_issuer(app_key_path: Path, pasted: str) -> None:
-    with pytest.raises(ConfigurationError, match="use 'https://acme.zitadel.cloud'"):
+    with pytest.raises(ConfigurationError, match=re.escape("use 'https://acme.zitadel.cloud'")):
         ZitadelIntrospection(pasted, key_file=app_key_path)
 
 
