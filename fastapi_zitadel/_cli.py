@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import re
 import secrets
 import sys
 from collections.abc import Sequence
@@ -49,6 +51,29 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     out = out or sys.stdout
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.verbose:
+        return _run(args, out)
+    # One line per finding: the library's own log records would say each failure twice.
+    library_log = logging.getLogger("fastapi_zitadel")
+    propagate, library_log.propagate = library_log.propagate, False
+    silence = logging.NullHandler()
+    library_log.addHandler(silence)
+    try:
+        return _run(args, out)
+    finally:
+        library_log.removeHandler(silence)
+        library_log.propagate = propagate
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.command == "introspect" and args.token in (None, "-") and _stdin().isatty():
+        _say(
+            out,
+            "usage",
+            "introspect needs a token: fastapi-zitadel introspect TOKEN, or pipe it: "
+            'echo "$TOKEN" | fastapi-zitadel introspect',
+        )
+        return USAGE
     if args.command == "dev-issuer":
         from .testing.__main__ import main as dev_issuer
 
@@ -80,23 +105,51 @@ def _parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 2 usage, 3 configuration, 4 network or IdP, "
         "5 our credentials rejected, 6 token not valid",
     )
-    for name, help_text in _FLAGS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=help_text)
-    parser.add_argument(
-        "--allow-insecure-http", action="store_true", default=None, help="allow http:// issuers"
-    )
+    _add_settings(parser, default=None)
+    # The same flags after the command too (``fastapi-zitadel check --issuer X``); there they
+    # override only when given.
+    settings = argparse.ArgumentParser(add_help=False)
+    _add_settings(settings, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("check", help="validate the key, discovery and our credentials")
-    introspect = commands.add_parser("introspect", help="show what a token is worth")
-    introspect.add_argument("token", nargs="?", default="-", help="the token, or - for stdin")
+    commands.add_parser(
+        "check", help="validate the key, discovery and our credentials", parents=[settings]
+    )
+    introspect = commands.add_parser(
+        "introspect", help="show what a token is worth", parents=[settings]
+    )
+    introspect.add_argument(
+        "token",
+        nargs="?",
+        default="-",
+        help="the token (a 'Bearer ' prefix is dropped), or - for stdin",
+    )
     introspect.add_argument("--json", action="store_true", help="print the Principal as JSON")
-    commands.add_parser("assertion", help="print a fresh client assertion (for curl)")
+    commands.add_parser(
+        "assertion", help="print a fresh client assertion (for curl)", parents=[settings]
+    )
     from .testing.__main__ import options as standin_options  # --port, --state-dir, --user...
 
     commands.add_parser(
         "dev-issuer", help="run the local ZITADEL stand-in", parents=[standin_options()]
     )
     return parser
+
+
+def _add_settings(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    for name, help_text in _FLAGS.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"), dest=name, help=help_text, default=default
+        )
+    parser.add_argument(
+        "--allow-insecure-http", action="store_true", default=default, help="allow http:// issuers"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default or False,
+        help="also print the library's log lines",
+    )
 
 
 def _configured(args: argparse.Namespace) -> ZitadelIntrospection:
@@ -167,12 +220,15 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
 
 async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, out: TextIO) -> int:
     from_stdin = args.token in (None, "-")
-    token = sys.stdin.readline().strip() if from_stdin else args.token
+    token = _stdin().readline().strip() if from_stdin else args.token
+    scheme, _, rest = token.partition(" ")
+    if scheme.lower() == "bearer" and rest:  # pasted from an Authorization header
+        token = rest.strip()
     async with zitadel:
         try:
             principal = await zitadel.verify(token)
         except InvalidTokenError as exc:
-            _say(out, "invalid", exc.description)
+            _say(out, "invalid", exc.description + (f": {exc.detail}" if exc.detail else ""))
             return INVALID_TOKEN
         except ClientCredentialsRejected as exc:
             _say(out, "FAIL", f"our credentials were rejected: {exc.description}")
@@ -184,7 +240,30 @@ async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, o
         out.write(json.dumps(principal.model_dump(mode="json"), indent=2, default=str) + "\n")
     else:
         out.write(_table(principal))
+        note = _roles_note(principal, zitadel.config.project_id)
+        if note:
+            _say(out, "note", note)
     return OK
+
+
+_PROJECT_ROLES = re.compile(r"urn:zitadel:iam:org:project:(\w+):roles")
+
+
+def _roles_note(principal: Principal, project_id: str | None) -> str | None:
+    """Why a token shows no roles when it carries some of another project."""
+    if principal.roles or project_id is None:
+        return None
+    others = sorted(
+        match[1]
+        for claim in principal.claims
+        if (match := _PROJECT_ROLES.fullmatch(claim)) and match[1] != project_id
+    )
+    if not others:
+        return None
+    return (
+        f"no roles of project {project_id} (ZITADEL_PROJECT_ID), but the token carries roles of "
+        f"project {', '.join(others)}: is ZITADEL_PROJECT_ID the project of this API?"
+    )
 
 
 async def _assertion(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: TextIO) -> int:
@@ -233,6 +312,10 @@ def _table(principal: Principal) -> str:
     if principal.metadata:
         lines.append("metadata      " + ", ".join(sorted(principal.metadata)))
     return "\n".join(lines) + "\n"
+
+
+def _stdin() -> TextIO:
+    return sys.stdin
 
 
 def _say(out: TextIO, status: str, message: str) -> None:

@@ -157,7 +157,15 @@ class InvalidRequestError(AuthenticationError):
 
 
 class InvalidTokenError(AuthenticationError):
-    """The token is not valid: unknown, expired, revoked, for another audience, or malformed."""
+    """The token is not valid: unknown, expired, revoked, for another audience, or malformed.
+
+    ``detail`` is for the operator (logs at DEBUG, ``fastapi-zitadel introspect``), never for
+    the caller: e.g. the token's audiences next to the accepted ones.
+    """
+
+    def __init__(self, description: str, *, detail: str | None = None) -> None:
+        self.detail = detail
+        super().__init__(description)
 
 
 class InsufficientScopeError(ZitadelError):

@@ -154,3 +154,73 @@ def test_module_entry_point_and_dev_issuer() -> None:
     assert any(line.startswith("token for bob (reader): ") for line in lines)
     key_path = next(line.split(": ", 1)[1].strip() for line in lines if "key file" in line)
     assert json.loads(Path(key_path).read_text())["type"] == "application"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_introspect_without_a_token_on_a_terminal_is_a_usage_error(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    code, text = run("introspect")
+    assert code == 2
+    assert "introspect needs a token" in text
+
+
+def test_introspect_drops_a_bearer_prefix(
+    env: dict[str, str], zitadel_project: StandInProject
+) -> None:
+    token = zitadel_project.token("alice")
+    code, text = run("introspect", f"Bearer {token}")
+    assert code == 0, text
+    assert "username      alice" in text
+
+
+def test_flags_after_the_command(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    issuer = env["ZITADEL_ISSUER"]
+    monkeypatch.setenv("ZITADEL_ISSUER", "https://wrong.example.test")
+    code, text = run("check", "--issuer", issuer)
+    assert code == 0, text
+    code, text = run("--issuer", "https://wrong.example.test", "check", "--issuer", issuer)
+    assert code == 0, text  # the flag nearest the command wins
+
+
+def test_a_failure_is_one_line_not_a_log_record_too(
+    env: dict[str, str],
+    zitadel_project: StandInProject,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    other = zitadel_project.standin.add_api_app(zitadel_project.project, "other")
+    forged = {**zitadel_project.app.key_file, "key": other.key_file["key"]}
+    path = tmp_path / "forged.json"
+    path.write_text(json.dumps(forged))
+    code, text = run("--key-file", str(path), "check")
+    assert code == 5
+    captured = capsys.readouterr()
+    assert "rejected our client authentication" not in captured.err  # no log line beside
+    assert sum("[FAIL]" in line for line in text.splitlines()) == 1
+
+
+def test_introspect_shows_the_audiences_of_a_refused_token(
+    env: dict[str, str], zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZITADEL_AUDIENCE", "some-other-api")
+    code, text = run("introspect", zitadel_project.token("alice"))
+    assert code == 6
+    assert "audience mismatch" in text
+    assert "accepted (audience): some-other-api" in text
+    assert zitadel_project.project.id in text  # the token's own audience
+
+
+def test_introspect_notes_roles_of_another_project(
+    env: dict[str, str], zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZITADEL_PROJECT_ID", "999999")
+    code, text = run("introspect", zitadel_project.token("alice", roles=["admin"]))
+    assert code == 0, text
+    assert "[note] no roles of project 999999" in text
+    assert f"roles of project {zitadel_project.project.id}" in text

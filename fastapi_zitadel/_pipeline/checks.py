@@ -70,7 +70,11 @@ class ClaimChecks:
             raise InvalidTokenError("the token is not valid yet")
         audiences = self._audiences
         if audiences and audiences.isdisjoint(principal.audience):
-            raise InvalidTokenError("the token is not meant for this API (audience mismatch)")
+            raise InvalidTokenError(
+                "the token is not meant for this API (audience mismatch)",
+                detail=f"the token's audiences: {', '.join(principal.audience) or 'none'}; "
+                f"accepted (audience): {', '.join(sorted(audiences))}",
+            )
         return principal
 
     def parse(self, claims: Mapping[str, Any]) -> Principal:

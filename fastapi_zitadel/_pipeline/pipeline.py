@@ -178,7 +178,12 @@ class VerificationPipeline:
             try:
                 principal = self._checks.principal(claims)
             except InvalidTokenError as exc:
-                logger.debug("token %s rejected: %s", digest[:4].hex(), exc.description)
+                logger.debug(
+                    "token %s rejected: %s%s",
+                    digest[:4].hex(),
+                    exc.description,
+                    f" ({exc.detail})" if exc.detail else "",
+                )
                 self._negative.add(digest)
                 raise
             entry = self._policy.entry(principal, self._clock())
