@@ -65,7 +65,7 @@ def main() -> None:
         else:
             standin = ZitadelStandIn()
             stack.enter_context(standin.serve())
-            project = StandInProject(standin)
+            project = stack.enter_context(StandInProject(standin))  # its key file goes too
             web = project.web_app(_redirect_uris(base))
             zitadel = project.introspection(swagger_client_id=web.client_id)
             org_id = project.org.id

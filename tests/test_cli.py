@@ -146,14 +146,17 @@ def test_module_entry_point_and_dev_issuer() -> None:
     try:
         assert dev.stdout is not None
         lines = [dev.stdout.readline() for _ in range(9)]
+        key_path = next(line.split(": ", 1)[1].strip() for line in lines if "key file" in line)
+        assert json.loads(Path(key_path).read_text())["type"] == "application"
+        while dev.stdout.readline().strip() != "serving until Ctrl-C":
+            pass
     finally:
         dev.terminate()
         dev.wait(timeout=10)
     assert lines[0].startswith("ZITADEL stand-in: http://127.0.0.1:")
     assert any(line.startswith("token for alice (admin): ") for line in lines)
     assert any(line.startswith("token for bob (reader): ") for line in lines)
-    key_path = next(line.split(": ", 1)[1].strip() for line in lines if "key file" in line)
-    assert json.loads(Path(key_path).read_text())["type"] == "application"
+    assert not Path(key_path).exists()  # its private key is removed when it stops
 
 
 class _Terminal(io.StringIO):
@@ -224,3 +227,32 @@ def test_introspect_notes_roles_of_another_project(
     assert code == 0, text
     assert "[note] no roles of project 999999" in text
     assert f"roles of project {zitadel_project.project.id}" in text
+
+
+def test_check_names_a_service_users_credentials(
+    env: dict[str, str],
+    zitadel_project: StandInProject,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """ZITADEL lets only applications introspect: the stand-in refuses a service user there
+    as ZITADEL does (400 unauthorized_client), and ``check`` says which credential is needed."""
+    robot = zitadel_project.standin.add_service_user(zitadel_project.org, "robot", with_secret=True)
+    assert robot.client_secret is not None
+    monkeypatch.delenv("ZITADEL_KEY_FILE")
+    monkeypatch.setenv("ZITADEL_CLIENT_ID", robot.id)
+    monkeypatch.setenv("ZITADEL_CLIENT_SECRET", robot.client_secret)
+    code, text = run("check")
+    assert code == 5, text
+    assert "HTTP 400 unauthorized_client" in text
+    assert "a service user's id and secret cannot introspect" in text
+    assert robot.client_secret not in text
+    key = {"type": "serviceaccount", "keyId": "k9", "userId": robot.id}
+    key["key"] = json.loads(Path(env["ZITADEL_KEY_FILE"]).read_text())["key"]
+    path = tmp_path / "robot.json"
+    path.write_text(json.dumps(key))
+    monkeypatch.delenv("ZITADEL_CLIENT_ID")
+    monkeypatch.delenv("ZITADEL_CLIENT_SECRET")
+    code, text = run("--key-file", str(path), "check")
+    assert code == 3, text
+    assert "is a service user's key" in text

@@ -189,7 +189,11 @@ class ClientSecretBasic:
     """``client_secret_basic`` client authentication; the header is computed once."""
 
     key_id: str | None = None
-    rejection_hint = "check the client id and secret (ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET)"
+    rejection_hint = (
+        "check the client id and secret (ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET): they must be "
+        "the API application's (a service user's id and secret cannot introspect: ZITADEL lets "
+        "only applications do that)"
+    )
 
     def __init__(self, client_id: str, client_secret: str) -> None:
         self.client_id = client_id

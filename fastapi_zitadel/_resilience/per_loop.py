@@ -1,10 +1,12 @@
-"""One object per event loop, created on first use in that loop.
+"""One object per live event loop, created on first use in that loop.
 
 Connection pools (httpx, redis), semaphores and futures belong to the loop that made them. Apps
-have one loop, but test suites start a new loop per test; rather than failing there, a value
-used from a new loop is replaced by a fresh one. Every loop-bound piece of the library (the
-HTTP client, the concurrency cap, single flight, the Redis connections) holds its state here,
-so "replace it when the loop changes" is written once.
+have one loop; test suites start a new loop per test, and some apps run two at once (two
+``TestClient``s, a thread with a loop of its own). Each loop gets its own value, kept while
+that loop lives: alternating between two loops reuses both values instead of building a new
+pool on every switch, and values of loops that have closed are dropped. Every loop-bound piece
+of the library (the HTTP pool, the concurrency cap, single flight, the Redis connections) holds
+its state here, so "one per loop" is written once.
 """
 
 from __future__ import annotations
@@ -21,25 +23,45 @@ T = TypeVar("T")
 class PerLoop(Generic[T]):
     def __init__(self, factory: Callable[[], T]) -> None:
         self._factory = factory
-        self._value: T | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._values: dict[int, tuple[asyncio.AbstractEventLoop, T]] = {}
+        self._last: tuple[asyncio.AbstractEventLoop, T] | None = None  # the fast path
 
     def get(self) -> T:
         loop = asyncio.get_running_loop()
-        if self._value is None or self._loop is not loop:
-            self._value, self._loop = self._factory(), loop
-        return self._value
+        last = self._last
+        if last is not None and last[0] is loop:
+            return last[1]
+        entry = self._values.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            self._drop_closed()
+            entry = self._values[id(loop)] = (loop, self._factory())
+        self._last = entry
+        return entry[1]
 
     def peek(self) -> T | None:
         """The value of the running loop, if one was made; never creates one."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        return self._value if self._loop is loop else None
+            return None
+        entry = self._values.get(id(loop))
+        return entry[1] if entry is not None and entry[0] is loop else None
 
     def pop_current(self) -> T | None:
         """The value of the running loop, forgotten (to be closed by the caller)."""
-        value, self._value = self._value, None
-        loop, self._loop = self._loop, None
-        return value if loop is asyncio.get_running_loop() else None
+        loop = asyncio.get_running_loop()
+        entry = self._values.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            return None
+        del self._values[id(loop)]
+        if self._last is entry:
+            self._last = None
+        return entry[1]
+
+    def _drop_closed(self) -> None:
+        """Forget the values of loops that have closed (nothing can run on them any more)."""
+        for key, (loop, _) in list(self._values.items()):
+            if loop.is_closed():
+                del self._values[key]
+                if self._last is not None and self._last[0] is loop:
+                    self._last = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shlex
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -165,8 +166,18 @@ def serve(args: argparse.Namespace) -> None:
         else:
             print(f"state kept in {state_dir} (tokens are new every run)")
         print("serving until Ctrl-C", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
+        # SIGTERM ends the run like Ctrl-C, so that a key file this run made is removed.
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
+        finally:
+            if state_dir is None:
+                project.close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _fail(message: str) -> int:

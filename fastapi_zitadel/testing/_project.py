@@ -4,8 +4,10 @@ the command line, so all three set things up the same way."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,7 +45,14 @@ class StandInProject:
         )
         self.project: Project = project or standin.add_project(project_name)
         self.app: ApiApplication = app or standin.add_api_app(self.project, f"{project_name}-api")
-        folder = Path(key_dir) if key_dir is not None else Path(tempfile.mkdtemp())
+        # A folder we make is ours to remove (it holds a private key): on close(), at the end
+        # of a ``with`` block, and at interpreter exit at the latest.
+        self._own_dir: Path | None = None
+        if key_dir is None:
+            self._own_dir = Path(tempfile.mkdtemp(prefix="fastapi-zitadel-standin-"))
+            atexit.register(self.close)
+        folder = Path(key_dir) if key_dir is not None else self._own_dir
+        assert folder is not None
         self.key_path = folder / f"{self.app.id}.json"
         private_file(self.key_path, json.dumps(self.app.key_file, indent=2))
         self._users: dict[str, User] = {}
@@ -96,6 +105,19 @@ class StandInProject:
             "ZITADEL_PROJECT_ID": self.project.id,
             "ZITADEL_AUDIENCE": self.project.id,
         }
+
+    def close(self) -> None:
+        """Remove the key file's folder, if this project made it (a ``key_dir`` stays)."""
+        own, self._own_dir = self._own_dir, None
+        if own is not None:
+            shutil.rmtree(own, ignore_errors=True)
+            atexit.unregister(self.close)
+
+    def __enter__(self) -> StandInProject:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def introspection(self, **options: Any) -> ZitadelIntrospection:
         """A ``ZitadelIntrospection`` for this project (audience and roles claim set)."""

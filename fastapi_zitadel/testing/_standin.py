@@ -312,6 +312,10 @@ class ZitadelStandIn:
             return _oauth_error("unauthorized_client", "client authentication failed")
         except InvalidRequest as exc:
             return _oauth_error("invalid_request", str(exc))
+        if caller in self.directory.users:
+            # ZITADEL looks the caller up among API and OIDC applications only: a service
+            # user's key or secret is refused here as any unknown client is.
+            return _oauth_error("unauthorized_client", "client authentication failed")
         token_value = params.get("token")
         if not token_value:
             return _oauth_error("invalid_request", "token missing")
