@@ -37,13 +37,19 @@ def test_check_passes(env: dict[str, str]) -> None:
     assert "[ok] all checks passed" in text
 
 
+def forged_key_file(project: StandInProject, folder: Path) -> tuple[Path, dict[str, Any]]:
+    """The API application's key file with another application's key inside."""
+    other = project.standin.add_api_app(project.project, "other")
+    forged = {**project.app.key_file, "key": other.key_file["key"]}
+    path = folder / "forged.json"
+    path.write_text(json.dumps(forged))
+    return path, forged
+
+
 def test_check_wrong_key_names_key_and_fix(
     env: dict[str, str], zitadel_project: StandInProject, tmp_path: Path
 ) -> None:
-    other = zitadel_project.standin.add_api_app(zitadel_project.project, "other")
-    forged = {**zitadel_project.app.key_file, "key": other.key_file["key"]}
-    path = tmp_path / "forged.json"
-    path.write_text(json.dumps(forged))
+    path, forged = forged_key_file(zitadel_project, tmp_path)
     code, text = run("--key-file", str(path), "check")
     assert code == 5, text
     assert "rejected our client authentication (HTTP 400 unauthorized_client)" in text
@@ -197,10 +203,7 @@ def test_a_failure_is_one_line_not_a_log_record_too(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    other = zitadel_project.standin.add_api_app(zitadel_project.project, "other")
-    forged = {**zitadel_project.app.key_file, "key": other.key_file["key"]}
-    path = tmp_path / "forged.json"
-    path.write_text(json.dumps(forged))
+    path, forged = forged_key_file(zitadel_project, tmp_path)
     code, text = run("--key-file", str(path), "check")
     assert code == 5
     captured = capsys.readouterr()
