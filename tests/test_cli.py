@@ -203,7 +203,7 @@ def test_a_failure_is_one_line_not_a_log_record_too(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path, forged = forged_key_file(zitadel_project, tmp_path)
+    path, _ = forged_key_file(zitadel_project, tmp_path)
     code, text = run("--key-file", str(path), "check")
     assert code == 5
     captured = capsys.readouterr()
