@@ -48,7 +48,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_the_example_leaves_no_key_behind(tmp_path: Path) -> None:
-    completed = subprocess.run(  # noqa: S603 - our own interpreter and module
+    completed = subprocess.run(
         [sys.executable, "-m", "example_app", "--smoke"],
         cwd=ROOT,
         env=_env(tmp_path),
@@ -63,7 +63,7 @@ def test_the_example_leaves_no_key_behind(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_the_standin_command_line_leaves_no_key_behind(tmp_path: Path, stop: int) -> None:
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+    process = subprocess.Popen(
         [sys.executable, "-m", "fastapi_zitadel.testing", "--port", "0"],
         cwd=ROOT,
         env=_env(tmp_path),
