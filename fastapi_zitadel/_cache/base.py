@@ -68,7 +68,10 @@ class IntrospectionCache(abc.ABC):
 
     Implement the four operations; ``bind`` and ``aclose`` are hooks with do-nothing
     defaults, called once by the instance that uses the tier (at construction and on close).
-    A tier that fails may raise: the verifier treats any exception as a miss.
+    A ``get`` or ``set`` that fails may raise: the verifier treats any exception as a miss.
+    ``delete`` and ``clear`` must raise when they cannot confirm the change: ``invalidate()``
+    and ``clear()`` retry them within the instance's ``timeout`` and then raise
+    ``SharedCacheUnavailable`` instead of returning as if done.
     """
 
     @abc.abstractmethod

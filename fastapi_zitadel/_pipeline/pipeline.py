@@ -12,7 +12,8 @@ tell right now); never as anything else.
 
 An ``invalidate()`` (or another replica's) voids the lookups of that token already in flight,
 so a result fetched before the revocation is never cached after it; other tokens' lookups are
-untouched.
+untouched. ``invalidate()`` and ``clear()`` do not return before the shared tier confirmed the
+change: they retry it within ``timeout`` and then raise ``SharedCacheUnavailable``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from collections.abc import Awaitable, Callable
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
-from fastapi_zitadel._exceptions import IdentityProviderUnavailable, InvalidTokenError
+from fastapi_zitadel._exceptions import (
+    IdentityProviderUnavailable,
+    InvalidTokenError,
+    SharedCacheUnavailable,
+)
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
@@ -34,6 +39,10 @@ from .checks import ClaimChecks
 from .validator import Validator
 
 __all__ = ["CachePolicy", "VerificationPipeline"]
+
+# Pauses between attempts of invalidate() and clear() on the shared tier: doubling, capped.
+_FIRST_RETRY = 0.05
+_LAST_RETRY = 1.0
 
 
 class CachePolicy:
@@ -204,12 +213,15 @@ class VerificationPipeline:
 
     # Invalidation ------------------------------------------------------------------------
     async def invalidate(self, token: str) -> None:
+        """Drop ``token`` here, then in the shared tier (which tells the other replicas);
+        raises ``SharedCacheUnavailable`` when the shared tier cannot confirm in time."""
         digest = self.key(token)
         self.forget(digest)
         self._negative.discard(digest)
-        if self._shared is not None:
-            call = self._shared.delete(CacheKey(digest, token))
-            await self._shared_call("delete", call, self._monotonic() + self._timeout)
+        shared = self._shared
+        if shared is not None:
+            key = CacheKey(digest, token)
+            await self._confirm("the invalidation", lambda: shared.delete(key))
 
     def forget(self, digest: bytes) -> None:
         """Drop a token's active entry (another replica saw it revoked or invalidated).
@@ -223,10 +235,12 @@ class VerificationPipeline:
         self._local.discard(digest)
 
     async def clear(self) -> None:
+        """Drop everything here, then in the shared tier; raises ``SharedCacheUnavailable``
+        when the shared tier cannot confirm in time."""
         self.forget_all()
-        if self._shared is not None:
-            call = self._shared.clear()
-            await self._shared_call("clear", call, self._monotonic() + self._timeout)
+        shared = self._shared
+        if shared is not None:
+            await self._confirm("the clear", shared.clear)
 
     def forget_all(self) -> None:
         for flight in self._in_flight.values():
@@ -270,6 +284,32 @@ class VerificationPipeline:
                 type(exc).__name__,
             )
             return None
+
+    async def _confirm(self, what: str, operation: Callable[[], Awaitable[None]]) -> None:
+        """Run a change of the shared tier until it succeeds, retrying within ``timeout``."""
+        failure: Exception | None = None
+
+        async def attempts() -> None:
+            nonlocal failure
+            pause = _FIRST_RETRY
+            while True:
+                try:
+                    await operation()
+                    return
+                except Exception as exc:  # any failure: try again while the deadline allows
+                    failure = exc
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _LAST_RETRY)
+
+        try:
+            await asyncio.wait_for(attempts(), timeout=self._timeout)
+        except asyncio.TimeoutError:
+            cause = "timed out" if failure is None else type(failure).__name__
+            raise SharedCacheUnavailable(
+                f"the shared cache did not confirm {what} within {self._timeout:g} s ({cause}): "
+                "this process dropped its copy, other replicas may hold theirs until their "
+                "cache_ttl runs out; call it again"
+            ) from None
 
     async def _shared_call(self, what: str, call: Awaitable[None], deadline: float) -> None:
         """A write to the shared tier, within the request's deadline; failures are logged."""
