@@ -22,11 +22,15 @@ class CacheEntry:
 
     Served until ``expires_at``; between that and ``stale_until`` only while the IdP is
     unavailable (``stale_if_error``). Neither is ever past the token's own ``exp``.
+    ``verified_at`` is when the IdP vouched for it: a shared tier keeps it, so that an instance
+    reading the entry holds it no longer than its own ``cache_ttl`` from then (a tier that
+    leaves it ``None`` has its entries treated as verified when read).
     """
 
     principal: Principal
     expires_at: float
     stale_until: float = 0.0
+    verified_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.stale_until < self.expires_at:

@@ -14,6 +14,10 @@ An ``invalidate()`` (or another replica's) voids the lookups of that token alrea
 so a result fetched before the revocation is never cached after it; other tokens' lookups are
 untouched. ``invalidate()`` and ``clear()`` do not return before the shared tier confirmed the
 change: they retry it within ``timeout`` and then raise ``SharedCacheUnavailable``.
+
+An entry read from the shared tier is held no longer than this instance's own lifetimes from
+when the IdP vouched for it, whoever wrote it; with ``cache_ttl=0`` nothing shared is used (the
+tier is asked only after an inactive answer, to know whether to tell the other replicas).
 """
 
 from __future__ import annotations
@@ -61,7 +65,20 @@ class CachePolicy:
         if principal.expires_at is not None:
             token_exp = principal.expires_at.timestamp()
             expires_at, stale_until = min(expires_at, token_exp), min(stale_until, token_exp)
-        return CacheEntry(principal, expires_at, stale_until) if expires_at > now else None
+        if expires_at <= now:
+            return None
+        return CacheEntry(principal, expires_at, stale_until, verified_at=now)
+
+    def bound(self, entry: CacheEntry, now: float) -> CacheEntry | None:
+        """A shared entry held to our own lifetimes from when it was verified (never from a
+        time in the future: a writer whose clock runs ahead gains nothing), or ``None`` when
+        that leaves nothing."""
+        verified_at = now if entry.verified_at is None else min(entry.verified_at, now)
+        expires_at = min(entry.expires_at, verified_at + self.ttl)
+        stale_until = min(entry.stale_until, verified_at + self.ttl + self.stale_if_error)
+        if stale_until <= now:
+            return None
+        return CacheEntry(entry.principal, min(expires_at, stale_until), stale_until, verified_at)
 
 
 class _InFlight:
@@ -144,10 +161,16 @@ class VerificationPipeline:
                 self._metrics.negative_hits += 1
                 raise InvalidTokenError("the token is not active")
             key = CacheKey(digest, token)
-            held = entry is not None
-            if entry is None and self._shared is not None:
-                entry = await self._shared_get(key, deadline)
-                held = entry is not None
+            # Whether some tier holds the token (None: not asked yet). An inactive answer for
+            # a token no tier held tells nobody: garbage tokens publish nothing.
+            held: bool | None = entry is not None
+            if entry is None and self._shared is not None and self._policy.ttl <= 0:
+                held = None  # cache_ttl=0 takes nothing shared; asked only if inactive
+            elif entry is None and self._shared is not None:
+                shared = await self._shared_get(key, deadline)
+                held = shared is not None
+                if shared is not None:  # held no longer than our own lifetimes allow
+                    entry = self._policy.bound(shared, self._clock())
                 if entry is not None and flight.invalidations == started:
                     self._local.store(digest, entry)
                     if self._clock() < entry.expires_at:
@@ -176,7 +199,7 @@ class VerificationPipeline:
         )
         return entry.principal
 
-    async def _validate(self, key: CacheKey, deadline: float, *, held: bool) -> Principal:
+    async def _validate(self, key: CacheKey, deadline: float, *, held: bool | None) -> Principal:
         digest = key.digest
         flight, started = self._open(digest)
         try:
@@ -202,13 +225,17 @@ class VerificationPipeline:
         finally:
             self._close(digest, flight)
 
-    async def _inactive(self, key: CacheKey, deadline: float, *, held: bool) -> None:
+    async def _inactive(self, key: CacheKey, deadline: float, *, held: bool | None) -> None:
         digest = key.digest
         logger.debug("token %s is inactive", digest[:4].hex())
         self._negative.add(digest)
         self._local.discard(digest)  # no stale copy of a revoked token may survive
+        if self._shared is None:
+            return
+        if held is None:  # not read for use (cache_ttl=0): only to know whether to tell others
+            held = await self._shared_get(key, deadline) is not None
         # Only a token some tier held can be held elsewhere: garbage tokens publish nothing.
-        if held and self._shared is not None:
+        if held:
             await self._shared_call("delete", self._shared.delete(key), deadline)
 
     # Invalidation ------------------------------------------------------------------------
