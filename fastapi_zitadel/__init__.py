@@ -20,6 +20,7 @@ from ._exceptions import (
     IssuerMismatch,
     KeyFileError,
     MissingTokenError,
+    SharedCacheUnavailable,
     ZitadelError,
 )
 from ._fastapi.defaults import (
@@ -65,6 +66,7 @@ __all__ = [
     "Principal",
     "PrincipalDependency",
     "RedisCache",
+    "SharedCacheUnavailable",
     "ZitadelConfig",
     "ZitadelError",
     "ZitadelIntrospection",

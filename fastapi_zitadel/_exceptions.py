@@ -9,6 +9,7 @@ them into the HTTP response or WebSocket close FastAPI sends. The whole table:
     InvalidRequestError      400  Bearer ..., error="invalid_request"
     InsufficientScopeError   403  Bearer ..., error="insufficient_scope", scope="..."
     IdentityProviderError    503  Retry-After: seconds
+    SharedCacheUnavailable   503  Retry-After: seconds            (from invalidate() / clear())
 
 Messages never contain a token, an assertion or key material: they are safe to log.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "MalformedClaimError",
     "MissingTokenError",
     "QueueTimeout",
+    "SharedCacheUnavailable",
     "TransportFailure",
     "ZitadelError",
 ]
@@ -279,6 +281,25 @@ class ClientCredentialsRejected(IdentityProviderError):
         self.hint = hint
         """What to check, for the operator (naming the key id or client id, never a secret)."""
         super().__init__(description, retry_after=30.0)
+
+
+class SharedCacheUnavailable(ZitadelError):
+    """``invalidate()`` or ``clear()`` could not get the shared tier to confirm within the
+    deadline (retries included).
+
+    This process has already dropped its own copy; the shared tier, and so the other replicas,
+    may still hold theirs until their ``cache_ttl`` runs out. Call it again, or make sure the
+    token is revoked at the IdP (every replica then refuses it once its cached copy lapses).
+    """
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    error = "temporarily_unavailable"
+
+    def headers(self, realm: str) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+    def public_description(self) -> str:
+        return "service temporarily unavailable"
 
 
 class MalformedClaimError(ValueError):

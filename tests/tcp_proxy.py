@@ -2,6 +2,15 @@
 
 Runs in threads with plain sockets, so it misbehaves exactly like a network would, whatever
 the code under test does with its event loop.
+
+Beyond the modes for new connections, two controls act on traffic, decided by the test rather
+than by a timer:
+
+* ``hold()`` keeps what clients send (to the server) at the proxy until ``release()``, on the
+  open connections, on new ones, or both; ``held`` counts the chunks waiting, so a test can
+  wait until a given request has reached the proxy;
+* ``blackhole_open()`` silently drops everything, both ways, on the connections open now (no
+  FIN, no RST: a middlebox that forgot them), while new connections work as before.
 """
 
 import contextlib
@@ -15,6 +24,16 @@ from typing import Literal
 Mode = Literal["forward", "delay", "reset", "blackhole"]
 
 
+class _Link:
+    """One proxied connection: whether its client's data is held, whether it is dropped."""
+
+    def __init__(self, *, held: bool) -> None:
+        self.gate = threading.Event()
+        if not held:
+            self.gate.set()
+        self.blackholed = False
+
+
 class TcpProxy:
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
@@ -22,6 +41,8 @@ class TcpProxy:
         self.delay = 0.0
         self.accepted = 0
         self.open_connections = 0
+        self.held = 0
+        self._hold_new = False
         self._lock = threading.Lock()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -29,9 +50,10 @@ class TcpProxy:
         self._listener.listen(128)
         self.port = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self.redis_url = f"redis://127.0.0.1:{self.port}/0"
         self._stopped = threading.Event()
         self._held: list[socket.socket] = []
-        self._live: set[socket.socket] = set()
+        self._live: dict[socket.socket, _Link] = {}
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
 
     def __enter__(self) -> "TcpProxy":
@@ -51,8 +73,9 @@ class TcpProxy:
         for held in self._held:
             held.close()
         with self._lock:
-            live = list(self._live)
-        for connection in live:
+            live = list(self._live.items())
+        for connection, link in live:
+            link.gate.set()
             _reset(connection)
         self._thread.join(timeout=5)
 
@@ -64,6 +87,32 @@ class TcpProxy:
             live = list(self._live)
         for connection in live:
             _reset(connection)
+
+    def hold(self, *, open_connections: bool = True, new_connections: bool = True) -> None:
+        """Keep what clients send at the proxy until ``release()``: on the connections open
+        now, on those accepted from now on, or both. Answers already sent still arrive."""
+        with self._lock:
+            self._hold_new = new_connections
+            if open_connections:
+                for link in self._live.values():
+                    link.gate.clear()
+
+    def release(self) -> None:
+        """Let everything held through, in order, and stop holding."""
+        with self._lock:
+            self._hold_new = False
+            for link in self._live.values():
+                link.gate.set()
+
+    def blackhole_open(self) -> int:
+        """Drop everything on the connections open now, both ways, without closing them.
+
+        Returns how many were open. New connections are served as the mode says.
+        """
+        with self._lock:
+            for link in self._live.values():
+                link.blackholed = True
+            return len(self._live)
 
     def _accept_loop(self) -> None:
         while not self._stopped.is_set():
@@ -85,20 +134,26 @@ class TcpProxy:
     def _serve(self, client: socket.socket, delay: float) -> None:
         with self._lock:
             self.open_connections += 1
-            self._live.add(client)
+            link = _Link(held=self._hold_new)
+            self._live[client] = link
         try:
             if delay:
                 time.sleep(delay)
             upstream = socket.create_connection(self.target, timeout=10)
+            upstream.settimeout(None)
         except OSError:
             client.close()
             with self._lock:
                 self.open_connections -= 1
-                self._live.discard(client)
+                self._live.pop(client, None)
             return
         done = threading.Event()
-        for source, sink in ((client, upstream), (upstream, client)):
-            threading.Thread(target=_pipe, args=(source, sink, done), daemon=True).start()
+        threading.Thread(
+            target=self._pipe, args=(client, upstream, done, link, True), daemon=True
+        ).start()
+        threading.Thread(
+            target=self._pipe, args=(upstream, client, done, link, False), daemon=True
+        ).start()
         done.wait()
         for end in (client, upstream):
             # shutdown() first: close() alone, while the other pipe thread still blocks in
@@ -110,7 +165,31 @@ class TcpProxy:
                 end.close()
         with self._lock:
             self.open_connections -= 1
-            self._live.discard(client)
+            self._live.pop(client, None)
+
+    def _pipe(
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        done: threading.Event,
+        link: _Link,
+        from_client: bool,
+    ) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if from_client and not link.gate.is_set():
+                    with self._lock:
+                        self.held += 1
+                    link.gate.wait()
+                    with self._lock:
+                        self.held -= 1
+                if link.blackholed:
+                    continue  # read and dropped: the peer sees neither an answer nor an end
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            done.set()
 
 
 def _reset(connection: socket.socket) -> None:
@@ -118,13 +197,3 @@ def _reset(connection: socket.socket) -> None:
     with contextlib.suppress(OSError):
         connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         connection.close()
-
-
-def _pipe(source: socket.socket, sink: socket.socket, done: threading.Event) -> None:
-    try:
-        while chunk := source.recv(65536):
-            sink.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        done.set()

@@ -517,9 +517,11 @@ async def test_replicas_snippet_survives_redis_down(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Redis is an optimisation: with nothing listening there, requests still pass, the
-    outage is logged once, and a revoked token is refused after ``invalidate``."""
+    outage is logged once, and a revoked token is refused after ``invalidate``, which says
+    that Redis could not confirm it."""
     pytest.importorskip("redis")
     monkeypatch.setenv("ZITADEL_REDIS_URL", f"redis://127.0.0.1:{_unused_port()}/0")
+    monkeypatch.setenv("ZITADEL_TIMEOUT", "1")  # how long invalidate() keeps trying Redis
     snippet = run_snippet("replicas.py")
     zitadel: ZitadelIntrospection = snippet["zitadel"]
     app: FastAPI = snippet["app"]
@@ -536,8 +538,8 @@ async def test_replicas_snippet_survives_redis_down(
         assert (await http.get("/ping", headers=bearer(token))).json() == "pong"
         zitadel_project.standin.revoke(token)
         assert (await zitadel.verify(token)).username == "alice"  # still cached
-        await snippet["token_revoked"](token)
-        with pytest.raises(InvalidTokenError):
+        assert not await snippet["token_revoked"](token)  # Redis could not confirm it...
+        with pytest.raises(InvalidTokenError):  # ...but this process refuses the token
             await zitadel.verify(token)
     outages = [r for r in caplog.records if "shared cache (Redis) unavailable" in r.message]
     assert len(outages) == 1

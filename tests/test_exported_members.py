@@ -44,6 +44,7 @@ def test_exported_members() -> None:
         "Principal",
         "PrincipalDependency",
         "RedisCache",
+        "SharedCacheUnavailable",
         "ZitadelConfig",
         "ZitadelError",
         "ZitadelIntrospection",

@@ -14,6 +14,7 @@ from fastapi_zitadel import (
     IdentityProviderUnavailable,
     InvalidTokenError,
     MemoryCache,
+    SharedCacheUnavailable,
     ZitadelIntrospection,
 )
 
@@ -257,12 +258,13 @@ async def test_broken_shared_tier_degrades_to_local_cache_and_idp(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     cache = BrokenCache(max_size=10, clock=world.clock)
-    async with world.client(cache=cache) as zitadel:
+    async with world.client(cache=cache, timeout=1) as zitadel:
         token = world.token()
         assert (await zitadel.verify(token)).subject == world.user.id
         assert (await zitadel.verify(token)).subject == world.user.id  # the local tier
-        await zitadel.invalidate(token)
-        assert (await zitadel.verify(token)).subject == world.user.id
+        with pytest.raises(SharedCacheUnavailable):  # never "done" when the tier said no
+            await zitadel.invalidate(token)
+        assert (await zitadel.verify(token)).subject == world.user.id  # local copy dropped
     assert world.standin.introspection_calls == 2
     assert len([r for r in caplog.records if "shared introspection cache" in r.getMessage()]) == 1
 

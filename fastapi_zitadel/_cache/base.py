@@ -22,11 +22,15 @@ class CacheEntry:
 
     Served until ``expires_at``; between that and ``stale_until`` only while the IdP is
     unavailable (``stale_if_error``). Neither is ever past the token's own ``exp``.
+    ``verified_at`` is when the IdP vouched for it: a shared tier keeps it, so that an instance
+    reading the entry holds it no longer than its own ``cache_ttl`` from then (a tier that
+    leaves it ``None`` has its entries treated as verified when read).
     """
 
     principal: Principal
     expires_at: float
     stale_until: float = 0.0
+    verified_at: float | None = None
 
     def __post_init__(self) -> None:
         if self.stale_until < self.expires_at:
@@ -68,7 +72,10 @@ class IntrospectionCache(abc.ABC):
 
     Implement the four operations; ``bind`` and ``aclose`` are hooks with do-nothing
     defaults, called once by the instance that uses the tier (at construction and on close).
-    A tier that fails may raise: the verifier treats any exception as a miss.
+    A ``get`` or ``set`` that fails may raise: the verifier treats any exception as a miss.
+    ``delete`` and ``clear`` must raise when they cannot confirm the change: ``invalidate()``
+    and ``clear()`` retry them within the instance's ``timeout`` and then raise
+    ``SharedCacheUnavailable`` instead of returning as if done.
     """
 
     @abc.abstractmethod

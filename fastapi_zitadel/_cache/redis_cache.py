@@ -7,15 +7,37 @@ Nothing in Redis is readable without the token it belongs to:
 
 * the key is ``fastapi-zitadel:<namespace tag>:<SHA-256 of the token digest>``, never the token;
 * the value is the introspection answer sealed with AES-256-GCM under a key derived (HKDF-SHA256)
-  from the token itself and from a digest of our own client credential, with the Redis key as
-  associated data: a dump of Redis (or a value moved to another key) reveals neither tokens nor
-  claims, and someone who can write to Redis and holds a token still cannot forge its entry
-  (e.g. add roles) without our key file or secret;
-* the Redis expiry is the entry's own lifetime, never past the token's ``exp``.
+  from the token itself and from a digest of our own client credential, with the Redis key and
+  the namespace generation as associated data: a dump of Redis (or a value moved to another
+  key) reveals neither tokens nor claims, and someone who can write to Redis and holds a token
+  still cannot forge its entry (e.g. add roles) without our key file or secret;
+* the Redis expiry is the entry's own lifetime, never past the token's ``exp``; the sealed value
+  carries when the IdP vouched for it, so a reader holds it no longer than its own ``cache_ttl``
+  from then.
 
-Redis is an optimisation, never a dependency of availability: every Redis failure (down, slow:
-a short timeout) is a cache miss, the tier is skipped for a few seconds after one, and each
-change between "down" and "available again" is logged once.
+What nothing may undo:
+
+* ``delete`` (an invalidation, or an inactive answer for a token some tier held) deletes the
+  entry, writes a tombstone and publishes the invalidation in one script. While the tombstone
+  lives (``tombstone_ttl``, 10 minutes by default, longer than any lookup's deadline, and at
+  least as long as the entry it replaced would have lived) the token's entry reads as a miss
+  and cannot be written: a lookup still in flight elsewhere cannot put it back, and neither can
+  a replay of an earlier sealed value;
+* writes are one script too: set only if there is no tombstone and the namespace generation is
+  the one this process knows;
+* ``clear`` bumps the namespace generation (one ``INCR``, whatever the number of keys): values
+  sealed under an older generation are misses from then on and expire on their own. A process
+  that sees a generation it did not know drops its local tier, as if it had heard the clear.
+
+Redis is an optimisation, never a dependency of availability: every failure on the request
+path (down, slow: a short timeout) is a cache miss, the tier is skipped for a few seconds after
+one, and each change between "down" and "available again" is logged once. Requests use at most
+``max_connections`` connections: beyond that a read is a miss at once, so a flood of garbage
+tokens cannot exhaust them. ``delete`` and ``clear`` use connections of their own, are never
+skipped, and raise when Redis cannot confirm them (the instance retries them within its
+``timeout``). The invalidation listener pings Redis when idle and reconnects when an answer
+does not come; each time it subscribes after a time in which it may have missed messages, it
+drops the local tier.
 """
 
 from __future__ import annotations
@@ -26,7 +48,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -43,16 +65,114 @@ from .base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache
 __all__ = ["CHANNEL", "RedisCache"]
 
 CHANNEL = "fastapi-zitadel:invalidate"
-_KEY_LABEL = b"fastapi-zitadel redis key v1\x00"
-_VALUE_LABEL = b"fastapi-zitadel redis value v1"
+# v2: tombstones, generations and the verification time; v1 values are simply never read.
+_KEY_LABEL = b"fastapi-zitadel redis key v2\x00"
+_VALUE_LABEL = b"fastapi-zitadel redis value v2"
 _NONCE_BYTES = 12
+_PING = b"fastapi-zitadel"
+_LONGEST_DEADLINE = 300.0  # the largest ``timeout`` setting
 
 try:
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
     from redis.exceptions import RedisError
 except ImportError:  # pragma: no cover - depends on the environment
     aioredis = None  # type: ignore[assignment]
     RedisError = Exception  # type: ignore[assignment,misc]
+
+# KEYS: the entry, its tombstone, the namespace generation. Returns {generation, value or nil}.
+_GET = """
+local generation = redis.call('GET', KEYS[3]) or '0'
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {generation, false}
+end
+return {generation, redis.call('GET', KEYS[1])}
+"""
+
+# KEYS: as _GET. ARGV: the sealed value, its lifetime (ms), the generation it was sealed under.
+# Returns {1 written, 0 refused; the current generation}.
+_SET = """
+local generation = redis.call('GET', KEYS[3]) or '0'
+if redis.call('EXISTS', KEYS[2]) == 1 or generation ~= ARGV[3] then
+  return {0, generation}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, generation}
+"""
+
+# KEYS: the entry, its tombstone. ARGV: the tombstone's lifetime (ms), the channel, the message.
+_DELETE = """
+local lifetime = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do  -- never shorter than the entry, or than an earlier tombstone
+  local left = redis.call('PTTL', key)
+  if left > lifetime then
+    lifetime = left
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], '1', 'PX', lifetime)
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+
+# KEYS: the namespace generation. ARGV: the channel, the message. Returns the new generation.
+_CLEAR = """
+local generation = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return generation
+"""
+
+
+class _Unanswered(RedisError):
+    """Redis did not confirm a subscription, or answer a health check, in time."""
+
+
+class _Connections:
+    """One event loop's clients: one pool for requests (bounded), one for invalidations."""
+
+    def __init__(
+        self, url: str, *, timeout: float, health_check_interval: float, max_connections: int
+    ) -> None:
+        def options() -> dict[str, Any]:
+            return {
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "socket_keepalive": True,
+                # a PING first on a connection idle for longer (a pooled one may have died)
+                "health_check_interval": health_check_interval,
+                # one reconnect for a pooled connection that went stale; more is the caller's
+                "retry": Retry(NoBackoff(), 1),
+            }
+
+        self.requests = aioredis.Redis.from_url(url, max_connections=max_connections, **options())
+        # invalidate() and clear(): never behind the requests, waiting (within the caller's
+        # deadline) rather than failing when both are busy
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=2, timeout=None, **options()
+        )
+        self.control = aioredis.Redis.from_pool(pool)  # closed with it
+        self.get = self.requests.register_script(_GET)
+        self.set = self.requests.register_script(_SET)
+        self.delete = self.control.register_script(_DELETE)
+        self.clear = self.control.register_script(_CLEAR)
+
+    async def aclose(self) -> None:
+        for client in (self.requests, self.control):
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
+class _Listener:
+    """One event loop's subscription to invalidations, and what it may have missed."""
+
+    def __init__(self, listen: Callable[[_Listener], Awaitable[None]]) -> None:
+        self.subscribed = asyncio.Event()
+        self.tried = asyncio.Event()  # the first attempt to subscribe has ended
+        self.exposed = False  # the tier was used while no invalidation could reach us
+        self.lost = False  # a subscription ended (logged once, until subscribed again)
+        self.stopping = asyncio.Event()  # set by aclose(), even if a cancel gets swallowed
+        self.task = asyncio.ensure_future(listen(self))
 
 
 class RedisCache(IntrospectionCache):
@@ -69,6 +189,9 @@ class RedisCache(IntrospectionCache):
         *,
         timeout: float = 0.25,
         retry_interval: float = 5.0,
+        max_connections: int = 64,
+        health_check_interval: float = 5.0,
+        tombstone_ttl: float = 600.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -76,14 +199,34 @@ class RedisCache(IntrospectionCache):
             raise ConfigurationError(
                 "redis_url needs the redis client: pip install 'fastapi-zitadel[redis]'"
             )
+        if tombstone_ttl <= _LONGEST_DEADLINE:
+            raise ConfigurationError(
+                "tombstone_ttl must be longer than the longest lookup deadline (300 s)"
+            )
+        if max_connections < 1 or health_check_interval <= 0 or timeout <= 0:
+            raise ConfigurationError(
+                "timeout, max_connections and health_check_interval must be positive"
+            )
         self._url = url
         self._clock = clock
         self._monotonic = monotonic
         self._timeout = timeout
         self._retry_interval = retry_interval
+        self._max_connections = max_connections
+        self._health_check_interval = health_check_interval
+        self._tombstone_ms = int(tombstone_ttl * 1000)
         self._down_until: float | None = None
-        self._clients: PerLoop[Any] = PerLoop(self._connect)
-        self._listeners: PerLoop[asyncio.Task[None]] = PerLoop(self._listen_forever)
+        self._busy = 0  # request-path operations in flight
+        self._generation: bytes | None = None  # the namespace generation we know
+        self._connections: PerLoop[_Connections] = PerLoop(
+            lambda: _Connections(
+                url,
+                timeout=timeout,
+                health_check_interval=health_check_interval,
+                max_connections=max_connections,
+            )
+        )
+        self._listeners: PerLoop[_Listener] = PerLoop(lambda: _Listener(self._listen))
         self._binding: CacheBinding | None = None
         self._tag = ""
 
@@ -94,16 +237,30 @@ class RedisCache(IntrospectionCache):
         *,
         timeout: float = 0.25,
         retry_interval: float = 5.0,
+        max_connections: int = 64,
+        health_check_interval: float = 5.0,
+        tombstone_ttl: float = 600.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> RedisCache:
         """A tier on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
-        ``timeout`` bounds each Redis operation; after a failure the tier is skipped for
-        ``retry_interval`` seconds.
+        ``timeout`` bounds each socket operation (an operation, reconnect included, gets four
+        times that); after a failure on the request path the tier is skipped for
+        ``retry_interval`` seconds. Requests use at most ``max_connections`` connections at
+        once (beyond that, a miss). The invalidation listener pings Redis after
+        ``health_check_interval`` idle seconds and reconnects when the answer does not come
+        within as long again. A tombstone lives ``tombstone_ttl`` seconds (more than 300).
         """
         return cls(
-            url, timeout=timeout, retry_interval=retry_interval, clock=clock, monotonic=monotonic
+            url,
+            timeout=timeout,
+            retry_interval=retry_interval,
+            max_connections=max_connections,
+            health_check_interval=health_check_interval,
+            tombstone_ttl=tombstone_ttl,
+            clock=clock,
+            monotonic=monotonic,
         )
 
     def bind(self, binding: CacheBinding) -> None:
@@ -124,93 +281,147 @@ class RedisCache(IntrospectionCache):
 
     # IntrospectionCache -----------------------------------------------------------------
     async def get(self, key: CacheKey) -> CacheEntry | None:
-        redis_key = self._redis_key(key)
-        sealed = await self._call(lambda client: client.get(redis_key))
+        keys = self._keys(key)
+        await self._listening()
+        answer = await self._call(lambda c: c.get(keys=keys, client=c.requests))
+        if not isinstance(answer, list) or len(answer) != 2:
+            return None
+        generation, sealed = answer
+        self._observe(generation)
         if not isinstance(sealed, bytes):
             return None
-        entry = self._open(sealed, key, redis_key)
+        entry = self._open(sealed, key, keys[0], generation)
         if entry is None:
-            await self._call(lambda client: client.delete(redis_key))
+            await self._call(lambda c: c.requests.delete(keys[0]))
         return entry
 
     async def set(self, key: CacheKey, entry: CacheEntry) -> None:
+        keys = self._keys(key)
+        await self._listening()
+        if self._generation is None:  # learn it first: a write is sealed under it
+            await self.get(key)
+            if self._generation is None:
+                return
+        generation = self._generation
         lifetime_ms = int((entry.stale_until - self._clock()) * 1000)
         if lifetime_ms <= 0:
             return
-        redis_key = self._redis_key(key)
-        sealed = self._seal(entry, key, redis_key)
-        await self._call(lambda client: client.set(redis_key, sealed, px=lifetime_ms))
+        sealed = self._seal(entry, key, keys[0], generation)
+        args: list[bytes | int | str] = [sealed, lifetime_ms, generation]
+        answer = await self._call(lambda c: c.set(keys=keys, args=args, client=c.requests))
+        if isinstance(answer, list) and len(answer) == 2:
+            self._observe(answer[1])
 
     async def delete(self, key: CacheKey) -> None:
-        redis_key = self._redis_key(key)
+        """Delete, tombstone and announce ``key``; raises when Redis does not confirm."""
+        entry_key, tombstone_key, _ = self._keys(key)
         message = f"{self._tag}:{key.digest.hex()}"
-        await self._call(lambda client: client.delete(redis_key))
-        await self._call(lambda client: client.publish(CHANNEL, message))
+        args: list[bytes | int | str] = [self._tombstone_ms, CHANNEL, message]
+        await self._control(
+            lambda c: c.delete(keys=[entry_key, tombstone_key], args=args, client=c.control)
+        )
 
     async def clear(self) -> None:
-        async def drop_namespace(client: Any) -> None:
-            async for redis_key in client.scan_iter(match=f"fastapi-zitadel:{self._tag}:*"):
-                await client.delete(redis_key)
-            await client.publish(CHANNEL, f"{self._tag}:*")
-
-        await self._call(drop_namespace)
+        """Make every entry of the namespace unreachable (one generation bump) and announce
+        it; raises when Redis does not confirm."""
+        generation_key = self._generation_key()
+        args = [CHANNEL, f"{self._tag}:*"]
+        generation = await self._control(
+            lambda c: c.clear(keys=[generation_key], args=args, client=c.control)
+        )
+        self._generation = str(generation).encode("ascii")
 
     async def aclose(self) -> None:
         listener = self._listeners.pop_current()
         if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
-        client = self._clients.pop_current()
-        if client is not None:
-            await client.aclose()
+            listener.stopping.set()
+            while not listener.task.done():  # again if a cancel got swallowed on the way
+                listener.task.cancel()
+                await asyncio.wait({listener.task}, timeout=self._timeout * 4)
+            if not listener.task.cancelled():
+                listener.task.exception()  # retrieved: nothing to report at close
+        connections = self._connections.pop_current()
+        if connections is not None:
+            await connections.aclose()
 
-    # Sealing ----------------------------------------------------------------------------
-    def _redis_key(self, key: CacheKey) -> str:
+    # Keys and sealing -------------------------------------------------------------------
+    def _keys(self, key: CacheKey) -> list[str]:
+        """The entry's key, its tombstone's and the namespace generation's."""
         self._bound  # noqa: B018 - a clear error before anything reaches Redis
-        return f"fastapi-zitadel:{self._tag}:{hashlib.sha256(_KEY_LABEL + key.digest).hexdigest()}"
+        name = hashlib.sha256(_KEY_LABEL + key.digest).hexdigest()
+        prefix = f"fastapi-zitadel:{self._tag}:"
+        return [prefix + name, prefix + "tombstone:" + name, self._generation_key()]
+
+    def _generation_key(self) -> str:
+        self._bound  # noqa: B018
+        return f"fastapi-zitadel:{self._tag}:generation"
 
     def _cipher(self, key: CacheKey) -> AESGCM:
         binding = self._bound
         hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=binding.namespace, info=_VALUE_LABEL)
         return AESGCM(hkdf.derive(binding.secret + key.token.encode("utf-8")))
 
-    def _seal(self, entry: CacheEntry, key: CacheKey, redis_key: str) -> bytes:
+    @staticmethod
+    def _associated(redis_key: str, generation: bytes) -> bytes:
+        return redis_key.encode("ascii") + b"\x00" + generation
+
+    def _seal(self, entry: CacheEntry, key: CacheKey, redis_key: str, generation: bytes) -> bytes:
         plain = json.dumps(
             {
                 "claims": entry.principal.model_dump(mode="json", include={"claims"})["claims"],
                 "expires_at": entry.expires_at,
                 "stale_until": entry.stale_until,
+                "verified_at": self._clock() if entry.verified_at is None else entry.verified_at,
             },
             separators=(",", ":"),
         ).encode("utf-8")
         nonce = os.urandom(_NONCE_BYTES)
-        return nonce + self._cipher(key).encrypt(nonce, plain, redis_key.encode("ascii"))
+        sealed = self._cipher(key).encrypt(nonce, plain, self._associated(redis_key, generation))
+        return generation + b"|" + nonce + sealed
 
-    def _open(self, sealed: bytes, key: CacheKey, redis_key: str) -> CacheEntry | None:
-        nonce, ciphertext = sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:]
+    def _open(
+        self, sealed: bytes, key: CacheKey, redis_key: str, generation: bytes
+    ) -> CacheEntry | None:
+        written_under, _, rest = sealed.partition(b"|")
+        if written_under != generation:
+            return None  # from before a clear(): unreachable, it expires on its own
+        nonce, ciphertext = rest[:_NONCE_BYTES], rest[_NONCE_BYTES:]
         try:
-            plain = self._cipher(key).decrypt(nonce, ciphertext, redis_key.encode("ascii"))
+            associated = self._associated(redis_key, generation)
+            plain = self._cipher(key).decrypt(nonce, ciphertext, associated)
             data = json.loads(plain)
             principal = self._bound.principal(data["claims"])
             expires_at, stale_until = float(data["expires_at"]), float(data["stale_until"])
+            verified_at = float(data["verified_at"])
             if principal.expires_at is not None:  # never past the token's own exp
                 token_exp = principal.expires_at.timestamp()
                 expires_at, stale_until = min(expires_at, token_exp), min(stale_until, token_exp)
-            return CacheEntry(principal, expires_at, stale_until)
+            return CacheEntry(principal, expires_at, stale_until, verified_at)
         except (InvalidTag, ValueError, KeyError, TypeError):
             logger.warning("discarding an unreadable entry from the shared cache")
             return None
 
+    def _observe(self, generation: Any) -> None:
+        """Note the namespace generation Redis answered; a new one means a clear() we may not
+        have heard of: drop the local tier (and void the lookups in flight) as if we had."""
+        if not isinstance(generation, bytes):
+            generation = str(generation).encode("ascii")
+        known, self._generation = self._generation, generation
+        if known is not None and known != generation and self._binding is not None:
+            self._binding.on_clear()
+
     # Availability -----------------------------------------------------------------------
-    async def _call(self, operation: Callable[[Any], Any]) -> Any:
-        """Run one Redis operation; any failure is logged once and treated as a miss."""
+    async def _call(self, operation: Callable[[_Connections], Any]) -> Any:
+        """Run one request-path operation; any failure is logged once and treated as a miss,
+        and so is an operation beyond ``max_connections``."""
         if self._down_until is not None and self._monotonic() < self._down_until:
             return None
+        if self._busy >= self._max_connections:
+            return None  # a miss, not a wait: connections are for the requests that fit
+        self._busy += 1
         try:
-            client = self._clients.get()
-            self._listeners.get()  # make sure this loop hears other replicas' invalidations
-            result = await asyncio.wait_for(operation(client), timeout=self._timeout * 4)
+            connections = self._connections.get()
+            result = await asyncio.wait_for(operation(connections), timeout=self._timeout * 4)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             if self._down_until is None:
                 logger.warning(
@@ -220,36 +431,115 @@ class RedisCache(IntrospectionCache):
                 )
             self._down_until = self._monotonic() + self._retry_interval
             return None
+        finally:
+            self._busy -= 1
         if self._down_until is not None:
             self._down_until = None
             logger.warning("shared cache (Redis) available again")
         return result
 
-    def _connect(self) -> Any:
-        return aioredis.Redis.from_url(
-            self._url,
-            socket_timeout=self._timeout,
-            socket_connect_timeout=self._timeout,
-            retry_on_timeout=False,
-        )
+    async def _control(self, operation: Callable[[_Connections], Any]) -> Any:
+        """Run one invalidation on its own connections; failures raise (the caller retries)."""
+        connections = self._connections.get()
+        self._listeners.get()  # make sure this loop hears other replicas' invalidations
+        return await asyncio.wait_for(operation(connections), timeout=self._timeout * 4)
 
-    def _listen_forever(self) -> asyncio.Task[None]:
-        return asyncio.ensure_future(self._listen())
+    async def _listening(self) -> None:
+        """Before the first use in a loop, give the listener a chance to subscribe; whatever is
+        cached while it is not subscribed is dropped when it is."""
+        listener = self._listeners.get()
+        if listener.subscribed.is_set():
+            return
+        if not listener.tried.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(listener.tried.wait(), timeout=self._timeout * 4)
+        if not listener.subscribed.is_set():
+            listener.exposed = True
 
-    async def _listen(self) -> None:
-        """Apply other replicas' invalidations to the local tier; reconnect on failure."""
-        while True:
+    # The invalidation listener ----------------------------------------------------------
+    async def _listen(self, listener: _Listener) -> None:
+        """Apply other replicas' invalidations to the local tier, for as long as the loop runs.
+
+        Idle, it pings Redis every ``health_check_interval`` seconds; when neither the answer
+        nor anything else comes within as long again, the connection is given up (a silently
+        dropped connection never fails on its own) and a new one subscribes.
+        """
+        while not listener.stopping.is_set():
+            client = aioredis.Redis.from_url(
+                self._url,
+                socket_timeout=self._timeout,
+                socket_connect_timeout=self._timeout,
+                socket_keepalive=True,
+                retry=Retry(NoBackoff(), 0),  # never a silent re-subscription: we must know
+            )
+            pubsub: Any = client.pubsub()
             try:
-                client = aioredis.Redis.from_url(self._url, socket_connect_timeout=self._timeout)
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._apply(message["data"])
+                await asyncio.wait_for(self._subscribe(pubsub), timeout=self._timeout * 4)
+                self._subscribed(listener)
+                await self._receive(pubsub, listener)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # Redis went away: try again shortly
-                await asyncio.sleep(self._retry_interval / 5)
+            except Exception as exc:  # Redis went away, or stopped answering
+                self._unsubscribed(listener, "no answer" if isinstance(exc, _Unanswered) else exc)
+            finally:
+                listener.tried.set()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            with contextlib.suppress(asyncio.TimeoutError):  # a pause, cut short by aclose()
+                await asyncio.wait_for(listener.stopping.wait(), self._retry_interval / 5)
+
+    async def _subscribe(self, pubsub: Any) -> None:
+        await pubsub.subscribe(CHANNEL)
+        while True:
+            message = await pubsub.get_message(timeout=self._timeout * 4)
+            if message is None:
+                raise _Unanswered
+            if message.get("type") == "subscribe":
+                return
+            self._handle(message)
+
+    async def _receive(self, pubsub: Any, listener: _Listener) -> None:
+        pinged = False
+        while not listener.stopping.is_set():
+            message = await pubsub.get_message(timeout=self._health_check_interval)
+            if message is not None:
+                pinged = False
+                self._handle(message)
+            elif pinged:
+                raise _Unanswered
+            else:
+                await pubsub.ping(_PING)
+                pinged = True
+
+    def _subscribed(self, listener: _Listener) -> None:
+        exposed = listener.exposed or listener.lost
+        listener.exposed = False
+        listener.subscribed.set()
+        listener.tried.set()
+        if listener.lost:
+            listener.lost = False
+            logger.warning(
+                "shared cache (Redis) invalidation listener subscribed again: "
+                "the local cache was dropped, it may have missed invalidations"
+            )
+        if exposed and self._binding is not None:
+            self._binding.on_clear()
+
+    def _unsubscribed(self, listener: _Listener, cause: Exception | str) -> None:
+        if not listener.subscribed.is_set():
+            return  # not subscribed yet: the request path logs Redis being unavailable
+        listener.subscribed.clear()
+        listener.lost = True
+        logger.warning(
+            "shared cache (Redis) invalidation listener lost its connection (%s): reconnecting",
+            cause if isinstance(cause, str) else type(cause).__name__,
+        )
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "message":
+            self._apply(message["data"])
 
     def _apply(self, data: bytes) -> None:
         tag, _, target = data.decode("ascii", errors="replace").partition(":")

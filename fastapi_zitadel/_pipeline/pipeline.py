@@ -12,7 +12,12 @@ tell right now); never as anything else.
 
 An ``invalidate()`` (or another replica's) voids the lookups of that token already in flight,
 so a result fetched before the revocation is never cached after it; other tokens' lookups are
-untouched.
+untouched. ``invalidate()`` and ``clear()`` do not return before the shared tier confirmed the
+change: they retry it within ``timeout`` and then raise ``SharedCacheUnavailable``.
+
+An entry read from the shared tier is held no longer than this instance's own lifetimes from
+when the IdP vouched for it, whoever wrote it; with ``cache_ttl=0`` nothing shared is used (the
+tier is asked only after an inactive answer, to know whether to tell the other replicas).
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ from collections.abc import Awaitable, Callable
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
-from fastapi_zitadel._exceptions import IdentityProviderUnavailable, InvalidTokenError
+from fastapi_zitadel._exceptions import (
+    IdentityProviderUnavailable,
+    InvalidTokenError,
+    SharedCacheUnavailable,
+)
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
@@ -34,6 +43,10 @@ from .checks import ClaimChecks
 from .validator import Validator
 
 __all__ = ["CachePolicy", "VerificationPipeline"]
+
+# Pauses between attempts of invalidate() and clear() on the shared tier: doubling, capped.
+_FIRST_RETRY = 0.05
+_LAST_RETRY = 1.0
 
 
 class CachePolicy:
@@ -52,7 +65,20 @@ class CachePolicy:
         if principal.expires_at is not None:
             token_exp = principal.expires_at.timestamp()
             expires_at, stale_until = min(expires_at, token_exp), min(stale_until, token_exp)
-        return CacheEntry(principal, expires_at, stale_until) if expires_at > now else None
+        if expires_at <= now:
+            return None
+        return CacheEntry(principal, expires_at, stale_until, verified_at=now)
+
+    def bound(self, entry: CacheEntry, now: float) -> CacheEntry | None:
+        """A shared entry held to our own lifetimes from when it was verified (never from a
+        time in the future: a writer whose clock runs ahead gains nothing), or ``None`` when
+        that leaves nothing."""
+        verified_at = now if entry.verified_at is None else min(entry.verified_at, now)
+        expires_at = min(entry.expires_at, verified_at + self.ttl)
+        stale_until = min(entry.stale_until, verified_at + self.ttl + self.stale_if_error)
+        if stale_until <= now:
+            return None
+        return CacheEntry(entry.principal, min(expires_at, stale_until), stale_until, verified_at)
 
 
 class _InFlight:
@@ -135,10 +161,16 @@ class VerificationPipeline:
                 self._metrics.negative_hits += 1
                 raise InvalidTokenError("the token is not active")
             key = CacheKey(digest, token)
-            held = entry is not None
-            if entry is None and self._shared is not None:
-                entry = await self._shared_get(key, deadline)
-                held = entry is not None
+            # Whether some tier holds the token (None: not asked yet). An inactive answer for
+            # a token no tier held tells nobody: garbage tokens publish nothing.
+            held: bool | None = entry is not None
+            if entry is None and self._shared is not None and self._policy.ttl <= 0:
+                held = None  # cache_ttl=0 takes nothing shared; asked only if inactive
+            elif entry is None and self._shared is not None:
+                shared = await self._shared_get(key, deadline)
+                held = shared is not None
+                if shared is not None:  # held no longer than our own lifetimes allow
+                    entry = self._policy.bound(shared, self._clock())
                 if entry is not None and flight.invalidations == started:
                     self._local.store(digest, entry)
                     if self._clock() < entry.expires_at:
@@ -167,7 +199,7 @@ class VerificationPipeline:
         )
         return entry.principal
 
-    async def _validate(self, key: CacheKey, deadline: float, *, held: bool) -> Principal:
+    async def _validate(self, key: CacheKey, deadline: float, *, held: bool | None) -> Principal:
         digest = key.digest
         flight, started = self._open(digest)
         try:
@@ -198,23 +230,30 @@ class VerificationPipeline:
         finally:
             self._close(digest, flight)
 
-    async def _inactive(self, key: CacheKey, deadline: float, *, held: bool) -> None:
+    async def _inactive(self, key: CacheKey, deadline: float, *, held: bool | None) -> None:
         digest = key.digest
         logger.debug("token %s is inactive", digest[:4].hex())
         self._negative.add(digest)
         self._local.discard(digest)  # no stale copy of a revoked token may survive
+        if self._shared is None:
+            return
+        if held is None:  # not read for use (cache_ttl=0): only to know whether to tell others
+            held = await self._shared_get(key, deadline) is not None
         # Only a token some tier held can be held elsewhere: garbage tokens publish nothing.
-        if held and self._shared is not None:
+        if held:
             await self._shared_call("delete", self._shared.delete(key), deadline)
 
     # Invalidation ------------------------------------------------------------------------
     async def invalidate(self, token: str) -> None:
+        """Drop ``token`` here, then in the shared tier (which tells the other replicas);
+        raises ``SharedCacheUnavailable`` when the shared tier cannot confirm in time."""
         digest = self.key(token)
         self.forget(digest)
         self._negative.discard(digest)
-        if self._shared is not None:
-            call = self._shared.delete(CacheKey(digest, token))
-            await self._shared_call("delete", call, self._monotonic() + self._timeout)
+        shared = self._shared
+        if shared is not None:
+            key = CacheKey(digest, token)
+            await self._confirm("the invalidation", lambda: shared.delete(key))
 
     def forget(self, digest: bytes) -> None:
         """Drop a token's active entry (another replica saw it revoked or invalidated).
@@ -228,10 +267,12 @@ class VerificationPipeline:
         self._local.discard(digest)
 
     async def clear(self) -> None:
+        """Drop everything here, then in the shared tier; raises ``SharedCacheUnavailable``
+        when the shared tier cannot confirm in time."""
         self.forget_all()
-        if self._shared is not None:
-            call = self._shared.clear()
-            await self._shared_call("clear", call, self._monotonic() + self._timeout)
+        shared = self._shared
+        if shared is not None:
+            await self._confirm("the clear", shared.clear)
 
     def forget_all(self) -> None:
         for flight in self._in_flight.values():
@@ -275,6 +316,32 @@ class VerificationPipeline:
                 type(exc).__name__,
             )
             return None
+
+    async def _confirm(self, what: str, operation: Callable[[], Awaitable[None]]) -> None:
+        """Run a change of the shared tier until it succeeds, retrying within ``timeout``."""
+        failure: Exception | None = None
+
+        async def attempts() -> None:
+            nonlocal failure
+            pause = _FIRST_RETRY
+            while True:
+                try:
+                    await operation()
+                    return
+                except Exception as exc:  # any failure: try again while the deadline allows
+                    failure = exc
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _LAST_RETRY)
+
+        try:
+            await asyncio.wait_for(attempts(), timeout=self._timeout)
+        except asyncio.TimeoutError:
+            cause = "timed out" if failure is None else type(failure).__name__
+            raise SharedCacheUnavailable(
+                f"the shared cache did not confirm {what} within {self._timeout:g} s ({cause}): "
+                "this process dropped its copy, other replicas may hold theirs until their "
+                "cache_ttl runs out; call it again"
+            ) from None
 
     async def _shared_call(self, what: str, call: Awaitable[None], deadline: float) -> None:
         """A write to the shared tier, within the request's deadline; failures are logged."""
