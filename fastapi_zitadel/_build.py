@@ -22,7 +22,7 @@ from ._idp.client_auth import ClientAuthentication, ClientSecretBasic, PrivateKe
 from ._idp.discovery import Discovery
 from ._idp.http import HttpClientProvider
 from ._idp.introspection import IntrospectionClient
-from ._idp.key_file import load_key_file
+from ._idp.key_file import load_key_file, require_key_type, source_label
 from ._log import RateLimitedLog
 from ._metrics import Metrics, MetricsSnapshot
 from ._pipeline.checks import ClaimChecks
@@ -92,8 +92,14 @@ def client_authentication(
         assert config.client_secret is not None
         return ClientSecretBasic(config.client_id, config.client_secret.get_secret_value())
     audiences = config.assertion_audience or (config.issuer,)
-    return PrivateKeyJwt(
+    key = require_key_type(
         load_key_file(source),
+        "application",
+        source=source_label(source) if config.key is None else "(the key setting)",
+        where="ZitadelIntrospection",
+    )
+    return PrivateKeyJwt(
+        key,
         audience=audiences[0] if len(audiences) == 1 else list(audiences),
         lifetime=config.assertion_lifetime,
         single_use=config.single_use_assertion,

@@ -10,6 +10,10 @@ them into the HTTP response or WebSocket close FastAPI sends. The whole table:
     InsufficientScopeError   403  Bearer ..., error="insufficient_scope", scope="..."
     IdentityProviderError    503  Retry-After: seconds
 
+The errors of calling other APIs (``ServiceAccountAuth``, ``TokenExchange``) are
+``IdentityProviderError`` subclasses too: a route that cannot get a token for the API it calls
+answers 503, never 401.
+
 Messages never contain a token, an assertion or key material: they are safe to log.
 """
 
@@ -36,7 +40,11 @@ __all__ = [
     "MalformedClaimError",
     "MissingTokenError",
     "QueueTimeout",
+    "TokenEndpointUnavailable",
+    "TokenExchangeRejected",
+    "TokenRequestRejected",
     "TransportFailure",
+    "WrongKeyTypeError",
     "ZitadelError",
 ]
 
@@ -115,6 +123,22 @@ class KeyFileError(ConfigurationError):
         if field is not None:
             where += f", field {field!r}"
         super().__init__(f"{where}: {problem}")
+
+
+class WrongKeyTypeError(KeyFileError):
+    """A ZITADEL key file of the other kind: ZITADEL has two, and each works in one place only.
+
+    An API application's key (``"type": "application"``) authenticates the API to the
+    introspection endpoint (``ZitadelIntrospection``) and an application to the token exchange
+    (``TokenExchange``); a service user's key (``"type": "serviceaccount"``) gets tokens for
+    calling APIs (``ServiceAccountAuth``). ``key_type`` is the kind found, ``needed`` the kind
+    this place takes.
+    """
+
+    def __init__(self, source: str, problem: str, *, key_type: str, needed: str) -> None:
+        self.key_type = key_type
+        self.needed = needed
+        super().__init__(source, problem, field="type")
 
 
 class AuthenticationError(ZitadelError):
@@ -270,6 +294,39 @@ class ClientCredentialsRejected(IdentityProviderError):
         self.key_id = key_id
         self.hint = hint
         """What to check, for the operator (naming the key id or client id, never a secret)."""
+        super().__init__(description, retry_after=30.0)
+
+
+class TokenEndpointUnavailable(IdentityProviderUnavailable):
+    """ZITADEL's token endpoint could not be reached, timed out, or answered nonsense.
+
+    Raised when getting a token to call another API; worth retrying later (``retry_after``).
+    """
+
+
+class TokenRequestRejected(ClientCredentialsRejected):
+    """The token endpoint refused to issue a token for *our* service user or application.
+
+    ``client_id`` and ``key_id`` name the credential (never the secret), ``error_code`` is what
+    ZITADEL answered and ``hint`` says what to check. A misconfiguration: retrying with the same
+    credential gets the same answer.
+    """
+
+
+class TokenExchangeRejected(IdentityProviderError):
+    """ZITADEL refused a token exchange (RFC 8693) although our credentials were accepted.
+
+    The subject or actor token, the requested audience or scope, or the instance's settings
+    (the token exchange feature, impersonation) did not allow it; ``error_code`` is ZITADEL's
+    answer and ``hint`` what to check.
+    """
+
+    def __init__(
+        self, description: str, *, error_code: str, status: int, hint: str = ""
+    ) -> None:
+        self.error_code = error_code
+        self.status = status
+        self.hint = hint
         super().__init__(description, retry_after=30.0)
 
 

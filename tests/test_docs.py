@@ -137,7 +137,8 @@ def library_messages() -> list[Message]:
             name = _called_name(node.func)
             if name is None or not _is_message_call(name):
                 continue
-            position = 1 if name == "KeyFileError" else 0  # KeyFileError(label, problem, ...)
+            # KeyFileError(label, problem, ...), and its subclass WrongKeyTypeError
+            position = 1 if name in ("KeyFileError", "WrongKeyTypeError") else 0
             if len(node.args) <= position:
                 continue
             text = _literal_text(node.args[position])
