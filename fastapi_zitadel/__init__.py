@@ -1,4 +1,5 @@
-"""Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662).
+"""Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662), and call
+other protected APIs with ZITADEL tokens (``ServiceAccountAuth``).
 
 The public API is what this module exports; everything else is private (``_*``) and may
 change without notice. ``tests/test_exported_members.py`` pins the list below.
@@ -7,6 +8,7 @@ change without notice. ``tests/test_exported_members.py`` pins the list below.
 from ._cache.base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache
 from ._cache.memory import MemoryCache
 from ._cache.redis_cache import RedisCache
+from ._client.service_account import ServiceAccountAuth
 from ._config import KeyFileSource, ZitadelConfig, ZitadelSettings
 from ._exceptions import (
     AuthenticationError,
@@ -20,6 +22,10 @@ from ._exceptions import (
     IssuerMismatch,
     KeyFileError,
     MissingTokenError,
+    TokenEndpointUnavailable,
+    TokenExchangeRejected,
+    TokenRequestRejected,
+    WrongKeyTypeError,
     ZitadelError,
 )
 from ._fastapi.defaults import (
@@ -65,6 +71,11 @@ __all__ = [
     "Principal",
     "PrincipalDependency",
     "RedisCache",
+    "ServiceAccountAuth",
+    "TokenEndpointUnavailable",
+    "TokenExchangeRejected",
+    "TokenRequestRejected",
+    "WrongKeyTypeError",
     "ZitadelConfig",
     "ZitadelError",
     "ZitadelIntrospection",

@@ -44,6 +44,11 @@ def test_exported_members() -> None:
         "Principal",
         "PrincipalDependency",
         "RedisCache",
+        "ServiceAccountAuth",
+        "TokenEndpointUnavailable",
+        "TokenExchangeRejected",
+        "TokenRequestRejected",
+        "WrongKeyTypeError",
         "ZitadelConfig",
         "ZitadelError",
         "ZitadelIntrospection",
@@ -103,8 +108,22 @@ def _public_members(cls: type) -> list[str]:
 def test_public_members_return_public_types() -> None:
     """Every public member of the main classes returns something importable from the root."""
     public = {getattr(fastapi_zitadel, name) for name in fastapi_zitadel.__all__}
-    allowed_modules = {"builtins", "typing", "collections", "datetime", "fastapi", "starlette"}
-    for cls in (ZitadelIntrospection, fastapi_zitadel.ZitadelOptional, fastapi_zitadel.Principal):
+    # httpx: ServiceAccountAuth is an httpx.Auth, its flows yield httpx requests.
+    allowed_modules = {
+        "builtins",
+        "typing",
+        "collections",
+        "datetime",
+        "fastapi",
+        "starlette",
+        "httpx",
+    }
+    for cls in (
+        ZitadelIntrospection,
+        fastapi_zitadel.ZitadelOptional,
+        fastapi_zitadel.Principal,
+        fastapi_zitadel.ServiceAccountAuth,
+    ):
         for name in _public_members(cls):
             member = getattr(cls, name)
             function = member.fget if isinstance(member, property) else member
