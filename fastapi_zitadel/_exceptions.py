@@ -321,9 +321,7 @@ class TokenExchangeRejected(IdentityProviderError):
     answer and ``hint`` what to check.
     """
 
-    def __init__(
-        self, description: str, *, error_code: str, status: int, hint: str = ""
-    ) -> None:
+    def __init__(self, description: str, *, error_code: str, status: int, hint: str = "") -> None:
         self.error_code = error_code
         self.status = status
         self.hint = hint

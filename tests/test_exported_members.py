@@ -19,6 +19,7 @@ ISSUER = "https://zitadel.example.test"
 
 def test_exported_members() -> None:
     assert sorted(fastapi_zitadel.__all__) == [
+        "Actor",
         "AuthenticationError",
         "CacheBinding",
         "CacheEntry",
@@ -28,6 +29,7 @@ def test_exported_members() -> None:
         "ClientIdentity",
         "ConfigurationError",
         "DefaultZitadel",
+        "ExchangedToken",
         "IdentityProviderError",
         "IdentityProviderUnavailable",
         "InsufficientScopeError",
@@ -46,6 +48,7 @@ def test_exported_members() -> None:
         "RedisCache",
         "ServiceAccountAuth",
         "TokenEndpointUnavailable",
+        "TokenExchange",
         "TokenExchangeRejected",
         "TokenRequestRejected",
         "WrongKeyTypeError",
@@ -123,6 +126,7 @@ def test_public_members_return_public_types() -> None:
         fastapi_zitadel.ZitadelOptional,
         fastapi_zitadel.Principal,
         fastapi_zitadel.ServiceAccountAuth,
+        fastapi_zitadel.TokenExchange,
     ):
         for name in _public_members(cls):
             member = getattr(cls, name)

@@ -141,9 +141,7 @@ class TokenEndpoint:
         self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
         self.requests = 0  # token requests sent (attempts included)
 
-    async def request(
-        self, form: Form, credentials: Credentials, caller: Caller
-    ) -> IssuedToken:
+    async def request(self, form: Form, credentials: Credentials, caller: Caller) -> IssuedToken:
         """The token for ``form`` (the grant's fields), or one of the module's errors."""
         deadline = self._monotonic() + self._timeout
         try:
@@ -176,9 +174,7 @@ class TokenEndpoint:
             await asyncio.sleep(pause)
             attempt += 1
 
-    def request_sync(
-        self, form: Form, credentials: Credentials, caller: Caller
-    ) -> IssuedToken:
+    def request_sync(self, form: Form, credentials: Credentials, caller: Caller) -> IssuedToken:
         """``request`` for synchronous code (the calling thread waits)."""
         deadline = self._monotonic() + self._timeout
         try:
@@ -236,9 +232,7 @@ class TokenEndpoint:
         return pause
 
     # Classification ---------------------------------------------------------------------
-    def _classify(
-        self, response: JsonResponse, form: Form, caller: Caller
-    ) -> IssuedToken:
+    def _classify(self, response: JsonResponse, form: Form, caller: Caller) -> IssuedToken:
         status, data = response.status, response.data
         grant = str(form.get("grant_type", ""))
         if status == 200:
@@ -363,7 +357,7 @@ def _refusal(
             f"the token exchange was refused ({answer})",
             error_code=code,
             status=status,
-            hint=_exchange_hint(code, description),
+            hint=_exchange_hint(status, code, description),
         )
     if code == "invalid_scope":
         return TokenRequestRejected(
@@ -406,12 +400,17 @@ def _rejection_hint(caller: Caller, code: str, description: str | None) -> str:
     )
 
 
-def _exchange_hint(code: str, description: str | None) -> str:
+def _exchange_hint(status: int, code: str, description: str | None) -> str:
     text = description or ""
     if "Impersonation" in text or "PolicyDisabled" in text:
         return (
             "impersonation is off: enable 'Allow Impersonation' in the instance's security "
             "settings, and give the actor an impersonator role (ORG_END_USER_IMPERSONATOR)"
+        )
+    if status == 403 or "PermissionDenied" in text:
+        return (
+            "the actor may not impersonate this user: give the actor an impersonator role "
+            "(ORG_END_USER_IMPERSONATOR, or IAM_END_USER_IMPERSONATOR for every organization)"
         )
     if code == "invalid_target":
         return (

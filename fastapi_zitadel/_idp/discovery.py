@@ -162,12 +162,8 @@ class Discovery:
                 f"discovery document names issuer {shown!r}, expected exactly {self._issuer!r}"
             )
         endpoints = {name: self._endpoint(data, name) for name in _ENDPOINTS}
-        if endpoints["introspection_endpoint"] is None and self._configured_endpoint is None:
-            if self._required == "introspection_endpoint":
-                raise IdentityProviderUnavailable(
-                    "discovery document has no introspection_endpoint"
-                )
-        if self._required != "introspection_endpoint" and endpoints[self._required] is None:
+        configured = self._required == "introspection_endpoint" and self._configured_endpoint
+        if endpoints[self._required] is None and not configured:
             raise IdentityProviderUnavailable(f"discovery document has no {self._required}")
         return ProviderMetadata(issuer=issuer, **endpoints)
 

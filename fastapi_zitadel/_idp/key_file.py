@@ -204,7 +204,7 @@ def require_key_type(
     if needed == "application":
         problem = (
             f"a service user's key (user {key.user_id}, key id {key.key_id}) given to {where}, "
-            "which needs an application's key (\"type\": \"application\"): ZITADEL's "
+            'which needs an application\'s key ("type": "application"): ZITADEL\'s '
             "introspection endpoint and token exchange take only applications, and answer a "
             "service user's key with 400 unauthorized_client. Download a key of the API "
             "application (console: Projects > your project > the application > Keys); a "
@@ -214,7 +214,7 @@ def require_key_type(
     else:
         problem = (
             f"an application's key (client {key.client_id}, key id {key.key_id}) given to "
-            f"{where}, which needs a service user's key (\"type\": \"serviceaccount\"): "
+            f'{where}, which needs a service user\'s key ("type": "serviceaccount"): '
             "ZITADEL's JWT bearer grant issues tokens only to service users, and answers an "
             "application's key with 500 server_error (zitadel/zitadel#9745). Create a key of "
             "the service user (console: Users > Service Users > the user > Keys); an "

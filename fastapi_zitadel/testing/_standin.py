@@ -247,8 +247,12 @@ class ZitadelStandIn:
         lifetime: int = 43_200,
         client_id: str | None = None,
     ) -> str:
-        """Mint an opaque access token for ``user`` whose audience is ``project``."""
-        return self._mint(user, [project.id], scopes, lifetime, client_id).value
+        """Mint an opaque access token for ``user`` whose audience is ``project``, and the
+        projects of any audience scopes (``urn:zitadel:iam:org:project:id:{id}:aud``) among
+        ``scopes``, as ZITADEL adds them."""
+        scopes = list(scopes)
+        audience = [project.id, *_audience_scopes(scopes)]
+        return self._mint(user, audience, scopes, lifetime, client_id).value
 
     def service_token(
         self, user: User, projects: Iterable[Project] = (), *, lifetime: int = 43_200
