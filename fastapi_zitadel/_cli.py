@@ -166,7 +166,11 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
         kind = f"client {client.client_id} with a client secret"
     _say(out, "ok", f"configuration: issuer {config.issuer}, {kind}")
     if client.key_id is not None:
-        _say(out, "ok", "key: an application's key, the kind that introspects (the right one)")
+        _say(
+            out,
+            "ok",
+            'key: an application\'s key ("type": "application"), the kind that introspects',
+        )
     async with zitadel:
         skipped = config.introspection_endpoint is not None
         try:
