@@ -26,7 +26,7 @@ from fastapi_zitadel import (
 )
 from fastapi_zitadel.testing import LoopbackServer, StandInProject, User
 
-from .helpers import STANDIN_ISSUER, World
+from .helpers import STANDIN_ISSUER, FakeClock, World
 
 ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
 
@@ -575,3 +575,24 @@ def test_repr_shows_no_secret(robot: User) -> None:
     )
     assert robot.client_secret not in repr(auth)
     assert robot.username in repr(auth)
+
+
+def test_sync_renewal_before_it_lapses(zitadel_project: StandInProject) -> None:
+    zitadel_project.service_user("robot")
+    standin = zitadel_project.standin
+    clock = FakeClock()  # the auth's schedule only: the stand-in keeps real time
+    auth = ServiceAccountAuth(
+        standin.issuer,
+        key_file=zitadel_project.service_key_path("robot"),
+        project_id=zitadel_project.project.id,
+        monotonic=clock,
+    )
+    with auth:
+        first = auth.token()
+        clock.advance(43_200 * 0.5)
+        assert auth.token() == first  # not due yet
+        clock.advance(43_200 * 0.35)  # 15 % left, under renew_before: this call renews
+        renewed = auth.token()
+        assert renewed != first
+        assert standin.token_calls == 2
+        assert auth.token() == renewed

@@ -27,7 +27,7 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -120,8 +120,8 @@ class ServiceAccountAuth(httpx.Auth):
         allow_insecure_http: bool = False,
         http_client: httpx.AsyncClient | None = None,
         sync_http_client: httpx.Client | None = None,
-        clock: Any = time.time,
-        monotonic: Any = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = checked_issuer(issuer, allow_insecure_http=allow_insecure_http)
         timeout = checked_timeout(timeout)

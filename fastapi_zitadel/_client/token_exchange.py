@@ -23,10 +23,9 @@ Each exchange is one request to ZITADEL: keep the result while you use it (``exp
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
 
 import httpx
 
@@ -95,8 +94,8 @@ class TokenExchange:
         allow_insecure_http: bool = False,
         http_client: httpx.AsyncClient | None = None,
         sync_http_client: httpx.Client | None = None,
-        clock: Any = time.time,
-        monotonic: Any = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = checked_issuer(issuer, allow_insecure_http=allow_insecure_http)
         timeout = checked_timeout(timeout)
