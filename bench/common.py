@@ -273,9 +273,16 @@ class StandInProcess:
         return line
 
     def introspection_calls(self) -> int:
+        return self._ask("calls")
+
+    def token_calls(self) -> int:
+        """How many token requests it served (service users' grants)."""
+        return self._ask("token_calls")
+
+    def _ask(self, question: str) -> int:
         assert self._process is not None
         assert self._process.stdin is not None
-        self._process.stdin.write("calls\n")
+        self._process.stdin.write(question + "\n")
         self._process.stdin.flush()
         return int(self._readline())
 

@@ -2,8 +2,9 @@
 
     python -m bench.standin_process --tokens 100
 
-prints one JSON line (issuer, key file, project, tokens), then answers ``calls`` on standard
-input with the number of introspection requests served so far, and exits at end of input.
+prints one JSON line (issuer, key file, project, tokens, a service user's key file), then
+answers ``calls`` on standard input with the number of introspection requests served so far,
+``token_calls`` with the number of token requests, and exits at end of input.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
         for index in range(args.tokens)
     ]
     key_file = project.app.key_file
+    robot = project.service_user("bench-robot", roles=["reader"])
     try:
         with server:
             info = {
@@ -52,11 +54,15 @@ def main() -> None:
                 "private_key_pem": key_file["key"],
                 "project_id": project.project.id,
                 "tokens": tokens,
+                "service_key_path": str(project.service_key_path("bench-robot")),
+                "service_user_id": robot.id,
             }
             print(json.dumps(info), flush=True)
             for line in sys.stdin:
                 if line.strip() == "calls":
                     print(standin.introspection_calls, flush=True)
+                elif line.strip() == "token_calls":
+                    print(standin.token_calls, flush=True)
     finally:
         shutil.rmtree(key_dir, ignore_errors=True)
 

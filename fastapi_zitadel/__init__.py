@@ -1,4 +1,5 @@
-"""Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662).
+"""Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662), and call
+other protected APIs with ZITADEL tokens (``ServiceAccountAuth``, ``TokenExchange``).
 
 The public API is what this module exports; everything else is private (``_*``) and may
 change without notice. ``tests/test_exported_members.py`` pins the list below.
@@ -7,6 +8,8 @@ change without notice. ``tests/test_exported_members.py`` pins the list below.
 from ._cache.base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache
 from ._cache.memory import MemoryCache
 from ._cache.redis_cache import RedisCache
+from ._client.service_account import ServiceAccountAuth
+from ._client.token_exchange import ExchangedToken, TokenExchange
 from ._config import KeyFileSource, ZitadelConfig, ZitadelSettings
 from ._exceptions import (
     AuthenticationError,
@@ -21,6 +24,10 @@ from ._exceptions import (
     KeyFileError,
     MissingTokenError,
     SharedCacheUnavailable,
+    TokenEndpointUnavailable,
+    TokenExchangeRejected,
+    TokenRequestRejected,
+    WrongKeyTypeError,
     ZitadelError,
 )
 from ._fastapi.defaults import (
@@ -37,10 +44,11 @@ from ._fastapi.requirements import PrincipalDependency
 from ._fastapi.security import ClientIdentity, ZitadelIntrospection, ZitadelOptional
 from ._idp.key_file import ZitadelKeyFile, load_key_file
 from ._metrics import MetricsSnapshot
-from ._principal import Organization, Principal
+from ._principal import Actor, Organization, Principal
 from ._resilience.circuit_breaker import CircuitState
 
 __all__ = [
+    "Actor",
     "AuthenticationError",
     "CacheBinding",
     "CacheEntry",
@@ -50,6 +58,7 @@ __all__ = [
     "ClientIdentity",
     "ConfigurationError",
     "DefaultZitadel",
+    "ExchangedToken",
     "IdentityProviderError",
     "IdentityProviderUnavailable",
     "InsufficientScopeError",
@@ -66,7 +75,13 @@ __all__ = [
     "Principal",
     "PrincipalDependency",
     "RedisCache",
+    "ServiceAccountAuth",
     "SharedCacheUnavailable",
+    "TokenEndpointUnavailable",
+    "TokenExchange",
+    "TokenExchangeRejected",
+    "TokenRequestRejected",
+    "WrongKeyTypeError",
     "ZitadelConfig",
     "ZitadelError",
     "ZitadelIntrospection",

@@ -18,12 +18,11 @@ import httpx
 from ._cache.base import CacheBinding, IntrospectionCache
 from ._cache.memory import MemoryCache, NegativeCache
 from ._config import ZitadelConfig
-from ._exceptions import KeyFileError
 from ._idp.client_auth import ClientAuthentication, ClientSecretBasic, PrivateKeyJwt
 from ._idp.discovery import Discovery
 from ._idp.http import HttpClientProvider
 from ._idp.introspection import IntrospectionClient
-from ._idp.key_file import load_key_file
+from ._idp.key_file import load_key_file, require_key_type, source_label
 from ._log import RateLimitedLog
 from ._metrics import Metrics, MetricsSnapshot
 from ._pipeline.checks import ClaimChecks
@@ -92,17 +91,13 @@ def client_authentication(
         assert config.client_id is not None
         assert config.client_secret is not None
         return ClientSecretBasic(config.client_id, config.client_secret.get_secret_value())
-    key = load_key_file(source)
-    if key.type != "application":
-        raise KeyFileError(
-            f"(service user {key.user_id}, key id {key.key_id})",
-            "is a service user's key, but ZITADEL lets only applications introspect tokens: "
-            "download a key of the API application (Projects > your project > the API "
-            "application > Keys) for key_file (ZITADEL_KEY_FILE); a service user's key is for "
-            "calling other APIs",
-            field="type",
-        )
     audiences = config.assertion_audience or (config.issuer,)
+    key = require_key_type(
+        load_key_file(source),
+        "application",
+        source=source_label(source) if config.key is None else "(the key setting)",
+        where="ZitadelIntrospection",
+    )
     return PrivateKeyJwt(
         key,
         audience=audiences[0] if len(audiences) == 1 else list(audiences),

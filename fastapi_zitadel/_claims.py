@@ -16,11 +16,13 @@ from ._exceptions import MalformedClaimError
 from ._interning import shared_scopes, shared_tuple
 
 __all__ = [
+    "ACTOR_CLAIM",
     "METADATA_CLAIM",
     "ORG_DOMAIN_CLAIM",
     "ORG_ID_CLAIM",
     "ORG_NAME_CLAIM",
     "ROLES_CLAIM",
+    "actors",
     "audience",
     "flag",
     "metadata",
@@ -32,6 +34,7 @@ __all__ = [
     "time",
 ]
 
+ACTOR_CLAIM = "act"  # RFC 8693 §4.1
 ROLES_CLAIM = "urn:zitadel:iam:org:project:roles"
 METADATA_CLAIM = "urn:zitadel:iam:user:metadata"
 ORG_ID_CLAIM = "urn:zitadel:iam:user:resourceowner:id"
@@ -93,6 +96,24 @@ def audience(value: Any) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         return shared_tuple(tuple(value))
     raise MalformedClaimError("aud", "a string or an array of strings")
+
+
+_MAX_ACTORS = 16
+
+
+def actors(value: Any) -> list[tuple[str | None, str | None]]:
+    """The ``act`` chain (RFC 8693 §4.1) as (subject, issuer) pairs, the current actor first.
+
+    Read strictly: who acts for the subject is what an API may decide on (refusing impersonated
+    tokens, auditing them), so an ``act`` of the wrong shape is an IdP fault, never ignored.
+    """
+    chain: list[tuple[str | None, str | None]] = []
+    while value is not None:
+        if not isinstance(value, Mapping) or len(chain) >= _MAX_ACTORS:
+            raise MalformedClaimError(ACTOR_CLAIM, f"an object (nested at most {_MAX_ACTORS} deep)")
+        chain.append((strict_text(value, "sub"), strict_text(value, "iss")))
+        value = value.get(ACTOR_CLAIM)
+    return chain
 
 
 def roles(claims: Mapping[str, Any], project_id: str | None) -> dict[str, dict[str, str]]:

@@ -1,8 +1,11 @@
-"""``fastapi-zitadel``: diagnose a set-up, look at a token, sign an assertion, run a local IdP.
+"""``fastapi-zitadel``: diagnose a set-up, look at a token, sign an assertion, get a service
+user's token, run a local IdP.
 
 Most problems with ZITADEL and an API are set-up mistakes (wrong issuer, a key of the wrong
-application, a wrong clock). ``check`` walks the chain an API depends on, step by step, and
-names the cause and the fix of the first broken link. Exit codes tell the kind of problem:
+application or of a service user, a wrong clock). ``check`` walks the chain an API depends on,
+step by step, and names the cause and the fix of the first broken link; ``token`` prints an
+access token of a service user (its key or its secret) for calling an API, and nothing else
+on stdout. Exit codes tell the kind of problem:
 
     0 ok    2 usage    3 configuration    4 network or IdP    5 our credentials rejected
     6 (introspect) the token is not valid
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import re
 import secrets
 import sys
@@ -28,6 +32,8 @@ from fastapi_zitadel import (
     IssuerMismatch,
     KeyFileError,
     Principal,
+    ServiceAccountAuth,
+    WrongKeyTypeError,
     ZitadelError,
     ZitadelIntrospection,
 )
@@ -47,25 +53,30 @@ _FLAGS = {
 }
 
 
-def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Run a command; ``out`` gets its output, ``err`` what ``token`` says besides the token."""
     out = out or sys.stdout
     parser = _parser()
     args = parser.parse_args(argv)
     if args.verbose:
-        return _run(args, out)
+        return _run(parser, args, out, err or sys.stderr)
     # One line per finding: the library's own log records would say each failure twice.
     library_log = logging.getLogger("fastapi_zitadel")
     propagate, library_log.propagate = library_log.propagate, False
     silence = logging.NullHandler()
     library_log.addHandler(silence)
     try:
-        return _run(args, out)
+        return _run(parser, args, out, err or sys.stderr)
     finally:
         library_log.removeHandler(silence)
         library_log.propagate = propagate
 
 
-def _run(args: argparse.Namespace, out: TextIO) -> int:
+def _run(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
     if args.command == "introspect" and args.token in (None, "-") and _stdin().isatty():
         _say(
             out,
@@ -79,8 +90,19 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 
         dev_issuer(args)
         return OK
+    if args.command == "token":
+        return _token(parser, args, out, err)
     try:
         zitadel = _configured(args)
+    except WrongKeyTypeError as exc:
+        _say(out, "FAIL", f"key file: {exc}")
+        _say(
+            out,
+            "fix",
+            "set ZITADEL_KEY_FILE to a key of the API application; to check this service "
+            "user's key, run: fastapi-zitadel token --key-file PATH --project-id PROJECT",
+        )
+        return CONFIGURATION
     except KeyFileError as exc:
         _say(out, "FAIL", f"key file: {exc}")
         _say(
@@ -127,6 +149,34 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "assertion", help="print a fresh client assertion (for curl)", parents=[settings]
     )
+    token = commands.add_parser(
+        "token",
+        help="print an access token of a service user (its key, or its client id and secret)",
+        description="Get an access token of a service user from ZITADEL's token endpoint and "
+        "print it on stdout (and nothing else). The issuer comes from --issuer or "
+        "ZITADEL_ISSUER; the secret from --client-secret or ZITADEL_CLIENT_SECRET.",
+    )
+    credential = token.add_mutually_exclusive_group()
+    credential.add_argument(
+        "--key-file", dest="service_key_file", help="the service user's JSON key (jwt-bearer)"
+    )
+    credential.add_argument(
+        "--client-id", dest="service_client_id", help="the service user's name (client credentials)"
+    )
+    token.add_argument(
+        "--client-secret", dest="service_client_secret", help="its secret; prefer the variable"
+    )
+    token.add_argument(
+        "--project-id",
+        dest="target_projects",
+        action="append",
+        default=[],
+        help="the called API's project (its audience scope); repeatable",
+    )
+    token.add_argument("--roles", action="store_true", help="ask for the user's roles too")
+    token.add_argument(
+        "--scope", dest="extra_scopes", action="append", default=[], help="another scope"
+    )
     from .testing.__main__ import options as standin_options  # --port, --state-dir, --user...
 
     commands.add_parser(
@@ -170,6 +220,12 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
     else:
         kind = f"client {client.client_id} with a client secret"
     _say(out, "ok", f"configuration: issuer {config.issuer}, {kind}")
+    if client.key_id is not None:
+        _say(
+            out,
+            "ok",
+            'key: an application\'s key ("type": "application"), the kind that introspects',
+        )
     async with zitadel:
         skipped = config.introspection_endpoint is not None
         try:
@@ -290,6 +346,66 @@ async def _assertion(zitadel: ZitadelIntrospection, _args: argparse.Namespace, o
     return OK
 
 
+def _token(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
+    """``token``: the access token on ``out``; what happened on ``err``."""
+    issuer = args.issuer or os.environ.get("ZITADEL_ISSUER")
+    if not issuer:
+        parser.error("token needs the issuer: --issuer URL or ZITADEL_ISSUER")
+    secret = args.service_client_secret or os.environ.get("ZITADEL_CLIENT_SECRET")
+    if args.service_key_file is not None:
+        credentials: dict[str, Any] = {"key_file": args.service_key_file}
+    elif args.service_client_id is not None:
+        if not secret:
+            parser.error("--client-id needs the secret: --client-secret or ZITADEL_CLIENT_SECRET")
+        credentials = {"client_id": args.service_client_id, "client_secret": secret}
+    else:
+        parser.error("token needs the service user's --key-file, or --client-id and its secret")
+    insecure = args.allow_insecure_http or os.environ.get(
+        "ZITADEL_ALLOW_INSECURE_HTTP", ""
+    ).lower() in ("1", "true", "yes")
+    try:
+        auth = ServiceAccountAuth(
+            issuer,
+            project_id=args.target_projects,
+            roles=args.roles,
+            scopes=args.extra_scopes,
+            allow_insecure_http=insecure,
+            timeout=10,
+            max_retries=1,
+            **credentials,
+        )
+    except WrongKeyTypeError as exc:
+        _say(err, "FAIL", f"key file: {exc}")
+        _say(err, "fix", "give the key of the service user that calls the API")
+        return CONFIGURATION
+    except ConfigurationError as exc:
+        _say(err, "FAIL", f"configuration: {exc}")
+        return CONFIGURATION
+    if not args.target_projects:
+        _say(
+            err,
+            "note",
+            "no --project-id: the token carries no API's audience, and an API's introspection "
+            "answers inactive for it",
+        )
+    try:
+        with auth:
+            token = auth.token()
+    except ClientCredentialsRejected as exc:
+        _say(err, "FAIL", f"token: {exc.description}")
+        _say(err, "fix", exc.hint)
+        return CREDENTIALS
+    except IdentityProviderError as exc:
+        _say(err, "FAIL", f"token: {exc.description}")
+        return NETWORK
+    who = f"key id {auth.key_id}" if auth.key_id else "client credentials"
+    _say(err, "ok", f"token of service user {auth.client_id} ({who}), scope: {auth.scope}")
+    out.write(token + "\n")
+    return OK
+
+
 def _table(principal: Principal) -> str:
     rows: list[tuple[str, Any]] = [
         ("verdict", "active"),
@@ -302,6 +418,7 @@ def _table(principal: Principal) -> str:
         ("audience", ", ".join(principal.audience)),
         ("expires", principal.expires_at.isoformat() if principal.expires_at else None),
         ("organization", principal.organization.id if principal.organization else None),
+        ("acting", f"{principal.actor.subject} for the subject" if principal.actor else None),
     ]
     lines = [f"{label:<14}{value}" for label, value in rows if value]
     if principal.roles:

@@ -11,6 +11,10 @@ them into the HTTP response or WebSocket close FastAPI sends. The whole table:
     IdentityProviderError    503  Retry-After: seconds
     SharedCacheUnavailable   503  Retry-After: seconds            (from invalidate() / clear())
 
+The errors of calling other APIs (``ServiceAccountAuth``, ``TokenExchange``) are
+``IdentityProviderError`` subclasses too: a route that cannot get a token for the API it calls
+answers 503, never 401.
+
 Messages never contain a token, an assertion or key material: they are safe to log.
 """
 
@@ -38,7 +42,11 @@ __all__ = [
     "MissingTokenError",
     "QueueTimeout",
     "SharedCacheUnavailable",
+    "TokenEndpointUnavailable",
+    "TokenExchangeRejected",
+    "TokenRequestRejected",
     "TransportFailure",
+    "WrongKeyTypeError",
     "ZitadelError",
 ]
 
@@ -117,6 +125,22 @@ class KeyFileError(ConfigurationError):
         if field is not None:
             where += f", field {field!r}"
         super().__init__(f"{where}: {problem}")
+
+
+class WrongKeyTypeError(KeyFileError):
+    """A ZITADEL key file of the other kind: ZITADEL has two, and each works in one place only.
+
+    An API application's key (``"type": "application"``) authenticates the API to the
+    introspection endpoint (``ZitadelIntrospection``) and an application to the token exchange
+    (``TokenExchange``); a service user's key (``"type": "serviceaccount"``) gets tokens for
+    calling APIs (``ServiceAccountAuth``). ``key_type`` is the kind found, ``needed`` the kind
+    this place takes.
+    """
+
+    def __init__(self, source: str, problem: str, *, key_type: str, needed: str) -> None:
+        self.key_type = key_type
+        self.needed = needed
+        super().__init__(source, problem, field="type")
 
 
 class AuthenticationError(ZitadelError):
@@ -300,6 +324,37 @@ class SharedCacheUnavailable(ZitadelError):
 
     def public_description(self) -> str:
         return "service temporarily unavailable"
+
+
+class TokenEndpointUnavailable(IdentityProviderUnavailable):
+    """ZITADEL's token endpoint could not be reached, timed out, or answered nonsense.
+
+    Raised when getting a token to call another API; worth retrying later (``retry_after``).
+    """
+
+
+class TokenRequestRejected(ClientCredentialsRejected):
+    """The token endpoint refused to issue a token for *our* service user or application.
+
+    ``client_id`` and ``key_id`` name the credential (never the secret), ``error_code`` is what
+    ZITADEL answered and ``hint`` says what to check. A misconfiguration: retrying with the same
+    credential gets the same answer.
+    """
+
+
+class TokenExchangeRejected(IdentityProviderError):
+    """ZITADEL refused a token exchange (RFC 8693) although our credentials were accepted.
+
+    The subject or actor token, the requested audience or scope, or the instance's settings
+    (the token exchange feature, impersonation) did not allow it; ``error_code`` is ZITADEL's
+    answer and ``hint`` what to check.
+    """
+
+    def __init__(self, description: str, *, error_code: str, status: int, hint: str = "") -> None:
+        self.error_code = error_code
+        self.status = status
+        self.hint = hint
+        super().__init__(description, retry_after=30.0)
 
 
 class MalformedClaimError(ValueError):

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializ
 from . import _claims as read
 from ._interning import EMPTY, SharedFieldSet, freeze, shared_roles, thaw
 
-__all__ = ["Organization", "Principal"]
+__all__ = ["Actor", "Organization", "Principal"]
 
 # Pydantic would copy a mapping into a plain dict; freezing after validation keeps it read-only.
 _freeze, _thaw = AfterValidator(freeze), PlainSerializer(thaw)
@@ -42,12 +42,29 @@ class Organization(BaseModel):
     primary_domain: str | None = None
 
 
+class Actor(BaseModel):
+    """Who acts for the token's subject (the ``act`` claim of RFC 8693 §4.1).
+
+    ZITADEL sets it on tokens from a token exchange with an actor token (impersonation or
+    delegation): ``subject`` is the actor's user id, ``issuer`` the instance that vouched for
+    it, and ``actor`` whoever acted for the actor in turn (a chain of delegations).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    subject: str | None = None
+    issuer: str | None = None
+    actor: Actor | None = None
+
+
 class Principal(BaseModel):
     """Who called, as the identity provider vouched for it.
 
     ``roles`` maps a project role to the organizations that granted it:
-    ``{"admin": {"<org id>": "<org primary domain>"}}``. ``claims`` holds every claim of the
-    answer, for anything not modelled here.
+    ``{"admin": {"<org id>": "<org primary domain>"}}``. ``actor`` is set when someone acts on
+    the subject's behalf (a token exchanged with an actor token): the caller is then
+    ``actor.subject`` acting for ``subject``. ``claims`` holds every claim of the answer, for
+    anything not modelled here.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -71,6 +88,7 @@ class Principal(BaseModel):
     email_verified: bool | None = None
     locale: str | None = None
     organization: Organization | None = None
+    actor: Actor | None = None
     roles: RoleMap = Field(default_factory=_empty)
     metadata: Metadata = Field(default_factory=_empty)
     claims: Claims = Field(default_factory=_empty)
@@ -105,6 +123,7 @@ class Principal(BaseModel):
             email_verified=read.flag(claims, "email_verified"),
             locale=read.text(claims, "locale"),
             organization=_organization(claims),
+            actor=_actor(claims.get(read.ACTOR_CLAIM)),
             roles=shared_roles(read.roles(claims, project_id)),
             metadata=MappingProxyType(read.metadata(claims.get(read.METADATA_CLAIM))),
             claims=claims,
@@ -164,3 +183,10 @@ def _organization(claims: Mapping[str, Any]) -> Organization | None:
         return None
     name, domain = read.text(claims, read.ORG_NAME_CLAIM), read.text(claims, read.ORG_DOMAIN_CLAIM)
     return _shared_organization(org_id, name, domain)
+
+
+def _actor(value: Any) -> Actor | None:
+    actor = None
+    for subject, issuer in reversed(read.actors(value)):
+        actor = Actor.model_construct(subject=subject, issuer=issuer, actor=actor)
+    return actor

@@ -228,6 +228,16 @@ def standin_checks(check: Check, bin_dir: Path, work: Path, cwd: Path, env: dict
             env=with_standin,
             input=token + "\n",
         )
+        # The printed service user, as a caller of the API: its secret from the environment.
+        service = next((line for line in printed if line.startswith("service user ")), "")
+        client_id = service.partition("client id ")[2].partition(",")[0]
+        secret = service.partition("client secret ")[2].strip()
+        check.run(
+            "fastapi-zitadel token (the printed service user)",
+            [cli, "token", "--client-id", client_id, "--project-id", exports["ZITADEL_PROJECT_ID"]],
+            expect=f"[ok] token of service user {client_id}",
+            env={**with_standin, "ZITADEL_CLIENT_SECRET": secret},
+        )
     finally:
         process.send_signal(signal.SIGINT)
         try:

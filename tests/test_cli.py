@@ -258,4 +258,100 @@ def test_check_names_a_service_users_credentials(
     monkeypatch.delenv("ZITADEL_CLIENT_SECRET")
     code, text = run("--key-file", str(path), "check")
     assert code == 3, text
-    assert "is a service user's key" in text
+    assert "a service user's key" in text
+
+
+# token: a service user's access token -------------------------------------------------------
+
+
+def run_token(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["token", *argv], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+async def roles_of(zitadel_project: StandInProject, token: str) -> set[str]:
+    async with zitadel_project.introspection() as zitadel:
+        return set((await zitadel.verify(token)).roles)
+
+
+async def test_token_with_a_key_prints_only_the_token(
+    env: dict[str, str], zitadel_project: StandInProject
+) -> None:
+    robot = zitadel_project.service_user("robot", roles=["reader"])
+    key_path = zitadel_project.service_key_path("robot")
+    project = zitadel_project.project.id
+    code, out, err = run_token("--key-file", str(key_path), "--project-id", project, "--roles")
+    assert code == 0, err
+    token = out.strip()
+    assert out == token + "\n"  # stdout: the token and nothing else
+    assert token not in err
+    assert f"service user {robot.id}" in err
+    assert "urn:zitadel:iam:org:projects:roles" in err
+    assert await roles_of(zitadel_project, token) == {"reader"}
+
+
+async def test_token_with_a_secret_from_the_environment(
+    env: dict[str, str], zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    robot = zitadel_project.service_user("robot", roles=["admin"], with_secret=True)
+    assert robot.client_secret is not None
+    monkeypatch.setenv("ZITADEL_CLIENT_SECRET", robot.client_secret)
+    project = zitadel_project.project.id
+    code, out, err = run_token("--client-id", robot.username, "--project-id", project)
+    assert code == 0, err
+    assert await roles_of(zitadel_project, out.strip()) == {"admin"}
+    assert robot.client_secret not in err
+
+
+def test_token_exit_codes(
+    env: dict[str, str], zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    robot = zitadel_project.service_user("robot", with_secret=True)
+    # 5: the secret rejected, with ZITADEL's answer and the fix; the secret never shown
+    code, out, err = run_token("--client-id", robot.username, "--client-secret", "guessed-wrong")
+    assert (code, out) == (5, "")
+    assert "Errors.User.Machine.Secret.Invalid" in err
+    assert "[fix]" in err
+    assert "guessed-wrong" not in err
+    assert "no --project-id" in err
+    # 3: the API application's key where a service user's is needed
+    code, out, err = run_token("--key-file", env["ZITADEL_KEY_FILE"])
+    assert (code, out) == (3, "")
+    assert "needs a service user's key" in err
+    # 4: the issuer unreachable
+    from fastapi_zitadel.testing import LoopbackServer
+
+    closed = LoopbackServer(None)
+    closed.stop()
+    key = str(zitadel_project.service_key_path("robot"))
+    code, out, err = main_with_issuer(closed.url, "--key-file", key)
+    assert (code, out) == (4, "")
+    # 2: usage
+    monkeypatch.delenv("ZITADEL_CLIENT_SECRET", raising=False)
+    for argv in ([], ["--client-id", robot.username]):
+        with pytest.raises(SystemExit) as usage:
+            run_token(*argv)
+        assert usage.value.code == 2
+
+
+def main_with_issuer(issuer: str, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--issuer", issuer, "token", *argv], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_check_says_what_each_key_is_for(
+    env: dict[str, str], zitadel_project: StandInProject
+) -> None:
+    code, text = run("check")
+    assert code == 0, text
+    assert "[ok] key: an application's key" in text
+    zitadel_project.service_user("robot")
+    key = str(zitadel_project.service_key_path("robot"))
+    code, text = run("--key-file", key, "check")
+    assert code == 3, text
+    assert "a service user's key" in text
+    assert "ZitadelIntrospection, which needs an application's key" in text
+    assert "fastapi-zitadel token --key-file" in text
+    assert "PRIVATE KEY" not in text

@@ -219,7 +219,7 @@ def test_a_service_user_key_is_refused_for_introspection(
     path = tmp_path / "service.json"
     path.write_text(json.dumps(service_key))
     for source in (path, service_key, json.dumps(service_key)):
-        with pytest.raises(KeyFileError, match="is a service user's key") as info:
+        with pytest.raises(KeyFileError, match="a service user's key") as info:
             ZitadelIntrospection(ISSUER, key_file=source)
         assert "API application" in str(info.value)
         assert "PRIVATE KEY" not in str(info.value)

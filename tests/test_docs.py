@@ -51,9 +51,12 @@ TESTED_SNIPPETS = {
     "quickstart.py",
     "replicas.py",
     "routes.py",
+    "service_account.py",
+    "service_account_sync.py",
     "standin_in_process.py",
     "telemetry.py",
     "test_items.py",
+    "token_exchange.py",
     "verify.py",
 }
 
@@ -137,7 +140,8 @@ def library_messages() -> list[Message]:
             name = _called_name(node.func)
             if name is None or not _is_message_call(name):
                 continue
-            position = 1 if name == "KeyFileError" else 0  # KeyFileError(label, problem, ...)
+            # KeyFileError(label, problem, ...), and its subclass WrongKeyTypeError
+            position = 1 if name in ("KeyFileError", "WrongKeyTypeError") else 0
             if len(node.args) <= position:
                 continue
             text = _literal_text(node.args[position])
@@ -719,3 +723,85 @@ async def test_override_principal_module_level_docs_match_behaviour() -> None:
         assert "default instance" in text, page.name  # the condition is stated
         for claim in WRONG_CLAIMS:
             assert claim not in text, (page.name, claim)
+
+
+# Calling other APIs (calling-apis.md): the snippets against a shop served on loopback ----------
+
+
+@pytest.fixture
+def shop(zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    from example_app.app import create_app
+    from fastapi_zitadel import set_default_zitadel
+    from fastapi_zitadel.testing import LoopbackServer
+
+    app = create_app(zitadel_project.introspection(), org_id=zitadel_project.org.id)
+    with LoopbackServer(app) as url:
+        monkeypatch.setenv("ZITADEL_ISSUER", zitadel_project.standin.issuer)
+        monkeypatch.setenv("SHOP_PROJECT_ID", zitadel_project.project.id)
+        monkeypatch.setenv("SHOP_URL", url)
+        yield url
+    set_default_zitadel(None)
+
+
+async def test_service_account_snippet(
+    zitadel_project: StandInProject, shop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zitadel_project.service_user("reporter", roles=["reader"])
+    monkeypatch.setenv("REPORTER_KEY_FILE", str(zitadel_project.service_key_path("reporter")))
+    module = load_module("service_account.py", "docs_snippet_service_account")
+    assert await module.list_items() == ["apple", "pear"]
+    assert await module.list_items() == ["apple", "pear"]
+    assert zitadel_project.standin.token_calls == 1  # one token for both calls
+    await module.auth.aclose()
+
+
+def test_service_account_sync_snippet(
+    zitadel_project: StandInProject, shop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    robot = zitadel_project.service_user("reporter", roles=["admin"], with_secret=True)
+    assert robot.client_secret is not None
+    monkeypatch.setenv("REPORTER_CLIENT_ID", robot.username)
+    monkeypatch.setenv("REPORTER_CLIENT_SECRET", robot.client_secret)
+    snippet = run_snippet("service_account_sync.py")
+    assert snippet["stats"].status_code == 200
+    assert snippet["stats"].json() == {"items": 2}
+    issued = zitadel_project.standin.directory.tokens[snippet["token"]]
+    assert issued.user is robot
+    assert "urn:zitadel:iam:org:projects:roles" in issued.scopes
+
+
+def test_token_exchange_snippet(
+    zitadel_project: StandInProject, shop: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    standin = zitadel_project.standin
+    gateway = standin.add_project("gateway")
+    gateway_api = standin.add_api_app(gateway, "gateway-api")
+    exchanging = standin.add_web_app(
+        gateway,
+        "gateway",
+        auth="private_key_jwt",
+        grant_types=["urn:ietf:params:oauth:grant-type:token-exchange"],
+    )
+    robot = zitadel_project.service_user("gateway-robot")
+    robot.can_impersonate = True
+    files = {"api": gateway_api.key_file, "app": exchanging.key_file}
+    for name, key in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(key))
+    monkeypatch.setenv("ZITADEL_KEY_FILE", str(tmp_path / "api.json"))
+    monkeypatch.setenv("ZITADEL_PROJECT_ID", gateway.id)
+    monkeypatch.setenv("GATEWAY_APP_KEY_FILE", str(tmp_path / "app.json"))
+    monkeypatch.setenv(
+        "GATEWAY_ROBOT_KEY_FILE", str(zitadel_project.service_key_path("gateway-robot"))
+    )
+    alice = zitadel_project.user("alice", roles=["reader"])
+    shop_audience = f"urn:zitadel:iam:org:project:id:{zitadel_project.project.id}:aud"
+    token = standin.issue_token(alice, gateway, scopes=["openid", shop_audience])
+    snippet = run_snippet("token_exchange.py")
+    with TestClient(snippet["app"]) as client:
+        answer = client.get("/shop-items", headers=bearer(token))
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == ["apple", "pear"]
+    exchanged = [found for found in standin.directory.tokens.values() if found.actor]
+    acting = [(found.user, (found.actor or {}).get("sub")) for found in exchanged]
+    assert acting == [(alice, robot.id)]
+    assert exchanged[0].audience[-1] == zitadel_project.project.id

@@ -19,6 +19,7 @@ ISSUER = "https://zitadel.example.test"
 
 def test_exported_members() -> None:
     assert sorted(fastapi_zitadel.__all__) == [
+        "Actor",
         "AuthenticationError",
         "CacheBinding",
         "CacheEntry",
@@ -28,6 +29,7 @@ def test_exported_members() -> None:
         "ClientIdentity",
         "ConfigurationError",
         "DefaultZitadel",
+        "ExchangedToken",
         "IdentityProviderError",
         "IdentityProviderUnavailable",
         "InsufficientScopeError",
@@ -44,7 +46,13 @@ def test_exported_members() -> None:
         "Principal",
         "PrincipalDependency",
         "RedisCache",
+        "ServiceAccountAuth",
         "SharedCacheUnavailable",
+        "TokenEndpointUnavailable",
+        "TokenExchange",
+        "TokenExchangeRejected",
+        "TokenRequestRejected",
+        "WrongKeyTypeError",
         "ZitadelConfig",
         "ZitadelError",
         "ZitadelIntrospection",
@@ -104,8 +112,23 @@ def _public_members(cls: type) -> list[str]:
 def test_public_members_return_public_types() -> None:
     """Every public member of the main classes returns something importable from the root."""
     public = {getattr(fastapi_zitadel, name) for name in fastapi_zitadel.__all__}
-    allowed_modules = {"builtins", "typing", "collections", "datetime", "fastapi", "starlette"}
-    for cls in (ZitadelIntrospection, fastapi_zitadel.ZitadelOptional, fastapi_zitadel.Principal):
+    # httpx: ServiceAccountAuth is an httpx.Auth, its flows yield httpx requests.
+    allowed_modules = {
+        "builtins",
+        "typing",
+        "collections",
+        "datetime",
+        "fastapi",
+        "starlette",
+        "httpx",
+    }
+    for cls in (
+        ZitadelIntrospection,
+        fastapi_zitadel.ZitadelOptional,
+        fastapi_zitadel.Principal,
+        fastapi_zitadel.ServiceAccountAuth,
+        fastapi_zitadel.TokenExchange,
+    ):
         for name in _public_members(cls):
             member = getattr(cls, name)
             function = member.fget if isinstance(member, property) else member

@@ -170,3 +170,81 @@ def test_no_secret_reaches_logs_or_exceptions(
     texts = captured.texts + errors
     leaks = [(secret[:12], text[:120]) for secret in secrets for text in texts if secret in text]
     assert leaks == [], "\n".join(f"{s}: {t}" for s, t in leaks)
+
+
+def test_calling_other_apis_leaks_nothing(
+    zitadel_project: StandInProject, captured: Everything
+) -> None:
+    """ServiceAccountAuth and TokenExchange, in every outcome, sync and async: no token, no
+    assertion, no key, no secret in any log record or error."""
+    import asyncio
+
+    from fastapi_zitadel import ServiceAccountAuth, TokenExchange
+
+    standin = zitadel_project.standin
+    project = zitadel_project.project
+    robot = zitadel_project.service_user("robot", roles=["reader"], with_secret=True)
+    assert robot.client_secret is not None
+    key_path = str(zitadel_project.service_key_path("robot"))
+    exchange_grant = "urn:ietf:params:oauth:grant-type:token-exchange"
+    gateway = standin.add_web_app(project, "gateway", auth="basic", grant_types=[exchange_grant])
+    assert gateway.client_secret is not None
+    wrong_secret = "wrong-service-secret-0123456789abcdef"
+    errors: list[str] = []
+
+    def keep(exc: ZitadelError) -> None:
+        errors.extend([str(exc), repr(exc), exc.description, getattr(exc, "hint", "")])
+
+    async def scenarios() -> None:
+        good = ServiceAccountAuth(standin.issuer, key_file=key_path, project_id=project.id)
+        token = await good.atoken()
+        standin.revoke(token)
+        good.invalidate(token)
+        await good.atoken()
+        for auth in (
+            ServiceAccountAuth(
+                standin.issuer, client_id=robot.username, client_secret=wrong_secret
+            ),
+            ServiceAccountAuth(
+                standin.issuer, client_id="nobody", client_secret=robot.client_secret
+            ),
+        ):
+            try:
+                await auth.atoken()
+            except ZitadelError as exc:
+                keep(exc)
+            await auth.aclose()
+        exchange = TokenExchange(
+            standin.issuer, client_id=gateway.client_id, client_secret=gateway.client_secret
+        )
+        user_token = zitadel_project.token("alice")
+        exchanged = await exchange.aexchange(user_token)
+        errors.append(repr(exchanged))
+        for subject, options in ((token, {}), (user_token, {"audience": "elsewhere"})):
+            try:
+                await exchange.aexchange(subject, **options)
+            except ZitadelError as exc:
+                keep(exc)
+        await exchange.aclose()
+        await good.aclose()
+
+    asyncio.run(scenarios())
+    sync = ServiceAccountAuth(
+        standin.issuer, client_id=robot.username, client_secret=robot.client_secret
+    )
+    with sync:
+        sync.token()
+    try:
+        ServiceAccountAuth(standin.issuer, key_file=zitadel_project.app.key_file)
+    except ZitadelError as exc:
+        keep(exc)
+
+    secrets = [fragment for value in standin.directory.tokens for fragment in fragments(value)]
+    secrets += [fragment for value in standin.received_assertions for fragment in fragments(value)]
+    secrets += pem_lines(robot.key_file["key"]) + pem_lines(zitadel_project.app.key_file["key"])
+    secrets += [robot.client_secret, wrong_secret, gateway.client_secret]
+    assert len(standin.directory.tokens) >= 4
+    assert len(errors) >= 12
+    texts = captured.texts + errors
+    leaks = [(secret[:12], text[:120]) for secret in secrets for text in texts if secret in text]
+    assert leaks == [], "\n".join(f"{s}: {t}" for s, t in leaks)

@@ -104,3 +104,29 @@ def test_per_route_example_leads_with_roles(
             assert client.get("/items", headers=headers).json() == {"user": "bob"}
             assert client.post("/items", headers=headers).status_code == 403
             assert client.get("/me", headers=headers).status_code == 200
+
+
+async def test_calling_other_apis_runs_as_written(tmp_path: Path) -> None:
+    """The section's block, with the stand-in's issuer, a service user's key file, the
+    project's id and a served shop in place of the example values."""
+    from example_app.app import create_app
+    from fastapi_zitadel import set_default_zitadel
+    from fastapi_zitadel.testing import LoopbackServer, StandInProject
+
+    (block,) = [block for block in python_blocks() if "ServiceAccountAuth(" in block]
+    standin = ZitadelStandIn()
+    with standin.serve():
+        project = StandInProject(standin, key_dir=tmp_path)
+        project.service_user("service-user", roles=["reader"])
+        with LoopbackServer(create_app(project.introspection())) as shop:
+            code = (
+                block.replace("https://acme.zitadel.cloud", standin.issuer)
+                .replace('"service-user.json"', repr(str(project.service_key_path("service-user"))))
+                .replace("298374000000000000", project.project.id)
+                .replace("https://shop.acme.example", shop)
+            )
+            namespace: dict[str, Any] = {}
+            exec(code, namespace)  # noqa: S102 - our own README
+            assert await namespace["list_items"]() == ["apple", "pear"]
+            await namespace["auth"].aclose()
+        set_default_zitadel(None)

@@ -293,17 +293,30 @@ async def test_client_credentials_grant(world: World, http: httpx.AsyncClient) -
     robot = world.standin.add_service_user(world.user.org, "robot", with_secret=True)
     assert robot.client_secret is not None
     audience_scope = f"urn:zitadel:iam:org:project:id:{world.project.id}:aud"
+    # The client id of a service user's secret is its login name, as ZITADEL looks it up
+    # (clientCredentialsAuth: GetUserByLoginName), not its user id.
     granted = await http.post(
         "/oauth/v2/token",
         data={"grant_type": "client_credentials", "scope": audience_scope},
-        auth=(robot.id, robot.client_secret),
+        auth=(robot.username, robot.client_secret),
     )
     token = granted.json()["access_token"]
     assert (await with_assertion(http, token, assertion(world))).json()["active"] is True
+    # ZITADEL's refusals: a wrong secret is its InvalidArgument error, which its oidcError
+    # turns into 400 invalid_request; an unknown name is 400 invalid_client ("client not found").
     refused = await http.post(
-        "/oauth/v2/token", data={"grant_type": "client_credentials"}, auth=(robot.id, "wrong")
+        "/oauth/v2/token", data={"grant_type": "client_credentials"}, auth=(robot.username, "x")
     )
-    assert refused.status_code == 401
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "error": "invalid_request",
+        "error_description": "Errors.User.Machine.Secret.Invalid",
+    }
+    unknown = await http.post(
+        "/oauth/v2/token", data={"grant_type": "client_credentials"}, auth=(robot.id, "x")
+    )
+    assert unknown.status_code == 400
+    assert unknown.json()["error"] == "invalid_client"
 
 
 async def test_revocation_endpoint(world: World, http: httpx.AsyncClient) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "ClientCredentials",
     "ClientSecretBasic",
     "PrivateKeyJwt",
+    "sign_assertion",
 ]
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -43,6 +44,25 @@ CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # ZITADEL allows only 1 s of clock skew on ``iat``; a back-dated ``iat`` survives a machine
 # clock that runs a little ahead of the server's.
 IAT_BACKDATE_SECONDS = 5
+
+
+def sign_assertion(
+    key: ZitadelKeyFile, *, audience: str | list[str], now: float, lifetime: float
+) -> str:
+    """An RS256 JWT as ZITADEL checks it: ``kid`` = the key id, ``iss`` = ``sub`` = the key's
+    owner (client id or user id), ``aud`` = the issuer, ``iat`` back-dated, a fresh ``jti``.
+
+    Client assertions (RFC 7523 §2.2) and the JWT bearer grant's assertion (§2.1) alike.
+    """
+    claims = {
+        "iss": key.subject,
+        "sub": key.subject,
+        "aud": audience,
+        "iat": int(now) - IAT_BACKDATE_SECONDS,
+        "exp": int(now + lifetime),
+        "jti": secrets.token_urlsafe(16),
+    }
+    return jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.key_id})
 
 
 @dataclass(frozen=True)
@@ -166,18 +186,7 @@ class PrivateKeyJwt:
             )
 
     def _sign(self, now: float) -> str:
-        issued_at = int(now) - IAT_BACKDATE_SECONDS
-        claims = {
-            "iss": self.client_id,
-            "sub": self.client_id,
-            "aud": self._audience,
-            "iat": issued_at,
-            "exp": int(now + self._lifetime),
-            "jti": secrets.token_urlsafe(16),
-        }
-        return jwt.encode(
-            claims, self._key.private_key, algorithm="RS256", headers={"kid": self._key.key_id}
-        )
+        return sign_assertion(self._key, audience=self._audience, now=now, lifetime=self._lifetime)
 
     @staticmethod
     def _as_credentials(assertion: str, *, reused: bool, generation: int = 0) -> ClientCredentials:

@@ -4,12 +4,13 @@ Paths are configurable in ZITADEL, so they are read, not assumed. The document's
 must equal ours exactly (RFC 8414 §3.3): a mismatch means we are talking to another instance
 or a proxy rewrote the host, and tokens from it must not be trusted. A failed fetch is retried
 after a growing pause, shared by all requests, so an IdP outage does not become a discovery
-storm.
+storm. ``fetch_sync`` is the same for synchronous code (one thread at a time fetches).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from fastapi_zitadel._exceptions import IdentityProviderUnavailable, IssuerMisma
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._resilience.single_flight import SingleFlight
 
-from .http import HttpClientProvider, send_for_json
+from .http import HttpClientProvider, SyncHttpClientProvider, send_for_json, send_for_json_sync
 from .urls import check_url
 
 __all__ = ["DISCOVERY_PATH", "Discovery", "ProviderMetadata"]
@@ -57,8 +58,13 @@ class Discovery:
         timeout: float,
         allow_insecure_http: bool,
         monotonic: Callable[[], float],
+        required_endpoint: str = "introspection_endpoint",
     ) -> None:
+        """``required_endpoint``: the endpoint a document must name (an API introspects, a
+        client of other APIs needs the ``token_endpoint``)."""
         self._issuer = issuer
+        self._required = required_endpoint
+        self._sync_lock = threading.Lock()
         self._http = http
         self._timeout = timeout
         self._allow_insecure_http = allow_insecure_http
@@ -82,6 +88,31 @@ class Discovery:
         """The discovery document, fetched on first use; later calls answer from memory."""
         if self.metadata is not None:
             return self.metadata
+        timeout = self._time_left(deadline)
+        return await self._flight.run("discovery", lambda: self._discover(timeout))
+
+    def fetch_sync(
+        self, http: SyncHttpClientProvider, deadline: float | None = None
+    ) -> ProviderMetadata:
+        """``fetch`` for synchronous code, through ``http``; one thread fetches at a time."""
+        if self.metadata is not None:
+            return self.metadata
+        with self._sync_lock:
+            if self.metadata is not None:  # fetched while this thread waited
+                return self.metadata
+            timeout = self._time_left(deadline)
+            url = self._issuer + DISCOVERY_PATH
+            try:
+                request = http.request("GET", url)
+                response = send_for_json_sync(
+                    http, request, timeout=timeout, monotonic=self._monotonic
+                )
+                metadata = self._metadata_from(response.status, response.data, response.problem)
+            except IdentityProviderUnavailable as exc:
+                raise self._failed(url, exc) from None
+            return self._found(metadata)
+
+    def _time_left(self, deadline: float | None) -> float:
         wait = self._retry_at - self._monotonic()
         if wait > 0:
             raise IdentityProviderUnavailable(
@@ -90,7 +121,7 @@ class Discovery:
         timeout = self._timeout if deadline is None else deadline - self._monotonic()
         if timeout <= 0:
             raise IdentityProviderUnavailable("no time left for discovery", retry_after=1.0)
-        return await self._flight.run("discovery", lambda: self._discover(timeout))
+        return timeout
 
     async def _discover(self, timeout: float) -> ProviderMetadata:
         url = self._issuer + DISCOVERY_PATH
@@ -99,12 +130,19 @@ class Discovery:
             response = await send_for_json(self._http, request, timeout=timeout)
             metadata = self._metadata_from(response.status, response.data, response.problem)
         except IdentityProviderUnavailable as exc:
-            self._failures += 1
-            backoff = min(_FIRST_BACKOFF * 2 ** (self._failures - 1), _MAX_BACKOFF)
-            backoff *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
-            self._retry_at = self._monotonic() + backoff
-            logger.error("OpenID discovery at %s failed: %s", url, exc.description)
-            raise type(exc)(f"discovery failed: {exc.description}", retry_after=backoff) from None
+            raise self._failed(url, exc) from None
+        return self._found(metadata)
+
+    def _failed(self, url: str, exc: IdentityProviderUnavailable) -> IdentityProviderUnavailable:
+        """Record a failed fetch (the next one waits a growing pause) and say what failed."""
+        self._failures += 1
+        backoff = min(_FIRST_BACKOFF * 2 ** (self._failures - 1), _MAX_BACKOFF)
+        backoff *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+        self._retry_at = self._monotonic() + backoff
+        logger.error("OpenID discovery at %s failed: %s", url, exc.description)
+        return type(exc)(f"discovery failed: {exc.description}", retry_after=backoff)
+
+    def _found(self, metadata: ProviderMetadata) -> ProviderMetadata:
         self._failures = 0
         self.metadata = metadata
         logger.debug("discovered introspection endpoint %s", metadata.introspection_endpoint)
@@ -124,8 +162,9 @@ class Discovery:
                 f"discovery document names issuer {shown!r}, expected exactly {self._issuer!r}"
             )
         endpoints = {name: self._endpoint(data, name) for name in _ENDPOINTS}
-        if endpoints["introspection_endpoint"] is None and self._configured_endpoint is None:
-            raise IdentityProviderUnavailable("discovery document has no introspection_endpoint")
+        configured = self._required == "introspection_endpoint" and self._configured_endpoint
+        if endpoints[self._required] is None and not configured:
+            raise IdentityProviderUnavailable(f"discovery document has no {self._required}")
         return ProviderMetadata(issuer=issuer, **endpoints)
 
     def _endpoint(self, data: dict[str, Any], name: str) -> str | None:

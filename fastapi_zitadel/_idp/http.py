@@ -10,6 +10,10 @@ suites start a new loop per test, and pooled connections cannot cross loops).
 
 Bodies are read raw and decompressed here, as they arrive, within ``MAX_RESPONSE_BYTES`` of
 *decompressed* output: a small gzip bomb cannot expand in memory before the cap applies.
+
+``SyncHttpClientProvider`` and ``send_for_json_sync`` are the same for code that calls other
+APIs from synchronous code (``ServiceAccountAuth`` with an ``httpx.Client``): an
+``httpx.HTTPTransport`` (thread-safe), the same headers, cap and decompression.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -28,7 +33,14 @@ import httpx
 from fastapi_zitadel._exceptions import TransportFailure
 from fastapi_zitadel._resilience.per_loop import PerLoop
 
-__all__ = ["MAX_RESPONSE_BYTES", "HttpClientProvider", "JsonResponse", "send_for_json"]
+__all__ = [
+    "MAX_RESPONSE_BYTES",
+    "HttpClientProvider",
+    "JsonResponse",
+    "SyncHttpClientProvider",
+    "send_for_json",
+    "send_for_json_sync",
+]
 
 # An introspection answer is a few KiB; anything far larger is not one, and reading it whole
 # would let a broken or hostile endpoint exhaust our memory.
@@ -44,11 +56,11 @@ class _TooLarge(Exception):
     pass
 
 
-class HttpClientProvider:
-    def __init__(self, client: httpx.AsyncClient | None, *, timeout: float) -> None:
-        self._external = client
-        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 5.0)).as_dict()
-        self._owned: PerLoop[httpx.AsyncHTTPTransport] = PerLoop(self._new_transport)
+class _RequestFactory:
+    """Requests with our fixed headers, URLs parsed once."""
+
+    def __init__(self, *, timeout: float) -> None:
+        self._timeout = _timeouts(timeout)
         self._urls: dict[str, httpx.URL] = {}
 
     def request(
@@ -56,7 +68,7 @@ class HttpClientProvider:
         method: str,
         url: str,
         *,
-        form: Mapping[str, str] | None = None,
+        form: Mapping[str, str | list[str]] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Request:
         """A request for our own pool (or the caller's client), with our fixed headers."""
@@ -71,7 +83,7 @@ class HttpClientProvider:
         }
         content = None
         if form is not None:
-            content = urlencode(form).encode("ascii")
+            content = urlencode(form, doseq=True).encode("ascii")  # a list: repeated fields
             all_headers["Content-Type"] = "application/x-www-form-urlencoded"
         return httpx.Request(
             method,
@@ -80,6 +92,17 @@ class HttpClientProvider:
             content=content,
             extensions={"timeout": self._timeout},
         )
+
+
+def _timeouts(seconds: float) -> dict[str, float | None]:
+    return httpx.Timeout(seconds, connect=min(seconds, 5.0)).as_dict()
+
+
+class HttpClientProvider(_RequestFactory):
+    def __init__(self, client: httpx.AsyncClient | None, *, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._external = client
+        self._owned: PerLoop[httpx.AsyncHTTPTransport] = PerLoop(self._new_transport)
 
     async def send(self, request: httpx.Request) -> httpx.Response:
         """The response, streaming: its body is read by the caller (``send_for_json``)."""
@@ -138,13 +161,10 @@ _timeout_context = getattr(asyncio, "timeout", None) if sys.version_info >= (3, 
 async def _send(http: HttpClientProvider, request: httpx.Request) -> JsonResponse:
     response = await http.send(request)
     try:
-        declared = response.headers.get("content-length", "")
+        problem = _refusal(response)
+        if problem is not None:
+            return _unusable(response, problem)
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("identity", "", *_DECOMPRESSORS):
-            return _unusable(response, f"content encoding {encoding[:20]!r} not supported")
-        plain = encoding in ("identity", "")
-        if plain and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-            return _unusable(response, f"body of {declared} bytes exceeds the limit")
         try:
             if response.is_stream_consumed:  # a caller's transport answered from memory
                 body = response.content
@@ -156,21 +176,18 @@ async def _send(http: HttpClientProvider, request: httpx.Request) -> JsonRespons
             return _unusable(response, f"body exceeds {MAX_RESPONSE_BYTES} bytes")
     finally:
         await response.aclose()
-    content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        return _unusable(response, f"content type {content_type or 'missing'!r}, not JSON")
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return _unusable(response, "body is not valid JSON")
-    return JsonResponse(response.status_code, response.headers, data, None)
+    return _parsed(response, body)
 
 
-async def _read_capped(chunks: AsyncIterator[bytes], wbits: int | None) -> bytes:
-    """The body, decompressed with ``wbits`` (``None``: as sent), never past the cap."""
-    body = bytearray()
-    inflate = None if wbits is None else zlib.decompressobj(wbits)
-    async for chunk in chunks:
+class _CappedBody:
+    """A body decompressed with ``wbits`` (``None``: as sent) as it arrives, never past the cap."""
+
+    def __init__(self, wbits: int | None) -> None:
+        self._body = bytearray()
+        self._inflate = None if wbits is None else zlib.decompressobj(wbits)
+
+    def add(self, chunk: bytes) -> None:
+        body, inflate = self._body, self._inflate
         if inflate is None:
             body += chunk
         else:
@@ -183,11 +200,126 @@ async def _read_capped(chunks: AsyncIterator[bytes], wbits: int | None) -> bytes
                 data = inflate.unconsumed_tail
         if len(body) > MAX_RESPONSE_BYTES:
             raise _TooLarge
-    if inflate is not None:
-        body += inflate.flush(MAX_RESPONSE_BYTES + 1 - len(body))
-        if len(body) > MAX_RESPONSE_BYTES:
-            raise _TooLarge
-    return bytes(body)
+
+    def done(self) -> bytes:
+        if self._inflate is not None:
+            self._body += self._inflate.flush(MAX_RESPONSE_BYTES + 1 - len(self._body))
+            if len(self._body) > MAX_RESPONSE_BYTES:
+                raise _TooLarge
+        return bytes(self._body)
+
+
+async def _read_capped(chunks: AsyncIterator[bytes], wbits: int | None) -> bytes:
+    body = _CappedBody(wbits)
+    async for chunk in chunks:
+        body.add(chunk)
+    return body.done()
+
+
+def _refusal(response: httpx.Response) -> str | None:
+    """Why a body is not read at all, or ``None``."""
+    declared = response.headers.get("content-length", "")
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "", *_DECOMPRESSORS):
+        return f"content encoding {encoding[:20]!r} not supported"
+    plain = encoding in ("identity", "")
+    if plain and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        return f"body of {declared} bytes exceeds the limit"
+    return None
+
+
+def _parsed(response: httpx.Response, body: bytes) -> JsonResponse:
+    content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        return _unusable(response, f"content type {content_type or 'missing'!r}, not JSON")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return _unusable(response, "body is not valid JSON")
+    return JsonResponse(response.status_code, response.headers, data, None)
+
+
+class SyncHttpClientProvider(_RequestFactory):
+    """``HttpClientProvider`` for synchronous code: one thread-safe pool for every thread."""
+
+    def __init__(self, client: httpx.Client | None, *, timeout: float) -> None:
+        super().__init__(timeout=timeout)
+        self._external = client
+        self._owned: httpx.HTTPTransport | None = None
+
+    def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+        """The response, streaming; each network wait is bounded by ``timeout``."""
+        request.extensions["timeout"] = _timeouts(timeout)
+        if self._external is not None:
+            return self._external.send(request, stream=True)
+        if self._owned is None:
+            self._owned = httpx.HTTPTransport(
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
+            )
+        return self._owned.handle_request(request)
+
+    def close(self) -> None:
+        """Close our own pool; a caller-supplied client stays the caller's to close."""
+        owned, self._owned = self._owned, None
+        if owned is not None:
+            owned.close()
+
+
+def send_for_json_sync(
+    http: SyncHttpClientProvider,
+    request: httpx.Request,
+    *,
+    timeout: float,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> JsonResponse:
+    """``send_for_json`` for synchronous code.
+
+    A thread cannot be interrupted, so the deadline is kept by bounding every network wait
+    (connect, send, each read) by the time left, and by checking it between reads.
+    """
+    deadline = monotonic() + timeout
+    try:
+        response = http.send(request, timeout=timeout)
+        try:
+            problem = _refusal(response)
+            if problem is not None:
+                return _unusable(response, problem)
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            wbits = _DECOMPRESSORS.get(encoding)
+            try:
+                if response.is_stream_consumed:
+                    body = response.content
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise _TooLarge
+                else:
+                    body = _read_capped_sync(response.iter_raw(), wbits, deadline, monotonic)
+            except _TooLarge:
+                return _unusable(response, f"body exceeds {MAX_RESPONSE_BYTES} bytes")
+        finally:
+            response.close()
+        return _parsed(response, body)
+    except (TimeoutError, httpx.TimeoutException):
+        raise TransportFailure(f"identity provider timed out after {timeout:.1f} s") from None
+    except httpx.HTTPError as exc:
+        raise TransportFailure(f"identity provider unreachable ({type(exc).__name__})") from None
+    except zlib.error:
+        raise TransportFailure("identity provider sent a corrupt compressed body") from None
+    except RuntimeError as exc:  # e.g. a caller-supplied client that was already closed
+        raise TransportFailure(f"HTTP client unusable ({exc})") from None
+
+
+def _read_capped_sync(
+    chunks: Iterator[bytes],
+    wbits: int | None,
+    deadline: float,
+    monotonic: Callable[[], float],
+) -> bytes:
+    body = _CappedBody(wbits)
+    for chunk in chunks:
+        body.add(chunk)
+        if monotonic() > deadline:
+            raise TimeoutError
+    return body.done()
 
 
 def _unusable(response: httpx.Response, problem: str) -> JsonResponse:

@@ -16,9 +16,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import BaseModel, ConfigDict, Field
 
-from fastapi_zitadel._exceptions import KeyFileError
+from fastapi_zitadel._exceptions import KeyFileError, WrongKeyTypeError
 
-__all__ = ["MIN_RSA_BITS", "KeyFileSource", "ZitadelKeyFile", "load_key_file"]
+__all__ = [
+    "MIN_RSA_BITS",
+    "KeyFileSource",
+    "ZitadelKeyFile",
+    "describe_key",
+    "load_key_file",
+    "require_key_type",
+    "source_label",
+]
 
 MIN_RSA_BITS = 2048
 
@@ -155,3 +163,61 @@ def _load_private_key(pem: str, label: str) -> rsa.RSAPrivateKey:
             field="key",
         )
     return key
+
+
+def source_label(source: KeyFileSource) -> str:
+    """How messages name a key's source: its path, or what kind of value it was."""
+    if isinstance(source, ZitadelKeyFile):
+        return "(loaded key file)"
+    if isinstance(source, Mapping):
+        return "(mapping)"
+    if isinstance(source, str) and source.lstrip().startswith("{"):
+        return "(JSON string)"
+    return f"'{Path(source)}'"
+
+
+def describe_key(key: ZitadelKeyFile) -> str:
+    """What a key is and what it is for, in one line (ids only, never key material)."""
+    if key.type == "application":
+        return (
+            f"an application's key (client {key.client_id}, key id {key.key_id}): it "
+            "authenticates an API to ZITADEL's introspection endpoint (ZitadelIntrospection) "
+            "or an application to the token exchange (TokenExchange)"
+        )
+    return (
+        f"a service user's key (user {key.user_id}, key id {key.key_id}): it gets access "
+        "tokens for calling APIs (ServiceAccountAuth, fastapi-zitadel token)"
+    )
+
+
+def require_key_type(
+    key: ZitadelKeyFile,
+    needed: Literal["application", "serviceaccount"],
+    *,
+    source: str,
+    where: str,
+) -> ZitadelKeyFile:
+    """``key`` if it is of the ``needed`` kind; else ``WrongKeyTypeError`` saying which key
+    goes where (the most common mix-up with ZITADEL's two kinds of key file)."""
+    if key.type == needed:
+        return key
+    if needed == "application":
+        problem = (
+            f"a service user's key (user {key.user_id}, key id {key.key_id}) given to {where}, "
+            'which needs an application\'s key ("type": "application"): ZITADEL\'s '
+            "introspection endpoint and token exchange take only applications, and answer a "
+            "service user's key with 400 unauthorized_client. Download a key of the API "
+            "application (console: Projects > your project > the application > Keys); a "
+            "service user's key is for calling APIs: ServiceAccountAuth(issuer, key_file=...) "
+            "or fastapi-zitadel token"
+        )
+    else:
+        problem = (
+            f"an application's key (client {key.client_id}, key id {key.key_id}) given to "
+            f'{where}, which needs a service user\'s key ("type": "serviceaccount"): '
+            "ZITADEL's JWT bearer grant issues tokens only to service users, and answers an "
+            "application's key with 500 server_error (zitadel/zitadel#9745). Create a key of "
+            "the service user (console: Users > Service Users > the user > Keys); an "
+            "application's key is for ZitadelIntrospection and TokenExchange"
+        )
+    raise WrongKeyTypeError(source, problem, key_type=key.type, needed=needed)

@@ -146,14 +146,14 @@ def serve(args: argparse.Namespace) -> None:
         assert robot.client_secret is not None
         print(
             f"service user {robot.username} ({', '.join(sorted(service_roles)) or 'no roles'}): "
-            f"client id {robot.id}, client secret {robot.client_secret}"
+            f"client id {robot.username}, client secret {robot.client_secret}"
         )
         scope = (
             f"openid profile {ROLES_SCOPE} urn:zitadel:iam:org:project:id:{project.project.id}:aud"
         )
         print("its token, from the token endpoint (client credentials, as with ZITADEL):")
         print(
-            f"  curl -s -u {shlex.quote(robot.id + ':' + robot.client_secret)} "
+            f"  curl -s -u {shlex.quote(robot.username + ':' + robot.client_secret)} "
             f"-d grant_type=client_credentials -d {shlex.quote('scope=' + scope)} "
             f"{standin.issuer}/oauth/v2/token"
         )

@@ -17,7 +17,7 @@ from urllib.parse import unquote_plus
 
 import jwt
 
-from ._directory import ApiApplication, Directory, User
+from ._directory import ApiApplication, Directory, User, WebApplication
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523
 
@@ -28,6 +28,16 @@ class ClientAuthFailed(Exception):
 
 class InvalidRequest(Exception):
     """Answered as HTTP 400 ``invalid_request``."""
+
+
+class TokenRefused(Exception):
+    """A token request refused with ``status`` and ``error`` (and ZITADEL's description)."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        self.status = status
+        self.error = error
+        self.description = description
+        super().__init__(f"{status} {error}: {description}")
 
 
 def authenticate_client(
@@ -65,7 +75,7 @@ def _check_assertion(
     owner = directory.keys.get(kid) if isinstance(kid, str) else None
     if owner is None or owner.private_key is None:
         raise ClientAuthFailed("unknown or missing kid")
-    subject = owner.client_id if isinstance(owner, ApiApplication) else owner.id
+    subject = owner.id if isinstance(owner, User) else owner.client_id
     try:
         claims: dict[str, Any] = jwt.decode(
             assertion,
@@ -103,10 +113,37 @@ def _check_basic(directory: Directory, encoded: str) -> str:
         raise ClientAuthFailed("malformed basic credentials") from None
     raw_id, _, raw_secret = decoded.partition(":")
     client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
-    client: ApiApplication | User | None = directory.apps.get(client_id) or directory.users.get(
-        client_id
+    client: ApiApplication | WebApplication | User | None = (
+        directory.apps.get(client_id)
+        or directory.web_apps.get(client_id)
+        or directory.users.get(client_id)
     )
     expected = client.client_secret if client is not None else None
     if expected is None or not hmac.compare_digest(expected.encode(), secret.encode()):
         raise ClientAuthFailed("wrong client id or secret")
     return client_id
+
+
+def check_service_user_secret(directory: Directory, authorization: str | None) -> User:
+    """Client credentials as ZITADEL checks them (``clientCredentialsAuth``): the client id
+    is a service user's login name (its user name), the secret that user's; the refusals are
+    ZITADEL's own (an unknown name 400 ``invalid_client``, a wrong or missing secret 400
+    ``invalid_request`` with ZITADEL's message key)."""
+    if authorization is None or authorization[:6].lower() != "basic ":
+        raise TokenRefused(400, "invalid_request", "client_id or client_assertion must be provided")
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise TokenRefused(400, "invalid_client", "invalid basic auth header") from None
+    raw_id, _, raw_secret = decoded.partition(":")
+    client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+    user = directory.service_user_by_login_name(client_id)
+    if user is None:
+        raise TokenRefused(400, "invalid_client", "client not found")
+    if user.client_secret is None:
+        raise TokenRefused(400, "invalid_request", "Errors.User.Machine.Secret.NotExisting")
+    if not hmac.compare_digest(user.client_secret.encode(), secret.encode()):
+        raise TokenRefused(400, "invalid_request", "Errors.User.Machine.Secret.Invalid")
+    if not user.active:
+        raise TokenRefused(400, "invalid_request", "Errors.User.NotActive")
+    return user

@@ -81,13 +81,34 @@ class ApiApplication:
 
 @dataclass
 class WebApplication:
-    """A web (user agent) application with PKCE and no secret, as Swagger UI logs in with:
-    authorization code flow, S256 code challenge, exact redirect URIs."""
+    """An OIDC application of a project. By default a web (user agent) application with PKCE
+    and no secret, as Swagger UI logs in with: authorization code flow, S256 code challenge,
+    exact redirect URIs. With ``auth`` ``"basic"`` or ``"private_key_jwt"`` it is a confidential
+    client with a secret or a key; ``grant_types`` lists what it may use (ZITADEL lets only such
+    applications, not API applications, exchange tokens)."""
 
     id: str
     client_id: str
     project: Project
     redirect_uris: list[str] = field(default_factory=list)
+    auth: Literal["none", "basic", "private_key_jwt"] = "none"
+    grant_types: set[str] = field(default_factory=lambda: {"authorization_code"})
+    key_id: str | None = None
+    private_key: rsa.RSAPrivateKey | None = field(default=None, repr=False)
+    client_secret: str | None = field(default=None, repr=False)
+
+    @property
+    def key_file(self) -> dict[str, str]:
+        """The application's JSON key file (``auth="private_key_jwt"``)."""
+        if self.private_key is None or self.key_id is None:
+            raise ValueError("this application has no key")
+        return {
+            "type": "application",
+            "keyId": self.key_id,
+            "key": pkcs1_pem(self.private_key),
+            "appId": self.id,
+            "clientId": self.client_id,
+        }
 
 
 @dataclass
@@ -110,6 +131,12 @@ class User:
     private_key: rsa.RSAPrivateKey | None = field(default=None, repr=False)
     client_secret: str | None = field(default=None, repr=False)
     active: bool = True
+    can_impersonate: bool = False  # holds an impersonator role (ORG_END_USER_IMPERSONATOR)
+
+    @property
+    def login_names(self) -> tuple[str, str]:
+        """What ZITADEL finds the user by: the user name, and with the org's domain."""
+        return self.username, f"{self.username}@{self.org.primary_domain}"
 
     @property
     def key_file(self) -> dict[str, str]:
@@ -135,6 +162,7 @@ class AccessToken:
     issued_at: int
     expires_at: int
     revoked: bool = False
+    actor: dict[str, Any] | None = None  # the ``act`` claim of an exchanged token (RFC 8693)
 
 
 class Directory:
@@ -147,7 +175,7 @@ class Directory:
         self.web_apps: dict[str, WebApplication] = {}  # by client id
         self.users: dict[str, User] = {}
         self.tokens: dict[str, AccessToken] = {}
-        self.keys: dict[str, ApiApplication | User] = {}  # by key id
+        self.keys: dict[str, ApiApplication | WebApplication | User] = {}  # by key id
 
     def add_org(self, name: str, primary_domain: str | None = None) -> StandInOrganization:
         org = StandInOrganization(new_id(), name, primary_domain or f"{name.lower()}.localhost")
@@ -173,11 +201,37 @@ class Directory:
         return app
 
     def add_web_app(
-        self, project: Project, name: str, redirect_uris: Iterable[str]
+        self,
+        project: Project,
+        name: str,
+        redirect_uris: Iterable[str],
+        *,
+        auth: Literal["none", "basic", "private_key_jwt"] = "none",
+        grant_types: Iterable[str] = ("authorization_code",),
     ) -> WebApplication:
-        app = WebApplication(new_id(), f"{new_id()}@{name}", project, list(redirect_uris))
+        app = WebApplication(
+            new_id(),
+            f"{new_id()}@{name}",
+            project,
+            list(redirect_uris),
+            auth=auth,
+            grant_types=set(grant_types),
+        )
+        if auth == "private_key_jwt":
+            app.key_id = new_id()
+            app.private_key = generate_rsa_key()
+            self.keys[app.key_id] = app
+        elif auth == "basic":
+            app.client_secret = secrets.token_urlsafe(32)
         self.web_apps[app.client_id] = app
         return app
+
+    def service_user_by_login_name(self, name: str) -> User | None:
+        """The service user whose user name (or ``name@org domain``) is ``name``."""
+        for user in self.users.values():
+            if user.kind == "machine" and name in user.login_names:
+                return user
+        return None
 
     def add_user(
         self,

@@ -53,6 +53,7 @@ class StandInProject:
             atexit.register(self.close)
         folder = Path(key_dir) if key_dir is not None else self._own_dir
         assert folder is not None
+        self._key_dir = folder
         self.key_path = folder / f"{self.app.id}.json"
         private_file(self.key_path, json.dumps(self.app.key_file, indent=2))
         self._users: dict[str, User] = {}
@@ -71,6 +72,26 @@ class StandInProject:
             self._users[username] = user
         user.roles.setdefault(self.project.id, set()).update(roles)
         return user
+
+    def service_user(
+        self, username: str = "robot", *, roles: Iterable[str] = (), with_secret: bool = False
+    ) -> User:
+        """The service user called ``username`` (created on first use, with a key and, with
+        ``with_secret``, a client secret), holding at least ``roles`` in the project. Its key
+        file is at ``service_key_path(username)``."""
+        user = self._users.get(username)
+        if user is None:
+            user = self.standin.add_service_user(self.org, username, with_secret=with_secret)
+            self._users[username] = user
+            private_file(self.service_key_path(username), json.dumps(user.key_file, indent=2))
+        elif with_secret and user.client_secret is None:
+            raise ValueError(f"service user {username} was created without a client secret")
+        user.roles.setdefault(self.project.id, set()).update(roles)
+        return user
+
+    def service_key_path(self, username: str = "robot") -> Path:
+        """Where the key file of the service user ``username`` is written."""
+        return self._key_dir / f"service-user-{username}.json"
 
     def web_app(self, redirect_uris: Iterable[str], name: str | None = None) -> WebApplication:
         """A web application (PKCE) of the project, e.g. for Swagger UI's login: give its

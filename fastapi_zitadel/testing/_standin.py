@@ -31,7 +31,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ._client_check import ClientAuthFailed, InvalidRequest, authenticate_client
+from ._client_check import (
+    ClientAuthFailed,
+    InvalidRequest,
+    TokenRefused,
+    authenticate_client,
+    check_service_user_secret,
+)
 from ._directory import (
     AccessToken,
     ApiApplication,
@@ -44,6 +50,8 @@ from ._directory import (
     new_id,
 )
 from ._server import LoopbackServer
+
+CLIENT_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 # ZITADEL's claim names, written out here rather than shared with the library: the stand-in
 # plays the server, and a mistake in the library's names must not hide behind the same one.
@@ -61,6 +69,17 @@ def project_roles_claim(project_id: str) -> str:
 FaultKind = Literal["latency", "status", "rate_limit", "garbage", "drop", "inactive"]
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 RFC 8693
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
+USER_ID_TOKEN_TYPE = "urn:zitadel:params:oauth:token-type:user_id"  # noqa: S105 ZITADEL's own
+# Every token type ZITADEL's exchange knows (zitadel/oidc AllTokenTypes and its user id type).
+_TOKEN_TYPES = {
+    ACCESS_TOKEN_TYPE,
+    "urn:ietf:params:oauth:token-type:refresh_token",
+    "urn:ietf:params:oauth:token-type:id_token",
+    "urn:ietf:params:oauth:token-type:jwt",
+    USER_ID_TOKEN_TYPE,
+}
 AUTHORIZATION_CODE_GRANT = "authorization_code"
 LOGIN_PATH = "/ui/login/select"
 CODE_LIFETIME = 300  # seconds an authorization code can be exchanged
@@ -120,9 +139,13 @@ class ZitadelStandIn:
         *,
         clock: Callable[[], float] = time.time,
         track_jti: bool = False,
+        impersonation: bool = True,
     ) -> None:
+        """``impersonation``: the instance's "Allow Impersonation" security setting, which token
+        exchange with an actor needs (ZITADEL's default is off; here on, for tests)."""
         self.issuer = issuer
         self.clock = clock
+        self.impersonation = impersonation
         self.directory = Directory()
         self.track_jti = track_jti
         self._seen_jtis: set[str] = set()
@@ -173,11 +196,23 @@ class ZitadelStandIn:
         return self.directory.add_api_app(project, name, auth=auth)
 
     def add_web_app(
-        self, project: Project, name: str = "web", *, redirect_uris: Iterable[str]
+        self,
+        project: Project,
+        name: str = "web",
+        *,
+        redirect_uris: Iterable[str] = (),
+        auth: Literal["none", "basic", "private_key_jwt"] = "none",
+        grant_types: Iterable[str] = (AUTHORIZATION_CODE_GRANT,),
     ) -> WebApplication:
         """A web application with PKCE (no secret): the kind Swagger UI logs in with. Its login
-        page (``/oauth/v2/authorize``) lets the person pick one of the human users."""
-        return self.directory.add_web_app(project, name, redirect_uris)
+        page (``/oauth/v2/authorize``) lets the person pick one of the human users.
+
+        ``auth="private_key_jwt"`` (a key file) or ``"basic"`` (a secret) makes it a
+        confidential client; with ``TOKEN_EXCHANGE_GRANT`` among its ``grant_types`` it may
+        exchange tokens, as a ZITADEL application with the Token Exchange grant type."""
+        return self.directory.add_web_app(
+            project, name, redirect_uris, auth=auth, grant_types=grant_types
+        )
 
     def add_user(
         self,
@@ -212,8 +247,20 @@ class ZitadelStandIn:
         lifetime: int = 43_200,
         client_id: str | None = None,
     ) -> str:
-        """Mint an opaque access token for ``user`` whose audience is ``project``."""
-        return self._mint(user, [project.id], scopes, lifetime, client_id).value
+        """Mint an opaque access token for ``user`` whose audience is ``project``, and the
+        projects of any audience scopes (``urn:zitadel:iam:org:project:id:{id}:aud``) among
+        ``scopes``, as ZITADEL adds them."""
+        scopes = list(scopes)
+        audience = [project.id, *_audience_scopes(scopes)]
+        return self._mint(user, audience, scopes, lifetime, client_id).value
+
+    def service_token(
+        self, user: User, projects: Iterable[Project] = (), *, lifetime: int = 43_200
+    ) -> str:
+        """A service user's token as the token endpoint issues it, with the audience scopes of
+        ``projects`` (without any, no API accepts it)."""
+        audience = [project.id for project in projects]
+        return self._mint(user, audience, ["openid"], lifetime, user.id).value
 
     def revoke(self, token: str) -> None:
         found = self.directory.tokens.get(token)
@@ -279,6 +326,7 @@ class ZitadelStandIn:
                     AUTHORIZATION_CODE_GRANT,
                     "client_credentials",
                     JWT_BEARER_GRANT,
+                    TOKEN_EXCHANGE_GRANT,
                 ],
                 "response_types_supported": ["code"],
                 "code_challenge_methods_supported": ["S256"],
@@ -330,46 +378,170 @@ class ZitadelStandIn:
         self.token_calls += 1
         params = await _parameters(request)
         grant = params.get("grant_type")
-        scopes = params.get("scope", "").split()
         if grant == AUTHORIZATION_CODE_GRANT:
             return self._exchange_code(params)
-        if grant == JWT_BEARER_GRANT:
-            try:
-                user_id = authenticate_client(
-                    self.directory,
-                    form={
-                        "client_assertion": params.get("assertion", ""),
-                        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:"
-                        "jwt-bearer",
-                    },
-                    authorization=None,
-                    issuer=self.issuer,
-                    now=self.clock(),
-                    seen_jtis=None,
+        if grant == TOKEN_EXCHANGE_GRANT:
+            return await self._exchange_token(request, params)
+        try:
+            if grant == JWT_BEARER_GRANT:
+                user = self._jwt_bearer_user(params)
+            elif grant == "client_credentials":
+                user = check_service_user_secret(
+                    self.directory, request.headers.get("authorization")
                 )
-            except ClientAuthFailed:
-                return _oauth_error("invalid_grant", "assertion rejected")
-        elif grant == "client_credentials":
-            try:
-                user_id = self._authenticate(request, params)
-            except (ClientAuthFailed, InvalidRequest):
-                return _oauth_error("invalid_client", "client authentication failed", 401)
-        else:
-            return _oauth_error(
-                "unsupported_grant_type", "use authorization_code, jwt-bearer or client_credentials"
-            )
-        user = self.directory.users.get(user_id)
-        if user is None or user.kind != "machine":
-            return _oauth_error("invalid_grant", "only service users get tokens here")
-        token = self._mint(user, _audience_scopes(scopes), scopes, 43_200, user.id)
+            else:
+                return _oauth_error(
+                    "unsupported_grant_type",
+                    "use authorization_code, jwt-bearer, client_credentials or token-exchange",
+                )
+        except TokenRefused as refused:
+            return _oauth_error(refused.error, refused.description, refused.status)
+        # ZITADEL keeps the scopes it knows and drops the others (no custom scopes).
+        scopes = [scope for scope in params.get("scope", "").split() if _known_scope(scope)]
+        # The client id of a client-credentials token is the name it was asked with.
+        client_id = user.id if grant == JWT_BEARER_GRANT else user.username
+        token = self._mint(user, _audience_scopes(scopes), scopes, 43_200, client_id)
         return JSONResponse(
             {
                 "access_token": token.value,
                 "token_type": "Bearer",
                 "expires_in": token.expires_at - token.issued_at,
                 "scope": " ".join(token.scopes),
-            }
+            },
+            headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
         )
+
+    def _jwt_bearer_user(self, params: Mapping[str, str]) -> User:
+        """The JWT bearer grant (RFC 7523 §2.1), checked as ZITADEL checks it: the assertion
+        as a client assertion (``kid``, RS256, ``iss`` = ``sub``, ``aud``, ``exp``, ``iat``) of a
+        service user's key. What it cannot verify ZITADEL answers with 500 ``server_error``
+        (``Errors.Internal``; zitadel/zitadel#12692, #9745), not RFC 7523's ``invalid_grant``."""
+        assertion = params.get("assertion", "")
+        if not assertion:
+            raise TokenRefused(400, "invalid_request", "assertion missing")
+        self.received_assertions.append(assertion)
+        try:
+            subject = authenticate_client(
+                self.directory,
+                form={"client_assertion": assertion, "client_assertion_type": CLIENT_ASSERTION},
+                authorization=None,
+                issuer=self.issuer,
+                now=self.clock(),
+                seen_jtis=None,
+            )
+        except ClientAuthFailed:
+            raise TokenRefused(500, "server_error", "Errors.Internal") from None
+        user = self.directory.users.get(subject)
+        if user is None or user.kind != "machine":  # an application's key
+            raise TokenRefused(500, "server_error", "Errors.Internal")
+        return user
+
+    async def _exchange_token(self, request: Request, params: Mapping[str, str]) -> Response:
+        """Token exchange (RFC 8693) with ZITADEL's rules (``internal/api/oidc/
+        token_exchange.go``): an OIDC application with the grant type, authenticated; the
+        subject token active and issued for the application's project; an actor token for
+        impersonation, which the instance must allow and the actor's role permit; the audience
+        and scopes no wider than the subject's and actor's; ``act`` on the new token."""
+        try:
+            caller = self._authenticate(request, params)
+        except (ClientAuthFailed, InvalidRequest):
+            return _oauth_error("invalid_client", "no active client not found")
+        app = self.directory.web_apps.get(caller)
+        if app is None:  # API applications and service users are not OIDC clients
+            return _oauth_error("invalid_client", "no active client not found")
+        if TOKEN_EXCHANGE_GRANT not in app.grant_types:
+            return _oauth_error(
+                "unauthorized_client", f'grant_type "{TOKEN_EXCHANGE_GRANT}" not allowed'
+            )
+        subject_value, subject_type = params.get("subject_token"), params.get("subject_token_type")
+        actor_value, actor_type = params.get("actor_token"), params.get("actor_token_type")
+        if not subject_value:
+            return _oauth_error("invalid_request", "subject_token missing")
+        if not subject_type:
+            return _oauth_error("invalid_request", "subject_token_type missing")
+        for given in (subject_type, actor_type or ACCESS_TOKEN_TYPE):
+            if given not in _TOKEN_TYPES:
+                return _oauth_error("invalid_request", "subject_token_type is not supported")
+        requested = params.get("requested_token_type") or ACCESS_TOKEN_TYPE
+        if requested != ACCESS_TOKEN_TYPE:
+            # ZITADEL also issues JWTs and ID tokens here; this stand-in issues opaque tokens.
+            return _oauth_error(
+                "invalid_request", "the stand-in exchanges for opaque access tokens only"
+            )
+        if params.get("resource"):
+            return _oauth_error("invalid_target", "resource parameter not supported")
+        subject = self._exchangeable(app, subject_value, subject_type)
+        if subject is None:
+            return _oauth_error("invalid_request", "subject_token invalid")
+        actor: AccessToken | None = None
+        if subject_type == USER_ID_TOKEN_TYPE or actor_value:
+            if not self.impersonation:
+                return _oauth_error(
+                    "invalid_request", "Errors.TokenExchange.Impersonation.PolicyDisabled", 403
+                )
+            found = self._exchangeable(app, actor_value or "", actor_type or "")
+            if not isinstance(found, AccessToken):
+                return _oauth_error("invalid_request", "actor_token invalid")
+            if not found.user.can_impersonate:
+                return _oauth_error("invalid_request", "Errors.PermissionDenied", 403)
+            actor = found
+        subject_audience = subject.audience if isinstance(subject, AccessToken) else []
+        subject_scopes = subject.scopes if isinstance(subject, AccessToken) else []
+        actor_audience = actor.audience if actor else []
+        actor_scopes = actor.scopes if actor else []
+        audience = _multi(request, "audience") or subject_audience or actor_audience
+        for entry in audience:
+            if entry not in subject_audience and entry not in actor_audience:
+                return _oauth_error(
+                    "invalid_target", f'audience "{entry}" not found in subject or actor token'
+                )
+        scopes = params.get("scope", "").split() or subject_scopes or actor_scopes
+        for scope in scopes:
+            if scope not in subject_scopes and scope not in actor_scopes:
+                return _oauth_error(
+                    "invalid_scope", f'scope "{scope}" not found in subject or actor token'
+                )
+        user = subject.user if isinstance(subject, AccessToken) else subject
+        token = self.directory.mint(
+            user,
+            client_id=app.client_id,
+            audience=audience,
+            scopes=scopes,
+            now=int(self.clock()),
+            lifetime=43_200,
+        )
+        if actor is not None:
+            # The actor's own actor nests (a chain of delegations), as ZITADEL's nestedActor.
+            token.actor = {"iss": self.issuer, "sub": actor.user.id}
+            if actor.actor is not None:
+                token.actor["act"] = actor.actor
+        elif isinstance(subject, AccessToken) and subject.actor is not None:
+            token.actor = subject.actor
+        return JSONResponse(
+            {
+                "access_token": token.value,
+                "issued_token_type": ACCESS_TOKEN_TYPE,
+                "token_type": "Bearer",
+                "expires_in": token.expires_at - token.issued_at,
+                "scope": " ".join(token.scopes),
+            },
+            headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+        )
+
+    def _exchangeable(
+        self, app: WebApplication, value: str, token_type: str
+    ) -> AccessToken | User | None:
+        """A token (or, for ZITADEL's user id type, a user) the application may exchange."""
+        if token_type == USER_ID_TOKEN_TYPE:
+            return self.directory.users.get(value)
+        if token_type != ACCESS_TOKEN_TYPE:
+            return None  # id_token and jwt subjects: not modelled by the stand-in
+        token = self.directory.tokens.get(value)
+        if token is None or not self._is_live(token):
+            return None
+        if app.client_id not in token.audience and app.project.id not in token.audience:
+            return None
+        return token
 
     async def _authorize(self, request: Request) -> Response:
         """The authorization endpoint: checks the request as ZITADEL does (a known client, an
@@ -433,11 +605,7 @@ class ZitadelStandIn:
             expected, pending.code_challenge
         ):
             return _oauth_error("invalid_grant", "code_verifier does not match the challenge")
-        scopes = [
-            scope
-            for scope in pending.scopes
-            if scope in _STANDARD_SCOPES or scope.startswith(_ZITADEL_SCOPE_PREFIX)
-        ]
+        scopes = [scope for scope in pending.scopes if _known_scope(scope)]
         audience = [pending.app.project.id, *_audience_scopes(scopes)]
         token = self._mint(found.user, audience, scopes, 43_200, pending.app.client_id)
         token.audience.insert(0, pending.app.client_id)
@@ -549,6 +717,8 @@ class ZitadelStandIn:
             body[ORG_ID_CLAIM] = user.org.id
             body[ORG_NAME_CLAIM] = user.org.name
             body[ORG_DOMAIN_CLAIM] = user.org.primary_domain
+        if token.actor is not None:
+            body["act"] = token.actor
         if "urn:zitadel:iam:user:metadata" in scopes and user.metadata:
             body[METADATA_CLAIM] = {
                 key: base64.urlsafe_b64encode(value).decode().rstrip("=")
@@ -614,8 +784,21 @@ async def _parameters(request: Request) -> dict[str, str]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if request.method == "POST" and content_type == "application/x-www-form-urlencoded":
         body = (await request.body()).decode("utf-8", errors="replace")
-        params.update(parse_qsl(body, keep_blank_values=True))
+        pairs = parse_qsl(body, keep_blank_values=True)
+        request.state.form_pairs = pairs  # for repeated fields
+        params.update(pairs)
     return params
+
+
+def _multi(request: Request, name: str) -> list[str]:
+    """Every value of a repeated form or query parameter (RFC 8693's ``audience``)."""
+    return [value for value in request.query_params.getlist(name) if value] + [
+        value for key, value in getattr(request.state, "form_pairs", []) if key == name and value
+    ]
+
+
+def _known_scope(scope: str) -> bool:
+    return scope in _STANDARD_SCOPES or scope.startswith(_ZITADEL_SCOPE_PREFIX)
 
 
 def _audience_scopes(scopes: Iterable[str]) -> list[str]:

@@ -1,0 +1,427 @@
+"""``ServiceAccountAuth``: an ``httpx.Auth`` that calls APIs as a ZITADEL service user.
+
+A service user (machine user) gets its access tokens from ZITADEL's token endpoint, with its
+key (the JWT bearer grant, RFC 7523 §2.1: an RS256 assertion with ``kid`` = the key id,
+``iss`` = ``sub`` = the user id, ``aud`` = the issuer) or with a client secret (client
+credentials, ``client_secret_basic``). The token is kept and renewed before it lapses:
+
+* **hot path**, every request: one attribute read, one clock read, one comparison, then the
+  ready-made ``Authorization`` value is set. No lock, no allocation besides httpx's own.
+* **renewal**: once ``renew_before`` of its lifetime is left, the first request starts getting
+  the next token, in the background, and every request keeps sending the current one (still
+  valid) meanwhile. A failed renewal is retried later; the current token is used until its
+  last seconds.
+* **cold start / expiry**: every request waits for one shared token request (single flight:
+  per event loop, and one thread at a time for synchronous clients).
+* **revoked or rejected token**: a 401 whose ``WWW-Authenticate`` says
+  ``error="invalid_token"`` drops the token, gets a new one and sends the request again, once,
+  when its body can be sent again (bytes, not a stream).
+
+Without the audience scope (``project_id=``) ZITADEL issues a token whose audience lacks the
+API's project, and its introspection of that token answers inactive: the API says 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from fastapi_zitadel._exceptions import (
+    ConfigurationError,
+    IdentityProviderError,
+    TokenRequestRejected,
+    ZitadelError,
+)
+from fastapi_zitadel._idp.client_auth import ClientSecretBasic, sign_assertion
+from fastapi_zitadel._idp.key_file import (
+    KeyFileSource,
+    load_key_file,
+    require_key_type,
+    source_label,
+)
+from fastapi_zitadel._idp.urls import shown
+from fastapi_zitadel._log import logger
+from fastapi_zitadel._resilience.single_flight import SingleFlight
+
+from .token_endpoint import (
+    CLIENT_CREDENTIALS_GRANT,
+    JWT_BEARER_GRANT,
+    Caller,
+    IssuedToken,
+    checked_issuer,
+    checked_max_retries,
+    checked_timeout,
+    token_endpoint_for,
+)
+
+__all__ = ["AUDIENCE_SCOPE", "ROLES_SCOPE", "ServiceAccountAuth"]
+
+AUDIENCE_SCOPE = "urn:zitadel:iam:org:project:id:{project_id}:aud"
+ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
+ASSERTION_LIFETIME = 60.0  # seconds: the grant's assertion is used once, at once
+DEFAULT_LIFETIME = 300.0  # a token without expires_in is kept this long
+_MIN_LIFETIME = 1.0
+_FLIGHT = "token"
+_HOLD_UNAVAILABLE = 1.0  # seconds a failed cold fetch is repeated without a new request
+_HOLD_REJECTED = 10.0
+_INVALID_TOKEN = re.compile(r"""\berror\s*=\s*"?invalid_token\b""", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class _Token:
+    """A token and its schedule, on the monotonic clock; replaced whole, never changed."""
+
+    value: str
+    header: str  # "Bearer <value>", built once
+    renew_at: float
+    usable_until: float
+    scope: str | None
+
+
+class ServiceAccountAuth(httpx.Auth):
+    """Sends ``Authorization: Bearer <access token>`` of a ZITADEL service user.
+
+    ``key_file``: the service user's JSON key (a path, the JSON text, a mapping or a loaded
+    key file), for the JWT bearer grant; or ``client_id`` (the user name) with
+    ``client_secret``, for client credentials. ``project_id`` (one or several) adds ZITADEL's
+    audience scope ``urn:zitadel:iam:org:project:id:{id}:aud``: **without it the called API's
+    introspection answers inactive**. ``roles=True`` asks for the user's roles
+    (``urn:zitadel:iam:org:projects:roles``), ``scopes`` for others; ``openid`` is always sent.
+
+    Use one per service user for the life of the app, with ``httpx.AsyncClient`` or
+    ``httpx.Client``; close it when done (``async with auth:`` / ``with auth:``, or
+    ``aclose()`` / ``close()``): it holds its own connection pool to ZITADEL.
+    """
+
+    requires_request_body = False
+    requires_response_body = False
+
+    def __init__(
+        self,
+        issuer: str,
+        *,
+        key_file: KeyFileSource | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        project_id: str | Sequence[str] | None = None,
+        roles: bool = False,
+        scopes: Iterable[str] = (),
+        timeout: float = 10.0,
+        max_retries: int = 2,
+        renew_before: float = 0.2,
+        allow_insecure_http: bool = False,
+        http_client: httpx.AsyncClient | None = None,
+        sync_http_client: httpx.Client | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.issuer = checked_issuer(issuer, allow_insecure_http=allow_insecure_http)
+        timeout = checked_timeout(timeout)
+        if not 0 < renew_before < 1:
+            raise ConfigurationError(
+                f"renew_before must be a fraction of the token's lifetime between 0 and 1, "
+                f"got {renew_before!r}"
+            )
+        max_retries = checked_max_retries(max_retries)
+        self._clock = clock
+        self._monotonic = monotonic
+        self._renew_before = renew_before
+        self.scope = _scope(project_id, roles=roles, extra=scopes)
+        self._grant_form = {"grant_type": "", "scope": self.scope}
+        if key_file is not None:
+            if client_id is not None or client_secret is not None:
+                raise ConfigurationError(
+                    "ServiceAccountAuth takes key_file or client_id with client_secret, not both"
+                )
+            key = require_key_type(
+                load_key_file(key_file),
+                "serviceaccount",
+                source=source_label(key_file),
+                where="ServiceAccountAuth",
+            )
+            assert key.user_id is not None  # a serviceaccount key has one
+            self.client_id: str = key.user_id
+            self.key_id: str | None = key.key_id
+            self._grant_form["grant_type"] = JWT_BEARER_GRANT
+
+            def credentials() -> tuple[dict[str, str], dict[str, str]]:
+                assertion = sign_assertion(
+                    key, audience=self.issuer, now=self._clock(), lifetime=ASSERTION_LIFETIME
+                )
+                return {"assertion": assertion}, {}
+
+            method = "jwt-bearer"
+        elif client_id and client_secret:
+            basic = ClientSecretBasic(client_id, client_secret).credentials()
+            self.client_id = client_id
+            self.key_id = None
+            self._grant_form["grant_type"] = CLIENT_CREDENTIALS_GRANT
+
+            def credentials() -> tuple[dict[str, str], dict[str, str]]:
+                return {}, basic.headers
+
+            method = "client_credentials"
+        else:
+            raise ConfigurationError(
+                "ServiceAccountAuth needs the service user's key (key_file=...) or its client "
+                "id and secret (client_id=..., client_secret=...)"
+            )
+        self._credentials = credentials
+        self._caller = Caller("service user", self.client_id, self.key_id, method)
+        self._endpoint = token_endpoint_for(
+            self.issuer,
+            timeout=timeout,
+            max_retries=max_retries,
+            allow_insecure_http=allow_insecure_http,
+            http_client=http_client,
+            sync_http_client=sync_http_client,
+            monotonic=monotonic,
+        )
+        self._token: _Token | None = None
+        self._flight: SingleFlight[_Token] = SingleFlight()
+        self._lock = threading.Lock()  # synchronous fetches, one thread at a time
+        self._renewing: asyncio.Future[Any] | None = None
+        self._renew_retry_at = float("-inf")
+        self._failure: IdentityProviderError | None = None
+        self._failure_until = float("-inf")
+
+    def __repr__(self) -> str:
+        key = f", key_id={self.key_id!r}" if self.key_id else ""
+        return f"ServiceAccountAuth({self.issuer!r}, client_id={self.client_id!r}{key})"
+
+    @property
+    def token_requests(self) -> int:
+        """How many requests were sent to the token endpoint (retries included)."""
+        return self._endpoint.requests
+
+    # The raw token ------------------------------------------------------------------------
+    async def atoken(self) -> str:
+        """The current access token, fetched or renewed as needed (for code that needs it)."""
+        token = self._token
+        # Hot path, no lock: ``_token`` is only ever replaced whole.
+        if token is not None and self._monotonic() < token.renew_at:
+            return token.value
+        return (await self._acurrent()).value
+
+    def token(self) -> str:
+        """``atoken`` for synchronous code."""
+        token = self._token
+        if token is not None and self._monotonic() < token.renew_at:
+            return token.value
+        return self._current().value
+
+    def invalidate(self, token: str | None = None) -> None:
+        """Forget the token (only if it is still ``token``, when given): the next request gets a
+        new one. Done by the auth flow when the called API says the token is invalid."""
+        current = self._token
+        if current is not None and (token is None or current.value == token):
+            self._token = None
+            self._flight.forget(_FLIGHT)
+
+    # httpx.Auth -------------------------------------------------------------------------
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        token = self._token
+        if token is None or self._monotonic() >= token.renew_at:
+            token = self._current()
+        request.headers["Authorization"] = token.header
+        response = yield request
+        if _retry_with_new_token(request, response):
+            self.invalidate(token.value)
+            request.headers["Authorization"] = self._current().header
+            yield request
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        token = self._token
+        if token is None or self._monotonic() >= token.renew_at:
+            token = await self._acurrent()
+        request.headers["Authorization"] = token.header
+        response = yield request
+        if _retry_with_new_token(request, response):
+            self.invalidate(token.value)
+            request.headers["Authorization"] = (await self._acurrent()).header
+            yield request
+
+    # Getting tokens: async ----------------------------------------------------------------
+    async def _acurrent(self) -> _Token:
+        token, now = self._token, self._monotonic()
+        if token is not None and now < token.usable_until:
+            if now >= token.renew_at:
+                self._renew_in_background(now)
+            return token
+        self._raise_recent_failure(now)
+        return await self._flight.run(_FLIGHT, self._afetch)
+
+    def _renew_in_background(self, now: float) -> None:
+        if self._renewing is not None and not self._renewing.done():
+            return
+        if now < self._renew_retry_at:
+            return
+        renewing = asyncio.ensure_future(self._flight.run(_FLIGHT, self._afetch))
+        renewing.add_done_callback(self._renewal_done)
+        self._renewing = renewing
+
+    def _renewal_done(self, renewing: asyncio.Future[Any]) -> None:
+        if renewing.cancelled():
+            return
+        failure = renewing.exception()
+        if failure is not None:
+            self._renewal_failed(failure)
+
+    async def _afetch(self) -> _Token:
+        started = self._monotonic()
+        try:
+            issued = await self._endpoint.request(self._grant_form, self._credentials, self._caller)
+        except IdentityProviderError as failure:
+            self._fetch_failed(failure)
+            raise
+        return self._keep(issued, started)
+
+    # Getting tokens: sync -----------------------------------------------------------------
+    def _current(self) -> _Token:
+        token, now = self._token, self._monotonic()
+        if token is not None and now < token.usable_until:
+            # Due for renewal but still good: one thread renews, the others go on with it.
+            due = now >= token.renew_at and now >= self._renew_retry_at
+            if due and self._lock.acquire(blocking=False):
+                try:
+                    if self._token is token:
+                        self._fetch_sync()
+                except ZitadelError as failure:
+                    self._renewal_failed(failure)
+                finally:
+                    self._lock.release()
+            return self._token or token
+        with self._lock:
+            token, now = self._token, self._monotonic()
+            if token is not None and now < token.usable_until:
+                return token  # another thread fetched it while this one waited
+            self._raise_recent_failure(now)
+            return self._fetch_sync()
+
+    def _fetch_sync(self) -> _Token:
+        started = self._monotonic()
+        try:
+            issued = self._endpoint.request_sync(self._grant_form, self._credentials, self._caller)
+        except IdentityProviderError as failure:
+            self._fetch_failed(failure)
+            raise
+        return self._keep(issued, started)
+
+    # Bookkeeping ---------------------------------------------------------------------------
+    def _keep(self, issued: IssuedToken, started: float) -> _Token:
+        """Schedule ``issued``: its lifetime counts from when it was asked for (conservative)."""
+        lifetime = max(issued.expires_in or DEFAULT_LIFETIME, _MIN_LIFETIME)
+        token = _Token(
+            value=issued.access_token,
+            header="Bearer " + issued.access_token,
+            renew_at=started + lifetime * (1 - self._renew_before),
+            # Not sent in its last seconds: it could lapse on the way to the API.
+            usable_until=started + lifetime - min(10.0, lifetime * 0.05),
+            scope=issued.scope,
+        )
+        self._token = token
+        self._failure = None
+        self._renew_retry_at = float("-inf")
+        logger.debug(
+            "got an access token for service user %s, valid %.0f s", self.client_id, lifetime
+        )
+        return token
+
+    def _fetch_failed(self, failure: IdentityProviderError) -> None:
+        """Remember a failure for a moment: a burst of requests after it does not become a
+        burst of token requests (ZITADEL Cloud answers those with 429)."""
+        hold = _HOLD_REJECTED if isinstance(failure, TokenRequestRejected) else _HOLD_UNAVAILABLE
+        self._failure = failure
+        self._failure_until = self._monotonic() + min(hold, failure.retry_after or hold)
+
+    def _raise_recent_failure(self, now: float) -> None:
+        failure = self._failure
+        if failure is not None and now < self._failure_until:
+            raise failure.with_traceback(None)  # the same error, a fresh traceback
+
+    def _renewal_failed(self, failure: BaseException) -> None:
+        retry_in = 5.0
+        if isinstance(failure, IdentityProviderError) and failure.retry_after:
+            retry_in = min(max(failure.retry_after, 1.0), 60.0)
+        self._renew_retry_at = self._monotonic() + retry_in
+        logger.warning(
+            "renewing the access token of service user %s failed (%s); the current one is used "
+            "while it lasts",
+            self.client_id,
+            failure,
+        )
+
+    # Lifecycle ------------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close the connection pools to ZITADEL (the async one of this event loop)."""
+        await self._endpoint.http.aclose()
+        self._endpoint.sync_http.close()
+
+    def close(self) -> None:
+        """Close the synchronous connection pool to ZITADEL."""
+        self._endpoint.sync_http.close()
+
+    async def __aenter__(self) -> ServiceAccountAuth:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> ServiceAccountAuth:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _scope(project_id: str | Sequence[str] | None, *, roles: bool, extra: Iterable[str]) -> str:
+    projects = [project_id] if isinstance(project_id, str) else list(project_id or ())
+    scopes = ["openid"]
+    for project in projects:
+        if not isinstance(project, str) or not project.strip() or " " in project:
+            raise ConfigurationError(
+                f"project_id must be a project's resource id, got {shown(str(project))}"
+            )
+        scopes.append(AUDIENCE_SCOPE.format(project_id=project))
+    if roles:
+        scopes.append(ROLES_SCOPE)
+    if isinstance(extra, str):
+        raise ConfigurationError("scopes takes a list of scopes, not one string")
+    for scope in extra:
+        if not isinstance(scope, str) or not re.fullmatch(r"[\x21\x23-\x5b\x5d-\x7e]+", scope):
+            raise ConfigurationError(
+                f"scopes must be scope tokens (no spaces or quotes), got {shown(str(scope))}"
+            )
+        scopes.append(scope)
+    return " ".join(dict.fromkeys(scopes))
+
+
+def _retry_with_new_token(request: httpx.Request, response: httpx.Response) -> bool:
+    """Whether the API said our token is invalid, and the request can be sent again."""
+    if response.status_code != 401:
+        return False
+    challenges = response.headers.get_list("www-authenticate")
+    if not any("bearer" in value.lower() and _INVALID_TOKEN.search(value) for value in challenges):
+        return False
+    # Bytes (or nothing) can be sent again; a stream was consumed by the first attempt.
+    return isinstance(request.stream, httpx.ByteStream)

@@ -1,0 +1,514 @@
+"""One request to ZITADEL's token endpoint, classified, retried within one deadline.
+
+Shared by the two ways this library gets tokens to call other APIs: a service user's own
+token (``ServiceAccountAuth``: the JWT bearer grant or client credentials) and a token
+exchanged for a caller's (``TokenExchange``, RFC 8693). Every answer becomes exactly one of:
+the issued token, ``TokenRequestRejected`` (our credential refused: a misconfiguration),
+``TokenExchangeRejected`` (the exchange refused) or ``TokenEndpointUnavailable``. Transport
+errors, 429 and 5xx are retried with jittered backoff while the deadline allows, async and
+sync alike; each attempt carries fresh credentials (a newly signed assertion).
+
+What ZITADEL answers (zitadel/zitadel ``internal/api/oidc``, zitadel/oidc ``pkg/op``): client
+credentials with an unknown client id get 400 ``invalid_client``, with a wrong secret 400
+``invalid_request`` (``Errors.User.Machine.Secret.Invalid``); a JWT bearer assertion it cannot
+verify gets **500** ``server_error`` (``Errors.Internal``, zitadel/zitadel#12692, #9745) rather
+than RFC 7523's 400 ``invalid_grant``, so a 500 that persists through the retries is reported as
+a probable rejection of our key, with both readings in the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from fastapi_zitadel._exceptions import (
+    ConfigurationError,
+    IdentityProviderError,
+    IdentityProviderUnavailable,
+    TokenEndpointUnavailable,
+    TokenExchangeRejected,
+    TokenRequestRejected,
+    TransportFailure,
+)
+from fastapi_zitadel._idp.discovery import Discovery
+from fastapi_zitadel._idp.http import (
+    HttpClientProvider,
+    JsonResponse,
+    SyncHttpClientProvider,
+    send_for_json,
+    send_for_json_sync,
+)
+from fastapi_zitadel._idp.urls import check_url, shown
+from fastapi_zitadel._log import RateLimitedLog, logger
+
+__all__ = [
+    "CLIENT_CREDENTIALS_GRANT",
+    "JWT_BEARER_GRANT",
+    "TOKEN_EXCHANGE_GRANT",
+    "Caller",
+    "Form",
+    "IssuedToken",
+    "TokenEndpoint",
+    "checked_issuer",
+    "checked_max_retries",
+    "checked_timeout",
+    "token_endpoint_for",
+]
+
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 §2.1
+CLIENT_CREDENTIALS_GRANT = "client_credentials"  # RFC 6749 §4.4
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 RFC 8693
+
+_FIRST_BACKOFF = 0.05
+_MAX_BACKOFF = 1.0
+_CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client", "invalid_grant"})
+_REFUSAL_STATUSES = frozenset({400, 401, 403, 404})
+# What may be shown of ZITADEL's error_description: short printable ASCII (its texts are i18n
+# keys such as Errors.User.Machine.Secret.Invalid); anything else is left out of messages.
+_SAFE_DESCRIPTION = re.compile(r"[\x20-\x7e]{1,120}")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks for tokens, as messages name it: never a secret.
+
+    ``kind`` is ``"service user"`` or ``"application"``; ``method`` how it authenticates
+    (``jwt-bearer``, ``client_credentials``, ``private_key_jwt``, ``client_secret_basic``).
+    """
+
+    kind: str
+    client_id: str
+    key_id: str | None
+    method: str
+
+    def named(self) -> str:
+        key = f", key id {self.key_id}" if self.key_id else ""
+        return f"{self.kind} {self.client_id}{key}"
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A successful answer (RFC 6749 §5.1, RFC 8693 §2.2.1); the token is never shown."""
+
+    access_token: str = field(repr=False)
+    token_type: str
+    expires_in: float | None
+    scope: str | None
+    issued_token_type: str | None
+
+
+Form = Mapping[str, "str | list[str]"]
+"""A request's form fields; a list is sent as repeated fields (RFC 8693's ``audience``)."""
+
+Credentials = Callable[[], tuple[dict[str, str], dict[str, str]]]
+"""Fresh (form fields, headers) that authenticate one attempt."""
+
+
+class _Retryable(Exception):
+    """Worth another attempt; ``final`` is what to raise when no attempt is left."""
+
+    def __init__(self, final: IdentityProviderError) -> None:
+        self.final = final
+
+
+class TokenEndpoint:
+    """Requests to the token endpoint found by ``discovery``, through our own pools."""
+
+    def __init__(
+        self,
+        *,
+        discovery: Discovery,
+        http: HttpClientProvider,
+        sync_http: SyncHttpClientProvider,
+        timeout: float,
+        max_retries: int,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._discovery = discovery
+        self.http = http  # our pools, closed by the owner
+        self.sync_http = sync_http
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._monotonic = monotonic
+        self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
+        self.requests = 0  # token requests sent (attempts included)
+
+    async def request(self, form: Form, credentials: Credentials, caller: Caller) -> IssuedToken:
+        """The token for ``form`` (the grant's fields), or one of the module's errors."""
+        deadline = self._monotonic() + self._timeout
+        try:
+            endpoint = await self._endpoint(deadline)
+        except IdentityProviderUnavailable as exc:
+            raise _unavailable(exc) from None
+        attempt = 0
+        while True:
+            remaining = self._remaining(deadline)
+            extra_form, headers = credentials()
+            request = self.http.request(
+                "POST", endpoint, form={**form, **extra_form}, headers=headers
+            )
+            self.requests += 1
+            try:
+                response = await send_for_json(self.http, request, timeout=remaining)
+                return self._classify(response, form, caller)
+            except TransportFailure as failure:
+                retry = _Retryable(TokenEndpointUnavailable(failure.description, retry_after=1))
+            except _Retryable as failed:
+                retry = failed
+            except TokenRequestRejected as rejected:
+                self._log_rejection(rejected)
+                raise
+            pause = self._pause(retry, attempt, deadline)
+            if pause is None:
+                self._log_final(retry.final)
+                raise retry.final from None
+            logger.debug("token request attempt %d failed (%s)", attempt + 1, retry.final)
+            await asyncio.sleep(pause)
+            attempt += 1
+
+    def request_sync(self, form: Form, credentials: Credentials, caller: Caller) -> IssuedToken:
+        """``request`` for synchronous code (the calling thread waits)."""
+        deadline = self._monotonic() + self._timeout
+        try:
+            metadata = self._discovery.fetch_sync(self.sync_http, deadline)
+        except IdentityProviderUnavailable as exc:
+            raise _unavailable(exc) from None
+        endpoint = _token_endpoint(metadata.token_endpoint)
+        attempt = 0
+        while True:
+            remaining = self._remaining(deadline)
+            extra_form, headers = credentials()
+            request = self.sync_http.request(
+                "POST", endpoint, form={**form, **extra_form}, headers=headers
+            )
+            self.requests += 1
+            try:
+                response = send_for_json_sync(
+                    self.sync_http, request, timeout=remaining, monotonic=self._monotonic
+                )
+                return self._classify(response, form, caller)
+            except TransportFailure as failure:
+                retry = _Retryable(TokenEndpointUnavailable(failure.description, retry_after=1))
+            except _Retryable as failed:
+                retry = failed
+            except TokenRequestRejected as rejected:
+                self._log_rejection(rejected)
+                raise
+            pause = self._pause(retry, attempt, deadline)
+            if pause is None:
+                self._log_final(retry.final)
+                raise retry.final from None
+            logger.debug("token request attempt %d failed (%s)", attempt + 1, retry.final)
+            time.sleep(pause)
+            attempt += 1
+
+    async def _endpoint(self, deadline: float) -> str:
+        metadata = self._discovery.metadata or await self._discovery.fetch(deadline)
+        return _token_endpoint(metadata.token_endpoint)
+
+    def _remaining(self, deadline: float) -> float:
+        remaining = deadline - self._monotonic()
+        if remaining <= 0:
+            raise TokenEndpointUnavailable(
+                f"token endpoint did not answer within {self._timeout:.1f} s", retry_after=1.0
+            )
+        return remaining
+
+    def _pause(self, retry: _Retryable, attempt: int, deadline: float) -> float | None:
+        if attempt >= self._max_retries:
+            return None
+        backoff = random.uniform(0, min(_MAX_BACKOFF, _FIRST_BACKOFF * 2**attempt))  # noqa: S311
+        pause = max(backoff, min(retry.final.retry_after or 0.0, _MAX_BACKOFF))
+        if self._monotonic() + pause + 0.05 >= deadline:
+            return None
+        return pause
+
+    # Classification ---------------------------------------------------------------------
+    def _classify(self, response: JsonResponse, form: Form, caller: Caller) -> IssuedToken:
+        status, data = response.status, response.data
+        grant = str(form.get("grant_type", ""))
+        if status == 200:
+            if response.problem is not None:
+                raise _Retryable(
+                    TokenEndpointUnavailable(f"token endpoint answer unusable: {response.problem}")
+                )
+            return _issued(data)
+        error = data.get("error") if isinstance(data, dict) else None
+        code = error if isinstance(error, str) and len(error) <= 64 else None
+        description = _description(data)
+        if status == 429 or status >= 500:
+            retry_after = _retry_after(response.headers.get("retry-after"))
+            shown = f" {code}" if code else ""
+            final: IdentityProviderError = TokenEndpointUnavailable(
+                f"token endpoint answered HTTP {status}{shown}", retry_after=retry_after or 1.0
+            )
+            if status == 500 and code == "server_error" and grant == JWT_BEARER_GRANT:
+                final = _probable_key_rejection(caller, description)
+            raise _Retryable(final)
+        if status in _REFUSAL_STATUSES and code is not None:
+            raise _refusal(status, code, description, grant, caller)
+        shown = f" {code}" if code else ""
+        raise TokenEndpointUnavailable(
+            f"token request refused: HTTP {status}{shown}", retry_after=30.0
+        )
+
+    def _log_rejection(self, rejected: TokenRequestRejected) -> None:
+        self._rejection_log(
+            "the token endpoint rejected %s (HTTP %d, error %r); every call that needs its "
+            "token fails until this is fixed: %s",
+            _caller_text(rejected),
+            rejected.status,
+            rejected.error_code,
+            rejected.hint,
+        )
+
+    def _log_final(self, failure: IdentityProviderError) -> None:
+        if isinstance(failure, TokenRequestRejected):
+            self._log_rejection(failure)
+        else:
+            logger.warning("getting a token failed: %s", failure.description)
+
+
+def _caller_text(rejected: TokenRequestRejected) -> str:
+    key = f" (key id {rejected.key_id})" if rejected.key_id else ""
+    return f"{rejected.client_id}{key}"
+
+
+def _token_endpoint(endpoint: str | None) -> str:
+    if endpoint is None:
+        raise TokenEndpointUnavailable("discovery document has no token_endpoint")
+    return endpoint
+
+
+def _unavailable(exc: IdentityProviderUnavailable) -> TokenEndpointUnavailable:
+    return TokenEndpointUnavailable(
+        f"cannot find the token endpoint: {exc.description}", retry_after=exc.retry_after
+    )
+
+
+def _issued(data: Any) -> IssuedToken:
+    if not isinstance(data, dict):
+        raise _Retryable(TokenEndpointUnavailable("token endpoint answer is not a JSON object"))
+    token, token_type = data.get("access_token"), data.get("token_type")
+    if not isinstance(token, str) or not token or not isinstance(token_type, str):
+        raise _Retryable(
+            TokenEndpointUnavailable(
+                "token endpoint answer has no access_token and token_type strings"
+            )
+        )
+    if token_type.lower() != "bearer":
+        shown = token_type if len(token_type) <= 20 else "(long value)"
+        raise TokenEndpointUnavailable(
+            f"token endpoint issued a token of type {shown!r}, not a bearer token"
+        )
+    expires_in = data.get("expires_in")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float, type(None))):
+        raise TokenEndpointUnavailable("token endpoint answer's expires_in is not a number")
+    if expires_in is not None and expires_in < 0:
+        raise TokenEndpointUnavailable("token endpoint answer's expires_in is negative")
+    scope, issued_type = data.get("scope"), data.get("issued_token_type")
+    return IssuedToken(
+        access_token=token,
+        token_type=token_type,
+        expires_in=None if expires_in is None else float(expires_in),
+        scope=scope if isinstance(scope, str) else None,
+        issued_token_type=issued_type if isinstance(issued_type, str) else None,
+    )
+
+
+def _description(data: Any) -> str | None:
+    value = data.get("error_description") if isinstance(data, dict) else None
+    if not isinstance(value, str) or not _SAFE_DESCRIPTION.fullmatch(value) or "eyJ" in value:
+        return None
+    return value
+
+
+def _answer(status: int, code: str, description: str | None) -> str:
+    return f"{status} {code}" + (f": {description}" if description else "")
+
+
+def _refusal(
+    status: int, code: str, description: str | None, grant: str, caller: Caller
+) -> IdentityProviderError:
+    answer = _answer(status, code, description)
+    if grant == TOKEN_EXCHANGE_GRANT:
+        ours = code in ("invalid_client", "unauthorized_client")
+    else:  # ZITADEL says invalid_request for a wrong secret or an unknown service user
+        ours = code in _CREDENTIAL_ERRORS or code == "invalid_request"
+    if ours:
+        return TokenRequestRejected(
+            f"the token endpoint rejected {caller.named()} ({answer})",
+            error_code=code,
+            status=status,
+            client_id=caller.client_id,
+            key_id=caller.key_id,
+            hint=_rejection_hint(caller, code, description),
+        )
+    if grant == TOKEN_EXCHANGE_GRANT:
+        return TokenExchangeRejected(
+            f"the token exchange was refused ({answer})",
+            error_code=code,
+            status=status,
+            hint=_exchange_hint(status, code, description),
+        )
+    if code == "invalid_scope":
+        return TokenRequestRejected(
+            f"the token endpoint refused the requested scope ({answer})",
+            error_code=code,
+            status=status,
+            client_id=caller.client_id,
+            key_id=caller.key_id,
+            hint="request only scopes ZITADEL knows: openid, profile, email, "
+            "urn:zitadel:iam:org:project:id:{projectId}:aud, urn:zitadel:iam:org:projects:roles",
+        )
+    return TokenEndpointUnavailable(f"token request refused ({answer})", retry_after=30.0)
+
+
+def _rejection_hint(caller: Caller, code: str, description: str | None) -> str:
+    if caller.method == "client_credentials":
+        return (
+            f"check the client id {caller.client_id!r} and its secret: with ZITADEL the client "
+            "id of a service user's secret is its user name (console: Users > Service Users > "
+            "the user > Actions > Generate Client Secret shows both once), the secret was not "
+            "regenerated or removed, and the user is active"
+        )
+    if caller.method == "jwt-bearer":
+        return (
+            f"check that key id {caller.key_id} belongs to service user {caller.client_id} of "
+            "this ZITADEL instance (console: Users > Service Users > the user > Keys), that the "
+            "key was not deleted or expired, that the user is active, and that this machine's "
+            "clock is accurate (ZITADEL allows 1 s of skew)"
+        )
+    if code == "unauthorized_client" and description and "grant_type" in description:
+        return (
+            f"enable the Token Exchange grant type on application {caller.client_id} (console: "
+            "Projects > the project > the application > Grant types), and the instance's "
+            "oidcTokenExchange feature"
+        )
+    return (
+        f"check application {caller.client_id}'s credential (key id {caller.key_id}): it must "
+        "be an OIDC application of this ZITADEL instance (API applications cannot exchange "
+        "tokens) whose key or secret was not deleted, and this machine's clock must be accurate"
+    )
+
+
+def _exchange_hint(status: int, code: str, description: str | None) -> str:
+    text = description or ""
+    if "Impersonation" in text or "PolicyDisabled" in text:
+        return (
+            "impersonation is off: enable 'Allow Impersonation' in the instance's security "
+            "settings, and give the actor an impersonator role (ORG_END_USER_IMPERSONATOR)"
+        )
+    if status == 403 or "PermissionDenied" in text:
+        return (
+            "the actor may not impersonate this user: give the actor an impersonator role "
+            "(ORG_END_USER_IMPERSONATOR, or IAM_END_USER_IMPERSONATOR for every organization)"
+        )
+    if code == "invalid_target":
+        return (
+            "the audience asked for must already be in the subject or the actor token: ZITADEL "
+            "never widens the audience in an exchange (request the project's audience scope "
+            "when the token is obtained)"
+        )
+    if code == "invalid_scope":
+        return "the scopes asked for must already be in the subject or the actor token"
+    if code == "unsupported_grant_type":
+        return "enable the instance's oidcTokenExchange feature (ZITADEL's feature API)"
+    return (
+        "the subject token (and the actor token) must be active and issued for this "
+        "application's project (its audience), and of the subject_token_type sent"
+    )
+
+
+def _probable_key_rejection(caller: Caller, description: str | None) -> TokenRequestRejected:
+    answer = _answer(500, "server_error", description)
+    return TokenRequestRejected(
+        f"the token endpoint answered {answer} to the JWT bearer grant of {caller.named()}: "
+        "ZITADEL answers so when it cannot verify the assertion (zitadel/zitadel#12692)",
+        error_code="server_error",
+        status=500,
+        client_id=caller.client_id,
+        key_id=caller.key_id,
+        hint=_rejection_hint(caller, "server_error", description)
+        + "; if the key is right, ZITADEL itself is failing: check its status",
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 3600 else None
+
+
+def checked_issuer(issuer: str, *, allow_insecure_http: bool) -> str:
+    """The issuer, or ``ConfigurationError`` as ``ZitadelIntrospection`` would say it."""
+    if not isinstance(issuer, str):
+        raise ConfigurationError(f"issuer must be a URL string, got {type(issuer).__name__}")
+    if issuer.endswith("/"):
+        raise ConfigurationError(
+            f"issuer must not end with '/': ZITADEL compares the issuer exactly; "
+            f"use {shown(issuer.rstrip('/'))}"
+        )
+    try:
+        return check_url(issuer, allow_insecure_http=allow_insecure_http)
+    except ValueError as exc:
+        raise ConfigurationError(f"issuer: {exc}") from None
+
+
+def checked_timeout(timeout: float) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 300:
+        raise ConfigurationError(f"timeout must be more than 0 and at most 300 s, got {timeout!r}")
+    return float(timeout)
+
+
+def checked_max_retries(max_retries: int) -> int:
+    if (
+        isinstance(max_retries, bool)
+        or not isinstance(max_retries, int)
+        or not 0 <= max_retries <= 10
+    ):
+        raise ConfigurationError(f"max_retries must be 0 to 10, got {max_retries!r}")
+    return max_retries
+
+
+def token_endpoint_for(
+    issuer: str,
+    *,
+    timeout: float,
+    max_retries: int,
+    allow_insecure_http: bool,
+    http_client: httpx.AsyncClient | None,
+    sync_http_client: httpx.Client | None,
+    monotonic: Callable[[], float],
+) -> TokenEndpoint:
+    """A ``TokenEndpoint`` with its own pools and discovery, for one issuer."""
+    http = HttpClientProvider(http_client, timeout=timeout)
+    discovery = Discovery(
+        issuer,
+        http=http,
+        introspection_endpoint=None,
+        timeout=timeout,
+        allow_insecure_http=allow_insecure_http,
+        monotonic=monotonic,
+        required_endpoint="token_endpoint",
+    )
+    return TokenEndpoint(
+        discovery=discovery,
+        http=http,
+        sync_http=SyncHttpClientProvider(sync_http_client, timeout=timeout),
+        timeout=timeout,
+        max_retries=max_retries,
+        monotonic=monotonic,
+    )

@@ -1,0 +1,260 @@
+"""``TokenExchange``: a caller's token exchanged for one to call a downstream API (RFC 8693).
+
+An API that calls another API on behalf of its caller sends the caller's token to ZITADEL's
+token endpoint (``grant_type=urn:ietf:params:oauth:grant-type:token-exchange``,
+``subject_token``, ``subject_token_type``) and gets a new token for the same user. As ZITADEL
+implements it (``internal/api/oidc/token_exchange.go``; a beta feature to enable first):
+
+* the exchanging party is an **OIDC application** with the Token Exchange grant type,
+  authenticated by its key (``private_key_jwt``) or secret (``client_secret_basic``); API
+  applications and service users cannot exchange;
+* the subject token must be active and issued for that application's project (its
+  ``aud``), like a token the application could introspect;
+* ``audience`` and ``scope`` can only narrow: each requested audience must already be in the
+  subject or actor token (else 400 ``invalid_target``), each scope too (``invalid_scope``);
+* with an **actor token** (``actor=``: a ``ServiceAccountAuth`` whose user holds an
+  impersonator role, its token with the application's project in its audience) the new token
+  carries ``act: {"iss": ..., "sub": <actor>}``, which the downstream API reads as
+  ``Principal.actor``. The instance must allow impersonation (its security settings).
+
+Each exchange is one request to ZITADEL: keep the result while you use it (``expires_in``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import httpx
+
+from fastapi_zitadel._exceptions import ConfigurationError
+from fastapi_zitadel._idp.client_auth import ClientSecretBasic, PrivateKeyJwt
+from fastapi_zitadel._idp.key_file import (
+    KeyFileSource,
+    load_key_file,
+    require_key_type,
+    source_label,
+)
+
+from .service_account import ServiceAccountAuth
+from .token_endpoint import (
+    TOKEN_EXCHANGE_GRANT,
+    Caller,
+    IssuedToken,
+    checked_issuer,
+    checked_max_retries,
+    checked_timeout,
+    token_endpoint_for,
+)
+
+__all__ = ["ACCESS_TOKEN_TYPE", "ExchangedToken", "TokenExchange"]
+
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 RFC 8693 §3
+_ASSERTION_LIFETIME = 60.0
+
+
+@dataclass(frozen=True)
+class ExchangedToken(httpx.Auth):
+    """A token from ``TokenExchange``; use it as ``auth=`` of an httpx request or client, or
+    send ``access_token`` yourself. The token itself never appears in ``repr``."""
+
+    access_token: str = field(repr=False)
+    token_type: str
+    issued_token_type: str | None
+    expires_in: float | None
+    scopes: frozenset[str]
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        request.headers["Authorization"] = f"Bearer {self.access_token}"
+        yield request
+
+
+class TokenExchange:
+    """Exchanges tokens at ZITADEL's token endpoint as one OIDC application.
+
+    ``key_file`` is the application's JSON key (``"type": "application"``), or ``client_id``
+    with ``client_secret``. ``actor`` makes every exchange a delegation: the actor's own token
+    (a service user with an impersonator role) is sent as ``actor_token``, and the new token
+    says who acts (``act``). Close it when done (``async with`` / ``with``, or
+    ``aclose()`` / ``close()``).
+    """
+
+    def __init__(
+        self,
+        issuer: str,
+        *,
+        key_file: KeyFileSource | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        actor: ServiceAccountAuth | None = None,
+        timeout: float = 10.0,
+        max_retries: int = 2,
+        allow_insecure_http: bool = False,
+        http_client: httpx.AsyncClient | None = None,
+        sync_http_client: httpx.Client | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.issuer = checked_issuer(issuer, allow_insecure_http=allow_insecure_http)
+        timeout = checked_timeout(timeout)
+        max_retries = checked_max_retries(max_retries)
+        self.actor = actor
+        if key_file is not None:
+            if client_id is not None or client_secret is not None:
+                raise ConfigurationError(
+                    "TokenExchange takes key_file or client_id with client_secret, not both"
+                )
+            key = require_key_type(
+                load_key_file(key_file),
+                "application",
+                source=source_label(key_file),
+                where="TokenExchange",
+            )
+            signer = PrivateKeyJwt(
+                key,
+                audience=self.issuer,
+                lifetime=_ASSERTION_LIFETIME,
+                single_use=True,  # a fresh assertion per request: exchanges are rare
+                clock=clock,
+                monotonic=monotonic,
+            )
+            self.client_id: str = signer.client_id
+            self.key_id: str | None = signer.key_id
+            method = "private_key_jwt"
+
+            def credentials() -> tuple[dict[str, str], dict[str, str]]:
+                signed = signer.credentials(fresh=True)
+                return dict(signed.form), dict(signed.headers)
+
+        elif client_id and client_secret:
+            basic = ClientSecretBasic(client_id, client_secret).credentials()
+            self.client_id = client_id
+            self.key_id = None
+            method = "client_secret_basic"
+
+            def credentials() -> tuple[dict[str, str], dict[str, str]]:
+                return {}, basic.headers
+
+        else:
+            raise ConfigurationError(
+                "TokenExchange needs the application's key (key_file=...) or its client id and "
+                "secret (client_id=..., client_secret=...)"
+            )
+        self._credentials = credentials
+        self._caller = Caller("application", self.client_id, self.key_id, method)
+        self._endpoint = token_endpoint_for(
+            self.issuer,
+            timeout=timeout,
+            max_retries=max_retries,
+            allow_insecure_http=allow_insecure_http,
+            http_client=http_client,
+            sync_http_client=sync_http_client,
+            monotonic=monotonic,
+        )
+
+    def __repr__(self) -> str:
+        key = f", key_id={self.key_id!r}" if self.key_id else ""
+        return f"TokenExchange({self.issuer!r}, client_id={self.client_id!r}{key})"
+
+    async def aexchange(
+        self,
+        subject_token: str,
+        *,
+        audience: str | Sequence[str] = (),
+        scopes: Iterable[str] = (),
+        subject_token_type: str = ACCESS_TOKEN_TYPE,
+    ) -> ExchangedToken:
+        """A token for ``subject_token``'s user, narrowed to ``audience`` (project ids) and
+        ``scopes`` when given (ZITADEL never widens them)."""
+        actor = await self.actor.atoken() if self.actor is not None else None
+        form = self._form(subject_token, subject_token_type, audience, scopes, actor)
+        return _exchanged(await self._endpoint.request(form, self._credentials, self._caller))
+
+    def exchange(
+        self,
+        subject_token: str,
+        *,
+        audience: str | Sequence[str] = (),
+        scopes: Iterable[str] = (),
+        subject_token_type: str = ACCESS_TOKEN_TYPE,
+    ) -> ExchangedToken:
+        """``aexchange`` for synchronous code."""
+        actor = self.actor.token() if self.actor is not None else None
+        form = self._form(subject_token, subject_token_type, audience, scopes, actor)
+        return _exchanged(self._endpoint.request_sync(form, self._credentials, self._caller))
+
+    @property
+    def token_requests(self) -> int:
+        """How many requests were sent to the token endpoint (retries included)."""
+        return self._endpoint.requests
+
+    def _form(
+        self,
+        subject_token: str,
+        subject_token_type: str,
+        audience: str | Sequence[str],
+        scopes: Iterable[str],
+        actor: str | None,
+    ) -> dict[str, str | list[str]]:
+        if not isinstance(subject_token, str) or not subject_token:
+            raise ConfigurationError("subject_token must be the caller's token, got nothing")
+        if isinstance(scopes, str):
+            raise ConfigurationError("scopes takes a list of scopes, not one string")
+        form: dict[str, str | list[str]] = {
+            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "subject_token": subject_token,
+            "subject_token_type": subject_token_type,
+            "requested_token_type": ACCESS_TOKEN_TYPE,
+        }
+        audiences = [audience] if isinstance(audience, str) else list(audience)
+        if audiences:
+            form["audience"] = audiences  # repeated fields, as RFC 8693 §2.1 sends several
+        scope = " ".join(scopes)
+        if scope:
+            form["scope"] = scope
+        if actor is not None:
+            form["actor_token"] = actor
+            form["actor_token_type"] = ACCESS_TOKEN_TYPE
+        return form
+
+    async def aclose(self) -> None:
+        """Close the connection pools to ZITADEL (not the actor's: it is the caller's)."""
+        await self._endpoint.http.aclose()
+        self._endpoint.sync_http.close()
+
+    def close(self) -> None:
+        self._endpoint.sync_http.close()
+
+    async def __aenter__(self) -> TokenExchange:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> TokenExchange:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _exchanged(issued: IssuedToken) -> ExchangedToken:
+    return ExchangedToken(
+        access_token=issued.access_token,
+        token_type=issued.token_type,
+        issued_token_type=issued.issued_token_type,
+        expires_in=issued.expires_in,
+        scopes=frozenset((issued.scope or "").split()),
+    )
