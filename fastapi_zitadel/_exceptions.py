@@ -63,19 +63,24 @@ class ZitadelError(Exception):
         self.description = description
         super().__init__(description)
 
-    def challenge(self, realm: str) -> str | None:
-        """The ``WWW-Authenticate`` value, or ``None`` when the response carries none."""
+    def challenge(self, realm: str, resource_metadata: str | None = None) -> str | None:
+        """The ``WWW-Authenticate`` value, or ``None`` when the response carries none.
+
+        ``resource_metadata`` is the URL of this API's RFC 9728 metadata, named in 401s.
+        """
         return None
 
     def public_description(self) -> str:
         """What the caller may read about the failure."""
         return "authentication failed"
 
-    def headers(self, realm: str) -> dict[str, str]:
-        challenge = self.challenge(realm)
+    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
+        challenge = self.challenge(realm, resource_metadata)
         return {} if challenge is None else {"WWW-Authenticate": challenge}
 
-    def to_http(self, conn: HTTPConnection, realm: str) -> HTTPException | WebSocketException:
+    def to_http(
+        self, conn: HTTPConnection, realm: str, *, resource_metadata: str | None = None
+    ) -> HTTPException | WebSocketException:
         """The exception FastAPI turns into this error's response (HTTP) or close (WebSocket)."""
         if conn.scope["type"] == "websocket":
             # 1008 (policy violation) for auth failures; 1013 (try again later) for outages,
@@ -91,9 +96,8 @@ class ZitadelError(Exception):
             "error": self.error or "missing_token",
             "error_description": self.public_description(),
         }
-        return HTTPException(
-            status_code=self.status_code, detail=detail, headers=self.headers(realm) or None
-        )
+        headers = self.headers(realm, resource_metadata)
+        return HTTPException(status_code=self.status_code, detail=detail, headers=headers or None)
 
 
 class ConfigurationError(ZitadelError, ValueError):
@@ -127,13 +131,15 @@ class AuthenticationError(ZitadelError):
     error: str | None = "invalid_token"
     status_code = status.HTTP_401_UNAUTHORIZED
 
-    def challenge(self, realm: str) -> str:
+    def challenge(self, realm: str, resource_metadata: str | None = None) -> str:
         parts = [f"realm={_quoted(realm)}"]
         if self.error is not None:
             parts += [
                 f"error={_quoted(self.error)}",
                 f"error_description={_quoted(self.description)}",
             ]
+        if resource_metadata is not None and self.status_code == status.HTTP_401_UNAUTHORIZED:
+            parts.append(f"resource_metadata={_quoted(resource_metadata)}")  # RFC 9728 §5.1
         return "Bearer " + ", ".join(parts)
 
     def public_description(self) -> str:
@@ -198,7 +204,7 @@ class InsufficientScopeError(ZitadelError):
         wanted = "one of" if any_of else "all of"
         return cls(f"requires {wanted} the roles {', '.join(roles)}{where}")
 
-    def challenge(self, realm: str) -> str:
+    def challenge(self, realm: str, resource_metadata: str | None = None) -> str:
         parts = [
             f"realm={_quoted(realm)}",
             f"error={_quoted(self.error)}",
@@ -226,7 +232,7 @@ class IdentityProviderError(ZitadelError):
         self.retry_after = retry_after
         super().__init__(description)
 
-    def headers(self, realm: str) -> dict[str, str]:
+    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
         return {"Retry-After": str(max(1, math.ceil(self.retry_after or 1)))}
 
     def public_description(self) -> str:

@@ -43,13 +43,17 @@ def test_exported_members() -> None:
         "Organization",
         "Principal",
         "PrincipalDependency",
+        "PrincipalLoader",
         "RedisCache",
         "ZitadelConfig",
+        "ZitadelCredentials",
         "ZitadelError",
         "ZitadelIntrospection",
         "ZitadelKeyFile",
+        "ZitadelMiddleware",
         "ZitadelOptional",
         "ZitadelSettings",
+        "ZitadelUser",
         "default_zitadel",
         "get_default_zitadel",
         "load_key_file",
@@ -89,7 +93,15 @@ def test_testing_exported_members() -> None:
 def test_every_setting_is_a_typed_keyword() -> None:
     """The constructor's keywords are exactly the settings (plus the components)."""
     parameters = inspect.signature(ZitadelIntrospection.__init__).parameters
-    settings = set(parameters) - {"self", "config", "http_client", "cache", "clock", "monotonic"}
+    components = {
+        "http_client",
+        "cache",
+        "clock",
+        "monotonic",
+        "principal_loader",
+        "principal_class",
+    }
+    settings = set(parameters) - {"self", "config", *components}
     assert settings == set(ZitadelConfig.model_fields)
     assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     hints = typing.get_type_hints(ZitadelIntrospection.__init__)
