@@ -63,11 +63,8 @@ class ZitadelError(Exception):
         self.description = description
         super().__init__(description)
 
-    def challenge(self, realm: str, resource_metadata: str | None = None) -> str | None:
-        """The ``WWW-Authenticate`` value, or ``None`` when the response carries none.
-
-        ``resource_metadata`` is the URL of this API's RFC 9728 metadata, named in 401s.
-        """
+    def challenge(self, realm: str) -> str | None:
+        """The ``WWW-Authenticate`` value, or ``None`` when the response carries none."""
         return None
 
     def public_description(self) -> str:
@@ -75,8 +72,14 @@ class ZitadelError(Exception):
         return "authentication failed"
 
     def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
-        challenge = self.challenge(realm, resource_metadata)
-        return {} if challenge is None else {"WWW-Authenticate": challenge}
+        """The response's headers; ``resource_metadata`` (the URL of this API's RFC 9728
+        metadata) is added to a 401's challenge (RFC 9728 §5.1)."""
+        challenge = self.challenge(realm)
+        if challenge is None:
+            return {}
+        if resource_metadata is not None and self.status_code == status.HTTP_401_UNAUTHORIZED:
+            challenge += f", resource_metadata={_quoted(resource_metadata)}"
+        return {"WWW-Authenticate": challenge}
 
     def to_http(
         self, conn: HTTPConnection, realm: str, *, resource_metadata: str | None = None
@@ -96,7 +99,12 @@ class ZitadelError(Exception):
             "error": self.error or "missing_token",
             "error_description": self.public_description(),
         }
-        headers = self.headers(realm, resource_metadata)
+        # Without metadata, called as before (subclasses may override headers(realm)).
+        headers = (
+            self.headers(realm)
+            if resource_metadata is None
+            else self.headers(realm, resource_metadata)
+        )
         return HTTPException(status_code=self.status_code, detail=detail, headers=headers or None)
 
 
@@ -131,15 +139,13 @@ class AuthenticationError(ZitadelError):
     error: str | None = "invalid_token"
     status_code = status.HTTP_401_UNAUTHORIZED
 
-    def challenge(self, realm: str, resource_metadata: str | None = None) -> str:
+    def challenge(self, realm: str) -> str:
         parts = [f"realm={_quoted(realm)}"]
         if self.error is not None:
             parts += [
                 f"error={_quoted(self.error)}",
                 f"error_description={_quoted(self.description)}",
             ]
-        if resource_metadata is not None and self.status_code == status.HTTP_401_UNAUTHORIZED:
-            parts.append(f"resource_metadata={_quoted(resource_metadata)}")  # RFC 9728 §5.1
         return "Bearer " + ", ".join(parts)
 
     def public_description(self) -> str:
@@ -204,7 +210,7 @@ class InsufficientScopeError(ZitadelError):
         wanted = "one of" if any_of else "all of"
         return cls(f"requires {wanted} the roles {', '.join(roles)}{where}")
 
-    def challenge(self, realm: str, resource_metadata: str | None = None) -> str:
+    def challenge(self, realm: str) -> str:
         parts = [
             f"realm={_quoted(realm)}",
             f"error={_quoted(self.error)}",

@@ -3,9 +3,11 @@ and methods, Starlette's ``request.user`` / ``@requires``, anonymous mode, WebSo
 lookup per request behind a dependency, outages; and on the same apps the RFC 9728 metadata,
 ``allowed_client_ids``, ``principal_loader`` and ``principal_class``."""
 
+import asyncio
 import re
 from typing import Annotated, Any
 
+import httpx
 import pytest
 from fastapi import Depends, FastAPI, Request, WebSocket
 from pydantic import Field
@@ -253,6 +255,26 @@ def test_protected_resource_metadata_and_challenge(world: World, token: str) -> 
         assert client.get("/.well-known/oauth-protected-resource/api").status_code == 200
 
 
+def test_only_401s_name_the_metadata(world: World) -> None:
+    zitadel = world.client(resource="http://127.0.0.1:8000/api", max_retries=0)
+    reader = world.token(scopes=["openid"])
+    with TestClient(build_app(zitadel)) as client:
+        app = client.app
+        assert isinstance(app, FastAPI)
+
+        @app.get("/needs-scope", dependencies=[Depends(zitadel.require_scope("items:write"))])
+        async def needs_scope() -> None:
+            return None
+
+        forbidden = client.get("/needs-scope", headers=bearer(reader))
+        assert forbidden.status_code == 403
+        assert "resource_metadata" not in forbidden.headers["www-authenticate"]
+        world.standin.inject("status", status=503, times=None)
+        outage = client.get("/items", headers=bearer(world.token(scopes=["profile"])))
+        assert outage.status_code == 503
+        assert "www-authenticate" not in outage.headers
+
+
 def test_metadata_path_without_a_resource_path(world: World) -> None:
     zitadel = world.client(resource="https://api.example.test/")
     assert zitadel.resource_metadata_url == (
@@ -362,6 +384,35 @@ def test_principal_loader_runs_once_per_verified_token(world: World, token: str)
         assert client.get("/account", headers=bearer(token)).status_code == 401
         assert len(calls) == 2
         assert client.get("/account").status_code == 401
+
+
+async def test_concurrent_first_requests_load_once(world: World, token: str) -> None:
+    calls = 0
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def load(principal: Principal) -> Account:
+        nonlocal calls
+        calls += 1
+        started.set()
+        await release.wait()
+        return Account(principal.subject or "", calls)
+
+    zitadel = world.client(principal_loader=load)
+    app = loader_app(zitadel)
+    await zitadel.verify(token)  # the verdict is cached: only the loader is concurrent
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+        requests = [
+            asyncio.ensure_future(client.get("/account", headers=bearer(token))) for _ in range(5)
+        ]
+        await started.wait()
+        for _ in range(50):  # let every request reach the loader's single flight
+            await asyncio.sleep(0)
+        release.set()
+        answers = await asyncio.gather(*requests)
+    assert [answer.json()["number"] for answer in answers] == [1] * 5
+    assert calls == 1
+    await zitadel.aclose()
 
 
 def test_a_loader_that_fails_is_a_500_and_not_kept(world: World, token: str) -> None:
