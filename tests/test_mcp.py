@@ -117,6 +117,34 @@ async def test_an_outage_is_a_503_not_a_401(served: Served) -> None:
     assert int(answer.headers["retry-after"]) >= 1
 
 
+async def test_through_the_sdk_alone_an_outage_is_a_500_never_a_401() -> None:
+    """Without ``protect()``, the SDK's own middleware lets the exception through."""
+    from mcp.server.mcpserver import MCPServer
+
+    standin = ZitadelStandIn()
+    with StandInProject(standin) as project:
+        sock = bind_socket("127.0.0.1", 0)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+        zitadel = project.introspection(
+            resource=url,
+            max_retries=0,
+            http_client=httpx.AsyncClient(transport=standin.transport()),
+        )
+        verifier = ZitadelTokenVerifier(zitadel)
+        server = MCPServer("bare", token_verifier=verifier, auth=verifier.auth_settings())
+        token = project.token("alice")
+        standin.inject("status", status=503, times=None)
+        with LoopbackServer(server.streamable_http_app(), sock=sock):
+            async with httpx2.AsyncClient() as http:
+                answer = await http.post(
+                    url,
+                    json=INITIALIZE,
+                    headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"},
+                )
+        await zitadel.aclose()
+    assert answer.status_code == 500
+
+
 async def test_the_verifier_raises_on_an_outage_and_maps_the_principal() -> None:
     standin = ZitadelStandIn()
     with StandInProject(standin) as project:
