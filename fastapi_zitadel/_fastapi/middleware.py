@@ -168,7 +168,7 @@ class ZitadelMiddleware:
             raise ConfigurationError("public_paths takes a list of paths, not one string")
         if zitadel.resource_metadata_path is not None:
             entries.append("GET,HEAD,OPTIONS " + zitadel.resource_metadata_path)
-        self._public = _PublicPaths(entries)
+        self._public = _PublicPaths(entries) or None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -176,7 +176,7 @@ class ZitadelMiddleware:
             await self.app(scope, receive, send)
             return
         public = self._public
-        if public and public.match(scope["path"], scope.get("method")):
+        if public is not None and public.match(scope["path"], scope.get("method")):
             scope["auth"], scope["user"] = AuthCredentials(), UnauthenticatedUser()
             await self.app(scope, receive, send)
             return
