@@ -2,9 +2,10 @@
 
 The server (``bench.server_app``) is pinned to one CPU and the load generator to the other,
 at a fixed number of keep-alive connections. Rounds alternate the open route, the cached
-``require_scope`` route, a cached ``Depends(zitadel)`` route and two floors (section 1's
-do-nothing security dependency used directly, (b), and wrapped like ``require_scope``, (c));
-every request carries the same Authorization header.
+``require_scope`` route, a cached ``Depends(zitadel)`` route, a route protected by
+``ZitadelMiddleware`` alone and two floors (section 1's do-nothing security dependency used
+directly, (b), and wrapped like ``require_scope``, (c)); every request carries the same
+Authorization header.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def run(args: argparse.Namespace) -> SectionResult:
             "protected": "/items",  # first: its request warms the cache
             "open": "/open",
             "authenticated": "/authenticated",
+            "middleware": "/mw/items",
             "floor": "/floor",
             "bare_floor": "/bare-floor",
         }
@@ -150,6 +152,7 @@ def run(args: argparse.Namespace) -> SectionResult:
         ("open", "no-auth route"),
         ("protected", "cached require_scope route"),
         ("authenticated", "cached Depends(zitadel) route"),
+        ("middleware", "cached route behind ZitadelMiddleware (no dependency)"),
         ("floor", "floor: do-nothing SecurityBase wrapped like require_scope (section 1 (c))"),
         ("bare_floor", "floor: do-nothing SecurityBase, Depends(floor) (section 1 (b))"),
     )
@@ -177,6 +180,14 @@ def run(args: argparse.Namespace) -> SectionResult:
         "Depends(zitadel) / open, requests per second",
         f"{authenticated_share:.1%}",
         f"authentication without the require_scope wrapper; {context}",
+    )
+    middleware_share, context = share_of("middleware")
+    result.add(
+        "ZitadelMiddleware / open, requests per second",
+        f"{middleware_share:.1%}",
+        f"the whole app behind the middleware; {context}",
+        ">= 90 %",
+        middleware_share >= 0.90,
     )
     bare_share, context = share_of("bare_floor")
     result.add(

@@ -1,6 +1,12 @@
 """The app section 5 serves with uvicorn: an open route, a cached ``require_scope`` route, a
-cached ``Depends(zitadel)`` route, and section 1's do-nothing security dependency as floors:
-used directly (b) and wrapped like ``require_scope`` (c).
+cached ``Depends(zitadel)`` route, section 1's do-nothing security dependency as floors:
+used directly (b) and wrapped like ``require_scope`` (c), and a route protected by
+``ZitadelMiddleware`` alone (``/mw/items``).
+
+The middleware's route lives in a second FastAPI app of the same shape, wrapped by the
+middleware; one path-prefix check in front dispatches between the two apps for every route
+alike, so the open route and the middleware's route pay the same for everything but the
+middleware.
 
     python -m bench.server_app [--cpu N]
 
@@ -21,13 +27,41 @@ from typing import Annotated
 import httpx
 import uvicorn
 from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench.hot_path import Floor, floor_wrapped
-from fastapi_zitadel import Principal, ZitadelIntrospection
+from fastapi_zitadel import Principal, ZitadelIntrospection, ZitadelMiddleware
 from fastapi_zitadel.testing import StandInProject, ZitadelStandIn
 
 SCOPE = "items:read"
 TOKEN_SCOPES = ("openid", "profile", "email", "urn:zitadel:iam:user:resourceowner", SCOPE)
+
+
+class _Dispatch:
+    """``/mw/...`` to the middleware-protected app, everything else to the main app."""
+
+    def __init__(self, main: FastAPI, protected: ASGIApp) -> None:
+        self.main = main
+        self.protected = protected
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/mw/"):
+            await self.protected(scope, receive, send)
+        else:
+            await self.main(scope, receive, send)
+
+
+def create_served_app() -> tuple[ASGIApp, ZitadelIntrospection, str]:
+    """What uvicorn serves: the main app and, under ``/mw/``, the middleware's app."""
+    app, zitadel, token = create_app()
+    protected = FastAPI()
+
+    @protected.get("/mw/items")
+    async def middleware_items() -> dict[str, bool]:  # the open route's shape
+        return {"ok": True}
+
+    protected.add_middleware(ZitadelMiddleware, zitadel=zitadel)
+    return _Dispatch(app, protected), zitadel, token
 
 
 def create_app() -> tuple[FastAPI, ZitadelIntrospection, str]:
@@ -81,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
-    app, _zitadel, token = create_app()
+    app, _zitadel, token = create_served_app()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

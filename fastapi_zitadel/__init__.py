@@ -40,8 +40,10 @@ from ._fastapi.defaults import (
     require_scope,
     set_default_zitadel,
 )
+from ._fastapi.middleware import ZitadelCredentials, ZitadelMiddleware, ZitadelUser
 from ._fastapi.requirements import PrincipalDependency
 from ._fastapi.security import ClientIdentity, ZitadelIntrospection, ZitadelOptional
+from ._fastapi.user import PrincipalLoader
 from ._idp.key_file import ZitadelKeyFile, load_key_file
 from ._metrics import MetricsSnapshot
 from ._principal import Actor, Organization, Principal
@@ -74,6 +76,7 @@ __all__ = [
     "Organization",
     "Principal",
     "PrincipalDependency",
+    "PrincipalLoader",
     "RedisCache",
     "ServiceAccountAuth",
     "SharedCacheUnavailable",
@@ -83,11 +86,14 @@ __all__ = [
     "TokenRequestRejected",
     "WrongKeyTypeError",
     "ZitadelConfig",
+    "ZitadelCredentials",
     "ZitadelError",
     "ZitadelIntrospection",
     "ZitadelKeyFile",
+    "ZitadelMiddleware",
     "ZitadelOptional",
     "ZitadelSettings",
+    "ZitadelUser",
     "default_zitadel",
     "get_default_zitadel",
     "load_key_file",

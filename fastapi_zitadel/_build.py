@@ -43,6 +43,8 @@ def cache_namespace(config: ZitadelConfig) -> bytes:
     checked against one audience or project to an instance configured for another.
     """
     parts = [config.issuer, ",".join(sorted(config.audience)), config.project_id or ""]
+    if config.allowed_client_ids:  # only when set: other namespaces stay as they were
+        parts.append("clients:" + ",".join(sorted(config.allowed_client_ids)))
     return hashlib.sha256("\n".join(parts).encode("utf-8")).digest()
 
 
@@ -123,6 +125,7 @@ def build(
     cache: IntrospectionCache | None,
     clock: Callable[[], float],
     monotonic: Callable[[], float],
+    principal_class: type[Principal] = Principal,
 ) -> Parts:
     auth = client_authentication(config, clock=clock, monotonic=monotonic)
     http = HttpClientProvider(http_client, timeout=config.timeout)
@@ -175,6 +178,8 @@ def build(
             project_id=config.project_id,
             clock=clock,
             monotonic=monotonic,
+            allowed_client_ids=config.allowed_client_ids,
+            principal_class=principal_class,
         ),
         policy=CachePolicy(ttl=config.cache_ttl, stale_if_error=config.stale_if_error),
         metrics=metrics,
@@ -187,7 +192,7 @@ def build(
         project_id = config.project_id
 
         def principal(claims: Mapping[str, Any]) -> Principal:
-            return Principal.from_claims(claims, project_id=project_id)
+            return principal_class.from_claims(claims, project_id=project_id)
 
         shared.bind(
             CacheBinding(

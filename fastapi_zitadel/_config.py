@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -57,6 +57,11 @@ class ZitadelConfig(BaseModel):
     client_id: str | None = None
     client_secret: SecretStr | None = None
     audience: Annotated[tuple[str, ...], NoDecode] = ()
+    allowed_client_ids: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Client ids (`client_id`/`azp`) a token must have been issued to "
+        "(comma-separated); empty: any client of an accepted audience",
+    )
     project_id: str | None = None
     introspection_endpoint: str | None = None
     cache_ttl: float = Field(default=60.0, ge=0, le=86_400)
@@ -87,6 +92,14 @@ class ZitadelConfig(BaseModel):
     scheme_description: str | None = None
     swagger_client_id: str | None = None
     websocket_query_token: bool = False
+    resource: str | None = Field(
+        default=None,
+        description="This API's resource identifier URL (RFC 9728): serves its protected "
+        "resource metadata and names it in every 401 challenge",
+    )
+    resource_name: str | None = None
+    resource_documentation: str | None = None
+    unknown_user_status: Literal[401, 403] = 403
 
     @model_validator(mode="before")
     @classmethod
@@ -132,7 +145,7 @@ class ZitadelConfig(BaseModel):
             )
         return value
 
-    @field_validator("audience", "assertion_audience", mode="before")
+    @field_validator("audience", "assertion_audience", "allowed_client_ids", mode="before")
     @classmethod
     def _split_audience(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -142,13 +155,23 @@ class ZitadelConfig(BaseModel):
     @model_validator(mode="after")
     def _check_consistency(self) -> ZitadelConfig:
         # Here rather than in field validators: both depend on allow_insecure_http.
-        urls = {"issuer": self.issuer, "introspection_endpoint": self.introspection_endpoint}
+        urls = {
+            "issuer": self.issuer,
+            "introspection_endpoint": self.introspection_endpoint,
+            "resource": self.resource,
+        }
         for name, url in urls.items():
             if url is not None:
                 try:
                     check_url(url, allow_insecure_http=self.allow_insecure_http)
                 except ValueError as exc:
                     raise ValueError(f"{name}: {exc}") from None
+        if self.resource is not None and "#" in self.resource:
+            raise ValueError("resource: must not contain a fragment (RFC 9728 §1.2)")
+        if self.resource is None and (self.resource_name or self.resource_documentation):
+            raise ValueError(
+                "resource_name and resource_documentation need resource (ZITADEL_RESOURCE)"
+            )
         self._check_credentials()
         return self
 

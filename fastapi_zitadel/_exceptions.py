@@ -81,11 +81,19 @@ class ZitadelError(Exception):
         """What the caller may read about the failure."""
         return "authentication failed"
 
-    def headers(self, realm: str) -> dict[str, str]:
+    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
+        """The response's headers; ``resource_metadata`` (the URL of this API's RFC 9728
+        metadata) is added to a 401's challenge (RFC 9728 §5.1)."""
         challenge = self.challenge(realm)
-        return {} if challenge is None else {"WWW-Authenticate": challenge}
+        if challenge is None:
+            return {}
+        if resource_metadata is not None and self.status_code == status.HTTP_401_UNAUTHORIZED:
+            challenge += f", resource_metadata={_quoted(resource_metadata)}"
+        return {"WWW-Authenticate": challenge}
 
-    def to_http(self, conn: HTTPConnection, realm: str) -> HTTPException | WebSocketException:
+    def to_http(
+        self, conn: HTTPConnection, realm: str, *, resource_metadata: str | None = None
+    ) -> HTTPException | WebSocketException:
         """The exception FastAPI turns into this error's response (HTTP) or close (WebSocket)."""
         if conn.scope["type"] == "websocket":
             # 1008 (policy violation) for auth failures; 1013 (try again later) for outages,
@@ -101,9 +109,13 @@ class ZitadelError(Exception):
             "error": self.error or "missing_token",
             "error_description": self.public_description(),
         }
-        return HTTPException(
-            status_code=self.status_code, detail=detail, headers=self.headers(realm) or None
+        # Without metadata, called as before (subclasses may override headers(realm)).
+        headers = (
+            self.headers(realm)
+            if resource_metadata is None
+            else self.headers(realm, resource_metadata)
         )
+        return HTTPException(status_code=self.status_code, detail=detail, headers=headers or None)
 
 
 class ConfigurationError(ZitadelError, ValueError):
@@ -252,7 +264,7 @@ class IdentityProviderError(ZitadelError):
         self.retry_after = retry_after
         super().__init__(description)
 
-    def headers(self, realm: str) -> dict[str, str]:
+    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
         return {"Retry-After": str(max(1, math.ceil(self.retry_after or 1)))}
 
     def public_description(self) -> str:
@@ -319,7 +331,7 @@ class SharedCacheUnavailable(ZitadelError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     error = "temporarily_unavailable"
 
-    def headers(self, realm: str) -> dict[str, str]:
+    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
         return {"Retry-After": "1"}
 
     def public_description(self) -> str:

@@ -14,7 +14,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, create_model
 
 from . import _claims as read
 from ._interning import EMPTY, SharedFieldSet, freeze, shared_roles, thaw
@@ -102,8 +102,10 @@ class Principal(BaseModel):
         """
         claims = freeze(claims)
         preferred_username = read.text(claims, "preferred_username")
+        custom = {} if cls is Principal else _custom_claims(cls, claims)
         return cls.model_construct(
             _fields_set=_FROM_CLAIMS,
+            **custom,
             subject=read.strict_text(claims, "sub"),
             client_id=read.strict_text(claims, "client_id"),
             username=read.text(claims, "username") or preferred_username,
@@ -170,6 +172,30 @@ class Principal(BaseModel):
 
 
 _FROM_CLAIMS = SharedFieldSet(Principal.model_fields)
+
+
+@functools.cache
+def _custom_model(cls: type[Principal]) -> type[BaseModel] | None:
+    """The fields a ``Principal`` subclass adds, as a model of their own (validated from the
+    claim named by each field's alias, or its name)."""
+    extra = {
+        name: (field.annotation, field)
+        for name, field in cls.model_fields.items()
+        if name not in Principal.model_fields
+    }
+    if not extra:
+        return None
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{cls.__name__}CustomClaims", __config__=ConfigDict(populate_by_name=True), **extra
+    )
+
+
+def _custom_claims(cls: type[Principal], claims: Mapping[str, Any]) -> dict[str, Any]:
+    """A subclass's own fields from ``claims``; raises pydantic's ``ValidationError``."""
+    model = _custom_model(cls)
+    if model is None:
+        return {}
+    return dict(model.model_validate(thaw(claims)))
 
 
 @functools.lru_cache(maxsize=1024)

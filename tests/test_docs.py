@@ -46,10 +46,14 @@ TESTED_SNIPPETS = {
     "introspection-answer.json",
     "key-file.json",
     "logging_setup.py",
+    "mcp_server.py",
+    "middleware.py",
     "module_level.py",
     "myapp.py",
+    "own_user.py",
     "quickstart.py",
     "replicas.py",
+    "resource_metadata.py",
     "routes.py",
     "service_account.py",
     "service_account_sync.py",
@@ -805,3 +809,81 @@ def test_token_exchange_snippet(
     acting = [(found.user, (found.actor or {}).get("sub")) for found in exchanged]
     assert acting == [(alice, robot.id)]
     assert exchanged[0].audience[-1] == zitadel_project.project.id
+
+
+# The middleware, RFC 9728, the app's own user, MCP --------------------------------------
+
+
+def test_middleware_snippet(zitadel_env: dict[str, str], zitadel_token: Callable[..., str]) -> None:
+    app = run_snippet("middleware.py")["app"]
+    with TestClient(app) as client:
+        assert client.get("/health").json() == {"ok": True}
+        assert client.options("/me").status_code != 401  # preflight passes
+        assert client.get("/me").status_code == 401
+        admin, reader = zitadel_token("alice", roles=["admin"]), zitadel_token("bob")
+        me = client.get("/me", headers=bearer(admin)).json()
+        assert me["name"] == "alice"
+        assert "role:admin" in me["scopes"]
+        assert client.get("/admin", headers=bearer(admin)).json() == {"ok": True}
+        assert client.get("/admin", headers=bearer(reader)).status_code == 403
+        assert client.get("/principal", headers=bearer(admin)).json()["subject"]
+
+
+def test_own_user_snippet(zitadel_env: dict[str, str], zitadel_token: Callable[..., str]) -> None:
+    snippet = run_snippet("own_user.py")
+    with TestClient(snippet["app"]) as client:
+        answer = client.get("/account", headers=bearer(zitadel_token("alice")))
+        assert answer.json() == {"id": 1, "plan": "gold"}
+        assert client.get("/account", headers=bearer(zitadel_token("bob"))).status_code == 403
+        assert client.get("/account").status_code == 401
+
+
+def test_resource_metadata_snippet(
+    zitadel_env: dict[str, str],
+    zitadel_token: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ZITADEL_RESOURCE", "https://api.example.com/shop")
+    app = run_snippet("resource_metadata.py")["app"]
+    url = "https://api.example.com/.well-known/oauth-protected-resource/shop"
+    with TestClient(app) as client:
+        document = client.get("/.well-known/oauth-protected-resource/shop").json()
+        assert document == {
+            "resource": "https://api.example.com/shop",
+            "authorization_servers": [zitadel_env["ZITADEL_ISSUER"]],
+            "bearer_methods_supported": ["header"],
+            "scopes_supported": ["items:read"],
+            "resource_name": "Example shop",
+        }
+        challenge = client.get("/shop/me").headers["www-authenticate"]
+        assert challenge == f'Bearer realm="api", resource_metadata="{url}"'
+
+
+def test_mcp_server_snippet(
+    zitadel_env: dict[str, str],
+    zitadel_token: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ZITADEL_RESOURCE", "http://127.0.0.1:8000/mcp")
+    app = run_snippet("mcp_server.py")["app"]
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "docs", "version": "1"},
+        },
+    }
+    headers = {"Accept": "application/json, text/event-stream"}
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        refused = client.post("/mcp", json=initialize, headers=headers)
+        assert refused.status_code == 401
+        assert (
+            'resource_metadata="http://127.0.0.1:8000/.well-known/oauth-protected-resource/mcp"'
+            in (refused.headers["www-authenticate"])
+        )
+        token = zitadel_token("alice")
+        accepted = client.post("/mcp", json=initialize, headers={**headers, **bearer(token)})
+        assert accepted.status_code == 200

@@ -45,6 +45,7 @@ def test_exported_members() -> None:
         "Organization",
         "Principal",
         "PrincipalDependency",
+        "PrincipalLoader",
         "RedisCache",
         "ServiceAccountAuth",
         "SharedCacheUnavailable",
@@ -54,11 +55,14 @@ def test_exported_members() -> None:
         "TokenRequestRejected",
         "WrongKeyTypeError",
         "ZitadelConfig",
+        "ZitadelCredentials",
         "ZitadelError",
         "ZitadelIntrospection",
         "ZitadelKeyFile",
+        "ZitadelMiddleware",
         "ZitadelOptional",
         "ZitadelSettings",
+        "ZitadelUser",
         "default_zitadel",
         "get_default_zitadel",
         "load_key_file",
@@ -98,7 +102,15 @@ def test_testing_exported_members() -> None:
 def test_every_setting_is_a_typed_keyword() -> None:
     """The constructor's keywords are exactly the settings (plus the components)."""
     parameters = inspect.signature(ZitadelIntrospection.__init__).parameters
-    settings = set(parameters) - {"self", "config", "http_client", "cache", "clock", "monotonic"}
+    components = {
+        "http_client",
+        "cache",
+        "clock",
+        "monotonic",
+        "principal_loader",
+        "principal_class",
+    }
+    settings = set(parameters) - {"self", "config", *components}
     assert settings == set(ZitadelConfig.model_fields)
     assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     hints = typing.get_type_hints(ZitadelIntrospection.__init__)

@@ -73,6 +73,12 @@ DESCRIPTIONS: dict[str, str] = {
     "the issuer",
     "swagger_client_id": "Client id of a ZITADEL web application (PKCE) for the Authorize "
     "button of Swagger UI; without it, Swagger UI takes a pasted token",
+    "resource_name": "RFC 9728 `resource_name`: a human-readable name of this API in its "
+    "protected resource metadata (needs `resource`)",
+    "resource_documentation": "RFC 9728 `resource_documentation`: a URL of this API's "
+    "documentation for developers (needs `resource`)",
+    "unknown_user_status": "The status when `principal_loader` returns `None` for a valid token: "
+    "`403` (`insufficient_scope`, default) or `401` (`invalid_token`)",
     "websocket_query_token": "Also accept `?access_token=` on WebSocket routes (never on HTTP "
     "routes). Off by default because servers log query strings",
 }

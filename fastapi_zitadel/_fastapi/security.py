@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from os import PathLike
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, WebSocketException
 from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
+from fastapi.responses import JSONResponse
 from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
 from pydantic import ValidationError
@@ -45,13 +46,21 @@ from fastapi_zitadel._metrics import MetricsSnapshot
 from fastapi_zitadel._principal import Principal
 from fastapi_zitadel._resilience.circuit_breaker import CircuitState
 
-from . import openapi, requirements
+from . import metadata, openapi, requirements
 from .bearer import extract_bearer
 from .requirements import PrincipalDependency
+from .user import PrincipalLoader, UserLoader, user_dependency
 
 __all__ = ["ClientIdentity", "ZitadelIntrospection", "ZitadelOptional"]
 
-_COMPONENTS = ("http_client", "cache", "clock", "monotonic")
+_COMPONENTS = (
+    "http_client",
+    "cache",
+    "clock",
+    "monotonic",
+    "principal_loader",
+    "principal_class",
+)
 
 
 class ClientIdentity:
@@ -87,6 +96,7 @@ class ZitadelIntrospection(SecurityBase):
         client_id: str | None = None,
         client_secret: str | None = None,
         audience: str | Sequence[str] | None = None,
+        allowed_client_ids: str | Sequence[str] | None = None,
         project_id: str | None = None,
         introspection_endpoint: str | None = None,
         cache_ttl: float | None = None,
@@ -112,14 +122,21 @@ class ZitadelIntrospection(SecurityBase):
         scheme_description: str | None = None,
         swagger_client_id: str | None = None,
         websocket_query_token: bool | None = None,
+        resource: str | None = None,
+        resource_name: str | None = None,
+        resource_documentation: str | None = None,
+        unknown_user_status: Literal[401, 403] | None = None,
         config: ZitadelConfig | None = None,
         http_client: httpx.AsyncClient | None = None,
         cache: IntrospectionCache | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        principal_loader: PrincipalLoader | None = None,
+        principal_class: type[Principal] = Principal,
     ) -> None:
-        # Every parameter but the last five is a setting of ZitadelConfig (a test keeps the
-        # two lists equal); those given, and only those, override ``config``.
+        # Every parameter from ``config`` on is a component, the others are the settings of
+        # ZitadelConfig (a test keeps the two lists equal); those given, and only those,
+        # override ``config``.
         given = locals()
         explicit = {
             name: given[name]
@@ -128,8 +145,17 @@ class ZitadelIntrospection(SecurityBase):
         }
         self.config = merged_config(config, explicit)
         self._parts = build(
-            self.config, http_client=http_client, cache=cache, clock=clock, monotonic=monotonic
+            self.config,
+            http_client=http_client,
+            cache=cache,
+            clock=clock,
+            monotonic=monotonic,
+            principal_class=principal_class,
         )
+        resource = self.config.resource
+        self._resource_metadata = None if resource is None else metadata.metadata_url(resource)
+        self._loader = None if principal_loader is None else UserLoader(principal_loader)
+        self._user: Callable[..., Any] | None = None
         self._pipeline = self._parts.pipeline
         self._scheme = openapi.security_scheme(self.config)
         self.scheme_name = self.config.scheme_name
@@ -204,11 +230,14 @@ class ZitadelIntrospection(SecurityBase):
         return await self._pipeline.verify(token)
 
     async def invalidate(self, token: str) -> None:
-        """Forget what is cached for ``token``, e.g. right after revoking it."""
+        """Forget what is cached for ``token``, e.g. right after revoking it (its loaded user
+        goes with its cached principal)."""
         await self._pipeline.invalidate(token)
 
     async def clear(self) -> None:
-        """Forget every cached result."""
+        """Forget every cached result (and every loaded user)."""
+        if self._loader is not None:
+            self._loader.clear()
         await self._pipeline.clear()
 
     async def discover(self) -> str:
@@ -230,7 +259,7 @@ class ZitadelIntrospection(SecurityBase):
         """The dependency: the verified ``Principal``, holding every scope in ``Security``."""
         principal = await self.authenticate_optional(conn)
         if principal is None:
-            raise MissingTokenError().to_http(conn, self.config.realm)
+            raise self._http_error(MissingTokenError(), conn)
         if security_scopes.scopes:
             _check_scopes(conn, principal, security_scopes.scopes, self.config.realm)
         return principal
@@ -239,7 +268,7 @@ class ZitadelIntrospection(SecurityBase):
         """The request's ``Principal``; raises the HTTP (or WebSocket) error otherwise."""
         principal = await self.authenticate_optional(conn)
         if principal is None:
-            raise MissingTokenError().to_http(conn, self.config.realm)
+            raise self._http_error(MissingTokenError(), conn)
         return principal
 
     async def authenticate_optional(self, conn: HTTPConnection) -> Principal | None:
@@ -268,10 +297,81 @@ class ZitadelIntrospection(SecurityBase):
             digest = pipeline.key(token)
             principal = pipeline.cached(digest) or await pipeline.resolve(token, digest)
         except ZitadelError as error:
-            raise error.to_http(conn, self.config.realm) from None
+            raise self._http_error(error, conn) from None
         if http:
             scope[self._memo_key] = principal
         return principal
+
+    async def identify(self, conn: HTTPConnection) -> Principal | None:
+        """``authenticate_optional`` for ASGI code: ``None`` without a token, the
+        ``ZitadelError`` itself (not its HTTP form) for a bad one or an outage.
+
+        Memoised per HTTP request like the dependency, so a dependency behind
+        ``ZitadelMiddleware`` reuses the middleware's verdict: one lookup per request.
+        """
+        scope = conn.scope
+        http = scope["type"] == "http"
+        principal: Principal | None = scope.get(self._memo_key) if http else None
+        if principal is not None:
+            return principal
+        pipeline = self._pipeline
+        token = extract_bearer(
+            conn, max_length=self._max_token_length, allow_query=self._query_tokens and not http
+        )
+        if token is None:
+            return None
+        digest = pipeline.key(token)
+        principal = pipeline.cached(digest) or await pipeline.resolve(token, digest)
+        if http:
+            scope[self._memo_key] = principal
+        return principal
+
+    def _http_error(
+        self, error: ZitadelError, conn: HTTPConnection
+    ) -> HTTPException | WebSocketException:
+        return error.to_http(conn, self.config.realm, resource_metadata=self._resource_metadata)
+
+    @property
+    def resource_metadata_url(self) -> str | None:
+        """Where this API's RFC 9728 metadata is served (``resource`` set), else ``None``."""
+        return self._resource_metadata
+
+    @property
+    def resource_metadata_path(self) -> str | None:
+        """The path ``install()`` serves the RFC 9728 metadata at, else ``None``."""
+        resource = self.config.resource
+        return None if resource is None else metadata.metadata_path(resource)
+
+    def resource_metadata(self, app: FastAPI | None = None) -> dict[str, Any]:
+        """The RFC 9728 document; ``scopes_supported`` lists the scopes ``app``'s routes
+        require (from its OpenAPI schema) and those of ``require_scope``."""
+        if self.config.resource is None:
+            raise ConfigurationError("RFC 9728 metadata needs resource (ZITADEL_RESOURCE)")
+        scopes = set(requirements.documented_scopes(self))
+        if app is not None:
+            scopes |= metadata.schema_scopes(app.openapi(), self.scheme_name)
+        return metadata.document(self.config, scopes)
+
+    @property
+    def user(self) -> Callable[..., Any]:
+        """A dependency giving ``principal_loader``'s user for the caller (401 without a
+        valid token; 403, or 401 with ``unknown_user_status=401``, when it returns ``None``).
+
+        Keep the type with an alias: ``CurrentUser = Annotated[User, Depends(zitadel.user)]``.
+        """
+        if self._loader is None:
+            raise ConfigurationError(
+                "zitadel.user needs principal_loader= (an async function from the Principal "
+                "to your user)"
+            )
+        if self._user is None:
+            self._user = user_dependency(
+                self,
+                self._loader,
+                unknown_status=self.config.unknown_user_status,
+                resource_metadata=self._resource_metadata,
+            )
+        return self._user
 
     @property
     def optional(self) -> ZitadelOptional:
@@ -320,6 +420,18 @@ class ZitadelIntrospection(SecurityBase):
                 yield state
 
         app.router.lifespan_context = lifespan
+        metadata_path = self.resource_metadata_path
+        if metadata_path is not None:
+            served: list[dict[str, Any]] = []
+
+            async def protected_resource_metadata() -> JSONResponse:
+                if not served:  # built once: the routes are declared by now
+                    served.append(self.resource_metadata(app))
+                return JSONResponse(served[0], headers={"Cache-Control": "max-age=3600"})
+
+            app.add_api_route(
+                metadata_path, protected_resource_metadata, methods=["GET"], include_in_schema=False
+            )
         if self.swagger_ui_init_oauth is not None:
             app.swagger_ui_init_oauth = self.swagger_ui_init_oauth
         build_openapi = app.openapi

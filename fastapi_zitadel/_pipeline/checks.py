@@ -12,6 +12,8 @@ import logging
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
 from fastapi_zitadel._exceptions import (
     IdentityProviderUnavailable,
     InvalidTokenError,
@@ -40,9 +42,13 @@ class ClaimChecks:
         project_id: str | None,
         clock: Callable[[], float],
         monotonic: Callable[[], float],
+        allowed_client_ids: Collection[str] = (),
+        principal_class: type[Principal] = Principal,
     ) -> None:
         self._issuer = issuer
         self._audiences = frozenset(audiences)
+        self._allowed_client_ids = frozenset(allowed_client_ids)
+        self._principal_class = principal_class
         self._leeway = leeway
         self._project_id = project_id
         self._clock = clock
@@ -75,12 +81,31 @@ class ClaimChecks:
                 detail=f"the token's audiences: {', '.join(principal.audience) or 'none'}; "
                 f"accepted (audience): {', '.join(sorted(audiences))}",
             )
+        allowed = self._allowed_client_ids
+        if allowed:
+            # ZITADEL puts every application of the project in ``aud`` (zitadel/zitadel#9200):
+            # the audience alone admits tokens issued to sibling apps.
+            client = principal.client_id or _text(principal.claims.get("azp"))
+            if client not in allowed:
+                raise InvalidTokenError(
+                    "the token was issued to a client this API does not accept",
+                    detail=f"the token's client id: {client or 'none'}; "
+                    f"accepted (allowed_client_ids): {', '.join(sorted(allowed))}",
+                )
         return principal
 
     def parse(self, claims: Mapping[str, Any]) -> Principal:
         """The principal for ``claims``; a shape no server should send is an IdP fault."""
         try:
-            return Principal.from_claims(claims, project_id=self._project_id)
+            return self._principal_class.from_claims(claims, project_id=self._project_id)
+        except ValidationError as exc:
+            # A custom claim of principal_class= is missing or has the wrong shape: the token
+            # lacks what this API requires (a 401), not an IdP fault.
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+            raise InvalidTokenError(
+                "the token lacks claims this API requires",
+                detail=f"custom claims of {self._principal_class.__name__}: {fields}",
+            ) from None
         except RecursionError:  # nesting deep enough to parse but not to walk
             problem = "nested too deeply"
         except MalformedClaimError as exc:
@@ -89,3 +114,7 @@ class ClaimChecks:
         raise IdentityProviderUnavailable(
             f"malformed introspection answer: {problem}", retry_after=5.0
         ) from None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

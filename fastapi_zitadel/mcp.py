@@ -1,0 +1,126 @@
+"""ZITADEL tokens for MCP servers built with the official MCP Python SDK (the ``mcp`` extra).
+
+``ZitadelTokenVerifier(zitadel)`` implements the SDK's ``TokenVerifier`` protocol
+(``mcp.server.auth.provider``), so ``MCPServer(token_verifier=..., auth=...)`` verifies
+ZITADEL tokens with this library's caches, single flight and circuit breaker::
+
+    zitadel = ZitadelIntrospection.from_env()          # ZITADEL_RESOURCE=https://host/mcp
+    verifier = ZitadelTokenVerifier(zitadel)
+    server = MCPServer("shop", token_verifier=verifier, auth=verifier.auth_settings())
+    app = verifier.protect(server.streamable_http_app())
+
+What an IdP outage looks like: the protocol has only ``None`` ("a bad token", which the SDK
+answers with a 401), so the verifier never returns ``None`` for an outage: it raises the
+``IdentityProviderError``. Inside the SDK alone that exception is a 500 (fail closed, never a
+401 that would make a client throw a good token away). ``protect(app)`` puts
+``ZitadelMiddleware`` (``require=False``) in front of the SDK's app: an outage is then a 503
+with ``Retry-After`` before the SDK sees the request, an invalid token the library's 401 (with
+``resource_metadata``), and a request without a token goes on to the SDK's own 401.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from ._exceptions import ConfigurationError, InvalidTokenError
+from ._fastapi.middleware import ZitadelMiddleware
+from ._fastapi.security import ZitadelIntrospection
+from ._principal import Principal
+
+__all__ = ["ZitadelTokenVerifier"]
+
+
+class ZitadelTokenVerifier:
+    """The MCP SDK's ``TokenVerifier`` on a ``ZitadelIntrospection``.
+
+    ``AccessToken.scopes`` holds the token's scopes and, as ``<role_prefix><role>``
+    (``role:admin``), its project roles, so ``AuthSettings(required_scopes=["role:mcp"])``
+    demands a ZITADEL role (ZITADEL has no custom scopes).
+    """
+
+    def __init__(self, zitadel: ZitadelIntrospection, *, role_prefix: str = "role:") -> None:
+        if not isinstance(zitadel, ZitadelIntrospection):
+            raise ConfigurationError("ZitadelTokenVerifier needs a ZitadelIntrospection")
+        self.zitadel = zitadel
+        self.role_prefix = role_prefix
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        """The token's ``AccessToken``, or ``None`` when it is not valid.
+
+        Raises ``IdentityProviderError`` when that cannot be decided now (never ``None``).
+        """
+        try:
+            principal = await self.zitadel.verify(token)
+        except InvalidTokenError:
+            return None
+        return self.access_token(token, principal)
+
+    def access_token(self, token: str, principal: Principal) -> AccessToken:
+        """The SDK's view of a verified ``principal``."""
+        expires = principal.expires_at
+        roles = [self.role_prefix + role for role in sorted(principal.roles)]
+        return AccessToken(
+            token=token,
+            client_id=principal.client_id or principal.subject or "",
+            scopes=sorted(principal.scopes) + roles,
+            expires_at=None if expires is None else int(expires.timestamp()),
+            resource=self._resource(principal.audience),
+            subject=principal.subject,
+            claims=principal.model_dump(include={"claims"})["claims"],
+        )
+
+    def _resource(self, audience: Sequence[str]) -> str | None:
+        """The audience entry naming this server: the configured ``resource`` when the token
+        carries it, else the project id, else the first audience (ZITADEL's ``aud`` holds
+        client and project ids, not URLs; the audience is checked by ``audience=``)."""
+        config = self.zitadel.config
+        for candidate in (config.resource, config.project_id):
+            if candidate is not None and candidate in audience:
+                return candidate
+        return audience[0] if audience else None
+
+    def auth_settings(self, required_scopes: Iterable[str] | None = None) -> AuthSettings:
+        """``AuthSettings`` for ``MCPServer(auth=...)``: ZITADEL as the issuer, ``resource``
+        (``ZITADEL_RESOURCE``) as the resource server URL, whose RFC 9728 metadata the SDK
+        serves. ``validate_token_resource`` is off: ZITADEL binds tokens to projects, not to
+        URLs, and the audience is checked here (``audience=``)."""
+        config = self.zitadel.config
+        if config.resource is None:
+            raise ConfigurationError(
+                "an MCP server needs resource (ZITADEL_RESOURCE): the server's URL, e.g. "
+                "https://mcp.example.com/mcp"
+            )
+        # Strings, not AnyHttpUrl(...): AuthSettings keeps a path-less issuer without the
+        # trailing slash pydantic would add, and issuers are compared exactly (RFC 8414).
+        settings: dict[str, Any] = {
+            "issuer_url": config.issuer,
+            "resource_server_url": config.resource,
+            "validate_token_resource": False,
+            "required_scopes": None if required_scopes is None else list(required_scopes),
+        }
+        if config.resource_documentation is not None:
+            settings["service_documentation_url"] = config.resource_documentation
+        return AuthSettings.model_validate(settings)
+
+    def protect(self, app: ASGIApp) -> ZitadelMiddleware:
+        """``app`` (the SDK's Starlette app) behind ``ZitadelMiddleware(require=False)``:
+        outages become 503 with ``Retry-After``; see the module docstring. A Starlette app's
+        lifespan also opens and closes the ``ZitadelIntrospection``."""
+        if isinstance(app, Starlette):
+            inner = app.router.lifespan_context
+            zitadel = self.zitadel
+
+            @asynccontextmanager
+            async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
+                async with zitadel.lifespan(asgi_app), inner(asgi_app) as state:
+                    yield state
+
+            app.router.lifespan_context = lifespan
+        return ZitadelMiddleware(app, zitadel=self.zitadel, require=False)

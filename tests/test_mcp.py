@@ -1,0 +1,170 @@
+"""An MCP server built with the official SDK, protected by ZITADEL, over streamable HTTP on
+loopback and driven by the SDK's own client: the 401 and its ``resource_metadata``, the
+metadata document the client reads, tools listed and called with a stand-in token, and what
+an IdP outage looks like (503 in front of the SDK, never a 401)."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp.client.auth.utils import (
+    extract_resource_metadata_from_www_auth,
+    handle_protected_resource_response,
+)
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.auth.provider import TokenVerifier
+
+from example_app.mcp_server import create_mcp_app
+from fastapi_zitadel import ConfigurationError, IdentityProviderError, ZitadelIntrospection
+from fastapi_zitadel.mcp import ZitadelTokenVerifier
+from fastapi_zitadel.testing import LoopbackServer, StandInProject, ZitadelStandIn, bind_socket
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "test", "version": "1"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+
+
+class Served:
+    def __init__(self, standin: ZitadelStandIn, project: StandInProject, url: str) -> None:
+        self.standin = standin
+        self.project = project
+        self.url = url
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    standin = ZitadelStandIn()  # in-process: the MCP server reaches it through its transport
+    with StandInProject(standin) as project:
+        sock = bind_socket("127.0.0.1", 0)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+        zitadel = project.introspection(
+            resource=url,
+            max_retries=0,
+            http_client=httpx.AsyncClient(transport=standin.transport()),
+        )
+        with LoopbackServer(create_mcp_app(zitadel), sock=sock):
+            yield Served(standin, project, url)
+
+
+def test_the_verifier_is_the_sdks_token_verifier() -> None:
+    standin = ZitadelStandIn()
+    with StandInProject(standin) as project:
+        verifier: TokenVerifier = ZitadelTokenVerifier(project.introspection())
+        assert isinstance(verifier, ZitadelTokenVerifier)
+        with pytest.raises(ConfigurationError, match="needs resource"):
+            ZitadelTokenVerifier(project.introspection()).auth_settings()
+
+
+async def test_no_token_401_points_to_metadata_the_client_reads(served: Served) -> None:
+    async with httpx2.AsyncClient() as http:
+        refused = await http.post(served.url, json=INITIALIZE, headers=MCP_HEADERS)
+        assert refused.status_code == 401
+        metadata_url = extract_resource_metadata_from_www_auth(refused)
+        assert metadata_url == served.url.replace(
+            "/mcp", "/.well-known/oauth-protected-resource/mcp"
+        )
+        metadata = await handle_protected_resource_response(await http.get(metadata_url))
+    assert metadata is not None
+    assert str(metadata.resource) == served.url
+    assert [str(server) for server in metadata.authorization_servers] == [served.standin.issuer]
+
+
+async def test_a_standin_token_lists_and_calls_tools(served: Served) -> None:
+    token = served.project.token("alice", roles=["reader"])
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"})
+    async with http, Client(streamable_http_client(served.url, http_client=http)) as client:
+        tools = await client.list_tools()
+        assert {tool.name for tool in tools.tools} == {"stock", "items"}
+        result = await client.call_tool("stock", {"item": "pear"})
+    assert not result.is_error
+    content: Any = result.content[0]
+    assert content.text == "5"
+
+
+async def test_an_invalid_token_is_the_librarys_401_with_resource_metadata(
+    served: Served,
+) -> None:
+    async with httpx2.AsyncClient() as http:
+        refused = await http.post(
+            served.url,
+            json=INITIALIZE,
+            headers={**MCP_HEADERS, "Authorization": "Bearer not-a-token"},
+        )
+    assert refused.status_code == 401
+    assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+    assert extract_resource_metadata_from_www_auth(refused) is not None
+
+
+async def test_an_outage_is_a_503_not_a_401(served: Served) -> None:
+    token = served.project.token("bob", roles=["reader"])  # never verified: not cached
+    served.standin.inject("status", status=503, times=None)
+    async with httpx2.AsyncClient() as http:
+        answer = await http.post(
+            served.url, json=INITIALIZE, headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"}
+        )
+    assert answer.status_code == 503
+    assert int(answer.headers["retry-after"]) >= 1
+
+
+async def test_through_the_sdk_alone_an_outage_is_a_500_never_a_401() -> None:
+    """Without ``protect()``, the SDK's own middleware lets the exception through."""
+    from mcp.server.mcpserver import MCPServer
+
+    standin = ZitadelStandIn()
+    with StandInProject(standin) as project:
+        sock = bind_socket("127.0.0.1", 0)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+        zitadel = project.introspection(
+            resource=url,
+            max_retries=0,
+            http_client=httpx.AsyncClient(transport=standin.transport()),
+        )
+        verifier = ZitadelTokenVerifier(zitadel)
+        server = MCPServer("bare", token_verifier=verifier, auth=verifier.auth_settings())
+        token = project.token("alice")
+        standin.inject("status", status=503, times=None)
+        with LoopbackServer(server.streamable_http_app(), sock=sock):
+            async with httpx2.AsyncClient() as http:
+                answer = await http.post(
+                    url,
+                    json=INITIALIZE,
+                    headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"},
+                )
+        await zitadel.aclose()
+    assert answer.status_code == 500
+
+
+async def test_the_verifier_raises_on_an_outage_and_maps_the_principal() -> None:
+    standin = ZitadelStandIn()
+    with StandInProject(standin) as project:
+        zitadel: ZitadelIntrospection = project.introspection(
+            resource="https://mcp.example.test/mcp",
+            max_retries=0,
+            http_client=httpx.AsyncClient(transport=standin.transport()),
+        )
+        verifier = ZitadelTokenVerifier(zitadel)
+        async with zitadel:
+            token = project.token("alice", roles=["reader"])
+            access = await verifier.verify_token(token)
+            assert access is not None
+            assert access.subject is not None
+            assert "role:reader" in access.scopes
+            assert access.resource == project.project.id
+            assert access.expires_at is not None
+            assert access.claims is not None
+            assert access.claims["sub"] == access.subject
+            assert await verifier.verify_token("garbage") is None
+            standin.inject("status", status=503, times=None)
+            with pytest.raises(IdentityProviderError):  # never None: that would be a 401
+                await verifier.verify_token(project.token("bob"))
