@@ -57,8 +57,12 @@ class Discovery:
         timeout: float,
         allow_insecure_http: bool,
         monotonic: Callable[[], float],
+        needs_introspection: bool = True,
     ) -> None:
+        """``needs_introspection=False`` (local JWT verification) accepts a document without
+        an introspection endpoint."""
         self._issuer = issuer
+        self._needs_introspection = needs_introspection
         self._http = http
         self._timeout = timeout
         self._allow_insecure_http = allow_insecure_http
@@ -124,7 +128,11 @@ class Discovery:
                 f"discovery document names issuer {shown!r}, expected exactly {self._issuer!r}"
             )
         endpoints = {name: self._endpoint(data, name) for name in _ENDPOINTS}
-        if endpoints["introspection_endpoint"] is None and self._configured_endpoint is None:
+        if (
+            endpoints["introspection_endpoint"] is None
+            and self._configured_endpoint is None
+            and self._needs_introspection
+        ):
             raise IdentityProviderUnavailable("discovery document has no introspection_endpoint")
         return ProviderMetadata(issuer=issuer, **endpoints)
 
