@@ -1,4 +1,5 @@
-"""Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662).
+"""Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662), locally
+(JWT access tokens against the issuer's keys), or both.
 
 The public API is what this module exports; everything else is private (``_*``) and may
 change without notice. ``tests/test_exported_members.py`` pins the list below.
@@ -33,7 +34,12 @@ from ._fastapi.defaults import (
     set_default_zitadel,
 )
 from ._fastapi.requirements import PrincipalDependency
-from ._fastapi.security import ClientIdentity, ZitadelIntrospection, ZitadelOptional
+from ._fastapi.security import (
+    ClientIdentity,
+    ZitadelIntrospected,
+    ZitadelIntrospection,
+    ZitadelOptional,
+)
 from ._idp.key_file import ZitadelKeyFile, load_key_file
 from ._metrics import MetricsSnapshot
 from ._principal import Organization, Principal
@@ -67,6 +73,7 @@ __all__ = [
     "RedisCache",
     "ZitadelConfig",
     "ZitadelError",
+    "ZitadelIntrospected",
     "ZitadelIntrospection",
     "ZitadelKeyFile",
     "ZitadelOptional",

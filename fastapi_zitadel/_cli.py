@@ -112,7 +112,9 @@ def _configured(args: argparse.Namespace) -> ZitadelIntrospection:
 async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: TextIO) -> int:
     config = zitadel.config
     client = zitadel.client
-    if client.key_id is not None:
+    if client is None:
+        kind = "no client credentials (not needed to verify JWTs locally)"
+    elif client.key_id is not None:
         kind = f"key id {client.key_id}, client {client.client_id}"
     else:
         kind = f"client {client.client_id} with a client secret"

@@ -12,14 +12,18 @@ import functools
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
 from . import _claims as read
 from ._interning import EMPTY, SharedFieldSet, freeze, shared_roles, thaw
 
-__all__ = ["Organization", "Principal"]
+__all__ = ["Organization", "Principal", "VerifiedBy"]
+
+VerifiedBy = Literal["introspection", "jwt"]
+"""How a principal's claims were obtained: ZITADEL's introspection answer, or a JWT access
+token whose signature was checked locally against the issuer's keys."""
 
 # Pydantic would copy a mapping into a plain dict; freezing after validation keeps it read-only.
 _freeze, _thaw = AfterValidator(freeze), PlainSerializer(thaw)
@@ -47,7 +51,9 @@ class Principal(BaseModel):
 
     ``roles`` maps a project role to the organizations that granted it:
     ``{"admin": {"<org id>": "<org primary domain>"}}``. ``claims`` holds every claim of the
-    answer, for anything not modelled here.
+    answer, for anything not modelled here. ``verified_by`` says where the claims come from:
+    ``"introspection"`` (ZITADEL's answer) or ``"jwt"`` (a JWT access token verified locally,
+    which carries fewer claims: no profile, e-mail or phone).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -74,20 +80,30 @@ class Principal(BaseModel):
     roles: RoleMap = Field(default_factory=_empty)
     metadata: Metadata = Field(default_factory=_empty)
     claims: Claims = Field(default_factory=_empty)
+    verified_by: VerifiedBy = "introspection"
 
     @classmethod
-    def from_claims(cls, claims: Mapping[str, Any], *, project_id: str | None = None) -> Principal:
-        """Build a principal from an active answer's claims.
+    def from_claims(
+        cls,
+        claims: Mapping[str, Any],
+        *,
+        project_id: str | None = None,
+        verified_by: VerifiedBy = "introspection",
+    ) -> Principal:
+        """Build a principal from an active answer's claims (or a verified JWT's).
 
         Raises ``MalformedClaimError`` when a validity-deciding claim has the wrong type.
         Fields are read and checked here, so pydantic's validation is skipped.
         """
         claims = freeze(claims)
         preferred_username = read.text(claims, "preferred_username")
+        client_id = read.strict_text(claims, "client_id")
+        if client_id is None and verified_by == "jwt":  # ZITADEL's docs name azp in its JWTs
+            client_id = read.text(claims, "azp")
         return cls.model_construct(
             _fields_set=_FROM_CLAIMS,
             subject=read.strict_text(claims, "sub"),
-            client_id=read.strict_text(claims, "client_id"),
+            client_id=client_id,
             username=read.text(claims, "username") or preferred_username,
             scopes=read.scopes(claims.get("scope")),
             audience=read.audience(claims.get("aud")),
@@ -108,6 +124,7 @@ class Principal(BaseModel):
             roles=shared_roles(read.roles(claims, project_id)),
             metadata=MappingProxyType(read.metadata(claims.get(read.METADATA_CLAIM))),
             claims=claims,
+            verified_by=verified_by,
         )
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Principal:

@@ -46,6 +46,7 @@ def test_exported_members() -> None:
         "RedisCache",
         "ZitadelConfig",
         "ZitadelError",
+        "ZitadelIntrospected",
         "ZitadelIntrospection",
         "ZitadelKeyFile",
         "ZitadelOptional",
@@ -104,7 +105,13 @@ def test_public_members_return_public_types() -> None:
     """Every public member of the main classes returns something importable from the root."""
     public = {getattr(fastapi_zitadel, name) for name in fastapi_zitadel.__all__}
     allowed_modules = {"builtins", "typing", "collections", "datetime", "fastapi", "starlette"}
-    for cls in (ZitadelIntrospection, fastapi_zitadel.ZitadelOptional, fastapi_zitadel.Principal):
+    classes = (
+        ZitadelIntrospection,
+        fastapi_zitadel.ZitadelOptional,
+        fastapi_zitadel.ZitadelIntrospected,
+        fastapi_zitadel.Principal,
+    )
+    for cls in classes:
         for name in _public_members(cls):
             member = getattr(cls, name)
             function = member.fget if isinstance(member, property) else member

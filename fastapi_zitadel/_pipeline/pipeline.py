@@ -13,6 +13,15 @@ tell right now); never as anything else.
 An ``invalidate()`` (or another replica's) voids the lookups of that token already in flight,
 so a result fetched before the revocation is never cached after it; other tokens' lookups are
 untouched.
+
+Which validator decides a miss depends on ``validation``: the introspection validator alone,
+the local JWT verifier alone (``local``), or both (``hybrid``): a JWT is verified locally and
+served at once, its introspection runs in the background (one per token at a time, inside the
+concurrency cap, once per cache lifetime), and replaces the cached entry with ZITADEL's
+answer. An inactive answer drops the token everywhere, as ``invalidate()`` does, and marks it
+*suspect*: until ZITADEL says it is active again, that token is introspected before it is
+served, so a revoked JWT passes at most one request per cache lifetime. Locally verified
+entries are kept in this process only: the shared tier holds introspection answers alone.
 """
 
 from __future__ import annotations
@@ -20,17 +29,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
-from fastapi_zitadel._exceptions import IdentityProviderUnavailable, InvalidTokenError
+from fastapi_zitadel._exceptions import (
+    IdentityProviderUnavailable,
+    InvalidTokenError,
+    ZitadelError,
+)
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
+from fastapi_zitadel._resilience.background import KeyedTasks, wait
 from fastapi_zitadel._resilience.single_flight import SingleFlight
 
 from .checks import ClaimChecks
+from .jwt_validator import OPAQUE_IN_LOCAL_MODE, JwtValidator
 from .validator import Validator
 
 __all__ = ["CachePolicy", "VerificationPipeline"]
@@ -76,7 +92,7 @@ class VerificationPipeline:
         negative: NegativeCache,
         shared: IntrospectionCache | None,
         flight: SingleFlight[Principal],
-        validator: Validator,
+        validator: Validator | None,
         checks: ClaimChecks,
         policy: CachePolicy,
         metrics: Metrics,
@@ -84,7 +100,13 @@ class VerificationPipeline:
         max_token_length: int,
         clock: Callable[[], float],
         monotonic: Callable[[], float],
+        jwt: JwtValidator | None = None,
+        suspects: NegativeCache | None = None,
     ) -> None:
+        """``validator`` introspects; ``jwt`` verifies JWTs locally; with both, hybrid mode
+        (``suspects`` then remembers tokens to introspect before serving them)."""
+        if validator is None and jwt is None:
+            raise ValueError("a pipeline needs a validator")
         self._namespace = namespace
         self._local = local
         self._negative = negative
@@ -100,6 +122,10 @@ class VerificationPipeline:
         self._monotonic = monotonic
         self._in_flight: dict[bytes, _InFlight] = {}
         self._shared_log = RateLimitedLog(logging.WARNING, monotonic=monotonic)
+        self._jwt = jwt
+        self._hybrid = jwt is not None and validator is not None
+        self._suspects = suspects if self._hybrid else None
+        self._confirmations: KeyedTasks[Principal] = KeyedTasks()
 
     # The hot path ------------------------------------------------------------------------
     def key(self, token: str) -> bytes:
@@ -168,6 +194,18 @@ class VerificationPipeline:
         return entry.principal
 
     async def _validate(self, key: CacheKey, deadline: float, *, held: bool) -> Principal:
+        jwt = self._jwt
+        if jwt is not None:
+            header = jwt.header(key.token)
+            if header is None and self._validator is None:
+                raise InvalidTokenError(OPAQUE_IN_LOCAL_MODE)  # no network call for it
+            suspects = self._suspects
+            if header is not None and (suspects is None or key.digest not in suspects):
+                return await self._verify_locally(key, header, deadline)
+        return await self._introspect(key, deadline, held=held)
+
+    async def _introspect(self, key: CacheKey, deadline: float, *, held: bool) -> Principal:
+        assert self._validator is not None
         digest = key.digest
         flight, started = self._open(digest)
         try:
@@ -189,9 +227,98 @@ class VerificationPipeline:
                 logger.debug(
                     "token %s is active, cached until %.0f", digest[:4].hex(), entry.expires_at
                 )
+            if self._suspects is not None:
+                self._suspects.discard(digest)  # ZITADEL says it is active: JWT path again
             return principal
         finally:
             self._close(digest, flight)
+
+    async def _verify_locally(
+        self, key: CacheKey, header: Mapping[str, Any], deadline: float
+    ) -> Principal:
+        assert self._jwt is not None
+        digest = key.digest
+        flight, started = self._open(digest)
+        try:
+            try:
+                claims = await self._jwt.verify(key.token, header, deadline)
+                principal = self._checks.principal(claims, verified_by="jwt")
+            except InvalidTokenError as exc:
+                logger.debug("token %s rejected: %s", digest[:4].hex(), exc.description)
+                self._negative.add(digest)
+                raise
+            entry = self._policy.entry(principal, self._clock())
+            if flight.invalidations == started:
+                if entry is not None:
+                    self._local.store(digest, entry)  # never shared: see the module docstring
+                if self._hybrid:
+                    self._confirm_in_background(key)
+            return principal
+        finally:
+            self._close(digest, flight)
+
+    # Hybrid mode: confirmation by introspection --------------------------------------------
+    def _confirm_in_background(self, key: CacheKey) -> None:
+        """Introspect a token just served from its JWT, without holding up the request."""
+        if self._confirmations.running(key.digest) is None:
+            self._metrics.background_introspections += 1
+            self._confirmations.start(key.digest, lambda: self._confirm(key))
+
+    async def confirmed(self, token: str, digest: bytes) -> Principal:
+        """Hybrid mode: ``token``'s principal once introspection has confirmed it (joining
+        the confirmation in flight, or starting one); ``InvalidTokenError`` if it is not
+        active, an ``IdentityProviderError`` if ZITADEL cannot tell now."""
+        key = CacheKey(digest, token)
+        task = self._confirmations.running(digest)
+        if task is None:
+            self._metrics.background_introspections += 1
+            task = self._confirmations.start(digest, lambda: self._confirm(key))
+        try:
+            return await wait(task, self._timeout + 1.0)
+        except asyncio.TimeoutError:  # the introspection has its own deadline: not expected
+            raise IdentityProviderUnavailable(
+                "the introspection confirming a JWT did not finish in time", retry_after=1.0
+            ) from None
+
+    async def _confirm(self, key: CacheKey) -> Principal:
+        assert self._validator is not None
+        digest = key.digest
+        flight, started = self._open(digest)
+        deadline = self._monotonic() + self._timeout
+        try:
+            claims = await self._validator.validate(key.token, deadline)
+            try:
+                if claims is None:
+                    raise InvalidTokenError("the token is not active")
+                principal = self._checks.principal(claims)
+            except InvalidTokenError:
+                if flight.invalidations == started:
+                    await self._revoked(key, deadline)
+                raise
+            entry = self._policy.entry(principal, self._clock())
+            if entry is not None and flight.invalidations == started:
+                self._local.store(digest, entry)
+                if self._shared is not None:
+                    await self._shared_call("set", self._shared.set(key, entry), deadline)
+            if self._suspects is not None:
+                self._suspects.discard(digest)
+            logger.debug("token %s confirmed by introspection", digest[:4].hex())
+            return principal
+        except ZitadelError as exc:
+            logger.debug("token %s not confirmed: %s", digest[:4].hex(), exc.description)
+            raise
+        finally:
+            self._close(digest, flight)
+
+    async def _revoked(self, key: CacheKey, deadline: float) -> None:
+        """A token served from its JWT is not active: drop it everywhere, and introspect it
+        before serving it again."""
+        digest = key.digest
+        logger.debug("token %s is inactive: dropped everywhere", digest[:4].hex())
+        self.forget(digest)  # marks it suspect too
+        self._negative.add(digest)
+        if self._shared is not None:  # the delete also tells the other replicas
+            await self._shared_call("delete", self._shared.delete(key), deadline)
 
     async def _inactive(self, key: CacheKey, deadline: float, *, held: bool) -> None:
         digest = key.digest
@@ -214,13 +341,23 @@ class VerificationPipeline:
     def forget(self, digest: bytes) -> None:
         """Drop a token's active entry (another replica saw it revoked or invalidated).
 
-        Its negative entry, if any, stays: "inactive" is what that replica learned too.
+        Its negative entry, if any, stays: "inactive" is what that replica learned too. In
+        hybrid mode the token becomes suspect: its next use is introspected before it is
+        served, whichever replica verified its JWT.
         """
         flight = self._in_flight.get(digest)
         if flight is not None:
             flight.invalidations += 1
         self._flight.forget(digest)
+        self._confirmations.forget(digest)
         self._local.discard(digest)
+        if self._suspects is not None:
+            self._suspects.add(digest)
+
+    def forget_local_jwts(self) -> None:
+        """Drop every locally verified entry (the issuer stopped publishing a key: what it
+        signed must be verified again, and fail)."""
+        self._local.discard_where(lambda entry: entry.principal.verified_by == "jwt")
 
     async def clear(self) -> None:
         self.forget_all()
@@ -232,18 +369,23 @@ class VerificationPipeline:
         for flight in self._in_flight.values():
             flight.invalidations += 1
         self._flight.forget_all()
+        self._confirmations.forget_all()
         self._negative.clear()
         self._local.discard_all()
 
     async def aclose(self) -> None:
+        """Cancel the background introspections still running, close the shared tier."""
+        await self._confirmations.aclose()
         if self._shared is not None:
             await self._shared.aclose()
 
     # Sizes, for the metrics ---------------------------------------------------------------
     @property
     def sizes(self) -> tuple[int, int, int]:
-        """Entries in the local and negative caches, and validations in flight."""
-        return len(self._local), len(self._negative), self._flight.in_flight()
+        """Entries in the local and negative caches, and validations in flight (background
+        introspections included)."""
+        in_flight = self._flight.in_flight() + self._confirmations.in_flight()
+        return len(self._local), len(self._negative), in_flight
 
     # Helpers -----------------------------------------------------------------------------
     def _open(self, digest: bytes) -> tuple[_InFlight, int]:
