@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -88,6 +88,7 @@ class WebApplication:
     client_id: str
     project: Project
     redirect_uris: list[str] = field(default_factory=list)
+    jwt_access_tokens: bool = False  # ZITADEL's "access token type": JWT instead of opaque
 
 
 @dataclass
@@ -110,6 +111,7 @@ class User:
     private_key: rsa.RSAPrivateKey | None = field(default=None, repr=False)
     client_secret: str | None = field(default=None, repr=False)
     active: bool = True
+    jwt_access_tokens: bool = False  # service users: the token endpoint issues JWTs
 
     @property
     def key_file(self) -> dict[str, str]:
@@ -135,6 +137,8 @@ class AccessToken:
     issued_at: int
     expires_at: int
     revoked: bool = False
+    project_id: str | None = None  # the project whose roles a JWT carries
+    jwt: bool = False
 
 
 class Directory:
@@ -210,7 +214,10 @@ class Directory:
         scopes: Iterable[str],
         now: int,
         lifetime: int,
+        project_id: str | None = None,
+        sign: Callable[[AccessToken], str] | None = None,
     ) -> AccessToken:
+        """A new token; with ``sign``, a JWT access token whose value ``sign`` makes."""
         # Newer ZITADEL opaque tokens have dot-separated segments; a client must never parse
         # them, and using the same shape here catches code that tries.
         value = ".".join(secrets.token_urlsafe(n) for n in (24, 8, 8, 8, 16))
@@ -223,6 +230,10 @@ class Directory:
             scopes=list(dict.fromkeys(scopes)),
             issued_at=now,
             expires_at=now + lifetime,
+            project_id=project_id,
+            jwt=sign is not None,
         )
-        self.tokens[value] = token
+        if sign is not None:
+            token.value = sign(token)
+        self.tokens[token.value] = token
         return token

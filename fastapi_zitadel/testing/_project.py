@@ -82,10 +82,14 @@ class StandInProject:
             "urn:zitadel:iam:user:resourceowner",
         ),
         lifetime: int = 3600,
+        jwt: bool = False,
     ) -> str:
-        """A fresh access token for ``username`` (created with ``roles`` if new)."""
+        """A fresh access token for ``username`` (created with ``roles`` if new): opaque, or
+        with ``jwt=True`` a JWT access token signed with the stand-in's web key."""
         user = self.user(username, roles=roles)
-        return self.standin.issue_token(user, self.project, scopes=scopes, lifetime=lifetime)
+        return self.standin.issue_token(
+            user, self.project, scopes=scopes, lifetime=lifetime, jwt=jwt
+        )
 
     @property
     def env(self) -> dict[str, str]:
