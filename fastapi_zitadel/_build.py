@@ -74,8 +74,10 @@ class Parts:
     jwks: JwksCache | None  # None: validation="introspection"
 
     def snapshot(self) -> MetricsSnapshot:
-        m = self.metrics
+        m, jwks = self.metrics, self.jwks
         cache_size, negative_cache_size, in_flight = self.pipeline.sizes
+        if jwks is not None:
+            in_flight += jwks.in_flight
         return MetricsSnapshot(
             cache_hits=m.cache_hits,
             shared_hits=m.shared_hits,
@@ -94,7 +96,7 @@ class Parts:
             in_flight=in_flight,
             slots_in_use=self.limit.in_use,
             jwt_verified=m.jwt_verified,
-            jwks_fetches=0 if self.jwks is None else self.jwks.fetches,
+            jwks_fetches=0 if jwks is None else jwks.fetches,
             background_introspections=m.background_introspections,
         )
 

@@ -47,7 +47,8 @@ class MetricsSnapshot:
     cache_size: int
     negative_cache_size: int
     in_flight: int = 0
-    """Validations running now (concurrent callers of one token share one)."""
+    """Validations running now (concurrent callers of one token share one), background
+    introspections and JWKS fetches included."""
     slots_in_use: int = 0
     """Slots of ``max_concurrent_introspections`` held now."""
     jwt_verified: int = 0

@@ -242,6 +242,11 @@ class JwksCache:
         """The keys we have now, by ``kid``."""
         return self._keys
 
+    @property
+    def in_flight(self) -> int:
+        """Fetches running now (0 or 1)."""
+        return self._tasks.in_flight()
+
     def cached(self, kid: str) -> tuple[VerificationKey, ...] | None:
         """The keys for ``kid`` we have; starts a background refresh when they are old."""
         found = self._keys.get(kid)
@@ -277,6 +282,12 @@ class JwksCache:
         except asyncio.TimeoutError:
             raise IdentityProviderUnavailable(
                 "the JWKS did not arrive within the deadline", retry_after=1.0
+            ) from None
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # this request was cancelled, not the fetch
+            raise IdentityProviderUnavailable(
+                "the JWKS fetch was cancelled (closing)", retry_after=1.0
             ) from None
         found = self._keys.get(kid)
         if found is None and self._failure is not None:

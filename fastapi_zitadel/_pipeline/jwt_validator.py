@@ -75,11 +75,14 @@ def _json(segment: str) -> Any:
 def jwt_header(token: str) -> dict[str, Any] | None:
     """The JOSE header of a JWT candidate, or ``None`` for anything else (opaque tokens).
 
-    A candidate has three base64url segments, and its first decodes to a JSON object with a
-    string ``alg``. ZITADEL's opaque tokens may contain dots too; they never decode so.
+    A candidate has three base64url segments (the last may be empty: ``alg: none``, refused
+    later), and its first decodes to a JSON object with a string ``alg``. ZITADEL's opaque
+    tokens may contain dots too; they never decode so.
     """
     parts = token.split(".")
-    if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts):
+    if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts[:2]):
+        return None
+    if parts[2] and not _SEGMENT.fullmatch(parts[2]):  # empty: unsigned, refused below
         return None
     try:
         header = _json(parts[0])

@@ -279,6 +279,12 @@ class VerificationPipeline:
             raise IdentityProviderUnavailable(
                 "the introspection confirming a JWT did not finish in time", retry_after=1.0
             ) from None
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # this request was cancelled, not the introspection
+            raise IdentityProviderUnavailable(
+                "the introspection confirming a JWT was cancelled (closing)", retry_after=1.0
+            ) from None
 
     async def _confirm(self, key: CacheKey) -> Principal:
         assert self._validator is not None

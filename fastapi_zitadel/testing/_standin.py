@@ -289,6 +289,15 @@ class ZitadelStandIn:
         self._web_keys.append(key)
         return key.kid
 
+    def sign_jwt(
+        self, claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None
+    ) -> str:
+        """``claims`` signed with the current web key (header ``kid``, ``typ: JWT``, plus
+        ``headers``): for tests that need a JWT ZITADEL would not issue (expired, for another
+        audience...). The stand-in does not know the token: its introspection answers
+        inactive for it."""
+        return self._sign(claims, headers)
+
     @property
     def signing_key_id(self) -> str:
         """The id (``kid``) of the web key that signs now."""
@@ -382,11 +391,11 @@ class ZitadelStandIn:
         now = self.clock()
         return [key for key in self._web_keys if key.retires_at is None or now < key.retires_at]
 
-    def _sign(self, claims: Mapping[str, Any]) -> str:
+    def _sign(self, claims: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
         """Signed with the current web key, as ZITADEL signs: ``typ: JWT`` for ID tokens and
         access tokens alike (zitadel/zitadel internal/api/oidc/sign/signer.go)."""
         key = self._current_web_key()
-        headers = {"kid": key.kid, "typ": "JWT"}
+        headers = {"kid": key.kid, "typ": "JWT", **(extra or {})}
         return jwt.encode(dict(claims), key.private_key, algorithm=key.algorithm, headers=headers)
 
     async def _jwks(self, _request: Request) -> Response:
