@@ -35,6 +35,7 @@ from fastapi_zitadel._config import (
 from fastapi_zitadel._exceptions import (
     ConfigurationError,
     IdentityProviderError,
+    IdentityProviderUnavailable,
     InsufficientScopeError,
     MissingTokenError,
     ZitadelError,
@@ -232,17 +233,16 @@ class ZitadelIntrospection(SecurityBase):
         await self._pipeline.clear()
 
     async def discover(self) -> str:
-        """Fetch the discovery document now (rather than on the first request), and with
-        ``validation`` ``local`` or ``hybrid`` the issuer's keys too; returns the introspection
-        endpoint (``local``: the ``jwks_uri``)."""
-        discovery, jwks = self._parts.discovery, self._parts.jwks
-        if jwks is not None:
-            await jwks.refresh()
-        if self.config.validation == "local":
-            metadata = await discovery.fetch()
-            assert metadata.jwks_uri is not None  # the keys were fetched from it
-            return metadata.jwks_uri
-        return await discovery.introspection_endpoint()
+        """Fetch the discovery document now (rather than on the first request); returns the
+        introspection endpoint (with ``validation="local"``, the ``jwks_uri``). With
+        ``discover_on_startup``, the lifespan calls it, and fetches the issuer's keys too."""
+        discovery = self._parts.discovery
+        if self.config.validation != "local":
+            return await discovery.introspection_endpoint()
+        jwks_uri = (await discovery.fetch()).jwks_uri
+        if jwks_uri is None:
+            raise IdentityProviderUnavailable("the discovery document has no jwks_uri")
+        return jwks_uri
 
     async def signing_keys(self) -> list[dict[str, str]]:
         """The issuer's keys this instance verifies JWTs with, fetched now: one entry per key
@@ -395,6 +395,8 @@ class ZitadelIntrospection(SecurityBase):
     async def __aenter__(self) -> ZitadelIntrospection:
         if self.config.discover_on_startup:
             await self.discover()
+            if self._parts.jwks is not None:  # local, hybrid: the keys too
+                await self.signing_keys()
         if self.config.swagger_client_id is not None:
             await self._discover_login_endpoints()
         return self

@@ -281,6 +281,7 @@ class ZitadelStandIn:
         """Make a new web key the one that signs; the previous one stays in the JWKS for
         ``grace_period`` seconds (of the stand-in's clock), then leaves it. Returns the new
         key's id."""
+        self._current_web_key()  # the first key exists before it is rotated out
         now = self.clock()
         for key in self._web_keys:
             if key.retires_at is None:
