@@ -120,27 +120,32 @@ def _algorithms(jwk: Mapping[str, Any]) -> tuple[str, ...]:
     return ()  # "oct" (HMAC secrets) and anything else: never
 
 
+class _UnusableKey(Exception):
+    """A JWK that parses but is not a public key for its algorithm (skipped, never raised)."""
+
+
 def _public_key(jwk: Mapping[str, Any], algorithm: str) -> tuple[Any, str]:
-    """The parsed public key and its description; ``ValueError`` if unusable."""
+    """The parsed public key and its description; ``_UnusableKey`` (or whatever the JWK
+    parser raises) if unusable."""
     data = dict(jwk)
     key: Any
     if algorithm.startswith(("RS", "PS")):
         key = RSAAlgorithm.from_jwk(data)
         if not isinstance(key, rsa.RSAPublicKey):
-            raise ValueError("not an RSA public key")
+            raise _UnusableKey("not an RSA public key")
         if key.key_size < _MIN_RSA_BITS:
-            raise ValueError(f"RSA key of {key.key_size} bits is too weak")
+            raise _UnusableKey(f"RSA key of {key.key_size} bits is too weak")
         return key, f"RSA {key.key_size} bits"
     if algorithm.startswith("ES"):
         key = ECAlgorithm.from_jwk(data)
         if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
             key.curve, _EC_TYPES[algorithm]
         ):
-            raise ValueError("not an EC public key on the curve of its algorithm")
+            raise _UnusableKey("not an EC public key on the curve of its algorithm")
         return key, f"EC {jwk.get('crv')}"
     key = OKPAlgorithm.from_jwk(data)
     if not isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
-        raise ValueError("not an Ed25519 or Ed448 public key")
+        raise _UnusableKey("not an Ed25519 or Ed448 public key")
     return key, f"OKP {jwk.get('crv')}"
 
 

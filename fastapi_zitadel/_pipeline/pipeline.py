@@ -105,8 +105,7 @@ class VerificationPipeline:
     ) -> None:
         """``validator`` introspects; ``jwt`` verifies JWTs locally; with both, hybrid mode
         (``suspects`` then remembers tokens to introspect before serving them)."""
-        if validator is None and jwt is None:
-            raise ValueError("a pipeline needs a validator")
+        assert validator is not None or jwt is not None, "a pipeline needs a validator"
         self._namespace = namespace
         self._local = local
         self._negative = negative
