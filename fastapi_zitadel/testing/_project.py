@@ -63,11 +63,21 @@ class StandInProject:
         user.roles.setdefault(self.project.id, set()).update(roles)
         return user
 
-    def web_app(self, redirect_uris: Iterable[str], name: str | None = None) -> WebApplication:
+    def web_app(
+        self,
+        redirect_uris: Iterable[str],
+        name: str | None = None,
+        *,
+        jwt_access_tokens: bool = False,
+    ) -> WebApplication:
         """A web application (PKCE) of the project, e.g. for Swagger UI's login: give its
-        ``client_id`` as ``swagger_client_id`` and ``{api}/docs/oauth2-redirect`` here."""
+        ``client_id`` as ``swagger_client_id`` and ``{api}/docs/oauth2-redirect`` here.
+        ``jwt_access_tokens=True``: its logins get JWT access tokens."""
         return self.standin.add_web_app(
-            self.project, name or f"{self.project.name}-web", redirect_uris=redirect_uris
+            self.project,
+            name or f"{self.project.name}-web",
+            redirect_uris=redirect_uris,
+            jwt_access_tokens=jwt_access_tokens,
         )
 
     def token(
