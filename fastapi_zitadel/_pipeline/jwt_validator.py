@@ -48,7 +48,7 @@ OPAQUE_IN_LOCAL_MODE = (
     "opaque tokens need introspection: validation='local' verifies JWT access tokens only"
 )
 ID_TOKEN_CLAIMS = ("at_hash", "c_hash", "s_hash", "nonce")
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")  # empty: an unsigned token's signature
 _ACCESS_TOKEN_TYPES = frozenset({"jwt", "at+jwt"})
 
 
@@ -56,19 +56,25 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every token: json.loads with an option builds a new one per call.
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _decode(segment: str) -> bytes:
-    if len(segment) % 4 == 1:
+    # Checked first: the decoder would skip characters outside the alphabet, so that
+    # ``sig!`` and ``sig`` would decode alike.
+    if len(segment) % 4 == 1 or not _SEGMENT.fullmatch(segment):
         raise InvalidTokenError("the token is not valid base64url")
     try:
         return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError):  # non-ASCII text is a ValueError too
         raise InvalidTokenError("the token is not valid base64url") from None
 
 
 def _json(segment: str) -> Any:
     try:
-        return json.loads(_decode(segment), parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
+        return _JSON.decode(_decode(segment).decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise InvalidTokenError("a part of the token is not valid JSON") from None
 
 
@@ -79,13 +85,10 @@ def jwt_header(token: str) -> dict[str, Any] | None:
     later), and its first decodes to a JSON object with a string ``alg``. ZITADEL's opaque
     tokens may contain dots too; they never decode so.
     """
-    parts = token.split(".")
-    if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts[:2]):
-        return None
-    if parts[2] and not _SEGMENT.fullmatch(parts[2]):  # empty: unsigned, refused below
+    if token.count(".") != 2:
         return None
     try:
-        header = _json(parts[0])
+        header = _json(token[: token.index(".")])
     except InvalidTokenError:
         return None
     if not isinstance(header, dict) or not isinstance(header.get("alg"), str):

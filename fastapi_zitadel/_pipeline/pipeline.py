@@ -170,11 +170,16 @@ class VerificationPipeline:
                         self._metrics.shared_hits += 1
                         return entry.principal
             self._metrics.misses += 1
-            # The deadline lives inside the shared call (every step in it is bounded by it),
-            # so the callers waiting for it need no timer of their own.
+            header = self._locally_verifiable(key)
             try:
+                if header is not None:
+                    # Run here, not shared: a signature check costs less than a task, and
+                    # what may wait (the JWKS fetch, hybrid's introspection) is shared below.
+                    return await self._verify_locally(key, header, deadline)
+                # The deadline lives inside the shared call (every step in it is bounded by
+                # it), so the callers waiting for it need no timer of their own.
                 return await self._flight.run(
-                    digest, lambda: self._validate(key, deadline, held=held)
+                    digest, lambda: self._introspect(key, deadline, held=held)
                 )
             except IdentityProviderUnavailable as failure:
                 voided = flight.invalidations != started
@@ -192,16 +197,18 @@ class VerificationPipeline:
         )
         return entry.principal
 
-    async def _validate(self, key: CacheKey, deadline: float, *, held: bool) -> Principal:
+    def _locally_verifiable(self, key: CacheKey) -> dict[str, Any] | None:
+        """The JWT header when the token is to be verified here, ``None`` to introspect."""
         jwt = self._jwt
-        if jwt is not None:
-            header = jwt.header(key.token)
-            if header is None and self._validator is None:
-                raise InvalidTokenError(OPAQUE_IN_LOCAL_MODE)  # no network call for it
-            suspects = self._suspects
-            if header is not None and (suspects is None or key.digest not in suspects):
-                return await self._verify_locally(key, header, deadline)
-        return await self._introspect(key, deadline, held=held)
+        if jwt is None:
+            return None
+        header = jwt.header(key.token)
+        if header is None and self._validator is None:
+            raise InvalidTokenError(OPAQUE_IN_LOCAL_MODE)  # no network call for it
+        suspects = self._suspects
+        if header is not None and suspects is not None and key.digest in suspects:
+            return None  # hybrid: found inactive or invalidated, ZITADEL decides first
+        return header
 
     async def _introspect(self, key: CacheKey, deadline: float, *, held: bool) -> Principal:
         assert self._validator is not None
