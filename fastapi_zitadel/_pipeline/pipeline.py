@@ -265,20 +265,19 @@ class VerificationPipeline:
 
     # Hybrid mode: confirmation by introspection --------------------------------------------
     def _confirm_in_background(self, key: CacheKey) -> None:
-        """Introspect a token just served from its JWT, without holding up the request."""
-        if self._confirmations.running(key.digest) is None:
+        """Introspect a token just served from its JWT, without holding up the request: its
+        task is made in the next pass of the loop, after the request."""
+        if self._confirmations.start_soon(key.digest, lambda: self._confirm(key)):
             self._metrics.background_introspections += 1
-            self._confirmations.start(key.digest, lambda: self._confirm(key))
 
     async def confirmed(self, token: str, digest: bytes) -> Principal:
         """Hybrid mode: ``token``'s principal once introspection has confirmed it (joining
         the confirmation in flight, or starting one); ``InvalidTokenError`` if it is not
         active, an ``IdentityProviderError`` if ZITADEL cannot tell now."""
         key = CacheKey(digest, token)
-        task = self._confirmations.running(digest)
-        if task is None:
+        if not self._confirmations.scheduled(digest):
             self._metrics.background_introspections += 1
-            task = self._confirmations.start(digest, lambda: self._confirm(key))
+        task = self._confirmations.start(digest, lambda: self._confirm(key))
         try:
             return await wait(task, self._timeout + 1.0)
         except asyncio.TimeoutError:  # the introspection has its own deadline: not expected

@@ -23,13 +23,16 @@ T = TypeVar("T")
 
 
 class _Running(Generic[T]):
-    """One loop's tasks: the current one per key, and every one not yet finished."""
+    """One loop's tasks: the current one per key, every one not yet finished, and the calls
+    waiting for the next pass of the loop (``start_soon``)."""
 
-    __slots__ = ("all", "by_key")
+    __slots__ = ("all", "by_key", "drain", "soon")
 
     def __init__(self) -> None:
         self.by_key: dict[Hashable, asyncio.Task[T]] = {}
         self.all: set[asyncio.Task[T]] = set()
+        self.soon: dict[Hashable, Callable[[], Awaitable[T]]] = {}
+        self.drain: asyncio.Handle | None = None
 
 
 class KeyedTasks(Generic[T]):
@@ -41,36 +44,72 @@ class KeyedTasks(Generic[T]):
         tasks = self._tasks.peek()
         return None if tasks is None else tasks.by_key.get(key)
 
-    def in_flight(self) -> int:
+    def scheduled(self, key: Hashable) -> bool:
+        """Whether a task for ``key`` runs, or is to start in the next pass of the loop."""
         tasks = self._tasks.peek()
-        return 0 if tasks is None else len(tasks.all)
+        return tasks is not None and (key in tasks.by_key or key in tasks.soon)
+
+    def in_flight(self) -> int:
+        """Tasks running, and calls waiting to start."""
+        tasks = self._tasks.peek()
+        return 0 if tasks is None else len(tasks.all) + len(tasks.soon)
 
     def start(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
-        """The task running for ``key``, or a new one running ``call()``."""
+        """The task running for ``key``, or a new one running ``call()`` (a call waiting in
+        ``start_soon`` for ``key`` starts now instead)."""
         tasks = self._tasks.get()
         task = tasks.by_key.get(key)
         if task is None:
+            call = tasks.soon.pop(key, call)
             task = tasks.by_key[key] = asyncio.ensure_future(call())
             tasks.all.add(task)
             self.started += 1
             task.add_done_callback(lambda done: _finished(tasks, key, done))
         return task
 
+    def start_soon(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> bool:
+        """Start ``call()`` for ``key`` in the next pass of the event loop, unless a task for
+        ``key`` runs or waits already; whether it was taken. Costs the caller a dict insert:
+        creating the task happens outside its request."""
+        tasks = self._tasks.get()
+        if key in tasks.by_key or key in tasks.soon:
+            return False
+        tasks.soon[key] = call
+        if tasks.drain is None:
+            tasks.drain = asyncio.get_running_loop().call_soon(self._start_waiting, tasks)
+        return True
+
+    def _start_waiting(self, tasks: _Running[T]) -> None:
+        tasks.drain = None
+        while tasks.soon:
+            key, call = next(iter(tasks.soon.items()))
+            self.start(key, call)
+
     def forget(self, key: Hashable) -> None:
-        """Later ``start`` calls begin a new task; the running one finishes (tracked)."""
+        """Later ``start`` calls begin a new task; the running one finishes (tracked), a
+        waiting one is dropped."""
         tasks = self._tasks.peek()
         if tasks is not None:
             tasks.by_key.pop(key, None)
+            tasks.soon.pop(key, None)
 
     def forget_all(self) -> None:
         tasks = self._tasks.peek()
         if tasks is not None:
             tasks.by_key.clear()
+            tasks.soon.clear()
 
     async def aclose(self) -> None:
-        """Cancel the tasks of the running loop and wait until they have ended."""
+        """Cancel the tasks of the running loop (and those waiting to start) and wait until
+        they have ended."""
         tasks = self._tasks.peek()
-        if tasks is None or not tasks.all:
+        if tasks is None:
+            return
+        if tasks.drain is not None:
+            tasks.drain.cancel()
+            tasks.drain = None
+        tasks.soon.clear()
+        if not tasks.all:
             return
         running = list(tasks.all)
         for task in running:
