@@ -7,16 +7,17 @@ needs to see what happens before ZITADEL answers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 
 import httpx
 import pytest
 
-from fastapi_zitadel import InvalidTokenError, ZitadelIntrospection
+from fastapi_zitadel import IdentityProviderError, InvalidTokenError, ZitadelIntrospection
 
 from .helpers import HeldIntrospections
-from .jwt_support import JwtWorld, bearer, client_for, settled
+from .jwt_support import JwtWorld, app_for, bearer, client_for, settled
 from .test_redis import REDIS_SERVER, RedisServer, eventually, subscribers
 
 
@@ -273,3 +274,55 @@ async def test_hybrid_construction(app_key_path: object) -> None:
     )
     assert zitadel.validation == "hybrid"
     assert zitadel.client is not None
+
+
+async def test_override_principal_covers_introspected(jwt_world: JwtWorld) -> None:
+    from fastapi_zitadel import Principal
+    from fastapi_zitadel.testing import override_principal
+
+    zitadel = jwt_world.hybrid()
+    app = app_for(zitadel)
+    fake = Principal(subject="fake-user")
+    with override_principal(app, zitadel, fake):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://api.test"
+        ) as client:
+            answer = await client.get("/confirmed")
+    assert answer.json() == {"sub": "fake-user", "verified_by": "introspection"}
+    assert jwt_world.standin.introspection_calls == 0
+
+
+async def test_nothing_secret_reaches_the_logs(
+    jwt_world: JwtWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Tokens, forged or real, and the issuer's key material appear in no log record at any
+    level, whatever happens to them: verified, refused, revoked, keys rotated, JWKS down."""
+    caplog.set_level(logging.DEBUG, logger="fastapi_zitadel")
+    standin = jwt_world.standin
+    good, revoked = jwt_world.token("alice"), jwt_world.token("bob")
+    standin.revoke(revoked)
+    forged = jwt_world.forge(headers={"kid": "unknown-kid"}, aud="other")
+    expired = jwt_world.forge(exp=int(jwt_world.clock()) - 600)
+    tokens = [good, revoked, forged, expired, good[:-3] + "abc", jwt_world.project.token("carol")]
+    async with jwt_world.hybrid() as zitadel:
+        for token in tokens:
+            with contextlib.suppress(InvalidTokenError, IdentityProviderError):
+                await zitadel.verify(token)
+            await settled(zitadel)
+        standin.rotate_signing_key(grace_period=0)
+        standin.inject("status", status=500, times=None, endpoint="keys")
+        jwt_world.monotonic.advance(400)
+        for token in [*tokens, jwt_world.token("dave")]:
+            with contextlib.suppress(InvalidTokenError, IdentityProviderError):
+                await zitadel.verify(token)
+            await settled(zitadel)
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert caplog.records  # the test looked at something
+    for token in [*tokens, good]:
+        for part in token.split("."):
+            assert part not in text
+    async with httpx.AsyncClient() as http:
+        standin.clear_faults()
+        keys = (await http.get(jwt_world.issuer + "/oauth/v2/keys")).json()["keys"]
+    for key in keys:
+        assert key["n"][:24] not in text
