@@ -326,3 +326,37 @@ async def test_nothing_secret_reaches_the_logs(
         keys = (await http.get(jwt_world.issuer + "/oauth/v2/keys")).json()["keys"]
     for key in keys:
         assert key["n"][:24] not in text
+
+
+async def test_introspected_with_scopes_and_in_openapi(jwt_world: JwtWorld) -> None:
+    from fastapi import FastAPI, Security
+
+    from fastapi_zitadel import Principal
+
+    zitadel = jwt_world.hybrid()
+    app = FastAPI()
+    zitadel.install(app)
+
+    @app.get("/profile")
+    async def profile(
+        principal: Principal = Security(zitadel.introspected, scopes=["profile"]),  # noqa: B008
+    ) -> dict[str, str | None]:
+        return {"email": principal.email}
+
+    schema = app.openapi()["paths"]["/profile"]["get"]
+    assert schema["security"] == [{"ZITADEL": ["profile"]}]
+    assert {"401", "403", "503"} <= set(schema["responses"])
+    with_profile = jwt_world.token("alice", scopes=("openid", "profile", "email"))
+    without = jwt_world.token("bob", scopes=("openid",))
+    async with (
+        zitadel,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://api.test"
+        ) as client,
+    ):
+        # The JWT carries no scopes; ZITADEL's answer does, and introspected waits for it.
+        answer = await client.get("/profile", headers=bearer(with_profile))
+        assert answer.json() == {"email": "alice@acme.localhost"}
+        refused = await client.get("/profile", headers=bearer(without))
+        assert refused.status_code == 403
+        assert 'error="insufficient_scope"' in refused.headers["www-authenticate"]
