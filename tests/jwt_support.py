@@ -8,7 +8,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -49,7 +49,6 @@ class JwtWorld:
     project: StandInProject
     clock: FakeClock
     monotonic: FakeClock
-    opened: list[ZitadelIntrospection] = field(default_factory=list)
 
     @property
     def issuer(self) -> str:
@@ -69,9 +68,7 @@ class JwtWorld:
             "monotonic": self.monotonic,
             **options,
         }
-        zitadel = ZitadelIntrospection(self.issuer, **settings)
-        self.opened.append(zitadel)
-        return zitadel
+        return ZitadelIntrospection(self.issuer, **settings)
 
     def hybrid(self, **options: Any) -> ZitadelIntrospection:
         settings: dict[str, Any] = {
@@ -80,9 +77,7 @@ class JwtWorld:
             "monotonic": self.monotonic,
             **options,
         }
-        zitadel = self.project.introspection(**settings)
-        self.opened.append(zitadel)
-        return zitadel
+        return self.project.introspection(**settings)
 
     def token(self, username: str = "alice", **options: Any) -> str:
         """A JWT access token as the stand-in issues it (ZITADEL's claims)."""
