@@ -34,7 +34,7 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".installed-sha256"
 REQUIREMENTS = BENCH / "requirements.txt"
 
-SECTIONS = ("hot_path", "miss_path", "herd", "memory", "server", "service_account")
+SECTIONS = ("hot_path", "miss_path", "herd", "memory", "server", "service_account", "local_jwt")
 
 READ_DEPENDENCIES = """
 import sys

@@ -7,6 +7,10 @@ embedded ZITADEL stand-in on a loopback port with a project, an API application,
 application for the Swagger UI login (PKCE), an admin and a reader, and prints ``curl``
 commands to try.
 
+``--validation local`` (or ``hybrid``) verifies JWT access tokens locally (the embedded
+stand-in then issues JWTs; local mode needs no key file); ``introspection`` is the default, and
+without the flag ``ZITADEL_VALIDATION`` decides for your own ZITADEL.
+
 ``--smoke`` serves on a free port, makes one authorized and one anonymous request and one
 WebSocket call, and exits (0 when all answered as expected, 1 otherwise). A port already in
 use exits with 4 and says so.
@@ -46,6 +50,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--app-wide", action="store_true", help="require a token on every route")
     parser.add_argument("--smoke", action="store_true", help="one request each way, then exit")
+    parser.add_argument(
+        "--validation",
+        choices=("introspection", "local", "hybrid"),
+        help="how tokens are verified (default: ZITADEL_VALIDATION, else introspection)",
+    )
     args = parser.parse_args()
 
     host, port = ("127.0.0.1", 0) if args.smoke else (args.host, args.port)
@@ -60,24 +69,32 @@ def main() -> None:
         stack.callback(sock.close)
         tokens: dict[str, str] = {}
         org_id = os.environ.get("EXAMPLE_ORG_ID")
+        expected_name = "alice"
         if os.environ.get("ZITADEL_ISSUER"):
-            zitadel = ZitadelIntrospection.from_env()
+            chosen = {"validation": args.validation} if args.validation else {}
+            zitadel = ZitadelIntrospection.from_env(**chosen)
         else:
+            validation = args.validation or "introspection"
+            jwt = validation != "introspection"
             standin = ZitadelStandIn()
             stack.enter_context(standin.serve())
             project = stack.enter_context(StandInProject(standin))  # its key file goes too
-            web = project.web_app(_redirect_uris(base))
-            zitadel = project.introspection(swagger_client_id=web.client_id)
+            web = project.web_app(_redirect_uris(base), jwt_access_tokens=jwt)
+            zitadel = _embedded(project, validation, web.client_id)
             org_id = project.org.id
             tokens = {
-                "admin": project.token("alice", roles=["admin"]),
-                "reader": project.token("bob", roles=["reader"]),
+                "admin": project.token("alice", roles=["admin"], jwt=jwt),
+                "reader": project.token("bob", roles=["reader"], jwt=jwt),
             }
+            if jwt:  # a JWT verified locally names its user by id only
+                expected_name = project.user("alice").id
             print(f"Embedded ZITADEL stand-in at {standin.issuer}")
-            print(f"API application key file: {project.key_path}")
+            print(f"Validation: {validation}")
+            if validation != "local":
+                print(f"API application key file: {project.key_path}")
         app = create_app(zitadel, org_id=org_id, app_wide=args.app_wide)
         if args.smoke:
-            sys.exit(smoke(app, sock, tokens.get("admin")))
+            sys.exit(smoke(app, sock, tokens.get("admin"), expected_name))
         print(f"\nAPI on {base}; Swagger UI on {base}/docs. Try:")
         for who, token in tokens.items():
             print(f'  curl -H "Authorization: Bearer {token}" {base}/items   # {who}')
@@ -88,6 +105,21 @@ def main() -> None:
             print(_how_to_get_a_token(zitadel, base))
         print(flush=True)
         uvicorn.Server(uvicorn.Config(app)).run(sockets=[sock])
+
+
+def _embedded(project: StandInProject, validation: str, swagger: str) -> ZitadelIntrospection:
+    """The instance for the embedded stand-in; local mode with no credential at all."""
+    if validation == "local":
+        return ZitadelIntrospection(
+            project.standin.issuer,
+            validation="local",
+            audience=project.project.id,
+            project_id=project.project.id,
+            swagger_client_id=swagger,
+        )
+    if validation == "hybrid":
+        return project.introspection(validation="hybrid", swagger_client_id=swagger)
+    return project.introspection(swagger_client_id=swagger)
 
 
 def _redirect_uris(base: str) -> list[str]:
@@ -119,9 +151,9 @@ def _how_to_get_a_token(zitadel: ZitadelIntrospection, base: str) -> str:
     return "\n".join(lines)
 
 
-def smoke(app: object, sock: socket.socket, token: str | None) -> int:
+def smoke(app: object, sock: socket.socket, token: str | None, name: str = "alice") -> int:
     """Serve on ``sock``, check an anonymous and an authorized request and the WebSocket
-    route: 0 when all answered as expected."""
+    route (welcoming ``name``): 0 when all answered as expected."""
     with LoopbackServer(app, sock=sock) as url:
         anonymous = httpx.get(url + "/me")
         print(f"GET /me without a token: {anonymous.status_code}")
@@ -132,7 +164,7 @@ def smoke(app: object, sock: socket.socket, token: str | None) -> int:
         welcome = _websocket_welcome(url, token)
         print(f"WebSocket /ws as admin: {welcome}")
     expected = (401, 200, True)
-    got = (anonymous.status_code, authorized.status_code, welcome.get("welcome") == "alice")
+    got = (anonymous.status_code, authorized.status_code, welcome.get("welcome") == name)
     return 0 if got == expected else 1
 
 

@@ -44,6 +44,7 @@ def create_app(
             "scopes": sorted(principal.scopes),
             "roles": {role: dict(orgs) for role, orgs in principal.roles.items()},
             "organization": principal.organization.id if principal.organization else None,
+            "verified_by": principal.verified_by,
         }
 
     @app.get("/items")
@@ -90,7 +91,8 @@ def create_app(
     @app.websocket("/ws")
     async def feed(websocket: WebSocket, principal: Annotated[Principal, Depends(zitadel)]) -> None:
         await websocket.accept()
-        await websocket.send_json({"welcome": principal.username})
+        # A JWT verified locally carries no username (ZITADEL puts none in it): its subject.
+        await websocket.send_json({"welcome": principal.username or principal.subject})
         await websocket.close()
 
     return app

@@ -1,5 +1,6 @@
-"""Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662), and call
-other protected APIs with ZITADEL tokens (``ServiceAccountAuth``, ``TokenExchange``).
+"""Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662), locally
+(JWT access tokens against the issuer's keys), or both; and call other protected APIs with
+ZITADEL tokens (``ServiceAccountAuth``, ``TokenExchange``).
 
 The public API is what this module exports; everything else is private (``_*``) and may
 change without notice. ``tests/test_exported_members.py`` pins the list below.
@@ -42,7 +43,12 @@ from ._fastapi.defaults import (
 )
 from ._fastapi.middleware import ZitadelCredentials, ZitadelMiddleware, ZitadelUser
 from ._fastapi.requirements import PrincipalDependency
-from ._fastapi.security import ClientIdentity, ZitadelIntrospection, ZitadelOptional
+from ._fastapi.security import (
+    ClientIdentity,
+    ZitadelIntrospected,
+    ZitadelIntrospection,
+    ZitadelOptional,
+)
 from ._fastapi.user import PrincipalLoader
 from ._idp.key_file import ZitadelKeyFile, load_key_file
 from ._metrics import MetricsSnapshot
@@ -88,6 +94,7 @@ __all__ = [
     "ZitadelConfig",
     "ZitadelCredentials",
     "ZitadelError",
+    "ZitadelIntrospected",
     "ZitadelIntrospection",
     "ZitadelKeyFile",
     "ZitadelMiddleware",

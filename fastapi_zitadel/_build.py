@@ -2,7 +2,13 @@
 
 This is the only place that knows which piece needs which; the pieces themselves are handed
 what they use. Data then flows one way: bearer -> pipeline (caches, single flight) ->
-validator (introspection) -> claim checks -> ``Principal``.
+validator (introspection, local JWT verification, or both) -> claim checks -> ``Principal``.
+
+What ``validation`` builds:
+
+    introspection   client authentication, introspection client and validator
+    local           JWKS cache and JWT verifier; no credentials needed, no shared tier
+    hybrid          both; the pipeline confirms JWTs by introspection in the background
 """
 
 from __future__ import annotations
@@ -18,14 +24,17 @@ import httpx
 from ._cache.base import CacheBinding, IntrospectionCache
 from ._cache.memory import MemoryCache, NegativeCache
 from ._config import ZitadelConfig
+from ._exceptions import ConfigurationError
 from ._idp.client_auth import ClientAuthentication, ClientSecretBasic, PrivateKeyJwt
 from ._idp.discovery import Discovery
 from ._idp.http import HttpClientProvider
 from ._idp.introspection import IntrospectionClient
+from ._idp.jwks import JwksCache
 from ._idp.key_file import load_key_file, require_key_type, source_label
 from ._log import RateLimitedLog
 from ._metrics import Metrics, MetricsSnapshot
 from ._pipeline.checks import ClaimChecks
+from ._pipeline.jwt_validator import JwtValidator
 from ._pipeline.pipeline import CachePolicy, VerificationPipeline
 from ._pipeline.validator import IntrospectionValidator
 from ._principal import Principal
@@ -33,7 +42,11 @@ from ._resilience.circuit_breaker import CircuitBreaker
 from ._resilience.concurrency_limit import ConcurrencyLimit
 from ._resilience.single_flight import SingleFlight
 
-__all__ = ["Parts", "build", "cache_namespace"]
+__all__ = ["SUSPICION_TTL", "Parts", "build", "cache_namespace"]
+
+# Hybrid mode: how long a token found inactive (or invalidated) is introspected before it is
+# served again, at least. ZITADEL's default access token lifetime; an active answer ends it.
+SUSPICION_TTL = 43_200.0
 
 
 def cache_namespace(config: ZitadelConfig) -> bytes:
@@ -52,18 +65,21 @@ def cache_namespace(config: ZitadelConfig) -> bytes:
 class Parts:
     """The working pieces of one ``ZitadelIntrospection``."""
 
-    auth: ClientAuthentication
+    auth: ClientAuthentication | None  # None: validation="local" without credentials
     http: HttpClientProvider
     discovery: Discovery
-    client: IntrospectionClient
+    client: IntrospectionClient | None  # None: validation="local"
     breaker: CircuitBreaker
     limit: ConcurrencyLimit
     metrics: Metrics
     pipeline: VerificationPipeline
+    jwks: JwksCache | None  # None: validation="introspection"
 
     def snapshot(self) -> MetricsSnapshot:
-        m = self.metrics
+        m, jwks = self.metrics, self.jwks
         cache_size, negative_cache_size, in_flight = self.pipeline.sizes
+        if jwks is not None:
+            in_flight += jwks.in_flight
         return MetricsSnapshot(
             cache_hits=m.cache_hits,
             shared_hits=m.shared_hits,
@@ -81,13 +97,26 @@ class Parts:
             negative_cache_size=negative_cache_size,
             in_flight=in_flight,
             slots_in_use=self.limit.in_use,
+            jwt_verified=m.jwt_verified,
+            jwks_fetches=0 if jwks is None else jwks.fetches,
+            background_introspections=m.background_introspections,
         )
+
+    async def aclose(self) -> None:
+        """Background work first (it may still use the pool), then the pool."""
+        await self.pipeline.aclose()
+        if self.jwks is not None:
+            await self.jwks.aclose()
+        await self.http.aclose()
 
 
 def client_authentication(
     config: ZitadelConfig, *, clock: Callable[[], float], monotonic: Callable[[], float]
-) -> ClientAuthentication:
-    """The configured credential (the model has already checked there is exactly one)."""
+) -> ClientAuthentication | None:
+    """The configured credential (the model has already checked there is at most one, and
+    one unless ``validation="local"``)."""
+    if not config.has_credentials:
+        return None
     source = config.key_source()
     if source is None:
         assert config.client_id is not None
@@ -127,6 +156,13 @@ def build(
     monotonic: Callable[[], float],
     principal_class: type[Principal] = Principal,
 ) -> Parts:
+    mode = config.validation
+    if mode == "local" and cache is not None:
+        raise ConfigurationError(
+            "validation='local' has no use for a shared cache (cache=...): each replica "
+            "verifies JWTs itself, and a locally verified JWT cannot be revoked; use "
+            "validation='hybrid' to share introspection answers"
+        )
     auth = client_authentication(config, clock=clock, monotonic=monotonic)
     http = HttpClientProvider(http_client, timeout=config.timeout)
     discovery = Discovery(
@@ -136,15 +172,19 @@ def build(
         timeout=config.timeout,
         allow_insecure_http=config.allow_insecure_http,
         monotonic=monotonic,
+        required_endpoint=None if mode == "local" else "introspection_endpoint",
     )
-    client = IntrospectionClient(
-        http=http,
-        discovery=discovery,
-        auth=auth,
-        timeout=config.timeout,
-        max_retries=config.max_retries,
-        monotonic=monotonic,
-    )
+    client = None
+    if mode != "local":
+        assert auth is not None  # the configuration's credential rule
+        client = IntrospectionClient(
+            http=http,
+            discovery=discovery,
+            auth=auth,
+            timeout=config.timeout,
+            max_retries=config.max_retries,
+            monotonic=monotonic,
+        )
     breaker = CircuitBreaker(
         threshold=config.circuit_breaker_threshold,
         cooldown=config.circuit_breaker_cooldown,
@@ -153,13 +193,41 @@ def build(
     limit = ConcurrencyLimit(config.max_concurrent_introspections, monotonic=monotonic)
     flight: SingleFlight[Principal] = SingleFlight()
     metrics = Metrics(coalesced_waits=lambda: flight.joined)
-    validator = IntrospectionValidator(
-        client=client,
-        breaker=breaker,
-        limit=limit,
-        metrics=metrics,
-        outage_log=RateLimitedLog(logging.WARNING, monotonic=monotonic),
-    )
+    validator = None
+    if client is not None:
+        validator = IntrospectionValidator(
+            client=client,
+            breaker=breaker,
+            limit=limit,
+            metrics=metrics,
+            outage_log=RateLimitedLog(logging.WARNING, monotonic=monotonic),
+        )
+    jwks = jwt = None
+    if mode != "introspection":
+
+        def keys_removed() -> None:
+            pipeline.forget_local_jwts()  # bound below, called only once fetches happen
+
+        jwks = JwksCache(
+            http=http,
+            discovery=discovery,
+            timeout=config.timeout,
+            on_keys_removed=keys_removed,
+            monotonic=monotonic,
+        )
+        jwt = JwtValidator(
+            keys=jwks,
+            issuer=config.issuer,
+            audiences=config.audience,
+            leeway=config.leeway,
+            clock=clock,
+            metrics=metrics,
+        )
+    suspects = None
+    if mode == "hybrid":
+        suspects = NegativeCache(
+            ttl=max(config.cache_ttl, SUSPICION_TTL), max_size=config.cache_max_size, clock=clock
+        )
     namespace = cache_namespace(config)
     shared = _shared_tier(config, cache, clock)
     pipeline = VerificationPipeline(
@@ -187,8 +255,11 @@ def build(
         max_token_length=config.max_token_length,
         clock=clock,
         monotonic=monotonic,
+        jwt=jwt,
+        suspects=suspects,
     )
     if shared is not None:
+        assert auth is not None  # a shared tier needs introspection, hence a credential
         project_id = config.project_id
 
         def principal(claims: Mapping[str, Any]) -> Principal:
@@ -203,6 +274,6 @@ def build(
                 on_clear=pipeline.forget_all,
             )
         )
-    parts = Parts(auth, http, discovery, client, breaker, limit, metrics, pipeline)
+    parts = Parts(auth, http, discovery, client, breaker, limit, metrics, pipeline, jwks)
     metrics.export(parts.snapshot)
     return parts

@@ -44,6 +44,7 @@ OK, USAGE, CONFIGURATION, NETWORK, CREDENTIALS, INVALID_TOKEN = 0, 2, 3, 4, 5, 6
 
 _FLAGS = {
     "issuer": "ZITADEL's issuer URL (ZITADEL_ISSUER)",
+    "validation": "introspection, local or hybrid (ZITADEL_VALIDATION)",
     "key_file": "path of the API application's JSON key (ZITADEL_KEY_FILE)",
     "client_id": "client id, with --client-secret (ZITADEL_CLIENT_ID)",
     "client_secret": "client secret; prefer ZITADEL_CLIENT_SECRET, flags show in `ps`",
@@ -134,7 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_settings(settings, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
-        "check", help="validate the key, discovery and our credentials", parents=[settings]
+        "check",
+        help="validate the key, discovery, the issuer's keys and our credentials",
+        parents=[settings],
     )
     introspect = commands.add_parser(
         "introspect", help="show what a token is worth", parents=[settings]
@@ -215,12 +218,15 @@ def _configured(args: argparse.Namespace) -> ZitadelIntrospection:
 async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: TextIO) -> int:
     config = zitadel.config
     client = zitadel.client
-    if client.key_id is not None:
+    if client is None:
+        kind = "no client credentials (validation=local needs none)"
+    elif client.key_id is not None:
         kind = f"key id {client.key_id}, client {client.client_id}"
     else:
         kind = f"client {client.client_id} with a client secret"
-    _say(out, "ok", f"configuration: issuer {config.issuer}, {kind}")
-    if client.key_id is not None:
+    mode = "" if config.validation == "introspection" else f", validation {config.validation}"
+    _say(out, "ok", f"configuration: issuer {config.issuer}, {kind}{mode}")
+    if client is not None and client.key_id is not None:
         _say(
             out,
             "ok",
@@ -248,28 +254,62 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
                 "https://acme-xyz.zitadel.cloud) and that this machine can reach it",
             )
             return NETWORK
-        if skipped:
+        if config.validation == "local":
+            _say(out, "ok", f"discovery: issuer matches; keys at {endpoint}")
+        elif skipped:
             _say(out, "ok", f"discovery: skipped, introspection endpoint set to {endpoint}")
         else:
             _say(out, "ok", f"discovery: issuer matches; introspection endpoint {endpoint}")
-        try:
-            principal = await zitadel.verify("fastapi-zitadel-check-" + secrets.token_hex(16))
-        except InvalidTokenError:
-            _say(out, "ok", "credentials: accepted (a made-up token introspected as inactive)")
-            _say(out, "ok", "all checks passed")
-            return OK
-        except ClientCredentialsRejected as exc:
-            _say(
-                out,
-                "FAIL",
-                f"credentials: the IdP rejected our client authentication "
-                f"(HTTP {exc.status} {exc.error_code})",
-            )
-            _say(out, "fix", exc.hint)
-            return CREDENTIALS
-        except IdentityProviderError as exc:
-            _say(out, "FAIL", f"introspection: {exc.description}")
-            return NETWORK
+        if config.validation != "introspection":
+            failed = await _check_keys(zitadel, out)
+            if failed is not None:
+                return failed
+            if config.validation == "local":
+                _say(out, "ok", "all checks passed")
+                return OK
+        return await _check_credentials(zitadel, out)
+
+
+async def _check_keys(zitadel: ZitadelIntrospection, out: TextIO) -> int | None:
+    """The issuer's keys, as local verification sees them; an exit code if they fail."""
+    try:
+        keys = await zitadel.signing_keys()
+    except IdentityProviderError as exc:
+        _say(out, "FAIL", f"signing keys: {exc.description}")
+        _say(
+            out,
+            "fix",
+            "the JWKS (the discovery document's jwks_uri) must answer a JSON key set with at "
+            "least one RSA, EC or Ed25519 signing key; check that this machine can reach it",
+        )
+        return NETWORK
+    by_kid: dict[str, list[str]] = {}
+    for key in keys:
+        by_kid.setdefault(f"{key['kid']} ({key['key']})", []).append(key["algorithm"])
+    listed = "; ".join(f"{kid}: {', '.join(algs)}" for kid, algs in by_kid.items())
+    _say(out, "ok", f"signing keys: {len(by_kid)} usable: {listed}")
+    return None
+
+
+async def _check_credentials(zitadel: ZitadelIntrospection, out: TextIO) -> int:
+    try:
+        principal = await zitadel.verify("fastapi-zitadel-check-" + secrets.token_hex(16))
+    except InvalidTokenError:
+        _say(out, "ok", "credentials: accepted (a made-up token introspected as inactive)")
+        _say(out, "ok", "all checks passed")
+        return OK
+    except ClientCredentialsRejected as exc:
+        _say(
+            out,
+            "FAIL",
+            f"credentials: the IdP rejected our client authentication "
+            f"(HTTP {exc.status} {exc.error_code})",
+        )
+        _say(out, "fix", exc.hint)
+        return CREDENTIALS
+    except IdentityProviderError as exc:
+        _say(out, "FAIL", f"introspection: {exc.description}")
+        return NETWORK
     _say(out, "FAIL", f"a made-up token introspected as active ({principal.subject})")
     return CREDENTIALS
 
@@ -407,8 +447,10 @@ def _token(
 
 
 def _table(principal: Principal) -> str:
+    verified = {"jwt": "JWT verified locally", "introspection": "introspection"}
     rows: list[tuple[str, Any]] = [
         ("verdict", "active"),
+        ("verified by", verified[principal.verified_by]),
         ("subject", principal.subject),
         ("username", principal.username),
         ("name", principal.name),

@@ -31,11 +31,16 @@ from ._idp.urls import check_url, shown
 
 __all__ = [
     "KeyFileSource",
+    "Validation",
     "ZitadelConfig",
     "ZitadelSettings",
     "configuration_error",
     "merged_config",
 ]
+
+
+Validation = Literal["introspection", "local", "hybrid"]
+"""How tokens are verified: asking ZITADEL (RFC 7662), JWTs locally, or both."""
 
 
 def _is_path(source: object) -> bool:
@@ -50,6 +55,12 @@ class ZitadelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     issuer: str = Field(description="ZITADEL's issuer URL, e.g. https://acme.zitadel.cloud")
+    validation: Validation = Field(
+        default="introspection",
+        description="How tokens are verified: `introspection` (ask ZITADEL, RFC 7662), `local` "
+        "(JWT access tokens against the issuer's JWKS, no client credentials needed) or "
+        "`hybrid` (JWTs locally at once, confirmed by introspection in the background)",
+    )
     key_file: Path | None = Field(default=None, description="Path of the JSON key file")
     key: ZitadelKeyFile | None = Field(
         default=None, description="The JSON key file's content", repr=False
@@ -173,10 +184,15 @@ class ZitadelConfig(BaseModel):
                 "resource_name and resource_documentation need resource (ZITADEL_RESOURCE)"
             )
         self._check_credentials()
+        self._check_validation()
         return self
 
     def _check_credentials(self) -> None:
-        """Exactly one client credential: a key (file or JSON), or a client id with secret."""
+        """Exactly one client credential: a key (file or JSON), or a client id with secret.
+
+        ``validation="local"`` never calls ZITADEL with our credentials, so there none is
+        needed (one given is still checked, and must still be just one).
+        """
         sources = [name for name in ("key_file", "key") if getattr(self, name) is not None]
         has_secret = self.client_id is not None or self.client_secret is not None
         if len(sources) > 1:
@@ -186,7 +202,7 @@ class ZitadelConfig(BaseModel):
                 f"set either {sources[0]} ({_ENV[sources[0]]}) or client_id with client_secret "
                 "(ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET), not both"
             )
-        if not sources and not has_secret:
+        if not sources and not has_secret and self.validation != "local":
             raise ValueError(
                 "no client credentials: set key_file (ZITADEL_KEY_FILE) to the API "
                 "application's JSON key, or client_id and client_secret (ZITADEL_CLIENT_ID, "
@@ -197,6 +213,28 @@ class ZitadelConfig(BaseModel):
                 "client_id and client_secret (ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET) must be "
                 "set together"
             )
+
+    def _check_validation(self) -> None:
+        """What local verification needs: an audience, since nobody else checks it."""
+        if self.validation == "introspection":
+            return
+        if not self.audience:
+            raise ValueError(
+                f"validation={self.validation!r} needs audience (ZITADEL_AUDIENCE): a JWT "
+                "verified locally is checked by nobody else for being meant for this API; set "
+                "it to the project's resource id (or the API application's client id)"
+            )
+        if self.validation == "local" and self.redis_url is not None:
+            raise ValueError(
+                "validation='local' has no use for redis_url (ZITADEL_REDIS_URL): each replica "
+                "verifies JWTs itself, faster than a Redis round trip, and a locally verified "
+                "JWT cannot be revoked; unset it, or use validation='hybrid'"
+            )
+
+    @property
+    def has_credentials(self) -> bool:
+        """Whether a client credential (a key or a client id with its secret) is set."""
+        return self.key_source() is not None or self.client_id is not None
 
     def key_source(self) -> KeyFileSource | None:
         """The API application's key (a loaded key or a path), or ``None`` with a secret."""

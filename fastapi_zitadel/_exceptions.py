@@ -45,6 +45,7 @@ __all__ = [
     "TokenEndpointUnavailable",
     "TokenExchangeRejected",
     "TokenRequestRejected",
+    "TokenTypeUnsupported",
     "TransportFailure",
     "WrongKeyTypeError",
     "ZitadelError",
@@ -279,6 +280,15 @@ class IdentityProviderUnavailable(IdentityProviderError):
 
 class TransportFailure(IdentityProviderUnavailable):
     """Connecting, sending or reading failed; always worth a retry."""
+
+
+class TokenTypeUnsupported(IdentityProviderUnavailable):
+    """The IdP answered that it does not introspect this kind of token (400
+    ``unsupported_token_type``; oidc-provider says so for its JWT access tokens).
+
+    The IdP is up, so it never counts towards opening the circuit breaker; the token cannot
+    be confirmed by introspection, which is no verdict on it either (503, never 401).
+    """
 
 
 class IssuerMismatch(IdentityProviderUnavailable):

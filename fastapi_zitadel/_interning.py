@@ -36,6 +36,9 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
+_SCALARS = (int, float, bool, type(None))
+
+
 def freeze(value: Any) -> Any:
     """A read-only deep copy, with mapping keys and short strings interned.
 
@@ -43,6 +46,12 @@ def freeze(value: Any) -> Any:
     (``{role: {org id: org domain}}``), which most users of a project share: it is shared by
     value like the parsed roles.
     """
+    # JSON's own types first, by exact type: the ABC checks below cost more than the rest.
+    kind = type(value)
+    if kind is str:
+        return sys.intern(value) if len(value) <= _INTERN_LIMIT else value
+    if kind in _SCALARS:
+        return value
     if isinstance(value, Mapping):
         if value and all(_is_string_map(item) for item in value.values()):
             return shared_roles(value)
@@ -89,7 +98,9 @@ _ROLE_MAPS: dict[Any, Mapping[str, Mapping[str, str]]] = {}
 
 
 def _is_string_map(value: Any) -> bool:
-    return isinstance(value, Mapping) and all(
+    if type(value) is not dict and not isinstance(value, Mapping):
+        return False
+    return all(type(k) is str and type(v) is str for k, v in value.items()) or all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     )
 

@@ -47,9 +47,16 @@ class MetricsSnapshot:
     cache_size: int
     negative_cache_size: int
     in_flight: int = 0
-    """Validations running now (concurrent callers of one token share one)."""
+    """Validations running now (concurrent callers of one token share one), background
+    introspections and JWKS fetches included."""
     slots_in_use: int = 0
     """Slots of ``max_concurrent_introspections`` held now."""
+    jwt_verified: int = 0
+    """JWT access tokens verified locally (``validation`` ``local`` or ``hybrid``)."""
+    jwks_fetches: int = 0
+    """Fetches of the issuer's JWKS (first use, unknown ``kid``, background refresh)."""
+    background_introspections: int = 0
+    """Hybrid mode: introspections started after a JWT was served (or for ``introspected``)."""
 
 
 @dataclass
@@ -60,6 +67,8 @@ class Metrics:
     misses: int = 0
     stale_served: int = 0
     circuit_rejections: int = 0
+    jwt_verified: int = 0
+    background_introspections: int = 0
     idp_calls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(IDP_OUTCOMES, 0))
     idp_latency_count: int = 0
     idp_latency_sum: float = 0.0

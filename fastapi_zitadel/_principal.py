@@ -12,14 +12,18 @@ import functools
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, create_model
 
 from . import _claims as read
 from ._interning import EMPTY, SharedFieldSet, freeze, shared_roles, thaw
 
-__all__ = ["Actor", "Organization", "Principal"]
+__all__ = ["Actor", "Organization", "Principal", "VerifiedBy"]
+
+VerifiedBy = Literal["introspection", "jwt"]
+"""How a principal's claims were obtained: ZITADEL's introspection answer, or a JWT access
+token whose signature was checked locally against the issuer's keys."""
 
 # Pydantic would copy a mapping into a plain dict; freezing after validation keeps it read-only.
 _freeze, _thaw = AfterValidator(freeze), PlainSerializer(thaw)
@@ -64,7 +68,9 @@ class Principal(BaseModel):
     ``{"admin": {"<org id>": "<org primary domain>"}}``. ``actor`` is set when someone acts on
     the subject's behalf (a token exchanged with an actor token): the caller is then
     ``actor.subject`` acting for ``subject``. ``claims`` holds every claim of the answer, for
-    anything not modelled here.
+    anything not modelled here. ``verified_by`` says where the claims come from:
+    ``"introspection"`` (ZITADEL's answer) or ``"jwt"`` (a JWT access token verified locally,
+    which carries fewer claims: no profile, e-mail or phone).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -92,22 +98,29 @@ class Principal(BaseModel):
     roles: RoleMap = Field(default_factory=_empty)
     metadata: Metadata = Field(default_factory=_empty)
     claims: Claims = Field(default_factory=_empty)
+    verified_by: VerifiedBy = "introspection"
 
     @classmethod
-    def from_claims(cls, claims: Mapping[str, Any], *, project_id: str | None = None) -> Principal:
-        """Build a principal from an active answer's claims.
+    def from_claims(
+        cls,
+        claims: Mapping[str, Any],
+        *,
+        project_id: str | None = None,
+        verified_by: VerifiedBy = "introspection",
+    ) -> Principal:
+        """Build a principal from an active answer's claims (or a verified JWT's).
 
         Raises ``MalformedClaimError`` when a validity-deciding claim has the wrong type.
         Fields are read and checked here, so pydantic's validation is skipped.
         """
         claims = freeze(claims)
         preferred_username = read.text(claims, "preferred_username")
-        custom = {} if cls is Principal else _custom_claims(cls, claims)
-        return cls.model_construct(
-            _fields_set=_FROM_CLAIMS,
-            **custom,
+        client_id = read.strict_text(claims, "client_id")
+        if client_id is None and verified_by == "jwt":  # ZITADEL's docs name azp in its JWTs
+            client_id = read.text(claims, "azp")
+        fields: dict[str, Any] = dict(
             subject=read.strict_text(claims, "sub"),
-            client_id=read.strict_text(claims, "client_id"),
+            client_id=client_id,
             username=read.text(claims, "username") or preferred_username,
             scopes=read.scopes(claims.get("scope")),
             audience=read.audience(claims.get("aud")),
@@ -129,7 +142,26 @@ class Principal(BaseModel):
             roles=shared_roles(read.roles(claims, project_id)),
             metadata=MappingProxyType(read.metadata(claims.get(read.METADATA_CLAIM))),
             claims=claims,
+            verified_by=verified_by,
         )
+        if cls is Principal:
+            return cls._trusted(fields)
+        # A principal_class= subclass: its own typed claims, validated (pydantic's way).
+        custom = _custom_claims(cls, claims)
+        return cls.model_construct(_fields_set=set(cls.model_fields), **fields, **custom)
+
+    @classmethod
+    def _trusted(cls, fields: dict[str, Any]) -> Principal:
+        """``model_construct(_fields_set=..., **fields)`` given every field, in field order:
+        what pydantic's ``model_construct`` does then, without its loop over aliases and
+        defaults (a third of a cold JWT verification). ``tests/test_principal_construct.py``
+        checks that both make the same object."""
+        principal = cls.__new__(cls)
+        object.__setattr__(principal, "__dict__", fields)
+        object.__setattr__(principal, "__pydantic_fields_set__", _FROM_CLAIMS)
+        object.__setattr__(principal, "__pydantic_extra__", None)
+        object.__setattr__(principal, "__pydantic_private__", None)
+        return principal
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Principal:
         return self  # deeply immutable, like a tuple: a copy could never differ

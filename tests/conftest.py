@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi_zitadel.testing import ZitadelStandIn
 
 from .helpers import CLIENT_ID, STANDIN_ISSUER, FakeClock, World, pem_pkcs1
+from .jwt_support import JwtWorld, served_jwt_world
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +62,9 @@ def world(clock: FakeClock) -> World:
         locale=None,
     )
     return World(standin, project, app, user, clock)
+
+
+@pytest.fixture
+def jwt_world() -> Iterator[JwtWorld]:
+    """The stand-in on a loopback port, issuing JWT access tokens, with hand-moved clocks."""
+    yield from served_jwt_world()

@@ -209,7 +209,9 @@ def test_tilde_in_key_path_is_expanded(
     assert zitadel.config.key_file == tmp_path / "keys" / "api.json"
     monkeypatch.setenv("ZITADEL_ISSUER", ISSUER)
     monkeypatch.setenv("ZITADEL_KEY_FILE", "~/keys/api.json")
-    assert ZitadelIntrospection.from_env().client.key_id == app_key["keyId"]
+    client = ZitadelIntrospection.from_env().client
+    assert client is not None
+    assert client.key_id == app_key["keyId"]
 
 
 def test_a_service_user_key_is_refused_for_introspection(

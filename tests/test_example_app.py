@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from example_app.app import create_app
-from fastapi_zitadel import set_default_zitadel
+from fastapi_zitadel import ZitadelIntrospection, set_default_zitadel
 from fastapi_zitadel.testing import LoopbackServer, StandInProject
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,3 +209,39 @@ def test_example_variables_are_documented() -> None:
         text = page.read_text(encoding="utf-8")
         assert "EXAMPLE_ORG_ID" in text, page
         assert "/org/report" in text, page
+
+
+@pytest.mark.parametrize("validation", ["local", "hybrid"])
+def test_smoke_mode_with_each_validation(validation: str) -> None:
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "example_app", "--smoke", "--validation", validation],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert f"Validation: {validation}" in completed.stdout
+    assert "'verified_by': 'jwt'" in completed.stdout
+    assert ("key file" in completed.stdout) == (validation == "hybrid")
+
+
+def test_the_example_in_local_mode_needs_no_key(zitadel_project: StandInProject) -> None:
+    zitadel = ZitadelIntrospection(
+        zitadel_project.standin.issuer,
+        validation="local",
+        audience=zitadel_project.project.id,
+        project_id=zitadel_project.project.id,
+    )
+    admin = zitadel_project.token("alice", roles=["admin"], jwt=True)
+    with TestClient(create_app(zitadel, org_id=zitadel_project.org.id)) as client:
+        headers = {"Authorization": f"Bearer {admin}"}
+        me = client.get("/me", headers=headers).json()
+        assert me["verified_by"] == "jwt"
+        assert me["roles"] == {"admin": {zitadel_project.org.id: "acme.localhost"}}
+        assert client.post("/items?name=fig", headers=headers).status_code == 201
+        assert client.get("/profile", headers=headers).status_code == 403  # no scopes in a JWT
+        opaque = zitadel_project.token("alice")
+        assert client.get("/me", headers={"Authorization": f"Bearer {opaque}"}).status_code == 401

@@ -57,6 +57,7 @@ def test_exported_members() -> None:
         "ZitadelConfig",
         "ZitadelCredentials",
         "ZitadelError",
+        "ZitadelIntrospected",
         "ZitadelIntrospection",
         "ZitadelKeyFile",
         "ZitadelMiddleware",
@@ -137,6 +138,7 @@ def test_public_members_return_public_types() -> None:
     for cls in (
         ZitadelIntrospection,
         fastapi_zitadel.ZitadelOptional,
+        fastapi_zitadel.ZitadelIntrospected,
         fastapi_zitadel.Principal,
         fastapi_zitadel.ServiceAccountAuth,
         fastapi_zitadel.TokenExchange,

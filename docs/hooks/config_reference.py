@@ -30,7 +30,8 @@ DESCRIPTIONS: dict[str, str] = {
     "client_secret": "Client secret for `client_secret_basic`, with `client_id`",
     "audience": "Accepted audiences; an active token must carry at least one of them. "
     "Typically the project's resource id. Empty: no local audience check (ZITADEL still "
-    "checks that the token is meant for the caller's project)",
+    "checks that the token is meant for the caller's project); required with `validation` "
+    "`local` or `hybrid`",
     "project_id": "The project's resource id: roles are read from "
     "`urn:zitadel:iam:org:project:{id}:roles` instead of the generic "
     "`urn:zitadel:iam:org:project:roles` claim",

@@ -54,6 +54,12 @@ class MemoryCache(IntrospectionCache):
     def discard_all(self) -> None:
         self._entries.clear()
 
+    def discard_where(self, predicate: Callable[[CacheEntry], bool]) -> None:
+        """Drop every entry ``predicate`` holds for (a scan: for rare events only)."""
+        entries = self._entries
+        for digest in [d for d, entry in entries.items() if predicate(entry)]:
+            del entries[digest]
+
     def _make_room(self) -> None:
         now = self._clock()
         entries = self._entries

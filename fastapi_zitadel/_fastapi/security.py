@@ -27,6 +27,7 @@ from starlette.requests import HTTPConnection
 from fastapi_zitadel._build import build
 from fastapi_zitadel._cache.base import IntrospectionCache
 from fastapi_zitadel._config import (
+    Validation,
     ZitadelConfig,
     ZitadelSettings,
     configuration_error,
@@ -35,6 +36,7 @@ from fastapi_zitadel._config import (
 from fastapi_zitadel._exceptions import (
     ConfigurationError,
     IdentityProviderError,
+    IdentityProviderUnavailable,
     InsufficientScopeError,
     MissingTokenError,
     ZitadelError,
@@ -43,6 +45,7 @@ from fastapi_zitadel._idp.client_auth import PrivateKeyJwt
 from fastapi_zitadel._idp.key_file import ZitadelKeyFile
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._metrics import MetricsSnapshot
+from fastapi_zitadel._pipeline.pipeline import VerificationPipeline
 from fastapi_zitadel._principal import Principal
 from fastapi_zitadel._resilience.circuit_breaker import CircuitState
 
@@ -51,7 +54,7 @@ from .bearer import extract_bearer
 from .requirements import PrincipalDependency
 from .user import PrincipalLoader, UserLoader, user_dependency
 
-__all__ = ["ClientIdentity", "ZitadelIntrospection", "ZitadelOptional"]
+__all__ = ["ClientIdentity", "ZitadelIntrospected", "ZitadelIntrospection", "ZitadelOptional"]
 
 _COMPONENTS = (
     "http_client",
@@ -78,12 +81,14 @@ class ClientIdentity:
 
 
 class ZitadelIntrospection(SecurityBase):
-    """Verifies bearer tokens by asking ZITADEL's introspection endpoint (RFC 7662).
+    """Verifies bearer tokens by asking ZITADEL's introspection endpoint (RFC 7662), by
+    verifying JWT access tokens locally (``validation="local"``), or both
+    (``validation="hybrid"``).
 
     Create one per app (per issuer) and reuse it: it holds the connection pool, the signed
-    client assertion and the result cache. It is a FastAPI security dependency
-    (``Depends(zitadel)``, ``Security(zitadel, scopes=[...])``), and usable without FastAPI
-    through ``verify``. Every setting is a keyword (see the configuration reference);
+    client assertion, the issuer's keys and the result cache. It is a FastAPI security
+    dependency (``Depends(zitadel)``, ``Security(zitadel, scopes=[...])``), and usable without
+    FastAPI through ``verify``. Every setting is a keyword (see the configuration reference);
     ``config=`` takes a ready ``ZitadelConfig`` whose values the keywords override.
     """
 
@@ -91,6 +96,7 @@ class ZitadelIntrospection(SecurityBase):
         self,
         issuer: str | None = None,
         *,
+        validation: Validation | None = None,
         key_file: str | PathLike[str] | Mapping[str, Any] | ZitadelKeyFile | None = None,
         key: str | Mapping[str, Any] | ZitadelKeyFile | None = None,
         client_id: str | None = None,
@@ -163,6 +169,12 @@ class ZitadelIntrospection(SecurityBase):
         self._query_tokens = self.config.websocket_query_token
         self._max_token_length = self.config.max_token_length
         self._optional = openapi.allows_anonymous(ZitadelOptional(self))
+        self._introspected = ZitadelIntrospected(
+            self,
+            self._pipeline,
+            memo_key=self._memo_key,
+            confirms=self.config.validation == "hybrid",
+        )
         self._installed: weakref.WeakSet[FastAPI] = weakref.WeakSet()
 
     @classmethod
@@ -200,16 +212,25 @@ class ZitadelIntrospection(SecurityBase):
         return self._scheme
 
     @property
-    def client(self) -> ClientIdentity:
-        """How this API authenticates to ZITADEL (no secret in it)."""
+    def validation(self) -> Validation:
+        """``"introspection"``, ``"local"`` or ``"hybrid"``."""
+        return self.config.validation
+
+    @property
+    def client(self) -> ClientIdentity | None:
+        """How this API authenticates to ZITADEL (no secret in it); ``None`` with
+        ``validation="local"`` and no credential configured."""
         auth = self._parts.auth
+        if auth is None:
+            return None
         method = "private_key_jwt" if isinstance(auth, PrivateKeyJwt) else "client_secret_basic"
         return ClientIdentity(method, auth.client_id, auth.key_id)
 
     @property
     def introspection_calls(self) -> int:
         """How many introspection requests were sent (retries included)."""
-        return self._parts.client.calls
+        client = self._parts.client
+        return 0 if client is None else client.calls
 
     @property
     def circuit_state(self) -> CircuitState:
@@ -242,8 +263,32 @@ class ZitadelIntrospection(SecurityBase):
 
     async def discover(self) -> str:
         """Fetch the discovery document now (rather than on the first request); returns the
-        introspection endpoint."""
-        return await self._parts.discovery.introspection_endpoint()
+        introspection endpoint (with ``validation="local"``, the ``jwks_uri``). With
+        ``discover_on_startup``, the lifespan calls it, and fetches the issuer's keys too."""
+        discovery = self._parts.discovery
+        if self.config.validation != "local":
+            return await discovery.introspection_endpoint()
+        jwks_uri = (await discovery.fetch()).jwks_uri
+        if jwks_uri is None:
+            raise IdentityProviderUnavailable("the discovery document has no jwks_uri")
+        return jwks_uri
+
+    async def signing_keys(self) -> list[dict[str, str]]:
+        """The issuer's keys this instance verifies JWTs with, fetched now: one entry per key
+        and algorithm, ``{"kid": ..., "algorithm": ..., "key": "RSA 2048 bits"}``.
+
+        Raises ``ConfigurationError`` with ``validation="introspection"`` (no keys are used),
+        an ``IdentityProviderError`` when the JWKS cannot be fetched or used.
+        """
+        jwks = self._parts.jwks
+        if jwks is None:
+            raise ConfigurationError("validation='introspection' verifies no JWT: no keys")
+        keys = await jwks.refresh()
+        return [
+            {"kid": key.kid, "algorithm": key.algorithm, "key": key.description}
+            for found in keys.values()
+            for key in found
+        ]
 
     def client_assertion(self) -> str:
         """A freshly signed client assertion (for ``curl``); needs a key, not a secret."""
@@ -374,6 +419,15 @@ class ZitadelIntrospection(SecurityBase):
         return self._user
 
     @property
+    def introspected(self) -> ZitadelIntrospected:
+        """A dependency like this one that, with ``validation="hybrid"``, answers only once
+        ZITADEL's introspection has confirmed the token (joining the check in flight, or
+        making one): for routes where a revoked token must never pass, not even once. With
+        the other modes it is the same as ``Depends(zitadel)``.
+        """
+        return self._introspected
+
+    @property
     def optional(self) -> ZitadelOptional:
         """A dependency giving ``None`` for anonymous requests, for routes that serve both.
 
@@ -447,12 +501,14 @@ class ZitadelIntrospection(SecurityBase):
 
     # Lifecycle ---------------------------------------------------------------------------
     async def aclose(self) -> None:
-        await self._pipeline.aclose()
-        await self._parts.http.aclose()
+        """Cancel background work (hybrid introspections, a JWKS refresh), close the pool."""
+        await self._parts.aclose()
 
     async def __aenter__(self) -> ZitadelIntrospection:
         if self.config.discover_on_startup:
             await self.discover()
+            if self._parts.jwks is not None:  # local, hybrid: the keys too
+                await self.signing_keys()
         if self.config.swagger_client_id is not None:
             await self._discover_login_endpoints()
         return self
@@ -503,6 +559,61 @@ class ZitadelOptional(SecurityBase):
         principal = await zitadel.authenticate_optional(conn)
         if principal is not None and security_scopes.scopes:
             _check_scopes(conn, principal, security_scopes.scopes, zitadel.realm)
+        return principal
+
+
+class ZitadelIntrospected(SecurityBase):
+    """``zitadel.introspected``: the same scheme, answering only with a principal whose
+    token ZITADEL's introspection confirmed (``validation="hybrid"``); with the other modes
+    the same as ``zitadel`` itself."""
+
+    def __init__(
+        self,
+        zitadel: ZitadelIntrospection,
+        pipeline: VerificationPipeline,
+        *,
+        memo_key: str,
+        confirms: bool,
+    ) -> None:
+        self._zitadel = zitadel
+        self._pipeline = pipeline
+        self._memo_key = memo_key
+        self._confirms = confirms
+        self.scheme_name = zitadel.scheme_name
+
+    @property
+    def model(self) -> SecuritySchemeModel:  # type: ignore[override]
+        return self._zitadel.model
+
+    @property
+    def realm(self) -> str:
+        return self._zitadel.realm
+
+    async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
+        zitadel = self._zitadel
+        principal = await zitadel.authenticate(conn)
+        if self._confirms and principal.verified_by == "jwt":
+            principal = await self._confirmed(conn)
+        if security_scopes.scopes:
+            _check_scopes(conn, principal, security_scopes.scopes, zitadel.realm)
+        return principal
+
+    async def _confirmed(self, conn: HTTPConnection) -> Principal:
+        config = self._zitadel.config
+        http = conn.scope["type"] == "http"
+        try:
+            token = extract_bearer(
+                conn,
+                max_length=config.max_token_length,
+                allow_query=config.websocket_query_token and not http,
+            )
+            assert token is not None  # authenticate() found it a moment ago
+            pipeline = self._pipeline
+            principal = await pipeline.confirmed(token, pipeline.key(token))
+        except ZitadelError as error:
+            raise error.to_http(conn, config.realm) from None
+        if http:
+            conn.scope[self._memo_key] = principal
         return principal
 
 

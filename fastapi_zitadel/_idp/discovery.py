@@ -58,10 +58,11 @@ class Discovery:
         timeout: float,
         allow_insecure_http: bool,
         monotonic: Callable[[], float],
-        required_endpoint: str = "introspection_endpoint",
+        required_endpoint: str | None = "introspection_endpoint",
     ) -> None:
         """``required_endpoint``: the endpoint a document must name (an API introspects, a
-        client of other APIs needs the ``token_endpoint``)."""
+        client of other APIs needs the ``token_endpoint``; ``None`` for local JWT verification,
+        which needs only ``jwks_uri``)."""
         self._issuer = issuer
         self._required = required_endpoint
         self._sync_lock = threading.Lock()
@@ -163,8 +164,9 @@ class Discovery:
             )
         endpoints = {name: self._endpoint(data, name) for name in _ENDPOINTS}
         configured = self._required == "introspection_endpoint" and self._configured_endpoint
-        if endpoints[self._required] is None and not configured:
-            raise IdentityProviderUnavailable(f"discovery document has no {self._required}")
+        required = self._required
+        if required is not None and endpoints[required] is None and not configured:
+            raise IdentityProviderUnavailable(f"discovery document has no {required}")
         return ProviderMetadata(issuer=issuer, **endpoints)
 
     def _endpoint(self, data: dict[str, Any], name: str) -> str | None:

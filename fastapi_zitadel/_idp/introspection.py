@@ -20,6 +20,7 @@ from fastapi_zitadel._exceptions import (
     ClientCredentialsRejected,
     IdentityProviderError,
     IdentityProviderUnavailable,
+    TokenTypeUnsupported,
     TransportFailure,
 )
 from fastapi_zitadel._log import RateLimitedLog, logger
@@ -184,6 +185,12 @@ class IntrospectionClient:
             retry_after = _retry_after(response.headers.get("retry-after"))
             raise _Retryable(f"identity provider answered HTTP {status}", retry_after=retry_after)
         error = response.data.get("error") if isinstance(response.data, dict) else None
+        if status == 400 and error == "unsupported_token_type":
+            raise TokenTypeUnsupported(
+                "the identity provider does not introspect this kind of token "
+                "(HTTP 400 unsupported_token_type)",
+                retry_after=30.0,
+            )
         shown = f" {error}" if isinstance(error, str) and len(error) <= 64 else ""
         refused = IdentityProviderUnavailable(
             f"introspection request refused: HTTP {status}{shown}", retry_after=30.0

@@ -20,7 +20,7 @@ from fastapi_zitadel._exceptions import (
     MalformedClaimError,
 )
 from fastapi_zitadel._log import RateLimitedLog
-from fastapi_zitadel._principal import Principal
+from fastapi_zitadel._principal import Principal, VerifiedBy
 
 __all__ = ["ACCESS_TOKEN_TYPES", "ClaimChecks"]
 
@@ -54,9 +54,12 @@ class ClaimChecks:
         self._clock = clock
         self._misconfiguration_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
 
-    def principal(self, claims: Mapping[str, Any]) -> Principal:
-        """Raise ``InvalidTokenError`` when the active answer must not be trusted."""
-        principal = self.parse(claims)
+    def principal(
+        self, claims: Mapping[str, Any], *, verified_by: VerifiedBy = "introspection"
+    ) -> Principal:
+        """Raise ``InvalidTokenError`` when the active answer (or the verified JWT's claims)
+        must not be trusted."""
+        principal = self.parse(claims, verified_by=verified_by)
         if principal.issuer is not None and principal.issuer != self._issuer:
             # Not the caller's fault: our issuer setting differs from what the IdP says.
             self._misconfiguration_log(
@@ -94,10 +97,18 @@ class ClaimChecks:
                 )
         return principal
 
-    def parse(self, claims: Mapping[str, Any]) -> Principal:
-        """The principal for ``claims``; a shape no server should send is an IdP fault."""
+    def parse(
+        self, claims: Mapping[str, Any], *, verified_by: VerifiedBy = "introspection"
+    ) -> Principal:
+        """The principal for ``claims``; a shape no server should send is an IdP fault.
+
+        In a JWT it is the token's own fault: the same token can never become valid, so it
+        is refused (401) rather than retried (503).
+        """
         try:
-            return self._principal_class.from_claims(claims, project_id=self._project_id)
+            return self._principal_class.from_claims(
+                claims, project_id=self._project_id, verified_by=verified_by
+            )
         except ValidationError as exc:
             # A custom claim of principal_class= is missing or has the wrong shape: the token
             # lacks what this API requires (a 401), not an IdP fault.
@@ -110,6 +121,8 @@ class ClaimChecks:
             problem = "nested too deeply"
         except MalformedClaimError as exc:
             problem = str(exc)
+        if verified_by == "jwt":
+            raise InvalidTokenError(f"the token's claims are malformed: {problem}")
         self._misconfiguration_log("malformed introspection answer: %s", problem)
         raise IdentityProviderUnavailable(
             f"malformed introspection answer: {problem}", retry_after=5.0

@@ -18,6 +18,15 @@ change: they retry it within ``timeout`` and then raise ``SharedCacheUnavailable
 An entry read from the shared tier is held no longer than this instance's own lifetimes from
 when the IdP vouched for it, whoever wrote it; with ``cache_ttl=0`` nothing shared is used (the
 tier is asked only after an inactive answer, to know whether to tell the other replicas).
+
+Which validator decides a miss depends on ``validation``: the introspection validator alone,
+the local JWT verifier alone (``local``), or both (``hybrid``): a JWT is verified locally and
+served at once, its introspection runs in the background (one per token at a time, inside the
+concurrency cap, once per cache lifetime), and replaces the cached entry with ZITADEL's
+answer. An inactive answer drops the token everywhere, as ``invalidate()`` does, and marks it
+*suspect*: until ZITADEL says it is active again, that token is introspected before it is
+served, so a revoked JWT passes at most one request per cache lifetime. Locally verified
+entries are kept in this process only: the shared tier holds introspection answers alone.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
@@ -33,13 +43,16 @@ from fastapi_zitadel._exceptions import (
     IdentityProviderUnavailable,
     InvalidTokenError,
     SharedCacheUnavailable,
+    ZitadelError,
 )
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
+from fastapi_zitadel._resilience.background import KeyedTasks, wait
 from fastapi_zitadel._resilience.single_flight import SingleFlight
 
 from .checks import ClaimChecks
+from .jwt_validator import OPAQUE_IN_LOCAL_MODE, JwtValidator
 from .validator import Validator
 
 __all__ = ["CachePolicy", "VerificationPipeline"]
@@ -102,7 +115,7 @@ class VerificationPipeline:
         negative: NegativeCache,
         shared: IntrospectionCache | None,
         flight: SingleFlight[Principal],
-        validator: Validator,
+        validator: Validator | None,
         checks: ClaimChecks,
         policy: CachePolicy,
         metrics: Metrics,
@@ -110,7 +123,12 @@ class VerificationPipeline:
         max_token_length: int,
         clock: Callable[[], float],
         monotonic: Callable[[], float],
+        jwt: JwtValidator | None = None,
+        suspects: NegativeCache | None = None,
     ) -> None:
+        """``validator`` introspects; ``jwt`` verifies JWTs locally; with both, hybrid mode
+        (``suspects`` then remembers tokens to introspect before serving them)."""
+        assert validator is not None or jwt is not None, "a pipeline needs a validator"
         self._namespace = namespace
         self._local = local
         self._negative = negative
@@ -126,6 +144,10 @@ class VerificationPipeline:
         self._monotonic = monotonic
         self._in_flight: dict[bytes, _InFlight] = {}
         self._shared_log = RateLimitedLog(logging.WARNING, monotonic=monotonic)
+        self._jwt = jwt
+        self._hybrid = jwt is not None and validator is not None
+        self._suspects = suspects if self._hybrid else None
+        self._confirmations: KeyedTasks[Principal] = KeyedTasks()
 
     # The hot path ------------------------------------------------------------------------
     def key(self, token: str) -> bytes:
@@ -177,11 +199,16 @@ class VerificationPipeline:
                         self._metrics.shared_hits += 1
                         return entry.principal
             self._metrics.misses += 1
-            # The deadline lives inside the shared call (every step in it is bounded by it),
-            # so the callers waiting for it need no timer of their own.
+            header = self._locally_verifiable(key)
             try:
+                if header is not None:
+                    # Run here, not shared: a signature check costs less than a task, and
+                    # what may wait (the JWKS fetch, hybrid's introspection) is shared below.
+                    return await self._verify_locally(key, header, deadline)
+                # The deadline lives inside the shared call (every step in it is bounded by
+                # it), so the callers waiting for it need no timer of their own.
                 return await self._flight.run(
-                    digest, lambda: self._validate(key, deadline, held=held)
+                    digest, lambda: self._introspect(key, deadline, held=held)
                 )
             except IdentityProviderUnavailable as failure:
                 voided = flight.invalidations != started
@@ -199,7 +226,21 @@ class VerificationPipeline:
         )
         return entry.principal
 
-    async def _validate(self, key: CacheKey, deadline: float, *, held: bool | None) -> Principal:
+    def _locally_verifiable(self, key: CacheKey) -> dict[str, Any] | None:
+        """The JWT header when the token is to be verified here, ``None`` to introspect."""
+        jwt = self._jwt
+        if jwt is None:
+            return None
+        header = jwt.header(key.token)
+        if header is None and self._validator is None:
+            raise InvalidTokenError(OPAQUE_IN_LOCAL_MODE)  # no network call for it
+        suspects = self._suspects
+        if header is not None and suspects is not None and key.digest in suspects:
+            return None  # hybrid: found inactive or invalidated, ZITADEL decides first
+        return header
+
+    async def _introspect(self, key: CacheKey, deadline: float, *, held: bool | None) -> Principal:
+        assert self._validator is not None
         digest = key.digest
         flight, started = self._open(digest)
         try:
@@ -226,9 +267,103 @@ class VerificationPipeline:
                 logger.debug(
                     "token %s is active, cached until %.0f", digest[:4].hex(), entry.expires_at
                 )
+            if self._suspects is not None:
+                self._suspects.discard(digest)  # ZITADEL says it is active: JWT path again
             return principal
         finally:
             self._close(digest, flight)
+
+    async def _verify_locally(
+        self, key: CacheKey, header: Mapping[str, Any], deadline: float
+    ) -> Principal:
+        assert self._jwt is not None
+        digest = key.digest
+        flight, started = self._open(digest)
+        try:
+            try:
+                claims = await self._jwt.verify(key.token, header, deadline)
+                principal = self._checks.principal(claims, verified_by="jwt")
+            except InvalidTokenError as exc:
+                logger.debug("token %s rejected: %s", digest[:4].hex(), exc.description)
+                self._negative.add(digest)
+                raise
+            entry = self._policy.entry(principal, self._clock())
+            if flight.invalidations == started:
+                if entry is not None:
+                    self._local.store(digest, entry)  # never shared: see the module docstring
+                if self._hybrid:
+                    self._confirm_in_background(key)
+            return principal
+        finally:
+            self._close(digest, flight)
+
+    # Hybrid mode: confirmation by introspection --------------------------------------------
+    def _confirm_in_background(self, key: CacheKey) -> None:
+        """Introspect a token just served from its JWT, without holding up the request: its
+        task is made in the next pass of the loop, after the request."""
+        if self._confirmations.start_soon(key.digest, lambda: self._confirm(key)):
+            self._metrics.background_introspections += 1
+
+    async def confirmed(self, token: str, digest: bytes) -> Principal:
+        """Hybrid mode: ``token``'s principal once introspection has confirmed it (joining
+        the confirmation in flight, or starting one); ``InvalidTokenError`` if it is not
+        active, an ``IdentityProviderError`` if ZITADEL cannot tell now."""
+        key = CacheKey(digest, token)
+        if not self._confirmations.scheduled(digest):
+            self._metrics.background_introspections += 1
+        task = self._confirmations.start(digest, lambda: self._confirm(key))
+        try:
+            return await wait(task, self._timeout + 1.0)
+        except asyncio.TimeoutError:  # the introspection has its own deadline: not expected
+            raise IdentityProviderUnavailable(
+                "the introspection confirming a JWT did not finish in time", retry_after=1.0
+            ) from None
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # this request was cancelled, not the introspection
+            raise IdentityProviderUnavailable(
+                "the introspection confirming a JWT was cancelled (closing)", retry_after=1.0
+            ) from None
+
+    async def _confirm(self, key: CacheKey) -> Principal:
+        assert self._validator is not None
+        digest = key.digest
+        flight, started = self._open(digest)
+        deadline = self._monotonic() + self._timeout
+        try:
+            claims = await self._validator.validate(key.token, deadline)
+            try:
+                if claims is None:
+                    raise InvalidTokenError("the token is not active")
+                principal = self._checks.principal(claims)
+            except InvalidTokenError:
+                if flight.invalidations == started:
+                    await self._revoked(key, deadline)
+                raise
+            entry = self._policy.entry(principal, self._clock())
+            if entry is not None and flight.invalidations == started:
+                self._local.store(digest, entry)
+                if self._shared is not None:
+                    await self._shared_call("set", self._shared.set(key, entry), deadline)
+            if self._suspects is not None:
+                self._suspects.discard(digest)
+            logger.debug("token %s confirmed by introspection", digest[:4].hex())
+            return principal
+        except ZitadelError as exc:
+            logger.debug("token %s not confirmed: %s", digest[:4].hex(), exc.description)
+            raise
+        finally:
+            self._close(digest, flight)
+
+    async def _revoked(self, key: CacheKey, deadline: float) -> None:
+        """A token served from its JWT is not active: drop it everywhere, and introspect it
+        before serving it again."""
+        digest = key.digest
+        logger.debug("token %s is inactive: dropped everywhere", digest[:4].hex())
+        self.forget(digest)  # marks it suspect too
+        self._negative.add(digest)
+        if self._shared is not None:  # the delete also tells the other replicas
+            await self._shared_call("delete", self._shared.delete(key), deadline)
 
     async def _inactive(self, key: CacheKey, deadline: float, *, held: bool | None) -> None:
         digest = key.digest
@@ -253,18 +388,28 @@ class VerificationPipeline:
         shared = self._shared
         if shared is not None:
             key = CacheKey(digest, token)
-            await self._confirm("the invalidation", lambda: shared.delete(key))
+            await self._confirm_shared("the invalidation", lambda: shared.delete(key))
 
     def forget(self, digest: bytes) -> None:
         """Drop a token's active entry (another replica saw it revoked or invalidated).
 
-        Its negative entry, if any, stays: "inactive" is what that replica learned too.
+        Its negative entry, if any, stays: "inactive" is what that replica learned too. In
+        hybrid mode the token becomes suspect: its next use is introspected before it is
+        served, whichever replica verified its JWT.
         """
         flight = self._in_flight.get(digest)
         if flight is not None:
             flight.invalidations += 1
         self._flight.forget(digest)
+        self._confirmations.forget(digest)
         self._local.discard(digest)
+        if self._suspects is not None:
+            self._suspects.add(digest)
+
+    def forget_local_jwts(self) -> None:
+        """Drop every locally verified entry (the issuer stopped publishing a key: what it
+        signed must be verified again, and fail)."""
+        self._local.discard_where(lambda entry: entry.principal.verified_by == "jwt")
 
     async def clear(self) -> None:
         """Drop everything here, then in the shared tier; raises ``SharedCacheUnavailable``
@@ -272,24 +417,29 @@ class VerificationPipeline:
         self.forget_all()
         shared = self._shared
         if shared is not None:
-            await self._confirm("the clear", shared.clear)
+            await self._confirm_shared("the clear", shared.clear)
 
     def forget_all(self) -> None:
         for flight in self._in_flight.values():
             flight.invalidations += 1
         self._flight.forget_all()
+        self._confirmations.forget_all()
         self._negative.clear()
         self._local.discard_all()
 
     async def aclose(self) -> None:
+        """Cancel the background introspections still running, close the shared tier."""
+        await self._confirmations.aclose()
         if self._shared is not None:
             await self._shared.aclose()
 
     # Sizes, for the metrics ---------------------------------------------------------------
     @property
     def sizes(self) -> tuple[int, int, int]:
-        """Entries in the local and negative caches, and validations in flight."""
-        return len(self._local), len(self._negative), self._flight.in_flight()
+        """Entries in the local and negative caches, and validations in flight (background
+        introspections included)."""
+        in_flight = self._flight.in_flight() + self._confirmations.in_flight()
+        return len(self._local), len(self._negative), in_flight
 
     # Helpers -----------------------------------------------------------------------------
     def _open(self, digest: bytes) -> tuple[_InFlight, int]:
@@ -317,7 +467,7 @@ class VerificationPipeline:
             )
             return None
 
-    async def _confirm(self, what: str, operation: Callable[[], Awaitable[None]]) -> None:
+    async def _confirm_shared(self, what: str, operation: Callable[[], Awaitable[None]]) -> None:
         """Run a change of the shared tier until it succeeds, retrying within ``timeout``."""
         failure: Exception | None = None
 

@@ -19,6 +19,7 @@ from fastapi_zitadel._exceptions import (
     ClientCredentialsRejected,
     IdentityProviderUnavailable,
     QueueTimeout,
+    TokenTypeUnsupported,
 )
 from fastapi_zitadel._idp.introspection import IntrospectionClient
 from fastapi_zitadel._log import RateLimitedLog
@@ -65,6 +66,14 @@ class IntrospectionValidator:
                     call["outcome"] = "inactive" if claims is None else "active"
         except ClientCredentialsRejected:
             breaker.succeeded()  # the IdP is up; our credentials are the problem
+            raise
+        except TokenTypeUnsupported as exc:
+            breaker.succeeded()  # the IdP is up, and answered
+            self._outage_log(
+                "identity provider unavailable: %s (answering 503, retry after %.0f s)",
+                exc.description,
+                exc.retry_after or 1.0,
+            )
             raise
         except QueueTimeout:
             breaker.abandoned()  # we never asked the IdP: our own queue was full

@@ -165,9 +165,10 @@ def serve(args: argparse.Namespace) -> None:
             print("nothing is kept: --state-dir DIR keeps ids, keys and secrets for the next run")
         else:
             print(f"state kept in {state_dir} (tokens are new every run)")
-        print("serving until Ctrl-C", flush=True)
-        # SIGTERM ends the run like Ctrl-C, so that a key file this run made is removed.
+        # SIGTERM ends the run like Ctrl-C, so that a key file this run made is removed; set
+        # before the line that tells a supervisor we are ready.
         signal.signal(signal.SIGTERM, _interrupt)
+        print("serving until Ctrl-C", flush=True)
         try:
             with contextlib.suppress(KeyboardInterrupt):
                 threading.Event().wait()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -110,6 +110,8 @@ class WebApplication:
             "clientId": self.client_id,
         }
 
+    jwt_access_tokens: bool = False  # ZITADEL's "access token type": JWT instead of opaque
+
 
 @dataclass
 class User:
@@ -132,6 +134,7 @@ class User:
     client_secret: str | None = field(default=None, repr=False)
     active: bool = True
     can_impersonate: bool = False  # holds an impersonator role (ORG_END_USER_IMPERSONATOR)
+    jwt_access_tokens: bool = False  # service users: the token endpoint issues JWTs
 
     @property
     def login_names(self) -> tuple[str, str]:
@@ -163,6 +166,8 @@ class AccessToken:
     expires_at: int
     revoked: bool = False
     actor: dict[str, Any] | None = None  # the ``act`` claim of an exchanged token (RFC 8693)
+    project_id: str | None = None  # the project whose roles a JWT carries
+    jwt: bool = False
 
 
 class Directory:
@@ -264,7 +269,10 @@ class Directory:
         scopes: Iterable[str],
         now: int,
         lifetime: int,
+        project_id: str | None = None,
+        sign: Callable[[AccessToken], str] | None = None,
     ) -> AccessToken:
+        """A new token; with ``sign``, a JWT access token whose value ``sign`` makes."""
         # Newer ZITADEL opaque tokens have dot-separated segments; a client must never parse
         # them, and using the same shape here catches code that tries.
         value = ".".join(secrets.token_urlsafe(n) for n in (24, 8, 8, 8, 16))
@@ -277,6 +285,10 @@ class Directory:
             scopes=list(dict.fromkeys(scopes)),
             issued_at=now,
             expires_at=now + lifetime,
+            project_id=project_id,
+            jwt=sign is not None,
         )
-        self.tokens[value] = token
+        if sign is not None:
+            token.value = sign(token)
+        self.tokens[token.value] = token
         return token

@@ -44,8 +44,8 @@ def override_principal(
     app: FastAPI, zitadel: ZitadelIntrospection, principal: Principal | None
 ) -> Iterator[None]:
     """Within the block, every dependency of ``zitadel`` sees ``principal``: ``zitadel``
-    itself, ``zitadel.optional``, its ``require_*``, and the module-level ``require_*`` when
-    ``zitadel`` is the default instance.
+    itself, ``zitadel.optional``, ``zitadel.introspected``, its ``require_*``, and the
+    module-level ``require_*`` when ``zitadel`` is the default instance.
 
     ``None`` makes requests anonymous (``zitadel.optional`` gives ``None``, the others 401).
     """
@@ -63,6 +63,7 @@ def override_principal(
     else:
         app.dependency_overrides[zitadel] = fixed_principal(zitadel, principal)
     app.dependency_overrides[zitadel.optional] = optional_principal
+    app.dependency_overrides[zitadel.introspected] = app.dependency_overrides[zitadel]
     if default_zitadel.current is zitadel:  # the module-level require_* functions too
         app.dependency_overrides[default_zitadel] = app.dependency_overrides[zitadel]
     try:

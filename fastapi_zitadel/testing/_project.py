@@ -93,11 +93,21 @@ class StandInProject:
         """Where the key file of the service user ``username`` is written."""
         return self._key_dir / f"service-user-{username}.json"
 
-    def web_app(self, redirect_uris: Iterable[str], name: str | None = None) -> WebApplication:
+    def web_app(
+        self,
+        redirect_uris: Iterable[str],
+        name: str | None = None,
+        *,
+        jwt_access_tokens: bool = False,
+    ) -> WebApplication:
         """A web application (PKCE) of the project, e.g. for Swagger UI's login: give its
-        ``client_id`` as ``swagger_client_id`` and ``{api}/docs/oauth2-redirect`` here."""
+        ``client_id`` as ``swagger_client_id`` and ``{api}/docs/oauth2-redirect`` here.
+        ``jwt_access_tokens=True``: its logins get JWT access tokens."""
         return self.standin.add_web_app(
-            self.project, name or f"{self.project.name}-web", redirect_uris=redirect_uris
+            self.project,
+            name or f"{self.project.name}-web",
+            redirect_uris=redirect_uris,
+            jwt_access_tokens=jwt_access_tokens,
         )
 
     def token(
@@ -112,10 +122,14 @@ class StandInProject:
             "urn:zitadel:iam:user:resourceowner",
         ),
         lifetime: int = 3600,
+        jwt: bool = False,
     ) -> str:
-        """A fresh access token for ``username`` (created with ``roles`` if new)."""
+        """A fresh access token for ``username`` (created with ``roles`` if new): opaque, or
+        with ``jwt=True`` a JWT access token signed with the stand-in's web key."""
         user = self.user(username, roles=roles)
-        return self.standin.issue_token(user, self.project, scopes=scopes, lifetime=lifetime)
+        return self.standin.issue_token(
+            user, self.project, scopes=scopes, lifetime=lifetime, jwt=jwt
+        )
 
     @property
     def env(self) -> dict[str, str]:

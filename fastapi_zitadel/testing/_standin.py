@@ -16,14 +16,14 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -67,6 +67,8 @@ def project_roles_claim(project_id: str) -> str:
 
 
 FaultKind = Literal["latency", "status", "rate_limit", "garbage", "drop", "inactive"]
+FaultEndpoint = Literal["introspect", "keys"]
+WebKeyAlgorithm = Literal["RS256", "ES256", "EdDSA"]
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 RFC 8693
@@ -91,16 +93,53 @@ _ZITADEL_SCOPE_PREFIX = "urn:zitadel:iam:"
 _CODE_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 AUDIENCE_SCOPE_PREFIX = "urn:zitadel:iam:org:project:id:"
 AUDIENCE_SCOPE_SUFFIX = ":aud"
+# ZITADEL's JWKS answer by default (OIDC.JWKSCacheControlMaxAge: 5m).
+JWKS_CACHE_CONTROL = "max-age=300, must-revalidate"
+DEFAULT_GRACE_PERIOD = 300.0  # seconds a rotated-out web key stays in the JWKS
 
 
 @dataclass
 class Fault:
-    """A fault applied to the next ``remaining`` introspection requests (``None``: all)."""
+    """A fault applied to the next ``remaining`` requests to ``endpoint`` (``None``: all)."""
 
     kind: FaultKind
     remaining: int | None = 1
     seconds: float = 0.0
     status: int = 503
+    endpoint: FaultEndpoint = "introspect"
+
+
+@dataclass
+class _WebKey:
+    """One of the instance's web keys: it signs while current, and is published in the JWKS
+    until ``retires_at`` (stand-in clock) once rotated out."""
+
+    kid: str
+    algorithm: WebKeyAlgorithm
+    private_key: Any = field(repr=False)
+    retires_at: float | None = None
+
+    def jwk(self) -> dict[str, Any]:
+        public = self.private_key.public_key()
+        if self.algorithm == "RS256":
+            jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
+        elif self.algorithm == "ES256":
+            jwk = ECAlgorithm.to_jwk(public, as_dict=True)
+        else:
+            jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
+        jwk.update(kid=self.kid, use="sig", alg=self.algorithm)
+        return jwk
+
+
+def _new_web_key(algorithm: WebKeyAlgorithm) -> _WebKey:
+    key: Any
+    if algorithm == "RS256":
+        key = generate_rsa_key()
+    elif algorithm == "ES256":
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
+    return _WebKey(new_id(), algorithm, key)
 
 
 @dataclass
@@ -153,8 +192,8 @@ class ZitadelStandIn:
         self.token_calls = 0
         self.received_assertions: list[str] = []  # for tests that check nothing leaks them
         self._faults: list[Fault] = []
-        self._signing_key: rsa.RSAPrivateKey | None = None
-        self._signing_key_id = new_id()
+        self._web_keys: list[_WebKey] = []  # the last one signs
+        self.jwks_calls = 0
         self._authorization_requests: dict[str, _AuthorizationRequest] = {}
         self._codes: dict[str, _AuthorizationCode] = {}
         self.app = Starlette(
@@ -203,16 +242,21 @@ class ZitadelStandIn:
         redirect_uris: Iterable[str] = (),
         auth: Literal["none", "basic", "private_key_jwt"] = "none",
         grant_types: Iterable[str] = (AUTHORIZATION_CODE_GRANT,),
+        jwt_access_tokens: bool = False,
     ) -> WebApplication:
         """A web application with PKCE (no secret): the kind Swagger UI logs in with. Its login
         page (``/oauth/v2/authorize``) lets the person pick one of the human users.
 
         ``auth="private_key_jwt"`` (a key file) or ``"basic"`` (a secret) makes it a
         confidential client; with ``TOKEN_EXCHANGE_GRANT`` among its ``grant_types`` it may
-        exchange tokens, as a ZITADEL application with the Token Exchange grant type."""
-        return self.directory.add_web_app(
+        exchange tokens, as a ZITADEL application with the Token Exchange grant type.
+        ``jwt_access_tokens=True`` makes its code flow issue JWT access tokens (ZITADEL's
+        "access token type" JWT)."""
+        app = self.directory.add_web_app(
             project, name, redirect_uris, auth=auth, grant_types=grant_types
         )
+        app.jwt_access_tokens = jwt_access_tokens
+        return app
 
     def add_user(
         self,
@@ -232,8 +276,12 @@ class ZitadelStandIn:
         *,
         roles: Mapping[Project, Iterable[str]] | None = None,
         with_secret: bool = False,
+        jwt_access_tokens: bool = False,
     ) -> User:
+        """A service user with a key (and a secret); ``jwt_access_tokens=True`` makes the
+        token endpoint issue it JWT access tokens (ZITADEL's "access token type" JWT)."""
         user = self.directory.add_user(org, username, kind="machine", roles=roles, with_key=True)
+        user.jwt_access_tokens = jwt_access_tokens
         if with_secret:
             user.client_secret = base64.urlsafe_b64encode(user.id.encode()).decode() + "-secret"
         return user
@@ -246,13 +294,16 @@ class ZitadelStandIn:
         scopes: Iterable[str] = ("openid",),
         lifetime: int = 43_200,
         client_id: str | None = None,
+        jwt: bool = False,
     ) -> str:
-        """Mint an opaque access token for ``user`` whose audience is ``project``, and the
-        projects of any audience scopes (``urn:zitadel:iam:org:project:id:{id}:aud``) among
-        ``scopes``, as ZITADEL adds them."""
+        """Mint an access token for ``user`` whose audience is ``project``, and the projects of
+        any audience scopes (``urn:zitadel:iam:org:project:id:{id}:aud``) among ``scopes``, as
+        ZITADEL adds them: opaque, or with ``jwt=True`` a JWT access token signed with the
+        instance's current web key, carrying what ZITADEL's do (no profile or e-mail claims).
+        Introspection answers alike for both."""
         scopes = list(scopes)
         audience = [project.id, *_audience_scopes(scopes)]
-        return self._mint(user, audience, scopes, lifetime, client_id).value
+        return self._mint(user, audience, scopes, lifetime, client_id, jwt=jwt).value
 
     def service_token(
         self, user: User, projects: Iterable[Project] = (), *, lifetime: int = 43_200
@@ -260,7 +311,47 @@ class ZitadelStandIn:
         """A service user's token as the token endpoint issues it, with the audience scopes of
         ``projects`` (without any, no API accepts it)."""
         audience = [project.id for project in projects]
-        return self._mint(user, audience, ["openid"], lifetime, user.id).value
+        return self._mint(
+            user, audience, ["openid"], lifetime, user.id, jwt=user.jwt_access_tokens
+        ).value
+
+    # Web keys -----------------------------------------------------------------------------
+    def rotate_signing_key(
+        self,
+        *,
+        algorithm: WebKeyAlgorithm = "RS256",
+        grace_period: float = DEFAULT_GRACE_PERIOD,
+    ) -> str:
+        """Make a new web key the one that signs; the previous one stays in the JWKS for
+        ``grace_period`` seconds (of the stand-in's clock), then leaves it. Returns the new
+        key's id."""
+        self._current_web_key()  # the first key exists before it is rotated out
+        now = self.clock()
+        for key in self._web_keys:
+            if key.retires_at is None:
+                key.retires_at = now + grace_period
+        key = _new_web_key(algorithm)
+        self._web_keys.append(key)
+        return key.kid
+
+    def sign_jwt(
+        self, claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None
+    ) -> str:
+        """``claims`` signed with the current web key (header ``kid``, ``typ: JWT``, plus
+        ``headers``): for tests that need a JWT ZITADEL would not issue (expired, for another
+        audience...). The stand-in does not know the token: its introspection answers
+        inactive for it."""
+        return self._sign(claims, headers)
+
+    @property
+    def signing_key_id(self) -> str:
+        """The id (``kid``) of the web key that signs now."""
+        return self._current_web_key().kid
+
+    @property
+    def published_key_ids(self) -> list[str]:
+        """The ids of the web keys the JWKS lists now."""
+        return [key.kid for key in self._published_web_keys()]
 
     def revoke(self, token: str) -> None:
         found = self.directory.tokens.get(token)
@@ -275,15 +366,17 @@ class ZitadelStandIn:
         times: int | None = 1,
         seconds: float = 0.0,
         status: int = 503,
+        endpoint: FaultEndpoint = "introspect",
     ) -> None:
-        """Make the next ``times`` introspections misbehave (``None``: until ``clear_faults``).
+        """Make the next ``times`` introspections misbehave (``None``: until ``clear_faults``);
+        ``endpoint="keys"``: the next JWKS requests instead.
 
         ``latency`` waits ``seconds`` first; ``status`` answers that HTTP status;
         ``rate_limit`` answers 429 with ``Retry-After: seconds``; ``garbage`` answers HTML;
         ``drop`` cuts the connection mid-answer; ``inactive`` answers ``{"active": false}``
         as ZITADEL does on an internal error.
         """
-        self._faults.append(Fault(kind, times, seconds, status))
+        self._faults.append(Fault(kind, times, seconds, status, endpoint))
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -334,21 +427,38 @@ class ZitadelStandIn:
             }
         )
 
-    def _instance_key(self) -> rsa.RSAPrivateKey:
-        if self._signing_key is None:
-            self._signing_key = generate_rsa_key()
-        return self._signing_key
+    def _current_web_key(self) -> _WebKey:
+        if not self._web_keys:
+            self._web_keys.append(_new_web_key("RS256"))
+        return self._web_keys[-1]
+
+    def _published_web_keys(self) -> list[_WebKey]:
+        self._current_web_key()
+        now = self.clock()
+        return [key for key in self._web_keys if key.retires_at is None or now < key.retires_at]
+
+    def _sign(self, claims: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
+        """Signed with the current web key, as ZITADEL signs: ``typ: JWT`` for ID tokens and
+        access tokens alike (zitadel/zitadel internal/api/oidc/sign/signer.go)."""
+        key = self._current_web_key()
+        headers = {"kid": key.kid, "typ": "JWT", **(extra or {})}
+        return jwt.encode(dict(claims), key.private_key, algorithm=key.algorithm, headers=headers)
 
     async def _jwks(self, _request: Request) -> Response:
-        # The instance's signing key, as ZITADEL publishes it: it signs ID tokens. Access
-        # tokens from the stand-in are opaque (ZITADEL's default).
-        jwk = RSAAlgorithm.to_jwk(self._instance_key().public_key(), as_dict=True)
-        jwk.update(kid=self._signing_key_id, use="sig", alg="RS256")
-        return JSONResponse({"keys": [jwk]})
+        # The instance's web keys, as ZITADEL publishes them: they sign ID tokens and JWT
+        # access tokens. A rotated-out key stays until its grace period ends.
+        self.jwks_calls += 1
+        fault = self._next_fault("keys")
+        if fault is not None:
+            faulty = await self._apply(fault)
+            if faulty is not None:
+                return faulty
+        keys = [key.jwk() for key in self._published_web_keys()]
+        return JSONResponse({"keys": keys}, headers={"Cache-Control": JWKS_CACHE_CONTROL})
 
     async def _introspect(self, request: Request) -> Response:
         self.introspection_calls += 1
-        fault = self._next_fault()
+        fault = self._next_fault("introspect")
         if fault is not None:
             faulty = await self._apply(fault)
             if faulty is not None:
@@ -400,7 +510,9 @@ class ZitadelStandIn:
         scopes = [scope for scope in params.get("scope", "").split() if _known_scope(scope)]
         # The client id of a client-credentials token is the name it was asked with.
         client_id = user.id if grant == JWT_BEARER_GRANT else user.username
-        token = self._mint(user, _audience_scopes(scopes), scopes, 43_200, client_id)
+        token = self._mint(
+            user, _audience_scopes(scopes), scopes, 43_200, client_id, jwt=user.jwt_access_tokens
+        )
         return JSONResponse(
             {
                 "access_token": token.value,
@@ -607,8 +719,15 @@ class ZitadelStandIn:
             return _oauth_error("invalid_grant", "code_verifier does not match the challenge")
         scopes = [scope for scope in pending.scopes if _known_scope(scope)]
         audience = [pending.app.project.id, *_audience_scopes(scopes)]
-        token = self._mint(found.user, audience, scopes, 43_200, pending.app.client_id)
-        token.audience.insert(0, pending.app.client_id)
+        token = self._mint(
+            found.user,
+            audience,
+            scopes,
+            43_200,
+            pending.app.client_id,
+            jwt=pending.app.jwt_access_tokens,
+            requester=pending.app.client_id,
+        )
         body: dict[str, Any] = {
             "access_token": token.value,
             "token_type": "Bearer",
@@ -620,19 +739,33 @@ class ZitadelStandIn:
         return JSONResponse(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
     def _id_token(self, user: User, pending: _AuthorizationRequest, token: AccessToken) -> str:
+        """Shaped as ZITADEL's (zitadel/oidc ``NewIDTokenClaims``): the access token's
+        audience with the client id, ``azp`` and ``client_id`` the client, ``at_hash`` of the
+        access token issued with it, ``nonce`` when the client sent one."""
+        digest = hashlib.sha256(token.value.encode("ascii")).digest()
         claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": user.id,
-            "aud": [pending.app.client_id],
+            "aud": list(dict.fromkeys([*token.audience, pending.app.client_id])),
             "azp": pending.app.client_id,
+            "client_id": pending.app.client_id,
             "iat": token.issued_at,
             "exp": token.expires_at,
             "auth_time": token.issued_at,
+            "at_hash": base64.urlsafe_b64encode(digest[:16]).decode().rstrip("="),
         }
         if pending.nonce:
             claims["nonce"] = pending.nonce
-        headers = {"kid": self._signing_key_id}
-        return jwt.encode(claims, self._instance_key(), algorithm="RS256", headers=headers)
+        return self._sign(claims)
+
+    def id_token(self, user: User, project: Project, *, client_id: str | None = None) -> str:
+        """An ID token for ``user`` as ZITADEL issues it with an access token for ``project``
+        (for tests that present one where an access token belongs)."""
+        app = next((a for a in self.directory.web_apps.values() if a.project == project), None)
+        web = app or self.add_web_app(project, "id-token-web", redirect_uris=[])
+        token = self._mint(user, [project.id], ["openid"], 3600, client_id or web.client_id)
+        pending = _AuthorizationRequest(web, "", ["openid"], None, None, "")
+        return self._id_token(user, pending, token)
 
     async def _revoke(self, request: Request) -> Response:
         params = await _parameters(request)
@@ -651,9 +784,14 @@ class ZitadelStandIn:
         scopes: Iterable[str],
         lifetime: int,
         client_id: str | None,
+        *,
+        jwt: bool = False,
+        requester: str | None = None,
     ) -> AccessToken:
         apps = [app for app in self.directory.apps.values() if app.project.id in audience]
         full_audience = [app.client_id for app in apps] + audience
+        if requester is not None:
+            full_audience.insert(0, requester)
         return self.directory.mint(
             user,
             client_id=client_id or (apps[0].client_id if apps else user.id),
@@ -661,7 +799,27 @@ class ZitadelStandIn:
             scopes=scopes,
             now=int(self.clock()),
             lifetime=lifetime,
+            project_id=next((p for p in audience if p in self.directory.projects), None),
+            sign=self._signed_access_token if jwt else None,
         )
+
+    def _signed_access_token(self, token: AccessToken) -> str:
+        """A JWT access token with the claims ZITADEL puts in one (zitadel/zitadel
+        ``createJWT`` with zitadel/oidc ``NewAccessTokenClaims``): iss, sub, aud, exp, iat,
+        nbf, jti, and the private claims of the token's scopes (resource owner, metadata)
+        and its project's roles; no scope, client_id, azp, profile or e-mail claims."""
+        user = token.user
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": user.id,
+            "aud": list(token.audience),
+            "exp": token.expires_at,
+            "iat": token.issued_at,
+            "nbf": token.issued_at,
+            "jti": token.id,
+        }
+        claims.update(self._private_claims(token, token.project_id))
+        return self._sign(claims)
 
     def _authenticate(self, request: Request, params: Mapping[str, str]) -> str:
         if "client_assertion" in params:
@@ -713,34 +871,40 @@ class ZitadelStandIn:
             body["email"] = user.email
             if user.email_verified:
                 body["email_verified"] = True
+        app = self.directory.apps.get(caller)
+        body.update(self._private_claims(token, app.project.id if app is not None else None))
+        return body
+
+    def _private_claims(self, token: AccessToken, project_id: str | None) -> dict[str, Any]:
+        """The claims of ZITADEL's reserved scopes, and the roles of ``project_id``."""
+        user, scopes = token.user, set(token.scopes)
+        claims: dict[str, Any] = {}
         if "urn:zitadel:iam:user:resourceowner" in scopes:
-            body[ORG_ID_CLAIM] = user.org.id
-            body[ORG_NAME_CLAIM] = user.org.name
-            body[ORG_DOMAIN_CLAIM] = user.org.primary_domain
+            claims[ORG_ID_CLAIM] = user.org.id
+            claims[ORG_NAME_CLAIM] = user.org.name
+            claims[ORG_DOMAIN_CLAIM] = user.org.primary_domain
         if token.actor is not None:
-            body["act"] = token.actor
+            claims["act"] = token.actor
         if "urn:zitadel:iam:user:metadata" in scopes and user.metadata:
-            body[METADATA_CLAIM] = {
+            claims[METADATA_CLAIM] = {
                 key: base64.urlsafe_b64encode(value).decode().rstrip("=")
                 for key, value in user.metadata.items()
             }
-        app = self.directory.apps.get(caller)
-        project_id = app.project.id if app is not None else None
         roles = user.roles.get(project_id, set()) if project_id else set()
         if project_id and roles:
             shaped = {role: {user.org.id: user.org.primary_domain} for role in sorted(roles)}
-            body[ROLES_CLAIM] = shaped
-            body[project_roles_claim(project_id)] = shaped
-        return body
+            claims[ROLES_CLAIM] = shaped
+            claims[project_roles_claim(project_id)] = shaped
+        return claims
 
-    def _next_fault(self) -> Fault | None:
-        if not self._faults:
+    def _next_fault(self, endpoint: FaultEndpoint) -> Fault | None:
+        fault = next((f for f in self._faults if f.endpoint == endpoint), None)
+        if fault is None:
             return None
-        fault = self._faults[0]
         if fault.remaining is not None:
             fault.remaining -= 1
             if fault.remaining <= 0:
-                self._faults.pop(0)
+                self._faults.remove(fault)
         return fault
 
     async def _apply(self, fault: Fault) -> Response | None:

@@ -39,7 +39,8 @@ def zitadel_project(zitadel_standin: ZitadelStandIn, tmp_path: Path) -> StandInP
 
 @pytest.fixture
 def zitadel_token(zitadel_project: StandInProject) -> Callable[..., str]:
-    """``zitadel_token(username="alice", roles=(), scopes=(...), lifetime=3600)``."""
+    """``zitadel_token(username="alice", roles=(), scopes=(...), lifetime=3600, jwt=False)``:
+    an opaque access token, or with ``jwt=True`` a JWT access token."""
     return zitadel_project.token
 
 

@@ -6,6 +6,7 @@
 //   {
 //     "port": 41234,                          // 0: pick a free port (the issuer follows it)
 //     "resource": "urn:fastapi-zitadel:items-api",
+//     "jwt_resource": "urn:fastapi-zitadel:items-api-jwt",   // its access tokens are JWTs
 //     "resource_scopes": ["items:read", "items:write"],
 //     "introspectors": [                      // clients allowed to call the introspection endpoint
 //       {"client_id": "...", "jwk": {...RSA public JWK with kid...}},        // private_key_jwt
@@ -113,6 +114,16 @@ server.listen(config.port, HOST, () => {
         defaultResource: async () => config.resource,
         useGrantedResource: async () => true,
         getResourceServerInfo: async (ctx, resource) => {
+          if (resource === config.jwt_resource) {
+            // RFC 9068 JWT access tokens (`typ: at+jwt`), RS256 with the key below. oidc-provider
+            // refuses to introspect or revoke them (lib/shared/reject_structured_tokens.js:
+            // 400 unsupported_token_type): they are meant to be verified by the resource server.
+            return {
+              scope: config.resource_scopes.join(' '),
+              accessTokenFormat: 'jwt',
+              jwt: { sign: { alg: 'RS256' } },
+            };
+          }
           if (resource !== config.resource) {
             throw new Provider.errors.InvalidTarget(`unknown resource ${resource}`);
           }

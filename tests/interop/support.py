@@ -14,6 +14,9 @@ HERE = Path(__file__).resolve().parent
 # The API that the tokens are for: a resource indicator (RFC 8707), which oidc-provider puts
 # into the token's ``aud`` as a plain string (ZITADEL sends an array).
 RESOURCE = "urn:fastapi-zitadel:items-api"
+# The same API's resource whose access tokens oidc-provider issues as RFC 9068 JWTs
+# (`typ: at+jwt`, RS256, signed with its key published at `jwks_uri`).
+JWT_RESOURCE = "urn:fastapi-zitadel:items-api-jwt"
 RESOURCE_SCOPES = ("items:read", "items:write")
 
 # The API's introspecting client with a key, ZITADEL style: ids are strings, the client id
@@ -44,6 +47,7 @@ def server_config(port: int, public_jwk: dict[str, Any]) -> dict[str, Any]:
     return {
         "port": port,
         "resource": RESOURCE,
+        "jwt_resource": JWT_RESOURCE,
         "resource_scopes": list(RESOURCE_SCOPES),
         "introspectors": [
             {"client_id": JWT_CLIENT_ID, "jwk": public_jwk},
@@ -93,12 +97,20 @@ class OidcServer:
     stderr_path: Path
     http: httpx.Client = field(repr=False)
 
-    def token(self, caller: str, scopes: tuple[str, ...] = RESOURCE_SCOPES) -> str:
-        """A fresh access token for ``caller`` (client credentials grant)."""
+    def token(
+        self,
+        caller: str,
+        scopes: tuple[str, ...] = RESOURCE_SCOPES,
+        *,
+        resource: str | None = None,
+    ) -> str:
+        """A fresh access token for ``caller`` (client credentials grant); ``resource=``
+        names the resource indicator (RFC 8707; ``JWT_RESOURCE``: a JWT access token)."""
+        form = {"grant_type": "client_credentials", "scope": " ".join(scopes)}
+        if resource is not None:
+            form["resource"] = resource
         response = self.http.post(
-            self.metadata["token_endpoint"],
-            data={"grant_type": "client_credentials", "scope": " ".join(scopes)},
-            auth=(caller, CALLER_SECRET),
+            self.metadata["token_endpoint"], data=form, auth=(caller, CALLER_SECRET)
         )
         assert response.status_code == 200, response.text
         body = response.json()

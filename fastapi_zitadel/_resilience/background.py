@@ -1,0 +1,130 @@
+"""Work that runs behind the request: one task per key at a time, tracked until it ends.
+
+A JWKS refresh, or hybrid mode's introspection of a token already served, must never hold up
+the request that started it, and must never be left behind: an untracked task can be
+garbage-collected while it runs, and one still pending when its event loop closes ends as
+"Task was destroyed but it is pending!". Every task started here is kept (per event loop)
+until it finishes, and ``aclose`` cancels and awaits those still running. A caller that wants
+the result after all waits with ``wait``: its own cancellation or deadline never cancels the
+task for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+from .per_loop import PerLoop
+
+__all__ = ["KeyedTasks", "wait"]
+
+T = TypeVar("T")
+
+
+class _Running(Generic[T]):
+    """One loop's tasks: the current one per key, every one not yet finished, and the calls
+    waiting for the next pass of the loop (``start_soon``)."""
+
+    __slots__ = ("all", "by_key", "drain", "soon")
+
+    def __init__(self) -> None:
+        self.by_key: dict[Hashable, asyncio.Task[T]] = {}
+        self.all: set[asyncio.Task[T]] = set()
+        self.soon: dict[Hashable, Callable[[], Awaitable[T]]] = {}
+        self.drain: asyncio.Handle | None = None
+
+
+class KeyedTasks(Generic[T]):
+    def __init__(self) -> None:
+        self._tasks: PerLoop[_Running[T]] = PerLoop(_Running)
+        self.started = 0
+
+    def running(self, key: Hashable) -> asyncio.Task[T] | None:
+        tasks = self._tasks.peek()
+        return None if tasks is None else tasks.by_key.get(key)
+
+    def scheduled(self, key: Hashable) -> bool:
+        """Whether a task for ``key`` runs, or is to start in the next pass of the loop."""
+        tasks = self._tasks.peek()
+        return tasks is not None and (key in tasks.by_key or key in tasks.soon)
+
+    def in_flight(self) -> int:
+        """Tasks running, and calls waiting to start."""
+        tasks = self._tasks.peek()
+        return 0 if tasks is None else len(tasks.all) + len(tasks.soon)
+
+    def start(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+        """The task running for ``key``, or a new one running ``call()`` (a call waiting in
+        ``start_soon`` for ``key`` starts now instead)."""
+        tasks = self._tasks.get()
+        task = tasks.by_key.get(key)
+        if task is None:
+            call = tasks.soon.pop(key, call)
+            task = tasks.by_key[key] = asyncio.ensure_future(call())
+            tasks.all.add(task)
+            self.started += 1
+            task.add_done_callback(lambda done: _finished(tasks, key, done))
+        return task
+
+    def start_soon(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> bool:
+        """Start ``call()`` for ``key`` in the next pass of the event loop, unless a task for
+        ``key`` runs or waits already; whether it was taken. Costs the caller a dict insert:
+        creating the task happens outside its request."""
+        tasks = self._tasks.get()
+        if key in tasks.by_key or key in tasks.soon:
+            return False
+        tasks.soon[key] = call
+        if tasks.drain is None:
+            tasks.drain = asyncio.get_running_loop().call_soon(self._start_waiting, tasks)
+        return True
+
+    def _start_waiting(self, tasks: _Running[T]) -> None:
+        tasks.drain = None
+        while tasks.soon:
+            key, call = next(iter(tasks.soon.items()))
+            self.start(key, call)
+
+    def forget(self, key: Hashable) -> None:
+        """Later ``start`` calls begin a new task; the running one finishes (tracked), a
+        waiting one is dropped."""
+        tasks = self._tasks.peek()
+        if tasks is not None:
+            tasks.by_key.pop(key, None)
+            tasks.soon.pop(key, None)
+
+    def forget_all(self) -> None:
+        tasks = self._tasks.peek()
+        if tasks is not None:
+            tasks.by_key.clear()
+            tasks.soon.clear()
+
+    async def aclose(self) -> None:
+        """Cancel the tasks of the running loop (and those waiting to start) and wait until
+        they have ended."""
+        tasks = self._tasks.peek()
+        if tasks is None:
+            return
+        if tasks.drain is not None:
+            tasks.drain.cancel()
+            tasks.drain = None
+        tasks.soon.clear()
+        if not tasks.all:
+            return
+        running = list(tasks.all)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+async def wait(task: asyncio.Task[T], timeout: float) -> T:
+    """``task``'s result within ``timeout`` seconds; giving up does not cancel it."""
+    return await asyncio.wait_for(asyncio.shield(task), timeout=max(timeout, 0.0))
+
+
+def _finished(tasks: _Running[Any], key: Hashable, done: asyncio.Task[Any]) -> None:
+    if tasks.by_key.get(key) is done:
+        del tasks.by_key[key]
+    tasks.all.discard(done)
+    if not done.cancelled():
+        done.exception()  # retrieved: never "exception was never retrieved"
