@@ -42,7 +42,13 @@ from fastapi_zitadel._exceptions import InvalidTokenError
 from fastapi_zitadel._idp.jwks import MAX_KID_LENGTH, SUPPORTED_ALGORITHMS, JwksCache
 from fastapi_zitadel._metrics import Metrics
 
-__all__ = ["ID_TOKEN_CLAIMS", "OPAQUE_IN_LOCAL_MODE", "JwtValidator", "jwt_header"]
+__all__ = [
+    "ID_TOKEN_CLAIMS",
+    "OPAQUE_IN_LOCAL_MODE",
+    "JwtValidator",
+    "UnknownSigningKey",
+    "jwt_header",
+]
 
 OPAQUE_IN_LOCAL_MODE = (
     "opaque tokens need introspection: validation='local' verifies JWT access tokens only"
@@ -85,7 +91,7 @@ def jwt_header(token: str) -> dict[str, Any] | None:
     later), and its first decodes to a JSON object with a string ``alg``. ZITADEL's opaque
     tokens may contain dots too; they never decode so.
     """
-    if token.count(".") != 2:
+    if token.count(".") != 2 or not token.isascii():  # base64url is ASCII
         return None
     try:
         header = _json(token[: token.index(".")])
@@ -141,6 +147,15 @@ def _check_header(header: Mapping[str, Any]) -> str:
     return kid
 
 
+class UnknownSigningKey(InvalidTokenError):
+    """No published key has the token's ``kid``, and the key set may not be fetched again yet.
+
+    A 401 in local mode (a flood of made-up ``kid`` values must cost no more fetches), but
+    never remembered in the negative cache: a key the issuer has just started using is known
+    after the next fetch. In hybrid mode the token is introspected instead.
+    """
+
+
 class JwtValidator:
     """A ``Validator`` for JWT access tokens, verified against the issuer's JWKS."""
 
@@ -182,7 +197,7 @@ class JwtValidator:
         if keys is None:
             keys = await self._keys.lookup(kid, deadline)
             if keys is None:
-                raise InvalidTokenError("the token is signed by a key the issuer does not publish")
+                raise UnknownSigningKey("the token is signed by a key the issuer does not publish")
         key = next((key for key in keys if key.algorithm == alg), None)
         if key is None:
             raise InvalidTokenError("the token's algorithm is not one its key allows")

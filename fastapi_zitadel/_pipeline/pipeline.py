@@ -52,7 +52,7 @@ from fastapi_zitadel._resilience.background import KeyedTasks, wait
 from fastapi_zitadel._resilience.single_flight import SingleFlight
 
 from .checks import ClaimChecks
-from .jwt_validator import OPAQUE_IN_LOCAL_MODE, JwtValidator
+from .jwt_validator import OPAQUE_IN_LOCAL_MODE, JwtValidator, UnknownSigningKey
 from .validator import Validator
 
 __all__ = ["CachePolicy", "VerificationPipeline"]
@@ -204,7 +204,13 @@ class VerificationPipeline:
                 if header is not None:
                     # Run here, not shared: a signature check costs less than a task, and
                     # what may wait (the JWKS fetch, hybrid's introspection) is shared below.
-                    return await self._verify_locally(key, header, deadline)
+                    try:
+                        return await self._verify_locally(key, header, deadline)
+                    except (UnknownSigningKey, IdentityProviderUnavailable):
+                        if self._validator is None:
+                            raise
+                        # Hybrid: the issuer's keys cannot decide now (a key not fetched yet,
+                        # or the key set unreachable); ZITADEL's introspection can.
                 # The deadline lives inside the shared call (every step in it is bounded by
                 # it), so the callers waiting for it need no timer of their own.
                 return await self._flight.run(
@@ -267,8 +273,10 @@ class VerificationPipeline:
                 logger.debug(
                     "token %s is active, cached until %.0f", digest[:4].hex(), entry.expires_at
                 )
-            if self._suspects is not None:
-                self._suspects.discard(digest)  # ZITADEL says it is active: JWT path again
+            if self._suspects is not None and flight.invalidations == started:
+                # ZITADEL says it is active, and nothing voided that answer since: JWT path
+                # again (an answer fetched before an invalidation must not undo it).
+                self._suspects.discard(digest)
             return principal
         finally:
             self._close(digest, flight)
@@ -283,6 +291,8 @@ class VerificationPipeline:
             try:
                 claims = await self._jwt.verify(key.token, header, deadline)
                 principal = self._checks.principal(claims, verified_by="jwt")
+            except UnknownSigningKey:
+                raise  # not remembered: the key may be published by the next fetch
             except InvalidTokenError as exc:
                 logger.debug("token %s rejected: %s", digest[:4].hex(), exc.description)
                 self._negative.add(digest)
@@ -345,8 +355,8 @@ class VerificationPipeline:
                 self._local.store(digest, entry)
                 if self._shared is not None:
                     await self._shared_call("set", self._shared.set(key, entry), deadline)
-            if self._suspects is not None:
-                self._suspects.discard(digest)
+            if self._suspects is not None and flight.invalidations == started:
+                self._suspects.discard(digest)  # not if an invalidation came in meanwhile
             logger.debug("token %s confirmed by introspection", digest[:4].hex())
             return principal
         except ZitadelError as exc:
