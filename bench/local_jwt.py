@@ -187,7 +187,7 @@ def _mock_issuer(key: SigningKey, latency: float = 0.0) -> httpx.AsyncClient:
 
 
 def run(args: argparse.Namespace) -> SectionResult:
-    result = SectionResult("6. Local JWT verification and hybrid mode")
+    result = SectionResult("7. Local JWT verification and hybrid mode")
     loop = asyncio.new_event_loop()
     rounds = 5 if args.quick else 21
     target = 0.03 if args.quick else 0.1
