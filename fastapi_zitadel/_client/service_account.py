@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -55,6 +54,7 @@ from .token_endpoint import (
     CLIENT_CREDENTIALS_GRANT,
     JWT_BEARER_GRANT,
     Caller,
+    EndpointClient,
     IssuedToken,
     checked_issuer,
     checked_max_retries,
@@ -86,7 +86,7 @@ class _Token:
     scope: str | None
 
 
-class ServiceAccountAuth(httpx.Auth):
+class ServiceAccountAuth(EndpointClient, httpx.Auth):
     """Sends ``Authorization: Bearer <access token>`` of a ZITADEL service user.
 
     ``key_file``: the service user's JSON key (a path, the JSON text, a mapping or a loaded
@@ -360,38 +360,6 @@ class ServiceAccountAuth(httpx.Auth):
             self.client_id,
             failure,
         )
-
-    # Lifecycle ------------------------------------------------------------------------------
-    async def aclose(self) -> None:
-        """Close the connection pools to ZITADEL (the async one of this event loop)."""
-        await self._endpoint.http.aclose()
-        self._endpoint.sync_http.close()
-
-    def close(self) -> None:
-        """Close the synchronous connection pool to ZITADEL."""
-        self._endpoint.sync_http.close()
-
-    async def __aenter__(self) -> ServiceAccountAuth:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __enter__(self) -> ServiceAccountAuth:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _scope(project_id: str | Sequence[str] | None, *, roles: bool, extra: Iterable[str]) -> str:

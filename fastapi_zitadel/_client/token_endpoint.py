@@ -25,7 +25,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -54,6 +54,7 @@ __all__ = [
     "JWT_BEARER_GRANT",
     "TOKEN_EXCHANGE_GRANT",
     "Caller",
+    "EndpointClient",
     "Form",
     "IssuedToken",
     "TokenEndpoint",
@@ -512,3 +513,34 @@ def token_endpoint_for(
         max_retries=max_retries,
         monotonic=monotonic,
     )
+
+
+_Client = TypeVar("_Client", bound="EndpointClient")
+
+
+class EndpointClient:
+    """The lifecycle of a client of ZITADEL's token endpoint: the two connection pools of its
+    ``TokenEndpoint`` (async and sync), closed with ``aclose()``/``close()`` or a ``with``."""
+
+    _endpoint: TokenEndpoint
+
+    async def aclose(self) -> None:
+        """Close the connection pools to ZITADEL (the async one of this event loop)."""
+        await self._endpoint.http.aclose()
+        self._endpoint.sync_http.close()
+
+    def close(self) -> None:
+        """Close the synchronous connection pool to ZITADEL."""
+        self._endpoint.sync_http.close()
+
+    async def __aenter__(self: _Client) -> _Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __enter__(self: _Client) -> _Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

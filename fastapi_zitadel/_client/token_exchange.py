@@ -25,7 +25,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 
 import httpx
 
@@ -42,6 +41,7 @@ from .service_account import ServiceAccountAuth
 from .token_endpoint import (
     TOKEN_EXCHANGE_GRANT,
     Caller,
+    EndpointClient,
     IssuedToken,
     checked_issuer,
     checked_max_retries,
@@ -71,7 +71,7 @@ class ExchangedToken(httpx.Auth):
         yield request
 
 
-class TokenExchange:
+class TokenExchange(EndpointClient):
     """Exchanges tokens at ZITADEL's token endpoint as one OIDC application.
 
     ``key_file`` is the application's JSON key (``"type": "application"``), or ``client_id``
@@ -218,36 +218,6 @@ class TokenExchange:
             form["actor_token"] = actor
             form["actor_token_type"] = ACCESS_TOKEN_TYPE
         return form
-
-    async def aclose(self) -> None:
-        """Close the connection pools to ZITADEL (not the actor's: it is the caller's)."""
-        await self._endpoint.http.aclose()
-        self._endpoint.sync_http.close()
-
-    def close(self) -> None:
-        self._endpoint.sync_http.close()
-
-    async def __aenter__(self) -> TokenExchange:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __enter__(self) -> TokenExchange:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _exchanged(issued: IssuedToken) -> ExchangedToken:
