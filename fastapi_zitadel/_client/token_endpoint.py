@@ -160,20 +160,28 @@ class TokenEndpoint:
             try:
                 response = await send_for_json(self.http, request, timeout=remaining)
                 return self._classify(response, form, caller)
-            except TransportFailure as failure:
-                retry = _Retryable(TokenEndpointUnavailable(failure.description, retry_after=1))
-            except _Retryable as failed:
-                retry = failed
-            except TokenRequestRejected as rejected:
-                self._log_rejection(rejected)
-                raise
-            pause = self._pause(retry, attempt, deadline)
-            if pause is None:
-                self._log_final(retry.final)
-                raise retry.final from None
-            logger.debug("token request attempt %d failed (%s)", attempt + 1, retry.final)
+            except (TransportFailure, _Retryable, TokenRequestRejected) as failure:
+                pause = self._pause_after(failure, attempt, deadline)
             await asyncio.sleep(pause)
             attempt += 1
+
+    def _pause_after(self, failure: Exception, attempt: int, deadline: float) -> float:
+        """After a failed attempt (async or sync alike): the pause before the next one, or
+        the final error raised (a rejection at once, anything else once retries run out)."""
+        if isinstance(failure, TokenRequestRejected):
+            self._log_rejection(failure)
+            raise failure
+        if isinstance(failure, TransportFailure):
+            retry = _Retryable(TokenEndpointUnavailable(failure.description, retry_after=1))
+        else:
+            assert isinstance(failure, _Retryable)
+            retry = failure
+        pause = self._pause(retry, attempt, deadline)
+        if pause is None:
+            self._log_final(retry.final)
+            raise retry.final from None
+        logger.debug("token request attempt %d failed (%s)", attempt + 1, retry.final)
+        return pause
 
     def request_sync(self, form: Form, credentials: Credentials, caller: Caller) -> IssuedToken:
         """``request`` for synchronous code (the calling thread waits)."""
@@ -196,18 +204,8 @@ class TokenEndpoint:
                     self.sync_http, request, timeout=remaining, monotonic=self._monotonic
                 )
                 return self._classify(response, form, caller)
-            except TransportFailure as failure:
-                retry = _Retryable(TokenEndpointUnavailable(failure.description, retry_after=1))
-            except _Retryable as failed:
-                retry = failed
-            except TokenRequestRejected as rejected:
-                self._log_rejection(rejected)
-                raise
-            pause = self._pause(retry, attempt, deadline)
-            if pause is None:
-                self._log_final(retry.final)
-                raise retry.final from None
-            logger.debug("token request attempt %d failed (%s)", attempt + 1, retry.final)
+            except (TransportFailure, _Retryable, TokenRequestRejected) as failure:
+                pause = self._pause_after(failure, attempt, deadline)
             time.sleep(pause)
             attempt += 1
 
