@@ -60,7 +60,9 @@ def main(
     """Run a command; ``out`` gets its output, ``err`` what ``token`` says besides the token."""
     out = out or sys.stdout
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(
+        _token_argument_protected(list(sys.argv[1:] if argv is None else argv))
+    )
     if args.verbose:
         return _run(parser, args, out, err or sys.stderr)
     # One line per finding: the library's own log records would say each failure twice.
@@ -186,6 +188,33 @@ def _parser() -> argparse.ArgumentParser:
         "dev-issuer", help="run the local ZITADEL stand-in", parents=[standin_options()]
     )
     return parser
+
+
+def _token_argument_protected(argv: list[str]) -> list[str]:
+    """``argv`` with an ``introspect`` token that starts with ``-`` moved behind ``--``.
+
+    Tokens are random base64url, so one in 64 starts with ``-``: argparse would take it for
+    an option, refuse it and print it in its error. Anything after ``introspect`` that is not
+    one of its options (or an option's value) is the token.
+    """
+    if "introspect" not in argv or "--" in argv:
+        return argv
+    start = argv.index("introspect") + 1
+    takes_value = {"--" + name.replace("_", "-") for name in _FLAGS}
+    index = start
+    while index < len(argv):
+        word = argv[index]
+        name = word.split("=", 1)[0]
+        if name in takes_value:
+            index += 1 if "=" in word else 2
+        elif word in _INTROSPECT_SWITCHES or not word.startswith("-") or word == "-":
+            index += 1
+        else:
+            return [*argv[:index], *argv[index + 1 :], "--", word]  # options stay options
+    return argv
+
+
+_INTROSPECT_SWITCHES = {"--json", "--allow-insecure-http", "-v", "--verbose", "-h", "--help"}
 
 
 def _add_settings(parser: argparse.ArgumentParser, *, default: Any) -> None:

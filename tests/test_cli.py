@@ -355,3 +355,18 @@ def test_check_says_what_each_key_is_for(
     assert "ZitadelIntrospection, which needs an application's key" in text
     assert "fastapi-zitadel token --key-file" in text
     assert "PRIVATE KEY" not in text
+
+
+@pytest.mark.parametrize("prefix", ["-", "--", "-v", "--json"])
+def test_a_token_starting_with_a_dash_is_a_token(
+    env: dict[str, str], prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Tokens are random base64url: one in 64 starts with '-'. It is read as the token (never
+    as an option, which argparse would refuse and print, token included, on stderr)."""
+    token = prefix + "kmWbqnUv9TcE5oTzmGrWcWq3.abc"
+    code, text = run("introspect", token)
+    assert code == 6, text
+    assert "[invalid]" in text
+    code, text = run("introspect", token, "--json")
+    assert code == 6, text
+    assert token not in capsys.readouterr().err
