@@ -385,7 +385,7 @@ class ChannelTap:
 
     def __init__(self, server: RedisServer) -> None:
         self._server = server
-        self._pubsub = server.client().pubsub()  # type: ignore[no-untyped-call]
+        self._pubsub = server.client().pubsub()
         self._pubsub.subscribe(CHANNEL)
         self._markers = 0
         self.messages: list[bytes] = []

@@ -4,16 +4,14 @@ So routes can be declared before the app is configured: ``Depends(require_role("
 in a router module, ``set_default_zitadel(...)`` (or ``ZITADEL_*`` variables) in the app.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
 from fastapi.security import SecurityScopes
-from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 
 from . import openapi, requirements
+from .openapi import ScopedSecurity
 from .requirements import PrincipalDependency
 from .security import ZitadelIntrospection
 
@@ -45,7 +43,7 @@ def get_default_zitadel() -> ZitadelIntrospection:
     return _default
 
 
-class DefaultZitadel(SecurityBase):
+class DefaultZitadel(ScopedSecurity):
     """A dependency standing for the default instance, which may not exist yet when routes
     are declared: ``Depends(default_zitadel)`` is ``Depends(get_default_zitadel())`` decided
     at request time. The module-level ``require_*`` build on it."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi.openapi.models import (
     HTTPBearer,
@@ -22,6 +22,7 @@ from fastapi.openapi.models import (
     SecurityBase,
 )
 from fastapi.routing import APIRoute
+from fastapi.security import OAuth2 as OAuth2Dependency
 from fastapi.security.base import SecurityBase as SecurityDependency
 from starlette.routing import BaseRoute
 
@@ -30,6 +31,7 @@ from fastapi_zitadel._idp.discovery import ProviderMetadata
 
 __all__ = [
     "ROLES_SCOPE",
+    "ScopedSecurity",
     "add_error_responses",
     "allows_anonymous",
     "audience_scope",
@@ -39,6 +41,27 @@ __all__ = [
     "swagger_ui_init_oauth",
     "use_discovered_endpoints",
 ]
+
+
+if TYPE_CHECKING:  # to a type checker, what it is: a security dependency with its own call
+    _Dependency = SecurityDependency
+else:  # to FastAPI before 0.124, an OAuth2 one, so that it lists the scopes
+    _Dependency = OAuth2Dependency
+
+
+class ScopedSecurity(_Dependency):
+    """The base of every dependency of ours that FastAPI documents as a security requirement.
+
+    FastAPI before 0.124 copies ``Security(dep, scopes=[...])`` into an operation's
+    ``security`` list only when ``dep`` is an ``OAuth2`` or ``OpenIdConnect`` instance (newer
+    versions do it for any ``SecurityBase``). Subclassing ``OAuth2`` is for that check alone:
+    subclasses set their own attributes and define ``model`` and ``__call__``; ``OAuth2``'s
+    constructor and its header parsing are never used.
+    """
+
+    def __init__(self) -> None:  # OAuth2's would build a model and parse headers: not ours
+        pass
+
 
 ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
 
@@ -230,6 +253,12 @@ def add_error_responses(
             ours = [req[scheme_name] for req in security if scheme_name in req]
             if not ours:
                 continue
+            if len(ours) > 1:  # FastAPI before 0.124 lists each Security(...) on its own,
+                # as if any one were enough; all of them apply, as newer versions write it
+                merged = list(dict.fromkeys(scope for scopes in ours for scope in scopes))
+                others = [req for req in security if scheme_name not in req]
+                security[:] = [{scheme_name: merged}, *others]
+                ours = [merged]
             how = guarded.get((path, method)) if guarded is not None else None
             codes: tuple[str, ...]
             if how is None:

@@ -18,13 +18,12 @@ from typing import Annotated, Any, Protocol
 from fastapi import Security
 from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
 from fastapi.security import SecurityScopes
-from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 
 from fastapi_zitadel._exceptions import ConfigurationError, InsufficientScopeError
 from fastapi_zitadel._principal import Principal
 
-from .openapi import may_forbid
+from .openapi import ScopedSecurity, may_forbid
 
 __all__ = [
     "Guard",
@@ -55,7 +54,7 @@ class Guard(Protocol):
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Any: ...
 
 
-class _ScopeDocumentation(SecurityBase):
+class _ScopeDocumentation(ScopedSecurity):
     """Lists scopes under the guard's scheme in OpenAPI; checks nothing, returns nothing.
 
     ``Security(guard, scopes=...)`` would demand *all* of them, which is wrong for any-of.

@@ -5,8 +5,6 @@ It only takes the token from the request and hands it to the verification pipeli
 pipeline is made of is decided once, in ``_build``, from the validated configuration.
 """
 
-from __future__ import annotations
-
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -20,7 +18,6 @@ from fastapi import FastAPI, HTTPException, WebSocketException
 from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
 from fastapi.responses import JSONResponse
 from fastapi.security import SecurityScopes
-from fastapi.security.base import SecurityBase
 from pydantic import ValidationError
 from starlette.requests import HTTPConnection
 
@@ -51,6 +48,7 @@ from fastapi_zitadel._resilience.circuit_breaker import CircuitState
 
 from . import metadata, openapi, requirements
 from .bearer import extract_bearer
+from .openapi import ScopedSecurity
 from .requirements import PrincipalDependency
 from .user import PrincipalLoader, UserLoader, user_dependency
 
@@ -80,7 +78,7 @@ class ClientIdentity:
         return f"ClientIdentity({self.method!r}, {self.client_id!r}, key_id={self.key_id!r})"
 
 
-class ZitadelIntrospection(SecurityBase):
+class ZitadelIntrospection(ScopedSecurity):
     """Verifies bearer tokens by asking ZITADEL's introspection endpoint (RFC 7662), by
     verifying JWT access tokens locally (``validation="local"``), or both
     (``validation="hybrid"``).
@@ -178,7 +176,7 @@ class ZitadelIntrospection(SecurityBase):
         self._installed: weakref.WeakSet[FastAPI] = weakref.WeakSet()
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> ZitadelIntrospection:
+    def from_env(cls, **overrides: Any) -> "ZitadelIntrospection":
         """Configure from ``ZITADEL_*`` environment variables; keyword arguments win.
 
         Keywords are the constructor's: settings and the components (``http_client``,
@@ -419,7 +417,7 @@ class ZitadelIntrospection(SecurityBase):
         return self._user
 
     @property
-    def introspected(self) -> ZitadelIntrospected:
+    def introspected(self) -> "ZitadelIntrospected":
         """A dependency like this one that, with ``validation="hybrid"``, answers only once
         ZITADEL's introspection has confirmed the token (joining the check in flight, or
         making one): for routes where a revoked token must never pass, not even once. With
@@ -428,7 +426,7 @@ class ZitadelIntrospection(SecurityBase):
         return self._introspected
 
     @property
-    def optional(self) -> ZitadelOptional:
+    def optional(self) -> "ZitadelOptional":
         """A dependency giving ``None`` for anonymous requests, for routes that serve both.
 
         A token, when present, must be valid (else 401) and hold the scopes of
@@ -504,7 +502,7 @@ class ZitadelIntrospection(SecurityBase):
         """Cancel background work (hybrid introspections, a JWKS refresh), close the pool."""
         await self._parts.aclose()
 
-    async def __aenter__(self) -> ZitadelIntrospection:
+    async def __aenter__(self) -> "ZitadelIntrospection":
         if self.config.discover_on_startup:
             await self.discover()
             if self._parts.jwks is not None:  # local, hybrid: the keys too
@@ -541,7 +539,7 @@ class ZitadelIntrospection(SecurityBase):
         openapi.use_discovered_endpoints(self._scheme, metadata)
 
 
-class ZitadelOptional(SecurityBase):
+class ZitadelOptional(ScopedSecurity):
     """``zitadel.optional``: the same scheme, but anonymous requests get ``None``."""
 
     def __init__(self, zitadel: ZitadelIntrospection) -> None:
@@ -562,7 +560,7 @@ class ZitadelOptional(SecurityBase):
         return principal
 
 
-class ZitadelIntrospected(SecurityBase):
+class ZitadelIntrospected(ScopedSecurity):
     """``zitadel.introspected``: the same scheme, answering only with a principal whose
     token ZITADEL's introspection confirmed (``validation="hybrid"``); with the other modes
     the same as ``zitadel`` itself."""
