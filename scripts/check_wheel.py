@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import venv
 import zipfile
@@ -85,7 +86,20 @@ def wheel_problems(wheel: Path, package_dir: Path = ROOT / PACKAGE) -> list[str]
         problems.append("missing the pytest11 entry point of the fixtures")
     strays = sorted({n.split("/")[0] for n in names} & {"tests", "example_app", "scripts"})
     problems.extend(f"{stray}/ should not be in the wheel" for stray in strays)
+    if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
+        problems.append("missing the LICENSE (Apache-2.0) in .dist-info/licenses/")
     return problems
+
+
+def sdist_problems(sdist: Path) -> list[str]:
+    """What is missing from the source distribution (an empty list when nothing is)."""
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[-1] for name in archive.getnames()}
+    return [
+        f"missing {name}"
+        for name in ("LICENSE", "pyproject.toml", "README.md")
+        if name not in names
+    ]
 
 
 def _sections(text: str) -> dict[str, dict[str, str]]:
@@ -144,14 +158,19 @@ def main() -> int:
             return report(check)
         problems = wheel_problems(wheels[0])
         check.require("wheel contents", not problems, "; ".join(problems))
+        problems = sdist_problems(sdists[0])
+        check.require("sdist contents", not problems, "; ".join(problems))
 
         env_dir = work / "venv"
         venv.EnvBuilder(with_pip=True).create(env_dir)
         bin_dir = env_dir / ("Scripts" if os.name == "nt" else "bin")
         python = bin_dir / "python"
         pip = [python, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
-        check.run("install the wheel with [testing]", [*pip, "install", f"{wheels[0]}[testing]"])
-        check.run("install pytest", [*pip, "install", "pytest"])
+        pins = ["-c", ROOT / "constraints" / "dev.txt"]  # the versions CI passes with
+        check.run(
+            "install the wheel with [testing]", [*pip, "install", *pins, f"{wheels[0]}[testing]"]
+        )
+        check.run("install pytest", [*pip, "install", *pins, "pytest"])
 
         # Outside the checkout, with nothing of it on the path but the example's own files.
         user = work / "user"

@@ -68,3 +68,14 @@ def world(clock: FakeClock) -> World:
 def jwt_world() -> Iterator[JwtWorld]:
     """The stand-in on a loopback port, issuing JWT access tokens, with hand-moved clocks."""
     yield from served_jwt_world()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what makes a test slow where the test itself says it, so `dev.py test --fast`
+    leaves it out without a decorator to forget: a real redis-server (the ``redis_server``
+    fixture) and hypothesis's generated examples."""
+    for item in items:
+        if "redis_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.redis)
+        if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+            item.add_marker(pytest.mark.hypothesis)

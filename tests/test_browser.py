@@ -34,7 +34,10 @@ CHROMIUM_FLAGS = [
 
 if CHROMIUM is None and os.environ.get("FASTAPI_ZITADEL_REQUIRE_BROWSER") == "1":
     raise RuntimeError("chromium is required here but not installed")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package"),
+]
 
 
 @pytest.fixture

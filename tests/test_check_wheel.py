@@ -6,6 +6,7 @@ entry point, tests shipped in the wheel). CI runs the whole script on a real bui
 from __future__ import annotations
 
 import runpy
+import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,9 +14,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-wheel_problems: Callable[[Path], list[str]] = runpy.run_path(
-    str(ROOT / "scripts" / "check_wheel.py")
-)["wheel_problems"]
+_SCRIPT = runpy.run_path(str(ROOT / "scripts" / "check_wheel.py"))
+wheel_problems: Callable[[Path], list[str]] = _SCRIPT["wheel_problems"]
+sdist_problems: Callable[[Path], list[str]] = _SCRIPT["sdist_problems"]
 
 ENTRY_POINTS = """[console_scripts]
 fastapi-zitadel = fastapi_zitadel._cli:entry_point
@@ -34,6 +35,7 @@ def complete_contents() -> dict[str, str]:
         if path.is_file() and "__pycache__" not in path.parts
     }
     files["fastapi_zitadel-0.1.0.dist-info/entry_points.txt"] = ENTRY_POINTS
+    files["fastapi_zitadel-0.1.0.dist-info/licenses/LICENSE"] = "Apache License"
     return files
 
 
@@ -60,6 +62,7 @@ def test_a_complete_wheel_passes(tmp_path: Path) -> None:
         ("fastapi_zitadel/py.typed", "missing fastapi_zitadel/py.typed"),
         ("fastapi_zitadel/testing/py.typed", "missing fastapi_zitadel/testing/py.typed"),
         ("fastapi_zitadel-0.1.0.dist-info/entry_points.txt", "no entry_points.txt"),
+        ("fastapi_zitadel-0.1.0.dist-info/licenses/LICENSE", "missing the LICENSE"),
     ],
 )
 def test_a_missing_file_is_reported(tmp_path: Path, mistake: str, reported: str) -> None:
@@ -93,3 +96,27 @@ def test_tests_in_the_wheel_are_reported(tmp_path: Path) -> None:
 def test_ci_runs_the_wheel_check() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "scripts/check_wheel.py" in ci
+
+
+def test_a_sdist_without_the_license_is_reported(tmp_path: Path) -> None:
+    def sdist(*names: str) -> Path:
+        path = tmp_path / f"sdist-{len(names)}.tar.gz"
+        with tarfile.open(path, "w:gz") as archive:
+            for name in names:
+                source = tmp_path / name
+                source.write_text(name)
+                archive.add(source, arcname=f"fastapi_zitadel-0.1.0/{name}")
+        return path
+
+    assert sdist_problems(sdist("LICENSE", "pyproject.toml", "README.md")) == []
+    assert sdist_problems(sdist("pyproject.toml", "README.md")) == ["missing LICENSE"]
+
+
+def test_the_license_is_apache_2_and_the_package_says_so() -> None:
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text
+    assert "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'license = "Apache-2.0"' in pyproject
+    assert 'license-files = ["LICENSE"]' in pyproject

@@ -133,6 +133,7 @@ def test_assertion(env: dict[str, str], zitadel_project: StandInProject) -> None
     assert claims["iss"] == claims["sub"] == zitadel_project.app.client_id
 
 
+@pytest.mark.subprocess
 def test_module_entry_point_and_dev_issuer() -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "fastapi_zitadel", "--help"],

@@ -221,11 +221,13 @@ def built_site(tmp_path_factory: pytest.TempPathFactory) -> Build:
     return Build(completed.returncode, completed.stdout + completed.stderr, site)
 
 
+@pytest.mark.subprocess
 def test_site_builds_strictly(built_site: Build) -> None:
     assert built_site.returncode == 0, built_site.output
     assert (built_site.site / "index.html").is_file()
 
 
+@pytest.mark.subprocess
 def test_configuration_reference_lists_every_setting(built_site: Build) -> None:
     assert built_site.returncode == 0, built_site.output
     page = (built_site.site / "configuration" / "index.html").read_text(encoding="utf-8")
@@ -277,7 +279,7 @@ def test_shell_snippets_are_real_commands() -> None:
     optional = pyproject.split("[project.optional-dependencies]\n")[1].split("\n[")[0]
     extras = set(re.findall(r"^(\w+) = \[", optional, flags=re.M))
     scripts = set(re.findall(r'^([\w-]+) = "fastapi_zitadel', pyproject, flags=re.M))
-    tasks = set(runpy.run_path(str(ROOT / "scripts" / "dev.py"))["TASK_EXTRA"])
+    tasks = set(runpy.run_path(str(ROOT / "scripts" / "dev.py"))["TASKS"])
     settings = {f"ZITADEL_{name.upper()}" for name in ZitadelConfig.model_fields}
     version = re.findall(r'^version = "([^"]+)"', pyproject, flags=re.M)[0]
     example = (ROOT / "example_app" / "__main__.py").read_text(encoding="utf-8")
@@ -610,6 +612,7 @@ print(json.dumps({"points": points, "spans": spans}))
 """
 
 
+@pytest.mark.subprocess
 def test_telemetry_snippet() -> None:
     """In a fresh interpreter: OpenTelemetry's global providers can be set only once."""
     pytest.importorskip("opentelemetry.sdk")

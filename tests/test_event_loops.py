@@ -26,6 +26,7 @@ def _app(zitadel: ZitadelIntrospection) -> FastAPI:
     return app
 
 
+@pytest.mark.soak
 def test_two_live_loops_keep_one_pool_each(
     zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,8 @@ from example_app.app import create_app
 from fastapi_zitadel import ZitadelIntrospection, set_default_zitadel
 from fastapi_zitadel.testing import LoopbackServer, StandInProject
 
+pytestmark = pytest.mark.subprocess  # commands and servers in processes of their own
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from fastapi_zitadel.testing import StandInProject, ZitadelStandIn
 
+pytestmark = pytest.mark.subprocess  # commands and servers in processes of their own
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.subprocess  # commands and servers in processes of their own
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Every fixture of the plugin, used the way the testing page shows, in one async test.

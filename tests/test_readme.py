@@ -51,6 +51,7 @@ def test_three_line_protection(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
             )
 
 
+@pytest.mark.subprocess
 def test_testing_recipe_is_complete_on_its_own(tmp_path: Path) -> None:
     """The README's two files (``myapp.py`` and ``tests/test_items.py``), written as they are
     into an empty folder and run by pytest as the README says: nothing else is needed."""

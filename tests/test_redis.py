@@ -43,7 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server")
 if REDIS_SERVER is None and os.environ.get("FASTAPI_ZITADEL_REQUIRE_REDIS") == "1":
     raise RuntimeError("redis-server is required here but not installed")
-pytestmark = pytest.mark.skipif(REDIS_SERVER is None, reason="needs Debian's redis-server")
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(REDIS_SERVER is None, reason="needs Debian's redis-server"),
+]
 
 
 def free_port() -> int:

@@ -18,6 +18,8 @@ from fastapi import Depends, FastAPI
 from fastapi_zitadel import Principal
 from fastapi_zitadel.testing import StandInProject
 
+pytestmark = pytest.mark.soak  # many requests, for leaks and drift
+
 REQUESTS = 3000
 CONCURRENCY = 64
 FAULTS: list[tuple[Any, dict[str, Any]]] = [

@@ -24,6 +24,8 @@ import pytest
 
 from fastapi_zitadel import InvalidTokenError, ZitadelIntrospection
 
+pytestmark = pytest.mark.subprocess  # commands and servers in processes of their own
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}  # no ZITADEL_* from the outside
 STANDIN = [sys.executable, "-m", "fastapi_zitadel.testing"]
