@@ -33,6 +33,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".installed-sha256"
 REQUIREMENTS = BENCH / "requirements.txt"
+PINS = ROOT / "constraints" / "dev.txt"  # the versions the test suite passes with
 
 SECTIONS = ("hot_path", "miss_path", "herd", "memory", "server", "service_account", "local_jwt")
 
@@ -58,9 +59,10 @@ def _run(*command: str | Path) -> str:
 
 
 def ensure_environment() -> None:
-    """bench/.venv with the library's dependencies and bench/requirements.txt installed."""
+    """bench/.venv with the library's dependencies and bench/requirements.txt installed, at
+    the versions constraints/dev.txt pins (what the suite passes with)."""
     wanted = hashlib.sha256(
-        (ROOT / "pyproject.toml").read_bytes() + REQUIREMENTS.read_bytes()
+        (ROOT / "pyproject.toml").read_bytes() + REQUIREMENTS.read_bytes() + PINS.read_bytes()
     ).hexdigest()
     if PYTHON.exists() and STAMP.exists() and STAMP.read_text() == wanted:
         return
@@ -68,7 +70,7 @@ def ensure_environment() -> None:
         print(f"creating {VENV}", file=sys.stderr, flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
     print("installing the benchmark dependencies (first run only)", file=sys.stderr, flush=True)
-    pip = (PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check")
+    pip = (PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c", PINS)
     _run(*pip, "-r", REQUIREMENTS)
     dependencies = _run(PYTHON, "-c", READ_DEPENDENCIES, ROOT / "pyproject.toml").split()
     _run(*pip, *dependencies)

@@ -244,7 +244,7 @@ def compat(which: str, pytest_args: Sequence[str]) -> None:
 
 
 VERSIONS_REPORT = (
-    "import sys, importlib.metadata as m; print('Python', sys.version.split()[0], *("
+    "import sys, importlib.metadata as m; print('Python ' + sys.version.split()[0], *("
     "f'{n} {m.version(n)}' for n in ('fastapi', 'starlette', 'pydantic', 'pydantic-settings',"
     " 'PyJWT', 'cryptography', 'httpx')), sep=', ')"
 )
