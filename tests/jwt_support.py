@@ -123,6 +123,16 @@ async def settled(zitadel: ZitadelIntrospection) -> None:
     await asyncio.wait_for(poll(), SAFETY)
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds (another task's progress, which has no event)."""
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.002)
+
+    await asyncio.wait_for(poll(), SAFETY)
+
+
 def app_for(zitadel: ZitadelIntrospection) -> FastAPI:
     """``/plain`` behind ``zitadel``, ``/confirmed`` behind ``zitadel.introspected``."""
     app = FastAPI()
