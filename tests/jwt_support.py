@@ -127,7 +127,9 @@ async def until(condition: Callable[[], bool]) -> None:
     """Wait until ``condition()`` holds (another task's progress, which has no event)."""
 
     async def poll() -> None:
-        while not condition():
+        while True:  # the other task has no event to wait for
+            if condition():
+                return
             await asyncio.sleep(0.002)
 
     await asyncio.wait_for(poll(), SAFETY)

@@ -122,14 +122,14 @@ async def test_introspected_waits_for_the_confirmation(jwt_world: JwtWorld) -> N
         waiting = asyncio.ensure_future(client.get("/confirmed", headers=bearer(token)))
         await gate.until_waiting(1)
         assert not waiting.done()
-        plain = asyncio.ensure_future(client.get("/plain", headers=bearer(token)))
+        plain_request = asyncio.ensure_future(client.get("/plain", headers=bearer(token)))
         await until(lambda: zitadel.metrics().confirmation_waits == 2)  # /plain waits too
         assert not waiting.done()
         gate.release()
         confirmed = await waiting
         assert confirmed.status_code == 200
         assert confirmed.json()["verified_by"] == "introspection"
-        assert (await plain).json()["verified_by"] == "introspection"
+        assert (await plain_request).json()["verified_by"] == "introspection"
     assert jwt_world.standin.introspection_calls == 1  # the background one, joined
     await http.aclose()
 
