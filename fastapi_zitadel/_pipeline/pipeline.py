@@ -68,6 +68,9 @@ from .validator import Validator
 
 __all__ = ["CachePolicy", "VerificationPipeline"]
 
+# Hybrid mode: tokens that may be pending their confirmation at once, at least (a small
+# cache_max_size must not make a cold start wait: a record is a few dozen bytes).
+_UNCONFIRMED_ROOM = 10_000
 # Pauses between attempts of invalidate() and clear() on the shared tier: doubling, capped.
 _FIRST_RETRY = 0.05
 _LAST_RETRY = 1.0
@@ -163,7 +166,9 @@ class VerificationPipeline:
         self._suspects = suspects if self._hybrid else None
         self._confirmations: KeyedTasks[Principal] = KeyedTasks()
         self._unconfirmed = (
-            Unconfirmed(limit=unconfirmed_limit, max_size=local.max_size) if self._hybrid else None
+            Unconfirmed(limit=unconfirmed_limit, max_size=max(local.max_size, _UNCONFIRMED_ROOM))
+            if self._hybrid
+            else None
         )
 
     # The hot path ------------------------------------------------------------------------
