@@ -34,10 +34,12 @@ from fastapi_zitadel._build import Parts, build
 from fastapi_zitadel._exceptions import QueueTimeout
 from fastapi_zitadel.testing import LoopbackServer
 
-from .helpers import HeldIntrospections
+from .helpers import FakeClock, HeldIntrospections
 from .jwt_support import SAFETY, JwtWorld, bearer, settled, until
 from .test_redis import REDIS_SERVER, RedisServer
 
+# Every test here talks to the stand-in served by uvicorn on a loopback port (``jwt_world``).
+pytestmark = pytest.mark.loopback
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="needs Debian's redis-server")
 
 
@@ -118,7 +120,6 @@ def plain_app(zitadel: ZitadelIntrospection) -> FastAPI:
     return app
 
 
-@pytest.mark.loopback
 async def test_a_revoked_jwt_burst_and_looping_clients_over_http(jwt_world: JwtWorld) -> None:
     """The measurement of the issue, as a test: a JWT revoked at ZITADEL before its first use,
     50 concurrent requests, then 8 clients looping while the confirmation is still pending."""
@@ -153,8 +154,9 @@ class FullQueue:
     a slot lasts until the test says its deadline passed (``expire``), then is a
     ``QueueTimeout``, as ``max_concurrent_introspections`` busy for a whole ``timeout`` is."""
 
-    def __init__(self, real: Callable[[float], Any]) -> None:
+    def __init__(self, real: Callable[[float], Any], monotonic: FakeClock) -> None:
         self._real = real
+        self._monotonic = monotonic
         self.full = True
         self.queued = 0
         self._deadline = asyncio.Event()
@@ -172,6 +174,7 @@ class FullQueue:
                 await self._deadline.wait()
             finally:
                 self.queued -= 1
+            self._monotonic.now = max(self._monotonic.now, deadline)  # the deadline has come
             raise QueueTimeout("more than 50 introspections in flight", retry_after=1.0)
         async with self._real(deadline):
             yield
@@ -195,7 +198,7 @@ async def test_confirmations_are_never_dropped_when_the_queue_is_full(
     tokens = [jwt_world.token(f"user{i}", lifetime=43_200) for i in range(40)]
     jwt_world.standin.revoke(tokens[-1])
     parts = built(jwt_world.hybrid(), jwt_world)
-    queue = FullQueue(parts.limit.slot)
+    queue = FullQueue(parts.limit.slot, jwt_world.monotonic)
     monkeypatch.setattr(parts.limit, "slot", queue.slot)
     pipeline = parts.pipeline
     try:

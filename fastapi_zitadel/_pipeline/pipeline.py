@@ -218,7 +218,9 @@ class VerificationPipeline:
                     held = None  # cache_ttl=0 takes nothing shared; asked only if inactive
                 elif entry is None and self._shared is not None:
                     shared = await self._shared_lookup(key, deadline)
-                    held = shared is not None
+                    # A tombstone counts as held in hybrid mode only: an inactive answer then
+                    # renews it, for the replicas that start later.
+                    held = isinstance(shared, CacheEntry) or (self._hybrid and shared is not None)
                     if isinstance(shared, SuspectToken):
                         self.suspect(digest)  # known against it: ZITADEL decides first
                     elif shared is not None and self._policy.ttl > 0:
@@ -450,12 +452,15 @@ class VerificationPipeline:
         and the token's later requests wait for it meanwhile."""
         assert self._validator is not None
         while True:
+            deadline = self._monotonic() + self._timeout
             try:
-                return await self._validator.validate(key.token, self._monotonic() + self._timeout)
-            except QueueTimeout:
+                return await self._validator.validate(key.token, deadline)
+            except QueueTimeout as exc:
                 if not self._still_pending(key.digest):
                     raise
                 self._metrics.confirmations_requeued += 1
+                if self._monotonic() < deadline:  # refused before its deadline: never spin
+                    await asyncio.sleep(exc.retry_after or 1.0)
 
     def _still_pending(self, digest: bytes) -> bool:
         """Whether a token was served from its JWT, is unexpired, and its confirmation is
@@ -484,7 +489,7 @@ class VerificationPipeline:
         if self._shared is None:
             return
         if held is None:  # not read for use (cache_ttl=0): only to know whether to tell others
-            held = await self._shared_lookup(key, deadline) is not None
+            held = isinstance(await self._shared_lookup(key, deadline), CacheEntry)
         # Only a token some tier held can be held elsewhere: garbage tokens publish nothing.
         if held:
             await self._shared_call("delete", self._shared.delete(key), deadline)
@@ -514,15 +519,16 @@ class VerificationPipeline:
         self._flight.forget(digest)
         self._confirmations.forget(digest)
         self._local.discard(digest)
-        if self._unconfirmed is not None:
-            self._unconfirmed.close(digest)
         self.suspect(digest)
 
     def suspect(self, digest: bytes) -> None:
         """Hybrid mode: introspect this token before serving it again (until ZITADEL says it
-        is active); nothing in the other modes, which do not serve a token unasked."""
+        is active), even if it has requests left before its confirmation; nothing in the
+        other modes, which do not serve a token unasked."""
         if self._suspects is not None:
             self._suspects.add(digest)
+        if self._unconfirmed is not None:
+            self._unconfirmed.close(digest)
 
     def forget_local_jwts(self) -> None:
         """Drop every locally verified entry (the issuer stopped publishing a key: what it
@@ -549,7 +555,6 @@ class VerificationPipeline:
         if self._unconfirmed is not None:  # their confirmations are void: introspect first
             for digest in self._unconfirmed.digests():
                 self.suspect(digest)
-            self._unconfirmed.clear()
 
     async def aclose(self) -> None:
         """Cancel the background introspections still running, close the shared tier."""
