@@ -73,6 +73,21 @@ async def test_at_most_the_limit_is_served_before_the_confirmation(
     await http.aclose()
 
 
+async def test_nothing_is_served_unconfirmed_past_the_tokens_exp(jwt_world: JwtWorld) -> None:
+    gate, http = held()
+    token = jwt_world.token(lifetime=120)
+    async with jwt_world.hybrid(http_client=http, hybrid_unconfirmed_limit=5) as zitadel:
+        assert (await zitadel.verify(token)).verified_by == "jwt"
+        await gate.until_waiting(1)  # its confirmation is held
+        jwt_world.clock.advance(121)  # the token expires meanwhile
+        late = asyncio.ensure_future(zitadel.verify(token))
+        await until(lambda: zitadel.metrics().confirmation_waits == 1)  # not served
+        gate.release()
+        with pytest.raises(InvalidTokenError):
+            await late
+    await http.aclose()
+
+
 async def test_a_concurrent_burst_serves_one_request_of_a_revoked_jwt(
     jwt_world: JwtWorld,
 ) -> None:

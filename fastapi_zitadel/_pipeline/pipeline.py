@@ -353,7 +353,7 @@ class VerificationPipeline:
         assert unconfirmed is not None
         record = unconfirmed.get(key.digest)
         if record is not None:
-            if not unconfirmed.admit(record):
+            if not unconfirmed.admit(record, self._clock()):
                 return None
             principal = record.principal
         elif verified is None or unconfirmed.open(key.digest, verified) is None:

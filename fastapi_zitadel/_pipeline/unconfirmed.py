@@ -55,9 +55,14 @@ class Unconfirmed:
         record = self._records[digest] = UnconfirmedRecord(principal)
         return record
 
-    def admit(self, record: UnconfirmedRecord) -> bool:
-        """Whether one more request may be served before the confirmation (and count it)."""
+    def admit(self, record: UnconfirmedRecord, now: float) -> bool:
+        """Whether one more request may be served before the confirmation (and count it):
+        not beyond the limit, and never past the token's ``exp`` (a confirmation can last
+        longer than a token: it queues again while the concurrency cap is full)."""
         if record.served >= self.limit:
+            return False
+        expires = record.principal.expires_at
+        if expires is not None and now >= expires.timestamp():
             return False
         record.served += 1
         return True
