@@ -16,7 +16,8 @@ def principal(exp: float = NOW + 3600) -> Principal:
 def test_the_first_request_opens_a_record_and_the_limit_counts_it() -> None:
     ledger = Unconfirmed(limit=3, max_size=10)
     record = ledger.open(b"a", principal())
-    assert record is not None and record.served == 1
+    assert record is not None
+    assert record.served == 1
     assert ledger.get(b"a") is record
     assert [ledger.admit(record, NOW) for _ in range(3)] == [True, True, False]
     assert record.served == 3
