@@ -325,6 +325,11 @@ async def test_a_users_own_tier_reports_a_tombstone_to_a_new_replica(
         assert (await replica.verify(another)).verified_by == "jwt"  # no tombstone: a miss
 
 
+def tombstones(server: RedisServer) -> list[bytes]:
+    names = server.client().keys("fastapi-zitadel:*:tombstone:*")
+    return [name for name in names if isinstance(name, bytes)]
+
+
 @pytest.mark.redis
 @needs_redis
 async def test_replicas_started_after_an_invalidation_refuse_the_jwt(
@@ -342,6 +347,9 @@ async def test_replicas_started_after_an_invalidation_refuse_the_jwt(
             jwt_world.standin.revoke(revoked)
             await a.invalidate(revoked)
             await a.invalidate(still_good)  # invalidated, but ZITADEL still says active
+        lifetimes = [server.client().pttl(name) for name in tombstones(server)]
+        assert len(lifetimes) == 2
+        assert min(lifetimes) > 43_000_000  # until the tokens' exp, not 10 minutes
         for options in ({}, {}, {"cache_ttl": 0}):  # three replicas started afterwards
             async with jwt_world.hybrid(redis_url=server.url, **options) as replica:
                 with pytest.raises(InvalidTokenError, match="not active"):
@@ -365,6 +373,11 @@ async def test_an_inactive_answer_reaches_replicas_started_later(jwt_world: JwtW
         async with jwt_world.hybrid(redis_url=server.url) as a:
             assert (await a.verify(token)).verified_by == "jwt"  # A's one request
             await settled(a)
+        # The tombstone lives as long as the token could be presented (12 h), not only
+        # tombstone_ttl (10 minutes): a replica started hours later still knows.
+        lifetimes = [server.client().pttl(name) for name in tombstones(server)]
+        assert len(lifetimes) == 1
+        assert lifetimes[0] > 43_000_000
         for _ in range(3):
             async with jwt_world.hybrid(redis_url=server.url) as replica:
                 with pytest.raises(InvalidTokenError, match="not active"):

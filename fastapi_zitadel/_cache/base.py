@@ -43,11 +43,14 @@ class CacheKey:
 
     ``digest`` is the lookup key. ``token`` is there only so that a shared backend can derive
     secrets from it (the Redis tier encrypts each value with a key derived from its token);
-    a backend must never store it.
+    a backend must never store it. ``expires_at`` is the token's own ``exp`` (epoch seconds)
+    when the caller knows it: a tier that keeps a tombstone for ``delete`` may keep it until
+    then, so that a replica started hours after an invalidation still learns of it.
     """
 
     digest: bytes
     token: str = field(repr=False)
+    expires_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

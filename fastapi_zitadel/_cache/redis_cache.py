@@ -19,8 +19,9 @@ What nothing may undo:
 
 * ``delete`` (an invalidation, or an inactive answer for a token some tier held) deletes the
   entry, writes a tombstone and publishes the invalidation in one script. While the tombstone
-  lives (``tombstone_ttl``, 10 minutes by default, longer than any lookup's deadline, and at
-  least as long as the entry it replaced would have lived) the token's entry cannot be
+  lives (``tombstone_ttl``, 10 minutes by default, longer than any lookup's deadline, at
+  least as long as the entry it replaced would have lived, and until the token's ``exp``
+  when the caller knows it: ``CacheKey.expires_at``) the token's entry cannot be
   written: a lookup still in flight elsewhere cannot put it back, and neither can a replay of
   an earlier sealed value. ``get`` reads it as a miss; ``read`` (what the verifier uses, in
   the same one script) as a ``SuspectToken``, so that in hybrid mode every replica, one started
@@ -73,6 +74,7 @@ _VALUE_LABEL = b"fastapi-zitadel redis value v2"
 _NONCE_BYTES = 12
 _PING = b"fastapi-zitadel"
 _LONGEST_DEADLINE = 300.0  # the largest ``timeout`` setting
+_LONGEST_TOMBSTONE = 31 * 86_400.0  # a token's exp beyond that is not believed
 _TOMBSTONE = SuspectToken("invalidated")  # what a tombstone reads as (invalidated, or inactive)
 
 try:
@@ -327,7 +329,11 @@ class RedisCache(IntrospectionCache):
         """Delete, tombstone and announce ``key``; raises when Redis does not confirm."""
         entry_key, tombstone_key, _ = self._keys(key)
         message = f"{self._tag}:{key.digest.hex()}"
-        args: list[bytes | int | str] = [self._tombstone_ms, CHANNEL, message]
+        lifetime_ms = self._tombstone_ms
+        if key.expires_at is not None:  # as long as the token itself, within a bound
+            until_exp = min(key.expires_at - self._clock(), _LONGEST_TOMBSTONE)
+            lifetime_ms = max(lifetime_ms, int(until_exp * 1000))
+        args: list[bytes | int | str] = [lifetime_ms, CHANNEL, message]
         await self._control(
             lambda c: c.delete(keys=[entry_key, tombstone_key], args=args, client=c.control)
         )

@@ -475,6 +475,7 @@ class VerificationPipeline:
         """A token served from its JWT is not active: drop it everywhere, and introspect it
         before serving it again."""
         digest = key.digest
+        key = self._with_expiry(key)  # read before forget() drops what knows it
         logger.debug("token %s is inactive: dropped everywhere", digest[:4].hex())
         self.forget(digest)  # marks it suspect too
         self._negative.add(digest)
@@ -484,6 +485,7 @@ class VerificationPipeline:
     async def _inactive(self, key: CacheKey, deadline: float, *, held: bool | None) -> None:
         digest = key.digest
         logger.debug("token %s is inactive", digest[:4].hex())
+        key = self._with_expiry(key)  # read before the stale copy goes
         self._negative.add(digest)
         self._local.discard(digest)  # no stale copy of a revoked token may survive
         if self._shared is None:
@@ -499,11 +501,11 @@ class VerificationPipeline:
         """Drop ``token`` here, then in the shared tier (which tells the other replicas);
         raises ``SharedCacheUnavailable`` when the shared tier cannot confirm in time."""
         digest = self.key(token)
+        key = self._with_expiry(CacheKey(digest, token))  # read before forget() drops it
         self.forget(digest)
         self._negative.discard(digest)
         shared = self._shared
         if shared is not None:
-            key = CacheKey(digest, token)
             await self._confirm_shared("the invalidation", lambda: shared.delete(key))
 
     def forget(self, digest: bytes) -> None:
@@ -580,6 +582,20 @@ class VerificationPipeline:
             flight = self._in_flight[digest] = _InFlight()
         flight.lookups += 1
         return flight, flight.invalidations
+
+    def _with_expiry(self, key: CacheKey) -> CacheKey:
+        """``key`` with the token's ``exp`` when this process knows it (a verdict or a JWT
+        served before its confirmation), so that its tombstone can outlive ``tombstone_ttl``
+        for as long as the token could be presented: replicas started hours later see it."""
+        record = None if self._unconfirmed is None else self._unconfirmed.get(key.digest)
+        if record is not None:
+            principal: Principal | None = record.principal
+        else:
+            entry = self._local.lookup(key.digest, self._clock())
+            principal = None if entry is None else entry.principal
+        if principal is None or principal.expires_at is None:
+            return key
+        return CacheKey(key.digest, key.token, principal.expires_at.timestamp())
 
     def _close(self, digest: bytes, flight: _InFlight) -> None:
         flight.lookups -= 1
