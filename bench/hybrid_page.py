@@ -217,12 +217,12 @@ def _report(
     h1 = cold_figures["h1"]
     dropped = cold - h1["answered"] - h1["failed"]
     result.add(
-        f"cold start, (h1): confirmations dropped, of {cold:,}",
+        f"cold start, (h1): confirmations dropped, of {cold:,} served JWTs",
         f"{dropped:,}",
         f"{h1['answered']:,} answered by ZITADEL; {h1['failed']:,} failed (no answer within "
         "the timeout, or the circuit open): those tokens stay suspect, their next request is "
         f"introspected; {h1['requeued']:,} queued again after a whole timeout without a slot",
-        "0",
+        "exactly 0",
         dropped == 0,
     )
     result.add(
