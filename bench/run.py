@@ -35,7 +35,16 @@ STAMP = VENV / ".installed-sha256"
 REQUIREMENTS = BENCH / "requirements.txt"
 PINS = ROOT / "constraints" / "dev.txt"  # the versions the test suite passes with
 
-SECTIONS = ("hot_path", "miss_path", "herd", "memory", "server", "service_account", "local_jwt")
+SECTIONS = (
+    "hot_path",
+    "miss_path",
+    "herd",
+    "memory",
+    "server",
+    "service_account",
+    "local_jwt",
+    "hybrid_page",
+)
 
 READ_DEPENDENCIES = """
 import sys

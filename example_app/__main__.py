@@ -86,7 +86,9 @@ def main() -> None:
                 "admin": project.token("alice", roles=["admin"], jwt=jwt),
                 "reader": project.token("bob", roles=["reader"], jwt=jwt),
             }
-            if jwt:  # a JWT verified locally names its user by id only
+            if validation == "local":  # a JWT verified locally names its user by id only
+                # (hybrid: the WebSocket, the token's second request, is served from
+                # ZITADEL's answer, which names her)
                 expected_name = project.user("alice").id
             print(f"Embedded ZITADEL stand-in at {standin.issuer}")
             print(f"Validation: {validation}")

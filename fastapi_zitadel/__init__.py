@@ -6,7 +6,7 @@ The public API is what this module exports; everything else is private (``_*``) 
 change without notice. ``tests/test_exported_members.py`` pins the list below.
 """
 
-from ._cache.base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache
+from ._cache.base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache, SuspectToken
 from ._cache.memory import MemoryCache
 from ._cache.redis_cache import RedisCache
 from ._client.service_account import ServiceAccountAuth
@@ -86,6 +86,7 @@ __all__ = [
     "RedisCache",
     "ServiceAccountAuth",
     "SharedCacheUnavailable",
+    "SuspectToken",
     "TokenEndpointUnavailable",
     "TokenExchange",
     "TokenExchangeRejected",

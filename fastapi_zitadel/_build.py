@@ -100,6 +100,8 @@ class Parts:
             jwt_verified=m.jwt_verified,
             jwks_fetches=0 if jwks is None else jwks.fetches,
             background_introspections=m.background_introspections,
+            confirmation_waits=m.confirmation_waits,
+            confirmations_requeued=m.confirmations_requeued,
         )
 
     async def aclose(self) -> None:
@@ -257,6 +259,7 @@ def build(
         monotonic=monotonic,
         jwt=jwt,
         suspects=suspects,
+        unconfirmed_limit=config.hybrid_unconfirmed_limit,
     )
     if shared is not None:
         assert auth is not None  # a shared tier needs introspection, hence a credential

@@ -61,6 +61,15 @@ class ZitadelConfig(BaseModel):
         "(JWT access tokens against the issuer's JWKS, no client credentials needed) or "
         "`hybrid` (JWTs locally at once, confirmed by introspection in the background)",
     )
+    hybrid_unconfirmed_limit: int = Field(
+        default=1,
+        ge=1,
+        le=1_000,
+        description="`hybrid` only: requests per token served from its JWT before ZITADEL's "
+        "introspection has confirmed it; further ones wait for the confirmation (within "
+        "`timeout`). `1`: a revoked JWT passes one request at most; more lets a page's "
+        "parallel requests skip the wait, and lets a revoked JWT pass that many",
+    )
     key_file: Path | None = Field(default=None, description="Path of the JSON key file")
     key: ZitadelKeyFile | None = Field(
         default=None, description="The JSON key file's content", repr=False

@@ -57,6 +57,12 @@ class MetricsSnapshot:
     """Fetches of the issuer's JWKS (first use, unknown ``kid``, background refresh)."""
     background_introspections: int = 0
     """Hybrid mode: introspections started after a JWT was served (or for ``introspected``)."""
+    confirmation_waits: int = 0
+    """Hybrid mode: requests that waited for their token's confirming introspection (the
+    token had served ``hybrid_unconfirmed_limit`` requests already)."""
+    confirmations_requeued: int = 0
+    """Hybrid mode: confirmations that found the concurrency cap full for a whole ``timeout``
+    and queued again (never dropped)."""
 
 
 @dataclass
@@ -69,6 +75,8 @@ class Metrics:
     circuit_rejections: int = 0
     jwt_verified: int = 0
     background_introspections: int = 0
+    confirmation_waits: int = 0
+    confirmations_requeued: int = 0
     idp_calls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(IDP_OUTCOMES, 0))
     idp_latency_count: int = 0
     idp_latency_sum: float = 0.0

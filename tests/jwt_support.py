@@ -123,6 +123,18 @@ async def settled(zitadel: ZitadelIntrospection) -> None:
     await asyncio.wait_for(poll(), SAFETY)
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds (another task's progress, which has no event)."""
+
+    async def poll() -> None:
+        while True:  # the other task has no event to wait for
+            if condition():
+                return
+            await asyncio.sleep(0.002)
+
+    await asyncio.wait_for(poll(), SAFETY)
+
+
 def app_for(zitadel: ZitadelIntrospection) -> FastAPI:
     """``/plain`` behind ``zitadel``, ``/confirmed`` behind ``zitadel.introspected``."""
     app = FastAPI()

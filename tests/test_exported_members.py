@@ -49,6 +49,7 @@ def test_exported_members() -> None:
         "RedisCache",
         "ServiceAccountAuth",
         "SharedCacheUnavailable",
+        "SuspectToken",
         "TokenEndpointUnavailable",
         "TokenExchange",
         "TokenExchangeRejected",

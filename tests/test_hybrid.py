@@ -1,6 +1,7 @@
-"""validation="hybrid": a JWT is verified locally and served at once, ZITADEL's introspection
-confirms it in the background (once per cache lifetime, inside the concurrency cap), and an
-inactive answer drops it everywhere. ``zitadel.introspected`` waits for the confirmation.
+"""validation="hybrid": a JWT is verified locally and its first request served at once,
+ZITADEL's introspection confirms it in the background (once per cache lifetime, inside the
+concurrency cap), further requests wait for that confirmation, and an inactive answer drops it
+everywhere. ``zitadel.introspected`` waits for the confirmation.
 Everything goes to the stand-in on a loopback port; introspections are held where the test
 needs to see what happens before ZITADEL answers."""
 
@@ -17,7 +18,7 @@ import pytest
 from fastapi_zitadel import IdentityProviderError, InvalidTokenError, ZitadelIntrospection
 
 from .helpers import HeldIntrospections
-from .jwt_support import JwtWorld, app_for, bearer, client_for, settled
+from .jwt_support import JwtWorld, app_for, bearer, client_for, settled, until
 from .test_redis import REDIS_SERVER, RedisServer, eventually, subscribers
 
 
@@ -36,14 +37,16 @@ async def test_a_jwt_is_served_before_zitadel_answers(jwt_world: JwtWorld) -> No
         assert first.email is None
         await gate.until_waiting(1)
         assert zitadel.metrics().background_introspections == 1
-        again = await zitadel.verify(token)  # a cache hit, still the JWT's principal
-        assert again is first
+        again = asyncio.ensure_future(zitadel.verify(token))  # waits for the confirmation
+        await until(lambda: zitadel.metrics().confirmation_waits == 1)
+        assert not again.done()
         gate.release()
-        await settled(zitadel)
-        confirmed = await zitadel.verify(token)  # the entry now holds ZITADEL's answer
+        confirmed = await again  # ZITADEL's answer, which the entry now holds
         assert confirmed.verified_by == "introspection"
         assert confirmed.email == "alice@acme.localhost"
         assert confirmed.has_role("admin")
+        await settled(zitadel)
+        assert await zitadel.verify(token) is confirmed  # a cache hit
     assert jwt_world.standin.introspection_calls == 1
     await http.aclose()
 
@@ -119,12 +122,14 @@ async def test_introspected_waits_for_the_confirmation(jwt_world: JwtWorld) -> N
         waiting = asyncio.ensure_future(client.get("/confirmed", headers=bearer(token)))
         await gate.until_waiting(1)
         assert not waiting.done()
-        assert (await client.get("/plain", headers=bearer(token))).status_code == 200
+        plain_request = asyncio.ensure_future(client.get("/plain", headers=bearer(token)))
+        await until(lambda: zitadel.metrics().confirmation_waits == 2)  # /plain waits too
         assert not waiting.done()
         gate.release()
         confirmed = await waiting
         assert confirmed.status_code == 200
         assert confirmed.json()["verified_by"] == "introspection"
+        assert (await plain_request).json()["verified_by"] == "introspection"
     assert jwt_world.standin.introspection_calls == 1  # the background one, joined
     await http.aclose()
 
@@ -148,8 +153,13 @@ async def test_introspected_when_zitadel_is_down(jwt_world: JwtWorld) -> None:
         assert down.status_code == 503
         assert int(down.headers["retry-after"]) >= 1
         await settled(zitadel)
-        assert (await client.get("/plain", headers=bearer(token))).status_code == 200
+        # Served once unconfirmed: until ZITADEL answers, the token waits for it (fail closed)
+        still_down = await client.get("/plain", headers=bearer(token))
+        assert still_down.status_code == 503
         jwt_world.standin.clear_faults()
+        back = await client.get("/plain", headers=bearer(token))
+        assert back.status_code == 200
+        assert back.json()["verified_by"] == "introspection"
         assert (await client.get("/confirmed", headers=bearer(token))).status_code == 200
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi_zitadel._principal import Principal
 
-__all__ = ["CacheBinding", "CacheEntry", "CacheKey", "IntrospectionCache"]
+__all__ = ["CacheBinding", "CacheEntry", "CacheKey", "IntrospectionCache", "SuspectToken"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +43,27 @@ class CacheKey:
 
     ``digest`` is the lookup key. ``token`` is there only so that a shared backend can derive
     secrets from it (the Redis tier encrypts each value with a key derived from its token);
-    a backend must never store it.
+    a backend must never store it. ``expires_at`` is the token's own ``exp`` (epoch seconds)
+    when the caller knows it: a tier that keeps a tombstone for ``delete`` may keep it until
+    then, so that a replica started hours after an invalidation still learns of it.
     """
 
     digest: bytes
     token: str = field(repr=False)
+    expires_at: float | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SuspectToken:
+    """What a shared tier answers when it holds no entry for a token but knows something
+    against it: the tombstone an invalidation or another replica's inactive answer left.
+
+    In hybrid mode such a token is introspected before it is served again, on every replica
+    (one started after the invalidation included), instead of being served from its JWT.
+    ``reason`` is for logs and metrics only.
+    """
+
+    reason: str = "invalidated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +86,10 @@ class CacheBinding:
 class IntrospectionCache(abc.ABC):
     """A shared tier for active results, asked after a local miss and before the IdP.
 
-    Implement the four operations; ``bind`` and ``aclose`` are hooks with do-nothing
-    defaults, called once by the instance that uses the tier (at construction and on close).
+    Implement the four operations; ``read`` (``get`` that also reports tombstones as a
+    ``SuspectToken``), ``bind`` and ``aclose`` are optional, with defaults; ``bind`` and
+    ``aclose`` are called once by the instance that uses the tier (at construction and on
+    close).
     A ``get`` or ``set`` that fails may raise: the verifier treats any exception as a miss.
     ``delete`` and ``clear`` must raise when they cannot confirm the change: ``invalidate()``
     and ``clear()`` retry them within the instance's ``timeout`` and then raise
@@ -89,6 +107,17 @@ class IntrospectionCache(abc.ABC):
 
     @abc.abstractmethod
     async def clear(self) -> None: ...
+
+    async def read(self, key: CacheKey) -> CacheEntry | SuspectToken | None:
+        """``get``, telling "I know nothing of this token" (``None``) from "I know something
+        against it" (a ``SuspectToken``: a tombstone that ``delete`` left). The verifier
+        reads the tier through this method only, in the same single call as before.
+
+        The default knows no tombstones and is ``get``; a tier that keeps them overrides it,
+        so that in hybrid mode a replica that never saw the invalidation (started after it,
+        or deaf while it happened) introspects the token before serving its JWT.
+        """
+        return await self.get(key)
 
     def bind(self, binding: CacheBinding) -> None:  # noqa: B027 - an optional hook
         """Called once with what the tier needs to know about the instance using it."""

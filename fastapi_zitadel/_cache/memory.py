@@ -34,6 +34,10 @@ class MemoryCache(IntrospectionCache):
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def max_size(self) -> int:
+        return self._max_size
+
     def lookup(self, digest: bytes, now: float) -> CacheEntry | None:
         entry = self._entries.get(digest)
         if entry is not None and now >= entry.stale_until:

@@ -19,10 +19,13 @@ What nothing may undo:
 
 * ``delete`` (an invalidation, or an inactive answer for a token some tier held) deletes the
   entry, writes a tombstone and publishes the invalidation in one script. While the tombstone
-  lives (``tombstone_ttl``, 10 minutes by default, longer than any lookup's deadline, and at
-  least as long as the entry it replaced would have lived) the token's entry reads as a miss
-  and cannot be written: a lookup still in flight elsewhere cannot put it back, and neither can
-  a replay of an earlier sealed value;
+  lives (``tombstone_ttl``, 10 minutes by default, longer than any lookup's deadline, at
+  least as long as the entry it replaced would have lived, and until the token's ``exp``
+  when the caller knows it: ``CacheKey.expires_at``) the token's entry cannot be
+  written: a lookup still in flight elsewhere cannot put it back, and neither can a replay of
+  an earlier sealed value. ``get`` reads it as a miss; ``read`` (what the verifier uses, in
+  the same one script) as a ``SuspectToken``, so that in hybrid mode every replica, one started
+  after the invalidation included, introspects the token before serving its JWT;
 * writes are one script too: set only if there is no tombstone and the namespace generation is
   the one this process knows;
 * ``clear`` bumps the namespace generation (one ``INCR``, whatever the number of keys): values
@@ -60,7 +63,7 @@ from fastapi_zitadel._exceptions import ConfigurationError
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._resilience.per_loop import PerLoop
 
-from .base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache
+from .base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache, SuspectToken
 
 __all__ = ["CHANNEL", "RedisCache"]
 
@@ -71,6 +74,8 @@ _VALUE_LABEL = b"fastapi-zitadel redis value v2"
 _NONCE_BYTES = 12
 _PING = b"fastapi-zitadel"
 _LONGEST_DEADLINE = 300.0  # the largest ``timeout`` setting
+_LONGEST_TOMBSTONE = 31 * 86_400.0  # a token's exp beyond that is not believed
+_TOMBSTONE = SuspectToken("invalidated")  # what a tombstone reads as (invalidated, or inactive)
 
 try:
     import redis.asyncio as aioredis
@@ -81,11 +86,12 @@ except ImportError:  # pragma: no cover - depends on the environment
     aioredis = None  # type: ignore[assignment]
     RedisError = Exception  # type: ignore[assignment,misc]
 
-# KEYS: the entry, its tombstone, the namespace generation. Returns {generation, value or nil}.
+# KEYS: the entry, its tombstone, the namespace generation. Returns {generation, value or
+# nil}, or {generation, 0} when the tombstone exists: "known against the token", not a miss.
 _GET = """
 local generation = redis.call('GET', KEYS[3]) or '0'
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  return {generation, false}
+  return {generation, 0}
 end
 return {generation, redis.call('GET', KEYS[1])}
 """
@@ -281,6 +287,11 @@ class RedisCache(IntrospectionCache):
 
     # IntrospectionCache -----------------------------------------------------------------
     async def get(self, key: CacheKey) -> CacheEntry | None:
+        found = await self.read(key)
+        return found if isinstance(found, CacheEntry) else None
+
+    async def read(self, key: CacheKey) -> CacheEntry | SuspectToken | None:
+        """The entry, or a ``SuspectToken`` while its tombstone lives: one round trip."""
         keys = self._keys(key)
         await self._listening()
         answer = await self._call(lambda c: c.get(keys=keys, client=c.requests))
@@ -288,6 +299,8 @@ class RedisCache(IntrospectionCache):
             return None
         generation, sealed = answer
         self._observe(generation)
+        if sealed == 0:
+            return _TOMBSTONE
         if not isinstance(sealed, bytes):
             return None
         entry = self._open(sealed, key, keys[0], generation)
@@ -316,7 +329,11 @@ class RedisCache(IntrospectionCache):
         """Delete, tombstone and announce ``key``; raises when Redis does not confirm."""
         entry_key, tombstone_key, _ = self._keys(key)
         message = f"{self._tag}:{key.digest.hex()}"
-        args: list[bytes | int | str] = [self._tombstone_ms, CHANNEL, message]
+        lifetime_ms = self._tombstone_ms
+        if key.expires_at is not None:  # as long as the token itself, within a bound
+            until_exp = min(key.expires_at - self._clock(), _LONGEST_TOMBSTONE)
+            lifetime_ms = max(lifetime_ms, int(until_exp * 1000))
+        args: list[bytes | int | str] = [lifetime_ms, CHANNEL, message]
         await self._control(
             lambda c: c.delete(keys=[entry_key, tombstone_key], args=args, client=c.control)
         )

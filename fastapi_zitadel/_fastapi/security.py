@@ -95,6 +95,7 @@ class ZitadelIntrospection(ScopedSecurity):
         issuer: str | None = None,
         *,
         validation: Validation | None = None,
+        hybrid_unconfirmed_limit: int | None = None,
         key_file: str | PathLike[str] | Mapping[str, Any] | ZitadelKeyFile | None = None,
         key: str | Mapping[str, Any] | ZitadelKeyFile | None = None,
         client_id: str | None = None,

@@ -21,12 +21,20 @@ tier is asked only after an inactive answer, to know whether to tell the other r
 
 Which validator decides a miss depends on ``validation``: the introspection validator alone,
 the local JWT verifier alone (``local``), or both (``hybrid``): a JWT is verified locally and
-served at once, its introspection runs in the background (one per token at a time, inside the
-concurrency cap, once per cache lifetime), and replaces the cached entry with ZITADEL's
-answer. An inactive answer drops the token everywhere, as ``invalidate()`` does, and marks it
-*suspect*: until ZITADEL says it is active again, that token is introspected before it is
-served, so a revoked JWT passes at most one request per cache lifetime. Locally verified
-entries are kept in this process only: the shared tier holds introspection answers alone.
+its first request served at once, while its confirming introspection runs in the background
+(one per token at a time, inside the concurrency cap, once per cache lifetime). Until that
+introspection has answered, at most ``unconfirmed_limit`` requests of the token are served
+from its JWT (``_pipeline/unconfirmed.py``); the others wait for the answer, within their
+deadline. ZITADEL's answer is what the local tier then holds: a hybrid pipeline caches
+introspection answers only, so a cache hit never serves an unconfirmed JWT, and the shared
+tier holds introspection answers alone.
+
+A token is *suspect* when ZITADEL said inactive, when it was invalidated (here, on another
+replica, or before this replica started: the shared tier's tombstone reads as a
+``SuspectToken``), or when its confirmation could not run: until ZITADEL says it is active,
+it is introspected before it is served. A confirmation is never silently dropped: one that
+finds the concurrency cap full queues again while its token is pending, and one the IdP could
+not answer leaves the token suspect, so its next request waits for an introspection.
 """
 
 from __future__ import annotations
@@ -37,11 +45,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache
+from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache, SuspectToken
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
 from fastapi_zitadel._exceptions import (
+    IdentityProviderError,
     IdentityProviderUnavailable,
     InvalidTokenError,
+    QueueTimeout,
     SharedCacheUnavailable,
     ZitadelError,
 )
@@ -53,10 +63,14 @@ from fastapi_zitadel._resilience.single_flight import SingleFlight
 
 from .checks import ClaimChecks
 from .jwt_validator import OPAQUE_IN_LOCAL_MODE, JwtValidator, UnknownSigningKey
+from .unconfirmed import Unconfirmed
 from .validator import Validator
 
 __all__ = ["CachePolicy", "VerificationPipeline"]
 
+# Hybrid mode: tokens that may be pending their confirmation at once, at least (a small
+# cache_max_size must not make a cold start wait: a record is a few dozen bytes).
+_UNCONFIRMED_ROOM = 10_000
 # Pauses between attempts of invalidate() and clear() on the shared tier: doubling, capped.
 _FIRST_RETRY = 0.05
 _LAST_RETRY = 1.0
@@ -125,9 +139,12 @@ class VerificationPipeline:
         monotonic: Callable[[], float],
         jwt: JwtValidator | None = None,
         suspects: NegativeCache | None = None,
+        unconfirmed_limit: int = 1,
     ) -> None:
         """``validator`` introspects; ``jwt`` verifies JWTs locally; with both, hybrid mode
-        (``suspects`` then remembers tokens to introspect before serving them)."""
+        (``suspects`` then remembers tokens to introspect before serving them, and
+        ``unconfirmed_limit`` is how many requests a token may serve before its confirming
+        introspection has answered)."""
         assert validator is not None or jwt is not None, "a pipeline needs a validator"
         self._namespace = namespace
         self._local = local
@@ -148,6 +165,11 @@ class VerificationPipeline:
         self._hybrid = jwt is not None and validator is not None
         self._suspects = suspects if self._hybrid else None
         self._confirmations: KeyedTasks[Principal] = KeyedTasks()
+        self._unconfirmed = (
+            Unconfirmed(limit=unconfirmed_limit, max_size=max(local.max_size, _UNCONFIRMED_ROOM))
+            if self._hybrid
+            else None
+        )
 
     # The hot path ------------------------------------------------------------------------
     def key(self, token: str) -> bytes:
@@ -186,31 +208,46 @@ class VerificationPipeline:
             # Whether some tier holds the token (None: not asked yet). An inactive answer for
             # a token no tier held tells nobody: garbage tokens publish nothing.
             held: bool | None = entry is not None
-            if entry is None and self._shared is not None and self._policy.ttl <= 0:
-                held = None  # cache_ttl=0 takes nothing shared; asked only if inactive
-            elif entry is None and self._shared is not None:
-                shared = await self._shared_get(key, deadline)
-                held = shared is not None
-                if shared is not None:  # held no longer than our own lifetimes allow
-                    entry = self._policy.bound(shared, self._clock())
-                if entry is not None and flight.invalidations == started:
-                    self._local.store(digest, entry)
-                    if self._clock() < entry.expires_at:
-                        self._metrics.shared_hits += 1
-                        return entry.principal
-            self._metrics.misses += 1
-            header = self._locally_verifiable(key)
             try:
+                unconfirmed = self._unconfirmed
+                if unconfirmed is not None and unconfirmed.get(digest) is not None:
+                    # Hybrid: served from its JWT already, its confirmation pending.
+                    return await self._serve_unconfirmed(key, None, deadline)
+                shared_reads = self._policy.ttl > 0 or self._hybrid  # hybrid: for suspicion
+                if entry is None and self._shared is not None and not shared_reads:
+                    held = None  # cache_ttl=0 takes nothing shared; asked only if inactive
+                elif entry is None and self._shared is not None:
+                    shared = await self._shared_lookup(key, deadline)
+                    # A tombstone counts as held in hybrid mode only: an inactive answer then
+                    # renews it, for the replicas that start later.
+                    held = isinstance(shared, CacheEntry) or (self._hybrid and shared is not None)
+                    if isinstance(shared, SuspectToken):
+                        self.suspect(digest)  # known against it: ZITADEL decides first
+                    elif shared is not None and self._policy.ttl > 0:
+                        entry = self._policy.bound(shared, self._clock())  # our own lifetimes
+                    if entry is not None and flight.invalidations == started:
+                        self._local.store(digest, entry)
+                        if self._clock() < entry.expires_at:
+                            self._metrics.shared_hits += 1
+                            return entry.principal
+                self._metrics.misses += 1
+                header = self._locally_verifiable(key)
                 if header is not None:
                     # Run here, not shared: a signature check costs less than a task, and
                     # what may wait (the JWKS fetch, hybrid's introspection) is shared below.
                     try:
-                        return await self._verify_locally(key, header, deadline)
+                        verified = await self._verify_locally(key, header, deadline)
                     except (UnknownSigningKey, IdentityProviderUnavailable):
                         if self._validator is None:
                             raise
                         # Hybrid: the issuer's keys cannot decide now (a key not fetched yet,
                         # or the key set unreachable); ZITADEL's introspection can.
+                    else:
+                        if not self._hybrid:
+                            return verified
+                        if flight.invalidations != started:  # invalidated meanwhile: suspect
+                            return await self._await_confirmation(key, deadline)
+                        return await self._serve_unconfirmed(key, verified, deadline)
                 # The deadline lives inside the shared call (every step in it is bounded by
                 # it), so the callers waiting for it need no timer of their own.
                 return await self._flight.run(
@@ -298,16 +335,66 @@ class VerificationPipeline:
                 self._negative.add(digest)
                 raise
             entry = self._policy.entry(principal, self._clock())
-            if flight.invalidations == started:
-                if entry is not None:
-                    self._local.store(digest, entry)  # never shared: see the module docstring
-                if self._hybrid:
-                    self._confirm_in_background(key)
+            if entry is not None and flight.invalidations == started and not self._hybrid:
+                # Never shared; in hybrid mode not cached either, but served from the
+                # unconfirmed records until ZITADEL answers (see the module docstring).
+                self._local.store(digest, entry)
             return principal
         finally:
             self._close(digest, flight)
 
-    # Hybrid mode: confirmation by introspection --------------------------------------------
+    # Hybrid mode: serving before the confirmation, and waiting for it ---------------------
+    def _admit(self, key: CacheKey, verified: Principal | None) -> Principal | None:
+        """The principal to serve this request from before its confirmation has answered,
+        counted; ``None`` when the token has served its ``unconfirmed_limit`` (or no record
+        fits) and the request must wait. Synchronous on purpose: concurrent requests cannot
+        all see "none served yet"."""
+        unconfirmed = self._unconfirmed
+        assert unconfirmed is not None
+        record = unconfirmed.get(key.digest)
+        if record is not None:
+            if not unconfirmed.admit(record, self._clock()):
+                return None
+            principal = record.principal
+        elif verified is None or unconfirmed.open(key.digest, verified) is None:
+            return None
+        else:
+            principal = verified  # the first request of this token: never waits for ZITADEL
+        self._confirm_in_background(key)  # scheduled already but for the first: a dict lookup
+        return principal
+
+    async def _serve_unconfirmed(
+        self, key: CacheKey, verified: Principal | None, deadline: float
+    ) -> Principal:
+        """A request of a JWT verified here (``verified``: just now; ``None``: earlier, its
+        confirmation pending): served at once within the limit, else after the confirmation."""
+        principal = self._admit(key, verified)
+        if principal is not None:
+            return principal
+        self._metrics.confirmation_waits += 1
+        return await self._await_confirmation(key, deadline)
+
+    async def _await_confirmation(self, key: CacheKey, deadline: float) -> Principal:
+        """Join the token's confirmation in flight (or start one) until ``deadline``;
+        ``InvalidTokenError`` if ZITADEL says inactive, an ``IdentityProviderError`` if it
+        cannot tell now or not before ``deadline``."""
+        digest = key.digest
+        if not self._confirmations.scheduled(digest):
+            self._metrics.background_introspections += 1
+        task = self._confirmations.start(digest, lambda: self._confirm(key))
+        try:
+            return await wait(task, deadline - self._monotonic())
+        except asyncio.TimeoutError:
+            raise IdentityProviderUnavailable(
+                "the introspection confirming a JWT did not answer in time", retry_after=1.0
+            ) from None
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # this request was cancelled, not the introspection
+            raise IdentityProviderUnavailable(
+                "the introspection confirming a JWT was cancelled (closing)", retry_after=1.0
+            ) from None
+
     def _confirm_in_background(self, key: CacheKey) -> None:
         """Introspect a token just served from its JWT, without holding up the request: its
         task is made in the next pass of the loop, after the request."""
@@ -318,30 +405,19 @@ class VerificationPipeline:
         """Hybrid mode: ``token``'s principal once introspection has confirmed it (joining
         the confirmation in flight, or starting one); ``InvalidTokenError`` if it is not
         active, an ``IdentityProviderError`` if ZITADEL cannot tell now."""
-        key = CacheKey(digest, token)
-        if not self._confirmations.scheduled(digest):
-            self._metrics.background_introspections += 1
-        task = self._confirmations.start(digest, lambda: self._confirm(key))
-        try:
-            return await wait(task, self._timeout + 1.0)
-        except asyncio.TimeoutError:  # the introspection has its own deadline: not expected
-            raise IdentityProviderUnavailable(
-                "the introspection confirming a JWT did not finish in time", retry_after=1.0
-            ) from None
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # this request was cancelled, not the introspection
-            raise IdentityProviderUnavailable(
-                "the introspection confirming a JWT was cancelled (closing)", retry_after=1.0
-            ) from None
+        # The introspection has its own deadline: the extra second is never reached.
+        deadline = self._monotonic() + self._timeout + 1.0
+        return await self._await_confirmation(CacheKey(digest, token), deadline)
 
     async def _confirm(self, key: CacheKey) -> Principal:
+        """One token's confirmation; whatever it ends with, the token is no longer pending:
+        confirmed (ZITADEL's answer cached), refused, or suspect (introspected first)."""
         assert self._validator is not None
         digest = key.digest
         flight, started = self._open(digest)
-        deadline = self._monotonic() + self._timeout
         try:
-            claims = await self._validator.validate(key.token, deadline)
+            claims = await self._confirmation_answer(key)
+            deadline = self._monotonic() + self._timeout  # for the writes that follow
             try:
                 if claims is None:
                     raise InvalidTokenError("the token is not active")
@@ -360,15 +436,46 @@ class VerificationPipeline:
             logger.debug("token %s confirmed by introspection", digest[:4].hex())
             return principal
         except ZitadelError as exc:
+            if isinstance(exc, IdentityProviderError) and flight.invalidations == started:
+                self.suspect(digest)  # still unconfirmed: its next request is introspected
             logger.debug("token %s not confirmed: %s", digest[:4].hex(), exc.description)
             raise
         finally:
+            if self._unconfirmed is not None and flight.invalidations == started:
+                self._unconfirmed.close(digest)  # voided: forget() has closed it already
             self._close(digest, flight)
+
+    async def _confirmation_answer(self, key: CacheKey) -> Mapping[str, Any] | None:
+        """The introspection's answer for a confirmation. One that waited the whole
+        ``timeout`` for a slot of the concurrency cap (a flood of new tokens) queues again,
+        with a new deadline, while its token is pending and unexpired: it is never dropped,
+        and the token's later requests wait for it meanwhile."""
+        assert self._validator is not None
+        while True:
+            deadline = self._monotonic() + self._timeout
+            try:
+                return await self._validator.validate(key.token, deadline)
+            except QueueTimeout as exc:
+                if not self._still_pending(key.digest):
+                    raise
+                self._metrics.confirmations_requeued += 1
+                if self._monotonic() < deadline:  # refused before its deadline: never spin
+                    await asyncio.sleep(exc.retry_after or 1.0)
+
+    def _still_pending(self, digest: bytes) -> bool:
+        """Whether a token was served from its JWT, is unexpired, and its confirmation is
+        still owed."""
+        record = None if self._unconfirmed is None else self._unconfirmed.get(digest)
+        if record is None:
+            return False
+        expires = record.principal.expires_at
+        return expires is None or self._clock() < expires.timestamp()
 
     async def _revoked(self, key: CacheKey, deadline: float) -> None:
         """A token served from its JWT is not active: drop it everywhere, and introspect it
         before serving it again."""
         digest = key.digest
+        key = self._with_expiry(key)  # read before forget() drops what knows it
         logger.debug("token %s is inactive: dropped everywhere", digest[:4].hex())
         self.forget(digest)  # marks it suspect too
         self._negative.add(digest)
@@ -378,12 +485,13 @@ class VerificationPipeline:
     async def _inactive(self, key: CacheKey, deadline: float, *, held: bool | None) -> None:
         digest = key.digest
         logger.debug("token %s is inactive", digest[:4].hex())
+        key = self._with_expiry(key)  # read before the stale copy goes
         self._negative.add(digest)
         self._local.discard(digest)  # no stale copy of a revoked token may survive
         if self._shared is None:
             return
         if held is None:  # not read for use (cache_ttl=0): only to know whether to tell others
-            held = await self._shared_get(key, deadline) is not None
+            held = isinstance(await self._shared_lookup(key, deadline), CacheEntry)
         # Only a token some tier held can be held elsewhere: garbage tokens publish nothing.
         if held:
             await self._shared_call("delete", self._shared.delete(key), deadline)
@@ -393,11 +501,11 @@ class VerificationPipeline:
         """Drop ``token`` here, then in the shared tier (which tells the other replicas);
         raises ``SharedCacheUnavailable`` when the shared tier cannot confirm in time."""
         digest = self.key(token)
+        key = self._with_expiry(CacheKey(digest, token))  # read before forget() drops it
         self.forget(digest)
         self._negative.discard(digest)
         shared = self._shared
         if shared is not None:
-            key = CacheKey(digest, token)
             await self._confirm_shared("the invalidation", lambda: shared.delete(key))
 
     def forget(self, digest: bytes) -> None:
@@ -413,13 +521,23 @@ class VerificationPipeline:
         self._flight.forget(digest)
         self._confirmations.forget(digest)
         self._local.discard(digest)
+        self.suspect(digest)
+
+    def suspect(self, digest: bytes) -> None:
+        """Hybrid mode: introspect this token before serving it again (until ZITADEL says it
+        is active), even if it has requests left before its confirmation; nothing in the
+        other modes, which do not serve a token unasked."""
         if self._suspects is not None:
             self._suspects.add(digest)
+        if self._unconfirmed is not None:
+            self._unconfirmed.close(digest)
 
     def forget_local_jwts(self) -> None:
         """Drop every locally verified entry (the issuer stopped publishing a key: what it
         signed must be verified again, and fail)."""
         self._local.discard_where(lambda entry: entry.principal.verified_by == "jwt")
+        if self._unconfirmed is not None:
+            self._unconfirmed.clear()  # verified again: the key is gone, so introspected
 
     async def clear(self) -> None:
         """Drop everything here, then in the shared tier; raises ``SharedCacheUnavailable``
@@ -436,10 +554,15 @@ class VerificationPipeline:
         self._confirmations.forget_all()
         self._negative.clear()
         self._local.discard_all()
+        if self._unconfirmed is not None:  # their confirmations are void: introspect first
+            for digest in self._unconfirmed.digests():
+                self.suspect(digest)
 
     async def aclose(self) -> None:
         """Cancel the background introspections still running, close the shared tier."""
         await self._confirmations.aclose()
+        if self._unconfirmed is not None:
+            self._unconfirmed.clear()
         if self._shared is not None:
             await self._shared.aclose()
 
@@ -460,16 +583,34 @@ class VerificationPipeline:
         flight.lookups += 1
         return flight, flight.invalidations
 
+    def _with_expiry(self, key: CacheKey) -> CacheKey:
+        """``key`` with the token's ``exp`` when this process knows it (a verdict or a JWT
+        served before its confirmation), so that its tombstone can outlive ``tombstone_ttl``
+        for as long as the token could be presented: replicas started hours later see it."""
+        record = None if self._unconfirmed is None else self._unconfirmed.get(key.digest)
+        if record is not None:
+            principal: Principal | None = record.principal
+        else:
+            entry = self._local.lookup(key.digest, self._clock())
+            principal = None if entry is None else entry.principal
+        if principal is None or principal.expires_at is None:
+            return key
+        return CacheKey(key.digest, key.token, principal.expires_at.timestamp())
+
     def _close(self, digest: bytes, flight: _InFlight) -> None:
         flight.lookups -= 1
         if flight.lookups == 0 and self._in_flight.get(digest) is flight:
             del self._in_flight[digest]
 
-    async def _shared_get(self, key: CacheKey, deadline: float) -> CacheEntry | None:
+    async def _shared_lookup(
+        self, key: CacheKey, deadline: float
+    ) -> CacheEntry | SuspectToken | None:
+        """The shared tier's entry, ``None``, or a ``SuspectToken`` (its tombstone): one call,
+        the same round trip a plain read costs."""
         assert self._shared is not None
         try:
             remaining = max(deadline - self._monotonic(), 0.0)
-            return await asyncio.wait_for(self._shared.get(key), timeout=remaining)
+            return await asyncio.wait_for(self._shared.read(key), timeout=remaining)
         except Exception as exc:  # a shared tier that is down or slow is a miss, not an outage
             self._shared_log(
                 "shared introspection cache unavailable (%s): going to the IdP",
