@@ -265,24 +265,8 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
         skipped = config.introspection_endpoint is not None
         try:
             endpoint = await zitadel.discover()
-        except IssuerMismatch as exc:
-            _say(out, "FAIL", f"discovery: {exc.description}")
-            _say(
-                out,
-                "fix",
-                "set ZITADEL_ISSUER to exactly the issuer of the discovery "
-                "document: scheme, host and port, no trailing slash",
-            )
-            return CONFIGURATION
         except IdentityProviderError as exc:
-            _say(out, "FAIL", f"discovery at {config.issuer}: {exc.description}")
-            _say(
-                out,
-                "fix",
-                "check ZITADEL_ISSUER (your instance's URL, e.g. "
-                "https://acme-xyz.zitadel.cloud) and that this machine can reach it",
-            )
-            return NETWORK
+            return _discovery_failed(exc, config.issuer, out)
         if config.validation == "local":
             _say(out, "ok", f"discovery: issuer matches; keys at {endpoint}")
         elif skipped:
@@ -297,6 +281,29 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
                 _say(out, "ok", "all checks passed")
                 return OK
         return await _check_credentials(zitadel, out)
+
+
+def _discovery_failed(exc: IdentityProviderError, issuer: str, out: TextIO) -> int:
+    """Say why discovery failed and what to fix; the exit code."""
+    if isinstance(exc, IssuerMismatch):
+        _say(out, "FAIL", f"discovery: {exc.description}")
+        _say(
+            out,
+            "fix",
+            "set ZITADEL_ISSUER to exactly the issuer of the discovery "
+            "document: scheme, host and port, no trailing slash",
+        )
+        return CONFIGURATION
+    _say(out, "FAIL", f"discovery at {issuer}: {exc.description}")
+    if "TLS handshake" in exc.description and issuer.startswith("https:"):
+        fix = f"the issuer answers plain http: set ZITADEL_ISSUER=http:{issuer[6:]}"
+    else:
+        fix = (
+            "check ZITADEL_ISSUER (your instance's URL, e.g. "
+            "https://acme-xyz.zitadel.cloud) and that this machine can reach it"
+        )
+    _say(out, "fix", fix)
+    return NETWORK
 
 
 async def _check_keys(zitadel: ZitadelIntrospection, out: TextIO) -> int | None:
@@ -358,6 +365,8 @@ async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, o
         except ClientCredentialsRejected as exc:
             _say(out, "FAIL", f"our credentials were rejected: {exc.description}")
             return CREDENTIALS
+        except IssuerMismatch as exc:
+            return _discovery_failed(exc, zitadel.issuer, out)
         except ZitadelError as exc:
             _say(out, "FAIL", str(exc))
             return NETWORK
