@@ -41,6 +41,10 @@ from fastapi_zitadel import (
 __all__ = ["entry_point", "main"]
 
 OK, USAGE, CONFIGURATION, NETWORK, CREDENTIALS, INVALID_TOKEN = 0, 2, 3, 4, 5, 6
+_NEEDS_A_TOKEN = (
+    "introspect needs a token: fastapi-zitadel introspect TOKEN, or pipe it: "
+    'echo "$TOKEN" | fastapi-zitadel introspect'
+)
 
 _FLAGS = {
     "issuer": "ZITADEL's issuer URL (ZITADEL_ISSUER)",
@@ -81,16 +85,12 @@ def _run(
     parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
     if args.command == "introspect" and args.token in (None, "-") and _stdin().isatty():
-        _say(
-            out,
-            "usage",
-            "introspect needs a token: fastapi-zitadel introspect TOKEN, or pipe it: "
-            'echo "$TOKEN" | fastapi-zitadel introspect',
-        )
+        _say(out, "usage", _NEEDS_A_TOKEN)
         return USAGE
     if args.command == "dev-issuer":
         from .testing.__main__ import main as dev_issuer
 
+        args.prog = "fastapi-zitadel dev-issuer"  # its messages name the command typed
         dev_issuer(args)
         return OK
     if args.command == "token":
@@ -345,6 +345,18 @@ async def _check_credentials(zitadel: ZitadelIntrospection, out: TextIO) -> int:
         return CREDENTIALS
     except IdentityProviderError as exc:
         _say(out, "FAIL", f"introspection: {exc.description}")
+        configured = zitadel.config.introspection_endpoint
+        if configured is not None:
+            fix = (
+                f"ZITADEL_INTROSPECTION_ENDPOINT is set to {configured}: unset it to use the "
+                f"one discovery names (ZITADEL's is {zitadel.issuer}/oauth/v2/introspect)"
+            )
+        else:
+            fix = (
+                "the introspection endpoint that discovery names did not answer usably: check "
+                "that ZITADEL is up and reachable from here, then run check again"
+            )
+        _say(out, "fix", fix)
         return NETWORK
     _say(out, "FAIL", f"a made-up token introspected as active ({principal.subject})")
     return CREDENTIALS
@@ -356,6 +368,9 @@ async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, o
     scheme, _, rest = token.partition(" ")
     if scheme.lower() == "bearer" and rest:  # pasted from an Authorization header
         token = rest.strip()
+    if not token.strip():  # `introspect </dev/null`, an empty $TOKEN: a usage error
+        _say(out, "usage", _NEEDS_A_TOKEN)
+        return USAGE
     async with zitadel:
         try:
             principal = await zitadel.verify(token)

@@ -425,3 +425,35 @@ def test_https_against_a_plain_http_issuer_says_so(
     assert "TLS handshake failed: does it serve plain http?" in text
     assert f"[fix] the issuer answers plain http: set ZITADEL_ISSUER={plain}" in text
     assert "ConnectError" not in text
+
+
+@pytest.mark.loopback
+def test_introspect_with_an_empty_stdin_is_a_usage_error(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # introspect </dev/null
+    code, text = run("introspect")
+    assert code == 2, text
+    assert "introspect needs a token" in text
+    code, text = run("introspect", "")  # an empty $TOKEN
+    assert code == 2, text
+
+
+@pytest.mark.loopback
+def test_a_wrong_introspection_endpoint_gets_a_fix(env: dict[str, str]) -> None:
+    wrong = env["ZITADEL_ISSUER"] + "/wrong/introspect"
+    code, text = run("--introspection-endpoint", wrong, "check")
+    assert code == 4, text
+    assert "[FAIL] introspection: introspection request refused: HTTP 404" in text
+    assert f"[fix] ZITADEL_INTROSPECTION_ENDPOINT is set to {wrong}: unset it" in text
+
+
+@pytest.mark.loopback
+def test_an_empty_key_file_variable_says_it_is_empty(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZITADEL_KEY_FILE", "")
+    code, text = run("check")
+    assert code == 3, text
+    assert "ZITADEL_KEY_FILE: is empty" in text
+    assert "directory" not in text

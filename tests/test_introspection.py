@@ -529,3 +529,20 @@ async def test_every_refusal_of_a_token_gives_the_first_reason(
     assert refusals[0][1] is not None
     assert refusals == [refusals[0]] * 3
     assert world.standin.introspection_calls == 1  # the later ones came from the cache
+
+
+async def test_a_rejected_client_secret_is_logged_without_a_key_id(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    basic_app = world.standin.add_api_app(world.project, "basic-api", auth="basic")
+    caplog.set_level(logging.ERROR, logger="fastapi_zitadel")
+    async with world.client(
+        key_file=None, client_id=basic_app.client_id, client_secret="not-its-secret"
+    ) as zitadel:
+        with pytest.raises(ClientCredentialsRejected):
+            await zitadel.verify(world.token())
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert f"for client {basic_app.client_id}, a client secret." in errors[0]
+    assert "key id" not in errors[0]
+    assert "not-its-secret" not in errors[0]

@@ -213,6 +213,8 @@ def test_port_in_use_is_one_line_and_exit_4(command: list[str], taken_port: int)
     assert len(lines) == 1, completed.stderr
     assert f"port {taken_port} on 127.0.0.1 is already in use" in lines[0]
     assert "choose another port with --port" in lines[0]
+    if "dev-issuer" in command:  # the command typed, not the one it runs
+        assert lines[0].startswith("fastapi-zitadel dev-issuer: "), lines[0]
     assert "Traceback" not in completed.stderr
     assert completed.stdout == ""  # nothing started, nothing printed
 

@@ -106,12 +106,13 @@ def serve(args: argparse.Namespace) -> None:
         _state.private_dir(state_dir)
         world = _state.load(standin, state_dir, redirect_uris=redirect_uris)
     port = args.port if args.port is not None else (world.port if world and world.port else 0)
+    prog = getattr(args, "prog", PROG)  # "fastapi-zitadel dev-issuer" when run as that
     try:
         server = LoopbackServer(standin.app, port=port)
     except PortInUse as exc:
-        sys.exit(_fail(str(exc)))
+        sys.exit(_fail(prog, str(exc)))
     except OSError as exc:
-        sys.exit(_fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}"))
+        sys.exit(_fail(prog, f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}"))
     standin.issuer = server.url
 
     service_name, service_roles = args.service_user
@@ -181,8 +182,8 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _fail(message: str) -> int:
-    print(f"{PROG}: {message}", file=sys.stderr)
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: {message}", file=sys.stderr)
     return EXIT_PORT_IN_USE
 
 
