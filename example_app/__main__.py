@@ -174,7 +174,7 @@ def _websocket_welcome(url: str, token: str) -> dict[str, Any]:
     try:
         from websockets.sync.client import connect
     except ImportError:
-        return {"error": "no WebSocket library: pip install 'fastapi-zitadel[testing]'"}
+        return {"error": "no WebSocket library: the 'testing' extra, pip install '.[testing]'"}
     try:
         with connect(
             url.replace("http://", "ws://", 1) + "/ws",

@@ -41,7 +41,7 @@ from fastapi_zitadel import (
 __all__ = ["entry_point", "main"]
 
 OK, USAGE, CONFIGURATION, NETWORK, CREDENTIALS, INVALID_TOKEN = 0, 2, 3, 4, 5, 6
-_NEEDS_A_TOKEN = (
+_INTROSPECT_USAGE = (
     "introspect needs a token: fastapi-zitadel introspect TOKEN, or pipe it: "
     'echo "$TOKEN" | fastapi-zitadel introspect'
 )
@@ -85,7 +85,7 @@ def _run(
     parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
     if args.command == "introspect" and args.token in (None, "-") and _stdin().isatty():
-        _say(out, "usage", _NEEDS_A_TOKEN)
+        _say(out, "usage", _INTROSPECT_USAGE)
         return USAGE
     if args.command == "dev-issuer":
         from .testing.__main__ import main as dev_issuer
@@ -369,7 +369,7 @@ async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, o
     if scheme.lower() == "bearer" and rest:  # pasted from an Authorization header
         token = rest.strip()
     if not token.strip():  # `introspect </dev/null`, an empty $TOKEN: a usage error
-        _say(out, "usage", _NEEDS_A_TOKEN)
+        _say(out, "usage", _INTROSPECT_USAGE)
         return USAGE
     async with zitadel:
         try:

@@ -120,8 +120,7 @@ class Discovery:
             # The same class and cause as the failure that started the pause: what a caller
             # (or ``fastapi-zitadel check``) reports must not depend on who fetched first.
             last = self._last_failure
-            if last is None:  # pragma: no cover - a pause always follows a failure
-                raise IdentityProviderUnavailable("discovery failed recently", retry_after=wait)
+            assert last is not None, "a pause always follows a failure"
             raise type(last)(last.description, retry_after=wait)
         timeout = self._timeout if deadline is None else deadline - self._monotonic()
         if timeout <= 0:

@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import _state
-from ._server import LoopbackServer, PortInUse
+from ._server import NEEDS_UVICORN, LoopbackServer, PortInUse, uvicorn_missing
 from ._standin import ZitadelStandIn
 
 PROG = "fastapi-zitadel-standin"
+EXIT_USAGE = 2  # the command line's "usage" exit code: the testing extra is missing
 EXIT_PORT_IN_USE = 4  # the command line's "network" exit code
 ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
 DEFAULT_USERS = [("alice", ("admin",)), ("bob", ("reader",))]
@@ -98,6 +99,9 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
+    prog = getattr(args, "prog", PROG)  # "fastapi-zitadel dev-issuer" when run as that
+    if uvicorn_missing():  # one line, not a traceback
+        sys.exit(_fail(prog, NEEDS_UVICORN, EXIT_USAGE))
     state_dir: Path | None = args.state_dir
     redirect_uris = args.redirect_uri or DEFAULT_REDIRECT_URIS
     standin = ZitadelStandIn()
@@ -106,7 +110,6 @@ def serve(args: argparse.Namespace) -> None:
         _state.private_dir(state_dir)
         world = _state.load(standin, state_dir, redirect_uris=redirect_uris)
     port = args.port if args.port is not None else (world.port if world and world.port else 0)
-    prog = getattr(args, "prog", PROG)  # "fastapi-zitadel dev-issuer" when run as that
     try:
         server = LoopbackServer(standin.app, port=port)
     except PortInUse as exc:
@@ -182,9 +185,9 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _fail(prog: str, message: str) -> int:
+def _fail(prog: str, message: str, code: int = EXIT_PORT_IN_USE) -> int:
     print(f"{prog}: {message}", file=sys.stderr)
-    return EXIT_PORT_IN_USE
+    return code
 
 
 if __name__ == "__main__":

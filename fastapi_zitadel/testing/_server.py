@@ -14,6 +14,21 @@ from types import TracebackType
 from typing import Any, Literal
 
 HOST = "127.0.0.1"
+# In the words of the library's install hints (not on PyPI yet: a clone or a wheel).
+NEEDS_UVICORN = (
+    "serving on a port needs uvicorn, the 'testing' extra: pip install '.[testing]' in a clone "
+    "of fastapi-zitadel, or pip install 'fastapi_zitadel-<version>-py3-none-any.whl[testing]' "
+    "with a wheel built from one (not on PyPI yet; then: pip install 'fastapi-zitadel[testing]')"
+)
+
+
+def uvicorn_missing() -> bool:
+    """Whether serving on a port is impossible here (the ``testing`` extra is missing)."""
+    try:
+        import uvicorn  # noqa: F401 - imported to serve anyway
+    except ImportError:
+        return True
+    return False
 
 
 class PortInUse(OSError):
@@ -76,10 +91,8 @@ class LoopbackServer:
     def start(self) -> str:
         try:
             import uvicorn
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise RuntimeError(
-                "serving on a port needs uvicorn: pip install 'fastapi-zitadel[testing]'"
-            ) from exc
+        except ImportError:
+            raise RuntimeError(NEEDS_UVICORN) from None
         config = uvicorn.Config(
             self.app,
             log_level="warning",
