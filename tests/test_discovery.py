@@ -126,5 +126,6 @@ async def test_a_pause_repeats_the_failure_that_started_it(
         await zitadel.verify("a")
     assert again.value.description == first.value.description
     assert "names issuer 'https://other.example.test'" in again.value.description
-    assert again.value.retry_after is not None and again.value.retry_after > 0
+    assert again.value.retry_after is not None
+    assert again.value.retry_after > 0
     assert idp.discovery_calls == 1
