@@ -17,6 +17,7 @@ use exits with 4 and says so.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -104,7 +105,8 @@ def main() -> None:
         else:
             print(_how_to_get_a_token(zitadel, base))
         print(flush=True)
-        uvicorn.Server(uvicorn.Config(app)).run(sockets=[sock])
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn's lines, no traceback
+            uvicorn.Server(uvicorn.Config(app)).run(sockets=[sock])
 
 
 def _embedded(project: StandInProject, validation: str, swagger: str) -> ZitadelIntrospection:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from fastapi_zitadel import InvalidTokenError, ZitadelIntrospection
@@ -57,14 +58,14 @@ class Printed:
 
 
 @contextmanager
-def standin(*args: str) -> Iterator[Printed]:
+def standin(*args: str, cwd: Path = ROOT) -> Iterator[Printed]:
     """Run the stand-in CLI until it serves; yield what it printed; stop it with Ctrl-C."""
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [*STANDIN, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         env=ENV,
     )
     assert process.stdout is not None
@@ -224,3 +225,38 @@ def test_exit_code_4_is_documented() -> None:
         text = " ".join(page.read_text(encoding="utf-8").split())
         pattern = r"\b4\b[ |]*network:[^|]*the port to listen on (?:is )?already in use"
         assert re.search(pattern, text), page
+
+
+@pytest.mark.subprocess
+def test_a_relative_state_dir_prints_an_absolute_key_file(tmp_path: Path) -> None:
+    """The printed ZITADEL_KEY_FILE holds from the folder the API is started in, not only
+    from the one the stand-in was."""
+    with standin("--port", "0", "--state-dir", ".standin", cwd=tmp_path) as printed:
+        key_file = Path(printed.env["ZITADEL_KEY_FILE"])
+        assert key_file.is_absolute()
+        assert key_file.parent == (tmp_path / ".standin").resolve()
+        assert key_file.is_file()
+        assert printed.mentions(f"state kept in {(tmp_path / '.standin').resolve()}")
+
+
+@pytest.mark.subprocess
+def test_jwt_tokens_for_trying_local_validation_by_hand() -> None:
+    with standin("--port", "0", "--jwt") as printed:
+        env = printed.env
+        token = printed.token("alice")
+        assert printed.mentions("with ZITADEL_VALIDATION=local")
+        assert jwt.get_unverified_header(token)["typ"] == "JWT"
+
+        async def verified_locally() -> tuple[str, set[str]]:
+            zitadel = ZitadelIntrospection(
+                env["ZITADEL_ISSUER"],
+                validation="local",
+                audience=env["ZITADEL_AUDIENCE"],
+                project_id=env["ZITADEL_PROJECT_ID"],
+            )
+            async with zitadel:
+                principal = await zitadel.verify(token)
+            return principal.verified_by, set(principal.roles)
+
+        assert asyncio.run(verified_locally()) == ("jwt", {"admin"})
+        assert roles_of(env, token) == {"admin"}  # introspection accepts it too

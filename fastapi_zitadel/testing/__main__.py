@@ -3,7 +3,8 @@
     python -m fastapi_zitadel.testing --port 8080 --state-dir .standin --user alice:admin
 
 (also ``fastapi-zitadel-standin`` and ``fastapi-zitadel dev-issuer``) prints the issuer, the
-API application's key file, the ``ZITADEL_*`` variables, a token for each ``--user``, a
+API application's key file (an absolute path), the ``ZITADEL_*`` variables, a token for each
+``--user`` (JWT access tokens with ``--jwt``, for trying ``validation="local"``), a
 service user with its client id and secret and the ``curl`` that gets a token for it from the
 token endpoint, as with ZITADEL, then serves until interrupted. ``--state-dir`` keeps the ids,
 keys and secrets (files ``0600``) and the port, so the printed variables stay valid across
@@ -79,6 +80,12 @@ def options() -> argparse.ArgumentParser:
         help="the service user with a client secret (default: ci:reader)",
     )
     parser.add_argument(
+        "--jwt",
+        action="store_true",
+        help="print JWT access tokens (ZITADEL's access token type JWT), to try "
+        "ZITADEL_VALIDATION=local or hybrid; introspection accepts them too",
+    )
+    parser.add_argument(
         "--redirect-uri",
         action="append",
         default=None,
@@ -102,7 +109,8 @@ def serve(args: argparse.Namespace) -> None:
     prog = getattr(args, "prog", PROG)  # "fastapi-zitadel dev-issuer" when run as that
     if uvicorn_missing():  # one line, not a traceback
         sys.exit(_fail(prog, NEEDS_UVICORN, EXIT_USAGE))
-    state_dir: Path | None = args.state_dir
+    # Absolute: the printed ZITADEL_KEY_FILE must hold from any folder the API is started in.
+    state_dir: Path | None = None if args.state_dir is None else args.state_dir.resolve()
     redirect_uris = args.redirect_uri or DEFAULT_REDIRECT_URIS
     standin = ZitadelStandIn()
     world = None
@@ -143,9 +151,15 @@ def serve(args: argparse.Namespace) -> None:
         print(f"API application key file: {project.key_path}")
         for name, value in env.items():
             print(f"export {name}={shlex.quote(value)}")
+        jwt: bool = args.jwt
         for name, roles in users:
-            token = project.token(name, lifetime=TOKEN_LIFETIME)
+            token = project.token(name, lifetime=TOKEN_LIFETIME, jwt=jwt)
             print(f"token for {name} ({', '.join(roles) or 'no roles'}): {token}")
+        if jwt:
+            print(
+                "the tokens are JWTs: with ZITADEL_VALIDATION=local an API verifies them with "
+                "the issuer's keys, no key file needed (hybrid: and introspects them)"
+            )
         robot = world.service_user
         assert robot.client_secret is not None
         print(

@@ -7,6 +7,7 @@ so connection pooling, HTTP framing and timeouts are exercised as in production.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import threading
 import time
@@ -29,6 +30,30 @@ def uvicorn_missing() -> bool:
     except ImportError:
         return True
     return False
+
+
+# uvicorn logs through two process-wide loggers: beside an app served by uvicorn in the same
+# process (the example with its embedded stand-in), the stand-in's access and start/stop lines
+# would be printed among the app's, and "Shutting down" twice. Below WARNING, records from
+# our servers' threads are dropped.
+_THREAD_PREFIX = "fastapi-zitadel-loopback"
+
+
+class _QuietLoopbackThreads(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not (record.threadName or "").startswith(
+            _THREAD_PREFIX
+        )
+
+
+_QUIET = _QuietLoopbackThreads()
+
+
+def _quiet_uvicorn_logs() -> None:
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
 
 
 class PortInUse(OSError):
@@ -101,8 +126,12 @@ class LoopbackServer:
             timeout_graceful_shutdown=1,  # tests stop servers mid-fault; never hang on it
         )
         self._server = uvicorn.Server(config)
+        _quiet_uvicorn_logs()
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name=f"{_THREAD_PREFIX}-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + 10
