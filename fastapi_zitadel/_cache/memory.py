@@ -85,6 +85,9 @@ class MemoryCache(IntrospectionCache):
         self.discard_all()
 
 
+_NOT_ACTIVE: tuple[str, str | None] = ("the token is not active", None)
+
+
 class NegativeCache:
     """Recently refused tokens, remembered briefly with why (``ttl`` 0 turns it off).
 
@@ -127,6 +130,3 @@ class NegativeCache:
     def clear(self) -> None:
         if self._entries is not None:
             self._entries.clear()
-
-
-_NOT_ACTIVE: tuple[str, str | None] = ("the token is not active", None)
