@@ -373,6 +373,10 @@ async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, o
         return USAGE
     async with zitadel:
         try:
+            await zitadel.discover()  # first, so that its failures read as in `check`
+        except IdentityProviderError as exc:
+            return _discovery_failed(exc, zitadel.issuer, out)
+        try:
             principal = await zitadel.verify(token)
         except InvalidTokenError as exc:
             _say(out, "invalid", exc.description + (f": {exc.detail}" if exc.detail else ""))
@@ -380,8 +384,6 @@ async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, o
         except ClientCredentialsRejected as exc:
             _say(out, "FAIL", f"our credentials were rejected: {exc.description}")
             return CREDENTIALS
-        except IssuerMismatch as exc:
-            return _discovery_failed(exc, zitadel.issuer, out)
         except ZitadelError as exc:
             _say(out, "FAIL", str(exc))
             return NETWORK

@@ -401,26 +401,30 @@ def test_an_issuer_mismatch_is_named_whoever_fetched_discovery_first(
 
 
 @pytest.mark.loopback
+@pytest.mark.parametrize("command", ["check", "introspect"])
 def test_an_unreachable_issuer_says_connection_refused(
-    env: dict[str, str], swagger_login: bool
+    env: dict[str, str], swagger_login: bool, command: str
 ) -> None:
     from fastapi_zitadel.testing import LoopbackServer
 
     closed = LoopbackServer(None)
     closed.stop()
-    code, text = run("--issuer", closed.url, "check")
+    token = ["some-token"] if command == "introspect" else []
+    code, text = run("--issuer", closed.url, command, *token)
     assert code == 4, text
     assert "unreachable (connection refused: nothing listens on that host and port)" in text
     assert "[fix] check ZITADEL_ISSUER" in text
 
 
 @pytest.mark.loopback
+@pytest.mark.parametrize("command", ["check", "introspect"])
 def test_https_against_a_plain_http_issuer_says_so(
-    env: dict[str, str], swagger_login: bool
+    env: dict[str, str], swagger_login: bool, command: str
 ) -> None:
     plain = env["ZITADEL_ISSUER"]
     assert plain.startswith("http://")
-    code, text = run("--issuer", "https://" + plain.removeprefix("http://"), "check")
+    token = ["some-token"] if command == "introspect" else []
+    code, text = run("--issuer", "https://" + plain.removeprefix("http://"), command, *token)
     assert code == 4, text
     assert "TLS handshake failed: does it serve plain http?" in text
     assert f"[fix] the issuer answers plain http: set ZITADEL_ISSUER={plain}" in text
