@@ -17,6 +17,7 @@ use exits with 4 and says so.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -106,7 +107,8 @@ def main() -> None:
         else:
             print(_how_to_get_a_token(zitadel, base))
         print(flush=True)
-        uvicorn.Server(uvicorn.Config(app)).run(sockets=[sock])
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn's lines, no traceback
+            uvicorn.Server(uvicorn.Config(app)).run(sockets=[sock])
 
 
 def _embedded(project: StandInProject, validation: str, swagger: str) -> ZitadelIntrospection:
@@ -176,7 +178,7 @@ def _websocket_welcome(url: str, token: str) -> dict[str, Any]:
     try:
         from websockets.sync.client import connect
     except ImportError:
-        return {"error": "no WebSocket library: pip install 'fastapi-zitadel[testing]'"}
+        return {"error": "no WebSocket library: the 'testing' extra, pip install '.[testing]'"}
     try:
         with connect(
             url.replace("http://", "ws://", 1) + "/ws",

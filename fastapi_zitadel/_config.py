@@ -129,6 +129,8 @@ class ZitadelConfig(BaseModel):
     @field_validator("key_file", mode="before")
     @classmethod
     def _path_not_key(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():  # ZITADEL_KEY_FILE= ; Path("") is "."
+            raise ValueError("is empty: set it to the path of the JSON key file, or unset it")
         # Never let key material reach a "file not found: <path>" message.
         if isinstance(value, str) and ("PRIVATE KEY" in value or "\n" in value):
             raise ValueError(

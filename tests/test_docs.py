@@ -508,6 +508,26 @@ def test_user_test_snippet_passes(
     function(**fixtures)
 
 
+def test_async_snippet_tests_run_in_strict_mode() -> None:
+    """pytest-asyncio's default strict mode skips unmarked async tests (a warning, no failure):
+    every async test a page shows carries the mark, or its module a ``pytestmark``."""
+    unmarked = []
+    for path in sorted(SNIPPETS.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if any(
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
+            for node in tree.body
+        ):
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.AsyncFunctionDef) and node.name.startswith("test"):
+                marks = {ast.unparse(decorator) for decorator in node.decorator_list}
+                if not marks & {"pytest.mark.asyncio", "pytest.mark.anyio"}:
+                    unmarked.append(f"{path.name}:{node.lineno} {node.name}")
+    assert not unmarked, unmarked
+
+
 async def test_standin_in_process_snippet() -> None:
     module = load_module("standin_in_process.py", "docs_snippet_standin_in_process")
     await module.test_verify_in_process()
@@ -821,6 +841,9 @@ def test_middleware_snippet(zitadel_env: dict[str, str], zitadel_token: Callable
     app = run_snippet("middleware.py")["app"]
     with TestClient(app) as client:
         assert client.get("/health").json() == {"ok": True}
+        # What a browser needs before it has a token: Swagger UI and its login's return page.
+        for path in (app.docs_url, app.swagger_ui_oauth2_redirect_url, app.openapi_url):
+            assert client.get(path).status_code == 200, path
         assert client.options("/me").status_code != 401  # preflight passes
         assert client.get("/me").status_code == 401
         admin, reader = zitadel_token("alice", roles=["admin"]), zitadel_token("bob")
@@ -855,11 +878,16 @@ def test_resource_metadata_snippet(
             "resource": "https://api.example.com/shop",
             "authorization_servers": [zitadel_env["ZITADEL_ISSUER"]],
             "bearer_methods_supported": ["header"],
-            "scopes_supported": ["items:read"],
+            "scopes_supported": ["profile"],
             "resource_name": "Example shop",
         }
         challenge = client.get("/shop/me").headers["www-authenticate"]
         assert challenge == f'Bearer realm="api", resource_metadata="{url}"'
+        # Protected the ZITADEL way: a role, and a scope ZITADEL puts in its tokens.
+        reader = bearer(zitadel_token("bob", roles=["reader"]))
+        assert client.get("/shop/items", headers=reader).json() == ["apple", "pear"]
+        assert client.get("/shop/items", headers=bearer(zitadel_token("eve"))).status_code == 403
+        assert client.get("/shop/me", headers=reader).status_code == 200
 
 
 def test_mcp_server_snippet(

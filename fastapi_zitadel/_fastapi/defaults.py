@@ -2,18 +2,32 @@
 
 So routes can be declared before the app is configured: ``Depends(require_role("admin"))``
 in a router module, ``set_default_zitadel(...)`` (or ``ZITADEL_*`` variables) in the app.
+
+Nothing can be checked when such a route is declared (the default may be set later). When the
+app starts through ``install()``, routes bound to the default instance resolve it, so a missing
+one fails the start; without ``install()``, the first request answers 500 and one ERROR line a
+minute names the fix, never a traceback per request.
 """
 
+import logging
+from collections.abc import Iterable
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.security import SecurityScopes
 from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute
+
+from fastapi_zitadel._exceptions import ConfigurationError, KeyFileError
+from fastapi_zitadel._log import RateLimitedLog
 
 from . import openapi, requirements
 from .openapi import ScopedSecurity
 from .requirements import PrincipalDependency
-from .security import ZitadelIntrospection
+from .security import STARTUP_CHECKS, ZitadelIntrospection
 
 __all__ = [
     "DefaultZitadel",
@@ -39,7 +53,16 @@ def get_default_zitadel() -> ZitadelIntrospection:
     """The default instance; configured from ``ZITADEL_*`` variables on first use."""
     global _default
     if _default is None:
-        _default = ZitadelIntrospection.from_env()
+        try:
+            _default = ZitadelIntrospection.from_env()
+        except KeyFileError:
+            raise  # names the key file and the variable already
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                "no default instance for the module-level require_* (and default_zitadel): "
+                "call set_default_zitadel(zitadel) when the app is built, or set the ZITADEL_* "
+                f"variables to configure one ({exc})"
+            ) from None
     return _default
 
 
@@ -69,10 +92,38 @@ class DefaultZitadel(ScopedSecurity):
         return _default
 
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Any:
-        return await get_default_zitadel()(conn, security_scopes)
+        try:
+            zitadel = get_default_zitadel()
+        except ConfigurationError as exc:  # fail closed: 500, anonymous requests too
+            _unconfigured_log("%s", exc.description)
+            raise exc.to_http(conn, "api") from None
+        return await zitadel(conn, security_scopes)
 
 
 default_zitadel = DefaultZitadel()
+_unconfigured_log = RateLimitedLog(logging.ERROR)
+
+
+def _default_ready_for(app: FastAPI) -> None:
+    """At start-up (``install()``): the routes bound to the default instance get it now, so
+    that a missing one fails the start, naming the fix, instead of every request."""
+    if _default is None and _uses_default(app.router.routes):
+        get_default_zitadel()
+
+
+def _uses_default(routes: Iterable[BaseRoute]) -> bool:
+    pending: list[Dependant] = [
+        route.dependant for route in routes if isinstance(route, (APIRoute, APIWebSocketRoute))
+    ]
+    while pending:
+        dependant = pending.pop()
+        if dependant.call is default_zitadel:
+            return True
+        pending.extend(dependant.dependencies)
+    return False
+
+
+STARTUP_CHECKS.append(_default_ready_for)
 
 
 def require_scope(*scopes: str) -> PrincipalDependency:

@@ -52,7 +52,18 @@ from .openapi import ScopedSecurity
 from .requirements import PrincipalDependency
 from .user import PrincipalLoader, UserLoader, user_dependency
 
-__all__ = ["ClientIdentity", "ZitadelIntrospected", "ZitadelIntrospection", "ZitadelOptional"]
+__all__ = [
+    "STARTUP_CHECKS",
+    "ClientIdentity",
+    "ZitadelIntrospected",
+    "ZitadelIntrospection",
+    "ZitadelOptional",
+]
+
+# What ``install()`` checks when the app starts, each given the app, so that a mistake fails
+# the start rather than every request. Added by the modules built on this one (the default
+# instance's, in defaults.py), which this module cannot import.
+STARTUP_CHECKS: list[Callable[[FastAPI], None]] = []
 
 _COMPONENTS = (
     "http_client",
@@ -469,6 +480,8 @@ class ZitadelIntrospection(ScopedSecurity):
 
         @asynccontextmanager
         async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
+            for check in STARTUP_CHECKS:
+                check(app)
             async with self.lifespan(asgi_app), inner_lifespan(asgi_app) as state:
                 yield state
 

@@ -201,9 +201,10 @@ class VerificationPipeline:
         flight, started = self._open(digest)
         try:
             entry = self._local.lookup(digest, self._clock())  # maybe one past its lifetime
-            if digest in self._negative:
+            refusal = self._negative.refusal(digest)
+            if refusal is not None:  # the reason the token was refused for the first time
                 self._metrics.negative_hits += 1
-                raise InvalidTokenError("the token is not active")
+                raise refusal
             key = CacheKey(digest, token)
             # Whether some tier holds the token (None: not asked yet). An inactive answer for
             # a token no tier held tells nobody: garbage tokens publish nothing.
@@ -300,7 +301,7 @@ class VerificationPipeline:
                     exc.description,
                     f" ({exc.detail})" if exc.detail else "",
                 )
-                self._negative.add(digest)
+                self._negative.add(digest, exc)
                 raise
             entry = self._policy.entry(principal, self._clock())
             if entry is not None and flight.invalidations == started:
@@ -332,7 +333,7 @@ class VerificationPipeline:
                 raise  # not remembered: the key may be published by the next fetch
             except InvalidTokenError as exc:
                 logger.debug("token %s rejected: %s", digest[:4].hex(), exc.description)
-                self._negative.add(digest)
+                self._negative.add(digest, exc)
                 raise
             entry = self._policy.entry(principal, self._clock())
             if entry is not None and flight.invalidations == started and not self._hybrid:

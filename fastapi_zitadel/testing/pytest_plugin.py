@@ -11,6 +11,7 @@ mode, and anyio (``@pytest.mark.anyio``); see docs/testing.md.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,17 @@ def zitadel_token(zitadel_project: StandInProject) -> Callable[..., str]:
 
 @pytest.fixture
 def zitadel_env(zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Sets ``ZITADEL_*`` so that ``ZitadelIntrospection.from_env()`` uses the stand-in."""
-    for name, value in zitadel_project.env.items():
+    """Sets ``ZITADEL_*`` so that ``ZitadelIntrospection.from_env()`` uses the stand-in, and
+    only the stand-in: every other ``ZITADEL_*`` variable of the shell running the tests (a
+    developer's real ``ZITADEL_VALIDATION``, ``ZITADEL_KEY``, ``ZITADEL_REDIS_URL``...) is
+    removed for the test, so it passes on a laptop as it does in CI."""
+    env = zitadel_project.env
+    for name in [name for name in os.environ if name.upper().startswith("ZITADEL_")]:
+        if name not in env:
+            monkeypatch.delenv(name)
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return zitadel_project.env
+    return env
 
 
 @pytest.fixture
