@@ -165,7 +165,7 @@ def _shared_tier(config: ZitadelConfig, cache: IntrospectionCache | None, clock:
 
 
 def _revocation_feed(
-    config: ZitadelConfig, shared: IntrospectionCache | None, clock: Callable[[], float]
+    config: ZitadelConfig, shared: IntrospectionCache | None
 ) -> RevocationFeed | None:
     """How events reach the other replicas: the shared tier's feed, or (local mode, which
     has no shared tier) one on ``redis_url``; ``None``: this process only."""
@@ -175,9 +175,7 @@ def _revocation_feed(
         return None
     from ._cache.redis_revocations import RedisRevocationFeed  # the optional 'redis' extra
 
-    return RedisRevocationFeed(
-        config.redis_url.get_secret_value(), issuer=config.issuer, clock=clock
-    )
+    return RedisRevocationFeed(config.redis_url.get_secret_value(), issuer=config.issuer)
 
 
 def build(
@@ -311,7 +309,7 @@ def build(
         )
     receiver = feed = events_jwks = None
     if config.events_signing_key is not None:
-        feed = _revocation_feed(config, shared, clock)
+        feed = _revocation_feed(config, shared)
         keys = jwks
         if keys is None:  # introspection mode: the issuer's keys, for JWT payload targets
             keys = events_jwks = JwksCache(

@@ -284,9 +284,7 @@ class RedisCache(IntrospectionCache):
     # IntrospectionCache -----------------------------------------------------------------
     def revocation_feed(self, issuer: str) -> RevocationFeed:
         """ZITADEL's events shared through a stream on this Redis (``redis_revocations``)."""
-        return RedisRevocationFeed(
-            self._url, issuer=issuer, timeout=self._timeout, clock=self._clock
-        )
+        return RedisRevocationFeed(self._url, issuer=issuer, timeout=self._timeout)
 
     async def get(self, key: CacheKey) -> CacheEntry | None:
         keys = self._keys(key)

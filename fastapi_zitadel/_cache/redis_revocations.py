@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi_zitadel._events.revocations import MARKER_TTL, Marker, RevocationFeed, Revocations
@@ -35,14 +34,17 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     aioredis = None  # type: ignore[assignment]
 
-# KEYS: the event's identity, the stream. ARGV: identity lifetime (ms), oldest id kept (ms),
-# max entries, the markers. Returns 1 when added, 0 for an event already published.
+# KEYS: the event's identity, the stream. ARGV: the markers' lifetime (ms), max entries, the
+# markers. Returns 1 when added, 0 for an event already published. Entry ids are Redis's own
+# clock: what is older than the lifetime by that clock goes.
 _PUBLISH = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
   return 0
 end
-redis.call('XADD', KEYS[2], 'MINID', '~', ARGV[2], '*', 'm', ARGV[4])
-redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[3])
+local now = redis.call('TIME')
+local oldest = math.max(tonumber(now[1]) * 1000 - tonumber(ARGV[1]), 0)
+redis.call('XADD', KEYS[2], 'MINID', '~', oldest, '*', 'm', ARGV[3])
+redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2])
 return 1
 """
 
@@ -61,7 +63,6 @@ class RedisRevocationFeed(RevocationFeed):
         retry_interval: float = 1.0,
         marker_ttl: float = MARKER_TTL,
         max_entries: int = 1_000_000,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         if aioredis is None:
             raise ConfigurationError(
@@ -75,7 +76,6 @@ class RedisRevocationFeed(RevocationFeed):
         self._retry_interval = retry_interval
         self._marker_ttl = marker_ttl
         self._max_entries = max_entries
-        self._clock = clock
         self._clients: PerLoop[Any] = PerLoop(self._client)
         self._listener: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -88,7 +88,6 @@ class RedisRevocationFeed(RevocationFeed):
 
     async def publish(self, identity: str, markers: Sequence[Marker]) -> None:
         client = self._clients.get()
-        oldest_ms = int((self._clock() - self._marker_ttl) * 1000)
         body = _SEPARATOR.join(marker.encode() for marker in markers)
         await client.eval(
             _PUBLISH,
@@ -96,7 +95,6 @@ class RedisRevocationFeed(RevocationFeed):
             self._seen_prefix + hashlib.sha256(identity.encode("utf-8")).hexdigest(),
             self._stream,
             int(self._marker_ttl * 1000),
-            max(oldest_ms, 0),
             self._max_entries,
             body,
         )

@@ -197,7 +197,7 @@ class VerificationPipeline:
             return None
         return dataclasses.replace(entry, epoch=revocations.epoch)
 
-    def _admit(self, digest: bytes, principal: Principal) -> int:
+    def _marker_epoch(self, digest: bytes, principal: Principal) -> int:
         """The epoch to stamp a new verdict with; ``InvalidTokenError`` if an event revoked
         the token (remembered as inactive)."""
         revocations = self._revocations
@@ -311,7 +311,7 @@ class VerificationPipeline:
                 )
                 self._negative.add(digest)
                 raise
-            epoch = self._admit(digest, principal)
+            epoch = self._marker_epoch(digest, principal)
             entry = self._policy.entry(principal, self._clock(), epoch)
             if entry is not None and flight.invalidations == started:
                 self._local.store(digest, entry)
@@ -344,7 +344,7 @@ class VerificationPipeline:
                 logger.debug("token %s rejected: %s", digest[:4].hex(), exc.description)
                 self._negative.add(digest)
                 raise
-            epoch = self._admit(digest, principal)
+            epoch = self._marker_epoch(digest, principal)
             entry = self._policy.entry(principal, self._clock(), epoch)
             if flight.invalidations == started:
                 if entry is not None:
@@ -394,7 +394,7 @@ class VerificationPipeline:
                 if claims is None:
                     raise InvalidTokenError("the token is not active")
                 principal = self._checks.principal(claims)
-                epoch = self._admit(digest, principal)
+                epoch = self._marker_epoch(digest, principal)
             except InvalidTokenError:
                 if flight.invalidations == started:
                     await self._revoked(key, deadline)
