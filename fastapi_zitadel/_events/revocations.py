@@ -36,6 +36,7 @@ __all__ = [
     "MARKER_TTL",
     "OK",
     "REFUSED",
+    "REVOCATION_EVENTS",
     "STALE",
     "Marker",
     "RevocationFeed",
@@ -67,16 +68,15 @@ GRANT_EVENTS = frozenset(
         "user.grant.deactivated",
     }
 )
-HANDLED_EVENTS = (
-    USER_EVENTS
-    | SESSION_EVENTS
-    | TOKEN_EVENTS
-    | GRANT_EVENTS
-    | {
-        "session.terminated",
-        "oidc_session.added",
-    }
+REVOCATION_EVENTS: tuple[str, ...] = (
+    *sorted(USER_EVENTS),
+    *sorted(SESSION_EVENTS),
+    "oidc_session.added",
+    "session.terminated",
+    *sorted(TOKEN_EVENTS),
+    *sorted(GRANT_EVENTS),
 )
+"""The event types the receiver acts on: ZitadelIntrospection's executions should send these."""
 
 
 def oidc_session_of(token_id: str) -> str | None:
