@@ -74,7 +74,7 @@ def test_setup_without_a_token_prints_the_calls() -> None:
 
 
 def test_setup_adds_our_target_and_never_shadows_an_execution() -> None:
-    existing = [
+    existing: list[dict[str, Any]] = [
         {"condition": {"event": {"group": "user"}}, "targets": ["t-audit"]},
         {"condition": {"event": {"group": "user.grant"}}, "targets": [{"target": "t-grants"}]},
         {"condition": {"event": {"event": "user.locked"}}, "targets": ["t-lock"]},
