@@ -37,7 +37,7 @@ from fastapi_zitadel._events.revocations import REFUSED, STALE, Marker, Revocati
 from fastapi_zitadel._events.signature import SignatureRefused, verify_signature
 
 from .helpers import ISSUER, FakeClock, active_claims
-from .jwt_support import JwtWorld, compact
+from .jwt_support import JwtWorld, compact, settled
 
 KEY = "events-signing-key-1"
 OTHER_KEY = "events-signing-key-2"
@@ -325,6 +325,16 @@ async def test_the_receiver_is_outside_openapi_and_needs_no_bearer(jwt_world: Jw
     assert zitadel.metrics().events_ignored == 1
 
 
+async def test_the_receiver_is_not_behind_app_wide_dependencies(jwt_world: JwtWorld) -> None:
+    zitadel = jwt_world.local(events_signing_key=KEY)
+    app = FastAPI(dependencies=[Depends(zitadel)])  # every operation needs a token...
+    zitadel.install(app)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+        answer = await post_event(client, jwt_world.clock, event("user.unlocked", "u1", 0))
+    assert answer.status_code == 200  # ...but ZITADEL's signed calls carry none
+
+
 async def test_refused_calls_change_nothing_and_never_log_the_body(
     jwt_world: JwtWorld, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -530,6 +540,45 @@ async def test_grant_events_drop_the_users_verdicts(jwt_world: JwtWorld, mode: s
         assert await status(client, token) == await status(client, other) == 200
         last = jwt_world.standin.introspection_calls, zitadel.metrics().jwt_verified
         assert sum(last) == sum(again) + 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "event_type",
+    [
+        "user.grant.changed",
+        "user.grant.cascade.changed",
+        "user.grant.removed",
+        "user.grant.cascade.removed",
+        "user.grant.deactivated",
+    ],
+)
+async def test_a_grant_taken_away_is_never_served_from_an_older_jwt(
+    jwt_world: JwtWorld, mode: str, event_type: str
+) -> None:
+    """Roles re-read by introspection; a JWT's cannot be: local mode refuses a JWT issued
+    before the change (a new token carries the roles of now), hybrid mode asks ZITADEL."""
+    zitadel = instance(jwt_world, mode)
+    token = token_for(jwt_world, mode)
+    async with served(zitadel) as client:
+        sub, _ = await subject_and_jti(zitadel, token)
+        await settled(zitadel)
+        added = event(
+            "user.grant.added", "grant-7", 0, aggregate_type="usergrant", payload={"userId": sub}
+        )
+        assert (await post_event(client, jwt_world.clock, added)).is_success
+        assert await status(client, token) == 200  # a grant added takes nothing away
+        await settled(zitadel)
+        calls = jwt_world.standin.introspection_calls
+        changed = event(event_type, "grant-7", jwt_world.clock(), aggregate_type="usergrant")
+        jwt_world.clock.advance(1)
+        assert (await post_event(client, jwt_world.clock, changed)).is_success
+        expected = 401 if mode == "local" else 200
+        assert await status(client, token) == expected
+        if mode != "local":  # ZITADEL was asked for the roles of now
+            assert jwt_world.standin.introspection_calls == calls + 1
+        jwt_world.clock.advance(1)
+        assert await status(client, token_for(jwt_world, mode)) == 200  # a token of now
 
 
 async def test_a_non_fastapi_app_mounts_the_receiver_behind_the_middleware(
