@@ -4,6 +4,7 @@ from Redis meanwhile; with Redis down the receiving replica applies it alone and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -174,3 +175,30 @@ async def test_a_deaf_replica_catches_up_when_it_hears_again(
                 return await refuses(deaf, token)
 
             await eventually(deaf_refuses, "the replica never caught up")
+
+
+async def test_redis_down_at_start_holds_nothing_up_and_the_markers_come_later(
+    jwt_world: JwtWorld, server: RedisServer
+) -> None:
+    """A replica starting while Redis is out of reach starts at once (no wait for its
+    ``timeout``) and applies the stored markers when it reaches Redis."""
+    token = jwt_world.token()
+    receiving = replica(jwt_world, "local", server)
+    async with receiving:
+        sub = (await receiving.verify(token)).subject
+        assert sub is not None
+        await deliver(receiving, jwt_world, event("user.removed", sub, jwt_world.clock()))
+    with TcpProxy(server.port) as proxy:
+        proxy.set_mode("reset")
+        late = jwt_world.local(events_signing_key=KEY, redis_url=proxy.redis_url, timeout=300)
+        await asyncio.wait_for(late.__aenter__(), 20)  # far below timeout=300: not waited for
+        try:
+            assert not await refuses(late, token)  # nothing known yet
+            proxy.set_mode("forward")
+
+            async def late_refuses() -> bool:
+                return await refuses(late, token)
+
+            await eventually(late_refuses, "the markers never arrived once Redis was reachable")
+        finally:
+            await late.aclose()
