@@ -14,11 +14,12 @@ import httpx
 import pytest
 
 from fastapi_zitadel import InvalidTokenError, ZitadelIntrospection
+from fastapi_zitadel.testing import LoopbackServer
 
 from .jwt_support import JwtWorld
 from .tcp_proxy import TcpProxy
-from .test_events import KEY, PATH, app_for, event, sign
-from .test_redis import REDIS_SERVER, RedisServer, eventually
+from .test_events import KEY, PATH, app_for, claims_of, event, sign
+from .test_redis import REDIS_SERVER, RedisServer, eventually, eventually_sync
 
 pytestmark = [
     pytest.mark.redis,
@@ -202,3 +203,30 @@ async def test_redis_down_at_start_holds_nothing_up_and_the_markers_come_later(
             await eventually(late_refuses, "the markers never arrived once Redis was reachable")
         finally:
             await late.aclose()
+
+
+@pytest.mark.loopback
+def test_two_uvicorn_replicas_over_real_http(jwt_world: JwtWorld, server: RedisServer) -> None:
+    """ZITADEL calls one API server; a user's token is refused by the other one, over HTTP,
+    and by a third started afterwards."""
+    token = jwt_world.token()
+    sub = claims_of(token)["sub"]
+    me = {"Authorization": f"Bearer {token}"}
+
+    def api() -> LoopbackServer:
+        options = {"events_signing_key": KEY, "redis_url": server.url}
+        return LoopbackServer(app_for(jwt_world.local(**options)))
+
+    with api() as first, api() as second:
+        assert httpx.get(f"{second}/me", headers=me).status_code == 200
+        data = json.dumps(event("user.deactivated", sub, jwt_world.clock())).encode()
+        called = httpx.post(
+            f"{first}{PATH}", content=data, headers=sign(data, KEY, int(jwt_world.clock()))
+        )
+        assert called.json() == {"status": "applied"}
+        eventually_sync(
+            lambda: httpx.get(f"{second}/me", headers=me).status_code == 401,
+            "the other server still accepts the token",
+        )
+        with api() as third:
+            assert httpx.get(f"{third}/me", headers=me).status_code == 401
