@@ -198,3 +198,22 @@ def test_markers_travel_unchanged() -> None:
     assert Marker.decode(marker.encode()) == marker
     with pytest.raises(ValueError, match="not a revocation marker"):
         Marker.decode(b'{"kind":"everything"}')
+
+
+def test_a_removed_token_the_payload_does_not_name_drops_the_users_verdicts() -> None:
+    """v4.1.0 sends ``{}``: the token is unknown, so its user's verdicts are verified again."""
+    revocations = Revocations(clock=FakeClock(1_000.0))
+    removed = parse_event(event("user.token.removed", "u1", 1_000, payload={}))
+    markers = revocations.markers(removed, 1_000)
+    assert markers == [Marker("roles", "u1", verified_before=1_000.0)]
+    revocations.apply(markers)
+    assert revocations.verdict(principal(subject="u1", token_id="t1"), 999) == STALE
+    assert revocations.verdict(principal(subject="u1", token_id="t1"), 1_001) == 0
+
+
+def test_a_terminated_session_never_mapped_changes_nothing() -> None:
+    revocations = Revocations(clock=FakeClock(1_000.0))
+    terminated = parse_event(
+        event("session.terminated", "login-x", 1_000, aggregate_type="session")
+    )
+    assert revocations.markers(terminated, 1_000) == []

@@ -202,14 +202,13 @@ class EventReceiver:
         if event.created_at is not None:
             metrics.observe_event_lag(max(now - event.created_at, 0.0))
         markers = self._revocations.markers(event, now)
-        if markers is None:
-            metrics.events_ignored += 1
+        if not markers:  # a type we do not act on, or nothing we can act on (a session
+            metrics.events_ignored += 1  # terminated whose OIDC sessions we never heard of)
             return 200, {"status": "ignored"}
-        if markers:
-            self._revocations.apply(markers)
+        self._revocations.apply(markers)
         metrics.events_applied += 1
         logger.info("ZITADEL event %s applied (%d markers)", event.event_type, len(markers))
-        if self._feed is None or not markers:
+        if self._feed is None:
             return 200, {"status": "applied"}
         try:
             await asyncio.wait_for(self._feed.publish(_identity(event), markers), self._timeout)
