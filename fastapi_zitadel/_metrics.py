@@ -66,7 +66,7 @@ class MetricsSnapshot:
     terminated login session whose OIDC sessions it never heard of."""
     events_refused: dict[str, int] = field(default_factory=dict)
     """Calls refused, by reason: missing, malformed, stale, mismatch, jws, jws_unavailable,
-    oversized, instance, duplicate."""
+    oversized, instance, replayed."""
     events_unshared: int = 0
     """Events applied in this process only: the shared tier did not take them (503)."""
     events_lag_count: int = 0

@@ -1,7 +1,7 @@
 """The Actions v2 target: an ASGI app that takes ZITADEL's events in and applies them.
 
     POST body ─► size cap (413) ─► signature (401) ─► parse (400) ─► instance (403)
-              ─► duplicate? (200) ─► markers applied here ─► the shared feed (503 if down)
+              ─► replayed? (401) ─► markers applied here ─► the shared feed (503 if down)
 
 The signature is checked on the raw bytes before anything is parsed, and nothing about a
 refused call is logged beyond its reason: never the body, a header or a key. A ``JWT``
@@ -196,8 +196,8 @@ class EventReceiver:
         metrics = self._metrics
         identity = event.identity
         if identity in self._seen:  # ZITADEL sends each event once: this is a replay
-            self._refused("duplicate", "the event was received before")
-            return 200, {"status": "duplicate"}
+            self._refused("replayed", "the event was received before")
+            return 401, {"error": "replayed"}
         self._remember(identity)
         if event.created_at is not None:
             metrics.observe_event_lag(max(now - event.created_at, 0.0))
