@@ -128,14 +128,15 @@ async def test_redis_down_when_an_event_arrives(
     server.start()  # for the fixture's stop
 
 
-async def test_a_duplicate_delivered_to_another_replica_is_stored_once(
+async def test_a_replay_to_another_replica_is_refused_and_stored_once(
     jwt_world: JwtWorld, server: RedisServer
 ) -> None:
     first, second = replica(jwt_world, "local", server), replica(jwt_world, "local", server)
     body = event("user.locked", "310000000000000042", jwt_world.clock(), sequence=77)
     async with first, second:
         assert (await deliver(first, jwt_world, body)).is_success
-        assert (await deliver(second, jwt_world, body)).is_success
+        assert (await deliver(second, jwt_world, body)).status_code == 401  # a replay
+        assert second.metrics().events_refused == {"replayed": 1}
     entries: Any = server.client().xrange(stream_key(server))
     assert len(entries) == 1
 

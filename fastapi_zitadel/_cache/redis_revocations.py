@@ -87,10 +87,10 @@ class RedisRevocationFeed(RevocationFeed):
             self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
         )
 
-    async def publish(self, identity: str, markers: Sequence[Marker]) -> None:
+    async def publish(self, identity: str, markers: Sequence[Marker]) -> bool:
         client = self._clients.get()
         body = _SEPARATOR.join(marker.encode() for marker in markers)
-        await client.eval(
+        stored = await client.eval(
             _PUBLISH,
             2,
             self._seen_prefix + hashlib.sha256(identity.encode("utf-8")).hexdigest(),
@@ -99,6 +99,7 @@ class RedisRevocationFeed(RevocationFeed):
             self._max_entries,
             body,
         )
+        return bool(stored)
 
     async def start(self, revocations: Revocations, *, timeout: float) -> None:
         """Replay the stream into ``revocations`` (waiting up to ``timeout``, or until a first

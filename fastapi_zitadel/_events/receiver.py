@@ -205,22 +205,27 @@ class EventReceiver:
         if not markers:  # a type we do not act on, or nothing we can act on (a session
             metrics.events_ignored += 1  # terminated whose OIDC sessions we never heard of)
             return 200, {"status": "ignored"}
-        self._revocations.apply(markers)
+        self._revocations.apply(markers)  # here first, whatever the shared tier does
+        if self._feed is not None:
+            try:
+                stored = await asyncio.wait_for(
+                    self._feed.publish(_identity(event), markers), self._timeout
+                )
+            except Exception as exc:  # the shared tier is down: here only, and say so
+                metrics.events_applied += 1
+                metrics.events_unshared += 1
+                logger.warning(
+                    "ZITADEL event %s applied in this process only: the shared tier did not "
+                    "take it (%s); other replicas keep their verdicts up to cache_ttl",
+                    event.event_type,
+                    type(exc).__name__,
+                )
+                return 503, {"error": "applied locally only: the shared tier is unavailable"}
+            if not stored:  # another replica had it: a replay (applying it changed nothing)
+                self._refused("replayed", "the event was received before, by another replica")
+                return 401, {"error": "replayed"}
         metrics.events_applied += 1
         logger.info("ZITADEL event %s applied (%d markers)", event.event_type, len(markers))
-        if self._feed is None:
-            return 200, {"status": "applied"}
-        try:
-            await asyncio.wait_for(self._feed.publish(_identity(event), markers), self._timeout)
-        except Exception as exc:  # the shared tier is down: here only, and say so
-            metrics.events_unshared += 1
-            logger.warning(
-                "ZITADEL event %s applied in this process only: the shared tier did not take "
-                "it (%s); other replicas keep their verdicts up to cache_ttl",
-                event.event_type,
-                type(exc).__name__,
-            )
-            return 503, {"error": "applied locally only: the shared tier is unavailable"}
         return 200, {"status": "applied"}
 
     def _remember(self, identity: tuple[str, str, str, int]) -> None:

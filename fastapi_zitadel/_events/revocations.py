@@ -140,13 +140,14 @@ class RevocationFeed(abc.ABC):
     """How markers reach the other replicas, and replicas that start later (the shared tier).
 
     ``publish`` stores an event's markers, once per event ``identity`` across replicas, and
-    tells the others; it raises when it cannot (the receiver then answers 503). ``start``
+    tells the others: ``False`` when that event was stored before (a replay through another
+    replica); it raises when it cannot (the receiver then answers 503). ``start``
     replays what is stored into ``revocations`` (within ``timeout``) and keeps listening
     until ``aclose``.
     """
 
     @abc.abstractmethod
-    async def publish(self, identity: str, markers: Sequence[Marker]) -> None: ...
+    async def publish(self, identity: str, markers: Sequence[Marker]) -> bool: ...
 
     @abc.abstractmethod
     async def start(self, revocations: Revocations, *, timeout: float) -> None: ...
