@@ -7,6 +7,7 @@ library's signer), so a mistake on one side cannot hide behind the same one on t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -31,7 +32,7 @@ from fastapi_zitadel import (
     ZitadelMiddleware,
 )
 
-from .helpers import ISSUER, FakeClock, active_claims
+from .helpers import ISSUER, FakeClock, HeldIntrospections, active_claims
 from .jwt_support import JwtWorld, compact, settled
 
 pytestmark = pytest.mark.loopback  # the stand-in serves on a loopback port
@@ -508,3 +509,35 @@ async def test_a_revoked_verdict_is_never_served_stale(app_key: dict[str, Any]) 
         assert await status(client, "other") == 200  # served stale, as configured
         assert await status(client, "token") != 200  # revoked: never served stale
     assert zitadel.metrics().stale_served == 1
+
+
+async def test_an_answer_on_its_way_when_the_users_grants_change_is_not_cached(
+    jwt_world: JwtWorld,
+) -> None:
+    """The introspection of alice's token is under way when her grants change: its answer
+    (possibly with the old roles) serves that request, and is not cached for the next."""
+    gate = HeldIntrospections(httpx.AsyncHTTPTransport())
+    zitadel = jwt_world.project.introspection(
+        clock=jwt_world.clock,
+        monotonic=jwt_world.monotonic,
+        events_signing_key=KEY,
+        http_client=httpx.AsyncClient(transport=gate),
+    )
+    token = jwt_world.project.token("alice")
+    sub = jwt_world.project.user("alice").id
+    async with served(zitadel) as client:
+        lookup = asyncio.ensure_future(zitadel.verify(token))
+        await gate.until_waiting(1)
+        added = event(
+            "user.grant.added", "grant-3", 0, aggregate_type="usergrant", payload={"userId": sub}
+        )
+        jwt_world.clock.advance(1)
+        assert (await post_event(client, jwt_world.clock, added)).is_success
+        jwt_world.clock.advance(1)
+        gate.release()
+        assert (await lookup).subject == sub  # this request is served
+        calls = jwt_world.standin.introspection_calls
+        assert await status(client, token) == 200
+        assert jwt_world.standin.introspection_calls == calls + 1  # asked again
+        assert await status(client, token) == 200
+        assert jwt_world.standin.introspection_calls == calls + 1  # that answer is cached
