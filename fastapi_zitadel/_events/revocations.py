@@ -170,15 +170,10 @@ class Revocations:
         self._all = 0.0
         self._grants: dict[str, str] = {}  # grant id -> user id
         self._logins: dict[str, set[str]] = {}  # login session -> OIDC sessions
-        self._listeners: list[Callable[[], None]] = []
         self._next_prune = clock() + _PRUNE_EVERY
 
     def __len__(self) -> int:
         return len(self._users) + len(self._roles) + len(self._sessions) + len(self._tokens)
-
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after every marker applied (e.g. to void lookups in flight)."""
-        self._listeners.append(listener)
 
     # What an event means ----------------------------------------------------------------
     def markers(self, event: ZitadelEvent, received_at: float) -> list[Marker] | None:
@@ -235,8 +230,6 @@ class Revocations:
         self.epoch += 1
         if now >= self._next_prune:
             self._prune(now)
-        for listener in self._listeners:
-            listener()
 
     def _apply(self, marker: Marker, until: float) -> None:
         key, kind = marker.key, marker.kind
