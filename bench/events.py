@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> SectionResult:
         )
         log("receiver throughput")
         rate, per_event = loop.run_until_complete(
-            receiver_rate(project, 2_000 if args.quick else 20_000)
+            receiver_rate(project, 2_000 if args.quick else 10_000)
         )
         result.add(
             "Receiver: signed events verified and applied per second, one process",
