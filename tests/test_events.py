@@ -182,6 +182,7 @@ async def test_refused_calls_change_nothing_and_never_log_the_body(
             assert answer.status_code == expected, headers
         assert await status(client, token) == 200  # nothing applied
         metrics = zitadel.metrics()
+        assert metrics.events_received == len(cases)  # every call counted, refused or not
         assert metrics.events_applied == 0
         assert metrics.events_refused == {
             "missing": 1,
@@ -426,10 +427,12 @@ async def test_jwt_payload_type_is_verified_against_the_issuers_keys(jwt_world: 
         headers = {"Content-Type": "application/jwt"}
         assert (await client.post(PATH, content=forged, headers=headers)).status_code == 401
         assert await status(client, token) == 200
+        garbage = "ey\u00e9.\u00e9.\u00e9".encode()  # not ASCII: refused, never a 500
+        assert (await client.post(PATH, content=garbage, headers=headers)).status_code == 401
         signed = jwt_world.standin.sign_jwt(body, headers={"typ": "JWT"})
         assert (await client.post(PATH, content=signed, headers=headers)).status_code == 200
         assert await status(client, token) == 401
-    assert zitadel.metrics().events_refused == {"jws": 1}
+    assert zitadel.metrics().events_refused == {"jws": 2}
 
 
 # Introspection answers made by hand: V2 token ids, and an outage ------------------------------

@@ -121,6 +121,7 @@ class EventReceiver:
         headers = _headers(scope)
         body = await self._read(receive, headers.get("content-length"))
         if body is None:
+            self._metrics.events_received += 1
             self._refused("oversized", "the body is larger than events_max_body")
             await _answer(send, 413, {"error": "body too large"})
             return
@@ -165,6 +166,10 @@ class EventReceiver:
                 assert self._jws is not None
                 deadline = self._monotonic() + self._timeout
                 try:
+                    if not body.isascii():
+                        raise InvalidTokenError(
+                            "the body is not a JWS signed with a supported algorithm"
+                        )
                     claims = await self._jws(body.decode("ascii").strip(), deadline)
                 except InvalidTokenError as exc:
                     self._refused("jws", exc.description)
