@@ -3,7 +3,9 @@ event body (its three ``event_payload`` forms), and the revocation markers' verd
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,8 +15,10 @@ from hypothesis import strategies as st
 
 from fastapi_zitadel import Principal
 from fastapi_zitadel._events.payload import EventMalformed, parse_event, parse_event_json
+from fastapi_zitadel._events.receiver import EventReceiver
 from fastapi_zitadel._events.revocations import REFUSED, STALE, Marker, Revocations
 from fastapi_zitadel._events.signature import SignatureRefused, verify_signature
+from fastapi_zitadel._metrics import Metrics
 
 from .helpers import FakeClock
 from .test_events import KEY, OTHER_KEY, event, sign
@@ -217,3 +221,51 @@ def test_a_terminated_session_never_mapped_changes_nothing() -> None:
         event("session.terminated", "login-x", 1_000, aggregate_type="session")
     )
     assert revocations.markers(terminated, 1_000) == []
+
+
+def _receiver() -> EventReceiver:
+    clock = FakeClock(1_800_000_000.0)
+    return EventReceiver(
+        keys=[KEY.encode()],
+        revocations=Revocations(clock=clock),
+        metrics=Metrics(),
+        feed=None,
+        max_age=300,
+        max_body=65_536,
+        timeout=1.0,
+        clock=clock,
+        monotonic=clock,
+    )
+
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=15), inner),
+    max_leaves=25,
+)
+_EVENTS = st.fixed_dictionaries(
+    {
+        "event_type": st.sampled_from(["user.locked", "user.grant.added", "session.terminated"])
+        | st.text(max_size=20),
+        "aggregateID": st.text(max_size=30),
+    },
+    optional={
+        "sequence": _JSON_VALUES,
+        "created_at": st.text(max_size=40) | _JSON_VALUES,
+        "instanceID": _JSON_VALUES,
+        "event_payload": _JSON_VALUES
+        | st.binary(max_size=40).map(lambda raw: base64.b64encode(raw).decode()),
+    },
+)
+
+
+@pytest.mark.hypothesis
+@settings(max_examples=300, deadline=None)
+@given(body=_EVENTS.map(json.dumps).map(str.encode) | st.binary(max_size=200))
+def test_any_signed_body_is_answered_never_crashes(body: bytes) -> None:
+    """Signed with the right key, whatever the body: an answer (200, 400 or 403), never an
+    exception."""
+    receiver = _receiver()
+    headers = {k.lower(): v for k, v in sign(body, KEY, 1_800_000_000).items()}
+    status, _ = asyncio.run(receiver.handle(headers, body))
+    assert status in (200, 400, 403)
