@@ -269,3 +269,20 @@ def test_any_signed_body_is_answered_never_crashes(body: bytes) -> None:
     headers = {k.lower(): v for k, v in sign(body, KEY, 1_800_000_000).items()}
     status, _ = asyncio.run(receiver.handle(headers, body))
     assert status in (200, 400, 403)
+
+
+def test_marker_tables_are_bounded_the_oldest_going_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fastapi_zitadel._events.revocations as revocations_module
+
+    monkeypatch.setattr(revocations_module, "_MAX_ENTRIES", 3)
+    revocations = Revocations(clock=FakeClock(1_000.0))
+    issued = datetime.fromtimestamp(900, tz=timezone.utc)
+    for user in ("u1", "u2", "u3", "u1", "u4"):  # u1 again: refreshed, so u2 is the oldest
+        revocations.apply([Marker("user", user, 1_000.0, 1_000.0)])
+    assert len(revocations) == 3
+    refused = [
+        u
+        for u in ("u1", "u2", "u3", "u4")
+        if revocations.verdict(principal(subject=u, issued_at=issued), 2_000) == REFUSED
+    ]
+    assert refused == ["u1", "u3", "u4"]

@@ -21,7 +21,8 @@ checked at, and the hot path re-checks an entry only when the two differ: with m
 place and no new event, a cache hit costs one integer comparison more.
 
 Markers live ``MARKER_TTL`` seconds (longer than ZITADEL's 12 h default token lifetime, by a
-wide margin); mappings (grant to user, login session to OIDC sessions) as long.
+wide margin), at most a million per kind (then the oldest go); mappings (grant to user, login
+session to OIDC sessions) are kept up to a million each.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ __all__ = [
 MARKER_TTL = 7 * 86_400.0
 OK, STALE, REFUSED, ROLES_CHANGED = 0, 1, 2, 3
 _PRUNE_EVERY = 60.0
-_MAX_MAPPINGS = 1_000_000  # grant and session mappings kept, at most (then the oldest go)
+# Entries kept per table, at most (then the oldest go): markers of a week of logouts on a big
+# instance fit, and a marker that old has outlived the tokens it was about (12 h by default).
+_MAX_ENTRIES = 1_000_000
 
 Kind = Literal["user", "roles", "session", "token", "all", "grant", "login"]
 
@@ -234,13 +237,13 @@ class Revocations:
     def _apply(self, marker: Marker, until: float) -> None:
         key, kind = marker.key, marker.kind
         if kind == "user":
-            self._users[key] = _later(self._users.get(key), marker, until)
+            _bounded_put(self._users, key, _later(self._users.get(key), marker, until))
         elif kind == "session":
-            self._sessions[key] = _later(self._sessions.get(key), marker, until)
+            _bounded_put(self._sessions, key, _later(self._sessions.get(key), marker, until))
         elif kind == "token":
-            self._tokens[key] = until
+            _bounded_put(self._tokens, key, until)
         elif kind == "roles":
-            self._roles[key] = _later(self._roles.get(key), marker, until)
+            _bounded_put(self._roles, key, _later(self._roles.get(key), marker, until))
         elif kind == "all":
             self._all = max(self._all, marker.verified_before)
         elif kind == "grant":
@@ -315,6 +318,6 @@ def _issued_before(
 
 def _bounded_put(table: dict[str, Any], key: str, value: Any) -> None:
     table.pop(key, None)
-    if len(table) >= _MAX_MAPPINGS:
+    if len(table) >= _MAX_ENTRIES:
         del table[next(iter(table))]  # the oldest
     table[key] = value
