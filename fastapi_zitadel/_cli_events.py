@@ -33,6 +33,7 @@ __all__ = ["add_commands", "run"]
 OK, USAGE, NETWORK, REJECTED = 0, 2, 4, 5
 _TARGET_NAME = "fastapi-zitadel events"
 _TEST_EVENT = "fastapi_zitadel.test"
+_ALL_EXECUTIONS = {"pagination": {"limit": 1000}}  # ListExecutions' largest page
 
 Say = Callable[[TextIO, str, str], None]
 
@@ -182,7 +183,7 @@ def _setup(args: argparse.Namespace, out: TextIO, say: Say) -> int:
                 return _refused(out, say, "creating the target", created)
             answer = created.json()
             target_id, key = answer.get("id"), answer.get("signingKey")
-            listed = client.post("/v2/actions/executions/_search", json={})
+            listed = client.post("/v2/actions/executions/search", json=_ALL_EXECUTIONS)
             if not listed.is_success:
                 return _refused(out, say, "listing the executions", listed)
             existing = listed.json().get("executions") or listed.json().get("result") or []
@@ -216,7 +217,8 @@ def _print_calls(issuer: str, target: dict[str, Any], out: TextIO) -> None:
         "# 2. the executions that exist now: where one matches an event type below (exact,\n"
         "#    group or all), put its targets in front of ours, or ours would shadow them\n"
     )
-    out.write(f"curl -X POST {issuer}/v2/actions/executions/_search {auth} -d '{{}}'\n")
+    page = json.dumps(_ALL_EXECUTIONS)
+    out.write(f"curl -X POST {issuer}/v2/actions/executions/search {auth} -d '{page}'\n")
     out.write("# 3. one execution per event type, calling our target ($TARGET_ID from step 1)\n")
     for body in executions_for("$TARGET_ID", []):
         data = json.dumps(body).replace('"$TARGET_ID"', '"\'"$TARGET_ID"\'"')

@@ -34,7 +34,7 @@ class ActionsApi:
         self.app = Starlette(
             routes=[
                 Route("/v2/actions/targets", self.target, methods=["POST"]),
-                Route("/v2/actions/executions/_search", self.search, methods=["POST"]),
+                Route("/v2/actions/executions/search", self.search, methods=["POST"]),
                 Route("/v2/actions/executions", self.set_execution, methods=["PUT"]),
             ]
         )
@@ -52,7 +52,10 @@ class ActionsApi:
         )
 
     async def search(self, request: Request) -> JSONResponse:
-        return await self._record(request) or JSONResponse({"executions": self.executions})
+        refused = await self._record(request)
+        if refused is None and self.calls[-1][2] != {"pagination": {"limit": 1000}}:
+            return JSONResponse({"code": 3}, status_code=400)  # one page holds them all
+        return refused or JSONResponse({"executions": self.executions})
 
     async def set_execution(self, request: Request) -> JSONResponse:
         return await self._record(request) or JSONResponse({})
