@@ -52,7 +52,6 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
-from types import ModuleType
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -60,12 +59,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fastapi_zitadel._events.revocations import RevocationFeed
 from fastapi_zitadel._exceptions import ConfigurationError
-from fastapi_zitadel._extras import install_hint
+from fastapi_zitadel._extras import redis_asyncio
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._resilience.per_loop import PerLoop
 
 from .base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache, SuspectToken
+from .redis_revocations import RedisRevocationFeed
 
 __all__ = ["CHANNEL", "RedisCache"]
 
@@ -124,18 +125,6 @@ return generation
 """
 
 
-def _redis() -> ModuleType:
-    """``redis.asyncio``, imported when a Redis tier is made, not with the package: the import
-    costs 0.1 to 0.17 s of start-up that an app without Redis should not pay."""
-    try:
-        import redis.asyncio
-    except ImportError:
-        raise ConfigurationError(
-            f"redis_url needs the redis client, {install_hint('redis')}"
-        ) from None
-    return redis.asyncio
-
-
 class _Unanswered(Exception):
     """Redis did not confirm a subscription, or answer a health check, in time."""
 
@@ -146,7 +135,7 @@ class _Connections:
     def __init__(
         self, url: str, *, timeout: float, health_check_interval: float, max_connections: int
     ) -> None:
-        aioredis = _redis()
+        aioredis = redis_asyncio()
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
@@ -211,7 +200,7 @@ class RedisCache(IntrospectionCache):
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._redis_error: type[Exception] = _redis().RedisError  # the package is there
+        self._redis_error: type[Exception] = redis_asyncio().RedisError  # the package is there
         if tombstone_ttl <= _LONGEST_DEADLINE:
             raise ConfigurationError(
                 "tombstone_ttl must be longer than the longest lookup deadline (300 s)"
@@ -293,6 +282,10 @@ class RedisCache(IntrospectionCache):
         return self._binding
 
     # IntrospectionCache -----------------------------------------------------------------
+    def revocation_feed(self, issuer: str) -> RevocationFeed:
+        """ZITADEL's events shared through a stream on this Redis (``redis_revocations``)."""
+        return RedisRevocationFeed(self._url, issuer=issuer, timeout=self._timeout)
+
     async def get(self, key: CacheKey) -> CacheEntry | None:
         found = await self.read(key)
         return found if isinstance(found, CacheEntry) else None
@@ -488,7 +481,7 @@ class RedisCache(IntrospectionCache):
         nor anything else comes within as long again, the connection is given up (a silently
         dropped connection never fails on its own) and a new one subscribes.
         """
-        aioredis = _redis()
+        aioredis = redis_asyncio()
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
