@@ -19,7 +19,7 @@ import pytest
 
 from fastapi_zitadel import ZitadelIntrospection
 
-from ._project import StandInProject
+from ._project import StandInEvents, StandInProject
 from ._standin import ZitadelStandIn
 
 
@@ -29,6 +29,7 @@ def zitadel_standin() -> Iterator[ZitadelStandIn]:
     standin = ZitadelStandIn()
     with standin.serve():
         yield standin
+    standin.close()  # stops sending events
 
 
 @pytest.fixture
@@ -50,6 +51,19 @@ def zitadel_env(zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch
     for name, value in zitadel_project.env.items():
         monkeypatch.setenv(name, value)
     return zitadel_project.env
+
+
+@pytest.fixture
+def zitadel_events(
+    zitadel_standin: ZitadelStandIn, monkeypatch: pytest.MonkeyPatch
+) -> StandInEvents:
+    """The stand-in sends ZITADEL's events (Actions v2) to your API once you call
+    ``zitadel_events.send_to(url)``; sets ``ZITADEL_EVENTS_SIGNING_KEY`` to the target's key
+    (also ``zitadel_events.signing_key``). ``zitadel_events.wait()`` waits for deliveries."""
+    events = StandInEvents(zitadel_standin)
+    for name, value in events.env.items():
+        monkeypatch.setenv(name, value)
+    return events
 
 
 @pytest.fixture
