@@ -1,5 +1,5 @@
 """``fastapi-zitadel``: diagnose a set-up, look at a token, sign an assertion, get a service
-user's token, run a local IdP.
+user's token, run a local IdP, set up ZITADEL's events (``_cli_events.py``).
 
 Most problems with ZITADEL and an API are set-up mistakes (wrong issuer, a key of the wrong
 application or of a service user, a wrong clock). ``check`` walks the chain an API depends on,
@@ -37,6 +37,9 @@ from fastapi_zitadel import (
     ZitadelError,
     ZitadelIntrospection,
 )
+
+from ._cli_events import add_commands as add_event_commands
+from ._cli_events import run as run_events
 
 __all__ = ["entry_point", "main"]
 
@@ -95,6 +98,8 @@ def _run(
         return OK
     if args.command == "token":
         return _token(parser, args, out, err)
+    if args.command == "events":
+        return run_events(args, out, _say)
     try:
         zitadel = _configured(args)
     except WrongKeyTypeError as exc:
@@ -187,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "dev-issuer", help="run the local ZITADEL stand-in", parents=[standin_options()]
     )
+    add_event_commands(commands)  # events setup, events send-test
     return parser
 
 

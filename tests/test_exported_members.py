@@ -46,6 +46,7 @@ def test_exported_members() -> None:
         "Principal",
         "PrincipalDependency",
         "PrincipalLoader",
+        "REVOCATION_EVENTS",
         "RedisCache",
         "ServiceAccountAuth",
         "SharedCacheUnavailable",

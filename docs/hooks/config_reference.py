@@ -96,6 +96,7 @@ EXTRA_CONSTRAINTS: dict[str, str] = {
     "client_secret": "together with `client_id`",
     "audience": "comma-separated in the environment",
     "redis_url": "`pip install 'fastapi-zitadel[redis]'`",
+    "events_signing_key": "comma-separated for several; never shown",
 }
 
 _BOUNDS = (

@@ -56,11 +56,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fastapi_zitadel._events.revocations import RevocationFeed
 from fastapi_zitadel._exceptions import ConfigurationError
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._resilience.per_loop import PerLoop
 
 from .base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache
+from .redis_revocations import RedisRevocationFeed
 
 __all__ = ["CHANNEL", "RedisCache"]
 
@@ -280,6 +282,10 @@ class RedisCache(IntrospectionCache):
         return self._binding
 
     # IntrospectionCache -----------------------------------------------------------------
+    def revocation_feed(self, issuer: str) -> RevocationFeed:
+        """ZITADEL's events shared through a stream on this Redis (``redis_revocations``)."""
+        return RedisRevocationFeed(self._url, issuer=issuer, timeout=self._timeout)
+
     async def get(self, key: CacheKey) -> CacheEntry | None:
         keys = self._keys(key)
         await self._listening()

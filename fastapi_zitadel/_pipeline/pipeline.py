@@ -27,11 +27,17 @@ answer. An inactive answer drops the token everywhere, as ``invalidate()`` does,
 *suspect*: until ZITADEL says it is active again, that token is introspected before it is
 served, so a revoked JWT passes at most one request per cache lifetime. Locally verified
 entries are kept in this process only: the shared tier holds introspection answers alone.
+
+ZITADEL's events (Actions v2) leave markers in ``revocations``: a verdict they refuse or make
+stale is dropped when next met (in any tier), and a token they refuse is refused after its
+verification too. The hot path looks at the markers only when their epoch moved since the
+entry was last checked: one integer comparison per hit otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +45,7 @@ from typing import Any
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
+from fastapi_zitadel._events.revocations import OK, REFUSED, Revocations
 from fastapi_zitadel._exceptions import (
     IdentityProviderUnavailable,
     InvalidTokenError,
@@ -72,7 +79,7 @@ class CachePolicy:
         self.ttl = ttl
         self.stale_if_error = stale_if_error
 
-    def entry(self, principal: Principal, now: float) -> CacheEntry | None:
+    def entry(self, principal: Principal, now: float, epoch: int = 0) -> CacheEntry | None:
         expires_at = now + self.ttl
         stale_until = expires_at + self.stale_if_error
         if principal.expires_at is not None:
@@ -80,7 +87,7 @@ class CachePolicy:
             expires_at, stale_until = min(expires_at, token_exp), min(stale_until, token_exp)
         if expires_at <= now:
             return None
-        return CacheEntry(principal, expires_at, stale_until, verified_at=now)
+        return CacheEntry(principal, expires_at, stale_until, verified_at=now, epoch=epoch)
 
     def bound(self, entry: CacheEntry, now: float) -> CacheEntry | None:
         """A shared entry held to our own lifetimes from when it was verified (never from a
@@ -125,6 +132,7 @@ class VerificationPipeline:
         monotonic: Callable[[], float],
         jwt: JwtValidator | None = None,
         suspects: NegativeCache | None = None,
+        revocations: Revocations | None = None,
     ) -> None:
         """``validator`` introspects; ``jwt`` verifies JWTs locally; with both, hybrid mode
         (``suspects`` then remembers tokens to introspect before serving them)."""
@@ -148,6 +156,7 @@ class VerificationPipeline:
         self._hybrid = jwt is not None and validator is not None
         self._suspects = suspects if self._hybrid else None
         self._confirmations: KeyedTasks[Principal] = KeyedTasks()
+        self._revocations = Revocations(clock=clock) if revocations is None else revocations
 
     # The hot path ------------------------------------------------------------------------
     def key(self, token: str) -> bytes:
@@ -156,14 +165,47 @@ class VerificationPipeline:
     def cached(self, digest: bytes) -> Principal | None:
         """Run on every authenticated request: a fresh local hit, or ``None``.
 
-        Synchronous on purpose: no coroutine, no lock, no I/O; one dict lookup.
+        Synchronous on purpose: no coroutine, no lock, no I/O; one dict lookup (and the
+        revocation markers only when their epoch moved since the entry was checked).
         """
         now = self._clock()
         entry = self._local.lookup(digest, now)
         if entry is not None and now < entry.expires_at:
+            if entry.epoch != self._revocations.epoch:
+                entry = self._recheck(digest, entry)
+                if entry is None:
+                    return None
             self._metrics.cache_hits += 1
             return entry.principal
         return None
+
+    def _recheck(self, digest: bytes, entry: CacheEntry) -> CacheEntry | None:
+        """A local entry checked against the markers: kept, stamped with the epoch, if they
+        leave it be; dropped if they refuse it or make it stale."""
+        checked = self._checked(entry)
+        if checked is None:
+            self._local.discard(digest)
+        else:
+            self._local.store(digest, checked)
+        return checked
+
+    def _checked(self, entry: CacheEntry) -> CacheEntry | None:
+        """``entry`` stamped with the markers' epoch, or ``None`` if they refuse it or make
+        it stale."""
+        revocations = self._revocations
+        if revocations.verdict(entry.principal, entry.verified_at or 0.0) != OK:
+            return None
+        return dataclasses.replace(entry, epoch=revocations.epoch)
+
+    def _marker_epoch(self, digest: bytes, principal: Principal) -> int:
+        """The epoch to stamp a new verdict with; ``InvalidTokenError`` if an event revoked
+        the token (remembered as inactive)."""
+        revocations = self._revocations
+        if revocations.verdict(principal, self._clock()) == REFUSED:
+            logger.debug("token %s refused: revoked by a ZITADEL event", digest[:4].hex())
+            self._negative.add(digest)
+            raise InvalidTokenError("the token was revoked (ZITADEL event)")
+        return revocations.epoch
 
     # Everything after a local miss ---------------------------------------------------------
     async def verify(self, token: str) -> Principal:
@@ -179,6 +221,8 @@ class VerificationPipeline:
         flight, started = self._open(digest)
         try:
             entry = self._local.lookup(digest, self._clock())  # maybe one past its lifetime
+            if entry is not None and entry.epoch != self._revocations.epoch:
+                entry = self._recheck(digest, entry)  # never served stale once revoked
             if digest in self._negative:
                 self._metrics.negative_hits += 1
                 raise InvalidTokenError("the token is not active")
@@ -193,6 +237,8 @@ class VerificationPipeline:
                 held = shared is not None
                 if shared is not None:  # held no longer than our own lifetimes allow
                     entry = self._policy.bound(shared, self._clock())
+                if entry is not None:  # checked against the markers, as a local entry
+                    entry = self._checked(entry)
                 if entry is not None and flight.invalidations == started:
                     self._local.store(digest, entry)
                     if self._clock() < entry.expires_at:
@@ -265,7 +311,8 @@ class VerificationPipeline:
                 )
                 self._negative.add(digest)
                 raise
-            entry = self._policy.entry(principal, self._clock())
+            epoch = self._marker_epoch(digest, principal)
+            entry = self._policy.entry(principal, self._clock(), epoch)
             if entry is not None and flight.invalidations == started:
                 self._local.store(digest, entry)
                 if self._shared is not None:
@@ -297,7 +344,8 @@ class VerificationPipeline:
                 logger.debug("token %s rejected: %s", digest[:4].hex(), exc.description)
                 self._negative.add(digest)
                 raise
-            entry = self._policy.entry(principal, self._clock())
+            epoch = self._marker_epoch(digest, principal)
+            entry = self._policy.entry(principal, self._clock(), epoch)
             if flight.invalidations == started:
                 if entry is not None:
                     self._local.store(digest, entry)  # never shared: see the module docstring
@@ -346,11 +394,12 @@ class VerificationPipeline:
                 if claims is None:
                     raise InvalidTokenError("the token is not active")
                 principal = self._checks.principal(claims)
+                epoch = self._marker_epoch(digest, principal)
             except InvalidTokenError:
                 if flight.invalidations == started:
                     await self._revoked(key, deadline)
                 raise
-            entry = self._policy.entry(principal, self._clock())
+            entry = self._policy.entry(principal, self._clock(), epoch)
             if entry is not None and flight.invalidations == started:
                 self._local.store(digest, entry)
                 if self._shared is not None:

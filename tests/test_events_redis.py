@@ -1,0 +1,144 @@
+"""ZITADEL's events across replicas sharing a real redis-server: an event received by one
+replica is honoured by the others, by one that starts afterwards and by one that was cut off
+from Redis meanwhile; with Redis down the receiving replica applies it alone and says so."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from fastapi_zitadel import InvalidTokenError, ZitadelIntrospection
+
+from .jwt_support import JwtWorld
+from .test_events import KEY, PATH, app_for, event, sign
+from .test_redis import REDIS_SERVER, RedisServer, eventually
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(REDIS_SERVER is None, reason="needs Debian's redis-server"),
+]
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    redis = RedisServer()
+    redis.start()
+    yield redis
+    redis.stop()
+
+
+def replica(jwt_world: JwtWorld, mode: str, server: RedisServer) -> ZitadelIntrospection:
+    options: dict[str, Any] = {"events_signing_key": KEY, "redis_url": server.url}
+    if mode == "local":
+        return jwt_world.local(**options)
+    if mode == "hybrid":
+        return jwt_world.hybrid(**options)
+    return jwt_world.project.introspection(
+        clock=jwt_world.clock, monotonic=jwt_world.monotonic, **options
+    )
+
+
+async def deliver(zitadel: ZitadelIntrospection, jwt_world: JwtWorld, body: Any) -> httpx.Response:
+    data = json.dumps(body).encode()
+    transport = httpx.ASGITransport(app=app_for(zitadel))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+        headers = sign(data, KEY, int(jwt_world.clock()))
+        return await client.post(PATH, content=data, headers=headers)
+
+
+async def refuses(zitadel: ZitadelIntrospection, token: str) -> bool:
+    try:
+        await zitadel.verify(token)
+    except InvalidTokenError:
+        return True
+    return False
+
+
+def token_for(jwt_world: JwtWorld, mode: str) -> str:
+    return jwt_world.token() if mode != "introspection" else jwt_world.project.token()
+
+
+@pytest.mark.parametrize("mode", ["introspection", "local", "hybrid"])
+async def test_an_event_reaches_every_replica_and_later_ones(
+    jwt_world: JwtWorld, server: RedisServer, mode: str
+) -> None:
+    token = token_for(jwt_world, mode)
+    first, second = replica(jwt_world, mode, server), replica(jwt_world, mode, server)
+    async with first, second:
+        sub = (await first.verify(token)).subject
+        assert sub is not None
+        await second.verify(token)
+        answer = await deliver(first, jwt_world, event("user.deactivated", sub, jwt_world.clock()))
+        assert answer.json() == {"status": "applied"}
+        assert await refuses(first, token)
+
+        async def second_refuses() -> bool:
+            return await refuses(second, token)
+
+        await eventually(second_refuses, "the other replica still accepts the token")
+        # one started afterwards replays the stored markers before it serves
+        async with replica(jwt_world, mode, server) as later:
+            assert await refuses(later, token)
+            jwt_world.clock.advance(2)
+            assert (await later.verify(token_for(jwt_world, mode))).subject == sub
+
+
+async def test_a_replica_cut_off_from_redis_catches_up(
+    jwt_world: JwtWorld, server: RedisServer
+) -> None:
+    token = jwt_world.token()
+    first, second = replica(jwt_world, "local", server), replica(jwt_world, "local", server)
+    async with first:
+        sub = (await first.verify(token)).subject
+        assert sub is not None
+        async with second:
+            await second.verify(token)
+        # the second is away (closed) while the event arrives; it comes back afterwards
+        await deliver(first, jwt_world, event("user.locked", sub, jwt_world.clock()))
+        second = replica(jwt_world, "local", server)
+        async with second:
+            assert await refuses(second, token)
+
+
+async def test_redis_down_when_an_event_arrives(
+    jwt_world: JwtWorld, server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="fastapi_zitadel")
+    token = jwt_world.token()
+    zitadel = replica(jwt_world, "local", server)
+    async with zitadel:
+        sub = (await zitadel.verify(token)).subject
+        assert sub is not None
+        server.stop()
+        answer = await deliver(zitadel, jwt_world, event("user.removed", sub, jwt_world.clock()))
+        assert answer.status_code == 503  # ZITADEL logs the failed call
+        assert await refuses(zitadel, token)  # applied here all the same
+        metrics = zitadel.metrics()
+        assert metrics.events_unshared == 1
+        assert metrics.events_applied == 1
+    assert any("applied in this process only" in r.getMessage() for r in caplog.records)
+    server.start()  # for the fixture's stop
+
+
+async def test_a_duplicate_delivered_to_another_replica_is_stored_once(
+    jwt_world: JwtWorld, server: RedisServer
+) -> None:
+    first, second = replica(jwt_world, "local", server), replica(jwt_world, "local", server)
+    body = event("user.locked", "310000000000000042", jwt_world.clock(), sequence=77)
+    async with first, second:
+        assert (await deliver(first, jwt_world, body)).is_success
+        assert (await deliver(second, jwt_world, body)).is_success
+    entries: Any = server.client().xrange(stream_key(server))
+    assert len(entries) == 1
+
+
+def stream_key(server: RedisServer) -> str:
+    found: Any = server.client().scan_iter("fastapi-zitadel:events:*", _type="stream")
+    streams = [bytes(key).decode() for key in found]
+    assert len(streams) == 1
+    return streams[0]
