@@ -34,7 +34,16 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 STAMP = VENV / ".installed-sha256"
 REQUIREMENTS = BENCH / "requirements.txt"
 
-SECTIONS = ("hot_path", "miss_path", "herd", "memory", "server", "service_account", "local_jwt")
+SECTIONS = (
+    "hot_path",
+    "miss_path",
+    "herd",
+    "memory",
+    "server",
+    "service_account",
+    "local_jwt",
+    "events",
+)
 
 READ_DEPENDENCIES = """
 import sys

@@ -6,6 +6,8 @@ into the pages, so what is tested is what readers see)."""
 from __future__ import annotations
 
 import ast
+import hashlib
+import hmac
 import importlib.util
 import inspect
 import io
@@ -18,6 +20,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,7 @@ TROUBLESHOOTING = DOCS / "troubleshooting.md"
 # Every file in docs/snippets/ is exercised by one of the tests below.
 TESTED_SNIPPETS = {
     "check-output.txt",
+    "events.py",
     "health.py",
     "introspection-answer.json",
     "key-file.json",
@@ -551,6 +555,40 @@ async def test_replicas_snippet_survives_redis_down(
             await zitadel.verify(token)
     outages = [r for r in caplog.records if "shared cache (Redis) unavailable" in r.message]
     assert len(outages) == 1
+
+
+async def test_events_snippet_refuses_a_deactivated_users_token(
+    zitadel_env: dict[str, str],
+    zitadel_project: StandInProject,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page's app takes a signed user.deactivated event, and the user's token (which the
+    stand-in still calls active) is refused from then on; the health route shows it."""
+    monkeypatch.setenv("ZITADEL_EVENTS_SIGNING_KEY", "docs-key")
+    snippet = run_snippet("events.py")
+    zitadel: ZitadelIntrospection = snippet["zitadel"]
+    app: FastAPI = snippet["app"]
+    token = zitadel_project.token("alice")
+    transport = httpx.ASGITransport(app=app)
+    async with zitadel, httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        sub = (await http.get("/me", headers=bearer(token))).json()["sub"]
+        now = int(time.time()) + 1
+        body = json.dumps(
+            {
+                "aggregateID": sub,
+                "aggregateType": "user",
+                "sequence": 1,
+                "event_type": "user.deactivated",
+                "created_at": f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now))}Z",
+            }
+        ).encode()
+        mac = hmac.new(b"docs-key", f"{now}.".encode() + body, hashlib.sha256).hexdigest()
+        signature = {"ZITADEL-Signature": f"t={now},v1={mac}"}
+        assert (await http.post("/zitadel/events", content=body, headers=signature)).is_success
+        assert (await http.get("/me", headers=bearer(token))).status_code == 401
+        health = (await http.get("/healthz")).json()
+    assert health["events_applied"] == 1
+    assert health["events_refused"] == {}
 
 
 def test_health_snippet(zitadel_env: dict[str, str], zitadel_token: Callable[..., str]) -> None:

@@ -36,8 +36,8 @@ from fastapi_zitadel._events.payload import EventMalformed, parse_event, parse_e
 from fastapi_zitadel._events.revocations import REFUSED, STALE, Marker, Revocations
 from fastapi_zitadel._events.signature import SignatureRefused, verify_signature
 
-from .helpers import FakeClock
-from .jwt_support import JwtWorld, compact
+from .helpers import ISSUER, FakeClock, active_claims
+from .jwt_support import JwtWorld, compact, settled
 
 KEY = "events-signing-key-1"
 OTHER_KEY = "events-signing-key-2"
@@ -325,6 +325,16 @@ async def test_the_receiver_is_outside_openapi_and_needs_no_bearer(jwt_world: Jw
     assert zitadel.metrics().events_ignored == 1
 
 
+async def test_the_receiver_is_not_behind_app_wide_dependencies(jwt_world: JwtWorld) -> None:
+    zitadel = jwt_world.local(events_signing_key=KEY)
+    app = FastAPI(dependencies=[Depends(zitadel)])  # every operation needs a token...
+    zitadel.install(app)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+        answer = await post_event(client, jwt_world.clock, event("user.unlocked", "u1", 0))
+    assert answer.status_code == 200  # ...but ZITADEL's signed calls carry none
+
+
 async def test_refused_calls_change_nothing_and_never_log_the_body(
     jwt_world: JwtWorld, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -532,6 +542,45 @@ async def test_grant_events_drop_the_users_verdicts(jwt_world: JwtWorld, mode: s
         assert sum(last) == sum(again) + 2
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "event_type",
+    [
+        "user.grant.changed",
+        "user.grant.cascade.changed",
+        "user.grant.removed",
+        "user.grant.cascade.removed",
+        "user.grant.deactivated",
+    ],
+)
+async def test_a_grant_taken_away_is_never_served_from_an_older_jwt(
+    jwt_world: JwtWorld, mode: str, event_type: str
+) -> None:
+    """Roles re-read by introspection; a JWT's cannot be: local mode refuses a JWT issued
+    before the change (a new token carries the roles of now), hybrid mode asks ZITADEL."""
+    zitadel = instance(jwt_world, mode)
+    token = token_for(jwt_world, mode)
+    async with served(zitadel) as client:
+        sub, _ = await subject_and_jti(zitadel, token)
+        await settled(zitadel)
+        added = event(
+            "user.grant.added", "grant-7", 0, aggregate_type="usergrant", payload={"userId": sub}
+        )
+        assert (await post_event(client, jwt_world.clock, added)).is_success
+        assert await status(client, token) == 200  # a grant added takes nothing away
+        await settled(zitadel)
+        calls = jwt_world.standin.introspection_calls
+        changed = event(event_type, "grant-7", jwt_world.clock(), aggregate_type="usergrant")
+        jwt_world.clock.advance(1)
+        assert (await post_event(client, jwt_world.clock, changed)).is_success
+        expected = 401 if mode == "local" else 200
+        assert await status(client, token) == expected
+        if mode != "local":  # ZITADEL was asked for the roles of now
+            assert jwt_world.standin.introspection_calls == calls + 1
+        jwt_world.clock.advance(1)
+        assert await status(client, token_for(jwt_world, mode)) == 200  # a token of now
+
+
 async def test_a_non_fastapi_app_mounts_the_receiver_behind_the_middleware(
     jwt_world: JwtWorld,
 ) -> None:
@@ -563,3 +612,82 @@ async def test_jwt_payload_type_is_verified_against_the_issuers_keys(jwt_world: 
         assert (await client.post(PATH, content=signed, headers=headers)).status_code == 200
         assert await status(client, token) == 401
     assert zitadel.metrics().events_refused == {"jws": 1}
+
+
+# Introspection answers made by hand: V2 token ids, and an outage ------------------------------
+def answering(clock: FakeClock, answers: dict[str, dict[str, Any]]) -> httpx.AsyncClient:
+    """ZITADEL's introspection as a function of the token; ``fail`` makes it unreachable."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        token = dict(httpx.QueryParams(request.content.decode()))["token"]
+        if answers.get("fail"):
+            raise httpx.ConnectError("down")
+        return httpx.Response(200, json=answers.get(token, {"active": False}))
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+def by_hand(
+    app_key: dict[str, Any], clock: FakeClock, http: httpx.AsyncClient, **options: Any
+) -> ZitadelIntrospection:
+    return ZitadelIntrospection(
+        ISSUER,
+        key_file=app_key,
+        introspection_endpoint=f"{ISSUER}/oauth/v2/introspect",
+        http_client=http,
+        max_retries=0,
+        clock=clock,
+        monotonic=clock,
+        events_signing_key=KEY,
+        **options,
+    )
+
+
+async def test_session_events_in_introspection_mode(app_key: dict[str, Any]) -> None:
+    clock = FakeClock()
+    answers = {
+        "first": active_claims(clock(), jti="V2_310000000000000001-at_1"),
+        "second": active_claims(clock(), jti="V2_310000000000000002.at_1"),
+        "other": active_claims(clock(), jti="V2_310000000000000003-at_1"),
+    }
+    zitadel = by_hand(app_key, clock, answering(clock, answers))
+    async with served(zitadel) as client:
+        for token in answers:
+            assert await status(client, token) == 200
+        now = clock()
+        revoked = event(
+            "oidc_session.refresh_token.revoked",
+            "V2_310000000000000001",
+            now,
+            aggregate_type="oidc_session",
+        )
+        added = event(
+            "oidc_session.added",
+            "V2_310000000000000002",
+            now,
+            aggregate_type="oidc_session",
+            payload=base64.b64encode(b'{"sessionID":"login-9","userID":"u"}').decode(),
+        )
+        terminated = event("session.terminated", "login-9", now, aggregate_type="session")
+        for body in (revoked, added, terminated):
+            assert (await post_event(client, clock, body)).is_success
+        assert await status(client, "first") == 401
+        assert await status(client, "second") == 401
+        assert await status(client, "other") == 200
+
+
+async def test_a_revoked_verdict_is_never_served_stale(app_key: dict[str, Any]) -> None:
+    """stale_if_error bridges an outage with a cached verdict: never with a revoked one."""
+    clock = FakeClock()
+    answers: dict[str, Any] = {"token": active_claims(clock()), "other": active_claims(clock())}
+    answers["other"]["sub"] = "user-2"
+    zitadel = by_hand(app_key, clock, answering(clock, answers), stale_if_error=600)
+    async with served(zitadel) as client:
+        assert await status(client, "token") == await status(client, "other") == 200
+        body = event("user.deactivated", "user-1", clock())
+        assert (await post_event(client, clock, body)).is_success
+        clock.advance(61)  # past cache_ttl: within stale_if_error
+        answers["fail"] = True  # ZITADEL unreachable
+        assert await status(client, "other") == 200  # served stale, as configured
+        assert await status(client, "token") != 200  # revoked: never served stale
+    assert zitadel.metrics().stale_served == 1

@@ -15,6 +15,7 @@ import pytest
 from fastapi_zitadel import InvalidTokenError, ZitadelIntrospection
 
 from .jwt_support import JwtWorld
+from .tcp_proxy import TcpProxy
 from .test_events import KEY, PATH, app_for, event, sign
 from .test_redis import REDIS_SERVER, RedisServer, eventually
 
@@ -142,3 +143,34 @@ def stream_key(server: RedisServer) -> str:
     streams = [bytes(key).decode() for key in found]
     assert len(streams) == 1
     return streams[0]
+
+
+@pytest.mark.parametrize("cut", ["reset", "silent"])
+async def test_a_deaf_replica_catches_up_when_it_hears_again(
+    jwt_world: JwtWorld, server: RedisServer, cut: str
+) -> None:
+    """The replica's connection to Redis is reset, or goes silent, while another replica
+    receives an event: it refuses the token once it is connected again, missing nothing."""
+    token = jwt_world.token()
+    with TcpProxy(server.port) as proxy:
+        deaf = jwt_world.local(events_signing_key=KEY, redis_url=proxy.redis_url)
+        receiving = replica(jwt_world, "local", server)
+        async with deaf, receiving:
+            sub = (await deaf.verify(token)).subject
+            assert sub is not None
+            if cut == "reset":
+                proxy.set_mode("reset")
+            else:
+                proxy.blackhole_open()
+            body = event("user.locked", sub, jwt_world.clock())
+            assert (await deliver(receiving, jwt_world, body)).is_success
+            assert await refuses(receiving, token)
+            assert not await refuses(deaf, token)  # it has not heard yet
+            if cut == "reset":
+                proxy.set_mode("forward")
+            # silent: nothing cuts the connection; the listener's read timeout gives it up
+
+            async def deaf_refuses() -> bool:
+                return await refuses(deaf, token)
+
+            await eventually(deaf_refuses, "the replica never caught up")

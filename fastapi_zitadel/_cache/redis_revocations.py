@@ -49,6 +49,7 @@ return 1
 """
 
 _SEPARATOR = b"\n"
+_BLOCK_MS = 1000
 
 
 class RedisRevocationFeed(RevocationFeed):
@@ -132,12 +133,14 @@ class RedisRevocationFeed(RevocationFeed):
         while not self._stopping.is_set():
             client = aioredis.Redis.from_url(
                 self._url,
-                socket_timeout=None,  # XREAD BLOCK waits on its own timeout
+                # XREAD BLOCK answers within _BLOCK_MS: a read that takes much longer is a
+                # connection gone silent, given up and opened again
+                socket_timeout=_BLOCK_MS / 1000 + max(self._timeout * 4, 1.0),
                 socket_connect_timeout=self._timeout,
             )
             try:
                 while not self._stopping.is_set():
-                    block = 1000 if replayed.is_set() else None  # replay without waiting
+                    block = _BLOCK_MS if replayed.is_set() else None  # replay at once
                     answer: Any = await client.xread(
                         {self._stream: self.last_id}, count=1000, block=block
                     )

@@ -256,8 +256,14 @@ def _headers(scope: Mapping[str, Any]) -> dict[str, str]:
     return found
 
 
+_ENCODED: dict[tuple[tuple[str, Any], ...], bytes] = {}  # the few answers there are, encoded once
+
+
 async def _answer(send: Any, status: int, body: dict[str, Any], *, allow: bool = False) -> None:
-    data = json.dumps(body).encode("utf-8")
+    key = tuple(body.items())
+    data = _ENCODED.get(key)
+    if data is None:
+        data = _ENCODED[key] = json.dumps(body).encode("utf-8")
     headers = [_JSON, (b"content-length", str(len(data)).encode("ascii"))]
     if allow:
         headers.append((b"allow", b"POST"))

@@ -11,6 +11,10 @@ A marker never names a token digest (an event does not know our cache keys); it 
 * *stale*: a user's grants changed. Verdicts of that user verified before the event are dropped
   and verified again (roles re-read); the token stays good. A grant we cannot map to a user
   makes every verdict verified before the event stale (one number: O(1), as ``clear()``).
+* *roles changed*: a grant of the user changed, was removed or deactivated. A JWT issued
+  before carries roles that may be gone and cannot be re-read from it: ``ROLES_CHANGED`` tells
+  the pipeline to ask ZITADEL instead (hybrid), or to refuse it (local: a new token carries
+  the roles of now).
 
 ``epoch`` moves with every marker applied. The cache stamps each entry with the epoch it was
 checked at, and the hot path re-checks an entry only when the two differ: with markers in
@@ -37,6 +41,7 @@ __all__ = [
     "OK",
     "REFUSED",
     "REVOCATION_EVENTS",
+    "ROLES_CHANGED",
     "STALE",
     "Marker",
     "RevocationFeed",
@@ -45,7 +50,7 @@ __all__ = [
 ]
 
 MARKER_TTL = 7 * 86_400.0
-OK, STALE, REFUSED = 0, 1, 2
+OK, STALE, REFUSED, ROLES_CHANGED = 0, 1, 2, 3
 _PRUNE_EVERY = 60.0
 _MAX_MAPPINGS = 1_000_000  # grant and session mappings kept, at most (then the oldest go)
 
@@ -158,7 +163,7 @@ class Revocations:
         self._clock = clock
         self._ttl = ttl
         self._users: dict[str, tuple[float, float, float]] = {}  # issued, verified, until
-        self._roles: dict[str, tuple[float, float]] = {}  # verified, until
+        self._roles: dict[str, tuple[float, float, float]] = {}  # issued, verified, until
         self._sessions: dict[str, tuple[float, float, float]] = {}
         self._tokens: dict[str, float] = {}  # until
         self._all = 0.0
@@ -211,7 +216,9 @@ class Revocations:
             if user is None:
                 found.append(Marker("all", "", verified_before=received_at))
             else:
-                found.append(Marker("roles", user, verified_before=received_at))
+                # a grant added takes nothing away: a JWT's roles stay true
+                cut = 0.0 if kind == "user.grant.added" else issued
+                found.append(Marker("roles", user, cut, received_at))
             return found
         return None
 
@@ -237,11 +244,7 @@ class Revocations:
         elif kind == "token":
             self._tokens[key] = until
         elif kind == "roles":
-            known = self._roles.get(key)
-            verified = (
-                marker.verified_before if known is None else max(known[0], marker.verified_before)
-            )
-            self._roles[key] = (verified, until)
+            self._roles[key] = _later(self._roles.get(key), marker, until)
         elif kind == "all":
             self._all = max(self._all, marker.verified_before)
         elif kind == "grant":
@@ -263,8 +266,9 @@ class Revocations:
 
     # Checking a verdict -----------------------------------------------------------------
     def verdict(self, principal: Principal, verified_at: float) -> int:
-        """``OK``, ``STALE`` (verify again) or ``REFUSED`` (revoked) for a verdict about
-        ``principal`` made at ``verified_at`` (our clock)."""
+        """``OK``, ``STALE`` (verify again), ``ROLES_CHANGED`` (a JWT whose roles may be gone:
+        ask ZITADEL, or refuse it) or ``REFUSED`` (revoked) for a verdict about ``principal``
+        made at ``verified_at`` (our clock)."""
         result = STALE if verified_at <= self._all else OK
         subject = principal.subject
         if subject is not None:
@@ -272,8 +276,12 @@ class Revocations:
             if refused is not None and _issued_before(principal, verified_at, refused):
                 return REFUSED
             roles = self._roles.get(subject)
-            if roles is not None and verified_at <= roles[0]:
-                result = STALE
+            if roles is not None:
+                cut = roles[0] > 0.0 and _issued_before(principal, 0.0, roles)
+                if cut and principal.verified_by == "jwt":
+                    result = ROLES_CHANGED  # not returned yet: a session may refuse it
+                elif verified_at <= roles[1]:
+                    result = STALE
         token_id = principal.token_id
         if token_id is not None:
             if token_id in self._tokens:

@@ -45,7 +45,7 @@ from typing import Any
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
-from fastapi_zitadel._events.revocations import OK, REFUSED, Revocations
+from fastapi_zitadel._events.revocations import OK, REFUSED, ROLES_CHANGED, Revocations
 from fastapi_zitadel._exceptions import (
     IdentityProviderUnavailable,
     InvalidTokenError,
@@ -111,6 +111,11 @@ class _InFlight:
     def __init__(self) -> None:
         self.lookups = 0
         self.invalidations = 0
+
+
+class _RolesChanged(InvalidTokenError):
+    """A JWT issued before a grant of its user changed: its roles may be gone. Local mode
+    refuses it (401); hybrid mode asks ZITADEL instead."""
 
 
 class VerificationPipeline:
@@ -199,12 +204,21 @@ class VerificationPipeline:
 
     def _marker_epoch(self, digest: bytes, principal: Principal) -> int:
         """The epoch to stamp a new verdict with; ``InvalidTokenError`` if an event revoked
-        the token (remembered as inactive)."""
+        the token (remembered as inactive), ``_RolesChanged`` for a JWT whose user's grants
+        changed after it was issued."""
         revocations = self._revocations
-        if revocations.verdict(principal, self._clock()) == REFUSED:
+        verdict = revocations.verdict(principal, self._clock())
+        if verdict == REFUSED:
             logger.debug("token %s refused: revoked by a ZITADEL event", digest[:4].hex())
             self._negative.add(digest)
             raise InvalidTokenError("the token was revoked (ZITADEL event)")
+        if verdict == ROLES_CHANGED:
+            if self._validator is None:  # local: nothing can re-read its roles
+                self._negative.add(digest)
+            raise _RolesChanged(
+                "the user's roles changed after the token was issued (ZITADEL event): "
+                "a new token carries the roles of now"
+            )
         return revocations.epoch
 
     # Everything after a local miss ---------------------------------------------------------
@@ -252,11 +266,12 @@ class VerificationPipeline:
                     # what may wait (the JWKS fetch, hybrid's introspection) is shared below.
                     try:
                         return await self._verify_locally(key, header, deadline)
-                    except (UnknownSigningKey, IdentityProviderUnavailable):
+                    except (UnknownSigningKey, IdentityProviderUnavailable, _RolesChanged):
                         if self._validator is None:
                             raise
                         # Hybrid: the issuer's keys cannot decide now (a key not fetched yet,
-                        # or the key set unreachable); ZITADEL's introspection can.
+                        # or the key set unreachable), or the JWT's roles may be gone;
+                        # ZITADEL's introspection can.
                 # The deadline lives inside the shared call (every step in it is bounded by
                 # it), so the callers waiting for it need no timer of their own.
                 return await self._flight.run(
