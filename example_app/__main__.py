@@ -85,6 +85,7 @@ def main() -> None:
         expected_name = "alice"
         events: StandInEvents | None = None
         deactivate_admin: Callable[[], bool] | None = None
+        try_events = ""
         if os.environ.get("ZITADEL_ISSUER"):
             chosen = {"validation": args.validation} if args.validation else {}
             zitadel = ZitadelIntrospection.from_env(**chosen)
@@ -115,6 +116,7 @@ def main() -> None:
                 print(f"API application key file: {project.key_path}")
             if events is not None:
                 print(f"Events: the stand-in sends ZITADEL's events to {events.target.endpoint}")
+                try_events = _try_events(project)
         app = create_app(zitadel, org_id=org_id, app_wide=args.app_wide)
         if args.smoke:
             sys.exit(smoke(app, sock, tokens.get("admin"), expected_name, deactivate_admin))
@@ -122,6 +124,8 @@ def main() -> None:
         for who, token in tokens.items():
             print(f'  curl -H "Authorization: Bearer {token}" {base}/items   # {who}')
         print(f"  curl -i {base}/items   # no token: 401")
+        if try_events:
+            print(try_events)
         if tokens:
             print(f"Or open {base}/docs, click Authorize, then Authorize again and pick a user.")
         else:
@@ -149,6 +153,18 @@ def _embedded(
     if validation == "hybrid":
         return project.introspection(validation="hybrid", **options)
     return project.introspection(**options)
+
+
+def _try_events(project: StandInProject) -> str:
+    """How to deactivate the reader at the stand-in by hand (ZITADEL's user API v2, with an
+    IAM owner's personal access token): the API refuses the reader's token at once."""
+    standin = project.standin
+    admin = standin.admin_token()
+    users = f"{standin.issuer}/v2/users/{project.user('bob').id}"
+    return (
+        "Deactivate the reader at the stand-in, and the API refuses the reader's token at once"
+        f' (then reactivate):\n  curl -X POST -H "Authorization: Bearer {admin}" {users}/deactivate'
+    )
 
 
 def _deactivate(project: StandInProject, events: StandInEvents) -> Callable[[], bool]:

@@ -356,3 +356,43 @@ def test_positions_order_tokens_and_events(world: World) -> None:
     positions = [event.position for event in world.standin.events]
     assert positions == sorted(positions)
     assert first.position < world.standin.events[-1].position
+
+
+async def test_the_user_and_session_api_for_trying_it_by_hand(
+    world: World, introspect: Introspector
+) -> None:
+    """ZITADEL's API v2 calls, for an IAM owner: each is the Python call of the same name, and
+    the editor of its event is the caller."""
+    standin = world.standin
+    admin = standin.admin_token()
+    owner = standin.token_info(admin)
+    assert owner is not None
+    token = world.token()
+    session = standin.session_id(token)
+    bearer = {"Authorization": f"Bearer {admin}"}
+    http = introspect.http
+    user = f"/v2/users/{world.user.id}"
+    answer = await http.post(user + "/lock", headers=bearer)
+    assert answer.status_code == 200
+    assert "changeDate" in answer.json()["details"]
+    assert not await introspect.active(token)
+    assert standin.events[-1].event_type == "user.locked"
+    assert standin.events[-1].editor == owner.user.id
+    for change in ("unlock", "deactivate", "reactivate"):
+        assert (await http.post(f"{user}/{change}", headers=bearer)).status_code == 200
+    kinds = [e.event_type for e in standin.events if e.aggregate_id == world.user.id][-3:]
+    assert kinds == ["user.unlocked", "user.deactivated", "user.reactivated"]
+    fresh = world.token()
+    fresh_session = standin.session_id(fresh)
+    assert (await http.delete(f"/v2/sessions/{fresh_session}", headers=bearer)).status_code == 200
+    assert not await introspect.active(fresh)
+    assert standin.events[-1].event_type == "session.terminated"
+    assert (await http.delete("/v2/sessions/nope", headers=bearer)).status_code == 404
+    assert (await http.delete(user, headers=bearer)).status_code == 200
+    assert world.user.removed
+    assert (await http.post(user + "/lock", headers=bearer)).status_code == 404
+    assert (await http.post(user + "/nonsense", headers=bearer)).status_code == 501
+    assert (await http.delete(user)).status_code == 401
+    robot = standin.add_service_user(world.user.org, "nobody")
+    plain = {"Authorization": f"Bearer {standin.personal_access_token(robot)}"}
+    assert (await http.delete(f"/v2/sessions/{session}", headers=plain)).status_code == 403

@@ -124,7 +124,7 @@ class Actions:
         *,
         clock: Callable[[], float],
         sign_jwt: Callable[[Mapping[str, Any]], str],
-        authorize: Callable[[Request], None],
+        authorize: Callable[[Request], object],
         payload_format: PayloadFormat = "object",
         max_event_age: float | None = None,
     ) -> None:

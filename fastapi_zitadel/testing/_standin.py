@@ -55,6 +55,7 @@ from ._directory import (
     new_id,
 )
 from ._events import Event, PayloadFormat, rfc3339_nano
+from ._management import ManagementApi
 from ._server import LoopbackServer
 
 CLIENT_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -226,6 +227,19 @@ class ZitadelStandIn:
             payload_format=event_payload,
             max_event_age=max_event_age,
         )
+        management = ManagementApi(
+            authorize=self._authorize_admin,
+            users=self.directory.users,
+            changes={
+                "deactivate": self.deactivate_user,
+                "reactivate": self.reactivate_user,
+                "lock": self.lock_user,
+                "unlock": self.unlock_user,
+                "remove": self.remove_user,
+            },
+            terminate_session=self.terminate_session,
+            clock=clock,
+        )
         self.track_jti = track_jti
         self._seen_jtis: set[str] = set()
         self.introspection_calls = 0
@@ -246,6 +260,7 @@ class ZitadelStandIn:
                 Route("/oauth/v2/authorize", self._authorize, methods=["GET"]),
                 Route(LOGIN_PATH, self._login, methods=["POST"]),
                 *self.actions.routes(),
+                *management.routes(),
             ],
             # Browser apps (Swagger UI) call the token endpoint from their own origin, as they
             # do with ZITADEL, which allows that.
@@ -1229,14 +1244,16 @@ class ZitadelStandIn:
         self.actions.publish(event)
         return event
 
-    def _authorize_admin(self, request: Request) -> None:
-        """The Actions v2 API wants an IAM owner's token (a personal access token here)."""
+    def _authorize_admin(self, request: Request) -> User:
+        """The admin APIs want an IAM owner's token (a personal access token here): its user,
+        the editor of what it changes."""
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         token = self.directory.tokens.get(value.strip()) if scheme.lower() == "bearer" else None
         if token is None or not self._is_live(token):
             raise ApiError(16, "Errors.Token.Invalid (AUTH-7fs1e)")
         if not token.user.iam_owner:
             raise ApiError(7, "Errors.PermissionDenied (AUTHZ-HdfG2)")
+        return token.user
 
     def _signed_access_token(self, token: AccessToken) -> str:
         """A JWT access token with the claims ZITADEL puts in one (zitadel/zitadel
