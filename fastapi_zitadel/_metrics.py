@@ -62,10 +62,11 @@ class MetricsSnapshot:
     events_applied: int = 0
     """Events whose markers were applied (a refusal, a dropped verdict, a mapping)."""
     events_ignored: int = 0
-    """Verified events of a type this library does not act on."""
+    """Verified events that changed nothing: a type this library does not act on, or a
+    terminated login session whose OIDC sessions it never heard of."""
     events_refused: dict[str, int] = field(default_factory=dict)
     """Calls refused, by reason: missing, malformed, stale, mismatch, jws, jws_unavailable,
-    oversized, instance, duplicate."""
+    oversized, instance, replayed."""
     events_unshared: int = 0
     """Events applied in this process only: the shared tier did not take them (503)."""
     events_lag_count: int = 0

@@ -4,6 +4,7 @@ from Redis meanwhile; with Redis down the receiving replica applies it alone and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -13,11 +14,12 @@ import httpx
 import pytest
 
 from fastapi_zitadel import InvalidTokenError, ZitadelIntrospection
+from fastapi_zitadel.testing import LoopbackServer
 
 from .jwt_support import JwtWorld
 from .tcp_proxy import TcpProxy
-from .test_events import KEY, PATH, app_for, event, sign
-from .test_redis import REDIS_SERVER, RedisServer, eventually
+from .test_events import KEY, PATH, app_for, claims_of, event, sign
+from .test_redis import REDIS_SERVER, RedisServer, eventually, eventually_sync
 
 pytestmark = [
     pytest.mark.redis,
@@ -126,14 +128,15 @@ async def test_redis_down_when_an_event_arrives(
     server.start()  # for the fixture's stop
 
 
-async def test_a_duplicate_delivered_to_another_replica_is_stored_once(
+async def test_a_replay_to_another_replica_is_refused_and_stored_once(
     jwt_world: JwtWorld, server: RedisServer
 ) -> None:
     first, second = replica(jwt_world, "local", server), replica(jwt_world, "local", server)
     body = event("user.locked", "310000000000000042", jwt_world.clock(), sequence=77)
     async with first, second:
         assert (await deliver(first, jwt_world, body)).is_success
-        assert (await deliver(second, jwt_world, body)).is_success
+        assert (await deliver(second, jwt_world, body)).status_code == 401  # a replay
+        assert second.metrics().events_refused == {"replayed": 1}
     entries: Any = server.client().xrange(stream_key(server))
     assert len(entries) == 1
 
@@ -174,3 +177,57 @@ async def test_a_deaf_replica_catches_up_when_it_hears_again(
                 return await refuses(deaf, token)
 
             await eventually(deaf_refuses, "the replica never caught up")
+
+
+async def test_redis_down_at_start_holds_nothing_up_and_the_markers_come_later(
+    jwt_world: JwtWorld, server: RedisServer
+) -> None:
+    """A replica starting while Redis is out of reach starts at once (no wait for its
+    ``timeout``) and applies the stored markers when it reaches Redis."""
+    token = jwt_world.token()
+    receiving = replica(jwt_world, "local", server)
+    async with receiving:
+        sub = (await receiving.verify(token)).subject
+        assert sub is not None
+        await deliver(receiving, jwt_world, event("user.removed", sub, jwt_world.clock()))
+    with TcpProxy(server.port) as proxy:
+        proxy.set_mode("reset")
+        late = jwt_world.local(events_signing_key=KEY, redis_url=proxy.redis_url, timeout=300)
+        await asyncio.wait_for(late.__aenter__(), 20)  # far below timeout=300: not waited for
+        try:
+            assert not await refuses(late, token)  # nothing known yet
+            proxy.set_mode("forward")
+
+            async def late_refuses() -> bool:
+                return await refuses(late, token)
+
+            await eventually(late_refuses, "the markers never arrived once Redis was reachable")
+        finally:
+            await late.aclose()
+
+
+@pytest.mark.loopback
+def test_two_uvicorn_replicas_over_real_http(jwt_world: JwtWorld, server: RedisServer) -> None:
+    """ZITADEL calls one API server; a user's token is refused by the other one, over HTTP,
+    and by a third started afterwards."""
+    token = jwt_world.token()
+    sub = claims_of(token)["sub"]
+    me = {"Authorization": f"Bearer {token}"}
+
+    def api() -> LoopbackServer:
+        options = {"events_signing_key": KEY, "redis_url": server.url}
+        return LoopbackServer(app_for(jwt_world.local(**options)))
+
+    with api() as first, api() as second:
+        assert httpx.get(f"{second}/me", headers=me).status_code == 200
+        data = json.dumps(event("user.deactivated", sub, jwt_world.clock())).encode()
+        called = httpx.post(
+            f"{first}{PATH}", content=data, headers=sign(data, KEY, int(jwt_world.clock()))
+        )
+        assert called.json() == {"status": "applied"}
+        eventually_sync(
+            lambda: httpx.get(f"{second}/me", headers=me).status_code == 401,
+            "the other server still accepts the token",
+        )
+        with api() as third:
+            assert httpx.get(f"{third}/me", headers=me).status_code == 401

@@ -87,10 +87,10 @@ class RedisRevocationFeed(RevocationFeed):
             self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
         )
 
-    async def publish(self, identity: str, markers: Sequence[Marker]) -> None:
+    async def publish(self, identity: str, markers: Sequence[Marker]) -> bool:
         client = self._clients.get()
         body = _SEPARATOR.join(marker.encode() for marker in markers)
-        await client.eval(
+        stored = await client.eval(
             _PUBLISH,
             2,
             self._seen_prefix + hashlib.sha256(identity.encode("utf-8")).hexdigest(),
@@ -99,16 +99,18 @@ class RedisRevocationFeed(RevocationFeed):
             self._max_entries,
             body,
         )
+        return bool(stored)
 
     async def start(self, revocations: Revocations, *, timeout: float) -> None:
-        """Replay the stream into ``revocations`` (waiting up to ``timeout``), then listen."""
+        """Replay the stream into ``revocations`` (waiting up to ``timeout``, or until a first
+        attempt failed: Redis down never holds up a start), then listen."""
         if self._listener is not None:
             return
-        replayed = asyncio.Event()
+        replayed, tried = asyncio.Event(), asyncio.Event()
         self._stopping = asyncio.Event()
-        self._listener = asyncio.ensure_future(self._listen(revocations, replayed))
+        self._listener = asyncio.ensure_future(self._listen(revocations, replayed, tried))
         try:
-            await asyncio.wait_for(replayed.wait(), timeout)
+            await asyncio.wait_for(tried.wait(), timeout)
         except asyncio.TimeoutError:
             logger.warning(
                 "revocation markers not replayed from Redis within %g s: listening on in the "
@@ -128,7 +130,9 @@ class RedisRevocationFeed(RevocationFeed):
             with contextlib.suppress(Exception):
                 await client.aclose()
 
-    async def _listen(self, revocations: Revocations, replayed: asyncio.Event) -> None:
+    async def _listen(
+        self, revocations: Revocations, replayed: asyncio.Event, tried: asyncio.Event
+    ) -> None:
         lost = False
         while not self._stopping.is_set():
             client = aioredis.Redis.from_url(
@@ -151,9 +155,11 @@ class RedisRevocationFeed(RevocationFeed):
                         self._apply(revocations, entries)
                     if not answer:
                         replayed.set()  # everything stored so far is in
+                        tried.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away: continue from last_id when back
+                tried.set()
                 if not lost:
                     lost = True
                     logger.warning(

@@ -43,7 +43,7 @@ class ZitadelEvent:
 
     @property
     def identity(self) -> tuple[str, str, str, int]:
-        """What makes an event unique: a second delivery of it is a duplicate."""
+        """What makes an event unique: a second delivery of it is a replay."""
         return (self.instance_id, self.aggregate_type, self.aggregate_id, self.sequence)
 
 

@@ -1,7 +1,7 @@
 """The Actions v2 target: an ASGI app that takes ZITADEL's events in and applies them.
 
     POST body ─► size cap (413) ─► signature (401) ─► parse (400) ─► instance (403)
-              ─► duplicate? (200) ─► markers applied here ─► the shared feed (503 if down)
+              ─► replayed? (401) ─► markers applied here ─► the shared feed (503 if down)
 
 The signature is checked on the raw bytes before anything is parsed, and nothing about a
 refused call is logged beyond its reason: never the body, a header or a key. A ``JWT``
@@ -121,6 +121,7 @@ class EventReceiver:
         headers = _headers(scope)
         body = await self._read(receive, headers.get("content-length"))
         if body is None:
+            self._metrics.events_received += 1
             self._refused("oversized", "the body is larger than events_max_body")
             await _answer(send, 413, {"error": "body too large"})
             return
@@ -165,6 +166,10 @@ class EventReceiver:
                 assert self._jws is not None
                 deadline = self._monotonic() + self._timeout
                 try:
+                    if not body.isascii():
+                        raise InvalidTokenError(
+                            "the body is not a JWS signed with a supported algorithm"
+                        )
                     claims = await self._jws(body.decode("ascii").strip(), deadline)
                 except InvalidTokenError as exc:
                     self._refused("jws", exc.description)
@@ -196,32 +201,36 @@ class EventReceiver:
         metrics = self._metrics
         identity = event.identity
         if identity in self._seen:  # ZITADEL sends each event once: this is a replay
-            self._refused("duplicate", "the event was received before")
-            return 200, {"status": "duplicate"}
+            self._refused("replayed", "the event was received before")
+            return 401, {"error": "replayed"}
         self._remember(identity)
         if event.created_at is not None:
             metrics.observe_event_lag(max(now - event.created_at, 0.0))
         markers = self._revocations.markers(event, now)
-        if markers is None:
-            metrics.events_ignored += 1
+        if not markers:  # a type we do not act on, or nothing we can act on (a session
+            metrics.events_ignored += 1  # terminated whose OIDC sessions we never heard of)
             return 200, {"status": "ignored"}
-        if markers:
-            self._revocations.apply(markers)
+        self._revocations.apply(markers)  # here first, whatever the shared tier does
+        if self._feed is not None:
+            try:
+                stored = await asyncio.wait_for(
+                    self._feed.publish(_identity(event), markers), self._timeout
+                )
+            except Exception as exc:  # the shared tier is down: here only, and say so
+                metrics.events_applied += 1
+                metrics.events_unshared += 1
+                logger.warning(
+                    "ZITADEL event %s applied in this process only: the shared tier did not "
+                    "take it (%s); other replicas keep their verdicts up to cache_ttl",
+                    event.event_type,
+                    type(exc).__name__,
+                )
+                return 503, {"error": "applied locally only: the shared tier is unavailable"}
+            if not stored:  # another replica had it: a replay (applying it changed nothing)
+                self._refused("replayed", "the event was received before, by another replica")
+                return 401, {"error": "replayed"}
         metrics.events_applied += 1
         logger.info("ZITADEL event %s applied (%d markers)", event.event_type, len(markers))
-        if self._feed is None or not markers:
-            return 200, {"status": "applied"}
-        try:
-            await asyncio.wait_for(self._feed.publish(_identity(event), markers), self._timeout)
-        except Exception as exc:  # the shared tier is down: here only, and say so
-            metrics.events_unshared += 1
-            logger.warning(
-                "ZITADEL event %s applied in this process only: the shared tier did not take "
-                "it (%s); other replicas keep their verdicts up to cache_ttl",
-                event.event_type,
-                type(exc).__name__,
-            )
-            return 503, {"error": "applied locally only: the shared tier is unavailable"}
         return 200, {"status": "applied"}
 
     def _remember(self, identity: tuple[str, str, str, int]) -> None:

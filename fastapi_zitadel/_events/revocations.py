@@ -21,7 +21,8 @@ checked at, and the hot path re-checks an entry only when the two differ: with m
 place and no new event, a cache hit costs one integer comparison more.
 
 Markers live ``MARKER_TTL`` seconds (longer than ZITADEL's 12 h default token lifetime, by a
-wide margin); mappings (grant to user, login session to OIDC sessions) as long.
+wide margin), at most a million per kind (then the oldest go); mappings (grant to user, login
+session to OIDC sessions) are kept up to a million each.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ __all__ = [
 MARKER_TTL = 7 * 86_400.0
 OK, STALE, REFUSED, ROLES_CHANGED = 0, 1, 2, 3
 _PRUNE_EVERY = 60.0
-_MAX_MAPPINGS = 1_000_000  # grant and session mappings kept, at most (then the oldest go)
+# Entries kept per table, at most (then the oldest go): markers of a week of logouts on a big
+# instance fit, and a marker that old has outlived the tokens it was about (12 h by default).
+_MAX_ENTRIES = 1_000_000
 
 Kind = Literal["user", "roles", "session", "token", "all", "grant", "login"]
 
@@ -140,13 +143,14 @@ class RevocationFeed(abc.ABC):
     """How markers reach the other replicas, and replicas that start later (the shared tier).
 
     ``publish`` stores an event's markers, once per event ``identity`` across replicas, and
-    tells the others; it raises when it cannot (the receiver then answers 503). ``start``
+    tells the others: ``False`` when that event was stored before (a replay through another
+    replica); it raises when it cannot (the receiver then answers 503). ``start``
     replays what is stored into ``revocations`` (within ``timeout``) and keeps listening
     until ``aclose``.
     """
 
     @abc.abstractmethod
-    async def publish(self, identity: str, markers: Sequence[Marker]) -> None: ...
+    async def publish(self, identity: str, markers: Sequence[Marker]) -> bool: ...
 
     @abc.abstractmethod
     async def start(self, revocations: Revocations, *, timeout: float) -> None: ...
@@ -169,15 +173,10 @@ class Revocations:
         self._all = 0.0
         self._grants: dict[str, str] = {}  # grant id -> user id
         self._logins: dict[str, set[str]] = {}  # login session -> OIDC sessions
-        self._listeners: list[Callable[[], None]] = []
         self._next_prune = clock() + _PRUNE_EVERY
 
     def __len__(self) -> int:
         return len(self._users) + len(self._roles) + len(self._sessions) + len(self._tokens)
-
-    def subscribe(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` after every marker applied (e.g. to void lookups in flight)."""
-        self._listeners.append(listener)
 
     # What an event means ----------------------------------------------------------------
     def markers(self, event: ZitadelEvent, received_at: float) -> list[Marker] | None:
@@ -193,7 +192,9 @@ class Revocations:
         if kind in TOKEN_EVENTS:
             token_id = event.payload.get("tokenId")
             if not isinstance(token_id, str) or not token_id:
-                return []  # e.g. v4.1.0's empty payload: nothing names the token
+                # v4.1.0's empty payload names no token: the user's verdicts are dropped, so
+                # that ZITADEL's introspection decides again (a JWT in local mode cannot)
+                return [Marker("roles", key, verified_before=received_at)]
             return [Marker("token", token_id, issued, received_at)]
         if kind == "oidc_session.added":
             login = event.payload.get("sessionID")
@@ -232,19 +233,17 @@ class Revocations:
         self.epoch += 1
         if now >= self._next_prune:
             self._prune(now)
-        for listener in self._listeners:
-            listener()
 
     def _apply(self, marker: Marker, until: float) -> None:
         key, kind = marker.key, marker.kind
         if kind == "user":
-            self._users[key] = _later(self._users.get(key), marker, until)
+            _bounded_put(self._users, key, _later(self._users.get(key), marker, until))
         elif kind == "session":
-            self._sessions[key] = _later(self._sessions.get(key), marker, until)
+            _bounded_put(self._sessions, key, _later(self._sessions.get(key), marker, until))
         elif kind == "token":
-            self._tokens[key] = until
+            _bounded_put(self._tokens, key, until)
         elif kind == "roles":
-            self._roles[key] = _later(self._roles.get(key), marker, until)
+            _bounded_put(self._roles, key, _later(self._roles.get(key), marker, until))
         elif kind == "all":
             self._all = max(self._all, marker.verified_before)
         elif kind == "grant":
@@ -319,6 +318,6 @@ def _issued_before(
 
 def _bounded_put(table: dict[str, Any], key: str, value: Any) -> None:
     table.pop(key, None)
-    if len(table) >= _MAX_MAPPINGS:
+    if len(table) >= _MAX_ENTRIES:
         del table[next(iter(table))]  # the oldest
     table[key] = value

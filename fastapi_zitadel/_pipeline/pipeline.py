@@ -104,13 +104,16 @@ class CachePolicy:
 class _InFlight:
     """The lookups of one token in flight: how many, and how often it was invalidated since
     the first began. A lookup compares the count it started with: no allocation per caller,
-    O(1) whatever the herd."""
+    O(1) whatever the herd. ``began`` and ``epoch``: when the first began, and the revocation
+    epoch then (an event arriving meanwhile may void the answer)."""
 
-    __slots__ = ("invalidations", "lookups")
+    __slots__ = ("began", "epoch", "invalidations", "lookups")
 
-    def __init__(self) -> None:
+    def __init__(self, began: float, epoch: int) -> None:
         self.lookups = 0
         self.invalidations = 0
+        self.began = began
+        self.epoch = epoch
 
 
 class _RolesChanged(InvalidTokenError):
@@ -219,6 +222,15 @@ class VerificationPipeline:
                 "the user's roles changed after the token was issued (ZITADEL event): "
                 "a new token carries the roles of now"
             )
+        flight = self._in_flight.get(digest)
+        if (
+            flight is not None
+            and flight.epoch != revocations.epoch
+            and revocations.verdict(principal, flight.began) != OK
+        ):
+            # An event arrived while this answer was on its way, and would have dropped it
+            # (e.g. the user's grants changed): served, but not cached, as after invalidate().
+            flight.invalidations += 1
         return revocations.epoch
 
     # Everything after a local miss ---------------------------------------------------------
@@ -520,7 +532,7 @@ class VerificationPipeline:
         """Register a lookup of ``digest``; it is voided if ``invalidations`` moves on."""
         flight = self._in_flight.get(digest)
         if flight is None:
-            flight = self._in_flight[digest] = _InFlight()
+            flight = self._in_flight[digest] = _InFlight(self._clock(), self._revocations.epoch)
         flight.lookups += 1
         return flight, flight.invalidations
 
