@@ -189,22 +189,10 @@ def test_a_revoked_token_is_refused_everywhere(cluster: Cluster) -> None:
     assert cluster.statuses(same_user) == [200] * REPLICAS  # that session only
 
 
-def test_a_removed_grant_fails_the_role_check_everywhere(
-    cluster: Cluster, request: pytest.FixtureRequest
-) -> None:
+def test_a_removed_grant_fails_the_role_check_everywhere(cluster: Cluster) -> None:
     """Introspection and hybrid re-read the roles: the token stays good, the role check fails
     (403). A JWT verified locally carries its roles and nothing can re-read them: local mode
     refuses the token instead (401): a new token carries the roles of now."""
-    if cluster.mode == "hybrid":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=False,
-                reason="a race in hybrid mode (issue-21b as merged at b338dd8): a background "
-                "confirmation still in flight when the grant event lands stores ZITADEL's "
-                "earlier answer (old roles) as verified after the event; that replica answers "
-                "200 until cache_ttl (about 3 runs in 4; never once the confirmations settle)",
-            )
-        )
     user, token = cluster.user("grace")
     cluster.warm(token)
     since = time.monotonic()
