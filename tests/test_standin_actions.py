@@ -407,3 +407,12 @@ def test_the_zitadel_events_fixture(
     ]
     for headers, body in receiver.received:
         verify(zitadel_events.signing_key, headers, body)
+
+
+def test_several_event_targets_after_one_was_deleted(standin: ZitadelStandIn) -> None:
+    first = StandInEvents(standin)
+    second = StandInEvents(standin)
+    standin.actions.delete_target(first.target.id)
+    third = StandInEvents(standin)  # never the name of one still there
+    assert len({second.target.name, third.target.name}) == 2
+    assert second.signing_key != third.signing_key

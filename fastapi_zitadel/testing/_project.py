@@ -16,7 +16,14 @@ from typing import Any
 from fastapi_zitadel import ZitadelIntrospection
 
 from ._actions import Target
-from ._directory import ApiApplication, Project, StandInOrganization, User, WebApplication
+from ._directory import (
+    ApiApplication,
+    Project,
+    StandInOrganization,
+    User,
+    WebApplication,
+    new_id,
+)
 from ._standin import ZitadelStandIn
 
 EVENTS_SIGNING_KEY_VARIABLE = "ZITADEL_EVENTS_SIGNING_KEY"
@@ -192,7 +199,7 @@ class StandInEvents:
         # No endpoint yet: the receiver's URL is known only once the API is served.
         self.target: Target = standin.add_target(
             "http://127.0.0.1:9/set-by-send-to",
-            name=f"api-events-{len(standin.actions.targets) + 1}",
+            name=f"api-events-{new_id()}",  # target names are unique in an instance
             payload_type=payload_type,
         )
 
