@@ -416,3 +416,11 @@ def test_several_event_targets_after_one_was_deleted(standin: ZitadelStandIn) ->
     third = StandInEvents(standin)  # never the name of one still there
     assert len({second.target.name, third.target.name}) == 2
     assert second.signing_key != third.signing_key
+
+
+def test_zitadel_events_sets_the_key_after_zitadel_env(
+    zitadel_events: StandInEvents, zitadel_env: dict[str, str]
+) -> None:
+    """Named first, set up after ``zitadel_env``: nothing it does removes the key."""
+    assert os.environ["ZITADEL_EVENTS_SIGNING_KEY"] == zitadel_events.signing_key
+    assert os.environ["ZITADEL_ISSUER"] == zitadel_env["ZITADEL_ISSUER"]

@@ -55,11 +55,14 @@ def zitadel_env(zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch
 
 @pytest.fixture
 def zitadel_events(
-    zitadel_standin: ZitadelStandIn, monkeypatch: pytest.MonkeyPatch
+    zitadel_env: dict[str, str], zitadel_standin: ZitadelStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> StandInEvents:
     """The stand-in sends ZITADEL's events (Actions v2) to your API once you call
-    ``zitadel_events.send_to(url)``; sets ``ZITADEL_EVENTS_SIGNING_KEY`` to the target's key
-    (also ``zitadel_events.signing_key``). ``zitadel_events.wait()`` waits for deliveries."""
+    ``zitadel_events.send_to(url)``; sets ``ZITADEL_*`` as ``zitadel_env`` does and
+    ``ZITADEL_EVENTS_SIGNING_KEY`` to the target's key (also ``zitadel_events.signing_key``).
+    ``zitadel_events.wait()`` waits for deliveries."""
+    # After zitadel_env (a dependency), whatever order a test names them in: it leaves only
+    # its own ZITADEL_* variables, and this one is added to them.
     events = StandInEvents(zitadel_standin)
     for name, value in events.env.items():
         monkeypatch.setenv(name, value)
