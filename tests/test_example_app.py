@@ -291,3 +291,23 @@ def test_the_example_log_is_the_apis_alone_and_ctrl_c_is_clean() -> None:
     assert log.count("Finished server process") == 1, log
     assert api_access_line  # the API's own access line stays
     assert not standin_access_line  # the stand-in's does not
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("validation", ["local", "introspection"])
+def test_smoke_mode_with_events_refuses_a_deactivated_admin(validation: str) -> None:
+    """``--events``: the embedded stand-in sends ZITADEL's events to the example's receiver;
+    after the admin is deactivated there, the admin's token is refused, even a JWT verified
+    locally and a verdict still cached."""
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "example_app", "--smoke", "--events", "--validation", validation],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "GET /me as admin: 200" in completed.stdout
+    assert "admin deactivated (event delivered: True); GET /me: 401" in completed.stdout

@@ -66,9 +66,9 @@ MODES = {
 }
 
 
-def run_user_suite(tmp_path: Path, mode: str) -> subprocess.CompletedProcess[str]:
+def run_user_suite(tmp_path: Path, mode: str, body: str = BODY) -> subprocess.CompletedProcess[str]:
     marker, ini, extra = MODES[mode]
-    test_file = "import pytest\n" + BODY.format(marker=marker)
+    test_file = "import pytest\n" + body.format(marker=marker)
     (tmp_path / "test_user.py").write_text(test_file)
     ini_text = (
         "[tool.pytest.ini_options]\n"

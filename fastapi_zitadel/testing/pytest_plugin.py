@@ -20,7 +20,7 @@ import pytest
 
 from fastapi_zitadel import ZitadelIntrospection
 
-from ._project import StandInProject
+from ._project import StandInEvents, StandInProject
 from ._standin import ZitadelStandIn
 
 
@@ -30,6 +30,7 @@ def zitadel_standin() -> Iterator[ZitadelStandIn]:
     standin = ZitadelStandIn()
     with standin.serve():
         yield standin
+    standin.close()  # stops sending events
 
 
 @pytest.fixture
@@ -58,6 +59,22 @@ def zitadel_env(zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture
+def zitadel_events(
+    zitadel_env: dict[str, str], zitadel_standin: ZitadelStandIn, monkeypatch: pytest.MonkeyPatch
+) -> StandInEvents:
+    """The stand-in sends ZITADEL's events (Actions v2) to your API once you call
+    ``zitadel_events.send_to(url)``; sets ``ZITADEL_*`` as ``zitadel_env`` does and
+    ``ZITADEL_EVENTS_SIGNING_KEY`` to the target's key (also ``zitadel_events.signing_key``).
+    ``zitadel_events.wait()`` waits for deliveries."""
+    # After zitadel_env (a dependency), whatever order a test names them in: it leaves only
+    # its own ZITADEL_* variables, and this one is added to them.
+    events = StandInEvents(zitadel_standin)
+    for name, value in events.env.items():
+        monkeypatch.setenv(name, value)
+    return events
 
 
 @pytest.fixture
