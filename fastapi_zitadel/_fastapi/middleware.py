@@ -23,10 +23,12 @@ from fastapi import HTTPException
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from fastapi_zitadel._exceptions import ConfigurationError, MissingTokenError, ZitadelError
 from fastapi_zitadel._principal import Principal
 
+from .refusal import refusal
 from .security import ZitadelIntrospection
 
 __all__ = ["ZitadelCredentials", "ZitadelMiddleware", "ZitadelUser"]
@@ -180,7 +182,7 @@ class ZitadelMiddleware:
             scope["auth"], scope["user"] = AuthCredentials(), UnauthenticatedUser()
             await self.app(scope, receive, send)
             return
-        conn = HTTPConnection(scope)
+        conn = HTTPConnection(scope) if kind == "http" else WebSocket(scope, receive, send)
         zitadel = self.zitadel
         try:
             principal = await zitadel.identify(conn)
@@ -200,9 +202,10 @@ class ZitadelMiddleware:
 async def _refuse(
     zitadel: ZitadelIntrospection, error: ZitadelError, conn: HTTPConnection, send: Send
 ) -> None:
-    """The dependency's answer for ``error``: the same status, body and headers."""
-    exc = error.to_http(conn, zitadel.realm, resource_metadata=zitadel.resource_metadata_url)
-    if not isinstance(exc, HTTPException):  # a WebSocket: closed before it is accepted
+    """The dependency's answer for ``error``: the same status, body and headers; a WebSocket
+    is accepted, then closed with the code and reason (``refusal``)."""
+    exc = await refusal(error, conn, zitadel.realm, resource_metadata=zitadel.resource_metadata_url)
+    if not isinstance(exc, HTTPException):
         await send({"type": "websocket.close", "code": exc.code, "reason": exc.reason})
         return
     body = json.dumps({"detail": exc.detail}, separators=(",", ":")).encode("utf-8")

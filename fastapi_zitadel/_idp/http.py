@@ -38,7 +38,7 @@ __all__ = [
     "HttpClientProvider",
     "JsonResponse",
     "SyncHttpClientProvider",
-    "TransportTimeout",
+    "TimeoutFailure",
     "send_for_json",
     "send_for_json_sync",
 ]
@@ -53,7 +53,7 @@ _ACCEPT_ENCODING = "gzip, deflate"
 _DECOMPRESSORS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 0}
 
 
-class TransportTimeout(TransportFailure):
+class TimeoutFailure(TransportFailure):
     """No answer within the time the call was given (as opposed to an error answer or a
     refused connection): whose fault that is depends on how much time it had."""
 
@@ -152,7 +152,7 @@ async def send_for_json(
                 return await _send(http, request)
         return await asyncio.wait_for(_send(http, request), timeout=timeout)
     except (asyncio.TimeoutError, httpx.TimeoutException):
-        raise TransportTimeout(f"identity provider timed out after {timeout:.1f} s") from None
+        raise TimeoutFailure(f"identity provider timed out after {timeout:.1f} s") from None
     except httpx.HTTPError as exc:
         raise TransportFailure(f"identity provider unreachable ({type(exc).__name__})") from None
     except zlib.error:
@@ -305,7 +305,7 @@ def send_for_json_sync(
             response.close()
         return _parsed(response, body)
     except (TimeoutError, httpx.TimeoutException):
-        raise TransportTimeout(f"identity provider timed out after {timeout:.1f} s") from None
+        raise TimeoutFailure(f"identity provider timed out after {timeout:.1f} s") from None
     except httpx.HTTPError as exc:
         raise TransportFailure(f"identity provider unreachable ({type(exc).__name__})") from None
     except zlib.error:

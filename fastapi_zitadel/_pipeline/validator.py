@@ -23,7 +23,7 @@ from fastapi_zitadel._exceptions import (
     QueueTimeout,
     TokenTypeUnsupported,
 )
-from fastapi_zitadel._idp.introspection import IntrospectionClient, OutOfTime
+from fastapi_zitadel._idp.introspection import IntrospectionClient, OutOfTimeFailure
 from fastapi_zitadel._log import RateLimitedLog
 from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._resilience.call_budget import CallBudget
@@ -96,7 +96,7 @@ class IntrospectionValidator:
         except QueueTimeout:
             breaker.abandoned()  # we never asked the IdP: our own queue was full
             raise
-        except OutOfTime as exc:
+        except OutOfTimeFailure as exc:
             if not budget.counts(had):  # our queue spent the time, not the IdP
                 breaker.abandoned()
                 raise QueueTimeout(
