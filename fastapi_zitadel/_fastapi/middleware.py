@@ -14,12 +14,9 @@ wrapper, no extra task.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
-from typing import Any
 
-from fastapi import HTTPException
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -28,7 +25,7 @@ from starlette.websockets import WebSocket
 from fastapi_zitadel._exceptions import ConfigurationError, MissingTokenError, ZitadelError
 from fastapi_zitadel._principal import Principal
 
-from .refusal import refusal
+from .refusal import respond
 from .security import ZitadelIntrospection
 
 __all__ = ["ZitadelCredentials", "ZitadelMiddleware", "ZitadelUser"]
@@ -202,22 +199,5 @@ class ZitadelMiddleware:
 async def _refuse(
     zitadel: ZitadelIntrospection, error: ZitadelError, conn: HTTPConnection, send: Send
 ) -> None:
-    """The dependency's answer for ``error``: the same status, body and headers; a WebSocket
-    is accepted, then closed with the code and reason (``refusal``)."""
-    exc = await refusal(error, conn, zitadel.realm, resource_metadata=zitadel.resource_metadata_url)
-    if not isinstance(exc, HTTPException):
-        await send({"type": "websocket.close", "code": exc.code, "reason": exc.reason})
-        return
-    body = json.dumps({"detail": exc.detail}, separators=(",", ":")).encode("utf-8")
-    headers: list[tuple[bytes, bytes]] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode("ascii")),
-    ]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _items(exc)]
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _items(exc: HTTPException) -> list[tuple[str, str]]:
-    headers: Any = exc.headers or {}
-    return list(headers.items())
+    """The dependency's answer for ``error``: the same status, body and headers."""
+    await respond(error, conn, send, zitadel.realm, resource_metadata=zitadel.resource_metadata_url)

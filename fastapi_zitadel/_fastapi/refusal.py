@@ -13,14 +13,17 @@ never runs: the dependency raised before it.
 from __future__ import annotations
 
 import contextlib
+import json
+from typing import Any
 
 from fastapi import HTTPException, WebSocketException
 from starlette.requests import HTTPConnection
+from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from fastapi_zitadel._exceptions import ZitadelError
 
-__all__ = ["refusal"]
+__all__ = ["refusal", "respond"]
 
 
 async def refusal(
@@ -37,3 +40,28 @@ async def refusal(
         with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
             await conn.accept()
     return exc
+
+
+async def respond(
+    error: ZitadelError,
+    conn: HTTPConnection,
+    send: Send,
+    realm: str,
+    *,
+    resource_metadata: str | None = None,
+) -> None:
+    """Send the dependency's answer for ``error`` from ASGI code (a middleware): the same
+    status, body and headers, or the same WebSocket close."""
+    exc = await refusal(error, conn, realm, resource_metadata=resource_metadata)
+    if not isinstance(exc, HTTPException):
+        await send({"type": "websocket.close", "code": exc.code, "reason": exc.reason})
+        return
+    body = json.dumps({"detail": exc.detail}, separators=(",", ":")).encode("utf-8")
+    headers: list[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    given: Any = exc.headers or {}
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in given.items()]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
