@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fastapi_zitadel._exceptions import ConfigurationError
+from fastapi_zitadel._idp.urls import redis_url_problem
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._resilience.per_loop import PerLoop
 
@@ -199,6 +200,9 @@ class RedisCache(IntrospectionCache):
             raise ConfigurationError(
                 "redis_url needs the redis client: pip install 'fastapi-zitadel[redis]'"
             )
+        problem = redis_url_problem(url)
+        if problem is not None:
+            raise ConfigurationError(f"RedisCache url: {problem}")
         if tombstone_ttl <= _LONGEST_DEADLINE:
             raise ConfigurationError(
                 "tombstone_ttl must be longer than the longest lookup deadline (300 s)"
