@@ -73,6 +73,9 @@ ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
 ASSERTION_LIFETIME = 60.0  # seconds: the grant's assertion is used once, at once
 DEFAULT_LIFETIME = 300.0  # a token without expires_in is kept this long
 _MIN_LIFETIME = 1.0
+# A token is renewed at least this often, whatever expires_in says: an endpoint that claims
+# years (or 1e308 seconds) would otherwise leave a token in use long after it lapsed.
+MAX_LIFETIME = 86_400.0
 _FLIGHT = "token"
 _HOLD_UNAVAILABLE = 1.0  # seconds a failed cold fetch is repeated without a new request
 _HOLD_REJECTED = 10.0
@@ -354,7 +357,8 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
     # Bookkeeping ---------------------------------------------------------------------------
     def _keep(self, issued: IssuedToken, started: float) -> _Token:
         """Schedule ``issued``: its lifetime counts from when it was asked for (conservative)."""
-        lifetime = max(issued.expires_in or DEFAULT_LIFETIME, _MIN_LIFETIME)
+        given = DEFAULT_LIFETIME if issued.expires_in is None else issued.expires_in
+        lifetime = min(max(given, _MIN_LIFETIME), MAX_LIFETIME)
         token = _Token(
             value=issued.access_token,
             header="Bearer " + issued.access_token,

@@ -239,10 +239,16 @@ def _parsed(response: httpx.Response, body: bytes) -> JsonResponse:
     if content_type != "application/json" and not content_type.endswith("+json"):
         return _unusable(response, f"content type {content_type or 'missing'!r}, not JSON")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_not_json)
     except (ValueError, RecursionError):
         return _unusable(response, "body is not valid JSON")
     return JsonResponse(response.status_code, response.headers, data, None)
+
+
+def _not_json(constant: str) -> Any:
+    """``NaN``, ``Infinity``, ``-Infinity``: Python reads them, JSON has none (RFC 8259 §6),
+    and a lifetime or a time that is not a finite number breaks every comparison with it."""
+    raise ValueError(f"{constant} is not JSON")
 
 
 class SyncHttpClientProvider(_RequestFactory):
