@@ -179,3 +179,14 @@ def test_an_idp_that_answers_errors_still_opens_the_circuit() -> None:
     )
     assert outcome.circuit_after_burst == "open"
     assert "circuit open" in outcome.next_valid
+
+
+def test_an_idp_taking_half_the_timeout_is_not_failed_by_a_burst() -> None:
+    """IdP at 0.5 s, ``timeout=1``, 5 slots: a call started with just over half a second left
+    would time out; none is started with less than the IdP lately needed (1.5 times its
+    answer time), so no timeout, no open circuit."""
+    outcome = run_on_virtual_time(
+        burst(600, latency=0.5, junk=True, timeout=1, max_concurrent_introspections=5)
+    )
+    assert_only_the_late_ones_failed(outcome)
+    assert all("introspection slot" in u.description for u in outcome.unavailable)

@@ -12,8 +12,10 @@ much and got no answer is the IdP's failure and counts towards the breaker, like
 answer or a refused connection (those count whatever the time left). A call that had less
 ran out of the time *our queue* spent: it is a 503 with ``Retry-After`` for its own request
 only. And a call is not started at all when the time left is below what the IdP has been
-taking lately (one and a half times its recent answer time, at most the own budget): it could not be
-answered in time, and would only add load to the IdP.
+taking lately (one and a half times its recent answer time, at most four fifths of
+``timeout``, so that a request that did not wait can always ask): it could not be answered in
+time, and would only add load to the IdP. So a call that gets its slot always has more time
+than the IdP recently needed, and one that times out all the same says something about it.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ _MARGIN = 1.5
 class CallBudget:
     def __init__(self, timeout: float) -> None:
         self.own = timeout / 2
+        self._most = timeout * 0.8  # never required: a request that did not queue may ask
         self._latency: float | None = None  # running average of answered calls, seconds
 
     def needed(self) -> float:
         """The least time left worth starting a call with (0 before the IdP has answered)."""
         latency = self._latency
-        return 0.0 if latency is None else min(_MARGIN * latency, self.own)
+        return 0.0 if latency is None else min(_MARGIN * latency, self._most)
 
     def answered(self, seconds: float) -> None:
         """The IdP answered a call in ``seconds``."""
