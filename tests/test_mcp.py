@@ -241,3 +241,73 @@ def test_the_mcp_extra_allows_only_the_tested_sdk_range() -> None:
     assert requirement.specifier.contains(version("mcp")), (extra, version("mcp"))
     assert {str(s) for s in requirement.specifier} == {">=2.3", "<3"}  # what CI has run
     assert {"resource", "subject", "claims"} <= set(AccessToken.model_fields)
+
+
+def test_a_scope_never_passes_for_a_role() -> None:
+    """``role:admin`` in a token's ``scope`` (a server that grants whatever a client asks for)
+    is not the project role ``admin``, for the SDK's ``required_scopes`` and for Starlette's
+    ``@requires`` behind ``ZitadelMiddleware`` alike."""
+    from fastapi_zitadel import Principal, ZitadelCredentials
+
+    standin = ZitadelStandIn()
+    with StandInProject(standin) as project:
+        verifier = ZitadelTokenVerifier(project.introspection())
+    asking = Principal(subject="mallory", scopes=frozenset({"openid", "role:admin"}))
+    holding = Principal(
+        subject="alice", scopes=frozenset({"openid"}), roles={"admin": {"org": "acme"}}
+    )
+    assert verifier.access_token("t", asking).scopes == ["openid"]
+    assert verifier.access_token("t", holding).scopes == ["openid", "role:admin"]
+    assert ZitadelCredentials(asking).scopes == ["openid"]
+    assert ZitadelCredentials(asking, role_prefix="").scopes == ["openid", "role:admin"]
+
+
+BAD_TOKENS = [
+    "",
+    " ",
+    "\x00",
+    "\n",
+    "é",
+    "x y",
+    "Bearer x",
+    "null",
+    "%00",
+    "a" * 5000,  # over max_token_length
+    "a" * 100_000,
+    "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",  # alg none
+]
+OUTAGES: list[tuple[str, dict[str, Any]]] = [
+    ("status", {"status": 500}),
+    ("status", {"status": 503}),
+    ("status", {"status": 400}),
+    ("status", {"status": 401}),
+    ("garbage", {}),
+    ("drop", {}),
+    ("latency", {"seconds": 2.0}),
+    ("rate_limit", {"seconds": 1.0}),
+]
+
+
+async def test_none_only_for_a_bad_token_and_never_for_an_outage() -> None:
+    """The protocol's ``None`` is a 401: 13 bad tokens get it, 8 kinds of outage raise."""
+    standin = ZitadelStandIn()
+    with StandInProject(standin) as project:
+        zitadel = project.introspection(
+            resource="https://mcp.example.test/mcp",
+            max_retries=0,
+            timeout=0.5,
+            circuit_breaker_threshold=0,
+            cache_ttl=0,
+            negative_cache_ttl=0,
+            http_client=httpx.AsyncClient(transport=standin.transport()),
+        )
+        verifier = ZitadelTokenVerifier(zitadel)
+        async with zitadel:
+            for token in [*BAD_TOKENS, project.token("alice") + "x"]:
+                assert await verifier.verify_token(token) is None, token[:20]
+            for kind, options in OUTAGES:
+                standin.inject(kind, times=None, **options)  # type: ignore[arg-type]
+                with pytest.raises(IdentityProviderError):
+                    await verifier.verify_token(project.token("alice"))
+                standin.clear_faults()
+            assert await verifier.verify_token(project.token("alice")) is not None
