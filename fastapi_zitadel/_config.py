@@ -65,7 +65,9 @@ class ZitadelConfig(BaseModel):
         "`hybrid` (JWTs locally at once, confirmed by introspection in the background)",
     )
     key_file: Path | None = Field(default=None, description="Path of the JSON key file")
-    key: ZitadelKeyFile | None = Field(
+    # NoDecode: ZITADEL_KEY reaches _load_key as text, whose reading bounds its size and depth
+    # (pydantic-settings' own json.loads would raise RecursionError on a hostile value).
+    key: Annotated[ZitadelKeyFile | None, NoDecode] = Field(
         default=None, description="The JSON key file's content", repr=False
     )
     client_id: str | None = None
@@ -166,12 +168,21 @@ class ZitadelConfig(BaseModel):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
-    @field_validator("resource_documentation")
+    @field_validator("resource_documentation", "client_id", "project_id", "swagger_client_id")
     @classmethod
     def _printable(cls, value: str | None) -> str | None:
         problem = None if value is None else unprintable(value)
         if problem is not None:
             raise ValueError(problem)
+        return value
+
+    @field_validator("audience", "assertion_audience", "allowed_client_ids")
+    @classmethod
+    def _printable_items(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            problem = unprintable(item)
+            if problem is not None:
+                raise ValueError(problem)
         return value
 
     @field_validator("redis_url")

@@ -11,6 +11,8 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+import httpx
+
 __all__ = ["check_url", "is_loopback_host", "redis_url_problem", "shown", "unprintable"]
 
 _UNPRINTABLE = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]")
@@ -63,7 +65,15 @@ def check_url(url: str, *, allow_insecure_http: bool) -> str:
     problem = unprintable(url)
     if problem is not None:
         raise ValueError(problem)
+    try:
+        httpx.URL(url)  # what every request to it will build: refused here, not per request
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"is not a usable URL ({str(exc)[:80]})") from None
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        raise ValueError("is not a usable URL (its port is not a number from 1 to 65535)") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError(
             f"must be an absolute URL (https://, or http:// for a loopback host), got "
