@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import re
 import time
@@ -313,6 +314,8 @@ def _issued(data: Any) -> IssuedToken:
         raise TokenEndpointUnavailable("token endpoint answer's expires_in is not a number")
     if expires_in is not None and expires_in < 0:
         raise TokenEndpointUnavailable("token endpoint answer's expires_in is negative")
+    if expires_in is not None and not math.isfinite(expires_in):  # 1e400 reads as infinity
+        raise TokenEndpointUnavailable("token endpoint answer's expires_in is not finite")
     scope, issued_type = data.get("scope"), data.get("issued_token_type")
     return IssuedToken(
         access_token=token,

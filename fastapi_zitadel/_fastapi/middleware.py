@@ -14,19 +14,18 @@ wrapper, no extra task.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
-from typing import Any
 
-from fastapi import HTTPException
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from fastapi_zitadel._exceptions import ConfigurationError, MissingTokenError, ZitadelError
 from fastapi_zitadel._principal import Principal
 
+from .refusal import respond
 from .security import ZitadelIntrospection
 
 __all__ = ["ZitadelCredentials", "ZitadelMiddleware", "ZitadelUser"]
@@ -62,7 +61,12 @@ class ZitadelUser(BaseUser):
 
 class ZitadelCredentials(AuthCredentials):
     """``request.auth``: ``scopes`` holds the token's scopes and, as ``<role_prefix><role>``
-    (``role:admin``), its project roles; built on first read."""
+    (``role:admin``), its project roles; built on first read.
+
+    A scope that itself starts with ``role_prefix`` is left out: only a project role may
+    read as one. An authorization server that grants any scope a client asks for (ZITADEL
+    does not; others may) would otherwise hand out ``role:admin`` to whoever requests it.
+    """
 
     def __init__(self, principal: Principal, role_prefix: str = "role:") -> None:
         # AuthCredentials.__init__ is not called: ``scopes`` is computed on first read.
@@ -74,9 +78,10 @@ class ZitadelCredentials(AuthCredentials):
     def scopes(self) -> list[str]:
         if self._scopes is None:
             prefix = self._role_prefix
-            self._scopes = sorted(self.principal.scopes) + [
-                prefix + role for role in sorted(self.principal.roles)
-            ]
+            scopes = sorted(self.principal.scopes)
+            if prefix:
+                scopes = [scope for scope in scopes if not scope.startswith(prefix)]
+            self._scopes = scopes + [prefix + role for role in sorted(self.principal.roles)]
         return self._scopes
 
     @scopes.setter
@@ -183,7 +188,7 @@ class ZitadelMiddleware:
             scope["auth"], scope["user"] = AuthCredentials(), UnauthenticatedUser()
             await self.app(scope, receive, send)
             return
-        conn = HTTPConnection(scope)
+        conn = HTTPConnection(scope) if kind == "http" else WebSocket(scope, receive, send)
         zitadel = self.zitadel
         try:
             principal = await zitadel.identify(conn)
@@ -204,20 +209,4 @@ async def _refuse(
     zitadel: ZitadelIntrospection, error: ZitadelError, conn: HTTPConnection, send: Send
 ) -> None:
     """The dependency's answer for ``error``: the same status, body and headers."""
-    exc = error.to_http(conn, zitadel.realm, resource_metadata=zitadel.resource_metadata_url)
-    if not isinstance(exc, HTTPException):  # a WebSocket: closed before it is accepted
-        await send({"type": "websocket.close", "code": exc.code, "reason": exc.reason})
-        return
-    body = json.dumps({"detail": exc.detail}, separators=(",", ":")).encode("utf-8")
-    headers: list[tuple[bytes, bytes]] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode("ascii")),
-    ]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _items(exc)]
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _items(exc: HTTPException) -> list[tuple[str, str]]:
-    headers: Any = exc.headers or {}
-    return list(headers.items())
+    await respond(error, conn, send, zitadel.realm, resource_metadata=zitadel.resource_metadata_url)

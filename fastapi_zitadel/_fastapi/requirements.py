@@ -24,6 +24,7 @@ from fastapi_zitadel._exceptions import ConfigurationError, InsufficientScopeErr
 from fastapi_zitadel._principal import Principal
 
 from .openapi import ScopedSecurity, may_forbid
+from .refusal import refusal
 
 __all__ = [
     "Guard",
@@ -121,7 +122,7 @@ def any_scope(guard: Guard, scopes: tuple[str, ...]) -> PrincipalDependency:
     ) -> Principal:
         if not principal.has_any_scope(scopes):
             error = InsufficientScopeError.for_scopes(scopes, any_of=True)
-            raise error.to_http(conn, guard.realm)
+            raise await refusal(error, conn, guard.realm)
         return principal
 
     return principal_with_any_scope
@@ -138,7 +139,7 @@ def _roles(
         holds = principal.has_any_role if any_of else principal.has_all_roles
         if not holds(roles, org_id):
             error = InsufficientScopeError.for_roles(roles, org_id=org_id, any_of=any_of)
-            raise error.to_http(conn, guard.realm)
+            raise await refusal(error, conn, guard.realm)
         return principal
 
     return may_forbid(principal_with_roles)  # OpenAPI: the check can answer 403

@@ -51,6 +51,7 @@ from fastapi_zitadel._resilience.circuit_breaker import CircuitState
 from . import metadata, openapi, requirements
 from .bearer import extract_bearer
 from .openapi import ScopedSecurity
+from .refusal import refusal
 from .requirements import PrincipalDependency
 from .user import PrincipalLoader, UserLoader, user_dependency
 
@@ -320,16 +321,16 @@ class ZitadelIntrospection(ScopedSecurity):
         """The dependency: the verified ``Principal``, holding every scope in ``Security``."""
         principal = await self.authenticate_optional(conn)
         if principal is None:
-            raise self._http_error(MissingTokenError(), conn)
+            raise await self._http_error(MissingTokenError(), conn)
         if security_scopes.scopes:
-            _check_scopes(conn, principal, security_scopes.scopes, self.config.realm)
+            await _check_scopes(conn, principal, security_scopes.scopes, self.config.realm)
         return principal
 
     async def authenticate(self, conn: HTTPConnection) -> Principal:
         """The request's ``Principal``; raises the HTTP (or WebSocket) error otherwise."""
         principal = await self.authenticate_optional(conn)
         if principal is None:
-            raise self._http_error(MissingTokenError(), conn)
+            raise await self._http_error(MissingTokenError(), conn)
         return principal
 
     async def authenticate_optional(self, conn: HTTPConnection) -> Principal | None:
@@ -358,7 +359,7 @@ class ZitadelIntrospection(ScopedSecurity):
             digest = pipeline.key(token)
             principal = pipeline.cached(digest) or await pipeline.resolve(token, digest)
         except ZitadelError as error:
-            raise self._http_error(error, conn) from None
+            raise await self._http_error(error, conn) from None
         if http:
             scope[self._memo_key] = principal
         return principal
@@ -387,10 +388,12 @@ class ZitadelIntrospection(ScopedSecurity):
             scope[self._memo_key] = principal
         return principal
 
-    def _http_error(
+    async def _http_error(
         self, error: ZitadelError, conn: HTTPConnection
     ) -> HTTPException | WebSocketException:
-        return error.to_http(conn, self.config.realm, resource_metadata=self._resource_metadata)
+        return await refusal(
+            error, conn, self.config.realm, resource_metadata=self._resource_metadata
+        )
 
     @property
     def resource_metadata_url(self) -> str | None:
@@ -607,7 +610,7 @@ class ZitadelOptional(ScopedSecurity):
         zitadel = self._zitadel
         principal = await zitadel.authenticate_optional(conn)
         if principal is not None and security_scopes.scopes:
-            _check_scopes(conn, principal, security_scopes.scopes, zitadel.realm)
+            await _check_scopes(conn, principal, security_scopes.scopes, zitadel.realm)
         return principal
 
 
@@ -644,7 +647,7 @@ class ZitadelIntrospected(ScopedSecurity):
         if self._confirms and principal.verified_by == "jwt":
             principal = await self._confirmed(conn)
         if security_scopes.scopes:
-            _check_scopes(conn, principal, security_scopes.scopes, zitadel.realm)
+            await _check_scopes(conn, principal, security_scopes.scopes, zitadel.realm)
         return principal
 
     async def _confirmed(self, conn: HTTPConnection) -> Principal:
@@ -660,15 +663,15 @@ class ZitadelIntrospected(ScopedSecurity):
             pipeline = self._pipeline
             principal = await pipeline.confirmed(token, pipeline.key(token))
         except ZitadelError as error:
-            raise error.to_http(conn, config.realm) from None
+            raise await refusal(error, conn, config.realm) from None
         if http:
             conn.scope[self._memo_key] = principal
         return principal
 
 
-def _check_scopes(
+async def _check_scopes(
     conn: HTTPConnection, principal: Principal, scopes: list[str], realm: str
 ) -> None:
     """403 unless ``principal`` holds every one of ``scopes``."""
     if not principal.has_all_scopes(scopes):
-        raise InsufficientScopeError.for_scopes(scopes).to_http(conn, realm)
+        raise await refusal(InsufficientScopeError.for_scopes(scopes), conn, realm)

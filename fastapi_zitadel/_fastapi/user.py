@@ -23,6 +23,7 @@ from fastapi_zitadel._exceptions import InsufficientScopeError, InvalidTokenErro
 from fastapi_zitadel._principal import Principal
 from fastapi_zitadel._resilience.single_flight import SingleFlight
 
+from .refusal import refusal
 from .requirements import Guard
 
 __all__ = ["PrincipalLoader", "UserLoader", "user_dependency"]
@@ -79,7 +80,7 @@ def user_dependency(
     async def user(conn: HTTPConnection, principal: Annotated[Principal, Security(guard)]) -> Any:
         loaded = await loader.load(principal)
         if loaded is None:
-            raise unknown.to_http(conn, guard.realm, resource_metadata=resource_metadata)
+            raise await refusal(unknown, conn, guard.realm, resource_metadata=resource_metadata)
         return loaded
 
     return user

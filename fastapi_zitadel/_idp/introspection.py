@@ -27,9 +27,9 @@ from fastapi_zitadel._log import RateLimitedLog, logger
 
 from .client_auth import ClientAuthentication, ClientCredentials
 from .discovery import Discovery
-from .http import HttpClientProvider, JsonResponse, send_for_json
+from .http import HttpClientProvider, JsonResponse, TimeoutFailure, send_for_json
 
-__all__ = ["IntrospectionClient"]
+__all__ = ["IntrospectionClient", "OutOfTimeFailure"]
 
 _CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 # How servers that refuse a reused client assertion say so: ZITADEL and most answer 400/401
@@ -42,8 +42,22 @@ _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 1.0
 
 
+class OutOfTimeFailure(IdentityProviderUnavailable):
+    """The deadline ended the call before the IdP answered (no error answer, no refusal).
+
+    Whether that is the IdP's failure depends on how much of the deadline the call had: one
+    that waited in our own queue may have had too little (``IntrospectionValidator`` decides).
+    """
+
+
 class _Retryable(IdentityProviderUnavailable):
     """A failure worth another attempt while the deadline allows."""
+
+    def __init__(
+        self, description: str, *, retry_after: float | None = None, timed_out: bool = False
+    ) -> None:
+        super().__init__(description, retry_after=retry_after)
+        self.timed_out = timed_out
 
 
 class _AuthenticationRefused(Exception):
@@ -117,7 +131,7 @@ class IntrospectionClient:
         while True:
             remaining = deadline - self._monotonic()
             if remaining <= 0:
-                raise IdentityProviderUnavailable(
+                raise OutOfTimeFailure(
                     f"identity provider did not answer within {self._timeout:.1f} s",
                     retry_after=1.0,
                 )
@@ -133,7 +147,8 @@ class IntrospectionClient:
             except _Retryable as failure:
                 pause = self._pause_before_retry(failure, attempt, deadline)
                 if pause is None:
-                    raise IdentityProviderUnavailable(
+                    failed = OutOfTimeFailure if failure.timed_out else IdentityProviderUnavailable
+                    raise failed(
                         failure.description, retry_after=failure.retry_after or 1.0
                     ) from None
                 logger.debug("introspection attempt %d failed (%s)", attempt + 1, failure)
@@ -165,7 +180,8 @@ class IntrospectionClient:
         try:
             response = await send_for_json(self._http, request, timeout=remaining)
         except TransportFailure as failure:
-            raise _Retryable(failure.description) from None
+            timed_out = isinstance(failure, TimeoutFailure)
+            raise _Retryable(failure.description, timed_out=timed_out) from None
         return self._classify(response)
 
     def _classify(self, response: JsonResponse) -> dict[str, Any] | None:
