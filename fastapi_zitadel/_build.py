@@ -217,14 +217,7 @@ def build(
             on_keys_removed=keys_removed,
             monotonic=monotonic,
         )
-        jwt = JwtValidator(
-            keys=jwks,
-            issuer=config.issuer,
-            audiences=config.audience,
-            leeway=config.leeway,
-            clock=clock,
-            metrics=metrics,
-        )
+        jwt = JwtValidator(keys=jwks)
     suspects = None
     if mode == "hybrid":
         suspects = NegativeCache(

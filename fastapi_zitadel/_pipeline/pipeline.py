@@ -62,7 +62,12 @@ from fastapi_zitadel._resilience.background import KeyedTasks, wait
 from fastapi_zitadel._resilience.single_flight import SingleFlight
 
 from .checks import ClaimChecks
-from .jwt_validator import OPAQUE_IN_LOCAL_MODE, JwtValidator, UnknownSigningKey
+from .jwt_validator import (
+    OPAQUE_IN_LOCAL_MODE,
+    JwtValidator,
+    UnknownSigningKey,
+    declares_access_token,
+)
 from .unconfirmed import Unconfirmed
 from .validator import Validator
 
@@ -327,7 +332,10 @@ class VerificationPipeline:
         try:
             try:
                 claims = await self._jwt.verify(key.token, header, deadline)
-                principal = self._checks.principal(claims, verified_by="jwt")
+                principal = self._checks.principal(
+                    claims, verified_by="jwt", declared_access_token=declares_access_token(header)
+                )
+                self._metrics.jwt_verified += 1
             except UnknownSigningKey:
                 raise  # not remembered: the key may be published by the next fetch
             except InvalidTokenError as exc:
