@@ -163,11 +163,13 @@ class ZitadelIntrospection(ScopedSecurity):
         self._user: Callable[..., Any] | None = None
         self._pipeline = self._parts.pipeline
         self._scheme = openapi.security_scheme(self.config)
+        self.required_scopes = openapi.RequiredScopes(self._scheme)
+        """The scopes routes require of this instance (``require_scope``...)."""
         self.scheme_name = self.config.scheme_name
         self._memo_key = f"fastapi_zitadel.principal.{id(self)}"
         self._query_tokens = self.config.websocket_query_token
         self._max_token_length = self.config.max_token_length
-        self._optional = openapi.allows_anonymous(ZitadelOptional(self))
+        self._optional = ZitadelOptional(self)
         self._introspected = ZitadelIntrospected(
             self,
             self._pipeline,
@@ -207,7 +209,6 @@ class ZitadelIntrospection(ScopedSecurity):
     @property
     def model(self) -> SecuritySchemeModel:  # type: ignore[override]
         """The OpenAPI security scheme (FastAPI reads it when it builds the schema)."""
-        openapi.list_scopes(self._scheme, requirements.documented_scopes(self))
         return self._scheme
 
     @property
@@ -391,7 +392,7 @@ class ZitadelIntrospection(ScopedSecurity):
         require (from its OpenAPI schema) and those of ``require_scope``."""
         if self.config.resource is None:
             raise ConfigurationError("RFC 9728 metadata needs resource (ZITADEL_RESOURCE)")
-        scopes = set(requirements.documented_scopes(self))
+        scopes = set(self.required_scopes)
         if app is not None:
             scopes |= metadata.schema_scopes(app.openapi(), self.scheme_name)
         return metadata.document(self.config, scopes)
@@ -542,6 +543,8 @@ class ZitadelIntrospection(ScopedSecurity):
 
 class ZitadelOptional(ScopedSecurity):
     """``zitadel.optional``: the same scheme, but anonymous requests get ``None``."""
+
+    allows_anonymous = True
 
     def __init__(self, zitadel: ZitadelIntrospection) -> None:
         self._zitadel = zitadel

@@ -167,8 +167,7 @@ class ClaimChecks:
         except MalformedClaimError as exc:
             if verified_by == "jwt":
                 raise InvalidTokenError(
-                    f"the token's claims are malformed: its {exc.claim} claim is not "
-                    f"{exc.expected}"
+                    f"the token's claims are malformed: its {exc.claim} claim is not {exc.expected}"
                 ) from None
             problem = str(exc)
         if verified_by == "jwt":

@@ -59,7 +59,7 @@ OPAQUE_IN_LOCAL_MODE = (
 )
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]*")  # empty: an unsigned token's signature
 _ACCESS_TOKEN_TYPES = frozenset({"jwt", "at+jwt"})
-_DECLARED_ACCESS_TOKEN = "at+jwt"
+_AT_JWT = "at+jwt"
 
 
 def _reject_constant(name: str) -> Any:
@@ -181,6 +181,4 @@ class JwtValidator:
 def declares_access_token(header: Mapping[str, Any]) -> bool:
     """``typ: at+jwt``: an access token by its own declaration (RFC 9068 §2.1)."""
     typ = header.get("typ")
-    return isinstance(typ, str) and typ.lower().removeprefix("application/") == (
-        _DECLARED_ACCESS_TOKEN
-    )
+    return isinstance(typ, str) and typ.lower().removeprefix("application/") == (_AT_JWT)
