@@ -20,6 +20,7 @@ from fastapi_zitadel import (
     Principal,
     ServiceAccountAuth,
     TokenEndpointUnavailable,
+    TokenExchange,
     TokenRequestRejected,
     WrongKeyTypeError,
     ZitadelIntrospection,
@@ -509,6 +510,27 @@ def test_issuer_rules() -> None:
         ServiceAccountAuth(STANDIN_ISSUER + "/", client_id="a", client_secret="b")
     with pytest.raises(ConfigurationError, match="plain http"):
         ServiceAccountAuth("http://zitadel.internal", client_id="a", client_secret="b")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"issuer": STANDIN_ISSUER + "/.well-known/openid-configuration"}, "discovery document"),
+        ({"max_retries": 11}, "max_retries must be less than or equal to 10"),
+        ({"timeout": 301}, "timeout must be less than or equal to 300"),
+    ],
+)
+def test_outbound_clients_share_the_configurations_rules(
+    options: dict[str, Any], message: str
+) -> None:
+    """ServiceAccountAuth and TokenExchange are checked by ZitadelConfig's own rules."""
+    settings = {"issuer": STANDIN_ISSUER, "client_id": "a", "client_secret": "b", **options}
+    with pytest.raises(ConfigurationError, match=message):
+        ServiceAccountAuth(**settings)
+    with pytest.raises(ConfigurationError, match=message):
+        TokenExchange(**settings)
+    with pytest.raises(ConfigurationError, match=message.split(" must")[0]):
+        ZitadelIntrospection(**settings)
 
 
 async def test_unreachable_token_endpoint(world: World, robot: User) -> None:

@@ -50,15 +50,13 @@ from fastapi_zitadel._idp.urls import shown
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._resilience.single_flight import SingleFlight
 
+from .settings import outbound_settings
 from .token_endpoint import (
     CLIENT_CREDENTIALS_GRANT,
     JWT_BEARER_GRANT,
     Caller,
     EndpointClient,
     IssuedToken,
-    checked_issuer,
-    checked_max_retries,
-    checked_timeout,
     token_endpoint_for,
 )
 
@@ -123,24 +121,29 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.issuer = checked_issuer(issuer, allow_insecure_http=allow_insecure_http)
-        timeout = checked_timeout(timeout)
+        settings = outbound_settings(
+            "ServiceAccountAuth",
+            "the service user's key",
+            issuer=issuer,
+            key_file=key_file,
+            client_id=client_id,
+            client_secret=client_secret,
+            timeout=timeout,
+            max_retries=max_retries,
+            allow_insecure_http=allow_insecure_http,
+        )
+        self.issuer = settings.issuer
         if not 0 < renew_before < 1:
             raise ConfigurationError(
                 f"renew_before must be a fraction of the token's lifetime between 0 and 1, "
                 f"got {renew_before!r}"
             )
-        max_retries = checked_max_retries(max_retries)
         self._clock = clock
         self._monotonic = monotonic
         self._renew_before = renew_before
         self.scope = _scope(project_id, roles=roles, extra=scopes)
         self._grant_form = {"grant_type": "", "scope": self.scope}
         if key_file is not None:
-            if client_id is not None or client_secret is not None:
-                raise ConfigurationError(
-                    "ServiceAccountAuth takes key_file or client_id with client_secret, not both"
-                )
             key = require_key_type(
                 load_key_file(key_file),
                 "serviceaccount",
@@ -159,7 +162,10 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
                 return {"assertion": assertion}, {}
 
             method = "jwt-bearer"
-        elif client_id and client_secret:
+        else:
+            # The settings' credential rule: without a key, both are set.
+            assert client_id is not None
+            assert client_secret is not None
             basic = ClientSecretBasic(client_id, client_secret).credentials()
             self.client_id = client_id
             self.key_id = None
@@ -169,18 +175,10 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
                 return {}, basic.headers
 
             method = "client_credentials"
-        else:
-            raise ConfigurationError(
-                "ServiceAccountAuth needs the service user's key (key_file=...) or its client "
-                "id and secret (client_id=..., client_secret=...)"
-            )
         self._credentials = credentials
         self._caller = Caller("service user", self.client_id, self.key_id, method)
         self._endpoint = token_endpoint_for(
-            self.issuer,
-            timeout=timeout,
-            max_retries=max_retries,
-            allow_insecure_http=allow_insecure_http,
+            settings,
             http_client=http_client,
             sync_http_client=sync_http_client,
             monotonic=monotonic,

@@ -28,7 +28,6 @@ from typing import Any, TypeVar
 import httpx
 
 from fastapi_zitadel._exceptions import (
-    ConfigurationError,
     IdentityProviderError,
     IdentityProviderUnavailable,
     TokenEndpointUnavailable,
@@ -39,8 +38,9 @@ from fastapi_zitadel._exceptions import (
 from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._idp.http import HttpClientProvider, JsonResponse, SyncHttpClientProvider
 from fastapi_zitadel._idp.retry import Flow, Retries, Retryable, Send, retry_after, run, run_sync
-from fastapi_zitadel._idp.urls import check_url, shown
 from fastapi_zitadel._log import RateLimitedLog, logger
+
+from .settings import OutboundSettings
 
 __all__ = [
     "CLIENT_CREDENTIALS_GRANT",
@@ -51,9 +51,6 @@ __all__ = [
     "Form",
     "IssuedToken",
     "TokenEndpoint",
-    "checked_issuer",
-    "checked_max_retries",
-    "checked_timeout",
     "token_endpoint_for",
 ]
 
@@ -395,48 +392,16 @@ def _probable_key_rejection(caller: Caller, description: str | None) -> TokenReq
     )
 
 
-def checked_issuer(issuer: str, *, allow_insecure_http: bool) -> str:
-    """The issuer, or ``ConfigurationError`` as ``ZitadelIntrospection`` would say it."""
-    if not isinstance(issuer, str):
-        raise ConfigurationError(f"issuer must be a URL string, got {type(issuer).__name__}")
-    if issuer.endswith("/"):
-        raise ConfigurationError(
-            f"issuer must not end with '/': ZITADEL compares the issuer exactly; "
-            f"use {shown(issuer.rstrip('/'))}"
-        )
-    try:
-        return check_url(issuer, allow_insecure_http=allow_insecure_http)
-    except ValueError as exc:
-        raise ConfigurationError(f"issuer: {exc}") from None
-
-
-def checked_timeout(timeout: float) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 300:
-        raise ConfigurationError(f"timeout must be more than 0 and at most 300 s, got {timeout!r}")
-    return float(timeout)
-
-
-def checked_max_retries(max_retries: int) -> int:
-    if (
-        isinstance(max_retries, bool)
-        or not isinstance(max_retries, int)
-        or not 0 <= max_retries <= 10
-    ):
-        raise ConfigurationError(f"max_retries must be 0 to 10, got {max_retries!r}")
-    return max_retries
-
-
 def token_endpoint_for(
-    issuer: str,
+    settings: OutboundSettings,
     *,
-    timeout: float,
-    max_retries: int,
-    allow_insecure_http: bool,
     http_client: httpx.AsyncClient | None,
     sync_http_client: httpx.Client | None,
     monotonic: Callable[[], float],
 ) -> TokenEndpoint:
-    """A ``TokenEndpoint`` with its own pools and discovery, for one issuer."""
+    """A ``TokenEndpoint`` with its own pools and discovery, for one client's settings."""
+    issuer, timeout = settings.issuer, settings.timeout
+    max_retries, allow_insecure_http = settings.max_retries, settings.allow_insecure_http
     http = HttpClientProvider(http_client, timeout=timeout)
     discovery = Discovery(
         issuer,
