@@ -38,9 +38,9 @@ from ._pipeline.jwt_validator import JwtValidator
 from ._pipeline.pipeline import CachePolicy, VerificationPipeline
 from ._pipeline.validator import IntrospectionValidator
 from ._principal import Principal
+from ._resilience.background import KeyedTasks
 from ._resilience.circuit_breaker import CircuitBreaker
 from ._resilience.concurrency_limit import ConcurrencyLimit
-from ._resilience.single_flight import SingleFlight
 
 __all__ = ["SUSPICION_TTL", "Parts", "build", "cache_namespace"]
 
@@ -193,7 +193,7 @@ def build(
         monotonic=monotonic,
     )
     limit = ConcurrencyLimit(config.max_concurrent_introspections, monotonic=monotonic)
-    flight: SingleFlight[Principal] = SingleFlight()
+    flight: KeyedTasks[Principal] = KeyedTasks()
     metrics = Metrics(coalesced_waits=lambda: flight.joined)
     validator = None
     if client is not None:

@@ -64,6 +64,11 @@ class HeldTokenRequests(httpx.AsyncBaseTransport):
     def release(self) -> None:
         self._released.set()
 
+    def hold(self) -> None:
+        """Token requests from now on wait until ``release()``."""
+        self._released.clear()
+        self.arrived.clear()
+
 
 @pytest.fixture
 def robot(world: World) -> User:
@@ -221,6 +226,24 @@ async def test_cached_then_renewed_in_the_background_before_it_lapses(
     assert renewed != first
     assert transport.token_requests == 2
     assert (await introspect(world, renewed)).subject == robot.id
+    await auth.aclose()
+
+
+async def test_aclose_cancels_a_renewal_still_running(world: World, robot: User) -> None:
+    """The renewal runs in the auth's one task registry: closing it cancels the request."""
+    transport = HeldTokenRequests(world.standin.transport(), hold=False)
+    auth = in_process(world, transport, key_file=robot.key_file, renew_before=0.25)
+    first = await auth.atoken()
+    transport.hold()  # the renewal's request waits at the token endpoint
+    world.clock.advance(43_200 * 0.75 + 1)
+    assert await auth.atoken() == first  # starts the renewal
+    await asyncio.wait_for(transport.arrived.wait(), 5)
+    assert transport.token_requests == 2
+    await auth.aclose()
+    transport.release()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert await auth.atoken() == first  # the cancelled renewal kept nothing
     await auth.aclose()
 
 

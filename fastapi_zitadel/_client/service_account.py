@@ -48,7 +48,7 @@ from fastapi_zitadel._idp.key_file import (
 )
 from fastapi_zitadel._idp.urls import shown
 from fastapi_zitadel._log import logger
-from fastapi_zitadel._resilience.single_flight import SingleFlight
+from fastapi_zitadel._resilience.background import KeyedTasks
 
 from .settings import outbound_settings
 from .token_endpoint import (
@@ -184,9 +184,9 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             monotonic=monotonic,
         )
         self._token: _Token | None = None
-        self._flight: SingleFlight[_Token] = SingleFlight()
+        # The token requests (a cold fetch, a renewal), per event loop; aclose cancels them.
+        self._flight: KeyedTasks[_Token] = KeyedTasks()
         self._lock = threading.Lock()  # synchronous fetches, one thread at a time
-        self._renewing: asyncio.Future[Any] | None = None
         self._renew_retry_at = float("-inf")
         self._failure: IdentityProviderError | None = None
         self._failure_until = float("-inf")
@@ -194,6 +194,12 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
     def __repr__(self) -> str:
         key = f", key_id={self.key_id!r}" if self.key_id else ""
         return f"ServiceAccountAuth({self.issuer!r}, client_id={self.client_id!r}{key})"
+
+    async def aclose(self) -> None:
+        """Cancel the token request of this event loop still running (a renewal in the
+        background), then close the connection pools to ZITADEL."""
+        await self._flight.aclose()
+        await super().aclose()
 
     @property
     def token_requests(self) -> int:
@@ -260,13 +266,9 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
         return await self._flight.run(_FLIGHT, self._afetch)
 
     def _renew_in_background(self, now: float) -> None:
-        if self._renewing is not None and not self._renewing.done():
+        if self._flight.running(_FLIGHT) is not None or now < self._renew_retry_at:
             return
-        if now < self._renew_retry_at:
-            return
-        renewing = asyncio.ensure_future(self._flight.run(_FLIGHT, self._afetch))
-        renewing.add_done_callback(self._renewal_done)
-        self._renewing = renewing
+        self._flight.start(_FLIGHT, self._afetch).add_done_callback(self._renewal_done)
 
     def _renewal_done(self, renewing: asyncio.Future[Any]) -> None:
         if renewing.cancelled():

@@ -21,7 +21,7 @@ from starlette.requests import HTTPConnection
 
 from fastapi_zitadel._exceptions import InsufficientScopeError, InvalidTokenError, ZitadelError
 from fastapi_zitadel._principal import Principal
-from fastapi_zitadel._resilience.single_flight import SingleFlight
+from fastapi_zitadel._resilience.background import KeyedTasks
 
 from .requirements import Guard
 
@@ -38,7 +38,7 @@ class UserLoader:
         self._loader = loader
         # id(principal) -> (a weak reference to it, the loaded user)
         self._results: dict[int, tuple[weakref.ref[Principal], Any]] = {}
-        self._flight: SingleFlight[Any] = SingleFlight()
+        self._flight: KeyedTasks[Any] = KeyedTasks()
 
     async def load(self, principal: Principal) -> Any:
         key = id(principal)

@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi_zitadel._exceptions import IdentityProviderUnavailable, IssuerMismatch
 from fastapi_zitadel._log import logger
-from fastapi_zitadel._resilience.single_flight import SingleFlight
+from fastapi_zitadel._resilience.background import KeyedTasks
 
 from .http import HttpClientProvider, SyncHttpClientProvider
 from .retry import Flow, Send, run, run_sync
@@ -76,7 +76,7 @@ class Discovery:
         self.metadata: ProviderMetadata | None = None
         self._failures = 0
         self._retry_at = float("-inf")
-        self._flight: SingleFlight[ProviderMetadata] = SingleFlight()
+        self._flight: KeyedTasks[ProviderMetadata] = KeyedTasks()
 
     async def introspection_endpoint(self, deadline: float | None = None) -> str:
         """The endpoint: configured, or discovered (once) by ``deadline`` (monotonic)."""

@@ -59,7 +59,6 @@ from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
 from fastapi_zitadel._resilience.background import KeyedTasks, wait
-from fastapi_zitadel._resilience.single_flight import SingleFlight
 
 from .checks import ClaimChecks
 from .jwt_validator import (
@@ -133,7 +132,7 @@ class VerificationPipeline:
         local: MemoryCache,
         negative: NegativeCache,
         shared: IntrospectionCache | None,
-        flight: SingleFlight[Principal],
+        flight: KeyedTasks[Principal],
         validator: Validator | None,
         checks: ClaimChecks,
         policy: CachePolicy,
@@ -569,6 +568,7 @@ class VerificationPipeline:
     async def aclose(self) -> None:
         """Cancel the background introspections still running, close the shared tier."""
         await self._confirmations.aclose()
+        await self._flight.aclose()
         if self._unconfirmed is not None:
             self._unconfirmed.clear()
         if self._shared is not None:
