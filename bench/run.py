@@ -44,6 +44,7 @@ SECTIONS = (
     "service_account",
     "local_jwt",
     "hybrid_page",
+    "events",
 )
 
 READ_DEPENDENCIES = """

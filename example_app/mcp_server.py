@@ -1,6 +1,7 @@
 """An MCP server protected by ZITADEL: ``python -m example_app.mcp_server``.
 
-Built with the official MCP Python SDK (``pip install 'fastapi-zitadel[mcp]'``): the SDK's
+Built with the official MCP Python SDK (the ``mcp`` extra: ``pip install '.[mcp]'`` in this clone,
+or ``pip install 'fastapi_zitadel-<version>-py3-none-any.whl[mcp]'`` with a wheel): the SDK's
 ``MCPServer`` serves streamable HTTP at ``/mcp`` and its RFC 9728 metadata, and
 ``ZitadelTokenVerifier`` verifies the bearer tokens. With ``ZITADEL_ISSUER`` (a key and
 ``ZITADEL_RESOURCE``, the server's URL such as ``https://mcp.example.com/mcp``) in the

@@ -12,6 +12,7 @@ from ._cache.redis_cache import RedisCache
 from ._client.service_account import ServiceAccountAuth
 from ._client.token_exchange import ExchangedToken, TokenExchange
 from ._config import KeyFileSource, ZitadelConfig, ZitadelSettings
+from ._events.revocations import REVOCATION_EVENTS
 from ._exceptions import (
     AuthenticationError,
     ClientCredentialsRejected,
@@ -56,6 +57,7 @@ from ._principal import Actor, Organization, Principal
 from ._resilience.circuit_breaker import CircuitState
 
 __all__ = [
+    "REVOCATION_EVENTS",
     "Actor",
     "AuthenticationError",
     "CacheBinding",

@@ -24,6 +24,8 @@ import httpx
 from ._cache.base import CacheBinding, IntrospectionCache
 from ._cache.memory import MemoryCache, NegativeCache
 from ._config import ZitadelConfig
+from ._events.receiver import EventReceiver, jwks_verifier
+from ._events.revocations import RevocationFeed, Revocations
 from ._exceptions import ConfigurationError
 from ._idp.client_auth import ClientAuthentication, ClientSecretBasic, PrivateKeyJwt
 from ._idp.discovery import Discovery
@@ -74,6 +76,10 @@ class Parts:
     metrics: Metrics
     pipeline: VerificationPipeline
     jwks: JwksCache | None  # None: validation="introspection"
+    revocations: Revocations | None = None
+    receiver: EventReceiver | None = None  # None: no events_signing_key
+    feed: RevocationFeed | None = None  # None: events reach this process only
+    events_jwks: JwksCache | None = None  # the issuer's keys for JWS events, if not ``jwks``
 
     def snapshot(self) -> MetricsSnapshot:
         m, jwks = self.metrics, self.jwks
@@ -102,13 +108,24 @@ class Parts:
             background_introspections=m.background_introspections,
             confirmation_waits=m.confirmation_waits,
             confirmations_requeued=m.confirmations_requeued,
+            events_received=m.events_received,
+            events_applied=m.events_applied,
+            events_ignored=m.events_ignored,
+            events_refused=dict(m.events_refused),
+            events_unshared=m.events_unshared,
+            events_lag_count=m.events_lag_count,
+            events_lag_sum=m.events_lag_sum,
+            events_lag_max=m.events_lag_max,
         )
 
     async def aclose(self) -> None:
         """Background work first (it may still use the pool), then the pool."""
         await self.pipeline.aclose()
-        if self.jwks is not None:
-            await self.jwks.aclose()
+        if self.feed is not None:
+            await self.feed.aclose()
+        for jwks in (self.jwks, self.events_jwks):
+            if jwks is not None:
+                await jwks.aclose()
         await self.http.aclose()
 
 
@@ -147,6 +164,20 @@ def _shared_tier(config: ZitadelConfig, cache: IntrospectionCache | None, clock:
     from ._cache.redis_cache import RedisCache  # the optional 'redis' extra
 
     return RedisCache.from_url(config.redis_url.get_secret_value(), clock=clock)
+
+
+def _revocation_feed(
+    config: ZitadelConfig, shared: IntrospectionCache | None
+) -> RevocationFeed | None:
+    """How events reach the other replicas: the shared tier's feed, or (local mode, which
+    has no shared tier) one on ``redis_url``; ``None``: this process only."""
+    if shared is not None:
+        return shared.revocation_feed(config.issuer)
+    if config.redis_url is None:
+        return None
+    from ._cache.redis_revocations import RedisRevocationFeed  # the optional 'redis' extra
+
+    return RedisRevocationFeed(config.redis_url.get_secret_value(), issuer=config.issuer)
 
 
 def build(
@@ -224,7 +255,8 @@ def build(
             ttl=max(config.cache_ttl, SUSPICION_TTL), max_size=config.cache_max_size, clock=clock
         )
     namespace = cache_namespace(config)
-    shared = _shared_tier(config, cache, clock)
+    shared = None if mode == "local" else _shared_tier(config, cache, clock)
+    revocations = Revocations(clock=clock)
     pipeline = VerificationPipeline(
         namespace=namespace,
         local=MemoryCache(max_size=config.cache_max_size, clock=clock),
@@ -253,6 +285,7 @@ def build(
         jwt=jwt,
         suspects=suspects,
         unconfirmed_limit=config.hybrid_unconfirmed_limit,
+        revocations=revocations,
     )
     if shared is not None:
         assert auth is not None  # a shared tier needs introspection, hence a credential
@@ -270,6 +303,40 @@ def build(
                 on_clear=pipeline.forget_all,
             )
         )
-    parts = Parts(auth, http, discovery, client, breaker, limit, metrics, pipeline, jwks)
+    receiver = feed = events_jwks = None
+    if config.events_signing_key is not None:
+        feed = _revocation_feed(config, shared)
+        keys = jwks
+        if keys is None:  # introspection mode: the issuer's keys, for JWT payload targets
+            keys = events_jwks = JwksCache(
+                http=http, discovery=discovery, timeout=config.timeout, monotonic=monotonic
+            )
+        receiver = EventReceiver(
+            keys=config.events_keys(),
+            revocations=revocations,
+            metrics=metrics,
+            feed=feed,
+            max_age=config.events_max_age,
+            max_body=config.events_max_body,
+            timeout=config.timeout,
+            clock=clock,
+            monotonic=monotonic,
+            jws=jwks_verifier(keys),
+        )
+    parts = Parts(
+        auth,
+        http,
+        discovery,
+        client,
+        breaker,
+        limit,
+        metrics,
+        pipeline,
+        jwks,
+        revocations,
+        receiver,
+        feed,
+        events_jwks,
+    )
     metrics.export(parts.snapshot)
     return parts

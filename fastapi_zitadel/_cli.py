@@ -1,5 +1,5 @@
 """``fastapi-zitadel``: diagnose a set-up, look at a token, sign an assertion, get a service
-user's token, run a local IdP.
+user's token, run a local IdP, set up ZITADEL's events (``_cli_events.py``).
 
 Most problems with ZITADEL and an API are set-up mistakes (wrong issuer, a key of the wrong
 application or of a service user, a wrong clock). ``check`` walks the chain an API depends on,
@@ -38,9 +38,16 @@ from fastapi_zitadel import (
     ZitadelIntrospection,
 )
 
+from ._cli_events import add_commands as add_event_commands
+from ._cli_events import run as run_events
+
 __all__ = ["entry_point", "main"]
 
 OK, USAGE, CONFIGURATION, NETWORK, CREDENTIALS, INVALID_TOKEN = 0, 2, 3, 4, 5, 6
+_INTROSPECT_USAGE = (
+    "introspect needs a token: fastapi-zitadel introspect TOKEN, or pipe it: "
+    'echo "$TOKEN" | fastapi-zitadel introspect'
+)
 
 _FLAGS = {
     "issuer": "ZITADEL's issuer URL (ZITADEL_ISSUER)",
@@ -81,20 +88,18 @@ def _run(
     parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
     if args.command == "introspect" and args.token in (None, "-") and _stdin().isatty():
-        _say(
-            out,
-            "usage",
-            "introspect needs a token: fastapi-zitadel introspect TOKEN, or pipe it: "
-            'echo "$TOKEN" | fastapi-zitadel introspect',
-        )
+        _say(out, "usage", _INTROSPECT_USAGE)
         return USAGE
     if args.command == "dev-issuer":
         from .testing.__main__ import main as dev_issuer
 
+        args.prog = "fastapi-zitadel dev-issuer"  # its messages name the command typed
         dev_issuer(args)
         return OK
     if args.command == "token":
         return _token(parser, args, out, err)
+    if args.command == "events":
+        return run_events(args, out, _say)
     try:
         zitadel = _configured(args)
     except WrongKeyTypeError as exc:
@@ -187,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "dev-issuer", help="run the local ZITADEL stand-in", parents=[standin_options()]
     )
+    add_event_commands(commands)  # events setup, events send-test
     return parser
 
 
@@ -265,24 +271,8 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
         skipped = config.introspection_endpoint is not None
         try:
             endpoint = await zitadel.discover()
-        except IssuerMismatch as exc:
-            _say(out, "FAIL", f"discovery: {exc.description}")
-            _say(
-                out,
-                "fix",
-                "set ZITADEL_ISSUER to exactly the issuer of the discovery "
-                "document: scheme, host and port, no trailing slash",
-            )
-            return CONFIGURATION
         except IdentityProviderError as exc:
-            _say(out, "FAIL", f"discovery at {config.issuer}: {exc.description}")
-            _say(
-                out,
-                "fix",
-                "check ZITADEL_ISSUER (your instance's URL, e.g. "
-                "https://acme-xyz.zitadel.cloud) and that this machine can reach it",
-            )
-            return NETWORK
+            return _discovery_failed(exc, config.issuer, out)
         if config.validation == "local":
             _say(out, "ok", f"discovery: issuer matches; keys at {endpoint}")
         elif skipped:
@@ -297,6 +287,29 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
                 _say(out, "ok", "all checks passed")
                 return OK
         return await _check_credentials(zitadel, out)
+
+
+def _discovery_failed(exc: IdentityProviderError, issuer: str, out: TextIO) -> int:
+    """Say why discovery failed and what to fix; the exit code."""
+    if isinstance(exc, IssuerMismatch):
+        _say(out, "FAIL", f"discovery: {exc.description}")
+        _say(
+            out,
+            "fix",
+            "set ZITADEL_ISSUER to exactly the issuer of the discovery "
+            "document: scheme, host and port, no trailing slash",
+        )
+        return CONFIGURATION
+    _say(out, "FAIL", f"discovery at {issuer}: {exc.description}")
+    if "TLS handshake" in exc.description and issuer.startswith("https:"):
+        fix = f"the issuer answers plain http: set ZITADEL_ISSUER=http:{issuer[6:]}"
+    else:
+        fix = (
+            "check ZITADEL_ISSUER (your instance's URL, e.g. "
+            "https://acme-xyz.zitadel.cloud) and that this machine can reach it"
+        )
+    _say(out, "fix", fix)
+    return NETWORK
 
 
 async def _check_keys(zitadel: ZitadelIntrospection, out: TextIO) -> int | None:
@@ -338,6 +351,18 @@ async def _check_credentials(zitadel: ZitadelIntrospection, out: TextIO) -> int:
         return CREDENTIALS
     except IdentityProviderError as exc:
         _say(out, "FAIL", f"introspection: {exc.description}")
+        configured = zitadel.config.introspection_endpoint
+        if configured is not None:
+            fix = (
+                f"ZITADEL_INTROSPECTION_ENDPOINT is set to {configured}: unset it to use the "
+                f"one discovery names (ZITADEL's is {zitadel.issuer}/oauth/v2/introspect)"
+            )
+        else:
+            fix = (
+                "the introspection endpoint that discovery names did not answer usably: check "
+                "that ZITADEL is up and reachable from here, then run check again"
+            )
+        _say(out, "fix", fix)
         return NETWORK
     _say(out, "FAIL", f"a made-up token introspected as active ({principal.subject})")
     return CREDENTIALS
@@ -349,7 +374,14 @@ async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, o
     scheme, _, rest = token.partition(" ")
     if scheme.lower() == "bearer" and rest:  # pasted from an Authorization header
         token = rest.strip()
+    if not token.strip():  # `introspect </dev/null`, an empty $TOKEN: a usage error
+        _say(out, "usage", _INTROSPECT_USAGE)
+        return USAGE
     async with zitadel:
+        try:
+            await zitadel.discover()  # first, so that its failures read as in `check`
+        except IdentityProviderError as exc:
+            return _discovery_failed(exc, zitadel.issuer, out)
         try:
             principal = await zitadel.verify(token)
         except InvalidTokenError as exc:

@@ -147,6 +147,26 @@ class ZitadelConfig(BaseModel):
     resource_name: str | None = None
     resource_documentation: str | None = None
     unknown_user_status: Literal[401, 403] = 403
+    events_signing_key: SecretStr | None = Field(
+        default=None,
+        description="The signing key of ZITADEL's Actions v2 target (several comma-separated, "
+        "during a rotation): serves the event receiver, whose events revoke cached verdicts "
+        "and JWTs",
+    )
+    events_path: str = Field(
+        default="/zitadel/events",
+        pattern=r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$",
+        description="Where `install()` serves the event receiver (POST)",
+    )
+    events_max_age: float = Field(
+        default=300.0,
+        ge=1,
+        le=3_600,
+        description="How far an event's signature time may be from now, in seconds",
+    )
+    events_max_body: int = Field(
+        default=65_536, ge=1_024, le=10_485_760, description="The largest event body, in bytes"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -156,6 +176,8 @@ class ZitadelConfig(BaseModel):
     @field_validator("key_file", mode="before")
     @classmethod
     def _path_not_key(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():  # ZITADEL_KEY_FILE= ; Path("") is "."
+            raise ValueError("is empty: set it to the path of the JSON key file, or unset it")
         # Never let key material reach a "file not found: <path>" message.
         if isinstance(value, str) and ("PRIVATE KEY" in value or "\n" in value):
             raise ValueError(
@@ -206,7 +228,23 @@ class ZitadelConfig(BaseModel):
             )
         self._check_credentials()
         self._check_validation()
+        self.events_keys()  # a clear error now, rather than 401s later
         return self
+
+    def events_keys(self) -> tuple[bytes, ...]:
+        """The event signing keys (``events_signing_key``, comma-separated), or none."""
+        if self.events_signing_key is None:
+            return ()
+        keys = tuple(
+            key.strip().encode("utf-8")
+            for key in self.events_signing_key.get_secret_value().split(",")
+        )
+        if not all(keys):
+            raise ValueError(
+                "events_signing_key: an empty key; give the target's signingKey, several "
+                "separated by commas during a rotation (ZITADEL_EVENTS_SIGNING_KEY)"
+            )
+        return keys
 
     def _check_credentials(self) -> None:
         """Exactly one client credential: a key (file or JSON), or a client id with secret.
@@ -245,11 +283,16 @@ class ZitadelConfig(BaseModel):
                 "verified locally is checked by nobody else for being meant for this API; set "
                 "it to the project's resource id (or the API application's client id)"
             )
-        if self.validation == "local" and self.redis_url is not None:
+        if (
+            self.validation == "local"
+            and self.redis_url is not None
+            and self.events_signing_key is None
+        ):
             raise ValueError(
                 "validation='local' has no use for redis_url (ZITADEL_REDIS_URL): each replica "
                 "verifies JWTs itself, faster than a Redis round trip, and a locally verified "
-                "JWT cannot be revoked; unset it, or use validation='hybrid'"
+                "JWT cannot be revoked; unset it, use validation='hybrid', or set "
+                "events_signing_key (ZITADEL's events then reach every replica through it)"
             )
 
     @property

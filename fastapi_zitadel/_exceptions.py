@@ -234,8 +234,11 @@ class InsufficientScopeError(ZitadelError):
     ) -> InsufficientScopeError:
         """The error for a principal lacking project roles (in organization ``org_id``)."""
         where = f" in organization {org_id}" if org_id is not None else ""
+        needed = tuple(roles)
+        if len(needed) == 1:  # "all of the roles admin" reads like a mistake
+            return cls(f"requires the role {needed[0]}{where}")
         wanted = "one of" if any_of else "all of"
-        return cls(f"requires {wanted} the roles {', '.join(roles)}{where}")
+        return cls(f"requires {wanted} the roles {', '.join(needed)}{where}")
 
     def challenge(self, realm: str) -> str:
         parts = [

@@ -63,6 +63,22 @@ class MetricsSnapshot:
     confirmations_requeued: int = 0
     """Hybrid mode: confirmations that found the concurrency cap full for a whole ``timeout``
     and queued again (never dropped)."""
+    events_received: int = 0
+    """ZITADEL events (Actions v2) that reached the receiver."""
+    events_applied: int = 0
+    """Events whose markers were applied (a refusal, a dropped verdict, a mapping)."""
+    events_ignored: int = 0
+    """Verified events that changed nothing: a type this library does not act on, or a
+    terminated login session whose OIDC sessions it never heard of."""
+    events_refused: dict[str, int] = field(default_factory=dict)
+    """Calls refused, by reason: missing, malformed, stale, mismatch, jws, jws_unavailable,
+    oversized, instance, replayed."""
+    events_unshared: int = 0
+    """Events applied in this process only: the shared tier did not take them (503)."""
+    events_lag_count: int = 0
+    events_lag_sum: float = 0.0
+    events_lag_max: float = 0.0
+    """Seconds from an event's ``created_at`` to its arrival here."""
 
 
 @dataclass
@@ -81,6 +97,14 @@ class Metrics:
     idp_latency_count: int = 0
     idp_latency_sum: float = 0.0
     idp_latency_max: float = 0.0
+    events_received: int = 0
+    events_applied: int = 0
+    events_ignored: int = 0
+    events_refused: dict[str, int] = field(default_factory=dict)
+    events_unshared: int = 0
+    events_lag_count: int = 0
+    events_lag_sum: float = 0.0
+    events_lag_max: float = 0.0
 
     coalesced_waits: Callable[[], int] = lambda: 0
     """Callers that waited for a validation already running (read from single flight)."""
@@ -88,6 +112,15 @@ class Metrics:
     def __post_init__(self) -> None:
         self._tracer: Any = None
         self._latency: Any = None
+        self._lag: Any = None
+
+    def observe_event_lag(self, seconds: float) -> None:
+        """An event arrived ``seconds`` after ZITADEL wrote it."""
+        self.events_lag_count += 1
+        self.events_lag_sum += seconds
+        self.events_lag_max = max(self.events_lag_max, seconds)
+        if self._lag is not None:
+            self._lag.record(seconds)
 
     def export(self, snapshot: Callable[[], MetricsSnapshot]) -> None:
         """Publish through OpenTelemetry, if its API is installed (no-op without an SDK)."""
@@ -116,11 +149,28 @@ class Metrics:
             for outcome, value in snapshot().idp_calls.items():
                 yield otel_metrics.Observation(value, {"outcome": outcome})
 
+        def events(_options: Any) -> Iterable[Any]:
+            now = snapshot()
+            yield otel_metrics.Observation(now.events_received, {"outcome": "received"})
+            yield otel_metrics.Observation(now.events_applied, {"outcome": "applied"})
+            yield otel_metrics.Observation(now.events_ignored, {"outcome": "ignored"})
+            yield otel_metrics.Observation(now.events_unshared, {"outcome": "unshared"})
+            for reason, value in now.events_refused.items():
+                yield otel_metrics.Observation(value, {"outcome": "refused", "reason": reason})
+
         meter.create_observable_counter(
             "fastapi_zitadel.lookups", callbacks=[lookups], description="Token lookups by result"
         )
         meter.create_observable_counter(
             "fastapi_zitadel.idp.calls", callbacks=[calls], description="Introspections by outcome"
+        )
+        meter.create_observable_counter(
+            "fastapi_zitadel.events", callbacks=[events], description="ZITADEL events by outcome"
+        )
+        self._lag = meter.create_histogram(
+            "fastapi_zitadel.events.lag",
+            unit="s",
+            description="From a ZITADEL event's created_at to its arrival",
         )
 
     @contextmanager

@@ -24,12 +24,20 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from mcp.server.auth.provider import AccessToken
-from mcp.server.auth.settings import AuthSettings
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from ._exceptions import ConfigurationError, InvalidTokenError
+from ._extras import install_hint
+
+try:
+    from mcp.server.auth.provider import AccessToken
+    from mcp.server.auth.settings import AuthSettings
+except ModuleNotFoundError as missing:
+    if missing.name is None or missing.name.split(".")[0] != "mcp":
+        raise  # the SDK is there but broken: its own error says more
+    # One line naming the extra, not a bare "No module named 'mcp'".
+    raise ImportError(f"fastapi_zitadel.mcp needs the MCP SDK, {install_hint('mcp')}") from None
 from ._fastapi.middleware import ZitadelMiddleware
 from ._fastapi.security import ZitadelIntrospection
 from ._principal import Principal

@@ -127,17 +127,22 @@ def test_no_module_reads_another_objects_private_attributes() -> None:
     assert not wrong, "\n".join(wrong)
 
 
+def _is_cli(module: str) -> bool:
+    return module == "fastapi_zitadel._cli" or module.startswith("fastapi_zitadel._cli_")
+
+
 @pytest.mark.parametrize(
     "module",
-    [m for m in MODULES if m.startswith("fastapi_zitadel.testing") or m == "fastapi_zitadel._cli"],
+    [m for m in MODULES if m.startswith("fastapi_zitadel.testing") or _is_cli(m)],
 )
 def test_cli_and_testing_use_the_public_api(module: str) -> None:
-    """They import from the package root (its ``__all__``) and from ``testing`` only."""
+    """They import from the package root (its ``__all__``), from ``testing`` and from the
+    command line's own modules (``_cli*``, held to the same rule) only."""
     import fastapi_zitadel
 
     private = []
     for target, name, line in _imports(module):
-        if target not in MODULES or target.startswith("fastapi_zitadel.testing"):
+        if target not in MODULES or target.startswith("fastapi_zitadel.testing") or _is_cli(target):
             continue
         if target != "fastapi_zitadel" or (
             name is not None and name not in fastapi_zitadel.__all__

@@ -371,3 +371,94 @@ def test_a_token_starting_with_a_dash_is_a_token(
     code, text = run("introspect", token, "--json")
     assert code == 6, text
     assert token not in capsys.readouterr().err
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "swagger-login"])
+def swagger_login(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """With ZITADEL_SWAGGER_CLIENT_ID (the stand-in says to export it), opening the instance
+    fetches discovery first: the diagnosis must be the same either way."""
+    if request.param:
+        monkeypatch.setenv("ZITADEL_SWAGGER_CLIENT_ID", "310000000000000006@shop-web")
+    return bool(request.param)
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("command", ["check", "introspect"])
+def test_an_issuer_mismatch_is_named_whoever_fetched_discovery_first(
+    env: dict[str, str], swagger_login: bool, command: str
+) -> None:
+    other_spelling = env["ZITADEL_ISSUER"].replace("127.0.0.1", "localhost")
+    argv = [
+        "--issuer",
+        other_spelling,
+        command,
+        *(["some-token"] if command == "introspect" else []),
+    ]
+    code, text = run(*argv)
+    assert code == 3, text
+    assert f"names issuer '{env['ZITADEL_ISSUER']}', expected exactly '{other_spelling}'" in text
+    assert "[fix] set ZITADEL_ISSUER to exactly the issuer" in text
+    assert "recently" not in text
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("command", ["check", "introspect"])
+def test_an_unreachable_issuer_says_connection_refused(
+    env: dict[str, str], swagger_login: bool, command: str
+) -> None:
+    from fastapi_zitadel.testing import LoopbackServer
+
+    closed = LoopbackServer(None)
+    closed.stop()
+    token = ["some-token"] if command == "introspect" else []
+    code, text = run("--issuer", closed.url, command, *token)
+    assert code == 4, text
+    assert "unreachable (connection refused: nothing listens on that host and port)" in text
+    assert "[fix] check ZITADEL_ISSUER" in text
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("command", ["check", "introspect"])
+def test_https_against_a_plain_http_issuer_says_so(
+    env: dict[str, str], swagger_login: bool, command: str
+) -> None:
+    plain = env["ZITADEL_ISSUER"]
+    assert plain.startswith("http://")
+    token = ["some-token"] if command == "introspect" else []
+    code, text = run("--issuer", "https://" + plain.removeprefix("http://"), command, *token)
+    assert code == 4, text
+    assert "TLS handshake failed: does it serve plain http?" in text
+    assert f"[fix] the issuer answers plain http: set ZITADEL_ISSUER={plain}" in text
+    assert "ConnectError" not in text
+
+
+@pytest.mark.loopback
+def test_introspect_with_an_empty_stdin_is_a_usage_error(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # introspect </dev/null
+    code, text = run("introspect")
+    assert code == 2, text
+    assert "introspect needs a token" in text
+    code, text = run("introspect", "")  # an empty $TOKEN
+    assert code == 2, text
+
+
+@pytest.mark.loopback
+def test_a_wrong_introspection_endpoint_gets_a_fix(env: dict[str, str]) -> None:
+    wrong = env["ZITADEL_ISSUER"] + "/wrong/introspect"
+    code, text = run("--introspection-endpoint", wrong, "check")
+    assert code == 4, text
+    assert "[FAIL] introspection: introspection request refused: HTTP 404" in text
+    assert f"[fix] ZITADEL_INTROSPECTION_ENDPOINT is set to {wrong}: unset it" in text
+
+
+@pytest.mark.loopback
+def test_an_empty_key_file_variable_says_it_is_empty(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZITADEL_KEY_FILE", "")
+    code, text = run("check")
+    assert code == 3, text
+    assert "ZITADEL_KEY_FILE: is empty" in text
+    assert "directory" not in text

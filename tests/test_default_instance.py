@@ -1,6 +1,7 @@
 """Module-level require_* functions: bound at request time to the default instance."""
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -101,3 +102,68 @@ async def test_override_principal_covers_module_level_dependencies(world: World)
             assert (await http.get("/admin")).status_code == 403  # checks still apply
         assert (await http.get("/items")).status_code == 401
     assert world.standin.introspection_calls == 0
+
+
+@pytest.fixture
+def no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in [name for name in os.environ if name.upper().startswith("ZITADEL_")]:
+        monkeypatch.delenv(name)
+
+
+def test_without_a_default_every_request_is_a_500_and_one_log_line(
+    no_environment: None, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fail closed (anonymous requests too), without a traceback per request: one ERROR line
+    a minute names the fix."""
+    from starlette.testclient import TestClient
+
+    from fastapi_zitadel._fastapi import defaults
+    from fastapi_zitadel._log import RateLimitedLog
+
+    monkeypatch.setattr(
+        defaults.default_zitadel, "_unconfigured_log", RateLimitedLog(logging.ERROR)
+    )
+
+    caplog.set_level(logging.ERROR)
+    app = declared_before_configuration()
+    with TestClient(app) as client:
+        for headers in ({}, {"Authorization": "Bearer some-token"}, {}):
+            answer = client.get("/admin", headers=headers)
+            assert answer.status_code == 500
+            assert answer.json()["detail"]["error"] == "server_error"
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert len(errors) == 1, [record.getMessage() for record in errors]
+    assert errors[0].exc_info is None
+    message = errors[0].getMessage()
+    assert "call set_default_zitadel(zitadel) when the app is built" in message
+    assert "ZITADEL_ISSUER" in message
+    assert "some-token" not in message
+
+
+def test_installed_app_without_a_default_fails_to_start(no_environment: None, world: World) -> None:
+    from starlette.testclient import TestClient
+
+    app = declared_before_configuration()
+    world.client().install(app)  # an instance, but not made the default: a common slip
+    with (
+        pytest.raises(ConfigurationError, match=r"call set_default_zitadel\(zitadel\)"),
+        TestClient(app),
+    ):
+        pass
+
+
+async def test_installed_app_with_its_default_set_before_start_starts(
+    no_environment: None, world: World
+) -> None:
+    app = declared_before_configuration()
+    zitadel = world.client()
+    zitadel.install(app)
+    set_default_zitadel(zitadel)  # after the routes, before the start: as documented
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+            token = world.token(scopes=["openid"])
+            answer = await http.get("/admin", headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == 200

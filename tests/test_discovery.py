@@ -7,7 +7,12 @@ from typing import Any
 import httpx
 import pytest
 
-from fastapi_zitadel import IdentityProviderUnavailable, InvalidTokenError, ZitadelIntrospection
+from fastapi_zitadel import (
+    IdentityProviderUnavailable,
+    InvalidTokenError,
+    IssuerMismatch,
+    ZitadelIntrospection,
+)
 
 from .helpers import FakeClock
 
@@ -106,3 +111,21 @@ async def test_eager_discovery_at_startup(app_key: dict[str, Any], clock: FakeCl
     good = Idp(_document()).zitadel(app_key, clock, discover_on_startup=True)
     async with good.lifespan(None):
         assert await good.discover() == ISSUER + "/custom/introspect"
+
+
+async def test_a_pause_repeats_the_failure_that_started_it(
+    app_key: dict[str, Any], clock: FakeClock
+) -> None:
+    """Whoever fetched first (Swagger UI's login at start-up, a request, the CLI), every caller
+    during the pause learns the same cause, as the same class: an issuer mismatch stays one."""
+    idp = Idp(_document(issuer="https://other.example.test"))
+    zitadel = idp.zitadel(app_key, clock, circuit_breaker_threshold=0)
+    with pytest.raises(IssuerMismatch) as first:
+        await zitadel.discover()
+    with pytest.raises(IssuerMismatch) as again:
+        await zitadel.verify("a")
+    assert again.value.description == first.value.description
+    assert "names issuer 'https://other.example.test'" in again.value.description
+    assert again.value.retry_after is not None
+    assert again.value.retry_after > 0
+    assert idp.discovery_calls == 1

@@ -6,6 +6,8 @@ into the pages, so what is tested is what readers see)."""
 from __future__ import annotations
 
 import ast
+import hashlib
+import hmac
 import importlib.util
 import inspect
 import io
@@ -18,6 +20,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,7 @@ TROUBLESHOOTING = DOCS / "troubleshooting.md"
 # Every file in docs/snippets/ is exercised by one of the tests below.
 TESTED_SNIPPETS = {
     "check-output.txt",
+    "events.py",
     "health.py",
     "introspection-answer.json",
     "key-file.json",
@@ -508,6 +512,26 @@ def test_user_test_snippet_passes(
     function(**fixtures)
 
 
+def test_async_snippet_tests_run_in_strict_mode() -> None:
+    """pytest-asyncio's default strict mode skips unmarked async tests (a warning, no failure):
+    every async test a page shows carries the mark, or its module a ``pytestmark``."""
+    unmarked = []
+    for path in sorted(SNIPPETS.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if any(
+            isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)
+            for node in tree.body
+        ):
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.AsyncFunctionDef) and node.name.startswith("test"):
+                marks = {ast.unparse(decorator) for decorator in node.decorator_list}
+                if not marks & {"pytest.mark.asyncio", "pytest.mark.anyio"}:
+                    unmarked.append(f"{path.name}:{node.lineno} {node.name}")
+    assert not unmarked, unmarked
+
+
 async def test_standin_in_process_snippet() -> None:
     module = load_module("standin_in_process.py", "docs_snippet_standin_in_process")
     await module.test_verify_in_process()
@@ -553,6 +577,40 @@ async def test_replicas_snippet_survives_redis_down(
             await zitadel.verify(token)
     outages = [r for r in caplog.records if "shared cache (Redis) unavailable" in r.message]
     assert len(outages) == 1
+
+
+async def test_events_snippet_refuses_a_deactivated_users_token(
+    zitadel_env: dict[str, str],
+    zitadel_project: StandInProject,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page's app takes a signed user.deactivated event, and the user's token (which the
+    stand-in still calls active) is refused from then on; the health route shows it."""
+    monkeypatch.setenv("ZITADEL_EVENTS_SIGNING_KEY", "docs-key")
+    snippet = run_snippet("events.py")
+    zitadel: ZitadelIntrospection = snippet["zitadel"]
+    app: FastAPI = snippet["app"]
+    token = zitadel_project.token("alice")
+    transport = httpx.ASGITransport(app=app)
+    async with zitadel, httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        sub = (await http.get("/me", headers=bearer(token))).json()["sub"]
+        now = int(time.time()) + 1
+        body = json.dumps(
+            {
+                "aggregateID": sub,
+                "aggregateType": "user",
+                "sequence": 1,
+                "event_type": "user.deactivated",
+                "created_at": f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(now))}Z",
+            }
+        ).encode()
+        mac = hmac.new(b"docs-key", f"{now}.".encode() + body, hashlib.sha256).hexdigest()
+        signature = {"ZITADEL-Signature": f"t={now},v1={mac}"}
+        assert (await http.post("/zitadel/events", content=body, headers=signature)).is_success
+        assert (await http.get("/me", headers=bearer(token))).status_code == 401
+        health = (await http.get("/healthz")).json()
+    assert health["events_applied"] == 1
+    assert health["events_refused"] == {}
 
 
 def test_health_snippet(zitadel_env: dict[str, str], zitadel_token: Callable[..., str]) -> None:
@@ -821,6 +879,9 @@ def test_middleware_snippet(zitadel_env: dict[str, str], zitadel_token: Callable
     app = run_snippet("middleware.py")["app"]
     with TestClient(app) as client:
         assert client.get("/health").json() == {"ok": True}
+        # What a browser needs before it has a token: Swagger UI and its login's return page.
+        for path in (app.docs_url, app.swagger_ui_oauth2_redirect_url, app.openapi_url):
+            assert client.get(path).status_code == 200, path
         assert client.options("/me").status_code != 401  # preflight passes
         assert client.get("/me").status_code == 401
         admin, reader = zitadel_token("alice", roles=["admin"]), zitadel_token("bob")
@@ -855,11 +916,16 @@ def test_resource_metadata_snippet(
             "resource": "https://api.example.com/shop",
             "authorization_servers": [zitadel_env["ZITADEL_ISSUER"]],
             "bearer_methods_supported": ["header"],
-            "scopes_supported": ["items:read"],
+            "scopes_supported": ["profile"],
             "resource_name": "Example shop",
         }
         challenge = client.get("/shop/me").headers["www-authenticate"]
         assert challenge == f'Bearer realm="api", resource_metadata="{url}"'
+        # Protected the ZITADEL way: a role, and a scope ZITADEL puts in its tokens.
+        reader = bearer(zitadel_token("bob", roles=["reader"]))
+        assert client.get("/shop/items", headers=reader).json() == ["apple", "pear"]
+        assert client.get("/shop/items", headers=bearer(zitadel_token("eve"))).status_code == 403
+        assert client.get("/shop/me", headers=reader).status_code == 200
 
 
 def test_mcp_server_snippet(

@@ -247,3 +247,67 @@ def test_the_example_in_local_mode_needs_no_key(zitadel_project: StandInProject)
         assert client.get("/profile", headers=headers).status_code == 403  # no scopes in a JWT
         opaque = zitadel_project.token("alice")
         assert client.get("/me", headers={"Authorization": f"Bearer {opaque}"}).status_code == 401
+
+
+@pytest.mark.subprocess
+def test_the_example_log_is_the_apis_alone_and_ctrl_c_is_clean() -> None:
+    """The embedded stand-in serves on uvicorn in the same process: its access lines and its
+    start and shutdown lines stay out of the example's log, and Ctrl-C stops both without a
+    traceback."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "example_app", "--port", str(port)],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        answer = None
+        for _ in range(100):  # until uvicorn listens (bounded)
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/me")
+                break
+            except httpx.ConnectError:
+                time.sleep(0.1)
+        assert answer is not None
+        assert answer.status_code == 401  # the API answered, after discovery at start-up
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, log = process.communicate(timeout=30)  # uvicorn: access lines on stdout
+    # stdout holds tokens: checked without showing it
+    api_access_line = '"GET /me HTTP/1.1" 401' in out
+    standin_access_line = "openid-configuration" in out + log
+    assert process.returncode == 0, log
+    assert "Traceback" not in log
+    assert log.count("Shutting down") == 1, log
+    assert log.count("Finished server process") == 1, log
+    assert api_access_line  # the API's own access line stays
+    assert not standin_access_line  # the stand-in's does not
+
+
+@pytest.mark.loopback
+@pytest.mark.parametrize("validation", ["local", "introspection"])
+def test_smoke_mode_with_events_refuses_a_deactivated_admin(validation: str) -> None:
+    """``--events``: the embedded stand-in sends ZITADEL's events to the example's receiver;
+    after the admin is deactivated there, the admin's token is refused, even a JWT verified
+    locally and a verdict still cached."""
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "example_app", "--smoke", "--events", "--validation", validation],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "GET /me as admin: 200" in completed.stdout
+    assert "admin deactivated (event delivered: True); GET /me: 401" in completed.stdout

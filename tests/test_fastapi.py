@@ -14,7 +14,12 @@ from starlette.requests import HTTPConnection
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from fastapi_zitadel import ConfigurationError, Principal, ZitadelIntrospection
+from fastapi_zitadel import (
+    ConfigurationError,
+    InsufficientScopeError,
+    Principal,
+    ZitadelIntrospection,
+)
 from fastapi_zitadel.testing import override_principal
 
 from .helpers import World
@@ -470,3 +475,20 @@ async def test_encoded_url_token_is_refused_too(
     token = world.token()
     response = await http.get(f"/me?{name}={token}", headers=bearer(token))
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("roles", "org_id", "any_of", "description"),
+    [
+        (("admin",), None, False, "requires the role admin"),
+        (("admin",), None, True, "requires the role admin"),
+        (("admin",), "2983", False, "requires the role admin in organization 2983"),
+        (("admin", "auditor"), None, False, "requires all of the roles admin, auditor"),
+        (("reader", "admin"), None, True, "requires one of the roles reader, admin"),
+    ],
+)
+def test_a_role_403_reads_naturally(
+    roles: tuple[str, ...], org_id: str | None, any_of: bool, description: str
+) -> None:
+    error = InsufficientScopeError.for_roles(roles, org_id=org_id, any_of=any_of)
+    assert error.description == description

@@ -504,3 +504,45 @@ async def test_nesting_deep_enough_to_parse_but_not_to_walk(app_key: dict[str, A
     async with _engine(app_key, _mock_client(response)) as zitadel:
         with pytest.raises(IdentityProviderUnavailable, match="nested too deeply"):
             await zitadel.verify("some-token")
+
+
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"audience": "another-project"}, "audience mismatch"),
+        ({"allowed_client_ids": "another-app"}, "issued to a client this API does not accept"),
+    ],
+)
+async def test_every_refusal_of_a_token_gives_the_first_reason(
+    world: World, options: dict[str, Any], reason: str
+) -> None:
+    """The negative cache remembers why: the second request within negative_cache_ttl hears
+    the same reason and detail as the first, never "not active"."""
+    token = world.token()
+    async with world.client(**options) as zitadel:
+        refusals = []
+        for _ in range(3):
+            with pytest.raises(InvalidTokenError) as refused:
+                await zitadel.verify(token)
+            refusals.append((refused.value.description, refused.value.detail))
+    assert reason in refusals[0][0]
+    assert refusals[0][1] is not None
+    assert refusals == [refusals[0]] * 3
+    assert world.standin.introspection_calls == 1  # the later ones came from the cache
+
+
+async def test_a_rejected_client_secret_is_logged_without_a_key_id(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    basic_app = world.standin.add_api_app(world.project, "basic-api", auth="basic")
+    caplog.set_level(logging.ERROR, logger="fastapi_zitadel")
+    async with world.client(
+        key_file=None, client_id=basic_app.client_id, client_secret="not-its-secret"
+    ) as zitadel:
+        with pytest.raises(ClientCredentialsRejected):
+            await zitadel.verify(world.token())
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert f"for client {basic_app.client_id}, a client secret." in errors[0]
+    assert "key id" not in errors[0]
+    assert "not-its-secret" not in errors[0]

@@ -309,3 +309,16 @@ async def test_closing_cancels_a_fetch_in_flight(jwt_world: JwtWorld) -> None:
     with pytest.raises(IdentityProviderError, match="closing"):
         await request
     assert zitadel.metrics().in_flight == 0
+
+
+@pytest.mark.loopback
+async def test_a_refused_jwt_keeps_its_reason_in_the_negative_cache(jwt_world: JwtWorld) -> None:
+    token = jwt_world.token()
+    async with jwt_world.local(audience="another-project") as zitadel:
+        reasons = []
+        for _ in range(3):
+            with pytest.raises(InvalidTokenError) as refused:
+                await zitadel.verify(token)
+            reasons.append(refused.value.description)
+        assert zitadel.metrics().negative_hits == 2
+    assert reasons == ["the token is not meant for this API (audience mismatch)"] * 3

@@ -168,3 +168,10 @@ def test_no_error_message_contains_key_material(app_key: dict[str, Any]) -> None
         {**app_key, "appId": ""},
     ):
         assert body_line not in str(_error(broken))
+
+
+@pytest.mark.parametrize("source", ["", "  "])
+def test_an_empty_path_is_named_empty_not_a_directory(source: str) -> None:
+    with pytest.raises(KeyFileError, match="the path is empty") as info:
+        load_key_file(source)
+    assert "directory" not in str(info.value)

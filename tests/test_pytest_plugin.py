@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,9 +66,9 @@ MODES = {
 }
 
 
-def run_user_suite(tmp_path: Path, mode: str) -> subprocess.CompletedProcess[str]:
+def run_user_suite(tmp_path: Path, mode: str, body: str = BODY) -> subprocess.CompletedProcess[str]:
     marker, ini, extra = MODES[mode]
-    test_file = "import pytest\n" + BODY.format(marker=marker)
+    test_file = "import pytest\n" + body.format(marker=marker)
     (tmp_path / "test_user.py").write_text(test_file)
     ini_text = (
         "[tool.pytest.ini_options]\n"
@@ -104,3 +105,45 @@ def test_testing_page_documents_each_mode() -> None:
     page = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
     for line in ("@pytest.mark.asyncio", 'asyncio_mode = "auto"', "@pytest.mark.anyio"):
         assert line in page, line
+
+
+@pytest.fixture
+def developer_shell(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What someone who sourced their real ZITADEL configuration has exported."""
+    monkeypatch.setenv("ZITADEL_VALIDATION", "local")
+    monkeypatch.setenv("ZITADEL_ALLOWED_CLIENT_IDS", "their-real-app")
+    monkeypatch.setenv("ZITADEL_CLIENT_ID", "their-api")
+    monkeypatch.setenv("ZITADEL_CLIENT_SECRET", "their-secret")
+    monkeypatch.setenv("ZITADEL_KEY", '{"type": "application"}')
+    monkeypatch.setenv("ZITADEL_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("zitadel_cache_ttl", "0")  # pydantic-settings ignores the case
+    monkeypatch.setenv("ZITADEL_ISSUER", "https://their.zitadel.cloud")
+
+
+@pytest.mark.loopback
+def test_zitadel_env_is_clean_whatever_the_shell_exported(
+    developer_shell: None, zitadel_env: dict[str, str], zitadel_token: Any
+) -> None:
+    """The README's own test passes on a laptop with a real configuration in the shell."""
+    import os
+
+    from fastapi import Depends, FastAPI
+    from starlette.testclient import TestClient
+
+    from fastapi_zitadel import ZitadelIntrospection
+
+    assert {name for name in os.environ if name.upper().startswith("ZITADEL_")} == set(zitadel_env)
+    zitadel = ZitadelIntrospection.from_env()
+    assert zitadel.config.validation == "introspection"
+    assert zitadel.config.redis_url is None
+    assert zitadel.config.allowed_client_ids is None or not zitadel.config.allowed_client_ids
+    app = FastAPI()
+    zitadel.install(app)
+
+    @app.get("/items", dependencies=[Depends(zitadel.require_role("reader"))])
+    async def items() -> list[str]:
+        return ["apple"]
+
+    headers = {"Authorization": f"Bearer {zitadel_token('bob', roles=['reader'])}"}
+    with TestClient(app) as client:
+        assert client.get("/items", headers=headers).status_code == 200

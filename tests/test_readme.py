@@ -131,3 +131,72 @@ async def test_calling_other_apis_runs_as_written(tmp_path: Path) -> None:
             assert await namespace["list_items"]() == ["apple", "pear"]
             await namespace["auth"].aclose()
         set_default_zitadel(None)
+
+
+# Figures in the README's prose come from the last BENCHMARKS.md ------------------------------
+BENCHMARKS = README.parent / "BENCHMARKS.md"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _bench(pattern: str) -> float:
+    found = re.search(pattern, BENCHMARKS.read_text(encoding="utf-8"))
+    assert found is not None, f"BENCHMARKS.md has no figure for {pattern!r}"
+    return float(found[1].replace(",", ""))
+
+
+def prose_figures() -> list[str]:
+    """The README's sentences with figures, written out from BENCHMARKS.md as they must read."""
+    ours = _bench(r"our own work is ([\d.]+) µs of")
+    fastapi = _bench(r"FastAPI's for any security dependency, \(b\) - \(a\), is ([\d.]+) µs")
+    floor = _bench(r"\| floor / open, requests per second \| ([\d.]+)%")
+    over_floor = _bench(r"\| protected / floor, requests per second \| ([\d.]+)%")
+    cold = _bench(r"\| extra cost over \(a\): \(v\) / \(g\) \| ([\d.]+)x")
+    warm = _bench(r"\| extra cost over \(a\): \(w\) / \(g\) \| ([\d.]+)x")
+    traced = _bench(r"\| tracemalloc per cached principal \([\d,]+ entries\) \| ([\d.]+) KiB")
+    rss = _bench(r"\| RSS per cached principal \([\d,]+ entries\) \| ([\d.]+) KiB")
+    middleware = _bench(r"\| ZitadelMiddleware / open, requests per second \| ([\d.]+)%")
+    return [
+        f"on a cache hit our own work is {ours:.1f} µs (reading the header, one SHA-256, a dict "
+        f"lookup) against FastAPI's {fastapi:.1f} µs for any security dependency, so the 1.2x "
+        f"goal leaves {fastapi * 0.2:.1f} µs.",
+        f"already reaches only {floor:.0f} % of the open route; ours gets {over_floor:.0f} % of "
+        "that floor.",
+        f"an open route: {cold:.2f}x cold, {warm:.2f}x warm)",
+        f"Memory is {traced:.2f} KiB per entry by tracemalloc ({rss:.2f} KiB of RSS",
+        f"{middleware:.0f} % of the open route's requests per second in the last run",
+    ]
+
+
+@pytest.mark.parametrize("sentence", prose_figures())
+def test_prose_figures_come_from_the_last_benchmark_run(sentence: str) -> None:
+    """After `python3 bench/run.py` rewrites BENCHMARKS.md, this names the sentence to update."""
+    assert sentence in _one_line(README.read_text(encoding="utf-8")), (
+        f"README.md should say, from BENCHMARKS.md: {sentence}"
+    )
+
+
+def test_the_performance_table_figures_are_benchmark_figures() -> None:
+    """Each figure of the README's table is a figure of BENCHMARKS.md (its goals table, or a
+    section's), rounded as the README shows it."""
+    readme = README.read_text(encoding="utf-8")
+    table = readme.split("| What | Figure | Goal |", 1)[1].split("\n\n", 1)[0]
+    figures = [
+        row.split("|")[2]
+        for row in BENCHMARKS.read_text(encoding="utf-8").splitlines()
+        if row.startswith("|") and row.count("|") >= 4
+    ]
+    unit = r"([+-]?[\d.]+) ?(x|%|KiB)"
+    measured = {
+        (float(n), u) for figure in figures for n, u in re.findall(unit, figure.replace(",", ""))
+    }
+    missing = []
+    for row in table.splitlines()[1:]:
+        figure = row.split("|")[2]
+        for shown, kind in re.findall(unit, figure):
+            places = len(shown.partition(".")[2])
+            if not any(kind == u and round(value, places) == float(shown) for value, u in measured):
+                missing.append(f"{shown}{kind} in: {row.strip()}")
+    assert not missing, missing

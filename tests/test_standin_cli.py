@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from fastapi_zitadel import InvalidTokenError, ZitadelIntrospection
@@ -59,14 +60,14 @@ class Printed:
 
 
 @contextmanager
-def standin(*args: str) -> Iterator[Printed]:
+def standin(*args: str, cwd: Path = ROOT) -> Iterator[Printed]:
     """Run the stand-in CLI until it serves; yield what it printed; stop it with Ctrl-C."""
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
         [*STANDIN, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         env=ENV,
     )
     assert process.stdout is not None
@@ -215,6 +216,8 @@ def test_port_in_use_is_one_line_and_exit_4(command: list[str], taken_port: int)
     assert len(lines) == 1, completed.stderr
     assert f"port {taken_port} on 127.0.0.1 is already in use" in lines[0]
     assert "choose another port with --port" in lines[0]
+    if "dev-issuer" in command:  # the command typed, not the one it runs
+        assert lines[0].startswith("fastapi-zitadel dev-issuer: "), lines[0]
     assert "Traceback" not in completed.stderr
     assert completed.stdout == ""  # nothing started, nothing printed
 
@@ -224,3 +227,38 @@ def test_exit_code_4_is_documented() -> None:
         text = " ".join(page.read_text(encoding="utf-8").split())
         pattern = r"\b4\b[ |]*network:[^|]*the port to listen on (?:is )?already in use"
         assert re.search(pattern, text), page
+
+
+@pytest.mark.subprocess
+def test_a_relative_state_dir_prints_an_absolute_key_file(tmp_path: Path) -> None:
+    """The printed ZITADEL_KEY_FILE holds from the folder the API is started in, not only
+    from the one the stand-in was."""
+    with standin("--port", "0", "--state-dir", ".standin", cwd=tmp_path) as printed:
+        key_file = Path(printed.env["ZITADEL_KEY_FILE"])
+        assert key_file.is_absolute()
+        assert key_file.parent == (tmp_path / ".standin").resolve()
+        assert key_file.is_file()
+        assert printed.mentions(f"state kept in {(tmp_path / '.standin').resolve()}")
+
+
+@pytest.mark.subprocess
+def test_jwt_tokens_for_trying_local_validation_by_hand() -> None:
+    with standin("--port", "0", "--jwt") as printed:
+        env = printed.env
+        token = printed.token("alice")
+        assert printed.mentions("with ZITADEL_VALIDATION=local")
+        assert jwt.get_unverified_header(token)["typ"] == "JWT"
+
+        async def verified_locally() -> tuple[str, set[str]]:
+            zitadel = ZitadelIntrospection(
+                env["ZITADEL_ISSUER"],
+                validation="local",
+                audience=env["ZITADEL_AUDIENCE"],
+                project_id=env["ZITADEL_PROJECT_ID"],
+            )
+            async with zitadel:
+                principal = await zitadel.verify(token)
+            return principal.verified_by, set(principal.roles)
+
+        assert asyncio.run(verified_locally()) == ("jwt", {"admin"})
+        assert roles_of(env, token) == {"admin"}  # introspection accepts it too

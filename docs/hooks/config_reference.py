@@ -95,7 +95,9 @@ EXTRA_CONSTRAINTS: dict[str, str] = {
     "client_id": "together with `client_secret`",
     "client_secret": "together with `client_id`",
     "audience": "comma-separated in the environment",
-    "redis_url": "`pip install 'fastapi-zitadel[redis]'`",
+    "redis_url": "the `redis` extra: `pip install '.[redis]'` in a clone, or "
+    "`pip install 'fastapi_zitadel-0.1.0-py3-none-any.whl[redis]'` with a wheel",
+    "events_signing_key": "comma-separated for several; never shown",
 }
 
 _BOUNDS = (

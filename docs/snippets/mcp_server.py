@@ -1,4 +1,4 @@
-"""An MCP server (the official SDK) protected by ZITADEL: pip install 'fastapi-zitadel[mcp]'.
+"""An MCP server (the official SDK) protected by ZITADEL: the mcp extra, pip install '.[mcp]'.
 
 ZITADEL_RESOURCE is the MCP endpoint's URL as clients reach it (https://mcp.example.com/mcp).
 """

@@ -13,7 +13,8 @@ zitadel.install(app)
 app.add_middleware(
     ZitadelMiddleware,
     zitadel=zitadel,
-    public_paths=["/health", "/docs", "/openapi.json", "OPTIONS *"],  # CORS preflight too
+    # Swagger UI, its login's redirect page (install() sets the login up), CORS preflights
+    public_paths=["/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "OPTIONS *"],
 )
 
 

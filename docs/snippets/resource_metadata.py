@@ -12,11 +12,11 @@ app = FastAPI()
 zitadel.install(app)
 
 
-@app.get("/shop/items", dependencies=[Depends(zitadel.require_scope("items:read"))])
+@app.get("/shop/items", dependencies=[Depends(zitadel.require_role("reader"))])
 async def items() -> list[str]:
     return ["apple", "pear"]
 
 
-@app.get("/shop/me")
-async def me(principal: Annotated[Principal, Depends(zitadel)]) -> str | None:
+@app.get("/shop/me")  # scopes_supported lists "profile": a scope ZITADEL issues
+async def me(principal: Annotated[Principal, Depends(zitadel.require_scope("profile"))]) -> str:
     return principal.subject

@@ -7,6 +7,7 @@ from fastapi_zitadel import IdentityProviderUnavailable, InvalidTokenError
 from fastapi_zitadel.testing import StandInProject, ZitadelStandIn
 
 
+@pytest.mark.asyncio  # pytest-asyncio's default strict mode runs only marked tests
 async def test_verify_in_process() -> None:
     standin = ZitadelStandIn()  # issuer http://zitadel.localhost, never on the network
     project = StandInProject(standin)  # organization, project, API application, key file

@@ -3,12 +3,18 @@
 # --8<-- [start:imports]
 from collections.abc import Callable
 
+import httpx
 from fastapi import Depends, FastAPI
 from myapp import create_app
 from starlette.testclient import TestClient
 
 from fastapi_zitadel import Principal, ZitadelIntrospection, require_role, set_default_zitadel
-from fastapi_zitadel.testing import StandInProject, override_principal
+from fastapi_zitadel.testing import (
+    LoopbackServer,
+    StandInEvents,
+    StandInProject,
+    override_principal,
+)
 
 # --8<-- [end:imports]
 
@@ -105,3 +111,19 @@ def test_idp_outage_is_503_not_401(
 
 
 # --8<-- [end:faults]
+# --8<-- [start:events]
+def test_deactivated_user_loses_access(
+    zitadel_env: dict[str, str], zitadel_events: StandInEvents, zitadel_project: StandInProject
+) -> None:
+    # ZITADEL_EVENTS_SIGNING_KEY is set: install() serves the receiver at /zitadel/events.
+    with LoopbackServer(create_app()) as url:  # the stand-in calls the API over HTTP
+        zitadel_events.send_to(url + "/zitadel/events")
+        token = zitadel_project.token("bob", roles=["reader"])
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(url + "/items", headers=headers).status_code == 200  # now cached
+        zitadel_project.standin.deactivate_user(zitadel_project.user("bob"))
+        assert zitadel_events.wait()  # the event reached the API
+        assert httpx.get(url + "/items", headers=headers).status_code == 401
+
+
+# --8<-- [end:events]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi_zitadel._events.revocations import RevocationFeed
 from fastapi_zitadel._principal import Principal
 
 __all__ = ["CacheBinding", "CacheEntry", "CacheKey", "IntrospectionCache", "SuspectToken"]
@@ -24,13 +25,16 @@ class CacheEntry:
     unavailable (``stale_if_error``). Neither is ever past the token's own ``exp``.
     ``verified_at`` is when the IdP vouched for it: a shared tier keeps it, so that an instance
     reading the entry holds it no longer than its own ``cache_ttl`` from then (a tier that
-    leaves it ``None`` has its entries treated as verified when read).
+    leaves it ``None`` has its entries treated as verified when read). ``epoch`` is the
+    revocation epoch the entry was last checked against (ZITADEL's events); a tier need not
+    keep it.
     """
 
     principal: Principal
     expires_at: float
     stale_until: float = 0.0
     verified_at: float | None = None
+    epoch: int = 0
 
     def __post_init__(self) -> None:
         if self.stale_until < self.expires_at:
@@ -124,3 +128,8 @@ class IntrospectionCache(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - an optional hook
         """Release connections; called when the instance using the tier closes."""
+
+    def revocation_feed(self, issuer: str) -> RevocationFeed | None:
+        """Where ZITADEL's events reach the other replicas (``events_signing_key``); ``None``
+        (the default): in this process only."""
+        return None

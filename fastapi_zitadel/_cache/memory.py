@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from cachetools import TTLCache
 
+from fastapi_zitadel._exceptions import InvalidTokenError
+
 from .base import CacheEntry, CacheKey, IntrospectionCache
 
 __all__ = ["MemoryCache", "NegativeCache"]
@@ -87,15 +89,20 @@ class MemoryCache(IntrospectionCache):
         self.discard_all()
 
 
+_NOT_ACTIVE: tuple[str, str | None] = ("the token is not active", None)
+
+
 class NegativeCache:
-    """Recently inactive tokens, remembered briefly (``ttl`` 0 turns it off).
+    """Recently refused tokens, remembered briefly with why (``ttl`` 0 turns it off).
 
     Brief because ZITADEL also answers ``{"active": false}`` when it has an internal error: a
-    long negative entry would lock a good token out long after the IdP recovered.
+    long negative entry would lock a good token out long after the IdP recovered. The reason
+    is kept so that every refusal of a token says what the first one said (a wrong audience
+    stays a wrong audience, not "not active").
     """
 
     def __init__(self, *, ttl: float, max_size: int, clock: Callable[[], float]) -> None:
-        self._entries: TTLCache[bytes, bool] | None = (
+        self._entries: TTLCache[bytes, tuple[str, str | None]] | None = (
             TTLCache(maxsize=max_size, ttl=ttl, timer=clock) if ttl > 0 else None
         )
 
@@ -105,9 +112,20 @@ class NegativeCache:
     def __contains__(self, key: bytes) -> bool:
         return self._entries is not None and key in self._entries
 
-    def add(self, key: bytes) -> None:
+    def add(self, key: bytes, reason: InvalidTokenError | None = None) -> None:
+        """Remember ``key`` as refused for ``reason`` (by default: not active)."""
         if self._entries is not None:
-            self._entries[key] = True
+            self._entries[key] = (
+                _NOT_ACTIVE if reason is None else (reason.description, reason.detail)
+            )
+
+    def refusal(self, key: bytes) -> InvalidTokenError | None:
+        """The refusal remembered for ``key`` (a new exception each time), or ``None``."""
+        found = None if self._entries is None else self._entries.get(key)
+        if found is None:
+            return None
+        description, detail = found
+        return InvalidTokenError(description, detail=detail)
 
     def discard(self, key: bytes) -> None:
         if self._entries is not None:

@@ -59,11 +59,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fastapi_zitadel._events.revocations import RevocationFeed
 from fastapi_zitadel._exceptions import ConfigurationError
+from fastapi_zitadel._extras import redis_asyncio
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._resilience.per_loop import PerLoop
 
 from .base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache, SuspectToken
+from .redis_revocations import RedisRevocationFeed
 
 __all__ = ["CHANNEL", "RedisCache"]
 
@@ -77,14 +80,6 @@ _LONGEST_DEADLINE = 300.0  # the largest ``timeout`` setting
 _LONGEST_TOMBSTONE = 31 * 86_400.0  # a token's exp beyond that is not believed
 _TOMBSTONE = SuspectToken("invalidated")  # what a tombstone reads as (invalidated, or inactive)
 
-try:
-    import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import RedisError
-except ImportError:  # pragma: no cover - depends on the environment
-    aioredis = None  # type: ignore[assignment]
-    RedisError = Exception  # type: ignore[assignment,misc]
 
 # KEYS: the entry, its tombstone, the namespace generation. Returns {generation, value or
 # nil}, or {generation, 0} when the tombstone exists: "known against the token", not a miss.
@@ -130,7 +125,7 @@ return generation
 """
 
 
-class _Unanswered(RedisError):
+class _Unanswered(Exception):
     """Redis did not confirm a subscription, or answer a health check, in time."""
 
 
@@ -140,6 +135,10 @@ class _Connections:
     def __init__(
         self, url: str, *, timeout: float, health_check_interval: float, max_connections: int
     ) -> None:
+        aioredis = redis_asyncio()
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         def options() -> dict[str, Any]:
             return {
                 "socket_timeout": timeout,
@@ -201,10 +200,7 @@ class RedisCache(IntrospectionCache):
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        if aioredis is None:
-            raise ConfigurationError(
-                "redis_url needs the redis client: pip install 'fastapi-zitadel[redis]'"
-            )
+        self._redis_error: type[Exception] = redis_asyncio().RedisError  # the package is there
         if tombstone_ttl <= _LONGEST_DEADLINE:
             raise ConfigurationError(
                 "tombstone_ttl must be longer than the longest lookup deadline (300 s)"
@@ -286,6 +282,10 @@ class RedisCache(IntrospectionCache):
         return self._binding
 
     # IntrospectionCache -----------------------------------------------------------------
+    def revocation_feed(self, issuer: str) -> RevocationFeed:
+        """ZITADEL's events shared through a stream on this Redis (``redis_revocations``)."""
+        return RedisRevocationFeed(self._url, issuer=issuer, timeout=self._timeout)
+
     async def get(self, key: CacheKey) -> CacheEntry | None:
         found = await self.read(key)
         return found if isinstance(found, CacheEntry) else None
@@ -439,7 +439,7 @@ class RedisCache(IntrospectionCache):
         try:
             connections = self._connections.get()
             result = await asyncio.wait_for(operation(connections), timeout=self._timeout * 4)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (self._redis_error, OSError, asyncio.TimeoutError) as exc:
             if self._down_until is None:
                 logger.warning(
                     "shared cache (Redis) unavailable (%s): going straight to the identity "
@@ -481,6 +481,10 @@ class RedisCache(IntrospectionCache):
         nor anything else comes within as long again, the connection is given up (a silently
         dropped connection never fails on its own) and a new one subscribes.
         """
+        aioredis = redis_asyncio()
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         while not listener.stopping.is_set():
             client = aioredis.Redis.from_url(
                 self._url,

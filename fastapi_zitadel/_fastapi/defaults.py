@@ -2,20 +2,33 @@
 
 So routes can be declared before the app is configured: ``Depends(require_role("admin"))``
 in a router module, ``set_default_zitadel(...)`` (or ``ZITADEL_*`` variables) in the app.
+
+Nothing can be checked when such a route is declared (the default may be set later). When the
+app starts through ``install()``, routes bound to the default instance resolve it, so a missing
+one fails the start; without ``install()``, the first request answers 500 and one ERROR line a
+minute names the fix, never a traceback per request.
 """
 
+import logging
+from collections.abc import Iterable
 from typing import Any
 
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.security import SecurityScopes
 from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute
 
+from fastapi_zitadel._exceptions import ConfigurationError, KeyFileError
+from fastapi_zitadel._log import RateLimitedLog
 from fastapi_zitadel._principal import Principal
 
 from . import requirements
 from .openapi import RequiredScopes, ScopedSecurity
 from .requirements import PrincipalDependency
-from .security import ZitadelIntrospection
+from .security import STARTUP_CHECKS, ZitadelIntrospection
 
 __all__ = [
     "DefaultZitadel",
@@ -41,6 +54,7 @@ class DefaultZitadel(ScopedSecurity):
     def __init__(self) -> None:
         self._current: ZitadelIntrospection | None = None
         self.required_scopes = RequiredScopes(also=self._hand_on)
+        self._unconfigured_log = RateLimitedLog(logging.ERROR)
 
     def set(self, zitadel: ZitadelIntrospection | None) -> None:
         """Make ``zitadel`` the default (``None``: none, until the next ``get``)."""
@@ -51,9 +65,27 @@ class DefaultZitadel(ScopedSecurity):
     def get(self) -> ZitadelIntrospection:
         """The default instance; configured from ``ZITADEL_*`` variables on first use."""
         if self._current is None:
-            self.set(ZitadelIntrospection.from_env())
+            try:
+                self.set(ZitadelIntrospection.from_env())
+            except KeyFileError:
+                raise  # names the key file and the variable already
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    "no default instance for the module-level require_* (and default_zitadel): "
+                    "call set_default_zitadel(zitadel) when the app is built, or set the "
+                    f"ZITADEL_* variables to configure one ({exc})"
+                ) from None
         assert self._current is not None
         return self._current
+
+    def _for_request(self, conn: HTTPConnection) -> ZitadelIntrospection:
+        """The default instance for a request; without one, fail closed: 500, anonymous
+        requests too, and one ERROR line a minute."""
+        try:
+            return self.get()
+        except ConfigurationError as exc:
+            self._unconfigured_log("%s", exc.description)
+            raise exc.to_http(conn, "api") from None
 
     @property
     def current(self) -> ZitadelIntrospection | None:
@@ -77,13 +109,35 @@ class DefaultZitadel(ScopedSecurity):
             self._current.required_scopes.add(scopes)
 
     async def authenticate(self, conn: HTTPConnection) -> Principal:
-        return await self.get().authenticate(conn)
+        return await self._for_request(conn).authenticate(conn)
 
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Any:
-        return await self.get()(conn, security_scopes)
+        return await self._for_request(conn)(conn, security_scopes)
 
 
 default_zitadel = DefaultZitadel()
+
+
+def _default_ready_for(app: FastAPI) -> None:
+    """At start-up (``install()``): the routes bound to the default instance get it now, so
+    that a missing one fails the start, naming the fix, instead of every request."""
+    if default_zitadel.current is None and _uses_default(app.router.routes):
+        get_default_zitadel()
+
+
+def _uses_default(routes: Iterable[BaseRoute]) -> bool:
+    pending: list[Dependant] = [
+        route.dependant for route in routes if isinstance(route, (APIRoute, APIWebSocketRoute))
+    ]
+    while pending:
+        dependant = pending.pop()
+        if dependant.call is default_zitadel:
+            return True
+        pending.extend(dependant.dependencies)
+    return False
+
+
+STARTUP_CHECKS.append(_default_ready_for)
 
 
 def set_default_zitadel(zitadel: ZitadelIntrospection | None) -> None:

@@ -145,7 +145,8 @@ class ZitadelMiddleware:
     ``UnauthenticatedUser`` (an invalid token is still a 401). Errors are the dependency's:
     401/400 with the RFC 6750 challenge (and ``resource_metadata`` with ``resource`` set), 503
     with ``Retry-After`` during an IdP outage; a WebSocket is closed (1008, or 1013 to retry).
-    The RFC 9728 metadata path is always public.
+    The RFC 9728 metadata path is always public, and so is the event receiver's
+    (``POST events_path``, with ``events_signing_key``).
     """
 
     def __init__(
@@ -168,6 +169,8 @@ class ZitadelMiddleware:
             raise ConfigurationError("public_paths takes a list of paths, not one string")
         if zitadel.resource_metadata_path is not None:
             entries.append("GET,HEAD,OPTIONS " + zitadel.resource_metadata_path)
+        if zitadel.events_path is not None:  # ZITADEL signs its calls: it has no token
+            entries.append("POST " + zitadel.events_path)
         self._public = _PublicPaths(entries) or None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -20,6 +20,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import SecurityScopes
 from pydantic import ValidationError
 from starlette.requests import HTTPConnection
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from fastapi_zitadel._build import build
 from fastapi_zitadel._cache.base import IntrospectionCache
@@ -52,7 +54,18 @@ from .openapi import ScopedSecurity
 from .requirements import PrincipalDependency
 from .user import PrincipalLoader, UserLoader, user_dependency
 
-__all__ = ["ClientIdentity", "ZitadelIntrospected", "ZitadelIntrospection", "ZitadelOptional"]
+__all__ = [
+    "STARTUP_CHECKS",
+    "ClientIdentity",
+    "ZitadelIntrospected",
+    "ZitadelIntrospection",
+    "ZitadelOptional",
+]
+
+# What ``install()`` checks when the app starts, each given the app, so that a mistake fails
+# the start rather than every request. Added by the modules built on this one (the default
+# instance's, in defaults.py), which this module cannot import.
+STARTUP_CHECKS: list[Callable[[FastAPI], None]] = []
 
 _COMPONENTS = (
     "http_client",
@@ -131,6 +144,10 @@ class ZitadelIntrospection(ScopedSecurity):
         resource_name: str | None = None,
         resource_documentation: str | None = None,
         unknown_user_status: Literal[401, 403] | None = None,
+        events_signing_key: str | None = None,
+        events_path: str | None = None,
+        events_max_age: float | None = None,
+        events_max_body: int | None = None,
         config: ZitadelConfig | None = None,
         http_client: httpx.AsyncClient | None = None,
         cache: IntrospectionCache | None = None,
@@ -387,6 +404,24 @@ class ZitadelIntrospection(ScopedSecurity):
         resource = self.config.resource
         return None if resource is None else metadata.metadata_path(resource)
 
+    @property
+    def events_app(self) -> ASGIApp:
+        """The receiver of ZITADEL's events (Actions v2), as a plain ASGI app: ``install()``
+        routes it at ``events_path``; mount it yourself elsewhere (another Starlette app, a
+        port of its own). Needs ``events_signing_key``."""
+        receiver = self._parts.receiver
+        if receiver is None:
+            raise ConfigurationError(
+                "the event receiver needs events_signing_key (ZITADEL_EVENTS_SIGNING_KEY): the "
+                "signing key of the Actions v2 target that calls it"
+            )
+        return receiver
+
+    @property
+    def events_path(self) -> str | None:
+        """The path ``install()`` serves the event receiver at, else ``None``."""
+        return None if self._parts.receiver is None else self.config.events_path
+
     def resource_metadata(self, app: FastAPI | None = None) -> dict[str, Any]:
         """The RFC 9728 document; ``scopes_supported`` lists the scopes ``app``'s routes
         require (from its OpenAPI schema) and those of ``require_scope``."""
@@ -470,6 +505,8 @@ class ZitadelIntrospection(ScopedSecurity):
 
         @asynccontextmanager
         async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
+            for check in STARTUP_CHECKS:
+                check(app)
             async with self.lifespan(asgi_app), inner_lifespan(asgi_app) as state:
                 yield state
 
@@ -485,6 +522,15 @@ class ZitadelIntrospection(ScopedSecurity):
 
             app.add_api_route(
                 metadata_path, protected_resource_metadata, methods=["GET"], include_in_schema=False
+            )
+        if self._parts.receiver is not None:  # a plain route: no bearer check, no schema
+            app.router.routes.append(
+                Route(
+                    self.config.events_path,
+                    self._parts.receiver,
+                    methods=["POST"],
+                    include_in_schema=False,
+                )
             )
         if self.swagger_ui_init_oauth is not None:
             app.swagger_ui_init_oauth = self.swagger_ui_init_oauth
@@ -505,6 +551,10 @@ class ZitadelIntrospection(ScopedSecurity):
         await self._parts.aclose()
 
     async def __aenter__(self) -> "ZitadelIntrospection":
+        parts = self._parts
+        if parts.feed is not None and parts.revocations is not None:
+            # markers stored while this replica was away are in before it serves
+            await parts.feed.start(parts.revocations, timeout=self.config.timeout)
         if self.config.discover_on_startup:
             await self.discover()
             if self._parts.jwks is not None:  # local, hybrid: the keys too

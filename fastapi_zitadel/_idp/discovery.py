@@ -76,6 +76,7 @@ class Discovery:
         self.metadata: ProviderMetadata | None = None
         self._failures = 0
         self._retry_at = float("-inf")
+        self._last_failure: IdentityProviderUnavailable | None = None
         self._flight: KeyedTasks[ProviderMetadata] = KeyedTasks()
 
     async def introspection_endpoint(self, deadline: float | None = None) -> str:
@@ -108,9 +109,11 @@ class Discovery:
     def _time_left(self, deadline: float | None) -> float:
         wait = self._retry_at - self._monotonic()
         if wait > 0:
-            raise IdentityProviderUnavailable(
-                "discovery failed recently; retrying later", retry_after=wait
-            )
+            # The same class and cause as the failure that started the pause: what a caller
+            # (or ``fastapi-zitadel check``) reports must not depend on who fetched first.
+            last = self._last_failure
+            assert last is not None, "a pause always follows a failure"
+            raise type(last)(last.description, retry_after=wait)
         timeout = self._timeout if deadline is None else deadline - self._monotonic()
         if timeout <= 0:
             raise IdentityProviderUnavailable("no time left for discovery", retry_after=1.0)
@@ -133,7 +136,9 @@ class Discovery:
         backoff *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
         self._retry_at = self._monotonic() + backoff
         logger.error("OpenID discovery at %s failed: %s", url, exc.description)
-        return type(exc)(f"discovery failed: {exc.description}", retry_after=backoff)
+        failure = type(exc)(f"discovery failed: {exc.description}", retry_after=backoff)
+        self._last_failure = failure
+        return failure
 
     def _found(self, metadata: ProviderMetadata) -> ProviderMetadata:
         self._failures = 0

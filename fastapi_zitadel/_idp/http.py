@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import ssl
 import sys
 import time
 import zlib
@@ -54,6 +56,26 @@ _DECOMPRESSORS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "d
 
 class _TooLarge(Exception):
     pass
+
+
+def _why(exc: httpx.HTTPError) -> str:
+    """What an operator can act on, from the causes under ``exc`` (the class name otherwise).
+
+    A bare ``ConnectError`` hides whether the host is unknown, refuses, or speaks plain http to
+    our https; the three have different fixes. Only the kind is named, never the request.
+    """
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return "its TLS certificate is not trusted"
+        if isinstance(cause, ssl.SSLError):
+            return "TLS handshake failed: does it serve plain http? then the URL is http://"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused: nothing listens on that host and port"
+        if isinstance(cause, socket.gaierror):
+            return "host name not found"
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__
 
 
 class _RequestFactory:
@@ -148,7 +170,7 @@ async def send_for_json(
     except (asyncio.TimeoutError, httpx.TimeoutException):
         raise TransportFailure(f"identity provider timed out after {timeout:.1f} s") from None
     except httpx.HTTPError as exc:
-        raise TransportFailure(f"identity provider unreachable ({type(exc).__name__})") from None
+        raise TransportFailure(f"identity provider unreachable ({_why(exc)})") from None
     except zlib.error:
         raise TransportFailure("identity provider sent a corrupt compressed body") from None
     except RuntimeError as exc:  # e.g. a caller-supplied client that was already closed
@@ -301,7 +323,7 @@ def send_for_json_sync(
     except (TimeoutError, httpx.TimeoutException):
         raise TransportFailure(f"identity provider timed out after {timeout:.1f} s") from None
     except httpx.HTTPError as exc:
-        raise TransportFailure(f"identity provider unreachable ({type(exc).__name__})") from None
+        raise TransportFailure(f"identity provider unreachable ({_why(exc)})") from None
     except zlib.error:
         raise TransportFailure("identity provider sent a corrupt compressed body") from None
     except RuntimeError as exc:  # e.g. a caller-supplied client that was already closed

@@ -183,11 +183,11 @@ class IntrospectionClient:
         self._auth.rejected()
         self._rejection_log(
             "the identity provider rejected our client authentication (HTTP %d, error %r) "
-            "for client %s, key id %s. Every request answers 503 until this is fixed: %s.",
+            "for client %s, %s. Every request answers 503 until this is fixed: %s.",
             rejected.status,
             rejected.error_code,
             rejected.client_id,
-            rejected.key_id,
+            "a client secret" if rejected.key_id is None else f"key id {rejected.key_id}",
             rejected.hint,
         )
 

@@ -76,6 +76,8 @@ def load_key_file(source: KeyFileSource) -> ZitadelKeyFile:
         return _from_mapping(source, "(mapping)")
     if isinstance(source, str) and source.lstrip().startswith("{"):
         return _from_json(source, "(JSON string)")
+    if not str(source).strip():  # Path("") is ".", which would be "a directory"
+        raise KeyFileError("''", "the path is empty: give the path of ZITADEL's JSON key file")
     path = Path(source)
     label = f"'{path}'"
     try:

@@ -35,11 +35,17 @@ replica, or before this replica started: the shared tier's tombstone reads as a
 it is introspected before it is served. A confirmation is never silently dropped: one that
 finds the concurrency cap full queues again while its token is pending, and one the IdP could
 not answer leaves the token suspect, so its next request waits for an introspection.
+
+ZITADEL's events (Actions v2) leave markers in ``revocations``: a verdict they refuse or make
+stale is dropped when next met (in any tier), and a token they refuse is refused after its
+verification too. The hot path looks at the markers only when their epoch moved since the
+entry was last checked: one integer comparison per hit otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,6 +53,7 @@ from typing import Any
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache, SuspectToken
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
+from fastapi_zitadel._events.revocations import OK, REFUSED, ROLES_CHANGED, Revocations
 from fastapi_zitadel._exceptions import (
     IdentityProviderError,
     IdentityProviderUnavailable,
@@ -90,7 +97,7 @@ class CachePolicy:
         self.ttl = ttl
         self.stale_if_error = stale_if_error
 
-    def entry(self, principal: Principal, now: float) -> CacheEntry | None:
+    def entry(self, principal: Principal, now: float, epoch: int = 0) -> CacheEntry | None:
         expires_at = now + self.ttl
         stale_until = expires_at + self.stale_if_error
         if principal.expires_at is not None:
@@ -98,7 +105,7 @@ class CachePolicy:
             expires_at, stale_until = min(expires_at, token_exp), min(stale_until, token_exp)
         if expires_at <= now:
             return None
-        return CacheEntry(principal, expires_at, stale_until, verified_at=now)
+        return CacheEntry(principal, expires_at, stale_until, verified_at=now, epoch=epoch)
 
     def bound(self, entry: CacheEntry, now: float) -> CacheEntry | None:
         """A shared entry held to our own lifetimes from when it was verified (never from a
@@ -115,13 +122,21 @@ class CachePolicy:
 class _InFlight:
     """The lookups of one token in flight: how many, and how often it was invalidated since
     the first began. A lookup compares the count it started with: no allocation per caller,
-    O(1) whatever the herd."""
+    O(1) whatever the herd. ``began`` and ``epoch``: when the first began, and the revocation
+    epoch then (an event arriving meanwhile may void the answer)."""
 
-    __slots__ = ("invalidations", "lookups")
+    __slots__ = ("began", "epoch", "invalidations", "lookups")
 
-    def __init__(self) -> None:
+    def __init__(self, began: float, epoch: int) -> None:
         self.lookups = 0
         self.invalidations = 0
+        self.began = began
+        self.epoch = epoch
+
+
+class _RolesChanged(InvalidTokenError):
+    """A JWT issued before a grant of its user changed: its roles may be gone. Local mode
+    refuses it (401); hybrid mode asks ZITADEL instead."""
 
 
 class VerificationPipeline:
@@ -144,6 +159,7 @@ class VerificationPipeline:
         jwt: JwtValidator | None = None,
         suspects: NegativeCache | None = None,
         unconfirmed_limit: int = 1,
+        revocations: Revocations | None = None,
     ) -> None:
         """``validator`` introspects; ``jwt`` verifies JWTs locally; with both, hybrid mode
         (``suspects`` then remembers tokens to introspect before serving them, and
@@ -174,6 +190,7 @@ class VerificationPipeline:
             if self._hybrid
             else None
         )
+        self._revocations = Revocations(clock=clock) if revocations is None else revocations
 
     # The hot path ------------------------------------------------------------------------
     def key(self, token: str) -> bytes:
@@ -182,14 +199,67 @@ class VerificationPipeline:
     def cached(self, digest: bytes) -> Principal | None:
         """Run on every authenticated request: a fresh local hit, or ``None``.
 
-        Synchronous on purpose: no coroutine, no lock, no I/O; one dict lookup.
+        Synchronous on purpose: no coroutine, no lock, no I/O; one dict lookup (and the
+        revocation markers only when their epoch moved since the entry was checked).
         """
         now = self._clock()
         entry = self._local.lookup(digest, now)
         if entry is not None and now < entry.expires_at:
+            if entry.epoch != self._revocations.epoch:
+                entry = self._recheck(digest, entry)
+                if entry is None:
+                    return None
             self._metrics.cache_hits += 1
             return entry.principal
         return None
+
+    def _recheck(self, digest: bytes, entry: CacheEntry) -> CacheEntry | None:
+        """A local entry checked against the markers: kept, stamped with the epoch, if they
+        leave it be; dropped if they refuse it or make it stale."""
+        checked = self._checked(entry)
+        if checked is None:
+            self._local.discard(digest)
+        else:
+            self._local.store(digest, checked)
+        return checked
+
+    def _checked(self, entry: CacheEntry) -> CacheEntry | None:
+        """``entry`` stamped with the markers' epoch, or ``None`` if they refuse it or make
+        it stale."""
+        revocations = self._revocations
+        if revocations.verdict(entry.principal, entry.verified_at or 0.0) != OK:
+            return None
+        return dataclasses.replace(entry, epoch=revocations.epoch)
+
+    def _marker_epoch(self, digest: bytes, principal: Principal) -> int:
+        """The epoch to stamp a new verdict with; ``InvalidTokenError`` if an event revoked
+        the token (remembered as inactive), ``_RolesChanged`` for a JWT whose user's grants
+        changed after it was issued."""
+        revocations = self._revocations
+        verdict = revocations.verdict(principal, self._clock())
+        if verdict == REFUSED:
+            logger.debug("token %s refused: revoked by a ZITADEL event", digest[:4].hex())
+            revoked = InvalidTokenError("the token was revoked (ZITADEL event)")
+            self._negative.add(digest, revoked)  # the same reason on its next requests
+            raise revoked
+        if verdict == ROLES_CHANGED:
+            changed = _RolesChanged(
+                "the user's roles changed after the token was issued (ZITADEL event): "
+                "a new token carries the roles of now"
+            )
+            if self._validator is None:  # local: nothing can re-read its roles
+                self._negative.add(digest, changed)
+            raise changed
+        flight = self._in_flight.get(digest)
+        if (
+            flight is not None
+            and flight.epoch != revocations.epoch
+            and revocations.verdict(principal, flight.began) != OK
+        ):
+            # An event arrived while this answer was on its way, and would have dropped it
+            # (e.g. the user's grants changed): served, but not cached, as after invalidate().
+            flight.invalidations += 1
+        return revocations.epoch
 
     # Everything after a local miss ---------------------------------------------------------
     async def verify(self, token: str) -> Principal:
@@ -205,9 +275,12 @@ class VerificationPipeline:
         flight, started = self._open(digest)
         try:
             entry = self._local.lookup(digest, self._clock())  # maybe one past its lifetime
-            if digest in self._negative:
+            if entry is not None and entry.epoch != self._revocations.epoch:
+                entry = self._recheck(digest, entry)  # never served stale once revoked
+            refusal = self._negative.refusal(digest)
+            if refusal is not None:  # the reason the token was refused for the first time
                 self._metrics.negative_hits += 1
-                raise InvalidTokenError("the token is not active")
+                raise refusal
             key = CacheKey(digest, token)
             # Whether some tier holds the token (None: not asked yet). An inactive answer for
             # a token no tier held tells nobody: garbage tokens publish nothing.
@@ -229,6 +302,8 @@ class VerificationPipeline:
                         self.suspect(digest)  # known against it: ZITADEL decides first
                     elif shared is not None and self._policy.ttl > 0:
                         entry = self._policy.bound(shared, self._clock())  # our own lifetimes
+                        if entry is not None:  # checked against the markers, as a local entry
+                            entry = self._checked(entry)
                     if entry is not None and flight.invalidations == started:
                         self._local.store(digest, entry)
                         if self._clock() < entry.expires_at:
@@ -241,11 +316,12 @@ class VerificationPipeline:
                     # what may wait (the JWKS fetch, hybrid's introspection) is shared below.
                     try:
                         verified = await self._verify_locally(key, header, deadline)
-                    except (UnknownSigningKey, IdentityProviderUnavailable):
+                    except (UnknownSigningKey, IdentityProviderUnavailable, _RolesChanged):
                         if self._validator is None:
                             raise
                         # Hybrid: the issuer's keys cannot decide now (a key not fetched yet,
-                        # or the key set unreachable); ZITADEL's introspection can.
+                        # or the key set unreachable), or the JWT's roles may be gone;
+                        # ZITADEL's introspection can.
                     else:
                         if not self._hybrid:
                             return verified
@@ -304,9 +380,10 @@ class VerificationPipeline:
                     exc.description,
                     f" ({exc.detail})" if exc.detail else "",
                 )
-                self._negative.add(digest)
+                self._negative.add(digest, exc)
                 raise
-            entry = self._policy.entry(principal, self._clock())
+            epoch = self._marker_epoch(digest, principal)
+            entry = self._policy.entry(principal, self._clock(), epoch)
             if entry is not None and flight.invalidations == started:
                 self._local.store(digest, entry)
                 if self._shared is not None:
@@ -339,9 +416,10 @@ class VerificationPipeline:
                 raise  # not remembered: the key may be published by the next fetch
             except InvalidTokenError as exc:
                 logger.debug("token %s rejected: %s", digest[:4].hex(), exc.description)
-                self._negative.add(digest)
+                self._negative.add(digest, exc)
                 raise
-            entry = self._policy.entry(principal, self._clock())
+            epoch = self._marker_epoch(digest, principal)  # refused here if an event says so
+            entry = self._policy.entry(principal, self._clock(), epoch)
             if entry is not None and flight.invalidations == started and not self._hybrid:
                 # Never shared; in hybrid mode not cached either, but served from the
                 # unconfirmed records until ZITADEL answers (see the module docstring).
@@ -377,6 +455,11 @@ class VerificationPipeline:
         confirmation pending): served at once within the limit, else after the confirmation."""
         principal = self._admit(key, verified)
         if principal is not None:
+            try:  # an event since it was verified (the first request was checked already)
+                self._marker_epoch(key.digest, principal)
+            except _RolesChanged:  # its roles may be gone: ZITADEL's answer decides
+                self.suspect(key.digest)
+                return await self._await_confirmation(key, deadline)
             return principal
         self._metrics.confirmation_waits += 1
         return await self._await_confirmation(key, deadline)
@@ -429,11 +512,12 @@ class VerificationPipeline:
                 if claims is None:
                     raise InvalidTokenError("the token is not active")
                 principal = self._checks.principal(claims)
+                epoch = self._marker_epoch(digest, principal)
             except InvalidTokenError:
                 if flight.invalidations == started:
                     await self._revoked(key, deadline)
                 raise
-            entry = self._policy.entry(principal, self._clock())
+            entry = self._policy.entry(principal, self._clock(), epoch)
             if entry is not None and flight.invalidations == started:
                 self._local.store(digest, entry)
                 if self._shared is not None:
@@ -587,7 +671,7 @@ class VerificationPipeline:
         """Register a lookup of ``digest``; it is voided if ``invalidations`` moves on."""
         flight = self._in_flight.get(digest)
         if flight is None:
-            flight = self._in_flight[digest] = _InFlight()
+            flight = self._in_flight[digest] = _InFlight(self._clock(), self._revocations.epoch)
         flight.lookups += 1
         return flight, flight.invalidations
 

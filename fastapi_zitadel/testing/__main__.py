@@ -3,7 +3,8 @@
     python -m fastapi_zitadel.testing --port 8080 --state-dir .standin --user alice:admin
 
 (also ``fastapi-zitadel-standin`` and ``fastapi-zitadel dev-issuer``) prints the issuer, the
-API application's key file, the ``ZITADEL_*`` variables, a token for each ``--user``, a
+API application's key file (an absolute path), the ``ZITADEL_*`` variables, a token for each
+``--user`` (JWT access tokens with ``--jwt``, for trying ``validation="local"``), a
 service user with its client id and secret and the ``curl`` that gets a token for it from the
 token endpoint, as with ZITADEL, then serves until interrupted. ``--state-dir`` keeps the ids,
 keys and secrets (files ``0600``) and the port, so the printed variables stay valid across
@@ -22,10 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import _state
-from ._server import LoopbackServer, PortInUse
+from ._server import NEEDS_UVICORN, LoopbackServer, PortInUse, uvicorn_missing
 from ._standin import ZitadelStandIn
 
 PROG = "fastapi-zitadel-standin"
+EXIT_USAGE = 2  # the command line's "usage" exit code: the testing extra is missing
 EXIT_PORT_IN_USE = 4  # the command line's "network" exit code
 ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
 DEFAULT_USERS = [("alice", ("admin",)), ("bob", ("reader",))]
@@ -78,6 +80,12 @@ def options() -> argparse.ArgumentParser:
         help="the service user with a client secret (default: ci:reader)",
     )
     parser.add_argument(
+        "--jwt",
+        action="store_true",
+        help="print JWT access tokens (ZITADEL's access token type JWT), to try "
+        "ZITADEL_VALIDATION=local or hybrid; introspection accepts them too",
+    )
+    parser.add_argument(
         "--redirect-uri",
         action="append",
         default=None,
@@ -98,7 +106,11 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    state_dir: Path | None = args.state_dir
+    prog = getattr(args, "prog", PROG)  # "fastapi-zitadel dev-issuer" when run as that
+    if uvicorn_missing():  # one line, not a traceback
+        sys.exit(_fail(prog, NEEDS_UVICORN, EXIT_USAGE))
+    # Absolute: the printed ZITADEL_KEY_FILE must hold from any folder the API is started in.
+    state_dir: Path | None = None if args.state_dir is None else args.state_dir.resolve()
     redirect_uris = args.redirect_uri or DEFAULT_REDIRECT_URIS
     standin = ZitadelStandIn()
     world = None
@@ -109,9 +121,9 @@ def serve(args: argparse.Namespace) -> None:
     try:
         server = LoopbackServer(standin.app, port=port)
     except PortInUse as exc:
-        sys.exit(_fail(str(exc)))
+        sys.exit(_fail(prog, str(exc)))
     except OSError as exc:
-        sys.exit(_fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}"))
+        sys.exit(_fail(prog, f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}"))
     standin.issuer = server.url
 
     service_name, service_roles = args.service_user
@@ -139,9 +151,15 @@ def serve(args: argparse.Namespace) -> None:
         print(f"API application key file: {project.key_path}")
         for name, value in env.items():
             print(f"export {name}={shlex.quote(value)}")
+        jwt: bool = args.jwt
         for name, roles in users:
-            token = project.token(name, lifetime=TOKEN_LIFETIME)
+            token = project.token(name, lifetime=TOKEN_LIFETIME, jwt=jwt)
             print(f"token for {name} ({', '.join(roles) or 'no roles'}): {token}")
+        if jwt:
+            print(
+                "the tokens are JWTs: with ZITADEL_VALIDATION=local an API verifies them with "
+                "the issuer's keys, no key file needed (hybrid: and introspects them)"
+            )
         robot = world.service_user
         assert robot.client_secret is not None
         print(
@@ -181,9 +199,9 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _fail(message: str) -> int:
-    print(f"{PROG}: {message}", file=sys.stderr)
-    return EXIT_PORT_IN_USE
+def _fail(prog: str, message: str, code: int = EXIT_PORT_IN_USE) -> int:
+    print(f"{prog}: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

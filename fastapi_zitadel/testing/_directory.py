@@ -132,9 +132,23 @@ class User:
     key_id: str | None = None
     private_key: rsa.RSAPrivateKey | None = field(default=None, repr=False)
     client_secret: str | None = field(default=None, repr=False)
-    active: bool = True
+    active: bool = True  # False: deactivated (``user.deactivated``)
+    locked: bool = False  # too many failed logins, or locked by an administrator
+    removed: bool = False
     can_impersonate: bool = False  # holds an impersonator role (ORG_END_USER_IMPERSONATOR)
     jwt_access_tokens: bool = False  # service users: the token endpoint issues JWTs
+
+    # ZITADEL v4 refuses a token when one of these came after it was issued: the position
+    # (see ``Directory.next_position``) of the last ``user.deactivated``, ``user.locked`` or
+    # ``user.removed``, and per user agent of the last ``user.human.signed.out``.
+    refused_before: int = field(default=0, repr=False)
+    signed_out: dict[str, int] = field(default_factory=dict, repr=False)
+    iam_owner: bool = False  # may call the instance's admin APIs (Actions v2)
+
+    @property
+    def usable(self) -> bool:
+        """Neither deactivated, locked nor removed: may log in, and its tokens may be active."""
+        return self.active and not self.locked and not self.removed
 
     @property
     def login_names(self) -> tuple[str, str]:
@@ -155,9 +169,43 @@ class User:
 
 
 @dataclass
+class LoginSession:
+    """A session of ZITADEL's login (the ``session`` aggregate): what a person signed in with,
+    in one user agent (browser). Terminating it ends the tokens issued from it."""
+
+    id: str
+    user: User
+    user_agent_id: str
+    terminated: bool = False
+
+
+@dataclass
+class OidcSession:
+    """An OIDC session (the ``oidc_session`` aggregate, id ``V2_<id>``): every token ZITADEL
+    v4 issues belongs to one, and its access token can be revoked as a whole."""
+
+    id: str
+    user: User
+    client_id: str
+    login_session: LoginSession | None = None
+    access_token_revoked: bool = False
+
+
+@dataclass
+class UserGrant:
+    """A user grant (the ``usergrant`` aggregate): the user's roles in one project. Its role
+    keys live in ``User.roles[project_id]``; a deactivated grant's roles are left out."""
+
+    id: str
+    user: User
+    project_id: str
+    active: bool = True
+
+
+@dataclass
 class AccessToken:
     value: str = field(repr=False)
-    id: str
+    id: str  # the token id: ``jti`` and introspection's ``jti`` (``V2_<session>.at_<id>``)
     user: User
     client_id: str
     audience: list[str]
@@ -168,6 +216,9 @@ class AccessToken:
     actor: dict[str, Any] | None = None  # the ``act`` claim of an exchanged token (RFC 8693)
     project_id: str | None = None  # the project whose roles a JWT carries
     jwt: bool = False
+    oidc_session: OidcSession | None = None  # None: a personal access token
+    position: int = 0  # when it was issued, in the order of the instance's events
+    personal: bool = False  # a personal access token (PAT) of a service user
 
 
 class Directory:
@@ -181,6 +232,35 @@ class Directory:
         self.users: dict[str, User] = {}
         self.tokens: dict[str, AccessToken] = {}
         self.keys: dict[str, ApiApplication | WebApplication | User] = {}  # by key id
+        self.grants: dict[tuple[str, str], UserGrant] = {}  # by (user id, project id)
+        self.login_sessions: dict[str, LoginSession] = {}
+        self.jti_delimiter = "."  # ZITADEL's TokenDelimiter; "-" in some versions
+        self._positions = itertools.count(1)
+
+    def next_position(self) -> int:
+        """The next position in the instance's history: tokens and events are ordered by it
+        (ZITADEL orders its events by position), so "after the token was issued" is exact
+        even under a frozen clock."""
+        return next(self._positions)
+
+    def active_roles(self, user: User, project_id: str) -> set[str]:
+        """The user's roles in the project, without those of a deactivated grant (#8634)."""
+        grant = self.grants.get((user.id, project_id))
+        if grant is not None and not grant.active:
+            return set()
+        return user.roles.get(project_id, set())
+
+    def grant_of(self, user: User, project_id: str) -> UserGrant | None:
+        """The user's grant in the project; roles set directly on ``User.roles`` get one on
+        first use (as if granted before the stand-in was watched)."""
+        grant = self.grants.get((user.id, project_id))
+        if grant is None and project_id in user.roles:
+            grant = UserGrant(new_id(), user, project_id)
+            self.grants[(user.id, project_id)] = grant
+        return grant
+
+    def token_by_jti(self, jti: str) -> AccessToken | None:
+        return next((token for token in self.tokens.values() if token.id == jti), None)
 
     def add_org(self, name: str, primary_domain: str | None = None) -> StandInOrganization:
         org = StandInOrganization(new_id(), name, primary_domain or f"{name.lower()}.localhost")
@@ -271,14 +351,19 @@ class Directory:
         lifetime: int,
         project_id: str | None = None,
         sign: Callable[[AccessToken], str] | None = None,
+        oidc_session: OidcSession | None = None,
     ) -> AccessToken:
-        """A new token; with ``sign``, a JWT access token whose value ``sign`` makes."""
+        """A new token; with ``sign``, a JWT access token whose value ``sign`` makes. A token
+        of an OIDC session has ZITADEL v4's id ``V2_<session>.at_<id>``."""
         # Newer ZITADEL opaque tokens have dot-separated segments; a client must never parse
         # them, and using the same shape here catches code that tries.
         value = ".".join(secrets.token_urlsafe(n) for n in (24, 8, 8, 8, 16))
+        token_id = new_id()
+        if oidc_session is not None:
+            token_id = f"{oidc_session.id}{self.jti_delimiter}at_{token_id}"
         token = AccessToken(
             value=value,
-            id=new_id(),
+            id=token_id,
             user=user,
             client_id=client_id,
             audience=list(dict.fromkeys(audience)),
@@ -287,6 +372,8 @@ class Directory:
             expires_at=now + lifetime,
             project_id=project_id,
             jwt=sign is not None,
+            oidc_session=oidc_session,
+            position=self.next_position(),
         )
         if sign is not None:
             token.value = sign(token)

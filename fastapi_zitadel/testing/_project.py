@@ -15,8 +15,18 @@ from typing import Any
 
 from fastapi_zitadel import ZitadelIntrospection
 
-from ._directory import ApiApplication, Project, StandInOrganization, User, WebApplication
+from ._actions import Target
+from ._directory import (
+    ApiApplication,
+    Project,
+    StandInOrganization,
+    User,
+    WebApplication,
+    new_id,
+)
 from ._standin import ZitadelStandIn
+
+EVENTS_SIGNING_KEY_VARIABLE = "ZITADEL_EVENTS_SIGNING_KEY"
 
 
 class StandInProject:
@@ -70,7 +80,7 @@ class StandInProject:
             profile.setdefault("email", f"{username}@{self.org.primary_domain}")
             user = self.standin.add_user(self.org, username, **profile)
             self._users[username] = user
-        user.roles.setdefault(self.project.id, set()).update(roles)
+        self.standin.grant_roles(user, self.project, roles)
         return user
 
     def service_user(
@@ -86,7 +96,7 @@ class StandInProject:
             private_file(self.service_key_path(username), json.dumps(user.key_file, indent=2))
         elif with_secret and user.client_secret is None:
             raise ValueError(f"service user {username} was created without a client secret")
-        user.roles.setdefault(self.project.id, set()).update(roles)
+        self.standin.grant_roles(user, self.project, roles)
         return user
 
     def service_key_path(self, username: str = "robot") -> Path:
@@ -171,3 +181,43 @@ def private_file(path: Path, text: str) -> None:
     with os.fdopen(descriptor, "w", encoding="utf-8") as file:
         file.write(text)
     path.chmod(0o600)
+
+
+class StandInEvents:
+    """The stand-in sending ZITADEL's events to your API, as an instance set up for it would:
+    an Actions v2 target (``target``, its key ``signing_key``) and, once ``send_to(url)`` names
+    the receiver, an execution for all events. Delivery is ZITADEL's: asynchronous and at most
+    once; ``wait()`` waits for what is on its way.
+
+    Events before ``send_to`` go nowhere (as with ZITADEL, where only configured executions
+    run): call it before minting the tokens a test revokes, so that ``oidc_session.added``
+    (which maps a login session to its tokens) reaches the API too.
+    """
+
+    def __init__(self, standin: ZitadelStandIn, *, payload_type: str = "PAYLOAD_TYPE_JSON") -> None:
+        self.standin = standin
+        # No endpoint yet: the receiver's URL is known only once the API is served.
+        self.target: Target = standin.add_target(
+            "http://127.0.0.1:9/set-by-send-to",
+            name=f"api-events-{new_id()}",  # target names are unique in an instance
+            payload_type=payload_type,
+        )
+
+    @property
+    def signing_key(self) -> str:
+        """The target's key: the API's ``events_signing_key``."""
+        return self.target.signing_key
+
+    @property
+    def env(self) -> dict[str, str]:
+        """``ZITADEL_EVENTS_SIGNING_KEY`` for ``ZitadelIntrospection.from_env()``."""
+        return {EVENTS_SIGNING_KEY_VARIABLE: self.signing_key}
+
+    def send_to(self, url: str) -> None:
+        """From now on, every event goes to ``url`` (the API's events path)."""
+        self.target.endpoint = url
+        self.standin.set_execution([self.target])
+
+    def wait(self, timeout: float = 5.0) -> bool:
+        """Wait until every event so far was delivered (or failed); ``False`` on timeout."""
+        return self.standin.wait_for_deliveries(timeout)

@@ -7,6 +7,7 @@ so connection pooling, HTTP framing and timeouts are exercised as in production.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import threading
 import time
@@ -14,6 +15,45 @@ from types import TracebackType
 from typing import Any, Literal
 
 HOST = "127.0.0.1"
+# In the words of the library's install hints (not on PyPI yet: a clone or a wheel).
+NEEDS_UVICORN = (
+    "serving on a port needs uvicorn, the 'testing' extra: pip install '.[testing]' in a clone "
+    "of fastapi-zitadel, or pip install 'fastapi_zitadel-<version>-py3-none-any.whl[testing]' "
+    "with a wheel built from one (not on PyPI yet; then: pip install 'fastapi-zitadel[testing]')"
+)
+
+
+def uvicorn_missing() -> bool:
+    """Whether serving on a port is impossible here (the ``testing`` extra is missing)."""
+    try:
+        import uvicorn  # noqa: F401 - imported to serve anyway
+    except ImportError:
+        return True
+    return False
+
+
+# uvicorn logs through two process-wide loggers: beside an app served by uvicorn in the same
+# process (the example with its embedded stand-in), the stand-in's access and start/stop lines
+# would be printed among the app's, and "Shutting down" twice. Below WARNING, records from
+# our servers' threads are dropped.
+_THREAD_PREFIX = "fastapi-zitadel-loopback"
+
+
+class _QuietLoopbackThreads(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not (record.threadName or "").startswith(
+            _THREAD_PREFIX
+        )
+
+
+_QUIET = _QuietLoopbackThreads()
+
+
+def _quiet_uvicorn_logs() -> None:
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        if _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
 
 
 class PortInUse(OSError):
@@ -76,10 +116,8 @@ class LoopbackServer:
     def start(self) -> str:
         try:
             import uvicorn
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise RuntimeError(
-                "serving on a port needs uvicorn: pip install 'fastapi-zitadel[testing]'"
-            ) from exc
+        except ImportError:
+            raise RuntimeError(NEEDS_UVICORN) from None
         config = uvicorn.Config(
             self.app,
             log_level="warning",
@@ -88,8 +126,12 @@ class LoopbackServer:
             timeout_graceful_shutdown=1,  # tests stop servers mid-fault; never hang on it
         )
         self._server = uvicorn.Server(config)
+        _quiet_uvicorn_logs()
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name=f"{_THREAD_PREFIX}-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         deadline = time.monotonic() + 10

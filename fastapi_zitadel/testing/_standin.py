@@ -14,6 +14,7 @@ import hmac
 import html
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from ._actions import Actions, ApiError, Delivery, Target, TargetType
 from ._client_check import (
     ClientAuthFailed,
     InvalidRequest,
@@ -42,13 +44,18 @@ from ._directory import (
     AccessToken,
     ApiApplication,
     Directory,
+    LoginSession,
+    OidcSession,
     Project,
     StandInOrganization,
     User,
+    UserGrant,
     WebApplication,
     generate_rsa_key,
     new_id,
 )
+from ._events import Event, PayloadFormat, rfc3339_nano
+from ._management import ManagementApi
 from ._server import LoopbackServer
 
 CLIENT_ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -96,6 +103,15 @@ AUDIENCE_SCOPE_SUFFIX = ":aud"
 # ZITADEL's JWKS answer by default (OIDC.JWKSCacheControlMaxAge: 5m).
 JWKS_CACHE_CONTROL = "max-age=300, must-revalidate"
 DEFAULT_GRACE_PERIOD = 300.0  # seconds a rotated-out web key stays in the JWKS
+ZITADEL_PROJECT_ID = "zitadel"  # stands for the instance's own project in a PAT's audience
+# The user grant events that change a user's roles (ZITADEL's usergrant aggregate).
+GRANT_EVENTS = {
+    "added": "user.grant.added",
+    "changed": "user.grant.changed",
+    "removed": "user.grant.removed",
+    "deactivated": "user.grant.deactivated",
+    "reactivated": "user.grant.reactivated",
+}
 
 
 @dataclass
@@ -159,6 +175,7 @@ class _AuthorizationCode:
     request: _AuthorizationRequest
     user: User
     expires_at: float
+    session: LoginSession | None = None
 
 
 class ConnectionDropped(httpx.RemoteProtocolError):
@@ -179,13 +196,50 @@ class ZitadelStandIn:
         clock: Callable[[], float] = time.time,
         track_jti: bool = False,
         impersonation: bool = True,
+        jti_delimiter: Literal[".", "-"] = ".",
+        event_payload: PayloadFormat = "object",
+        max_event_age: float | None = None,
+        instance_id: str | None = None,
     ) -> None:
         """``impersonation``: the instance's "Allow Impersonation" security setting, which token
-        exchange with an actor needs (ZITADEL's default is off; here on, for tests)."""
+        exchange with an actor needs (ZITADEL's default is off; here on, for tests).
+
+        ``jti_delimiter``: the character between a token's OIDC session and its id in
+        ``V2_<session>.at_<id>`` (``"-"`` in some ZITADEL versions). ``event_payload``: how
+        events carry ``event_payload`` to Actions v2 targets: ``"object"`` (current),
+        ``"base64"`` (older versions) or ``"empty"`` (always ``{}``, v4.1.0).
+        ``max_event_age``: seconds after which an undelivered event is dropped."""
         self.issuer = issuer
         self.clock = clock
         self.impersonation = impersonation
         self.directory = Directory()
+        self.directory.jti_delimiter = jti_delimiter
+        self.instance_id = instance_id or new_id()
+        # Who changes things when a test does: the instance's first administrator.
+        self.admin_id = new_id()
+        self.events: list[Event] = []  # the instance's history, in order
+        self._sequences: dict[tuple[str, str], int] = {}
+        self._history = threading.Lock()  # changes come from tests and from served requests
+        self.actions = Actions(
+            clock=clock,
+            sign_jwt=lambda claims: self._sign(claims),
+            authorize=self._authorize_admin,
+            payload_format=event_payload,
+            max_event_age=max_event_age,
+        )
+        management = ManagementApi(
+            authorize=self._authorize_admin,
+            users=self.directory.users,
+            changes={
+                "deactivate": self.deactivate_user,
+                "reactivate": self.reactivate_user,
+                "lock": self.lock_user,
+                "unlock": self.unlock_user,
+                "remove": self.remove_user,
+            },
+            terminate_session=self.terminate_session,
+            clock=clock,
+        )
         self.track_jti = track_jti
         self._seen_jtis: set[str] = set()
         self.introspection_calls = 0
@@ -205,6 +259,8 @@ class ZitadelStandIn:
                 Route("/oauth/v2/revoke", self._revoke, methods=["POST"]),
                 Route("/oauth/v2/authorize", self._authorize, methods=["GET"]),
                 Route(LOGIN_PATH, self._login, methods=["POST"]),
+                *self.actions.routes(),
+                *management.routes(),
             ],
             # Browser apps (Swagger UI) call the token endpoint from their own origin, as they
             # do with ZITADEL, which allows that.
@@ -267,7 +323,11 @@ class ZitadelStandIn:
         metadata: Mapping[str, bytes] | None = None,
         **profile: Any,
     ) -> User:
-        return self.directory.add_user(org, username, roles=roles, metadata=metadata, **profile)
+        """A human user; each project in ``roles`` gets a grant (``user.grant.added``)."""
+        user = self.directory.add_user(org, username, metadata=metadata, **profile)
+        for project, keys in (roles or {}).items():
+            self.add_grant(user, project, keys)
+        return user
 
     def add_service_user(
         self,
@@ -280,7 +340,9 @@ class ZitadelStandIn:
     ) -> User:
         """A service user with a key (and a secret); ``jwt_access_tokens=True`` makes the
         token endpoint issue it JWT access tokens (ZITADEL's "access token type" JWT)."""
-        user = self.directory.add_user(org, username, kind="machine", roles=roles, with_key=True)
+        user = self.directory.add_user(org, username, kind="machine", with_key=True)
+        for project, keys in (roles or {}).items():
+            self.add_grant(user, project, keys)
         user.jwt_access_tokens = jwt_access_tokens
         if with_secret:
             user.client_secret = base64.urlsafe_b64encode(user.id.encode()).decode() + "-secret"
@@ -295,15 +357,27 @@ class ZitadelStandIn:
         lifetime: int = 43_200,
         client_id: str | None = None,
         jwt: bool = False,
+        session: str | None = None,
     ) -> str:
         """Mint an access token for ``user`` whose audience is ``project``, and the projects of
         any audience scopes (``urn:zitadel:iam:org:project:id:{id}:aud``) among ``scopes``, as
         ZITADEL adds them: opaque, or with ``jwt=True`` a JWT access token signed with the
         instance's current web key, carrying what ZITADEL's do (no profile or e-mail claims).
-        Introspection answers alike for both."""
+        Introspection answers alike for both.
+
+        Each token has its own OIDC session (``oidc_session.added``); a human user's is made
+        from a new login session in a new user agent, or from the login session ``session``
+        (see ``session_id``), as a second login in the same browser would be."""
         scopes = list(scopes)
         audience = [project.id, *_audience_scopes(scopes)]
-        return self._mint(user, audience, scopes, lifetime, client_id, jwt=jwt).value
+        login: LoginSession | None = None
+        if session is not None:
+            login = self.directory.login_sessions.get(session)
+            if login is None or login.user is not user:
+                raise ValueError(f"login session {session} is not one of this user's")
+        elif user.kind == "human":
+            login = self._new_login_session(user)
+        return self._mint(user, audience, scopes, lifetime, client_id, jwt=jwt, login=login).value
 
     def service_token(
         self, user: User, projects: Iterable[Project] = (), *, lifetime: int = 43_200
@@ -354,9 +428,249 @@ class ZitadelStandIn:
         return [key.kid for key in self._published_web_keys()]
 
     def revoke(self, token: str) -> None:
-        found = self.directory.tokens.get(token)
-        if found is not None:
-            found.revoked = True
+        """Revoke an access token as ``/oauth/v2/revoke`` does: a token of ZITADEL v4 ends
+        with its OIDC session's access token (``oidc_session.access_token.revoked``), a JWT
+        found by its ``jti``; a personal access token is removed (``user.pat.removed``)."""
+        found = self._find_token(token)
+        if found is None or found.revoked:
+            return
+        found.revoked = True
+        session = found.oidc_session
+        if found.personal:
+            self._emit(found.user, "user.pat.removed", editor=self.admin_id, tokenId=found.id)
+        elif session is not None and not session.access_token_revoked:
+            session.access_token_revoked = True
+            self._emit_about_session(session, "oidc_session.access_token.revoked", found.user.id)
+
+    def token_info(self, token: str) -> AccessToken | None:
+        """What the stand-in knows about ``token`` (opaque, or a JWT by its ``jti``)."""
+        return self._find_token(token)
+
+    def session_id(self, token: str) -> str | None:
+        """The id of the login session ``token`` was issued from (``None``: none, as for a
+        service user's token): for ``terminate_session`` and ``issue_token(session=...)``."""
+        found = self._find_token(token)
+        if found is None or found.oidc_session is None:
+            return None
+        login = found.oidc_session.login_session
+        return login.id if login is not None else None
+
+    # Users, sessions and grants: what ZITADEL v4's introspection refuses -----------------
+    def deactivate_user(self, user: User, *, editor: User | None = None) -> None:
+        """``user.deactivated``: every token issued before it is inactive from now on, even
+        after ``reactivate_user``; the user cannot log in meanwhile."""
+        user.active = False
+        event = self._emit(user, "user.deactivated", editor=editor)
+        user.refused_before = event.position
+
+    def reactivate_user(self, user: User, *, editor: User | None = None) -> None:
+        """``user.reactivated``: new tokens work again; those from before stay inactive."""
+        user.active = True
+        self._emit(user, "user.reactivated", editor=editor)
+
+    def lock_user(self, user: User, *, editor: User | None = None) -> None:
+        """``user.locked`` (as after too many failed password checks): like deactivation."""
+        user.locked = True
+        event = self._emit(user, "user.locked", editor=editor)
+        user.refused_before = event.position
+
+    def unlock_user(self, user: User, *, editor: User | None = None) -> None:
+        user.locked = False
+        self._emit(user, "user.unlocked", editor=editor)
+
+    def remove_user(self, user: User, *, editor: User | None = None) -> None:
+        """``user.removed``: the user and every token of theirs are gone for good."""
+        user.removed = True
+        event = self._emit(user, "user.removed", editor=editor, userName=user.username)
+        user.refused_before = event.position
+
+    def sign_out(self, user: User, *, session: str | None = None) -> None:
+        """The user signs out (``user.human.signed.out``, the user the editor): tokens issued
+        from the user agent of login session ``session`` before it are inactive; without
+        ``session``, from every user agent the user logged in with."""
+        sessions = [
+            login
+            for login in self.directory.login_sessions.values()
+            if login.user is user and (session is None or login.id == session)
+        ]
+        if session is not None and not sessions:
+            raise ValueError(f"login session {session} is not one of this user's")
+        for agent in dict.fromkeys(login.user_agent_id for login in sessions):
+            event = self._emit(user, "user.human.signed.out", editor=user, userAgentID=agent)
+            user.signed_out[agent] = event.position
+
+    def terminate_session(self, session: str, *, editor: User | None = None) -> None:
+        """``session.terminated``: the login session ends, and every token issued from it."""
+        login = self.directory.login_sessions.get(session)
+        if login is None:
+            raise ValueError(f"no login session {session}")
+        if login.terminated:
+            return
+        login.terminated = True
+        self._record(
+            "session",
+            login.id,
+            login.user.org.id,
+            "session.terminated",
+            editor.id if editor is not None else login.user.id,
+            {},
+        )
+
+    def add_grant(
+        self, user: User, project: Project, roles: Iterable[str] = (), *, editor: User | None = None
+    ) -> str:
+        """Grant ``user`` ``roles`` in ``project`` (``user.grant.added``); returns the grant id.
+        A user has one grant per project: use ``change_grant`` for the next change."""
+        directory = self.directory
+        if (user.id, project.id) in directory.grants:
+            raise ValueError(f"{user.username} has a grant in {project.name} already")
+        user.roles[project.id] = set(roles)
+        grant = directory.grant_of(user, project.id)
+        assert grant is not None
+        self._emit_grant(
+            grant,
+            "added",
+            editor,
+            userId=user.id,
+            projectId=project.id,
+            roleKeys=sorted(user.roles[project.id]),
+        )
+        return grant.id
+
+    def change_grant(
+        self, user: User, project: Project, roles: Iterable[str], *, editor: User | None = None
+    ) -> None:
+        """Replace the roles of the user's grant in ``project`` (``user.grant.changed``)."""
+        grant = self._grant(user, project)
+        current = user.roles[project.id]
+        current.clear()
+        current.update(roles)
+        self._emit_grant(grant, "changed", editor, roleKeys=sorted(current))
+
+    def remove_grant(self, user: User, project: Project, *, editor: User | None = None) -> None:
+        """``user.grant.removed``: the user's roles in ``project`` are gone, at once."""
+        grant = self._grant(user, project)
+        del self.directory.grants[(user.id, project.id)]
+        user.roles.pop(project.id, None)
+        self._emit_grant(grant, "removed", editor)
+
+    def deactivate_grant(self, user: User, project: Project, *, editor: User | None = None) -> None:
+        """``user.grant.deactivated``: its roles are left out of introspection (#8634)."""
+        grant = self._grant(user, project)
+        grant.active = False
+        self._emit_grant(grant, "deactivated", editor)
+
+    def reactivate_grant(self, user: User, project: Project, *, editor: User | None = None) -> None:
+        grant = self._grant(user, project)
+        grant.active = True
+        self._emit_grant(grant, "reactivated", editor)
+
+    def grant_roles(self, user: User, project: Project, roles: Iterable[str]) -> None:
+        """Make sure ``user`` holds at least ``roles`` in ``project``: a grant is added, or
+        changed when roles are missing, or left alone."""
+        wanted = set(roles)
+        if self.directory.grant_of(user, project.id) is None:
+            self.add_grant(user, project, wanted)
+        elif not wanted <= user.roles[project.id]:
+            self.change_grant(user, project, user.roles[project.id] | wanted)
+
+    # Actions v2 ---------------------------------------------------------------------------
+    def personal_access_token(
+        self, user: User, *, lifetime: int = 43_200, iam_owner: bool | None = None
+    ) -> str:
+        """A personal access token of the service user ``user`` (``iam_owner=True`` also
+        makes the user an IAM owner, who may call the Actions v2 API)."""
+        if user.kind != "machine":
+            raise ValueError("ZITADEL gives personal access tokens to service users only")
+        if iam_owner is not None:
+            user.iam_owner = iam_owner
+        token = self.directory.mint(
+            user,
+            client_id=user.id,
+            audience=[ZITADEL_PROJECT_ID],
+            scopes=[
+                "openid",
+                f"{AUDIENCE_SCOPE_PREFIX}{ZITADEL_PROJECT_ID}{AUDIENCE_SCOPE_SUFFIX}",
+            ],
+            now=int(self.clock()),
+            lifetime=lifetime,
+        )
+        token.personal = True
+        return token.value
+
+    def admin_token(self, username: str = "actions-admin") -> str:
+        """A personal access token of an IAM owner (a service user of the instance's own
+        organization, created on first use): what the Actions v2 API needs."""
+        owner = next(
+            (
+                user
+                for user in self.directory.users.values()
+                if user.iam_owner and user.username == username
+            ),
+            None,
+        )
+        if owner is None:
+            org = next(
+                (org for org in self.directory.orgs.values() if org.name == "ZITADEL"), None
+            ) or self.add_org("ZITADEL", "zitadel.localhost")
+            owner = self.add_service_user(org, username)
+        return self.personal_access_token(owner, iam_owner=True)
+
+    def add_target(
+        self,
+        endpoint: str,
+        *,
+        name: str | None = None,
+        target_type: TargetType = "restAsync",
+        timeout: float = 10.0,
+        payload_type: str = "PAYLOAD_TYPE_JSON",
+    ) -> Target:
+        """An Actions v2 target (as ``POST /v2/actions/targets``); its ``signing_key`` signs
+        what it is sent. ``endpoint`` may change later (``target.endpoint = ...``)."""
+        try:
+            return self.actions.add_target(
+                endpoint,
+                name=name,
+                target_type=target_type,
+                timeout=timeout,
+                payload_type=payload_type,
+            )
+        except ApiError as exc:
+            raise ValueError(exc.message) from None
+
+    def set_execution(
+        self,
+        targets: Iterable[Target | str],
+        *,
+        event: str | None = None,
+        group: str | None = None,
+    ) -> None:
+        """Send ``event`` (an event type), the events of ``group`` (a prefix such as
+        ``user``) or, with neither, all events to ``targets`` (as ``PUT
+        /v2/actions/executions``; an empty list removes the execution). Only the
+        best-matching execution runs per event."""
+        if event is not None and group is not None:
+            raise ValueError("give event or group, not both")
+        condition = ("event", event) if event else ("group", group) if group else ("all", "")
+        ids = [target.id if isinstance(target, Target) else target for target in targets]
+        try:
+            self.actions.set_execution(condition, ids)
+        except ApiError as exc:
+            raise ValueError(exc.message) from None
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        """Every call made to a target so far: the event, the target and the answer."""
+        return list(self.actions.deliveries)
+
+    def wait_for_deliveries(self, timeout: float = 5.0) -> bool:
+        """Wait until every event published so far was sent (or failed); ``False`` if some
+        are still on their way after ``timeout`` seconds."""
+        return self.actions.wait_for_deliveries(timeout)
+
+    def close(self) -> None:
+        """Stop sending events (the worker thread); the stand-in answers requests still."""
+        self.actions.close()
 
     # Faults -------------------------------------------------------------------------------
     def inject(
@@ -682,7 +996,9 @@ class ZitadelStandIn:
             nonce=params.get("nonce"),
             code_challenge=challenge,
         )
-        humans = [user for user in self.directory.users.values() if user.kind == "human"]
+        humans = [
+            user for user in self.directory.users.values() if user.kind == "human" and user.usable
+        ]
         return HTMLResponse(_login_page(request_id, app, humans))
 
     async def _login(self, request: Request) -> Response:
@@ -692,10 +1008,12 @@ class ZitadelStandIn:
         user = self.directory.users.get(params.get("user", ""))
         if pending is None:
             return _login_error("this login is unknown or already used: start it again")
-        if user is None or user.kind != "human" or not user.active:
+        if user is None or user.kind != "human" or not user.usable:
             return _login_error("unknown user")
         code = secrets.token_urlsafe(32)
-        self._codes[code] = _AuthorizationCode(pending, user, self.clock() + CODE_LIFETIME)
+        self._codes[code] = _AuthorizationCode(
+            pending, user, self.clock() + CODE_LIFETIME, self._new_login_session(user)
+        )
         answer = {"code": code, **({"state": pending.state} if pending.state else {})}
         return RedirectResponse(_with_query(pending.redirect_uri, answer), status_code=303)
 
@@ -727,6 +1045,7 @@ class ZitadelStandIn:
             pending.app.client_id,
             jwt=pending.app.jwt_access_tokens,
             requester=pending.app.client_id,
+            login=found.session,
         )
         body: dict[str, Any] = {
             "access_token": token.value,
@@ -787,21 +1106,154 @@ class ZitadelStandIn:
         *,
         jwt: bool = False,
         requester: str | None = None,
+        login: LoginSession | None = None,
     ) -> AccessToken:
         apps = [app for app in self.directory.apps.values() if app.project.id in audience]
         full_audience = [app.client_id for app in apps] + audience
         if requester is not None:
             full_audience.insert(0, requester)
+        client = client_id or (apps[0].client_id if apps else user.id)
+        scopes = list(scopes)
+        session = self._new_oidc_session(user, client, full_audience, scopes, login)
         return self.directory.mint(
             user,
-            client_id=client_id or (apps[0].client_id if apps else user.id),
+            client_id=client,
             audience=full_audience,
             scopes=scopes,
             now=int(self.clock()),
             lifetime=lifetime,
             project_id=next((p for p in audience if p in self.directory.projects), None),
             sign=self._signed_access_token if jwt else None,
+            oidc_session=session,
         )
+
+    def _new_login_session(self, user: User) -> LoginSession:
+        """A login in a new user agent (ZITADEL's ``session.added`` is of no use to an API and
+        is not sent)."""
+        login = LoginSession(new_id(), user, user_agent_id=new_id())
+        self.directory.login_sessions[login.id] = login
+        return login
+
+    def _new_oidc_session(
+        self,
+        user: User,
+        client_id: str,
+        audience: list[str],
+        scopes: list[str],
+        login: LoginSession | None,
+    ) -> OidcSession:
+        session = OidcSession(f"V2_{new_id()}", user, client_id, login)
+        payload: dict[str, Any] = {
+            "userID": user.id,
+            "userResourceOwner": user.org.id,
+            "clientID": client_id,
+            "audience": list(dict.fromkeys(audience)),
+            "scope": scopes,
+            "authTime": rfc3339_nano(self.clock()),
+        }
+        if login is not None:
+            payload["sessionID"] = login.id
+        self._emit_about_session(session, "oidc_session.added", user.id, **payload)
+        return session
+
+    def _find_token(self, value: str) -> AccessToken | None:
+        """A token by its value, or a JWT of ours by its ``jti`` (ZITADEL looks it up so)."""
+        found = self.directory.tokens.get(value)
+        if found is not None or value.count(".") != 2:
+            return found
+        try:
+            kid = jwt.get_unverified_header(value).get("kid")
+            key = next(key for key in self._web_keys if key.kid == kid)
+            claims = jwt.decode(
+                value,
+                key.private_key.public_key(),
+                algorithms=[key.algorithm],
+                # Found by its id whatever its times: an expired JWT can be revoked too.
+                options={
+                    "verify_aud": False,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
+            )
+        except (jwt.PyJWTError, StopIteration):
+            return None
+        jti = claims.get("jti")
+        return self.directory.token_by_jti(jti) if isinstance(jti, str) else None
+
+    def _grant(self, user: User, project: Project) -> UserGrant:
+        grant = self.directory.grant_of(user, project.id)
+        if grant is None:
+            raise ValueError(f"{user.username} has no grant in {project.name}")
+        return grant
+
+    # Events -------------------------------------------------------------------------------
+    def _emit(
+        self, user: User, event_type: str, *, editor: User | str | None, **payload: Any
+    ) -> Event:
+        """An event of the ``user`` aggregate."""
+        who = editor.id if isinstance(editor, User) else editor or self.admin_id
+        return self._record("user", user.id, user.org.id, event_type, who, payload)
+
+    def _emit_about_session(
+        self, session: OidcSession, event_type: str, editor: str, **payload: Any
+    ) -> Event:
+        return self._record(
+            "oidc_session", session.id, session.user.org.id, event_type, editor, payload
+        )
+
+    def _emit_grant(
+        self, grant: UserGrant, change: str, editor: User | None, **payload: Any
+    ) -> Event:
+        return self._record(
+            "usergrant",
+            grant.id,
+            grant.user.org.id,
+            GRANT_EVENTS[change],
+            editor.id if editor is not None else self.admin_id,
+            payload,
+        )
+
+    def _record(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        resource_owner: str,
+        event_type: str,
+        editor: str,
+        payload: Mapping[str, Any],
+    ) -> Event:
+        """Append an event to the history and hand it to Actions v2 (which sends it later)."""
+        with self._history:
+            key = (aggregate_type, aggregate_id)
+            sequence = self._sequences.get(key, 0) + 1
+            self._sequences[key] = sequence
+            event = Event(
+                aggregate_type=aggregate_type,
+                aggregate_id=aggregate_id,
+                resource_owner=resource_owner,
+                instance_id=self.instance_id,
+                sequence=sequence,
+                position=self.directory.next_position(),
+                event_type=event_type,
+                created_at=self.clock(),
+                editor=editor,
+                payload=dict(payload),
+            )
+            self.events.append(event)
+        self.actions.publish(event)
+        return event
+
+    def _authorize_admin(self, request: Request) -> User:
+        """The admin APIs want an IAM owner's token (a personal access token here): its user,
+        the editor of what it changes."""
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        token = self.directory.tokens.get(value.strip()) if scheme.lower() == "bearer" else None
+        if token is None or not self._is_live(token):
+            raise ApiError(16, "Errors.Token.Invalid (AUTH-7fs1e)")
+        if not token.user.iam_owner:
+            raise ApiError(7, "Errors.PermissionDenied (AUTHZ-HdfG2)")
+        return token.user
 
     def _signed_access_token(self, token: AccessToken) -> str:
         """A JWT access token with the claims ZITADEL puts in one (zitadel/zitadel
@@ -834,7 +1286,21 @@ class ZitadelStandIn:
         )
 
     def _is_live(self, token: AccessToken) -> bool:
-        return not token.revoked and token.user.active and self.clock() < token.expires_at
+        """ZITADEL v4's ``ActiveAccessTokenByToken``: not expired or revoked; the user usable
+        and not deactivated, locked or removed since the token was issued; its login session
+        not terminated, nor signed out of in its user agent since."""
+        user = token.user
+        if token.revoked or not user.usable or self.clock() >= token.expires_at:
+            return False
+        if user.refused_before > token.position:
+            return False
+        session = token.oidc_session
+        if session is None:
+            return True
+        login = session.login_session
+        if session.access_token_revoked or (login is not None and login.terminated):
+            return False
+        return login is None or user.signed_out.get(login.user_agent_id, 0) < token.position
 
     def _audience_allows(self, token: AccessToken, caller: str) -> bool:
         app = self.directory.apps.get(caller)
@@ -890,7 +1356,7 @@ class ZitadelStandIn:
                 key: base64.urlsafe_b64encode(value).decode().rstrip("=")
                 for key, value in user.metadata.items()
             }
-        roles = user.roles.get(project_id, set()) if project_id else set()
+        roles = self.directory.active_roles(user, project_id) if project_id else set()
         if project_id and roles:
             shaped = {role: {user.org.id: user.org.primary_domain} for role in sorted(roles)}
             claims[ROLES_CLAIM] = shaped

@@ -11,6 +11,7 @@ mode, and anyio (``@pytest.mark.anyio``); see docs/testing.md.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 
 from fastapi_zitadel import ZitadelIntrospection
 
-from ._project import StandInProject
+from ._project import StandInEvents, StandInProject
 from ._standin import ZitadelStandIn
 
 
@@ -29,6 +30,7 @@ def zitadel_standin() -> Iterator[ZitadelStandIn]:
     standin = ZitadelStandIn()
     with standin.serve():
         yield standin
+    standin.close()  # stops sending events
 
 
 @pytest.fixture
@@ -46,10 +48,33 @@ def zitadel_token(zitadel_project: StandInProject) -> Callable[..., str]:
 
 @pytest.fixture
 def zitadel_env(zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Sets ``ZITADEL_*`` so that ``ZitadelIntrospection.from_env()`` uses the stand-in."""
-    for name, value in zitadel_project.env.items():
+    """Sets ``ZITADEL_*`` so that ``ZitadelIntrospection.from_env()`` uses the stand-in, and
+    only the stand-in: every other ``ZITADEL_*`` variable of the shell running the tests (a
+    developer's real ``ZITADEL_VALIDATION``, ``ZITADEL_KEY``, ``ZITADEL_REDIS_URL``...) is
+    removed for the test, so it passes on a laptop as it does in CI."""
+    env = zitadel_project.env
+    for name in [name for name in os.environ if name.upper().startswith("ZITADEL_")]:
+        if name not in env:
+            monkeypatch.delenv(name)
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
-    return zitadel_project.env
+    return env
+
+
+@pytest.fixture
+def zitadel_events(
+    zitadel_env: dict[str, str], zitadel_standin: ZitadelStandIn, monkeypatch: pytest.MonkeyPatch
+) -> StandInEvents:
+    """The stand-in sends ZITADEL's events (Actions v2) to your API once you call
+    ``zitadel_events.send_to(url)``; sets ``ZITADEL_*`` as ``zitadel_env`` does and
+    ``ZITADEL_EVENTS_SIGNING_KEY`` to the target's key (also ``zitadel_events.signing_key``).
+    ``zitadel_events.wait()`` waits for deliveries."""
+    # After zitadel_env (a dependency), whatever order a test names them in: it leaves only
+    # its own ZITADEL_* variables, and this one is added to them.
+    events = StandInEvents(zitadel_standin)
+    for name, value in events.env.items():
+        monkeypatch.setenv(name, value)
+    return events
 
 
 @pytest.fixture

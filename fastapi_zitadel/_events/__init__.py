@@ -1,0 +1,1 @@
+"""ZITADEL's events (Actions v2): verified, parsed, turned into revocation markers."""

@@ -1,0 +1,524 @@
+"""Actions v2 in the stand-in: targets, event executions, and their delivery.
+
+The API is ZITADEL's ``zitadel.action.v2.ActionService`` over its JSON gateway
+(``/v2/actions/targets``, ``/v2/actions/executions``), for an IAM owner's token. Delivery is
+as ZITADEL's: asynchronous (a worker thread, never inside the change that made the event), at
+most once (no retry; a failed call is recorded and dropped), only the *best-matching* execution
+per event (the exact event type, else the most specific group, else "all events"), and events
+older than ``max_event_age`` dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import re
+import secrets
+import string
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ._directory import new_id
+from ._events import Event, PayloadFormat, render, rfc3339_nano
+
+TargetType = Literal["restWebhook", "restCall", "restAsync"]
+PAYLOAD_TYPES = ("PAYLOAD_TYPE_JSON", "PAYLOAD_TYPE_JWT")
+MAX_TIMEOUT = 270.0  # seconds; ZITADEL's limit on a target's timeout
+_DURATION = re.compile(r"(\d+(?:\.\d{1,9})?)s")
+_KEY_ALPHABET = string.ascii_letters + string.digits
+
+# gRPC status codes in the gateway's error body, with their HTTP statuses.
+_INVALID_ARGUMENT, _NOT_FOUND, _PERMISSION_DENIED, _UNAUTHENTICATED = 3, 5, 7, 16
+_HTTP_STATUS = {
+    _INVALID_ARGUMENT: 400,
+    _NOT_FOUND: 404,
+    _PERMISSION_DENIED: 403,
+    _UNAUTHENTICATED: 401,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Target:
+    """Where events are sent, and with what key. ``signing_key`` is shown once by ZITADEL
+    (on creation, and when regenerated)."""
+
+    id: str
+    name: str
+    endpoint: str
+    signing_key: str = field(repr=False)
+    target_type: TargetType = "restAsync"
+    interrupt_on_error: bool = False
+    timeout: float = 10.0
+    payload_type: str = "PAYLOAD_TYPE_JSON"
+    created: float = 0.0
+    changed: float = 0.0
+
+    def resource(self) -> dict[str, Any]:
+        """The ``Target`` message as the JSON gateway answers it."""
+        kind: dict[str, Any] = {}
+        if self.target_type != "restAsync":
+            kind = {"interruptOnError": self.interrupt_on_error}
+        return {
+            "id": self.id,
+            "creationDate": rfc3339_nano(self.created),
+            "changeDate": rfc3339_nano(self.changed),
+            "name": self.name,
+            self.target_type: kind,
+            "timeout": _duration(self.timeout),
+            "endpoint": self.endpoint,
+            "signingKey": self.signing_key,
+            "payloadType": self.payload_type,
+        }
+
+
+ConditionKey = tuple[str, str]  # ("event", type) | ("group", prefix) | ("all", "")
+
+
+@dataclass
+class Execution:
+    condition: ConditionKey
+    targets: list[str]
+    created: float
+    changed: float
+
+    def resource(self) -> dict[str, Any]:
+        kind, value = self.condition
+        event: dict[str, Any] = {"all": True} if kind == "all" else {kind: value}
+        return {
+            "condition": {"event": event},
+            "creationDate": rfc3339_nano(self.created),
+            "changeDate": rfc3339_nano(self.changed),
+            "targets": list(self.targets),
+        }
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One attempt to call a target: its HTTP status, or why there was none."""
+
+    event: Event
+    target_id: str
+    status: int | None
+    error: str | None = None
+
+
+class Actions:
+    """Targets and event executions of the instance, and the worker that delivers events."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        sign_jwt: Callable[[Mapping[str, Any]], str],
+        authorize: Callable[[Request], object],
+        payload_format: PayloadFormat = "object",
+        max_event_age: float | None = None,
+    ) -> None:
+        """``authorize`` raises ``ApiError`` unless the request carries an IAM owner's token."""
+        self._clock = clock
+        self._sign_jwt = sign_jwt
+        self._authorize = authorize
+        self.payload_format: PayloadFormat = payload_format
+        self.max_event_age = max_event_age
+        self.targets: dict[str, Target] = {}
+        self.executions: dict[ConditionKey, Execution] = {}
+        self.deliveries: list[Delivery] = []
+        self._jobs: queue.Queue[tuple[Event, Target] | None] = queue.Queue()
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # The Python API -----------------------------------------------------------------------
+    def add_target(
+        self,
+        endpoint: str,
+        *,
+        name: str | None = None,
+        target_type: TargetType = "restAsync",
+        interrupt_on_error: bool = False,
+        timeout: float = 10.0,
+        payload_type: str = "PAYLOAD_TYPE_JSON",
+    ) -> Target:
+        if payload_type not in PAYLOAD_TYPES:
+            raise ApiError(
+                _INVALID_ARGUMENT,
+                f"payloadType {payload_type!r}: the stand-in sends PAYLOAD_TYPE_JSON or "
+                "PAYLOAD_TYPE_JWT (it does not encrypt, PAYLOAD_TYPE_JWE)",
+            )
+        if not 0 <= timeout <= MAX_TIMEOUT:
+            raise ApiError(_INVALID_ARGUMENT, "timeout must be between 0s and 270s")
+        now = self._clock()
+        target = Target(
+            id=new_id(),
+            name=name or endpoint,
+            endpoint=endpoint,
+            signing_key=_signing_key(),
+            target_type=target_type,
+            interrupt_on_error=interrupt_on_error,
+            timeout=timeout,
+            payload_type=payload_type,
+            created=now,
+            changed=now,
+        )
+        with self._lock:
+            if any(other.name == target.name for other in self.targets.values()):
+                raise ApiError(6, f"a target named {target.name!r} exists already")
+            self.targets[target.id] = target
+        return target
+
+    def set_execution(self, condition: ConditionKey, targets: Iterable[str]) -> Execution | None:
+        """Bind ``condition`` to ``targets`` (replacing its list); an empty list removes it."""
+        ids = list(targets)
+        with self._lock:
+            unknown = [target for target in ids if target not in self.targets]
+            if unknown:
+                raise ApiError(_NOT_FOUND, f"target {unknown[0]} does not exist")
+            now = self._clock()
+            if not ids:
+                self.executions.pop(condition, None)
+                return None
+            existing = self.executions.get(condition)
+            if existing is None:
+                existing = self.executions[condition] = Execution(condition, ids, now, now)
+            else:
+                existing.targets, existing.changed = ids, now
+            return existing
+
+    def delete_target(self, target_id: str) -> bool:
+        """Remove the target and take it out of every execution (ZITADEL does both)."""
+        with self._lock:
+            found = self.targets.pop(target_id, None) is not None
+            for key, execution in list(self.executions.items()):
+                execution.targets = [t for t in execution.targets if t != target_id]
+                if not execution.targets:
+                    del self.executions[key]
+            return found
+
+    def best_execution(self, event_type: str) -> Execution | None:
+        """The one execution ZITADEL runs for an event: the exact type, else the longest
+        matching group (``user.human`` before ``user``), else all events."""
+        with self._lock:
+            exact = self.executions.get(("event", event_type))
+            if exact is not None:
+                return exact
+            parts = event_type.split(".")
+            for end in range(len(parts) - 1, 0, -1):
+                group = ".".join(parts[:end])
+                found = self.executions.get(("group", group)) or self.executions.get(
+                    ("group", group + ".*")
+                )
+                if found is not None:
+                    return found
+            return self.executions.get(("all", ""))
+
+    def publish(self, event: Event) -> None:
+        """Queue ``event`` for the targets of its best-matching execution; returns at once."""
+        execution = self.best_execution(event.event_type)
+        if execution is None:
+            return
+        with self._lock:
+            targets = [self.targets[t] for t in execution.targets if t in self.targets]
+        if not targets:
+            return
+        with self._idle:
+            self._pending += len(targets)
+        self._start_worker()
+        for target in targets:
+            self._jobs.put((event, target))
+
+    def wait_for_deliveries(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued event was sent (or failed); ``False`` on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self) -> None:
+        """Stop the worker; events still queued are dropped, as ZITADEL may drop them."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            self._jobs.put(None)
+            worker.join(timeout=5)
+
+    # Delivery -----------------------------------------------------------------------------
+    def _start_worker(self) -> None:
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(
+                    target=self._run, name="zitadel-standin-actions", daemon=True
+                )
+                self._worker.start()
+
+    def _run(self) -> None:
+        with httpx.Client() as client:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                event, target = job
+                try:
+                    self.deliveries.append(self._deliver(client, event, target))
+                finally:
+                    with self._idle:
+                        self._pending -= 1
+                        self._idle.notify_all()
+
+    def _deliver(self, client: httpx.Client, event: Event, target: Target) -> Delivery:
+        now = self._clock()
+        if self.max_event_age is not None and now - event.created_at > self.max_event_age:
+            return Delivery(event, target.id, None, "dropped: older than max_event_age")
+        body, headers = render(
+            event,
+            payload_type=target.payload_type,
+            signing_key=target.signing_key,
+            payload_format=self.payload_format,
+            now=int(now),
+            sign_jwt=self._sign_jwt,
+        )
+        try:
+            answer = client.post(
+                target.endpoint, content=body, headers=headers, timeout=target.timeout
+            )
+        except httpx.HTTPError as exc:  # at most once: recorded, never retried
+            return Delivery(event, target.id, None, type(exc).__name__)
+        return Delivery(event, target.id, answer.status_code)
+
+    # The HTTP API (zitadel.action.v2.ActionService) ---------------------------------------------
+    def routes(self, prefix: str = "/v2/actions") -> list[Route]:
+        return [
+            Route(prefix + "/targets", self._api(self._create_target), methods=["POST"]),
+            Route(prefix + "/targets/search", self._api(self._list_targets), methods=["POST"]),
+            Route(
+                prefix + "/targets/{id}",
+                self._api(self._target),
+                methods=["GET", "POST", "PATCH", "DELETE"],
+            ),
+            Route(prefix + "/executions", self._api(self._set_execution), methods=["PUT"]),
+            Route(
+                prefix + "/executions/search", self._api(self._list_executions), methods=["POST"]
+            ),
+        ]
+
+    def _api(
+        self, handler: Callable[[Request, dict[str, Any]], Awaitable[dict[str, Any]]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                self._authorize(request)
+                body: Any = {}
+                if request.method in ("POST", "PUT", "PATCH"):
+                    raw = await request.body()
+                    try:
+                        body = json.loads(raw) if raw.strip() else {}
+                    except ValueError:
+                        raise ApiError(_INVALID_ARGUMENT, "the body is not JSON") from None
+                if not isinstance(body, dict):
+                    raise ApiError(_INVALID_ARGUMENT, "the body must be a JSON object")
+                return JSONResponse(await handler(request, body))
+            except ApiError as error:
+                return JSONResponse(
+                    {"code": error.code, "message": error.message, "details": []},
+                    status_code=_HTTP_STATUS.get(error.code, 409),
+                )
+
+        return endpoint
+
+    async def _create_target(self, _request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        name = body.get("name")
+        endpoint = body.get("endpoint")
+        if not isinstance(name, str) or not name:
+            raise ApiError(_INVALID_ARGUMENT, "name is required")
+        if not isinstance(endpoint, str) or not endpoint:
+            raise ApiError(_INVALID_ARGUMENT, "endpoint is required")
+        target_type, interrupt = _target_type(body)
+        if target_type is None:
+            raise ApiError(_INVALID_ARGUMENT, "one of restWebhook, restCall, restAsync is required")
+        target = self.add_target(
+            endpoint,
+            name=name,
+            target_type=target_type,
+            interrupt_on_error=interrupt,
+            timeout=_seconds(body.get("timeout", "10s")),
+            payload_type=body.get("payloadType") or "PAYLOAD_TYPE_JSON",
+        )
+        return {
+            "id": target.id,
+            "creationDate": rfc3339_nano(target.created),
+            "signingKey": target.signing_key,
+        }
+
+    async def _target(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        target_id = request.path_params["id"]
+        if request.method == "DELETE":
+            found = self.delete_target(target_id)
+            return {"deletionDate": rfc3339_nano(self._clock())} if found else {}
+        target = self.targets.get(target_id)
+        if target is None:
+            raise ApiError(_NOT_FOUND, f"target {target_id} does not exist")
+        if request.method == "GET":
+            return {"target": target.resource()}
+        return self._update_target(target, body)
+
+    def _update_target(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        """UpdateTarget: only what the body names changes; ``expirationSigningKey`` (only
+        ``"0s"`` is allowed) regenerates the key, which the answer then shows once."""
+        if "payloadType" in body and body["payloadType"] not in (*PAYLOAD_TYPES, None):
+            raise ApiError(_INVALID_ARGUMENT, "payloadType must be JSON or JWT")
+        if "expirationSigningKey" in body and _seconds(body["expirationSigningKey"]) != 0:
+            raise ApiError(_INVALID_ARGUMENT, "expirationSigningKey must be 0s")
+        with self._lock:
+            if isinstance(body.get("name"), str) and body["name"]:
+                target.name = body["name"]
+            if isinstance(body.get("endpoint"), str) and body["endpoint"]:
+                target.endpoint = body["endpoint"]
+            if "timeout" in body:
+                target.timeout = _seconds(body["timeout"])
+            target_type, interrupt = _target_type(body)
+            if target_type is not None:
+                target.target_type, target.interrupt_on_error = target_type, interrupt
+            if body.get("payloadType"):
+                target.payload_type = body["payloadType"]
+            answer: dict[str, Any] = {}
+            if "expirationSigningKey" in body:
+                target.signing_key = _signing_key()
+                answer["signingKey"] = target.signing_key
+            target.changed = self._clock()
+        return {"changeDate": rfc3339_nano(target.changed), **answer}
+
+    async def _list_targets(self, _request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        found = list(self.targets.values())
+        for entry in body.get("filters") or []:
+            if "inTargetIdsFilter" in entry:
+                ids = set(entry["inTargetIdsFilter"].get("targetIds") or [])
+                found = [target for target in found if target.id in ids]
+            elif "targetNameFilter" in entry:
+                wanted = entry["targetNameFilter"]
+                match = _text_filter(
+                    wanted.get("targetName", ""), wanted.get("method", "TEXT_FILTER_METHOD_EQUALS")
+                )
+                found = [target for target in found if match(target.name)]
+        found.sort(key=lambda target: target.created)
+        page = _page(found, body.get("pagination"))
+        return {
+            "pagination": _pagination(len(found), body.get("pagination")),
+            "targets": [target.resource() for target in page],
+        }
+
+    async def _set_execution(self, _request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        condition = _condition(body.get("condition"))
+        targets = body.get("targets") or []
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise ApiError(_INVALID_ARGUMENT, "targets must be a list of target ids")
+        self.set_execution(condition, targets)
+        return {"setDate": rfc3339_nano(self._clock())}
+
+    async def _list_executions(self, _request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        found = list(self.executions.values())
+        for entry in body.get("filters") or []:
+            if "targetFilter" in entry:
+                wanted = entry["targetFilter"].get("targetId")
+                found = [execution for execution in found if wanted in execution.targets]
+            elif "inConditionsFilter" in entry:
+                keys = {_condition(c) for c in entry["inConditionsFilter"].get("conditions") or []}
+                found = [execution for execution in found if execution.condition in keys]
+            elif "executionTypeFilter" in entry:
+                kind = entry["executionTypeFilter"].get("executionType")
+                if kind not in ("EXECUTION_TYPE_EVENT", "EXECUTION_TYPE_UNSPECIFIED", None):
+                    found = []  # the stand-in has event executions only
+        found.sort(key=lambda execution: execution.created)
+        page = _page(found, body.get("pagination"))
+        return {
+            "pagination": _pagination(len(found), body.get("pagination")),
+            "executions": [execution.resource() for execution in page],
+        }
+
+
+def _signing_key() -> str:
+    return "".join(secrets.choice(_KEY_ALPHABET) for _ in range(32))
+
+
+def _duration(seconds: float) -> str:
+    """A ``google.protobuf.Duration`` in its JSON form: ``10s``, ``1.5s``."""
+    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
+
+
+def _seconds(value: Any) -> float:
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise ApiError(_INVALID_ARGUMENT, f'{value!r} is not a duration such as "10s"')
+    seconds = float(match.group(1))
+    if seconds > MAX_TIMEOUT:
+        raise ApiError(_INVALID_ARGUMENT, "timeout must be between 0s and 270s")
+    return seconds
+
+
+def _target_type(body: Mapping[str, Any]) -> tuple[TargetType | None, bool]:
+    for kind in ("restWebhook", "restCall", "restAsync"):
+        if kind in body:
+            options = body[kind] or {}
+            return kind, bool(options.get("interruptOnError", False))
+    return None, False
+
+
+def _condition(value: Any) -> ConditionKey:
+    """An event condition: ``{"event": {"event": t}}``, ``{"group": g}`` or ``{"all": true}``."""
+    if not isinstance(value, dict):
+        raise ApiError(_INVALID_ARGUMENT, "condition is required")
+    event = value.get("event")
+    if not isinstance(event, dict):
+        raise ApiError(
+            _INVALID_ARGUMENT,
+            'the stand-in has event executions only: condition {"event": {...}}',
+        )
+    if isinstance(event.get("event"), str) and event["event"]:
+        return ("event", event["event"])
+    if isinstance(event.get("group"), str) and event["group"]:
+        return ("group", event["group"])
+    if event.get("all") is True:
+        return ("all", "")
+    raise ApiError(_INVALID_ARGUMENT, "an event condition needs event, group or all")
+
+
+def _text_filter(wanted: str, method: str) -> Callable[[str], bool]:
+    fold = method.endswith("_IGNORE_CASE")
+    base = method.removesuffix("_IGNORE_CASE")
+
+    def match(name: str) -> bool:
+        left, right = (name.lower(), wanted.lower()) if fold else (name, wanted)
+        if base == "TEXT_FILTER_METHOD_CONTAINS":
+            return right in left
+        if base == "TEXT_FILTER_METHOD_STARTS_WITH":
+            return left.startswith(right)
+        if base == "TEXT_FILTER_METHOD_ENDS_WITH":
+            return left.endswith(right)
+        return left == right
+
+    return match
+
+
+def _page(items: list[Any], pagination: Any) -> list[Any]:
+    pagination = pagination if isinstance(pagination, dict) else {}
+    if pagination.get("asc") is False:
+        items = items[::-1]
+    offset = int(pagination.get("offset") or 0)
+    limit = int(pagination.get("limit") or 0)
+    return items[offset : offset + limit] if limit else items[offset:]
+
+
+def _pagination(total: int, pagination: Any) -> dict[str, str]:
+    """int64 fields are strings in proto JSON."""
+    limit = int((pagination or {}).get("limit") or 0) if isinstance(pagination, dict) else 0
+    return {"totalResult": str(total), "appliedLimit": str(limit or 100)}

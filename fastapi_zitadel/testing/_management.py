@@ -1,0 +1,79 @@
+"""The part of ZITADEL's user and session API v2 that revokes, for trying events by hand:
+``POST /v2/users/{userId}/deactivate`` (``reactivate``, ``lock``, ``unlock``),
+``DELETE /v2/users/{userId}`` and ``DELETE /v2/sessions/{sessionId}``, for an IAM owner's
+token, answering ``{"details": {...}}`` as ZITADEL's gateway does. Each call is the stand-in's
+Python call of the same name, so it writes (and sends) the same event."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ._actions import ApiError
+from ._directory import User
+from ._events import rfc3339_nano
+
+UserChange = Callable[..., None]  # (user, *, editor=the caller)
+_NOT_FOUND = 5
+
+
+class ManagementApi:
+    def __init__(
+        self,
+        *,
+        authorize: Callable[[Request], User],
+        users: Mapping[str, User],
+        changes: Mapping[str, UserChange],
+        terminate_session: Callable[..., None],  # (session id, *, editor=the caller)
+        clock: Callable[[], float],
+    ) -> None:
+        """``changes``: ``deactivate``, ``reactivate``, ``lock``, ``unlock`` and ``remove``."""
+        self._authorize = authorize
+        self._users = users
+        self._changes = changes
+        self._terminate = terminate_session
+        self._clock = clock
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v2/users/{user_id}/{change}", self._change_user, methods=["POST"]),
+            Route("/v2/users/{user_id}", self._remove_user, methods=["DELETE"]),
+            Route("/v2/sessions/{session_id}", self._delete_session, methods=["DELETE"]),
+        ]
+
+    async def _change_user(self, request: Request) -> Response:
+        change = request.path_params["change"]
+        if change not in ("deactivate", "reactivate", "lock", "unlock"):
+            return JSONResponse({"code": 12, "message": "Not Implemented"}, status_code=501)
+        return self._call(request, lambda caller: self._apply(request, change, caller))
+
+    async def _remove_user(self, request: Request) -> Response:
+        return self._call(request, lambda caller: self._apply(request, "remove", caller))
+
+    async def _delete_session(self, request: Request) -> Response:
+        def terminate(caller: User) -> None:
+            try:
+                self._terminate(request.path_params["session_id"], editor=caller)
+            except ValueError:
+                raise ApiError(_NOT_FOUND, "Errors.Session.NotExisting") from None
+
+        return self._call(request, terminate)
+
+    def _apply(self, request: Request, change: str, caller: User) -> None:
+        user = self._users.get(request.path_params["user_id"])
+        if user is None or user.removed:
+            raise ApiError(_NOT_FOUND, "Errors.User.NotFound")
+        self._changes[change](user, editor=caller)
+
+    def _call(self, request: Request, action: Callable[[User], None]) -> Response:
+        try:
+            action(self._authorize(request))
+        except ApiError as error:
+            status = {16: 401, 7: 403, _NOT_FOUND: 404}.get(error.code, 400)
+            body: dict[str, Any] = {"code": error.code, "message": error.message, "details": []}
+            return JSONResponse(body, status_code=status)
+        return JSONResponse({"details": {"changeDate": rfc3339_nano(self._clock())}})
