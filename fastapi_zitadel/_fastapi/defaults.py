@@ -27,6 +27,7 @@ from fastapi_zitadel._principal import Principal
 
 from . import requirements
 from .openapi import RequiredScopes, ScopedSecurity
+from .refusal import Refusal
 from .requirements import PrincipalDependency
 from .security import STARTUP_CHECKS, ZitadelIntrospection
 
@@ -103,6 +104,10 @@ class DefaultZitadel(ScopedSecurity):
     @property
     def realm(self) -> str:
         return self.get().realm
+
+    @property
+    def refusal(self) -> Refusal:
+        return self.get().refusal
 
     def _hand_on(self, scopes: tuple[str, ...]) -> None:
         if self._current is not None:

@@ -14,12 +14,9 @@ wrapper, no extra task.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
-from typing import Any
 
-from fastapi import HTTPException
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -190,7 +187,7 @@ class ZitadelMiddleware:
             if principal is None and self.require:
                 raise MissingTokenError()
         except ZitadelError as error:
-            await _refuse(zitadel, error, conn, send)
+            await zitadel.refusal.respond(error, conn, send)
             return
         if principal is None:
             scope["auth"], scope["user"] = AuthCredentials(), UnauthenticatedUser()
@@ -198,26 +195,3 @@ class ZitadelMiddleware:
             scope["auth"] = ZitadelCredentials(principal, self.role_prefix)
             scope["user"] = ZitadelUser(principal)
         await self.app(scope, receive, send)
-
-
-async def _refuse(
-    zitadel: ZitadelIntrospection, error: ZitadelError, conn: HTTPConnection, send: Send
-) -> None:
-    """The dependency's answer for ``error``: the same status, body and headers."""
-    exc = error.to_http(conn, zitadel.realm, resource_metadata=zitadel.resource_metadata_url)
-    if not isinstance(exc, HTTPException):  # a WebSocket: closed before it is accepted
-        await send({"type": "websocket.close", "code": exc.code, "reason": exc.reason})
-        return
-    body = json.dumps({"detail": exc.detail}, separators=(",", ":")).encode("utf-8")
-    headers: list[tuple[bytes, bytes]] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode("ascii")),
-    ]
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _items(exc)]
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _items(exc: HTTPException) -> list[tuple[str, str]]:
-    headers: Any = exc.headers or {}
-    return list(headers.items())

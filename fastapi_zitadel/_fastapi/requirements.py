@@ -37,6 +37,7 @@ from fastapi_zitadel._exceptions import ConfigurationError, InsufficientScopeErr
 from fastapi_zitadel._principal import Principal
 
 from .openapi import RequiredScopes, ScopedSecurity
+from .refusal import Refusal
 
 __all__ = [
     "Guard",
@@ -63,6 +64,9 @@ class Guard(Protocol):
 
     @property
     def realm(self) -> str: ...
+
+    @property
+    def refusal(self) -> Refusal: ...
 
     @property
     def required_scopes(self) -> RequiredScopes: ...
@@ -146,7 +150,7 @@ class Requirement(ScopedSecurity):
         else:
             principal = await guard.authenticate(conn)
         if not self._holds(principal):
-            raise self._refusal.to_http(conn, guard.realm)
+            raise await guard.refusal.exception(self._refusal, conn)
         return principal
 
 

@@ -69,7 +69,7 @@ class UserLoader:
 
 
 def user_dependency(
-    guard: Guard, loader: UserLoader, *, unknown_status: int, resource_metadata: str | None
+    guard: Guard, loader: UserLoader, *, unknown_status: int
 ) -> Callable[..., Awaitable[Any]]:
     """``zitadel.user``: the loaded user, or 401/403 for an unknown one."""
     unknown: ZitadelError = (
@@ -79,7 +79,7 @@ def user_dependency(
     async def user(conn: HTTPConnection, principal: Annotated[Principal, Security(guard)]) -> Any:
         loaded = await loader.load(principal)
         if loaded is None:
-            raise unknown.to_http(conn, guard.realm, resource_metadata=resource_metadata)
+            raise await guard.refusal.exception(unknown, conn)
         return loaded
 
     return user

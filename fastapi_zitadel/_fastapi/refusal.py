@@ -1,0 +1,91 @@
+"""What a refused request is answered with, as the client will really see it.
+
+``ZitadelError.to_http()`` decides the answer: an ``HTTPException`` (status, RFC 6750 header,
+body) or, on a WebSocket, a ``WebSocketException`` (1008, or 1013 to retry later, with the
+reason). On a WebSocket still in its handshake, a close is not what reaches the client: ASGI
+servers (uvicorn among them) turn a close before ``accept()`` into a bare ``HTTP 403``, so a
+real client could tell neither "refused" from "retry later" nor read the reason. So the socket
+is accepted first, and the close that follows carries the code and the reason to every client,
+browsers included (they cannot read a refused handshake's status at all). The route's handler
+never runs: the dependency raised before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from fastapi import HTTPException, WebSocketException
+from starlette.requests import HTTPConnection
+from starlette.types import Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from fastapi_zitadel._exceptions import ZitadelError
+
+__all__ = ["Refusal", "refusal", "respond"]
+
+
+async def refusal(
+    error: ZitadelError, conn: HTTPConnection, realm: str, *, resource_metadata: str | None = None
+) -> HTTPException | WebSocketException:
+    """The exception to raise for ``error``; a WebSocket in its handshake is accepted first."""
+    exc = error.to_http(conn, realm, resource_metadata=resource_metadata)
+    if (
+        isinstance(exc, WebSocketException)
+        and isinstance(conn, WebSocket)
+        and conn.application_state == WebSocketState.CONNECTING
+    ):
+        # A client already gone: the close that follows has nobody to reach.
+        with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
+            await conn.accept()
+    return exc
+
+
+async def respond(
+    error: ZitadelError,
+    conn: HTTPConnection,
+    send: Send,
+    realm: str,
+    *,
+    resource_metadata: str | None = None,
+) -> None:
+    """Send the dependency's answer for ``error`` from ASGI code (a middleware): the same
+    status, body and headers, or the same WebSocket close."""
+    exc = await refusal(error, conn, realm, resource_metadata=resource_metadata)
+    if not isinstance(exc, HTTPException):
+        await send({"type": "websocket.close", "code": exc.code, "reason": exc.reason})
+        return
+    body = json.dumps({"detail": exc.detail}, separators=(",", ":")).encode("utf-8")
+    headers: list[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+    ]
+    given: Any = exc.headers or {}
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in given.items()]
+    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Refusal:
+    """How this API answers a ``ZitadelError``, bound once to its ``realm`` and its RFC 9728
+    metadata URL: every answer of the library (the dependencies, ``require_*``,
+    ``zitadel.user``, the middleware, the test overrides) goes through one, so none can leave
+    either out (RFC 9728 §5.1 wants ``resource_metadata`` on every 401 once ``resource`` is
+    set)."""
+
+    __slots__ = ("realm", "resource_metadata")
+
+    def __init__(self, realm: str, resource_metadata: str | None = None) -> None:
+        self.realm = realm
+        self.resource_metadata = resource_metadata
+
+    async def exception(
+        self, error: ZitadelError, conn: HTTPConnection
+    ) -> HTTPException | WebSocketException:
+        """The exception for a dependency to raise."""
+        return await refusal(error, conn, self.realm, resource_metadata=self.resource_metadata)
+
+    async def respond(self, error: ZitadelError, conn: HTTPConnection, send: Send) -> None:
+        """The same answer sent from ASGI code (a middleware)."""
+        await respond(error, conn, send, self.realm, resource_metadata=self.resource_metadata)
