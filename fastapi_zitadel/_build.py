@@ -41,6 +41,7 @@ from ._pipeline.pipeline import CachePolicy, VerificationPipeline
 from ._pipeline.validator import IntrospectionValidator
 from ._principal import Principal
 from ._resilience.background import KeyedTasks
+from ._resilience.call_budget import CallBudget
 from ._resilience.circuit_breaker import CircuitBreaker
 from ._resilience.concurrency_limit import ConcurrencyLimit
 
@@ -234,6 +235,8 @@ def build(
             limit=limit,
             metrics=metrics,
             outage_log=RateLimitedLog(logging.WARNING, monotonic=monotonic),
+            budget=CallBudget(config.timeout),
+            monotonic=monotonic,
         )
     jwks = jwt = None
     if mode != "introspection":

@@ -23,6 +23,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from fastapi_zitadel import (
     ClientCredentialsRejected,
@@ -338,6 +339,9 @@ async def _check_credentials(zitadel: ZitadelIntrospection, out: TextIO) -> int:
         principal = await zitadel.verify("fastapi-zitadel-check-" + secrets.token_hex(16))
     except InvalidTokenError:
         _say(out, "ok", "credentials: accepted (a made-up token introspected as inactive)")
+        failed = await _check_redis(zitadel, out)
+        if failed is not None:
+            return failed
         _say(out, "ok", "all checks passed")
         return OK
     except ClientCredentialsRejected as exc:
@@ -366,6 +370,47 @@ async def _check_credentials(zitadel: ZitadelIntrospection, out: TextIO) -> int:
         return NETWORK
     _say(out, "FAIL", f"a made-up token introspected as active ({principal.subject})")
     return CREDENTIALS
+
+
+async def _check_redis(zitadel: ZitadelIntrospection, out: TextIO) -> int | None:
+    """With ``ZITADEL_REDIS_URL``: connect and PING, as the shared tier will (the URL's form
+    was checked at construction; here, whether that Redis answers)."""
+    configured = zitadel.config.redis_url
+    if configured is None:
+        return None
+    import redis.asyncio as aioredis  # installed: the configuration needs it
+    from redis.exceptions import AuthenticationError, RedisError
+
+    url = configured.get_secret_value()
+    where = _redis_location(url)
+    client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        await asyncio.wait_for(client.ping(), timeout=10)
+    except AuthenticationError:
+        _say(out, "FAIL", f"shared cache: Redis at {where} refused our password or user")
+        _say(out, "fix", "check the user and password in ZITADEL_REDIS_URL")
+        return CREDENTIALS
+    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        _say(out, "FAIL", f"shared cache: Redis at {where} did not answer ({type(exc).__name__})")
+        _say(
+            out,
+            "fix",
+            "check ZITADEL_REDIS_URL (host, port, rediss:// for TLS) and that this machine can "
+            "reach it; without it every replica caches on its own",
+        )
+        return NETWORK
+    finally:
+        await client.aclose()
+    _say(out, "ok", f"shared cache: Redis at {where} answered")
+    return None
+
+
+def _redis_location(url: str) -> str:
+    """Where a Redis URL points, without its password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname}:{parts.port or 6379}" + (" (TLS)" if parts.scheme == "rediss" else "")
 
 
 async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, out: TextIO) -> int:

@@ -8,6 +8,7 @@ so that every way of configuring the library (keywords, ``from_env``, the CLI) o
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -28,7 +29,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ._exceptions import ConfigurationError, KeyFileError
 from ._idp.key_file import KeyFileSource, ZitadelKeyFile, load_key_file
-from ._idp.urls import check_url, shown
+from ._idp.urls import check_url, redis_url_problem, shown, unprintable
+from ._log import logger
 
 __all__ = [
     "Issuer",
@@ -40,6 +42,7 @@ __all__ = [
     "ZitadelSettings",
     "configuration_error",
     "merged_config",
+    "unknown_variables",
 ]
 
 
@@ -98,7 +101,9 @@ class ZitadelConfig(BaseModel):
         "parallel requests skip the wait, and lets a revoked JWT pass that many",
     )
     key_file: Path | None = Field(default=None, description="Path of the JSON key file")
-    key: ZitadelKeyFile | None = Field(
+    # NoDecode: ZITADEL_KEY reaches _load_key as text, whose reading bounds its size and depth
+    # (pydantic-settings' own json.loads would raise RecursionError on a hostile value).
+    key: Annotated[ZitadelKeyFile | None, NoDecode] = Field(
         default=None, description="The JSON key file's content", repr=False
     )
     client_id: str | None = None
@@ -204,6 +209,32 @@ class ZitadelConfig(BaseModel):
     def _split_audience(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @field_validator("resource_documentation", "client_id", "project_id", "swagger_client_id")
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        problem = None if value is None else unprintable(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("audience", "assertion_audience", "allowed_client_ids")
+    @classmethod
+    def _printable_items(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            problem = unprintable(item)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = redis_url_problem(value.get_secret_value())
+            if problem is not None:
+                raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -340,6 +371,17 @@ class ZitadelSettings(ZitadelConfig, BaseSettings):
     _keywords: frozenset[str] = PrivateAttr(default=frozenset())
 
     def __init__(self, **keywords: Any) -> None:
+        misspelt, ignored = unknown_variables(os.environ)
+        if misspelt:
+            raise ConfigurationError(
+                "invalid fastapi-zitadel configuration: " + "; ".join(misspelt)
+            )
+        if ignored:
+            logger.warning(
+                "ignoring %s: not fastapi-zitadel settings (ZITADEL's own server reads "
+                "ZITADEL_* variables too; the settings are listed in docs/configuration.md)",
+                ", ".join(ignored),
+            )
         super().__init__(**keywords)
         self._keywords = frozenset(keywords)
 
@@ -359,6 +401,42 @@ class ZitadelSettings(ZitadelConfig, BaseSettings):
                 "ZITADEL_KEY_FILE holds a path; put the key file's JSON in ZITADEL_KEY"
             )
         return _sorted_key_sources(data)
+
+
+# How close (difflib's ratio) an unknown variable's name must be to a setting's to be taken for
+# a misspelling of it.
+_MISSPELT = 0.75
+# Variables of ours that are no setting: the command line reads them (`events setup`'s personal
+# access token), so an app sharing the environment neither fails nor warns about them.
+_COMMAND_LINE_ONLY = frozenset({"PAT"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """The ``ZITADEL_*`` variables that are no setting: a message for each one that looks
+    like a misspelt setting, and the names of the others.
+
+    A misspelling is never ignored: the singular of ``ZITADEL_ALLOWED_CLIENT_IDS`` would
+    otherwise accept every client, ``ZITADEL_AUDIENCE`` with an S switch the audience check
+    off. Names far from every setting are only logged: ZITADEL's own server reads ``ZITADEL_*`` too
+    (``ZITADEL_MASTERKEY``, ``ZITADEL_DATABASE_POSTGRES_HOST``...), and an environment shared
+    with it must keep working.
+    """
+    known = {name.upper() for name in ZitadelConfig.model_fields}
+    problems: list[str] = []
+    others: list[str] = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if not upper.startswith("ZITADEL_") or upper[8:] in known | _COMMAND_LINE_ONLY:
+            continue
+        near = difflib.get_close_matches(upper[8:], known, n=1, cutoff=_MISSPELT)
+        if near:
+            problems.append(
+                f"{variable} is not a setting: did you mean ZITADEL_{near[0]}? "
+                "(rename it; an unknown variable is never ignored silently)"
+            )
+        else:
+            others.append(variable)
+    return problems, others
 
 
 def configuration_error(

@@ -69,6 +69,9 @@ class ZitadelError(Exception):
 
     status_code: int = status.HTTP_500_INTERNAL_SERVER_ERROR
     error: str | None = "server_error"
+    # Whether the challenge names the resource metadata (RFC 9728 §5.1) on other statuses
+    # than 401 too: the MCP specification's 403 scope challenge does.
+    challenge_names_metadata: bool = False
 
     def __init__(self, description: str) -> None:
         self.description = description
@@ -88,7 +91,9 @@ class ZitadelError(Exception):
         challenge = self.challenge(realm)
         if challenge is None:
             return {}
-        if resource_metadata is not None and self.status_code == status.HTTP_401_UNAUTHORIZED:
+        if resource_metadata is not None and (
+            self.status_code == status.HTTP_401_UNAUTHORIZED or self.challenge_names_metadata
+        ):
             challenge += f", resource_metadata={_quoted(resource_metadata)}"
         return {"WWW-Authenticate": challenge}
 

@@ -16,6 +16,11 @@ answers with a 401), so the verifier never returns ``None`` for an outage: it ra
 ``ZitadelMiddleware`` (``require=False``) in front of the SDK's app: an outage is then a 503
 with ``Retry-After`` before the SDK sees the request, an invalid token the library's 401 (with
 ``resource_metadata``), and a request without a token goes on to the SDK's own 401.
+
+A valid token without the scopes of ``auth_settings(required_scopes=...)`` gets the MCP
+specification's scope challenge from ``protect(app)``: 403 with ``error="insufficient_scope"``,
+the ``scope`` the server needs and ``resource_metadata`` (the SDK's own answer leaves ``scope``
+out, so a client cannot step up).
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.types import ASGIApp
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._exceptions import ConfigurationError, InvalidTokenError
+from ._exceptions import ConfigurationError, InsufficientScopeError, InvalidTokenError
 from ._extras import install_hint
 
 try:
@@ -38,7 +44,7 @@ except ModuleNotFoundError as missing:
         raise  # the SDK is there but broken: its own error says more
     # One line naming the extra, not a bare "No module named 'mcp'".
     raise ImportError(f"fastapi_zitadel.mcp needs the MCP SDK, {install_hint('mcp')}") from None
-from ._fastapi.middleware import ZitadelMiddleware
+from ._fastapi.middleware import ZitadelCredentials, ZitadelMiddleware
 from ._fastapi.security import ZitadelIntrospection
 from ._principal import Principal
 
@@ -58,6 +64,7 @@ class ZitadelTokenVerifier:
             raise ConfigurationError("ZitadelTokenVerifier needs a ZitadelIntrospection")
         self.zitadel = zitadel
         self.role_prefix = role_prefix
+        self.required_scopes: tuple[str, ...] = ()
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The token's ``AccessToken``, or ``None`` when it is not valid.
@@ -73,11 +80,10 @@ class ZitadelTokenVerifier:
     def access_token(self, token: str, principal: Principal) -> AccessToken:
         """The SDK's view of a verified ``principal``."""
         expires = principal.expires_at
-        roles = [self.role_prefix + role for role in sorted(principal.roles)]
         return AccessToken(
             token=token,
             client_id=principal.client_id or principal.subject or "",
-            scopes=sorted(principal.scopes) + roles,
+            scopes=ZitadelCredentials(principal, self.role_prefix).scopes,
             expires_at=None if expires is None else int(expires.timestamp()),
             resource=self._resource(principal.audience),
             subject=principal.subject,
@@ -107,6 +113,7 @@ class ZitadelTokenVerifier:
             )
         # Strings, not AnyHttpUrl(...): AuthSettings keeps a path-less issuer without the
         # trailing slash pydantic would add, and issuers are compared exactly (RFC 8414).
+        self.required_scopes = tuple(required_scopes or ())
         settings: dict[str, Any] = {
             "issuer_url": config.issuer,
             "resource_server_url": config.resource,
@@ -119,8 +126,9 @@ class ZitadelTokenVerifier:
 
     def protect(self, app: ASGIApp) -> ZitadelMiddleware:
         """``app`` (the SDK's Starlette app) behind ``ZitadelMiddleware(require=False)``:
-        outages become 503 with ``Retry-After``; see the module docstring. A Starlette app's
-        lifespan also opens and closes the ``ZitadelIntrospection``."""
+        outages become 503 with ``Retry-After``, a token without the required scopes the
+        specification's 403; see the module docstring. A Starlette app's lifespan also opens
+        and closes the ``ZitadelIntrospection``."""
         if isinstance(app, Starlette):
             inner = app.router.lifespan_context
             zitadel = self.zitadel
@@ -131,4 +139,35 @@ class ZitadelTokenVerifier:
                     yield state
 
             app.router.lifespan_context = lifespan
-        return ZitadelMiddleware(app, zitadel=self.zitadel, require=False)
+        if self.required_scopes:
+            app = _RequiredScopes(app, self.zitadel, self.required_scopes)
+        return ZitadelMiddleware(
+            app, zitadel=self.zitadel, require=False, role_prefix=self.role_prefix
+        )
+
+
+class _ScopeChallenge(InsufficientScopeError):
+    """403 ``insufficient_scope`` naming the scopes and, as the MCP specification's scope
+    challenge does, the resource metadata."""
+
+    challenge_names_metadata = True
+
+
+class _RequiredScopes:
+    """Between ``ZitadelMiddleware`` and the SDK's app: a verified token lacking one of
+    ``required`` gets the scope challenge; the SDK never sees it."""
+
+    def __init__(self, app: ASGIApp, zitadel: ZitadelIntrospection, required: Sequence[str]):
+        self.app = app
+        self._zitadel = zitadel
+        self._required = tuple(required)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        credentials = scope.get("auth") if scope["type"] == "http" else None
+        if isinstance(credentials, ZitadelCredentials):
+            granted = credentials.scopes
+            if any(needed not in granted for needed in self._required):
+                challenge = _ScopeChallenge.for_scopes(self._required)
+                await self._zitadel.refusal.respond(challenge, HTTPConnection(scope), send)
+                return
+        await self.app(scope, receive, send)

@@ -168,3 +168,146 @@ async def test_the_verifier_raises_on_an_outage_and_maps_the_principal() -> None
             standin.inject("status", status=503, times=None)
             with pytest.raises(IdentityProviderError):  # never None: that would be a 401
                 await verifier.verify_token(project.token("bob"))
+
+
+# The scope challenge, as the MCP specification asks for it --------------------------------
+
+
+async def test_a_token_without_the_required_scope_gets_the_specifications_challenge() -> None:
+    """403 ``insufficient_scope`` with the ``scope`` needed and ``resource_metadata``, so a
+    client can ask for more (the SDK's own 403 leaves ``scope`` out); the tool stays unrun."""
+    from mcp.server.mcpserver import MCPServer
+
+    standin = ZitadelStandIn()
+    with StandInProject(standin) as project:
+        sock = bind_socket("127.0.0.1", 0)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+        zitadel = project.introspection(
+            resource=url, http_client=httpx.AsyncClient(transport=standin.transport())
+        )
+        verifier = ZitadelTokenVerifier(zitadel)
+        settings = verifier.auth_settings(required_scopes=["role:writer"])
+        server = MCPServer("scoped", token_verifier=verifier, auth=settings)
+        calls: list[str] = []
+
+        @server.tool()
+        def restock(item: str) -> str:
+            calls.append(item)
+            return "ok"
+
+        reader = project.token("alice", roles=["reader"])
+        writer = project.token("bob", roles=["writer"])
+        with LoopbackServer(verifier.protect(server.streamable_http_app()), sock=sock):
+            async with httpx2.AsyncClient() as http:
+                refused = await http.post(
+                    url,
+                    json=INITIALIZE,
+                    headers={**MCP_HEADERS, "Authorization": f"Bearer {reader}"},
+                )
+            client_http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {writer}"})
+            async with (
+                client_http,
+                Client(streamable_http_client(url, http_client=client_http)) as client,
+            ):
+                result = await client.call_tool("restock", {"item": "pear"})
+    assert refused.status_code == 403
+    challenge = refused.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert 'error="insufficient_scope"' in challenge
+    assert 'scope="role:writer"' in challenge
+    metadata = url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
+    assert f'resource_metadata="{metadata}"' in challenge
+    assert extract_resource_metadata_from_www_auth(refused) == metadata
+    assert refused.json()["detail"]["error"] == "insufficient_scope"
+    assert not result.is_error
+    assert calls == ["pear"]
+
+
+def test_the_mcp_extra_allows_only_the_tested_sdk_range() -> None:
+    """The ``mcp`` extra's range is what CI installs and tests; the fields filled in
+    ``AccessToken`` exist throughout it."""
+    import re
+    from importlib.metadata import version
+    from pathlib import Path
+
+    from mcp.server.auth.provider import AccessToken
+    from packaging.requirements import Requirement
+
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    found = re.search(r'^mcp = \["([^"]+)"\]$', pyproject, re.MULTILINE)  # the extra
+    assert found is not None
+    extra = found.group(1)
+    requirement = Requirement(extra)
+    assert requirement.specifier.contains(version("mcp")), (extra, version("mcp"))
+    assert {str(s) for s in requirement.specifier} == {">=2.3", "<3"}  # what CI has run
+    assert {"resource", "subject", "claims"} <= set(AccessToken.model_fields)
+
+
+def test_a_scope_never_passes_for_a_role() -> None:
+    """``role:admin`` in a token's ``scope`` (a server that grants whatever a client asks for)
+    is not the project role ``admin``, for the SDK's ``required_scopes`` and for Starlette's
+    ``@requires`` behind ``ZitadelMiddleware`` alike."""
+    from fastapi_zitadel import Principal, ZitadelCredentials
+
+    standin = ZitadelStandIn()
+    with StandInProject(standin) as project:
+        verifier = ZitadelTokenVerifier(project.introspection())
+    asking = Principal(subject="mallory", scopes=frozenset({"openid", "role:admin"}))
+    holding = Principal(
+        subject="alice", scopes=frozenset({"openid"}), roles={"admin": {"org": "acme"}}
+    )
+    assert verifier.access_token("t", asking).scopes == ["openid"]
+    assert verifier.access_token("t", holding).scopes == ["openid", "role:admin"]
+    assert ZitadelCredentials(asking).scopes == ["openid"]
+    assert ZitadelCredentials(asking, role_prefix="").scopes == ["openid", "role:admin"]
+
+
+BAD_TOKENS = [
+    "",
+    " ",
+    "\x00",
+    "\n",
+    "é",
+    "x y",
+    "Bearer x",
+    "null",
+    "%00",
+    "a" * 5000,  # over max_token_length
+    "a" * 100_000,
+    "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.",  # alg none
+]
+OUTAGES: list[tuple[str, dict[str, Any]]] = [
+    ("status", {"status": 500}),
+    ("status", {"status": 503}),
+    ("status", {"status": 400}),
+    ("status", {"status": 401}),
+    ("garbage", {}),
+    ("drop", {}),
+    ("latency", {"seconds": 2.0}),
+    ("rate_limit", {"seconds": 1.0}),
+]
+
+
+async def test_none_only_for_a_bad_token_and_never_for_an_outage() -> None:
+    """The protocol's ``None`` is a 401: 13 bad tokens get it, 8 kinds of outage raise."""
+    standin = ZitadelStandIn()
+    with StandInProject(standin) as project:
+        zitadel = project.introspection(
+            resource="https://mcp.example.test/mcp",
+            max_retries=0,
+            timeout=0.5,
+            circuit_breaker_threshold=0,
+            cache_ttl=0,
+            negative_cache_ttl=0,
+            http_client=httpx.AsyncClient(transport=standin.transport()),
+        )
+        verifier = ZitadelTokenVerifier(zitadel)
+        async with zitadel:
+            for token in [*BAD_TOKENS, project.token("alice") + "x"]:
+                assert await verifier.verify_token(token) is None, token[:20]
+            for kind, options in OUTAGES:
+                standin.inject(kind, times=None, **options)  # type: ignore[arg-type]
+                with pytest.raises(IdentityProviderError):
+                    await verifier.verify_token(project.token("alice"))
+                standin.clear_faults()
+            assert await verifier.verify_token(project.token("alice")) is not None

@@ -163,16 +163,17 @@ def test_websockets(world: World, token: str) -> None:
     with TestClient(build_app(world.client())) as client:
         with client.websocket_connect("/ws", headers=bearer(token)) as ws:
             assert ws.receive_json() == {"name": "alice"}
-        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/ws"):
-            pass
+        # Accepted, then closed at once: a real client receives the code (see test_websocket_close).
+        with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/ws") as ws:
+            ws.receive_text()
         assert refused.value.code == 1008
         world.standin.inject("status", status=503, times=None)
         other = world.token(scopes=["openid"])
         with (
             pytest.raises(WebSocketDisconnect) as later,
-            client.websocket_connect("/ws", headers=bearer(other)),
+            client.websocket_connect("/ws", headers=bearer(other)) as ws,
         ):
-            pass
+            ws.receive_text()
         assert later.value.code == 1013  # try again later: an outage is never a refusal
 
 

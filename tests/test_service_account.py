@@ -25,6 +25,7 @@ from fastapi_zitadel import (
     WrongKeyTypeError,
     ZitadelIntrospection,
 )
+from fastapi_zitadel._client.service_account import REFUSAL_HOLD_OFF
 from fastapi_zitadel.testing import LoopbackServer, StandInProject, User
 
 from .helpers import STANDIN_ISSUER, FakeClock, World
@@ -400,15 +401,18 @@ async def test_async_client_over_loopback_retries_once_after_invalid_token(
 def test_sync_retry_and_no_retry_for_a_stream(zitadel_project: StandInProject, api: str) -> None:
     zitadel_project.service_user("robot")
     standin = zitadel_project.standin
+    monotonic = FakeClock(1000.0)
     auth = ServiceAccountAuth(
         standin.issuer,
         key_file=zitadel_project.service_key_path("robot"),
         project_id=zitadel_project.project.id,
+        monotonic=monotonic,
     )
     with auth, httpx.Client(base_url=api, auth=auth) as http:
         standin.revoke(auth.token())
         assert http.get("/whoami").status_code == 200  # retried with a new token
         standin.revoke(auth.token())
+        monotonic.advance(REFUSAL_HOLD_OFF)  # 401s renew a token at most this often
 
         def body() -> Iterator[bytes]:
             yield b'{"n": 2}'

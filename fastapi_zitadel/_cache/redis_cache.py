@@ -62,6 +62,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi_zitadel._events.revocations import RevocationFeed
 from fastapi_zitadel._exceptions import ConfigurationError
 from fastapi_zitadel._extras import redis_asyncio
+from fastapi_zitadel._idp.urls import redis_url_problem
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._resilience.per_loop import PerLoop
 
@@ -201,6 +202,9 @@ class RedisCache(IntrospectionCache):
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis_error: type[Exception] = redis_asyncio().RedisError  # the package is there
+        problem = redis_url_problem(url)
+        if problem is not None:
+            raise ConfigurationError(f"RedisCache url: {problem}")
         if tombstone_ttl <= _LONGEST_DEADLINE:
             raise ConfigurationError(
                 "tombstone_ttl must be longer than the longest lookup deadline (300 s)"

@@ -15,7 +15,11 @@ credentials, ``client_secret_basic``). The token is kept and renewed before it l
   per event loop, and one thread at a time for synchronous clients).
 * **revoked or rejected token**: a 401 whose ``WWW-Authenticate`` says
   ``error="invalid_token"`` drops the token, gets a new one and sends the request again, once,
-  when its body can be sent again (bytes, not a stream).
+  when its body can be sent again (bytes, not a stream). Only a 401 from where the token went
+  counts (after a redirect to another origin, httpx did not send it there), and a 401 gets a
+  new token at most once per ``REFUSAL_HOLD_OFF`` seconds: an API that refuses every token
+  (misconfigured, or hostile) gets its 401s back, not a token request per call. The reason
+  is logged once per hold-off.
 
 Without the audience scope (``project_id=``) ZITADEL issues a token whose audience lacks the
 API's project, and its introspection of that token answers inactive: the API says 401.
@@ -28,7 +32,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -67,18 +71,23 @@ ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
 ASSERTION_LIFETIME = 60.0  # seconds: the grant's assertion is used once, at once
 DEFAULT_LIFETIME = 300.0  # a token without expires_in is kept this long
 _MIN_LIFETIME = 1.0
+# A token is renewed at least this often, whatever expires_in says: an endpoint that claims
+# years (or 1e308 seconds) would otherwise leave a token in use long after it lapsed.
+MAX_LIFETIME = 86_400.0
 _FLIGHT = "token"
 _HOLD_UNAVAILABLE = 1.0  # seconds a failed cold fetch is repeated without a new request
 _HOLD_REJECTED = 10.0
 _INVALID_TOKEN = re.compile(r"""\berror\s*=\s*"?invalid_token\b""", re.IGNORECASE)
+_DESCRIPTION = re.compile(r'\berror_description\s*=\s*"([\x20\x21\x23-\x5b\x5d-\x7e]{1,120})"')
+REFUSAL_HOLD_OFF = 30.0  # seconds between token requests caused by an API's 401s
 
 
 @dataclass(frozen=True)
 class _Token:
     """A token and its schedule, on the monotonic clock; replaced whole, never changed."""
 
-    value: str
-    header: str  # "Bearer <value>", built once
+    value: str = field(repr=False)
+    header: str = field(repr=False)  # "Bearer <value>", built once
     renew_at: float
     usable_until: float
     scope: str | None
@@ -190,6 +199,8 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
         self._renew_retry_at = float("-inf")
         self._failure: IdentityProviderError | None = None
         self._failure_until = float("-inf")
+        self._refusal_hold_until = float("-inf")  # no token request for a 401 before then
+        self._refusal_logged = False
 
     def __repr__(self) -> str:
         key = f", key_id={self.key_id!r}" if self.key_id else ""
@@ -237,8 +248,7 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             token = self._current()
         request.headers["Authorization"] = token.header
         response = yield request
-        if _retry_with_new_token(request, response):
-            self.invalidate(token.value)
+        if self._send_again(token, request, response):
             request.headers["Authorization"] = self._current().header
             yield request
 
@@ -250,10 +260,37 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             token = await self._acurrent()
         request.headers["Authorization"] = token.header
         response = yield request
-        if _retry_with_new_token(request, response):
-            self.invalidate(token.value)
+        if self._send_again(token, request, response):
             request.headers["Authorization"] = (await self._acurrent()).header
             yield request
+
+    def _send_again(self, token: _Token, request: httpx.Request, response: httpx.Response) -> bool:
+        """After the API refused ``token``: whether to send ``request`` again, with the token
+        that replaces it (dropped here, when that is allowed now)."""
+        if not _retry_with_new_token(token, request, response):
+            return False
+        if self._token is not token:
+            return True  # already replaced (another request's 401, a renewal): no new request
+        now = self._monotonic()
+        if now < self._refusal_hold_until:
+            if not self._refusal_logged:
+                self._refusal_logged = True
+                challenges = " ".join(response.headers.get_list("www-authenticate"))
+                described = _DESCRIPTION.search(challenges)
+                logger.warning(
+                    "%s refused service user %s's token again (401 invalid_token%s) although it "
+                    "was renewed after the last refusal: no new token for its 401s for %.0f s. "
+                    "Check that the API accepts this user's tokens (project_id, its roles)",
+                    _origin(response.request.url),
+                    self.client_id,
+                    f": {described.group(1)}" if described else "",
+                    self._refusal_hold_until - now,
+                )
+            return False
+        self._refusal_hold_until = now + REFUSAL_HOLD_OFF
+        self._refusal_logged = False
+        self.invalidate(token.value)
+        return True
 
     # Getting tokens: async ----------------------------------------------------------------
     async def _acurrent(self) -> _Token:
@@ -320,7 +357,8 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
     # Bookkeeping ---------------------------------------------------------------------------
     def _keep(self, issued: IssuedToken, started: float) -> _Token:
         """Schedule ``issued``: its lifetime counts from when it was asked for (conservative)."""
-        lifetime = max(issued.expires_in or DEFAULT_LIFETIME, _MIN_LIFETIME)
+        given = DEFAULT_LIFETIME if issued.expires_in is None else issued.expires_in
+        lifetime = min(max(given, _MIN_LIFETIME), MAX_LIFETIME)
         token = _Token(
             value=issued.access_token,
             header="Bearer " + issued.access_token,
@@ -384,9 +422,20 @@ def _scope(project_id: str | Sequence[str] | None, *, roles: bool, extra: Iterab
     return " ".join(dict.fromkeys(scopes))
 
 
-def _retry_with_new_token(request: httpx.Request, response: httpx.Response) -> bool:
-    """Whether the API said our token is invalid, and the request can be sent again."""
+def _origin(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
+
+
+def _retry_with_new_token(token: _Token, request: httpx.Request, response: httpx.Response) -> bool:
+    """Whether the API that received ``token`` said it is invalid, and the request can be sent
+    again.
+
+    After redirects ``response`` answers the last request of the chain; httpx sends the token
+    to another origin only on an upgrade to https, so a 401 from a request that did not carry
+    it says nothing about it."""
     if response.status_code != 401:
+        return False
+    if response.request.headers.get("authorization") != token.header:
         return False
     challenges = response.headers.get_list("www-authenticate")
     if not any("bearer" in value.lower() and _INVALID_TOKEN.search(value) for value in challenges):

@@ -19,6 +19,7 @@ a probable rejection of our key, with both readings in the message.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -264,6 +265,8 @@ def _issued(data: Any) -> IssuedToken:
         raise TokenEndpointUnavailable("token endpoint answer's expires_in is not a number")
     if expires_in is not None and expires_in < 0:
         raise TokenEndpointUnavailable("token endpoint answer's expires_in is negative")
+    if expires_in is not None and not math.isfinite(expires_in):  # 1e400 reads as infinity
+        raise TokenEndpointUnavailable("token endpoint answer's expires_in is not finite")
     scope, issued_type = data.get("scope"), data.get("issued_token_type")
     return IssuedToken(
         access_token=token,

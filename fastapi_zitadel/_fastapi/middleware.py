@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from fastapi_zitadel._exceptions import ConfigurationError, MissingTokenError, ZitadelError
 from fastapi_zitadel._principal import Principal
@@ -59,7 +60,12 @@ class ZitadelUser(BaseUser):
 
 class ZitadelCredentials(AuthCredentials):
     """``request.auth``: ``scopes`` holds the token's scopes and, as ``<role_prefix><role>``
-    (``role:admin``), its project roles; built on first read."""
+    (``role:admin``), its project roles; built on first read.
+
+    A scope that itself starts with ``role_prefix`` is left out: only a project role may
+    read as one. An authorization server that grants any scope a client asks for (ZITADEL
+    does not; others may) would otherwise hand out ``role:admin`` to whoever requests it.
+    """
 
     def __init__(self, principal: Principal, role_prefix: str = "role:") -> None:
         # AuthCredentials.__init__ is not called: ``scopes`` is computed on first read.
@@ -71,9 +77,10 @@ class ZitadelCredentials(AuthCredentials):
     def scopes(self) -> list[str]:
         if self._scopes is None:
             prefix = self._role_prefix
-            self._scopes = sorted(self.principal.scopes) + [
-                prefix + role for role in sorted(self.principal.roles)
-            ]
+            scopes = sorted(self.principal.scopes)
+            if prefix:
+                scopes = [scope for scope in scopes if not scope.startswith(prefix)]
+            self._scopes = scopes + [prefix + role for role in sorted(self.principal.roles)]
         return self._scopes
 
     @scopes.setter
@@ -180,7 +187,7 @@ class ZitadelMiddleware:
             scope["auth"], scope["user"] = AuthCredentials(), UnauthenticatedUser()
             await self.app(scope, receive, send)
             return
-        conn = HTTPConnection(scope)
+        conn = HTTPConnection(scope) if kind == "http" else WebSocket(scope, receive, send)
         zitadel = self.zitadel
         try:
             principal = await zitadel.identify(conn)

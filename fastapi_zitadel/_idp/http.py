@@ -40,6 +40,7 @@ __all__ = [
     "HttpClientProvider",
     "JsonResponse",
     "SyncHttpClientProvider",
+    "TimeoutFailure",
     "send_for_json",
     "send_for_json_sync",
 ]
@@ -52,6 +53,11 @@ _USER_AGENT = "fastapi-zitadel"
 # gzip and deflate are decompressed here under the cap; anything else is refused unread.
 _ACCEPT_ENCODING = "gzip, deflate"
 _DECOMPRESSORS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 0}
+
+
+class TimeoutFailure(TransportFailure):
+    """No answer within the time the call was given (as opposed to an error answer or a
+    refused connection): whose fault that is depends on how much time it had."""
 
 
 class _TooLarge(Exception):
@@ -168,7 +174,7 @@ async def send_for_json(
                 return await _send(http, request)
         return await asyncio.wait_for(_send(http, request), timeout=timeout)
     except (asyncio.TimeoutError, httpx.TimeoutException):
-        raise TransportFailure(f"identity provider timed out after {timeout:.1f} s") from None
+        raise TimeoutFailure(f"identity provider timed out after {timeout:.1f} s") from None
     except httpx.HTTPError as exc:
         raise TransportFailure(f"identity provider unreachable ({_why(exc)})") from None
     except zlib.error:
@@ -255,10 +261,16 @@ def _parsed(response: httpx.Response, body: bytes) -> JsonResponse:
     if content_type != "application/json" and not content_type.endswith("+json"):
         return _unusable(response, f"content type {content_type or 'missing'!r}, not JSON")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_not_json)
     except (ValueError, RecursionError):
         return _unusable(response, "body is not valid JSON")
     return JsonResponse(response.status_code, response.headers, data, None)
+
+
+def _not_json(constant: str) -> Any:
+    """``NaN``, ``Infinity``, ``-Infinity``: Python reads them, JSON has none (RFC 8259 §6),
+    and a lifetime or a time that is not a finite number breaks every comparison with it."""
+    raise ValueError(f"{constant} is not JSON")
 
 
 class SyncHttpClientProvider(_RequestFactory):
@@ -321,7 +333,7 @@ def send_for_json_sync(
             response.close()
         return _parsed(response, body)
     except (TimeoutError, httpx.TimeoutException):
-        raise TransportFailure(f"identity provider timed out after {timeout:.1f} s") from None
+        raise TimeoutFailure(f"identity provider timed out after {timeout:.1f} s") from None
     except httpx.HTTPError as exc:
         raise TransportFailure(f"identity provider unreachable ({_why(exc)})") from None
     except zlib.error:

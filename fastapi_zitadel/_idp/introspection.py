@@ -25,10 +25,10 @@ from fastapi_zitadel._log import RateLimitedLog, logger
 
 from .client_auth import ClientAuthentication
 from .discovery import Discovery
-from .http import HttpClientProvider, JsonResponse
+from .http import HttpClientProvider, JsonResponse, TimeoutFailure
 from .retry import Flow, Retries, Retryable, Send, retry_after, run
 
-__all__ = ["IntrospectionClient"]
+__all__ = ["IntrospectionClient", "OutOfTimeFailure"]
 
 _CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 # How servers that refuse a reused client assertion say so: ZITADEL and most answer 400/401
@@ -37,6 +37,14 @@ _CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 # try with a fresh one.
 _REUSE_STATUSES = frozenset({400, 401, 403})
 _REUSE_ERRORS = _CREDENTIAL_ERRORS | {"invalid_request"}
+
+
+class OutOfTimeFailure(IdentityProviderUnavailable):
+    """The deadline ended the call before the IdP answered (no error answer, no refusal).
+
+    Whether that is the IdP's failure depends on how much of the deadline the call had: one
+    that waited in our own queue may have had too little (``IntrospectionValidator`` decides).
+    """
 
 
 class _AuthenticationRefused(Exception):
@@ -77,7 +85,7 @@ class IntrospectionClient:
         self._retries = Retries(
             max_retries=max_retries,
             monotonic=monotonic,
-            out_of_time=lambda: IdentityProviderUnavailable(
+            out_of_time=lambda: OutOfTimeFailure(
                 f"identity provider did not answer within {timeout:.1f} s", retry_after=1.0
             ),
             on_retry=lambda number, failure: logger.debug(
@@ -129,6 +137,9 @@ class IntrospectionClient:
             try:
                 response = yield Send(request, remaining)
             except TransportFailure as failure:
+                if isinstance(failure, TimeoutFailure):  # no answer in time: whose fault?
+                    out_of_time = OutOfTimeFailure(failure.description, retry_after=1.0)
+                    raise Retryable(out_of_time) from None
                 raise Retryable(_unavailable(failure.description)) from None
             try:
                 return self._classify(response)

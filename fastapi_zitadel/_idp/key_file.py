@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 MIN_RSA_BITS = 2048
+# A ZITADEL key file is about 2 KiB (a 4096-bit key about 3.5): anything far larger is not one,
+# and /dev/zero or a FIFO given as the path must not hang start-up or exhaust memory.
+_MAX_KEY_FILE_BYTES = 64 * 1024
 
 KeyFileSource = Union[str, "os.PathLike[str]", Mapping[str, Any], "ZitadelKeyFile"]
 """A path, the JSON text itself, an already parsed mapping, or a loaded key file."""
@@ -81,7 +85,7 @@ def load_key_file(source: KeyFileSource) -> ZitadelKeyFile:
     path = Path(source)
     label = f"'{path}'"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_small_file(path, label)
     except FileNotFoundError:
         raise KeyFileError(label, "file not found") from None
     except IsADirectoryError:
@@ -95,13 +99,32 @@ def load_key_file(source: KeyFileSource) -> ZitadelKeyFile:
     return _from_json(text, label)
 
 
+def _read_small_file(path: Path, label: str) -> str:
+    """The text of a regular file of at most ``_MAX_KEY_FILE_BYTES``; never blocks on a FIFO
+    or reads a device without end."""
+    mode = path.stat().st_mode  # follows links; raises as open() would
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError
+    if not stat.S_ISREG(mode):
+        raise KeyFileError(label, "is not a regular file (a device, a FIFO or a socket?)")
+    with path.open("rb") as file:
+        data = file.read(_MAX_KEY_FILE_BYTES + 1)
+    if len(data) > _MAX_KEY_FILE_BYTES:
+        raise KeyFileError(label, f"larger than {_MAX_KEY_FILE_BYTES // 1024} KiB: not a key file")
+    return data.decode("utf-8")
+
+
 def _from_json(text: str, label: str) -> ZitadelKeyFile:
+    if len(text) > _MAX_KEY_FILE_BYTES:
+        raise KeyFileError(label, f"larger than {_MAX_KEY_FILE_BYTES // 1024} KiB: not a key file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         # The decoder's message holds a position, never the document itself.
         problem = f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
         raise KeyFileError(label, problem) from None
+    except RecursionError:
+        raise KeyFileError(label, "not a key file (JSON nested too deeply)") from None
     if not isinstance(data, dict):
         raise KeyFileError(label, f"expected a JSON object, got {type(data).__name__}")
     return _from_mapping(data, label)
