@@ -2,17 +2,15 @@
 (JWT access tokens against the issuer's keys), or both; and call other protected APIs with
 ZITADEL tokens (``ServiceAccountAuth``, ``TokenExchange``).
 
-The public API is what this module exports; everything else is private (``_*``) and may
-change without notice. ``tests/test_exported_members.py`` pins the list below.
+The public API is what this module exports, what an app needs; the rest of it lives in four
+submodules: ``fastapi_zitadel.cache`` (the shared-tier extension kit), ``.defaults`` (the
+default instance and the module-level ``require_*``), ``.config`` (configuration objects and
+key files) and ``.types`` (types for annotations). Everything else is private (``_*``) and
+may change without notice. ``tests/test_exported_members.py`` pins the lists.
 """
 
-from ._cache.base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache, SuspectToken
-from ._cache.memory import MemoryCache
-from ._cache.redis_cache import RedisCache
 from ._client.service_account import ServiceAccountAuth
 from ._client.token_exchange import ExchangedToken, TokenExchange
-from ._config import KeyFileSource, ZitadelConfig, ZitadelSettings
-from ._events.revocations import REVOCATION_EVENTS
 from ._exceptions import (
     AuthenticationError,
     ClientCredentialsRejected,
@@ -25,91 +23,98 @@ from ._exceptions import (
     IssuerMismatch,
     KeyFileError,
     MissingTokenError,
-    SharedCacheUnavailable,
     TokenEndpointUnavailable,
     TokenExchangeRejected,
     TokenRequestRejected,
     WrongKeyTypeError,
     ZitadelError,
 )
-from ._fastapi.defaults import (
-    DefaultZitadel,
-    default_zitadel,
-    get_default_zitadel,
-    require_any_role,
-    require_any_scope,
-    require_role,
-    require_scope,
-    set_default_zitadel,
-)
 from ._fastapi.middleware import ZitadelCredentials, ZitadelMiddleware, ZitadelUser
-from ._fastapi.requirements import PrincipalDependency
-from ._fastapi.security import (
-    ClientIdentity,
-    ZitadelIntrospected,
-    ZitadelIntrospection,
-    ZitadelOptional,
-)
-from ._fastapi.user import PrincipalLoader
-from ._idp.key_file import ZitadelKeyFile, load_key_file
-from ._metrics import MetricsSnapshot
+from ._fastapi.security import ZitadelIntrospection
 from ._principal import Actor, Organization, Principal
-from ._resilience.circuit_breaker import CircuitState
 
 __all__ = [
-    "REVOCATION_EVENTS",
     "Actor",
     "AuthenticationError",
-    "CacheBinding",
-    "CacheEntry",
-    "CacheKey",
-    "CircuitState",
     "ClientCredentialsRejected",
-    "ClientIdentity",
     "ConfigurationError",
-    "DefaultZitadel",
     "ExchangedToken",
     "IdentityProviderError",
     "IdentityProviderUnavailable",
     "InsufficientScopeError",
-    "IntrospectionCache",
     "InvalidRequestError",
     "InvalidTokenError",
     "IssuerMismatch",
     "KeyFileError",
-    "KeyFileSource",
-    "MemoryCache",
-    "MetricsSnapshot",
     "MissingTokenError",
     "Organization",
     "Principal",
-    "PrincipalDependency",
-    "PrincipalLoader",
-    "RedisCache",
     "ServiceAccountAuth",
-    "SharedCacheUnavailable",
-    "SuspectToken",
     "TokenEndpointUnavailable",
     "TokenExchange",
     "TokenExchangeRejected",
     "TokenRequestRejected",
     "WrongKeyTypeError",
-    "ZitadelConfig",
     "ZitadelCredentials",
     "ZitadelError",
-    "ZitadelIntrospected",
     "ZitadelIntrospection",
-    "ZitadelKeyFile",
     "ZitadelMiddleware",
-    "ZitadelOptional",
-    "ZitadelSettings",
     "ZitadelUser",
-    "default_zitadel",
-    "get_default_zitadel",
-    "load_key_file",
-    "require_any_role",
-    "require_any_scope",
-    "require_role",
-    "require_scope",
-    "set_default_zitadel",
 ]
+
+# Where the names that left the root in 0.2 live now: an import of one from here says so.
+_MOVED = {
+    **dict.fromkeys(
+        (
+            "CacheBinding",
+            "CacheEntry",
+            "CacheKey",
+            "IntrospectionCache",
+            "MemoryCache",
+            "RedisCache",
+            "SharedCacheUnavailable",
+            "SuspectToken",
+        ),
+        "cache",
+    ),
+    **dict.fromkeys(
+        (
+            "DefaultZitadel",
+            "default_zitadel",
+            "get_default_zitadel",
+            "set_default_zitadel",
+            "require_scope",
+            "require_any_scope",
+            "require_role",
+            "require_any_role",
+        ),
+        "defaults",
+    ),
+    **dict.fromkeys(
+        ("KeyFileSource", "ZitadelConfig", "ZitadelKeyFile", "ZitadelSettings", "load_key_file"),
+        "config",
+    ),
+    **dict.fromkeys(
+        (
+            "REVOCATION_EVENTS",
+            "CircuitState",
+            "ClientIdentity",
+            "MetricsSnapshot",
+            "PrincipalDependency",
+            "PrincipalLoader",
+            "ZitadelIntrospected",
+            "ZitadelOptional",
+        ),
+        "types",
+    ),
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _MOVED.get(name)
+    message = (
+        f"module 'fastapi_zitadel' has no attribute {name!r}"
+        if home is None
+        else f"{name} moved out of the package root: from fastapi_zitadel.{home} import {name}"
+    )
+    raise AttributeError(message)

@@ -10,9 +10,8 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
-from fastapi_zitadel import (
-    ConfigurationError,
-    Principal,
+from fastapi_zitadel import ConfigurationError, Principal
+from fastapi_zitadel.defaults import (
     get_default_zitadel,
     require_any_scope,
     require_role,

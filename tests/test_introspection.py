@@ -15,9 +15,9 @@ from fastapi_zitadel import (
     ClientCredentialsRejected,
     IdentityProviderUnavailable,
     InvalidTokenError,
-    MemoryCache,
     ZitadelIntrospection,
 )
+from fastapi_zitadel.cache import MemoryCache
 
 from .helpers import STANDIN_ISSUER as ISSUER
 from .helpers import World

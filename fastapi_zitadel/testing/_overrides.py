@@ -18,8 +18,8 @@ from fastapi_zitadel import (
     MissingTokenError,
     Principal,
     ZitadelIntrospection,
-    default_zitadel,
 )
+from fastapi_zitadel.defaults import default_zitadel
 
 
 def fixed_principal(
