@@ -9,8 +9,6 @@ key files) and ``.types`` (types for annotations). Everything else is private (`
 may change without notice. ``tests/test_exported_members.py`` pins the lists.
 """
 
-from ._client.service_account import ServiceAccountAuth
-from ._client.token_exchange import ExchangedToken, TokenExchange
 from ._exceptions import (
     AuthenticationError,
     ClientCredentialsRejected,
@@ -31,6 +29,8 @@ from ._exceptions import (
 )
 from ._fastapi.middleware import ZitadelCredentials, ZitadelMiddleware, ZitadelUser
 from ._fastapi.security import ZitadelIntrospection
+from ._outbound.service_account import ServiceAccountAuth
+from ._outbound.token_exchange import ExchangedToken, TokenExchange
 from ._principal import Actor, Organization, Principal
 
 __all__ = [

@@ -27,9 +27,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ._credentials.key_file import KeyFileSource, ZitadelKeyFile, load_key_file
 from ._exceptions import ConfigurationError, KeyFileError
-from ._idp.key_file import KeyFileSource, ZitadelKeyFile, load_key_file
-from ._idp.urls import check_url, redis_url_problem, shown, unprintable
+from ._http.urls import check_url, redis_url_problem, shown, unprintable
 from ._log import logger
 
 __all__ = [
@@ -71,7 +71,7 @@ def _issuer_rule(value: str) -> str:
 
 
 # The rules every client of ZITADEL shares: this configuration and the outbound clients'
-# settings (``_client/settings.py``) are checked by the same types.
+# settings (``_outbound/settings.py``) are checked by the same types.
 Issuer = Annotated[str, AfterValidator(_issuer_rule)]
 """ZITADEL's issuer: no trailing slash, not the discovery URL (the scheme is checked with
 ``allow_insecure_http``, by ``check_url``)."""

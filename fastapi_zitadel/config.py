@@ -3,6 +3,6 @@
 ``ZitadelIntrospection`` are the same settings; most apps need nothing from here."""
 
 from ._config import KeyFileSource, ZitadelConfig, ZitadelSettings
-from ._idp.key_file import ZitadelKeyFile, load_key_file
+from ._credentials.key_file import ZitadelKeyFile, load_key_file
 
 __all__ = ["KeyFileSource", "ZitadelConfig", "ZitadelKeyFile", "ZitadelSettings", "load_key_file"]

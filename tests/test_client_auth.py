@@ -10,7 +10,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fastapi_zitadel._idp.client_auth import (
+from fastapi_zitadel._credentials.client_auth import (
     CLIENT_ASSERTION_TYPE,
     IAT_BACKDATE_SECONDS,
     ClientCredentials,

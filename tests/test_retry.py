@@ -1,4 +1,4 @@
-"""The one retry loop (``_idp/retry.py``), step by step: no network, an injected clock."""
+"""The one retry loop (``_http/retry.py``), step by step: no network, an injected clock."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from fastapi_zitadel._exceptions import IdentityProviderUnavailable
-from fastapi_zitadel._idp.http import JsonResponse
-from fastapi_zitadel._idp.retry import Flow, Pause, Retries, Retryable, Send, retry_after
+from fastapi_zitadel._http.client import JsonResponse
+from fastapi_zitadel._http.retry import Flow, Pause, Retries, Retryable, Send, retry_after
 
 REQUEST = httpx.Request("GET", "https://zitadel.example.test/x")
 OK = JsonResponse(200, httpx.Headers(), {"ok": True}, None)

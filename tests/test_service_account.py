@@ -25,7 +25,7 @@ from fastapi_zitadel import (
     WrongKeyTypeError,
     ZitadelIntrospection,
 )
-from fastapi_zitadel._client.service_account import REFUSAL_HOLD_OFF
+from fastapi_zitadel._outbound.service_account import REFUSAL_HOLD_OFF
 from fastapi_zitadel.testing import LoopbackServer, StandInProject, User
 
 from .helpers import STANDIN_ISSUER, FakeClock, World

@@ -32,6 +32,8 @@ from fastapi_zitadel._config import (
     configuration_error,
     merged_config,
 )
+from fastapi_zitadel._credentials.client_auth import PrivateKeyJwt
+from fastapi_zitadel._credentials.key_file import ZitadelKeyFile
 from fastapi_zitadel._exceptions import (
     ConfigurationError,
     IdentityProviderError,
@@ -40,8 +42,6 @@ from fastapi_zitadel._exceptions import (
     MissingTokenError,
     ZitadelError,
 )
-from fastapi_zitadel._idp.client_auth import PrivateKeyJwt
-from fastapi_zitadel._idp.key_file import ZitadelKeyFile
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._metrics import MetricsSnapshot
 from fastapi_zitadel._principal import Principal

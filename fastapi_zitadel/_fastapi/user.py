@@ -19,9 +19,9 @@ from typing import Annotated, Any
 from fastapi import Security
 from starlette.requests import HTTPConnection
 
+from fastapi_zitadel._concurrency.tasks import KeyedTasks
 from fastapi_zitadel._exceptions import InsufficientScopeError, InvalidTokenError, ZitadelError
 from fastapi_zitadel._principal import Principal
-from fastapi_zitadel._resilience.background import KeyedTasks
 
 from .requirements import Guard
 

@@ -16,13 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi_zitadel._concurrency.tasks import KeyedTasks
 from fastapi_zitadel._exceptions import IdentityProviderUnavailable, IssuerMismatch
+from fastapi_zitadel._http.client import HttpClientProvider, SyncHttpClientProvider
+from fastapi_zitadel._http.retry import Flow, Send, run, run_sync
+from fastapi_zitadel._http.urls import check_url
 from fastapi_zitadel._log import logger
-from fastapi_zitadel._resilience.background import KeyedTasks
-
-from .http import HttpClientProvider, SyncHttpClientProvider
-from .retry import Flow, Send, run, run_sync
-from .urls import check_url
 
 __all__ = ["DISCOVERY_PATH", "Discovery", "ProviderMetadata"]
 

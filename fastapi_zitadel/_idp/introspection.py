@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from fastapi_zitadel._credentials.client_auth import ClientAuthentication
 from fastapi_zitadel._exceptions import (
     ClientCredentialsRejected,
     IdentityProviderError,
@@ -21,12 +22,10 @@ from fastapi_zitadel._exceptions import (
     TokenTypeUnsupported,
     TransportFailure,
 )
+from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse, TimeoutFailure
+from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_after, run
+from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
-
-from .client_auth import ClientAuthentication
-from .discovery import Discovery
-from .http import HttpClientProvider, JsonResponse, TimeoutFailure
-from .retry import Flow, Retries, Retryable, Send, retry_after, run
 
 __all__ = ["IntrospectionClient", "OutOfTimeFailure"]
 

@@ -53,6 +53,7 @@ from typing import Any
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache, SuspectToken
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
+from fastapi_zitadel._concurrency.tasks import KeyedTasks, wait
 from fastapi_zitadel._events.revocations import OK, REFUSED, ROLES_CHANGED, Revocations
 from fastapi_zitadel._exceptions import (
     IdentityProviderError,
@@ -65,7 +66,6 @@ from fastapi_zitadel._exceptions import (
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
-from fastapi_zitadel._resilience.background import KeyedTasks, wait
 
 from .checks import ClaimChecks
 from .jwt_validator import (

@@ -37,25 +37,24 @@ from typing import Any
 
 import httpx
 
+from fastapi_zitadel._concurrency.tasks import KeyedTasks
+from fastapi_zitadel._credentials.client_auth import ClientSecretBasic, sign_assertion
+from fastapi_zitadel._credentials.key_file import (
+    KeyFileSource,
+    load_key_file,
+    require_key_type,
+    source_label,
+)
 from fastapi_zitadel._exceptions import (
     ConfigurationError,
     IdentityProviderError,
     TokenRequestRejected,
     ZitadelError,
 )
-from fastapi_zitadel._idp.client_auth import ClientSecretBasic, sign_assertion
-from fastapi_zitadel._idp.key_file import (
-    KeyFileSource,
-    load_key_file,
-    require_key_type,
-    source_label,
-)
-from fastapi_zitadel._idp.urls import shown
+from fastapi_zitadel._http.urls import shown
 from fastapi_zitadel._log import logger
-from fastapi_zitadel._resilience.background import KeyedTasks
-
-from .settings import outbound_settings
-from .token_endpoint import (
+from fastapi_zitadel._outbound.settings import outbound_settings
+from fastapi_zitadel._outbound.token_endpoint import (
     CLIENT_CREDENTIALS_GRANT,
     JWT_BEARER_GRANT,
     Caller,

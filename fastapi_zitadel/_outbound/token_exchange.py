@@ -28,18 +28,17 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from fastapi_zitadel._exceptions import ConfigurationError
-from fastapi_zitadel._idp.client_auth import ClientSecretBasic, PrivateKeyJwt
-from fastapi_zitadel._idp.key_file import (
+from fastapi_zitadel._credentials.client_auth import ClientSecretBasic, PrivateKeyJwt
+from fastapi_zitadel._credentials.key_file import (
     KeyFileSource,
     load_key_file,
     require_key_type,
     source_label,
 )
-
-from .service_account import ServiceAccountAuth
-from .settings import outbound_settings
-from .token_endpoint import (
+from fastapi_zitadel._exceptions import ConfigurationError
+from fastapi_zitadel._outbound.service_account import ServiceAccountAuth
+from fastapi_zitadel._outbound.settings import outbound_settings
+from fastapi_zitadel._outbound.token_endpoint import (
     TOKEN_EXCHANGE_GRANT,
     Caller,
     EndpointClient,

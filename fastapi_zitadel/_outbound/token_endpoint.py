@@ -5,7 +5,7 @@ token (``ServiceAccountAuth``: the JWT bearer grant or client credentials) and a
 exchanged for a caller's (``TokenExchange``, RFC 8693). Every answer becomes exactly one of:
 the issued token, ``TokenRequestRejected`` (our credential refused: a misconfiguration),
 ``TokenExchangeRejected`` (the exchange refused) or ``TokenEndpointUnavailable``. Transport
-errors, 429 and 5xx are retried within the deadline (``_idp/retry.py``: one flow, driven async
+errors, 429 and 5xx are retried within the deadline (``_http/retry.py``: one flow, driven async
 or sync); each attempt carries fresh credentials (a newly signed assertion).
 
 What ZITADEL answers (zitadel/zitadel ``internal/api/oidc``, zitadel/oidc ``pkg/op``): client
@@ -36,12 +36,11 @@ from fastapi_zitadel._exceptions import (
     TokenRequestRejected,
     TransportFailure,
 )
+from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse, SyncHttpClientProvider
+from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_after, run, run_sync
 from fastapi_zitadel._idp.discovery import Discovery
-from fastapi_zitadel._idp.http import HttpClientProvider, JsonResponse, SyncHttpClientProvider
-from fastapi_zitadel._idp.retry import Flow, Retries, Retryable, Send, retry_after, run, run_sync
 from fastapi_zitadel._log import RateLimitedLog, logger
-
-from .settings import OutboundSettings
+from fastapi_zitadel._outbound.settings import OutboundSettings
 
 __all__ = [
     "CLIENT_CREDENTIALS_GRANT",

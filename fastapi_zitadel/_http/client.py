@@ -32,8 +32,8 @@ from urllib.parse import urlencode
 
 import httpx
 
+from fastapi_zitadel._concurrency.per_loop import PerLoop
 from fastapi_zitadel._exceptions import TransportFailure
-from fastapi_zitadel._resilience.per_loop import PerLoop
 
 __all__ = [
     "MAX_RESPONSE_BYTES",

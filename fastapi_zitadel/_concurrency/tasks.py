@@ -23,7 +23,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-from .per_loop import PerLoop
+from fastapi_zitadel._concurrency.per_loop import PerLoop
 
 __all__ = ["KeyedTasks", "wait"]
 

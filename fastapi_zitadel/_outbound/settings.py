@@ -14,9 +14,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
 
 from fastapi_zitadel._config import Issuer, MaxRetries, Timeout
+from fastapi_zitadel._credentials.key_file import KeyFileSource
 from fastapi_zitadel._exceptions import ConfigurationError
-from fastapi_zitadel._idp.key_file import KeyFileSource
-from fastapi_zitadel._idp.urls import check_url
+from fastapi_zitadel._http.urls import check_url
 
 __all__ = ["OutboundSettings", "outbound_settings"]
 

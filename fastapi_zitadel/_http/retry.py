@@ -28,8 +28,7 @@ from typing import TypeVar
 import httpx
 
 from fastapi_zitadel._exceptions import IdentityProviderError, TransportFailure
-
-from .http import (
+from fastapi_zitadel._http.client import (
     HttpClientProvider,
     JsonResponse,
     SyncHttpClientProvider,
