@@ -62,59 +62,20 @@ __all__ = [
     "ZitadelUser",
 ]
 
-# Where the names that left the root in 0.2 live now: an import of one from here says so.
-_MOVED = {
-    **dict.fromkeys(
-        (
-            "CacheBinding",
-            "CacheEntry",
-            "CacheKey",
-            "IntrospectionCache",
-            "MemoryCache",
-            "RedisCache",
-            "SharedCacheUnavailable",
-            "SuspectToken",
-        ),
-        "cache",
-    ),
-    **dict.fromkeys(
-        (
-            "DefaultZitadel",
-            "default_zitadel",
-            "get_default_zitadel",
-            "set_default_zitadel",
-            "require_scope",
-            "require_any_scope",
-            "require_role",
-            "require_any_role",
-        ),
-        "defaults",
-    ),
-    **dict.fromkeys(
-        ("KeyFileSource", "ZitadelConfig", "ZitadelKeyFile", "ZitadelSettings", "load_key_file"),
-        "config",
-    ),
-    **dict.fromkeys(
-        (
-            "REVOCATION_EVENTS",
-            "CircuitState",
-            "ClientIdentity",
-            "MetricsSnapshot",
-            "PrincipalDependency",
-            "PrincipalLoader",
-            "ZitadelIntrospected",
-            "ZitadelOptional",
-        ),
-        "types",
-    ),
-}
+# The public submodules, where the names that left the root in 0.2 live now: an attribute
+# lookup of one of those here says where it went.
+_SUBMODULES = ("cache", "defaults", "config", "types")
 
 
 def __getattr__(name: str) -> object:
-    home = _MOVED.get(name)
-    message = (
-        f"module 'fastapi_zitadel' has no attribute {name!r}"
-        if home is None
-        else f"{name} moved out of the package root: from fastapi_zitadel.{home} import {name}"
-    )
+    import importlib
+
+    for home in _SUBMODULES:
+        if name in importlib.import_module(f"fastapi_zitadel.{home}").__all__:
+            message = (
+                f"{name} moved out of the package root: from fastapi_zitadel.{home} import {name}"
+            )
+            break
+    else:
+        message = f"module 'fastapi_zitadel' has no attribute {name!r}"
     raise AttributeError(message)

@@ -76,11 +76,10 @@ class Guard(Protocol):
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Any: ...
 
 
-class _ScopeDocumentation(ScopedSecurity):
-    """Lists scopes under the guard's scheme in OpenAPI; checks nothing, returns nothing."""
+class _OnGuardsScheme(ScopedSecurity):
+    """A dependency documented under its guard's security scheme."""
 
-    def __init__(self, guard: Guard) -> None:
-        self._guard = guard
+    _guard: Guard
 
     @property
     def model(self) -> SecuritySchemeModel:  # type: ignore[override]
@@ -90,11 +89,18 @@ class _ScopeDocumentation(ScopedSecurity):
     def scheme_name(self) -> str:  # type: ignore[override]
         return self._guard.scheme_name
 
+
+class _ScopeDocumentation(_OnGuardsScheme):
+    """Lists scopes under the guard's scheme in OpenAPI; checks nothing, returns nothing."""
+
+    def __init__(self, guard: Guard) -> None:
+        self._guard = guard
+
     async def __call__(self) -> None:
         return None
 
 
-class Requirement(ScopedSecurity):
+class Requirement(_OnGuardsScheme):
     """A ``require_*`` dependency: authenticates through ``guard``, then answers 403 unless
     ``holds`` says the principal has what the route needs.
 
@@ -132,14 +138,6 @@ class Requirement(ScopedSecurity):
                 )
             )
         self.__signature__ = inspect.Signature(parameters)
-
-    @property
-    def model(self) -> SecuritySchemeModel:  # type: ignore[override]
-        return self._guard.model
-
-    @property
-    def scheme_name(self) -> str:  # type: ignore[override]
-        return self._guard.scheme_name
 
     async def __call__(self, conn: HTTPConnection, documented: None = None) -> Principal:
         guard = self._guard
