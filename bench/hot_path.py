@@ -47,7 +47,7 @@ from bench.common import (
     spread,
     us,
 )
-from fastapi_zitadel import ZitadelIntrospection
+from fastapi_zitadel import Principal, ZitadelIntrospection
 from fastapi_zitadel.testing import StandInProject, ZitadelStandIn
 
 Scope = MutableMapping[str, Any]
@@ -66,7 +66,10 @@ LABELS = {
     "e": "(e) Depends(zitadel.require_scope(...)), warm cache",
     "f": "(f) local RS256 JWT check with PyJWT per request",
     "g": "(g) fastapi-zitadel-auth 0.5.0, Security(auth, scopes=[...])",
+    "h": "(h) Depends(zitadel.require_role(...)), warm cache",
+    "i": "(i) Depends(zitadel) and the same role check in the route, warm cache",
 }
+ROLE = "reader"
 
 
 # The ASGI harness ------------------------------------------------------------------------
@@ -156,6 +159,20 @@ def one_route_app(dependency: Any | None) -> FastAPI:
         @app.get("/items")
         async def items(_caller: Annotated[Any, dependency]) -> dict[str, bool]:
             return {"ok": True}
+
+    return app
+
+
+def role_checked_app(zitadel: ZitadelIntrospection) -> FastAPI:
+    """(i): ``Depends(zitadel)``, the role checked by the route itself, as
+    ``require_role`` checks it (403 otherwise)."""
+    app = FastAPI()
+
+    @app.get("/items")
+    async def items(principal: Annotated[Principal, Depends(zitadel)]) -> dict[str, bool]:
+        if not principal.has_all_roles((ROLE,), None):
+            raise HTTPException(403)
+        return {"ok": True}
 
     return app
 
@@ -317,10 +334,12 @@ def run(args: argparse.Namespace) -> SectionResult:
             "f": (Depends(local_jwt_dependency(key)), token),
             "g": (Security(peer, scopes=[SCOPE]), token),
         }
+        apps["h"] = (Depends(zitadel.require_role(ROLE)), opaque)
         drivers = {
             name: AsgiDriver(one_route_app(dependency), credential)
             for name, (dependency, credential) in apps.items()
         }
+        drivers["i"] = AsgiDriver(role_checked_app(zitadel), opaque)
         for name, driver in drivers.items():
             status, body = loop.run_until_complete(driver.check())
             if status != 200:
@@ -360,6 +379,15 @@ def _report(result: SectionResult, samples: dict[str, list[float]], warm_calls: 
         ("extra cost over (a): (d) / (b)", "d", "b", 1.2),
         ("extra cost over (a): (e) / (c)", "e", "c", 1.2),
     )
+    rounds = per_round(samples, quotient("h", "i"))
+    figure = median(rounds)
+    result.add(
+        "require_role / Depends(zitadel) and its check: (h) / (i)",
+        ratio(figure),
+        f"{us(t['h'])} vs {us(t['i'])}; {ratio_range(rounds)}",
+        "<= 1.05x",
+        figure <= 1.05,
+    )
     for label, ours, floor, limit in goals:
         rounds = per_round(samples, extra_cost_ratio(ours, floor, "a"))
         figure = median(rounds)
@@ -397,9 +425,10 @@ def _report(result: SectionResult, samples: dict[str, list[float]], warm_calls: 
     result.notes.append(
         f"Warm cache: the stand-in answered in-process ({warm_calls} introspection, before "
         "timing; none during it). Every request is a fresh ASGI scope with an Authorization "
-        "header; (d), (e) send an opaque stand-in token, (f), (g) a locally signed RS256 JWT "
-        "with the same audience, scope and role claims, whose JWKS fastapi-zitadel-auth "
-        "fetched once through a mocked `httpx.AsyncClient` (its `openid_config` module's)."
+        "header; (d), (e), (h), (i) send an opaque stand-in token, (f), (g) a locally signed "
+        "RS256 JWT with the same audience, scope and role claims, whose JWKS "
+        "fastapi-zitadel-auth fetched once through a mocked `httpx.AsyncClient` (its "
+        "`openid_config` module's)."
     )
 
 

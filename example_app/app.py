@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Security, WebSocket
 
-from fastapi_zitadel import Principal, ZitadelIntrospection, require_scope, set_default_zitadel
+from fastapi_zitadel import Principal, ZitadelIntrospection
+from fastapi_zitadel.defaults import require_scope, set_default_zitadel
 
 ITEMS = ["apple", "pear"]
 

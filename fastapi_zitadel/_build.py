@@ -23,16 +23,17 @@ import httpx
 
 from ._cache.base import CacheBinding, IntrospectionCache
 from ._cache.memory import MemoryCache, NegativeCache
+from ._concurrency.tasks import KeyedTasks
 from ._config import ZitadelConfig
+from ._credentials.client_auth import ClientAuthentication, ClientSecretBasic, PrivateKeyJwt
+from ._credentials.key_file import load_key_file, require_key_type, source_label
 from ._events.receiver import EventReceiver, jwks_verifier
 from ._events.revocations import RevocationFeed, Revocations
 from ._exceptions import ConfigurationError
-from ._idp.client_auth import ClientAuthentication, ClientSecretBasic, PrivateKeyJwt
+from ._http.client import HttpClientProvider
 from ._idp.discovery import Discovery
-from ._idp.http import HttpClientProvider
 from ._idp.introspection import IntrospectionClient
 from ._idp.jwks import JwksCache
-from ._idp.key_file import load_key_file, require_key_type, source_label
 from ._log import RateLimitedLog
 from ._metrics import Metrics, MetricsSnapshot
 from ._pipeline.checks import ClaimChecks
@@ -43,7 +44,6 @@ from ._principal import Principal
 from ._resilience.call_budget import CallBudget
 from ._resilience.circuit_breaker import CircuitBreaker
 from ._resilience.concurrency_limit import ConcurrencyLimit
-from ._resilience.single_flight import SingleFlight
 
 __all__ = ["SUSPICION_TTL", "Parts", "build", "cache_namespace"]
 
@@ -225,7 +225,7 @@ def build(
         monotonic=monotonic,
     )
     limit = ConcurrencyLimit(config.max_concurrent_introspections, monotonic=monotonic)
-    flight: SingleFlight[Principal] = SingleFlight()
+    flight: KeyedTasks[Principal] = KeyedTasks()
     metrics = Metrics(coalesced_waits=lambda: flight.joined)
     validator = None
     if client is not None:
@@ -251,14 +251,7 @@ def build(
             on_keys_removed=keys_removed,
             monotonic=monotonic,
         )
-        jwt = JwtValidator(
-            keys=jwks,
-            issuer=config.issuer,
-            audiences=config.audience,
-            leeway=config.leeway,
-            clock=clock,
-            metrics=metrics,
-        )
+        jwt = JwtValidator(keys=jwks)
     suspects = None
     if mode == "hybrid":
         suspects = NegativeCache(

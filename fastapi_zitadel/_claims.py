@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ._exceptions import MalformedClaimError
-from ._interning import shared_scopes, shared_tuple
+from ._interning import SHARED
 
 __all__ = [
     "ACTOR_CLAIM",
@@ -81,7 +81,7 @@ def scopes(value: Any) -> frozenset[str]:
     if value is None:
         return frozenset()
     if isinstance(value, str):
-        return shared_scopes(value)
+        return SHARED.scopes(value)
     # Some servers send a JSON array; accept it only if every item is a string.
     if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         return frozenset(value)
@@ -92,9 +92,9 @@ def audience(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        return shared_tuple((value,))
+        return SHARED.strings((value,))
     if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
-        return shared_tuple(tuple(value))
+        return SHARED.strings(tuple(value))
     raise MalformedClaimError("aud", "a string or an array of strings")
 
 

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from fastapi_zitadel import REVOCATION_EVENTS
+from fastapi_zitadel.types import REVOCATION_EVENTS
 
 __all__ = ["add_commands", "run"]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,13 +27,16 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ._credentials.key_file import KeyFileSource, ZitadelKeyFile, load_key_file
 from ._exceptions import ConfigurationError, KeyFileError
-from ._idp.key_file import KeyFileSource, ZitadelKeyFile, load_key_file
-from ._idp.urls import check_url, redis_url_problem, shown, unprintable
+from ._http.urls import check_url, redis_url_problem, shown, unprintable
 from ._log import logger
 
 __all__ = [
+    "Issuer",
     "KeyFileSource",
+    "MaxRetries",
+    "Timeout",
     "Validation",
     "ZitadelConfig",
     "ZitadelSettings",
@@ -52,12 +56,35 @@ def _is_path(source: object) -> bool:
     )
 
 
+def _issuer_rule(value: str) -> str:
+    if value.rstrip("/").endswith(_DISCOVERY_SUFFIX):
+        raise ValueError(
+            f"is the discovery document's URL, not the issuer; use "
+            f"{shown(value.rstrip('/').removesuffix(_DISCOVERY_SUFFIX))}"
+        )
+    if value.endswith("/"):
+        raise ValueError(
+            f"must not end with '/': ZITADEL compares the issuer exactly; "
+            f"use {shown(value.rstrip('/'))}"
+        )
+    return value
+
+
+# The rules every client of ZITADEL shares: this configuration and the outbound clients'
+# settings (``_outbound/settings.py``) are checked by the same types.
+Issuer = Annotated[str, AfterValidator(_issuer_rule)]
+"""ZITADEL's issuer: no trailing slash, not the discovery URL (the scheme is checked with
+``allow_insecure_http``, by ``check_url``)."""
+Timeout = Annotated[float, Field(gt=0, le=300)]
+MaxRetries = Annotated[int, Field(ge=0, le=10)]
+
+
 class ZitadelConfig(BaseModel):
     """Every setting of ``ZitadelIntrospection``; see the README's configuration table."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    issuer: str = Field(description="ZITADEL's issuer URL, e.g. https://acme.zitadel.cloud")
+    issuer: Issuer = Field(description="ZITADEL's issuer URL, e.g. https://acme.zitadel.cloud")
     validation: Validation = Field(
         default="introspection",
         description="How tokens are verified: `introspection` (ask ZITADEL, RFC 7662), `local` "
@@ -95,8 +122,8 @@ class ZitadelConfig(BaseModel):
     negative_cache_max_size: int = Field(default=2_000, ge=1)
     stale_if_error: float = Field(default=0.0, ge=0, le=86_400)
     leeway: float = Field(default=5.0, ge=0, le=300)
-    timeout: float = Field(default=10.0, gt=0, le=300)
-    max_retries: int = Field(default=2, ge=0, le=10)
+    timeout: Timeout = 10.0
+    max_retries: MaxRetries = 2
     max_concurrent_introspections: int = Field(default=50, ge=1, le=10_000)
     circuit_breaker_threshold: int = Field(default=5, ge=0, le=1_000)
     circuit_breaker_cooldown: float = Field(default=5.0, gt=0, le=300)
@@ -176,21 +203,6 @@ class ZitadelConfig(BaseModel):
         if isinstance(value, (str, Mapping)):
             return load_key_file(value if isinstance(value, Mapping) else _json_text(value))
         raise ValueError("must be the key file's JSON text or a mapping")
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer_has_no_trailing_slash(cls, value: str) -> str:
-        if value.rstrip("/").endswith(_DISCOVERY_SUFFIX):
-            raise ValueError(
-                f"is the discovery document's URL, not the issuer; use "
-                f"{shown(value.rstrip('/').removesuffix(_DISCOVERY_SUFFIX))}"
-            )
-        if value.endswith("/"):
-            raise ValueError(
-                f"must not end with '/': ZITADEL compares the issuer exactly; "
-                f"use {shown(value.rstrip('/'))}"
-            )
-        return value
 
     @field_validator("audience", "assertion_audience", "allowed_client_ids", mode="before")
     @classmethod

@@ -392,4 +392,5 @@ class MalformedClaimError(ValueError):
 
     def __init__(self, claim: str, expected: str) -> None:
         self.claim = claim
+        self.expected = expected
         super().__init__(f"claim {claim!r} must be {expected}")

@@ -6,29 +6,32 @@ scope strings, the project's role maps, the organization. Sharing one copy of ea
 validating twice) took a cached entry from about 10.7 KB to 2.7 KB (tracemalloc; see
 BENCHMARKS.md). Everything shared here is immutable, so sharing can never leak one user's data
 into another's principal.
+
+The shared copies live in one object, ``SHARED``, rather than in a cache per function: bounded
+tables keyed by value. It is one per process on purpose: principals are built where no
+instance is at hand (``Principal.from_claims``, pydantic validation), and two instances for
+the same project share the same role maps and scope strings anyway.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "EMPTY",
+    "SHARED",
     "SharedFieldSet",
+    "SharedValues",
     "freeze",
-    "shared_roles",
-    "shared_scopes",
-    "shared_tuple",
     "thaw",
 ]
 
 _INTERN_LIMIT = 100  # longer strings (tokens' own ids, pictures) are rarely shared
-_SHARED_ROLE_MAPS = 1024  # distinct role maps kept; past that the table starts afresh
+_SHARED_LIMIT = 1024  # distinct values kept of each kind; past that its table starts afresh
 
 EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -54,7 +57,7 @@ def freeze(value: Any) -> Any:
         return value
     if isinstance(value, Mapping):
         if value and all(_is_string_map(item) for item in value.values()):
-            return shared_roles(value)
+            return SHARED.roles(value)
         return MappingProxyType(
             {
                 sys.intern(key) if isinstance(key, str) else key: freeze(item)
@@ -77,24 +80,66 @@ def thaw(value: Any) -> Any:
     return value
 
 
-@functools.lru_cache(maxsize=1024)
-def shared_scopes(value: str) -> frozenset[str]:
-    """One frozenset per distinct scope string: most tokens share a handful of them.
+ValueT = TypeVar("ValueT")
 
-    Split on spaces only, and tokens with characters RFC 6749 §3.3 forbids are dropped, never
-    split further: ``"aud\tadmin"`` is one invalid token, not the scopes ``aud`` and ``admin``.
+
+class SharedValues:
+    """One copy of each immutable value that many principals hold, by kind and by value.
+
+    Each kind's table keeps at most ``limit`` values; a full table starts afresh (what is lost
+    is only sharing with principals built before).
     """
+
+    def __init__(self, limit: int = _SHARED_LIMIT) -> None:
+        self._limit = limit
+        self._tables: dict[str, dict[Hashable, Any]] = {}
+
+    def get(self, kind: str, key: Hashable, make: Callable[[], ValueT]) -> ValueT:
+        """The shared value of ``kind`` for ``key``; ``make()`` builds it the first time."""
+        table = self._tables.setdefault(kind, {})
+        found: ValueT | None = table.get(key)
+        if found is None:
+            if len(table) >= self._limit:
+                table.clear()
+            found = table[key] = make()
+        return found
+
+    def scopes(self, value: str) -> frozenset[str]:
+        """One frozenset per distinct scope string: most tokens share a handful of them.
+
+        Split on spaces only, and tokens with characters RFC 6749 §3.3 forbids are dropped,
+        never split further: ``"aud\tadmin"`` is one invalid token, not the scopes ``aud``
+        and ``admin``.
+        """
+        return self.get("scopes", value, lambda: _scope_set(value))
+
+    def strings(self, value: tuple[str, ...]) -> tuple[str, ...]:
+        """One tuple per distinct sequence of strings (audiences)."""
+        return self.get("strings", value, lambda: value)
+
+    def roles(self, roles: Mapping[str, Mapping[str, str]]) -> Mapping[str, Mapping[str, str]]:
+        """The same read-only role map (role -> {org: domain}) for every user who has it."""
+        if not roles:
+            return EMPTY
+        signature = tuple((role, tuple(orgs.items())) for role, orgs in roles.items())
+        return self.get("roles", signature, lambda: _role_map(roles))
+
+
+def _scope_set(value: str) -> frozenset[str]:
     return frozenset(
         sys.intern(scope) for scope in value.split(" ") if _SCOPE_TOKEN.fullmatch(scope)
     )
 
 
-@functools.lru_cache(maxsize=1024)
-def shared_tuple(value: tuple[str, ...]) -> tuple[str, ...]:
-    return value
-
-
-_ROLE_MAPS: dict[Any, Mapping[str, Mapping[str, str]]] = {}
+def _role_map(roles: Mapping[str, Mapping[str, str]]) -> Mapping[str, Mapping[str, str]]:
+    return MappingProxyType(
+        {
+            sys.intern(role): MappingProxyType(
+                {sys.intern(org): sys.intern(domain) for org, domain in orgs.items()}
+            )
+            for role, orgs in roles.items()
+        }
+    )
 
 
 def _is_string_map(value: Any) -> bool:
@@ -105,24 +150,8 @@ def _is_string_map(value: Any) -> bool:
     )
 
 
-def shared_roles(roles: Mapping[str, Mapping[str, str]]) -> Mapping[str, Mapping[str, str]]:
-    """The same read-only role map (role -> {org: domain}) for every user who has it."""
-    if not roles:
-        return EMPTY
-    signature = tuple((role, tuple(orgs.items())) for role, orgs in roles.items())
-    shared = _ROLE_MAPS.get(signature)
-    if shared is None:
-        if len(_ROLE_MAPS) >= _SHARED_ROLE_MAPS:
-            _ROLE_MAPS.clear()
-        shared = _ROLE_MAPS[signature] = MappingProxyType(
-            {
-                sys.intern(role): MappingProxyType(
-                    {sys.intern(org): sys.intern(domain) for org, domain in orgs.items()}
-                )
-                for role, orgs in roles.items()
-            }
-        )
-    return shared
+SHARED = SharedValues()
+"""The shared copies of this process (see the module docstring)."""
 
 
 class SharedFieldSet(set[str]):

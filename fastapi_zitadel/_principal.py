@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, create_model
 
 from . import _claims as read
-from ._interning import EMPTY, SharedFieldSet, freeze, shared_roles, thaw
+from ._interning import EMPTY, SHARED, SharedFieldSet, freeze, thaw
 
 __all__ = ["Actor", "Organization", "Principal", "VerifiedBy"]
 
@@ -139,7 +139,7 @@ class Principal(BaseModel):
             locale=read.text(claims, "locale"),
             organization=_organization(claims),
             actor=_actor(claims.get(read.ACTOR_CLAIM)),
-            roles=shared_roles(read.roles(claims, project_id)),
+            roles=SHARED.roles(read.roles(claims, project_id)),
             metadata=MappingProxyType(read.metadata(claims.get(read.METADATA_CLAIM))),
             claims=claims,
             verified_by=verified_by,
@@ -230,17 +230,16 @@ def _custom_claims(cls: type[Principal], claims: Mapping[str, Any]) -> dict[str,
     return dict(model.model_validate(thaw(claims)))
 
 
-@functools.lru_cache(maxsize=1024)
-def _shared_organization(org_id: str, name: str | None, domain: str | None) -> Organization:
-    return Organization(id=org_id, name=name, primary_domain=domain)
-
-
 def _organization(claims: Mapping[str, Any]) -> Organization | None:
     org_id = read.text(claims, read.ORG_ID_CLAIM)
     if org_id is None:
         return None
     name, domain = read.text(claims, read.ORG_NAME_CLAIM), read.text(claims, read.ORG_DOMAIN_CLAIM)
-    return _shared_organization(org_id, name, domain)
+    return SHARED.get(
+        "organizations",
+        (org_id, name, domain),
+        lambda: Organization(id=org_id, name=name, primary_domain=domain),
+    )
 
 
 def _actor(value: Any) -> Actor | None:

@@ -45,7 +45,6 @@ except ModuleNotFoundError as missing:
     # One line naming the extra, not a bare "No module named 'mcp'".
     raise ImportError(f"fastapi_zitadel.mcp needs the MCP SDK, {install_hint('mcp')}") from None
 from ._fastapi.middleware import ZitadelCredentials, ZitadelMiddleware
-from ._fastapi.refusal import respond
 from ._fastapi.security import ZitadelIntrospection
 from ._principal import Principal
 
@@ -168,13 +167,7 @@ class _RequiredScopes:
         if isinstance(credentials, ZitadelCredentials):
             granted = credentials.scopes
             if any(needed not in granted for needed in self._required):
-                zitadel = self._zitadel
-                await respond(
-                    _ScopeChallenge.for_scopes(self._required),
-                    HTTPConnection(scope),
-                    send,
-                    zitadel.realm,
-                    resource_metadata=zitadel.resource_metadata_url,
-                )
+                challenge = _ScopeChallenge.for_scopes(self._required)
+                await self._zitadel.refusal.respond(challenge, HTTPConnection(scope), send)
                 return
         await self.app(scope, receive, send)

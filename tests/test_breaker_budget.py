@@ -20,24 +20,8 @@ from fastapi_zitadel import IdentityProviderUnavailable, InvalidTokenError, Zita
 from fastapi_zitadel.testing import ZitadelStandIn
 
 from .helpers import STANDIN_ISSUER, FakeClock
+from .idp_support import SlowIdP
 from .virtual_time import run_on_virtual_time
-
-
-class SlowIdP(httpx.AsyncBaseTransport):
-    """The stand-in, answering each introspection after ``latency`` (virtual) seconds, or
-    with HTTP 500 once ``failing``."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport, latency: float) -> None:
-        self.inner = inner
-        self.latency = latency
-        self.failing = False
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/introspect"):
-            await asyncio.sleep(self.latency)
-            if self.failing:
-                return httpx.Response(500, json={"error": "server_error"})
-        return await self.inner.handle_async_request(request)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import fastapi_offline
 import pytest
 
 from example_app.app import create_app
-from fastapi_zitadel import set_default_zitadel
+from fastapi_zitadel.defaults import set_default_zitadel
 from fastapi_zitadel.testing import LoopbackServer, StandInProject, base_url, bind_socket
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,6 +1,7 @@
 """The in-process tier: bounded, entries never served past their time, eviction order."""
 
-from fastapi_zitadel import CacheEntry, MemoryCache, Principal
+from fastapi_zitadel import Principal
+from fastapi_zitadel.cache import CacheEntry, MemoryCache
 
 from .helpers import FakeClock
 

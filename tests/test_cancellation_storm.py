@@ -15,7 +15,7 @@ from fastapi_zitadel import IdentityProviderUnavailable, InvalidTokenError, Zita
 from fastapi_zitadel.testing import ZitadelStandIn
 
 from .helpers import STANDIN_ISSUER, FakeClock
-from .test_breaker_budget import SlowIdP
+from .idp_support import SlowIdP
 from .virtual_time import run_on_virtual_time
 
 

@@ -14,13 +14,9 @@ import pytest
 from fastapi_zitadel._cli import main
 from fastapi_zitadel.testing import StandInProject
 
+from .cli_support import run
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    code = main(list(argv), out=out)
-    return code, out.getvalue()
 
 
 @pytest.fixture

@@ -14,9 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from fastapi_zitadel import REVOCATION_EVENTS, ZitadelIntrospection
+from fastapi_zitadel import ZitadelIntrospection
 from fastapi_zitadel._cli import main
 from fastapi_zitadel.testing import LoopbackServer
+from fastapi_zitadel.types import REVOCATION_EVENTS
 
 from .jwt_support import JwtWorld
 

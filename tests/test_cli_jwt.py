@@ -11,7 +11,7 @@ import pytest
 
 from fastapi_zitadel.testing import StandInProject
 
-from .test_cli import run
+from .cli_support import run
 
 
 @pytest.fixture

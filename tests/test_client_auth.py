@@ -10,14 +10,14 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fastapi_zitadel import load_key_file
-from fastapi_zitadel._idp.client_auth import (
+from fastapi_zitadel._credentials.client_auth import (
     CLIENT_ASSERTION_TYPE,
     IAT_BACKDATE_SECONDS,
     ClientCredentials,
     ClientSecretBasic,
     PrivateKeyJwt,
 )
+from fastapi_zitadel.config import load_key_file
 
 from .helpers import CLIENT_ID, ISSUER, FakeClock
 

@@ -17,7 +17,8 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 import fastapi_zitadel
-from fastapi_zitadel import Principal, ZitadelIntrospection, set_default_zitadel
+from fastapi_zitadel import Principal, ZitadelIntrospection
+from fastapi_zitadel.defaults import set_default_zitadel
 
 from .helpers import World
 
@@ -94,7 +95,7 @@ def _app(zitadel: ZitadelIntrospection) -> FastAPI:
 
     @app.get("/module-role")
     async def module_role(
-        principal: Annotated[Principal, Depends(fastapi_zitadel.require_role("admin"))],
+        principal: Annotated[Principal, Depends(fastapi_zitadel.defaults.require_role("admin"))],
     ) -> Any:
         return principal.subject
 

@@ -10,9 +10,8 @@ import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
-from fastapi_zitadel import (
-    ConfigurationError,
-    Principal,
+from fastapi_zitadel import ConfigurationError, Principal
+from fastapi_zitadel.defaults import (
     get_default_zitadel,
     require_any_scope,
     require_role,
@@ -122,7 +121,9 @@ def test_without_a_default_every_request_is_a_500_and_one_log_line(
     from fastapi_zitadel._fastapi import defaults
     from fastapi_zitadel._log import RateLimitedLog
 
-    monkeypatch.setattr(defaults, "_unconfigured_log", RateLimitedLog(logging.ERROR))
+    monkeypatch.setattr(
+        defaults.default_zitadel, "_unconfigured_log", RateLimitedLog(logging.ERROR)
+    )
 
     caplog.set_level(logging.ERROR)
     app = declared_before_configuration()

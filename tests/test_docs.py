@@ -32,8 +32,9 @@ import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
-from fastapi_zitadel import InvalidTokenError, Principal, ZitadelConfig, ZitadelIntrospection
+from fastapi_zitadel import InvalidTokenError, Principal, ZitadelIntrospection
 from fastapi_zitadel import _cli as cli
+from fastapi_zitadel.config import ZitadelConfig
 from fastapi_zitadel.testing import StandInProject, ZitadelStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -408,7 +409,7 @@ def test_routes_snippet(
 def test_module_level_snippet(
     zitadel_env: dict[str, str], zitadel_token: Callable[..., str]
 ) -> None:
-    from fastapi_zitadel import set_default_zitadel
+    from fastapi_zitadel.defaults import set_default_zitadel
 
     try:
         app = run_snippet("module_level.py")["create_app"]()
@@ -753,7 +754,7 @@ WRONG_CLAIMS = [
 async def test_override_principal_module_level_docs_match_behaviour() -> None:
     from fastapi import Depends
 
-    from fastapi_zitadel import require_role, set_default_zitadel
+    from fastapi_zitadel.defaults import require_role, set_default_zitadel
     from fastapi_zitadel.testing import override_principal
 
     def instance() -> ZitadelIntrospection:
@@ -796,7 +797,7 @@ async def test_override_principal_module_level_docs_match_behaviour() -> None:
 @pytest.fixture
 def shop(zitadel_project: StandInProject, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     from example_app.app import create_app
-    from fastapi_zitadel import set_default_zitadel
+    from fastapi_zitadel.defaults import set_default_zitadel
     from fastapi_zitadel.testing import LoopbackServer
 
     app = create_app(zitadel_project.introspection(), org_id=zitadel_project.org.id)

@@ -11,7 +11,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from example_app.app import create_app
-from fastapi_zitadel import ZitadelIntrospection, set_default_zitadel
+from fastapi_zitadel import ZitadelIntrospection
+from fastapi_zitadel.defaults import set_default_zitadel
 from fastapi_zitadel.testing import LoopbackServer, StandInProject
 
 pytestmark = pytest.mark.subprocess  # commands and servers in processes of their own

@@ -9,7 +9,8 @@ import pytest
 
 from example_app.app import create_app
 from example_app.reporter import auth_from_env, create_reporter
-from fastapi_zitadel import ServiceAccountAuth, set_default_zitadel
+from fastapi_zitadel import ServiceAccountAuth
+from fastapi_zitadel.defaults import set_default_zitadel
 from fastapi_zitadel.testing import LoopbackServer, StandInProject
 
 

@@ -11,72 +11,102 @@ import pytest
 from fastapi import Depends, FastAPI
 
 import fastapi_zitadel
+import fastapi_zitadel.cache
+import fastapi_zitadel.config
+import fastapi_zitadel.defaults
 import fastapi_zitadel.testing
-from fastapi_zitadel import ConfigurationError, ZitadelConfig, ZitadelIntrospection
+import fastapi_zitadel.types
+from fastapi_zitadel import ConfigurationError, ZitadelIntrospection
+from fastapi_zitadel.config import ZitadelConfig
 
 ISSUER = "https://zitadel.example.test"
 
 
-def test_exported_members() -> None:
-    assert sorted(fastapi_zitadel.__all__) == [
-        "Actor",
-        "AuthenticationError",
+ROOT = [
+    "Actor",
+    "AuthenticationError",
+    "ClientCredentialsRejected",
+    "ConfigurationError",
+    "ExchangedToken",
+    "IdentityProviderError",
+    "IdentityProviderUnavailable",
+    "InsufficientScopeError",
+    "InvalidRequestError",
+    "InvalidTokenError",
+    "IssuerMismatch",
+    "KeyFileError",
+    "MissingTokenError",
+    "Organization",
+    "Principal",
+    "ServiceAccountAuth",
+    "TokenEndpointUnavailable",
+    "TokenExchange",
+    "TokenExchangeRejected",
+    "TokenRequestRejected",
+    "WrongKeyTypeError",
+    "ZitadelCredentials",
+    "ZitadelError",
+    "ZitadelIntrospection",
+    "ZitadelMiddleware",
+    "ZitadelUser",
+]
+SUBMODULES = {
+    fastapi_zitadel.cache: [
         "CacheBinding",
         "CacheEntry",
         "CacheKey",
-        "CircuitState",
-        "ClientCredentialsRejected",
-        "ClientIdentity",
-        "ConfigurationError",
-        "DefaultZitadel",
-        "ExchangedToken",
-        "IdentityProviderError",
-        "IdentityProviderUnavailable",
-        "InsufficientScopeError",
         "IntrospectionCache",
-        "InvalidRequestError",
-        "InvalidTokenError",
-        "IssuerMismatch",
-        "KeyFileError",
-        "KeyFileSource",
         "MemoryCache",
-        "MetricsSnapshot",
-        "MissingTokenError",
-        "Organization",
-        "Principal",
-        "PrincipalDependency",
-        "PrincipalLoader",
-        "REVOCATION_EVENTS",
         "RedisCache",
-        "ServiceAccountAuth",
         "SharedCacheUnavailable",
         "SuspectToken",
-        "TokenEndpointUnavailable",
-        "TokenExchange",
-        "TokenExchangeRejected",
-        "TokenRequestRejected",
-        "WrongKeyTypeError",
+    ],
+    fastapi_zitadel.config: [
+        "KeyFileSource",
         "ZitadelConfig",
-        "ZitadelCredentials",
-        "ZitadelError",
-        "ZitadelIntrospected",
-        "ZitadelIntrospection",
         "ZitadelKeyFile",
-        "ZitadelMiddleware",
-        "ZitadelOptional",
         "ZitadelSettings",
-        "ZitadelUser",
+        "load_key_file",
+    ],
+    fastapi_zitadel.defaults: [
+        "DefaultZitadel",
         "default_zitadel",
         "get_default_zitadel",
-        "load_key_file",
         "require_any_role",
         "require_any_scope",
         "require_role",
         "require_scope",
         "set_default_zitadel",
-    ]
+    ],
+    fastapi_zitadel.types: [
+        "CircuitState",
+        "ClientIdentity",
+        "MetricsSnapshot",
+        "PrincipalDependency",
+        "PrincipalLoader",
+        "REVOCATION_EVENTS",
+        "ZitadelIntrospected",
+        "ZitadelOptional",
+    ],
+}
+
+
+def test_exported_members() -> None:
+    assert sorted(fastapi_zitadel.__all__) == ROOT
     for name in fastapi_zitadel.__all__:
         assert hasattr(fastapi_zitadel, name), name
+    for module, names in SUBMODULES.items():
+        assert sorted(module.__all__) == names, module.__name__
+        for name in names:
+            assert hasattr(module, name), (module.__name__, name)
+
+
+def test_a_name_that_left_the_root_says_where_it_went() -> None:
+    for module, names in SUBMODULES.items():
+        for name in names:
+            assert name not in fastapi_zitadel.__all__
+            with pytest.raises(AttributeError, match=f"from {module.__name__} import {name}"):
+                getattr(fastapi_zitadel, name)
 
 
 def test_testing_exported_members() -> None:
@@ -102,8 +132,9 @@ def test_testing_exported_members() -> None:
         "fixed_principal",
         "override_principal",
     ]
-    # Nothing in testing shadows a root name with another meaning.
-    assert not set(fastapi_zitadel.testing.__all__) & set(fastapi_zitadel.__all__)
+    # Nothing in testing shadows a public name with another meaning.
+    public = set(fastapi_zitadel.__all__).union(*SUBMODULES.values())
+    assert not set(fastapi_zitadel.testing.__all__) & public
 
 
 def test_every_setting_is_a_typed_keyword() -> None:
@@ -129,8 +160,10 @@ def _public_members(cls: type) -> list[str]:
 
 
 def test_public_members_return_public_types() -> None:
-    """Every public member of the main classes returns something importable from the root."""
+    """Every public member of the main classes returns something public (the root or one of
+    its public submodules)."""
     public = {getattr(fastapi_zitadel, name) for name in fastapi_zitadel.__all__}
+    public |= {getattr(module, name) for module, names in SUBMODULES.items() for name in names}
     # httpx: ServiceAccountAuth is an httpx.Auth, its flows yield httpx requests.
     allowed_modules = {
         "builtins",
@@ -143,8 +176,8 @@ def test_public_members_return_public_types() -> None:
     }
     for cls in (
         ZitadelIntrospection,
-        fastapi_zitadel.ZitadelOptional,
-        fastapi_zitadel.ZitadelIntrospected,
+        fastapi_zitadel.types.ZitadelOptional,
+        fastapi_zitadel.types.ZitadelIntrospected,
         fastapi_zitadel.Principal,
         fastapi_zitadel.ServiceAccountAuth,
         fastapi_zitadel.TokenExchange,
@@ -182,7 +215,7 @@ def test_requirements_need_something_to_check(app_key_path: Path, factory: str) 
     with pytest.raises(ConfigurationError, match=f"{factory} needs at least one"):
         getattr(zitadel, factory)()
     with pytest.raises(ConfigurationError, match=f"{factory} needs at least one"):
-        getattr(fastapi_zitadel, factory)()
+        getattr(fastapi_zitadel.defaults, factory)()
     with pytest.raises(ConfigurationError, match="non-empty strings"):
         getattr(zitadel, factory)("")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fastapi_zitadel import ConfigurationError, RedisCache
+from fastapi_zitadel import ConfigurationError
+from fastapi_zitadel.cache import RedisCache
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,10 +8,18 @@ from typing import Annotated, Any, cast
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Security, WebSocket
+from fastapi.routing import APIRoute
+from fastapi.security import SecurityScopes
+from starlette.requests import HTTPConnection
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from fastapi_zitadel import InsufficientScopeError, Principal, ZitadelIntrospection
+from fastapi_zitadel import (
+    ConfigurationError,
+    InsufficientScopeError,
+    Principal,
+    ZitadelIntrospection,
+)
 from fastapi_zitadel.testing import override_principal
 
 from .helpers import World
@@ -372,6 +380,73 @@ async def test_dependency_overrides_recipe(
     # The plain recipe: replace the dependency itself.
     app.dependency_overrides[zitadel] = lambda: fake
     assert (await http.get("/me")).json()["sub"] == "test-user"
+
+
+async def test_a_plain_override_of_the_guard_reaches_the_role_and_any_scope_checks(
+    world: World, app: FastAPI, zitadel: ZitadelIntrospection, http: httpx.AsyncClient
+) -> None:
+    """The one-level requirements call ``app.dependency_overrides[zitadel]`` themselves, as
+    FastAPI would in the guard's place: sync or async, with the connection if it asks."""
+    reader = Principal(subject="reader", roles={"reader": {}}, scopes=frozenset({"openid"}))
+    admin = Principal(subject="admin", roles={"admin": {}})
+    app.dependency_overrides[zitadel] = lambda: reader
+    assert (await http.get("/admin")).status_code == 403
+    assert (await http.get("/any")).status_code == 200
+
+    async def as_admin(conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
+        assert conn.url.path in ("/admin", "/all-roles")
+        assert security_scopes.scopes == []
+        return admin
+
+    app.dependency_overrides[zitadel] = as_admin
+    assert (await http.get("/admin")).status_code == 200
+    assert (await http.get("/all-roles")).status_code == 403  # the check still applies
+
+    def needs_a_query(q: str) -> Principal:
+        return admin
+
+    app.dependency_overrides[zitadel] = needs_a_query
+    with pytest.raises(ConfigurationError, match="only FastAPI could provide"):
+        await http.get("/admin")
+    assert world.standin.introspection_calls == 0
+
+
+def test_role_requirements_are_one_dependency_level(world: World) -> None:
+    """``require_role`` is itself the security dependency: FastAPI resolves nothing below it
+    (each level costs about 13 µs a request, BENCHMARKS.md section 1)."""
+    zitadel = world.client()
+    app = FastAPI()
+    role = zitadel.require_role("admin")
+    any_scope = zitadel.require_any_scope("a", "b")
+
+    @app.get("/role", dependencies=[Depends(role)])
+    async def by_role() -> None:
+        return None
+
+    @app.get("/any", dependencies=[Depends(any_scope)])
+    async def by_scope() -> None:
+        return None
+
+    routes = {route.path: route for route in app.routes if isinstance(route, APIRoute)}
+    (level,) = routes["/role"].dependant.dependencies
+    assert level.call is role
+    assert level.dependencies == []
+    (level,) = routes["/any"].dependant.dependencies
+    assert level.call is any_scope
+    (documentation,) = level.dependencies  # the scopes for OpenAPI, checking nothing
+    assert documentation.dependencies == []
+
+
+def test_reading_the_security_scheme_changes_nothing(world: World) -> None:
+    """Scopes are listed when a route declares them, not whenever FastAPI reads ``model``."""
+    oauth = world.client(swagger_client_id="web")
+    before = oauth.model.model_dump()
+    assert oauth.model.model_dump() == before
+    oauth.require_scope("items:read")
+    after = oauth.model.model_dump()
+    assert "items:read" in after["flows"]["authorizationCode"]["scopes"]
+    assert oauth.model.model_dump() == after
+    assert set(oauth.required_scopes) == {"items:read"}
 
 
 async def test_optional_with_scopes(world: World, zitadel: ZitadelIntrospection) -> None:

@@ -22,9 +22,9 @@ from fastapi_zitadel import (
     InvalidTokenError,
     KeyFileError,
     Principal,
-    ZitadelConfig,
     ZitadelIntrospection,
 )
+from fastapi_zitadel.config import ZitadelConfig
 
 from .helpers import INTROSPECT_URL, ISSUER, World, active_claims
 

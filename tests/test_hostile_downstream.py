@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from fastapi_zitadel import ServiceAccountAuth
-from fastapi_zitadel._client.service_account import REFUSAL_HOLD_OFF
+from fastapi_zitadel._outbound.service_account import REFUSAL_HOLD_OFF
 from fastapi_zitadel.testing import LoopbackServer, User
 
 from .helpers import STANDIN_ISSUER, World

@@ -24,7 +24,7 @@ from fastapi_zitadel import (
 )
 from fastapi_zitadel.testing import LoopbackServer
 
-from .test_principal import json_value
+from .claim_strategies import json_value
 
 ISSUER = "https://zitadel.example.test"
 FIELDS = ["active", "scope", "client_id", "exp", "iat", "nbf", "sub", "aud", "iss", "jti"]

@@ -22,7 +22,7 @@ from fastapi_zitadel import (
     TokenEndpointUnavailable,
     TokenExchange,
 )
-from fastapi_zitadel._client.service_account import MAX_LIFETIME
+from fastapi_zitadel._outbound.service_account import MAX_LIFETIME
 from fastapi_zitadel.testing import LoopbackServer
 
 from .helpers import STANDIN_ISSUER, World

@@ -20,18 +20,20 @@ import pytest
 from fastapi import Depends, FastAPI
 
 from fastapi_zitadel import (
-    CacheEntry,
-    CacheKey,
     IdentityProviderError,
-    IntrospectionCache,
     InvalidTokenError,
-    MemoryCache,
     Principal,
-    SuspectToken,
     ZitadelIntrospection,
 )
 from fastapi_zitadel._build import Parts, build
 from fastapi_zitadel._exceptions import QueueTimeout
+from fastapi_zitadel.cache import (
+    CacheEntry,
+    CacheKey,
+    IntrospectionCache,
+    MemoryCache,
+    SuspectToken,
+)
 from fastapi_zitadel.testing import LoopbackServer
 
 from .helpers import FakeClock, HeldIntrospections

@@ -15,9 +15,9 @@ from fastapi_zitadel import (
     ClientCredentialsRejected,
     IdentityProviderUnavailable,
     InvalidTokenError,
-    MemoryCache,
     ZitadelIntrospection,
 )
+from fastapi_zitadel.cache import MemoryCache
 
 from .helpers import STANDIN_ISSUER as ISSUER
 from .helpers import World
@@ -481,7 +481,7 @@ async def test_retry_after_5xx_signs_a_fresh_assertion(app_key: dict[str, Any]) 
 
 
 def test_credentials_repr_hides_secrets() -> None:
-    from fastapi_zitadel._idp.client_auth import ClientSecretBasic
+    from fastapi_zitadel._credentials.client_auth import ClientSecretBasic
 
     credentials = ClientSecretBasic("api", "hunter2").credentials()
     assert "Basic" not in repr(credentials)

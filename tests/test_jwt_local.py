@@ -12,9 +12,9 @@ from fastapi_zitadel import (
     ConfigurationError,
     IdentityProviderError,
     InvalidTokenError,
-    MemoryCache,
     ZitadelIntrospection,
 )
+from fastapi_zitadel.cache import MemoryCache
 from fastapi_zitadel.testing import ZitadelStandIn
 
 from .jwt_support import JwtWorld, bearer, client_for, settled

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from fastapi_zitadel import KeyFileError, ZitadelKeyFile, load_key_file
+from fastapi_zitadel import KeyFileError
+from fastapi_zitadel.config import ZitadelKeyFile, load_key_file
 
 from .helpers import CLIENT_ID, pem_pkcs1, pem_pkcs8
 

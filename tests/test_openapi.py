@@ -112,7 +112,7 @@ def _responses(schema: dict[str, Any], path: str, method: str = "get") -> set[st
 def test_403_only_where_a_scope_or_role_is_checked(world: World) -> None:
     from fastapi import APIRouter
 
-    from fastapi_zitadel import require_role, set_default_zitadel
+    from fastapi_zitadel.defaults import require_role, set_default_zitadel
 
     zitadel = world.client()
     app = _app(zitadel)
@@ -174,7 +174,7 @@ def test_optional_routes_list_anonymous_access(world: World) -> None:
 
 def test_example_app_documents_what_each_route_can_answer(world: World) -> None:
     from example_app.app import create_app
-    from fastapi_zitadel import set_default_zitadel
+    from fastapi_zitadel.defaults import set_default_zitadel
 
     try:
         schema = create_app(world.client(), org_id="1").openapi()

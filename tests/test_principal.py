@@ -13,6 +13,7 @@ from fastapi_zitadel import Principal
 from fastapi_zitadel._claims import ROLES_CLAIM, project_roles_claim
 from fastapi_zitadel._exceptions import MalformedClaimError
 
+from .claim_strategies import json_value
 from .helpers import active_claims
 
 NOW = 1_800_000_000
@@ -143,13 +144,6 @@ def test_descriptive_claims_of_wrong_type_are_dropped() -> None:
 
 
 # Property tests -------------------------------------------------------------------------
-
-json_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
-json_value = st.recursive(
-    json_leaf,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=12,
-)
 
 
 @given(aud=st.text() | st.lists(st.text(), max_size=5))

@@ -111,7 +111,7 @@ async def test_calling_other_apis_runs_as_written(tmp_path: Path) -> None:
     """The section's block, with the stand-in's issuer, a service user's key file, the
     project's id and a served shop in place of the example values."""
     from example_app.app import create_app
-    from fastapi_zitadel import set_default_zitadel
+    from fastapi_zitadel.defaults import set_default_zitadel
     from fastapi_zitadel.testing import LoopbackServer, StandInProject
 
     (block,) = [block for block in python_blocks() if "ServiceAccountAuth(" in block]

@@ -26,14 +26,9 @@ import httpx
 import pytest
 import redis
 
-from fastapi_zitadel import (
-    InvalidTokenError,
-    Principal,
-    RedisCache,
-    SharedCacheUnavailable,
-    ZitadelIntrospection,
-)
+from fastapi_zitadel import InvalidTokenError, Principal, ZitadelIntrospection
 from fastapi_zitadel._build import cache_namespace
+from fastapi_zitadel.cache import RedisCache, SharedCacheUnavailable
 from fastapi_zitadel.testing import StandInProject, ZitadelStandIn
 
 from .helpers import FakeClock, HeldIntrospections
@@ -356,7 +351,8 @@ async def test_entries_cannot_be_forged_without_our_credential(
     zitadel_project: StandInProject, redis_server: RedisServer
 ) -> None:
     """Someone who can write to Redis and holds a token cannot give it other claims."""
-    from fastapi_zitadel import CacheBinding, CacheEntry, CacheKey, Principal
+    from fastapi_zitadel import Principal
+    from fastapi_zitadel.cache import CacheBinding, CacheEntry, CacheKey
 
     token = zitadel_project.token("mallory")
     async with replica(zitadel_project, redis_server) as zitadel:

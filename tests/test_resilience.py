@@ -8,15 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from fastapi_zitadel import (
-    CacheEntry,
-    CacheKey,
-    IdentityProviderUnavailable,
-    InvalidTokenError,
-    MemoryCache,
-    SharedCacheUnavailable,
-    ZitadelIntrospection,
-)
+from fastapi_zitadel import IdentityProviderUnavailable, InvalidTokenError, ZitadelIntrospection
+from fastapi_zitadel.cache import CacheEntry, CacheKey, MemoryCache, SharedCacheUnavailable
 
 from .helpers import FakeClock, HeldIntrospections, World
 

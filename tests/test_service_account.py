@@ -20,11 +20,12 @@ from fastapi_zitadel import (
     Principal,
     ServiceAccountAuth,
     TokenEndpointUnavailable,
+    TokenExchange,
     TokenRequestRejected,
     WrongKeyTypeError,
     ZitadelIntrospection,
 )
-from fastapi_zitadel._client.service_account import REFUSAL_HOLD_OFF
+from fastapi_zitadel._outbound.service_account import REFUSAL_HOLD_OFF
 from fastapi_zitadel.testing import LoopbackServer, StandInProject, User
 
 from .helpers import STANDIN_ISSUER, FakeClock, World
@@ -63,6 +64,11 @@ class HeldTokenRequests(httpx.AsyncBaseTransport):
 
     def release(self) -> None:
         self._released.set()
+
+    def hold(self) -> None:
+        """Token requests from now on wait until ``release()``."""
+        self._released.clear()
+        self.arrived.clear()
 
 
 @pytest.fixture
@@ -221,6 +227,24 @@ async def test_cached_then_renewed_in_the_background_before_it_lapses(
     assert renewed != first
     assert transport.token_requests == 2
     assert (await introspect(world, renewed)).subject == robot.id
+    await auth.aclose()
+
+
+async def test_aclose_cancels_a_renewal_still_running(world: World, robot: User) -> None:
+    """The renewal runs in the auth's one task registry: closing it cancels the request."""
+    transport = HeldTokenRequests(world.standin.transport(), hold=False)
+    auth = in_process(world, transport, key_file=robot.key_file, renew_before=0.25)
+    first = await auth.atoken()
+    transport.hold()  # the renewal's request waits at the token endpoint
+    world.clock.advance(43_200 * 0.75 + 1)
+    assert await auth.atoken() == first  # starts the renewal
+    await asyncio.wait_for(transport.arrived.wait(), 5)
+    assert transport.token_requests == 2
+    await auth.aclose()
+    transport.release()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert await auth.atoken() == first  # the cancelled renewal kept nothing
     await auth.aclose()
 
 
@@ -513,6 +537,27 @@ def test_issuer_rules() -> None:
         ServiceAccountAuth(STANDIN_ISSUER + "/", client_id="a", client_secret="b")
     with pytest.raises(ConfigurationError, match="plain http"):
         ServiceAccountAuth("http://zitadel.internal", client_id="a", client_secret="b")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"issuer": STANDIN_ISSUER + "/.well-known/openid-configuration"}, "discovery document"),
+        ({"max_retries": 11}, "max_retries must be less than or equal to 10"),
+        ({"timeout": 301}, "timeout must be less than or equal to 300"),
+    ],
+)
+def test_outbound_clients_share_the_configurations_rules(
+    options: dict[str, Any], message: str
+) -> None:
+    """ServiceAccountAuth and TokenExchange are checked by ZitadelConfig's own rules."""
+    settings = {"issuer": STANDIN_ISSUER, "client_id": "a", "client_secret": "b", **options}
+    with pytest.raises(ConfigurationError, match=message):
+        ServiceAccountAuth(**settings)
+    with pytest.raises(ConfigurationError, match=message):
+        TokenExchange(**settings)
+    with pytest.raises(ConfigurationError, match=message.split(" must")[0]):
+        ZitadelIntrospection(**settings)
 
 
 async def test_unreachable_token_endpoint(world: World, robot: User) -> None:

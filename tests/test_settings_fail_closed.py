@@ -13,15 +13,11 @@ from typing import Any
 
 import pytest
 
-from fastapi_zitadel import (
-    ConfigurationError,
-    RedisCache,
-    ServiceAccountAuth,
-    ZitadelIntrospection,
-    ZitadelSettings,
-)
+from fastapi_zitadel import ConfigurationError, ServiceAccountAuth, ZitadelIntrospection
 from fastapi_zitadel._cli import main
 from fastapi_zitadel._config import unknown_variables
+from fastapi_zitadel.cache import RedisCache
+from fastapi_zitadel.config import ZitadelSettings
 from fastapi_zitadel.testing import StandInProject
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ import httpx
 import jwt
 import pytest
 
-from fastapi_zitadel._idp.client_auth import CLIENT_ASSERTION_TYPE
+from fastapi_zitadel._credentials.client_auth import CLIENT_ASSERTION_TYPE
 from fastapi_zitadel.testing import ZitadelStandIn
 
 from .helpers import World

@@ -17,8 +17,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from example_app.app import create_app
-from fastapi_zitadel import REVOCATION_EVENTS, ZitadelIntrospection, set_default_zitadel
+from fastapi_zitadel import ZitadelIntrospection
 from fastapi_zitadel._cli import main
+from fastapi_zitadel.defaults import set_default_zitadel
 from fastapi_zitadel.testing import (
     LoopbackServer,
     StandInProject,
@@ -26,6 +27,7 @@ from fastapi_zitadel.testing import (
     base_url,
     bind_socket,
 )
+from fastapi_zitadel.types import REVOCATION_EVENTS
 
 pytestmark = pytest.mark.loopback
 

@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from example_app.app import create_app
-from fastapi_zitadel import ZitadelIntrospection, set_default_zitadel
+from fastapi_zitadel import ZitadelIntrospection
+from fastapi_zitadel.defaults import set_default_zitadel
 from fastapi_zitadel.testing import LoopbackServer, StandInEvents, StandInProject, ZitadelStandIn
 
 pytestmark = pytest.mark.loopback

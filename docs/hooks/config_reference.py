@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from fastapi_zitadel import ZitadelConfig, ZitadelSettings
+from fastapi_zitadel.config import ZitadelConfig, ZitadelSettings
 
 PLACEHOLDER = "<!-- fastapi-zitadel:config-reference -->"
 

@@ -4,13 +4,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from fastapi_zitadel import (
-    Principal,
-    ZitadelIntrospection,
-    require_role,
-    require_scope,
-    set_default_zitadel,
-)
+from fastapi_zitadel import Principal, ZitadelIntrospection
+from fastapi_zitadel.defaults import require_role, require_scope, set_default_zitadel
 
 router = APIRouter()
 

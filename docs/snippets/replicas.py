@@ -2,7 +2,8 @@
 
 from fastapi import Depends, FastAPI
 
-from fastapi_zitadel import SharedCacheUnavailable, ZitadelIntrospection
+from fastapi_zitadel import ZitadelIntrospection
+from fastapi_zitadel.cache import SharedCacheUnavailable
 
 zitadel = ZitadelIntrospection.from_env()  # ZITADEL_REDIS_URL=redis://redis.internal:6379/0
 app = FastAPI(dependencies=[Depends(zitadel)])

@@ -8,7 +8,8 @@ from fastapi import Depends, FastAPI
 from myapp import create_app
 from starlette.testclient import TestClient
 
-from fastapi_zitadel import Principal, ZitadelIntrospection, require_role, set_default_zitadel
+from fastapi_zitadel import Principal, ZitadelIntrospection
+from fastapi_zitadel.defaults import require_role, set_default_zitadel
 from fastapi_zitadel.testing import (
     LoopbackServer,
     StandInEvents,

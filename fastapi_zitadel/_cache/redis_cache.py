@@ -59,12 +59,12 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fastapi_zitadel._concurrency.per_loop import PerLoop
 from fastapi_zitadel._events.revocations import RevocationFeed
 from fastapi_zitadel._exceptions import ConfigurationError
 from fastapi_zitadel._extras import redis_asyncio
-from fastapi_zitadel._idp.urls import redis_url_problem
+from fastapi_zitadel._http.urls import redis_url_problem
 from fastapi_zitadel._log import logger
-from fastapi_zitadel._resilience.per_loop import PerLoop
 
 from .base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache, SuspectToken
 from .redis_revocations import RedisRevocationFeed

@@ -22,10 +22,10 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from fastapi_zitadel._concurrency.per_loop import PerLoop
 from fastapi_zitadel._events.revocations import MARKER_TTL, Marker, RevocationFeed, Revocations
 from fastapi_zitadel._extras import redis_asyncio
 from fastapi_zitadel._log import logger
-from fastapi_zitadel._resilience.per_loop import PerLoop
 
 __all__ = ["RedisRevocationFeed"]
 

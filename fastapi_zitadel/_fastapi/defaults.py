@@ -23,9 +23,11 @@ from starlette.routing import BaseRoute
 
 from fastapi_zitadel._exceptions import ConfigurationError, KeyFileError
 from fastapi_zitadel._log import RateLimitedLog
+from fastapi_zitadel._principal import Principal
 
-from . import openapi, requirements
-from .openapi import ScopedSecurity
+from . import requirements
+from .openapi import RequiredScopes, ScopedSecurity
+from .refusal import Refusal
 from .requirements import PrincipalDependency
 from .security import STARTUP_CHECKS, ZitadelIntrospection
 
@@ -40,74 +42,91 @@ __all__ = [
     "set_default_zitadel",
 ]
 
-_default: ZitadelIntrospection | None = None
-
-
-def set_default_zitadel(zitadel: ZitadelIntrospection | None) -> None:
-    """Bind the module-level ``require_*`` functions to ``zitadel`` (``None`` to reset)."""
-    global _default
-    _default = zitadel
-
-
-def get_default_zitadel() -> ZitadelIntrospection:
-    """The default instance; configured from ``ZITADEL_*`` variables on first use."""
-    global _default
-    if _default is None:
-        try:
-            _default = ZitadelIntrospection.from_env()
-        except KeyFileError:
-            raise  # names the key file and the variable already
-        except ConfigurationError as exc:
-            raise ConfigurationError(
-                "no default instance for the module-level require_* (and default_zitadel): "
-                "call set_default_zitadel(zitadel) when the app is built, or set the ZITADEL_* "
-                f"variables to configure one ({exc})"
-            ) from None
-    return _default
-
 
 class DefaultZitadel(ScopedSecurity):
     """A dependency standing for the default instance, which may not exist yet when routes
     are declared: ``Depends(default_zitadel)`` is ``Depends(get_default_zitadel())`` decided
-    at request time. The module-level ``require_*`` build on it."""
+    at request time. The module-level ``require_*`` build on it.
 
-    @property
-    def model(self) -> SecuritySchemeModel:  # type: ignore[override]
-        zitadel = get_default_zitadel()
-        scheme = zitadel.model
-        openapi.list_scopes(scheme, requirements.documented_scopes(self))
-        return scheme
+    It holds the default instance (``set``, ``get``) and the scopes the module-level
+    ``require_*`` declared, which it hands to each instance that becomes the default.
+    """
 
-    @property
-    def scheme_name(self) -> str:  # type: ignore[override]
-        return get_default_zitadel().scheme_name
+    def __init__(self) -> None:
+        self._current: ZitadelIntrospection | None = None
+        self.required_scopes = RequiredScopes(also=self._hand_on)
+        self._unconfigured_log = RateLimitedLog(logging.ERROR)
 
-    @property
-    def realm(self) -> str:
-        return get_default_zitadel().realm
+    def set(self, zitadel: ZitadelIntrospection | None) -> None:
+        """Make ``zitadel`` the default (``None``: none, until the next ``get``)."""
+        self._current = zitadel
+        if zitadel is not None:
+            zitadel.required_scopes.add(self.required_scopes)
+
+    def get(self) -> ZitadelIntrospection:
+        """The default instance; configured from ``ZITADEL_*`` variables on first use."""
+        if self._current is None:
+            try:
+                self.set(ZitadelIntrospection.from_env())
+            except KeyFileError:
+                raise  # names the key file and the variable already
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    "no default instance for the module-level require_* (and default_zitadel): "
+                    "call set_default_zitadel(zitadel) when the app is built, or set the "
+                    f"ZITADEL_* variables to configure one ({exc})"
+                ) from None
+        assert self._current is not None
+        return self._current
+
+    def _for_request(self, conn: HTTPConnection) -> ZitadelIntrospection:
+        """The default instance for a request; without one, fail closed: 500, anonymous
+        requests too, and one ERROR line a minute."""
+        try:
+            return self.get()
+        except ConfigurationError as exc:
+            self._unconfigured_log("%s", exc.description)
+            raise exc.to_http(conn, "api") from None
 
     @property
     def current(self) -> ZitadelIntrospection | None:
         """The default instance if one was set or made already; never creates one."""
-        return _default
+        return self._current
+
+    @property
+    def model(self) -> SecuritySchemeModel:  # type: ignore[override]
+        return self.get().model
+
+    @property
+    def scheme_name(self) -> str:  # type: ignore[override]
+        return self.get().scheme_name
+
+    @property
+    def realm(self) -> str:
+        return self.get().realm
+
+    @property
+    def refusal(self) -> Refusal:
+        return self.get().refusal
+
+    def _hand_on(self, scopes: tuple[str, ...]) -> None:
+        if self._current is not None:
+            self._current.required_scopes.add(scopes)
+
+    async def authenticate(self, conn: HTTPConnection) -> Principal:
+        return await self._for_request(conn).authenticate(conn)
 
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Any:
-        try:
-            zitadel = get_default_zitadel()
-        except ConfigurationError as exc:  # fail closed: 500, anonymous requests too
-            _unconfigured_log("%s", exc.description)
-            raise exc.to_http(conn, "api") from None
-        return await zitadel(conn, security_scopes)
+        return await self._for_request(conn)(conn, security_scopes)
 
 
 default_zitadel = DefaultZitadel()
-_unconfigured_log = RateLimitedLog(logging.ERROR)
 
 
 def _default_ready_for(app: FastAPI) -> None:
     """At start-up (``install()``): the routes bound to the default instance get it now, so
     that a missing one fails the start, naming the fix, instead of every request."""
-    if _default is None and _uses_default(app.router.routes):
+    if default_zitadel.current is None and _uses_default(app.router.routes):
         get_default_zitadel()
 
 
@@ -124,6 +143,16 @@ def _uses_default(routes: Iterable[BaseRoute]) -> bool:
 
 
 STARTUP_CHECKS.append(_default_ready_for)
+
+
+def set_default_zitadel(zitadel: ZitadelIntrospection | None) -> None:
+    """Bind the module-level ``require_*`` functions to ``zitadel`` (``None`` to reset)."""
+    default_zitadel.set(zitadel)
+
+
+def get_default_zitadel() -> ZitadelIntrospection:
+    """The default instance; configured from ``ZITADEL_*`` variables on first use."""
+    return default_zitadel.get()
 
 
 def require_scope(*scopes: str) -> PrincipalDependency:

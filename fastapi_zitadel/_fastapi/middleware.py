@@ -25,7 +25,6 @@ from starlette.websockets import WebSocket
 from fastapi_zitadel._exceptions import ConfigurationError, MissingTokenError, ZitadelError
 from fastapi_zitadel._principal import Principal
 
-from .refusal import respond
 from .security import ZitadelIntrospection
 
 __all__ = ["ZitadelCredentials", "ZitadelMiddleware", "ZitadelUser"]
@@ -195,7 +194,7 @@ class ZitadelMiddleware:
             if principal is None and self.require:
                 raise MissingTokenError()
         except ZitadelError as error:
-            await _refuse(zitadel, error, conn, send)
+            await zitadel.refusal.respond(error, conn, send)
             return
         if principal is None:
             scope["auth"], scope["user"] = AuthCredentials(), UnauthenticatedUser()
@@ -203,10 +202,3 @@ class ZitadelMiddleware:
             scope["auth"] = ZitadelCredentials(principal, self.role_prefix)
             scope["user"] = ZitadelUser(principal)
         await self.app(scope, receive, send)
-
-
-async def _refuse(
-    zitadel: ZitadelIntrospection, error: ZitadelError, conn: HTTPConnection, send: Send
-) -> None:
-    """The dependency's answer for ``error``: the same status, body and headers."""
-    await respond(error, conn, send, zitadel.realm, resource_metadata=zitadel.resource_metadata_url)

@@ -9,10 +9,9 @@ for real. Without one it is a plain bearer field to paste a token into.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from fastapi.openapi.models import (
     HTTPBearer,
@@ -31,12 +30,11 @@ from fastapi_zitadel._idp.discovery import ProviderMetadata
 
 __all__ = [
     "ROLES_SCOPE",
+    "RequiredScopes",
     "ScopedSecurity",
     "add_error_responses",
-    "allows_anonymous",
     "audience_scope",
     "list_scopes",
-    "may_forbid",
     "security_scheme",
     "swagger_ui_init_oauth",
     "use_discovered_endpoints",
@@ -57,7 +55,13 @@ class ScopedSecurity(_Dependency):
     versions do it for any ``SecurityBase``). Subclassing ``OAuth2`` is for that check alone:
     subclasses set their own attributes and define ``model`` and ``__call__``; ``OAuth2``'s
     constructor and its header parsing are never used.
+
+    ``forbids``: the dependency itself can answer 403 (a role check), so its operations
+    document one. ``allows_anonymous``: callers without a token are served (``optional``).
     """
+
+    forbids = False
+    allows_anonymous = False
 
     def __init__(self) -> None:  # OAuth2's would build a model and parse headers: not ours
         pass
@@ -125,6 +129,37 @@ def swagger_ui_init_oauth(config: ZitadelConfig) -> dict[str, Any] | None:
     }
 
 
+class RequiredScopes:
+    """The scopes the routes of one guard require, as they are declared (``require_scope``,
+    ``require_any_scope``): listed in its OAuth2 flow at once, so Swagger UI's login asks for
+    them and reading the scheme changes nothing; kept for the RFC 9728 document.
+
+    ``also``: where else to note them (the default instance's guard hands them on to the
+    instance that is the default).
+    """
+
+    def __init__(
+        self,
+        scheme: SecurityBase | None = None,
+        *,
+        also: Callable[[tuple[str, ...]], None] | None = None,
+    ) -> None:
+        self._scheme = scheme
+        self._also = also
+        self._scopes: set[str] = set()
+
+    def add(self, scopes: Iterable[str]) -> None:
+        added = tuple(scopes)
+        self._scopes.update(added)
+        if self._scheme is not None:
+            list_scopes(self._scheme, added)
+        if self._also is not None:
+            self._also(added)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._scopes)
+
+
 def list_scopes(scheme: SecurityBase, scopes: Iterable[str]) -> None:
     """List an operation's scopes in the OAuth2 flow too, so Swagger UI can request them."""
     if isinstance(scheme, OAuth2) and scheme.flows.authorizationCode is not None:
@@ -171,35 +206,6 @@ _ERROR_RESPONSES: dict[str, dict[str, Any]] = {
 }
 
 
-# Dependencies that answer 403 themselves (the role checks); scope checks show in the schema.
-_FORBIDDING: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
-
-DependencyT = TypeVar("DependencyT", bound=Callable[..., Any])
-
-
-def may_forbid(dependency: DependencyT) -> DependencyT:
-    """Mark ``dependency`` as one that can answer 403, so its operations document a 403."""
-    _FORBIDDING.add(dependency)
-    return dependency
-
-
-# Security dependencies that let anonymous callers through (``zitadel.optional``).
-_ANONYMOUS_ALLOWED: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def allows_anonymous(dependency: DependencyT) -> DependencyT:
-    """Mark ``dependency`` as one that serves callers without a token too."""
-    _ANONYMOUS_ALLOWED.add(dependency)
-    return dependency
-
-
-def _member(call: Any, marked: weakref.WeakSet[Any]) -> bool:
-    try:
-        return call in marked
-    except TypeError:  # an unhashable or unreferenceable callable: not one of ours
-        return False
-
-
 @dataclass
 class _Guarded:
     """What an operation's dependencies do with one security scheme."""
@@ -223,10 +229,10 @@ def _guarded_operations(routes: Iterable[BaseRoute], scheme_name: str) -> dict[A
             call = dependant.call
             if call is None:
                 continue
-            if _member(call, _FORBIDDING):
+            if isinstance(call, ScopedSecurity) and call.forbids:
                 guarded.forbids = True
             if isinstance(call, SecurityDependency) and call.scheme_name == scheme_name:
-                if _member(call, _ANONYMOUS_ALLOWED):
+                if isinstance(call, ScopedSecurity) and call.allows_anonymous:
                     guarded.optional = True
                 else:
                     guarded.required = True

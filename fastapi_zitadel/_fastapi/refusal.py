@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from fastapi_zitadel._exceptions import ZitadelError
 
-__all__ = ["refusal", "respond"]
+__all__ = ["Refusal", "refusal", "respond"]
 
 
 async def refusal(
@@ -65,3 +65,27 @@ async def respond(
     headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in given.items()]
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+class Refusal:
+    """How this API answers a ``ZitadelError``, bound once to its ``realm`` and its RFC 9728
+    metadata URL: every answer of the library (the dependencies, ``require_*``,
+    ``zitadel.user``, the middleware, the test overrides) goes through one, so none can leave
+    either out (RFC 9728 §5.1 wants ``resource_metadata`` on every 401 once ``resource`` is
+    set)."""
+
+    __slots__ = ("realm", "resource_metadata")
+
+    def __init__(self, realm: str, resource_metadata: str | None = None) -> None:
+        self.realm = realm
+        self.resource_metadata = resource_metadata
+
+    async def exception(
+        self, error: ZitadelError, conn: HTTPConnection
+    ) -> HTTPException | WebSocketException:
+        """The exception for a dependency to raise."""
+        return await refusal(error, conn, self.realm, resource_metadata=self.resource_metadata)
+
+    async def respond(self, error: ZitadelError, conn: HTTPConnection, send: Send) -> None:
+        """The same answer sent from ASGI code (a middleware)."""
+        await respond(error, conn, send, self.realm, resource_metadata=self.resource_metadata)

@@ -1,21 +1,34 @@
 """``require_scope``, ``require_any_scope``, ``require_role``, ``require_any_role``.
 
 The rule everywhere: the plain name means **all of** them, ``_any_`` means **at least one**.
-Each factory returns a small function that FastAPI resolves through ``Security(...)``, so the
-scopes show up in the operation's OpenAPI security requirement, and so that authentication
-always runs before the check (a forged token gets 401, never 403). Calling one with nothing to
-check is a mistake caught when the route is declared.
+Authentication always runs before the check (a forged token gets 401, never 403). Calling one
+with nothing to check is a mistake caught when the route is declared.
+
+How many dependency levels each costs, and why: FastAPI spends about 13 µs per request on
+every level of a route's dependency tree, even one that does nothing (BENCHMARKS.md, section
+1, (b) against (c)). A ``Requirement`` is itself the security dependency: it authenticates
+through its guard and checks in one call, one level (the role requirements). FastAPI takes an
+operation's OpenAPI scopes only from ``Security(..., scopes=[...])``, so the scope
+requirements declare theirs through one more: ``require_scope`` is ``Security(guard,
+scopes=...)`` in a wrapper (the guard checks them; written by hand, ``Security(zitadel,
+scopes=[...])`` is one level), ``require_any_scope`` a ``Requirement`` with a do-nothing
+documentation parameter (``Security(guard, scopes=...)`` would demand *all* of them).
+OpenAPI documents a 403 for every ``Requirement`` (``forbids``).
+
+``app.dependency_overrides[guard]`` keeps working for a one-level requirement: it looks for
+an override of its guard in the app (an empty dict costs one truth test) and calls it as
+FastAPI would, with the connection and ``SecurityScopes`` its parameters ask for.
 
 No ``from __future__ import annotations`` here: FastAPI reads the dependency functions'
 annotations at runtime, and as strings they would be resolved against module globals rather
 than the closures' ``guard``.
 """
 
-import weakref
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol
 
-from fastapi import Security
+from fastapi import FastAPI, Security
 from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
 from fastapi.security import SecurityScopes
 from starlette.requests import HTTPConnection
@@ -23,17 +36,17 @@ from starlette.requests import HTTPConnection
 from fastapi_zitadel._exceptions import ConfigurationError, InsufficientScopeError
 from fastapi_zitadel._principal import Principal
 
-from .openapi import ScopedSecurity, may_forbid
-from .refusal import refusal
+from .openapi import RequiredScopes, ScopedSecurity
+from .refusal import Refusal
 
 __all__ = [
     "Guard",
     "PrincipalDependency",
+    "Requirement",
     "all_roles",
     "all_scopes",
     "any_role",
     "any_scope",
-    "documented_scopes",
 ]
 
 PrincipalDependency = Callable[..., Awaitable[Principal]]
@@ -52,17 +65,21 @@ class Guard(Protocol):
     @property
     def realm(self) -> str: ...
 
+    @property
+    def refusal(self) -> Refusal: ...
+
+    @property
+    def required_scopes(self) -> RequiredScopes: ...
+
+    async def authenticate(self, conn: HTTPConnection) -> Principal: ...
+
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Any: ...
 
 
-class _ScopeDocumentation(ScopedSecurity):
-    """Lists scopes under the guard's scheme in OpenAPI; checks nothing, returns nothing.
+class _OnGuardsScheme(ScopedSecurity):
+    """A dependency documented under its guard's security scheme."""
 
-    ``Security(guard, scopes=...)`` would demand *all* of them, which is wrong for any-of.
-    """
-
-    def __init__(self, guard: Guard) -> None:
-        self._guard = guard
+    _guard: Guard
 
     @property
     def model(self) -> SecuritySchemeModel:  # type: ignore[override]
@@ -72,22 +89,88 @@ class _ScopeDocumentation(ScopedSecurity):
     def scheme_name(self) -> str:  # type: ignore[override]
         return self._guard.scheme_name
 
+
+class _ScopeDocumentation(_OnGuardsScheme):
+    """Lists scopes under the guard's scheme in OpenAPI; checks nothing, returns nothing."""
+
+    def __init__(self, guard: Guard) -> None:
+        self._guard = guard
+
     async def __call__(self) -> None:
         return None
 
 
-# The scopes routes require of each guard, so its OAuth2 flow can list them for Swagger UI
-# (the guard may not exist yet when a route is declared: the default instance).
-_DOCUMENTED: "weakref.WeakKeyDictionary[Guard, set[str]]" = weakref.WeakKeyDictionary()
+class Requirement(_OnGuardsScheme):
+    """A ``require_*`` dependency: authenticates through ``guard``, then answers 403 unless
+    ``holds`` says the principal has what the route needs.
+
+    ``listed``: scopes to list in OpenAPI, through a do-nothing parameter that FastAPI reads
+    from this instance's ``__signature__`` (one more level, only where there are scopes).
+    """
+
+    forbids = True  # OpenAPI: its operations document a 403
+
+    def __init__(
+        self,
+        guard: Guard,
+        holds: Callable[[Principal], bool],
+        refusal: InsufficientScopeError,
+        *,
+        listed: list[str] | None = None,
+    ) -> None:
+        self._guard = guard
+        self._holds = holds
+        self._refusal = refusal
+        # What FastAPI reads instead of ``__call__``'s own signature: the connection, and
+        # the scopes to list as a parameter of their own when there are some.
+        parameters = [
+            inspect.Parameter(
+                "conn", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection
+            )
+        ]
+        if listed:
+            documentation = Security(_ScopeDocumentation(guard), scopes=listed)
+            parameters.append(
+                inspect.Parameter(
+                    "documented",
+                    inspect.Parameter.KEYWORD_ONLY,
+                    annotation=Annotated[None, documentation],
+                )
+            )
+        self.__signature__ = inspect.Signature(parameters)
+
+    async def __call__(self, conn: HTTPConnection, documented: None = None) -> Principal:
+        guard = self._guard
+        app = conn.scope.get("app")
+        overrides = app.dependency_overrides if isinstance(app, FastAPI) else None
+        if overrides and guard in overrides:  # a test replaced the guard
+            principal = await _call_override(overrides[guard], conn)
+        else:
+            principal = await guard.authenticate(conn)
+        if not self._holds(principal):
+            raise await guard.refusal.exception(self._refusal, conn)
+        return principal
 
 
-def documented_scopes(guard: Guard) -> frozenset[str]:
-    """Every scope a route declared with ``require_scope``/``require_any_scope`` on ``guard``."""
-    return frozenset(_DOCUMENTED.get(guard, ()))
-
-
-def _document(guard: Guard, scopes: list[str]) -> None:
-    _DOCUMENTED.setdefault(guard, set()).update(scopes)
+async def _call_override(override: Callable[..., Any], conn: HTTPConnection) -> Principal:
+    """Call ``app.dependency_overrides[guard]`` as FastAPI would call it in the guard's
+    place: with the connection and (empty) ``SecurityScopes`` where its parameters ask."""
+    arguments: dict[str, Any] = {}
+    for name, parameter in inspect.signature(override, eval_str=True).parameters.items():
+        kind = parameter.annotation
+        if isinstance(kind, type) and issubclass(kind, HTTPConnection):
+            arguments[name] = conn
+        elif kind is SecurityScopes:
+            arguments[name] = SecurityScopes()
+        elif parameter.default is inspect.Parameter.empty:
+            raise ConfigurationError(
+                f"the override of a guard that require_* routes use takes {name!r}, which "
+                "only FastAPI could provide: override the require_* dependency itself, or "
+                "use fastapi_zitadel.testing.override_principal"
+            )
+    result = override(**arguments)
+    principal: Principal = await result if inspect.isawaitable(result) else result
+    return principal
 
 
 def _needs(values: tuple[str, ...], function: str, what: str) -> list[str]:
@@ -100,7 +183,7 @@ def _needs(values: tuple[str, ...], function: str, what: str) -> list[str]:
 
 def all_scopes(guard: Guard, scopes: tuple[str, ...]) -> PrincipalDependency:
     needed = _needs(scopes, "require_scope", "scope")
-    _document(guard, needed)
+    guard.required_scopes.add(needed)
 
     async def principal_with_all_scopes(
         principal: Annotated[Principal, Security(guard, scopes=needed)],
@@ -110,44 +193,38 @@ def all_scopes(guard: Guard, scopes: tuple[str, ...]) -> PrincipalDependency:
     return principal_with_all_scopes
 
 
-def any_scope(guard: Guard, scopes: tuple[str, ...]) -> PrincipalDependency:
+def any_scope(guard: Guard, scopes: tuple[str, ...]) -> Requirement:
     listed = _needs(scopes, "require_any_scope", "scope")
-    _document(guard, listed)
-    documentation = _ScopeDocumentation(guard)
-
-    async def principal_with_any_scope(
-        conn: HTTPConnection,
-        principal: Annotated[Principal, Security(guard)],
-        _: Annotated[None, Security(documentation, scopes=listed)],
-    ) -> Principal:
-        if not principal.has_any_scope(scopes):
-            error = InsufficientScopeError.for_scopes(scopes, any_of=True)
-            raise await refusal(error, conn, guard.realm)
-        return principal
-
-    return principal_with_any_scope
+    guard.required_scopes.add(listed)
+    return Requirement(
+        guard,
+        lambda principal: principal.has_any_scope(scopes),
+        InsufficientScopeError.for_scopes(scopes, any_of=True),
+        listed=listed,
+    )
 
 
 def _roles(
     guard: Guard, roles: tuple[str, ...], org_id: str | None, *, any_of: bool
-) -> PrincipalDependency:
+) -> Requirement:
     _needs(roles, "require_any_role" if any_of else "require_role", "role")
+    if any_of:
 
-    async def principal_with_roles(
-        conn: HTTPConnection, principal: Annotated[Principal, Security(guard)]
-    ) -> Principal:
-        holds = principal.has_any_role if any_of else principal.has_all_roles
-        if not holds(roles, org_id):
-            error = InsufficientScopeError.for_roles(roles, org_id=org_id, any_of=any_of)
-            raise await refusal(error, conn, guard.realm)
-        return principal
+        def holds(principal: Principal) -> bool:
+            return principal.has_any_role(roles, org_id)
 
-    return may_forbid(principal_with_roles)  # OpenAPI: the check can answer 403
+    else:
+
+        def holds(principal: Principal) -> bool:
+            return principal.has_all_roles(roles, org_id)
+
+    refusal = InsufficientScopeError.for_roles(roles, org_id=org_id, any_of=any_of)
+    return Requirement(guard, holds, refusal)
 
 
-def all_roles(guard: Guard, roles: tuple[str, ...], org_id: str | None) -> PrincipalDependency:
+def all_roles(guard: Guard, roles: tuple[str, ...], org_id: str | None) -> Requirement:
     return _roles(guard, roles, org_id, any_of=False)
 
 
-def any_role(guard: Guard, roles: tuple[str, ...], org_id: str | None) -> PrincipalDependency:
+def any_role(guard: Guard, roles: tuple[str, ...], org_id: str | None) -> Requirement:
     return _roles(guard, roles, org_id, any_of=True)

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from os import PathLike
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
-from fastapi import FastAPI, HTTPException, WebSocketException
+from fastapi import FastAPI
 from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
 from fastapi.responses import JSONResponse
 from fastapi.security import SecurityScopes
@@ -32,6 +32,8 @@ from fastapi_zitadel._config import (
     configuration_error,
     merged_config,
 )
+from fastapi_zitadel._credentials.client_auth import PrivateKeyJwt
+from fastapi_zitadel._credentials.key_file import ZitadelKeyFile
 from fastapi_zitadel._exceptions import (
     ConfigurationError,
     IdentityProviderError,
@@ -40,18 +42,15 @@ from fastapi_zitadel._exceptions import (
     MissingTokenError,
     ZitadelError,
 )
-from fastapi_zitadel._idp.client_auth import PrivateKeyJwt
-from fastapi_zitadel._idp.key_file import ZitadelKeyFile
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._metrics import MetricsSnapshot
-from fastapi_zitadel._pipeline.pipeline import VerificationPipeline
 from fastapi_zitadel._principal import Principal
 from fastapi_zitadel._resilience.circuit_breaker import CircuitState
 
 from . import metadata, openapi, requirements
 from .bearer import extract_bearer
 from .openapi import ScopedSecurity
-from .refusal import refusal
+from .refusal import Refusal
 from .requirements import PrincipalDependency
 from .user import PrincipalLoader, UserLoader, user_dependency
 
@@ -177,20 +176,21 @@ class ZitadelIntrospection(ScopedSecurity):
         )
         resource = self.config.resource
         self._resource_metadata = None if resource is None else metadata.metadata_url(resource)
+        self.refusal = Refusal(self.config.realm, self._resource_metadata)
+        """How this API answers an error: bound to ``realm`` and the RFC 9728 metadata URL."""
         self._loader = None if principal_loader is None else UserLoader(principal_loader)
         self._user: Callable[..., Any] | None = None
         self._pipeline = self._parts.pipeline
         self._scheme = openapi.security_scheme(self.config)
+        self.required_scopes = openapi.RequiredScopes(self._scheme)
+        """The scopes routes require of this instance (``require_scope``...)."""
         self.scheme_name = self.config.scheme_name
         self._memo_key = f"fastapi_zitadel.principal.{id(self)}"
         self._query_tokens = self.config.websocket_query_token
         self._max_token_length = self.config.max_token_length
-        self._optional = openapi.allows_anonymous(ZitadelOptional(self))
+        self._optional = ZitadelOptional(self, self._answer)
         self._introspected = ZitadelIntrospected(
-            self,
-            self._pipeline,
-            memo_key=self._memo_key,
-            confirms=self.config.validation == "hybrid",
+            self, self._answer, confirms=self.config.validation == "hybrid"
         )
         self._installed: weakref.WeakSet[FastAPI] = weakref.WeakSet()
 
@@ -225,7 +225,6 @@ class ZitadelIntrospection(ScopedSecurity):
     @property
     def model(self) -> SecuritySchemeModel:  # type: ignore[override]
         """The OpenAPI security scheme (FastAPI reads it when it builds the schema)."""
-        openapi.list_scopes(self._scheme, requirements.documented_scopes(self))
         return self._scheme
 
     @property
@@ -319,22 +318,55 @@ class ZitadelIntrospection(ScopedSecurity):
     # FastAPI -----------------------------------------------------------------------------
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
         """The dependency: the verified ``Principal``, holding every scope in ``Security``."""
-        principal = await self.authenticate_optional(conn)
-        if principal is None:
-            raise await self._http_error(MissingTokenError(), conn)
-        if security_scopes.scopes:
-            await _check_scopes(conn, principal, security_scopes.scopes, self.config.realm)
+        principal = await self._answer(conn, security_scopes.scopes, required=True)
+        assert principal is not None  # required
         return principal
 
     async def authenticate(self, conn: HTTPConnection) -> Principal:
         """The request's ``Principal``; raises the HTTP (or WebSocket) error otherwise."""
-        principal = await self.authenticate_optional(conn)
-        if principal is None:
-            raise await self._http_error(MissingTokenError(), conn)
+        principal = await self._answer(conn, (), required=True)
+        assert principal is not None  # required
         return principal
 
     async def authenticate_optional(self, conn: HTTPConnection) -> Principal | None:
-        """``None`` when the request carries no token; an invalid token still fails (401).
+        """``None`` when the request carries no token; an invalid token still fails (401)."""
+        return await self._answer(conn, (), required=False)
+
+    async def identify(self, conn: HTTPConnection) -> Principal | None:
+        """``authenticate_optional`` for ASGI code: ``None`` without a token, the
+        ``ZitadelError`` itself (not its HTTP form) for a bad one or an outage.
+
+        Memoised per HTTP request like the dependency, so a dependency behind
+        ``ZitadelMiddleware`` reuses the middleware's verdict: one lookup per request.
+        """
+        return await self._lookup(conn)
+
+    async def _answer(
+        self,
+        conn: HTTPConnection,
+        scopes: Sequence[str],
+        *,
+        required: bool,
+        confirmed: bool = False,
+    ) -> Principal | None:
+        """What every dependency of this instance answers: the principal holding ``scopes``
+        (``None`` for an anonymous request unless ``required``), or the refusal."""
+        try:
+            principal = await self._lookup(conn, confirmed=confirmed)
+            if principal is None:
+                if required:
+                    raise MissingTokenError()
+                return None
+            if scopes and not principal.has_all_scopes(scopes):
+                raise InsufficientScopeError.for_scopes(scopes)
+        except ZitadelError as error:
+            raise await self.refusal.exception(error, conn) from None
+        return principal
+
+    async def _lookup(self, conn: HTTPConnection, *, confirmed: bool = False) -> Principal | None:
+        """The one path from a connection to its principal: ``None`` without a token, a
+        ``ZitadelError`` for a bad one or an outage. ``confirmed``: a JWT served before
+        ZITADEL's confirmation (hybrid mode) waits for it.
 
         The hot path, run on every request, often several times (router and route scopes):
         the principal is kept in the request's scope, and a cache hit completes without
@@ -345,55 +377,22 @@ class ZitadelIntrospection(ScopedSecurity):
         # and a later check must see a revocation or an expiry (a cache hit is cheap).
         http = scope["type"] == "http"
         principal: Principal | None = scope.get(self._memo_key) if http else None
-        if principal is not None:
+        if principal is not None and (not confirmed or principal.verified_by != "jwt"):
             return principal
-        pipeline = self._pipeline
-        try:
-            token = extract_bearer(
-                conn,
-                max_length=self._max_token_length,
-                allow_query=self._query_tokens and not http,
-            )
-            if token is None:
-                return None
-            digest = pipeline.key(token)
-            principal = pipeline.cached(digest) or await pipeline.resolve(token, digest)
-        except ZitadelError as error:
-            raise await self._http_error(error, conn) from None
-        if http:
-            scope[self._memo_key] = principal
-        return principal
-
-    async def identify(self, conn: HTTPConnection) -> Principal | None:
-        """``authenticate_optional`` for ASGI code: ``None`` without a token, the
-        ``ZitadelError`` itself (not its HTTP form) for a bad one or an outage.
-
-        Memoised per HTTP request like the dependency, so a dependency behind
-        ``ZitadelMiddleware`` reuses the middleware's verdict: one lookup per request.
-        """
-        scope = conn.scope
-        http = scope["type"] == "http"
-        principal: Principal | None = scope.get(self._memo_key) if http else None
-        if principal is not None:
-            return principal
-        pipeline = self._pipeline
         token = extract_bearer(
             conn, max_length=self._max_token_length, allow_query=self._query_tokens and not http
         )
         if token is None:
             return None
+        pipeline = self._pipeline
         digest = pipeline.key(token)
-        principal = pipeline.cached(digest) or await pipeline.resolve(token, digest)
+        if principal is None:
+            principal = pipeline.cached(digest) or await pipeline.resolve(token, digest)
+        if confirmed and principal.verified_by == "jwt":
+            principal = await pipeline.confirmed(token, digest)
         if http:
             scope[self._memo_key] = principal
         return principal
-
-    async def _http_error(
-        self, error: ZitadelError, conn: HTTPConnection
-    ) -> HTTPException | WebSocketException:
-        return await refusal(
-            error, conn, self.config.realm, resource_metadata=self._resource_metadata
-        )
 
     @property
     def resource_metadata_url(self) -> str | None:
@@ -429,7 +428,7 @@ class ZitadelIntrospection(ScopedSecurity):
         require (from its OpenAPI schema) and those of ``require_scope``."""
         if self.config.resource is None:
             raise ConfigurationError("RFC 9728 metadata needs resource (ZITADEL_RESOURCE)")
-        scopes = set(requirements.documented_scopes(self))
+        scopes = set(self.required_scopes)
         if app is not None:
             scopes |= metadata.schema_scopes(app.openapi(), self.scheme_name)
         return metadata.document(self.config, scopes)
@@ -451,7 +450,6 @@ class ZitadelIntrospection(ScopedSecurity):
                 self,
                 self._loader,
                 unknown_status=self.config.unknown_user_status,
-                resource_metadata=self._resource_metadata,
             )
         return self._user
 
@@ -593,11 +591,27 @@ class ZitadelIntrospection(ScopedSecurity):
         openapi.use_discovered_endpoints(self._scheme, metadata)
 
 
+class _Answer(Protocol):
+    """``ZitadelIntrospection._answer``, handed to the dependencies that share it."""
+
+    async def __call__(
+        self,
+        conn: HTTPConnection,
+        scopes: Sequence[str],
+        *,
+        required: bool,
+        confirmed: bool = False,
+    ) -> Principal | None: ...
+
+
 class ZitadelOptional(ScopedSecurity):
     """``zitadel.optional``: the same scheme, but anonymous requests get ``None``."""
 
-    def __init__(self, zitadel: ZitadelIntrospection) -> None:
+    allows_anonymous = True
+
+    def __init__(self, zitadel: ZitadelIntrospection, answer: _Answer) -> None:
         self._zitadel = zitadel
+        self._answer = answer
         self.scheme_name = zitadel.scheme_name
 
     @property
@@ -607,11 +621,7 @@ class ZitadelOptional(ScopedSecurity):
     async def __call__(
         self, conn: HTTPConnection, security_scopes: SecurityScopes
     ) -> Principal | None:
-        zitadel = self._zitadel
-        principal = await zitadel.authenticate_optional(conn)
-        if principal is not None and security_scopes.scopes:
-            await _check_scopes(conn, principal, security_scopes.scopes, zitadel.realm)
-        return principal
+        return await self._answer(conn, security_scopes.scopes, required=False)
 
 
 class ZitadelIntrospected(ScopedSecurity):
@@ -619,17 +629,9 @@ class ZitadelIntrospected(ScopedSecurity):
     token ZITADEL's introspection confirmed (``validation="hybrid"``); with the other modes
     the same as ``zitadel`` itself."""
 
-    def __init__(
-        self,
-        zitadel: ZitadelIntrospection,
-        pipeline: VerificationPipeline,
-        *,
-        memo_key: str,
-        confirms: bool,
-    ) -> None:
+    def __init__(self, zitadel: ZitadelIntrospection, answer: _Answer, *, confirms: bool) -> None:
         self._zitadel = zitadel
-        self._pipeline = pipeline
-        self._memo_key = memo_key
+        self._answer = answer
         self._confirms = confirms
         self.scheme_name = zitadel.scheme_name
 
@@ -642,36 +644,8 @@ class ZitadelIntrospected(ScopedSecurity):
         return self._zitadel.realm
 
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
-        zitadel = self._zitadel
-        principal = await zitadel.authenticate(conn)
-        if self._confirms and principal.verified_by == "jwt":
-            principal = await self._confirmed(conn)
-        if security_scopes.scopes:
-            await _check_scopes(conn, principal, security_scopes.scopes, zitadel.realm)
+        principal = await self._answer(
+            conn, security_scopes.scopes, required=True, confirmed=self._confirms
+        )
+        assert principal is not None  # required
         return principal
-
-    async def _confirmed(self, conn: HTTPConnection) -> Principal:
-        config = self._zitadel.config
-        http = conn.scope["type"] == "http"
-        try:
-            token = extract_bearer(
-                conn,
-                max_length=config.max_token_length,
-                allow_query=config.websocket_query_token and not http,
-            )
-            assert token is not None  # authenticate() found it a moment ago
-            pipeline = self._pipeline
-            principal = await pipeline.confirmed(token, pipeline.key(token))
-        except ZitadelError as error:
-            raise await refusal(error, conn, config.realm) from None
-        if http:
-            conn.scope[self._memo_key] = principal
-        return principal
-
-
-async def _check_scopes(
-    conn: HTTPConnection, principal: Principal, scopes: list[str], realm: str
-) -> None:
-    """403 unless ``principal`` holds every one of ``scopes``."""
-    if not principal.has_all_scopes(scopes):
-        raise await refusal(InsufficientScopeError.for_scopes(scopes), conn, realm)

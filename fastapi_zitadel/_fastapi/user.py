@@ -19,11 +19,10 @@ from typing import Annotated, Any
 from fastapi import Security
 from starlette.requests import HTTPConnection
 
+from fastapi_zitadel._concurrency.tasks import KeyedTasks
 from fastapi_zitadel._exceptions import InsufficientScopeError, InvalidTokenError, ZitadelError
 from fastapi_zitadel._principal import Principal
-from fastapi_zitadel._resilience.single_flight import SingleFlight
 
-from .refusal import refusal
 from .requirements import Guard
 
 __all__ = ["PrincipalLoader", "UserLoader", "user_dependency"]
@@ -39,7 +38,7 @@ class UserLoader:
         self._loader = loader
         # id(principal) -> (a weak reference to it, the loaded user)
         self._results: dict[int, tuple[weakref.ref[Principal], Any]] = {}
-        self._flight: SingleFlight[Any] = SingleFlight()
+        self._flight: KeyedTasks[Any] = KeyedTasks()
 
     async def load(self, principal: Principal) -> Any:
         key = id(principal)
@@ -70,7 +69,7 @@ class UserLoader:
 
 
 def user_dependency(
-    guard: Guard, loader: UserLoader, *, unknown_status: int, resource_metadata: str | None
+    guard: Guard, loader: UserLoader, *, unknown_status: int
 ) -> Callable[..., Awaitable[Any]]:
     """``zitadel.user``: the loaded user, or 401/403 for an unknown one."""
     unknown: ZitadelError = (
@@ -80,7 +79,7 @@ def user_dependency(
     async def user(conn: HTTPConnection, principal: Annotated[Principal, Security(guard)]) -> Any:
         loaded = await loader.load(principal)
         if loaded is None:
-            raise await refusal(unknown, conn, guard.realm, resource_metadata=resource_metadata)
+            raise await guard.refusal.exception(unknown, conn)
         return loaded
 
     return user

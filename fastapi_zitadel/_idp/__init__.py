@@ -1,2 +1,2 @@
-"""Talking to the identity provider: HTTP, discovery, key files, client authentication and
-the introspection call with its retries."""
+"""ZITADEL's protocol as we speak it to the identity provider: discovery, the issuer's keys
+(JWKS) and the introspection call."""

@@ -4,7 +4,8 @@ Paths are configurable in ZITADEL, so they are read, not assumed. The document's
 must equal ours exactly (RFC 8414 §3.3): a mismatch means we are talking to another instance
 or a proxy rewrote the host, and tokens from it must not be trusted. A failed fetch is retried
 after a growing pause, shared by all requests, so an IdP outage does not become a discovery
-storm. ``fetch_sync`` is the same for synchronous code (one thread at a time fetches).
+storm. ``fetch_sync`` is the same for synchronous code (one thread at a time fetches): one
+flow (``_document``) serves both.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi_zitadel._concurrency.tasks import KeyedTasks
 from fastapi_zitadel._exceptions import IdentityProviderUnavailable, IssuerMismatch
+from fastapi_zitadel._http.client import HttpClientProvider, SyncHttpClientProvider
+from fastapi_zitadel._http.retry import Flow, Send, run, run_sync
+from fastapi_zitadel._http.urls import check_url
 from fastapi_zitadel._log import logger
-from fastapi_zitadel._resilience.single_flight import SingleFlight
-
-from .http import HttpClientProvider, SyncHttpClientProvider, send_for_json, send_for_json_sync
-from .urls import check_url
 
 __all__ = ["DISCOVERY_PATH", "Discovery", "ProviderMetadata"]
 
@@ -75,7 +76,7 @@ class Discovery:
         self._failures = 0
         self._retry_at = float("-inf")
         self._last_failure: IdentityProviderUnavailable | None = None
-        self._flight: SingleFlight[ProviderMetadata] = SingleFlight()
+        self._flight: KeyedTasks[ProviderMetadata] = KeyedTasks()
 
     async def introspection_endpoint(self, deadline: float | None = None) -> str:
         """The endpoint: configured, or discovered (once) by ``deadline`` (monotonic)."""
@@ -91,7 +92,7 @@ class Discovery:
         if self.metadata is not None:
             return self.metadata
         timeout = self._time_left(deadline)
-        return await self._flight.run("discovery", lambda: self._discover(timeout))
+        return await self._flight.run("discovery", lambda: run(self._document(timeout), self._http))
 
     def fetch_sync(
         self, http: SyncHttpClientProvider, deadline: float | None = None
@@ -102,17 +103,7 @@ class Discovery:
         with self._sync_lock:
             if self.metadata is not None:  # fetched while this thread waited
                 return self.metadata
-            timeout = self._time_left(deadline)
-            url = self._issuer + DISCOVERY_PATH
-            try:
-                request = http.request("GET", url)
-                response = send_for_json_sync(
-                    http, request, timeout=timeout, monotonic=self._monotonic
-                )
-                metadata = self._metadata_from(response.status, response.data, response.problem)
-            except IdentityProviderUnavailable as exc:
-                raise self._failed(url, exc) from None
-            return self._found(metadata)
+            return run_sync(self._document(self._time_left(deadline)), http, self._monotonic)
 
     def _time_left(self, deadline: float | None) -> float:
         wait = self._retry_at - self._monotonic()
@@ -127,13 +118,13 @@ class Discovery:
             raise IdentityProviderUnavailable("no time left for discovery", retry_after=1.0)
         return timeout
 
-    async def _discover(self, timeout: float) -> ProviderMetadata:
+    def _document(self, timeout: float) -> Flow[ProviderMetadata]:
+        """One fetch, async or sync alike (``retry.run``, ``retry.run_sync``)."""
         url = self._issuer + DISCOVERY_PATH
         try:
-            request = self._http.request("GET", url)
-            response = await send_for_json(self._http, request, timeout=timeout)
+            response = yield Send(self._http.request("GET", url), timeout)
             metadata = self._metadata_from(response.status, response.data, response.problem)
-        except IdentityProviderUnavailable as exc:
+        except IdentityProviderUnavailable as exc:  # TransportFailure included
             raise self._failed(url, exc) from None
         return self._found(metadata)
 

@@ -3,19 +3,18 @@
 Every answer becomes exactly one of: the active claims, ``None`` for inactive,
 ``ClientCredentialsRejected`` (our own client authentication failed: our misconfiguration,
 never the caller's fault) or ``IdentityProviderUnavailable``. Transport errors, 5xx and 429
-are retried with jittered backoff, all inside one deadline, so a slow IdP costs a request at
-most ``timeout`` seconds.
+are retried with jittered backoff, all inside one deadline (``retry.py``), so a slow IdP
+costs a request at most ``timeout`` seconds.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
 
+from fastapi_zitadel._credentials.client_auth import ClientAuthentication
 from fastapi_zitadel._exceptions import (
     ClientCredentialsRejected,
     IdentityProviderError,
@@ -23,11 +22,10 @@ from fastapi_zitadel._exceptions import (
     TokenTypeUnsupported,
     TransportFailure,
 )
+from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse, TimeoutFailure
+from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_after, run
+from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
-
-from .client_auth import ClientAuthentication, ClientCredentials
-from .discovery import Discovery
-from .http import HttpClientProvider, JsonResponse, TimeoutFailure, send_for_json
 
 __all__ = ["IntrospectionClient", "OutOfTimeFailure"]
 
@@ -38,8 +36,6 @@ _CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 # try with a fresh one.
 _REUSE_STATUSES = frozenset({400, 401, 403})
 _REUSE_ERRORS = _CREDENTIAL_ERRORS | {"invalid_request"}
-_FIRST_BACKOFF = 0.05
-_MAX_BACKOFF = 1.0
 
 
 class OutOfTimeFailure(IdentityProviderUnavailable):
@@ -48,16 +44,6 @@ class OutOfTimeFailure(IdentityProviderUnavailable):
     Whether that is the IdP's failure depends on how much of the deadline the call had: one
     that waited in our own queue may have had too little (``IntrospectionValidator`` decides).
     """
-
-
-class _Retryable(IdentityProviderUnavailable):
-    """A failure worth another attempt while the deadline allows."""
-
-    def __init__(
-        self, description: str, *, retry_after: float | None = None, timed_out: bool = False
-    ) -> None:
-        super().__init__(description, retry_after=retry_after)
-        self.timed_out = timed_out
 
 
 class _AuthenticationRefused(Exception):
@@ -94,8 +80,17 @@ class IntrospectionClient:
         self._discovery = discovery
         self._auth = auth
         self._timeout = timeout
-        self._max_retries = max_retries
         self._monotonic = monotonic
+        self._retries = Retries(
+            max_retries=max_retries,
+            monotonic=monotonic,
+            out_of_time=lambda: OutOfTimeFailure(
+                f"identity provider did not answer within {timeout:.1f} s", retry_after=1.0
+            ),
+            on_retry=lambda number, failure: logger.debug(
+                "introspection attempt %d failed (%s)", number + 1, failure
+            ),
+        )
         self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
         self.calls = 0
 
@@ -127,62 +122,32 @@ class IntrospectionClient:
     async def _with_retries(
         self, endpoint: str, token: str, deadline: float, *, fresh: bool
     ) -> dict[str, Any] | None:
-        attempt = 0
-        while True:
-            remaining = deadline - self._monotonic()
-            if remaining <= 0:
-                raise OutOfTimeFailure(
-                    f"identity provider did not answer within {self._timeout:.1f} s",
-                    retry_after=1.0,
-                )
+        def attempt(number: int, remaining: float) -> Flow[dict[str, Any] | None]:
             # A retry signs afresh: a server that recorded the first attempt's ``jti`` before
             # failing would reject the same assertion as a replay.
-            credentials = self._auth.credentials(fresh=fresh or attempt > 0)
+            credentials = self._auth.credentials(fresh=fresh or number > 0)
+            request = self._http.request(
+                "POST",
+                endpoint,
+                form={"token": token, "token_type_hint": "access_token", **credentials.form},
+                headers=credentials.headers,
+            )
+            self.calls += 1
             try:
-                return await self._attempt(endpoint, token, credentials, remaining)
+                response = yield Send(request, remaining)
+            except TransportFailure as failure:
+                if isinstance(failure, TimeoutFailure):  # no answer in time: whose fault?
+                    out_of_time = OutOfTimeFailure(failure.description, retry_after=1.0)
+                    raise Retryable(out_of_time) from None
+                raise Retryable(_unavailable(failure.description)) from None
+            try:
+                return self._classify(response)
             except _AuthenticationRefused as refused:
                 if self._auth.possibly_reused(credentials):
                     raise _ReusedAssertionRejected(refused.rejected) from None
                 raise refused.final from None
-            except _Retryable as failure:
-                pause = self._pause_before_retry(failure, attempt, deadline)
-                if pause is None:
-                    failed = OutOfTimeFailure if failure.timed_out else IdentityProviderUnavailable
-                    raise failed(
-                        failure.description, retry_after=failure.retry_after or 1.0
-                    ) from None
-                logger.debug("introspection attempt %d failed (%s)", attempt + 1, failure)
-                await asyncio.sleep(pause)
-                attempt += 1
 
-    def _pause_before_retry(
-        self, failure: _Retryable, attempt: int, deadline: float
-    ) -> float | None:
-        if attempt >= self._max_retries:
-            return None
-        backoff = random.uniform(0, min(_MAX_BACKOFF, _FIRST_BACKOFF * 2**attempt))  # noqa: S311
-        pause = max(backoff, failure.retry_after or 0.0)
-        # Not worth sleeping if too little time would be left for the attempt itself.
-        if self._monotonic() + pause + 0.05 >= deadline:
-            return None
-        return pause
-
-    async def _attempt(
-        self, endpoint: str, token: str, credentials: ClientCredentials, remaining: float
-    ) -> dict[str, Any] | None:
-        request = self._http.request(
-            "POST",
-            endpoint,
-            form={"token": token, "token_type_hint": "access_token", **credentials.form},
-            headers=credentials.headers,
-        )
-        self.calls += 1
-        try:
-            response = await send_for_json(self._http, request, timeout=remaining)
-        except TransportFailure as failure:
-            timed_out = isinstance(failure, TimeoutFailure)
-            raise _Retryable(failure.description, timed_out=timed_out) from None
-        return self._classify(response)
+        return await run(self._retries.flow(deadline, attempt), self._http)
 
     def _classify(self, response: JsonResponse) -> dict[str, Any] | None:
         status = response.status
@@ -198,8 +163,9 @@ class IntrospectionClient:
                 )
             return data if data["active"] else None
         if status == 429 or status >= 500:
-            retry_after = _retry_after(response.headers.get("retry-after"))
-            raise _Retryable(f"identity provider answered HTTP {status}", retry_after=retry_after)
+            asked = retry_after(response.headers.get("retry-after"))
+            final = _unavailable(f"identity provider answered HTTP {status}", asked)
+            raise Retryable(final, retry_after=asked)
         error = response.data.get("error") if isinstance(response.data, dict) else None
         if status == 400 and error == "unsupported_token_type":
             raise TokenTypeUnsupported(
@@ -236,12 +202,7 @@ class IntrospectionClient:
         )
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (the HTTP-date form is rare for APIs and treated as absent)."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if 0 <= seconds <= 3600 else None
+def _unavailable(description: str, retry_after: float | None = None) -> IdentityProviderUnavailable:
+    """What a failed attempt means once no retry is left (1 s to wait when the server named
+    no time)."""
+    return IdentityProviderUnavailable(description, retry_after=retry_after or 1.0)

@@ -39,12 +39,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 
+from fastapi_zitadel._concurrency.tasks import KeyedTasks, wait
 from fastapi_zitadel._exceptions import IdentityProviderUnavailable
+from fastapi_zitadel._http.client import HttpClientProvider, send_for_json
+from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
-from fastapi_zitadel._resilience.background import KeyedTasks, wait
-
-from .discovery import Discovery
-from .http import HttpClientProvider, send_for_json
 
 __all__ = [
     "MAX_KEYS",

@@ -1,9 +1,21 @@
-"""From the claims a validator vouched for to a ``Principal`` we are willing to trust.
+"""From the claims a validator vouched for to a ``Principal`` we are willing to trust: every
+claim rule, for introspection answers and for verified JWTs alike, is here and only here.
 
-ZITADEL already refuses tokens for other audiences, but an answer can come from a misconfigured
-proxy, a cache, or another server; a few comparisons here are cheap insurance. A claim of the
-wrong shape, or an issuer other than ours, is not the caller's fault: it is an IdP fault or our
-misconfiguration, so a 503 and an ERROR log, never a 401.
+An introspection answer: ZITADEL already refuses tokens for other audiences, but an answer
+can come from a misconfigured proxy, a cache, or another server; a few comparisons here are
+cheap insurance. A claim of the wrong shape, or an issuer other than ours, is not the caller's
+fault: it is an IdP fault or our misconfiguration, so a 503 and an ERROR log, never a 401.
+
+A JWT verified locally carries its own claims, so the same faults are the token's (401), and
+a few more rules apply (``jwt_rules``): ``iss`` is the issuer exactly, ``exp`` and ``aud`` are
+present, ``iat`` is not in the future beyond ``leeway``, times lie within 1e11 seconds of the
+epoch, and the token is no ID token. ZITADEL signs both kinds with the same web key and the
+same ``typ: JWT`` (zitadel/zitadel ``internal/api/oidc/sign/signer.go``), so the claims tell
+them apart: ``at_hash``, ``c_hash``, ``s_hash`` and ``nonce`` are ID-token claims (OpenID
+Connect Core §2, §3.3.2.11) that ZITADEL never puts in an access token, and an ``azp`` that is
+the token's only audience is a client's ID token for itself. A token typed ``at+jwt``
+declares itself an access token (RFC 9068 §2.1) and is taken as one. See docs/security.md
+for what ZITADEL's source says about each.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from fastapi_zitadel._exceptions import (
 from fastapi_zitadel._log import RateLimitedLog
 from fastapi_zitadel._principal import Principal, VerifiedBy
 
-__all__ = ["ACCESS_TOKEN_TYPES", "ClaimChecks"]
+__all__ = ["ACCESS_TOKEN_TYPES", "ID_TOKEN_CLAIMS", "ClaimChecks"]
 
 # What an active answer may call the token (compared case-insensitively): ZITADEL answers
 # "Bearer"; RFC 7662 servers also "access_token" or RFC 8693's URN, or leave it out. A refresh
@@ -30,6 +42,8 @@ __all__ = ["ACCESS_TOKEN_TYPES", "ClaimChecks"]
 ACCESS_TOKEN_TYPES = frozenset(
     {"bearer", "access_token", "urn:ietf:params:oauth:token-type:access_token"}
 )
+ID_TOKEN_CLAIMS = ("at_hash", "c_hash", "s_hash", "nonce")
+_TIME_BOUND = 1e11  # seconds from the epoch (year 5138): beyond it a JWT's time is no time
 
 
 class ClaimChecks:
@@ -55,11 +69,17 @@ class ClaimChecks:
         self._misconfiguration_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
 
     def principal(
-        self, claims: Mapping[str, Any], *, verified_by: VerifiedBy = "introspection"
+        self,
+        claims: Mapping[str, Any],
+        *,
+        verified_by: VerifiedBy = "introspection",
+        declared_access_token: bool = False,
     ) -> Principal:
         """Raise ``InvalidTokenError`` when the active answer (or the verified JWT's claims)
-        must not be trusted."""
+        must not be trusted. ``declared_access_token``: the JWT's header says ``at+jwt``."""
         principal = self.parse(claims, verified_by=verified_by)
+        if verified_by == "jwt":
+            self.jwt_rules(principal, declared_access_token=declared_access_token)
         if principal.issuer is not None and principal.issuer != self._issuer:
             # Not the caller's fault: our issuer setting differs from what the IdP says.
             self._misconfiguration_log(
@@ -97,6 +117,31 @@ class ClaimChecks:
                 )
         return principal
 
+    def jwt_rules(self, principal: Principal, *, declared_access_token: bool) -> None:
+        """What a self-contained token must show besides what an active answer must."""
+        if principal.issuer != self._issuer:
+            raise InvalidTokenError("the token was issued by another issuer")
+        expires, issued = principal.expires_at, principal.issued_at
+        for name, at in (("exp", expires), ("nbf", principal.not_before), ("iat", issued)):
+            if at is not None and not -_TIME_BOUND < at.timestamp() < _TIME_BOUND:
+                raise InvalidTokenError(f"the token's {name} claim is not a representable time")
+        if expires is None:
+            raise InvalidTokenError("the token has no expiry (exp)")
+        if issued is not None and issued.timestamp() - self._leeway > self._clock():
+            raise InvalidTokenError("the token was issued in the future")
+        audience = principal.audience
+        if not audience:
+            raise InvalidTokenError("the token's aud claim is not a string or an array of strings")
+        if declared_access_token:
+            return
+        claims = principal.claims
+        for claim in ID_TOKEN_CLAIMS:
+            if claim in claims:
+                raise InvalidTokenError(f"an ID token is not an access token (it has {claim})")
+        azp = claims.get("azp")
+        if isinstance(azp, str) and audience == (azp,):
+            raise InvalidTokenError("an ID token is not an access token (azp is its only aud)")
+
     def parse(
         self, claims: Mapping[str, Any], *, verified_by: VerifiedBy = "introspection"
     ) -> Principal:
@@ -120,6 +165,10 @@ class ClaimChecks:
         except RecursionError:  # nesting deep enough to parse but not to walk
             problem = "nested too deeply"
         except MalformedClaimError as exc:
+            if verified_by == "jwt":
+                raise InvalidTokenError(
+                    f"the token's claims are malformed: its {exc.claim} claim is not {exc.expected}"
+                ) from None
             problem = str(exc)
         if verified_by == "jwt":
             raise InvalidTokenError(f"the token's claims are malformed: {problem}")

@@ -53,6 +53,7 @@ from typing import Any
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache, SuspectToken
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
+from fastapi_zitadel._concurrency.tasks import KeyedTasks, wait
 from fastapi_zitadel._events.revocations import OK, REFUSED, ROLES_CHANGED, Revocations
 from fastapi_zitadel._exceptions import (
     IdentityProviderError,
@@ -65,11 +66,14 @@ from fastapi_zitadel._exceptions import (
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
-from fastapi_zitadel._resilience.background import KeyedTasks, wait
-from fastapi_zitadel._resilience.single_flight import SingleFlight
 
 from .checks import ClaimChecks
-from .jwt_validator import OPAQUE_IN_LOCAL_MODE, JwtValidator, UnknownSigningKey
+from .jwt_validator import (
+    OPAQUE_IN_LOCAL_MODE,
+    JwtValidator,
+    UnknownSigningKey,
+    declares_access_token,
+)
 from .unconfirmed import Unconfirmed
 from .validator import Validator
 
@@ -143,7 +147,7 @@ class VerificationPipeline:
         local: MemoryCache,
         negative: NegativeCache,
         shared: IntrospectionCache | None,
-        flight: SingleFlight[Principal],
+        flight: KeyedTasks[Principal],
         validator: Validator | None,
         checks: ClaimChecks,
         policy: CachePolicy,
@@ -404,7 +408,10 @@ class VerificationPipeline:
         try:
             try:
                 claims = await self._jwt.verify(key.token, header, deadline)
-                principal = self._checks.principal(claims, verified_by="jwt")
+                principal = self._checks.principal(
+                    claims, verified_by="jwt", declared_access_token=declares_access_token(header)
+                )
+                self._metrics.jwt_verified += 1
             except UnknownSigningKey:
                 raise  # not remembered: the key may be published by the next fetch
             except InvalidTokenError as exc:
@@ -645,6 +652,7 @@ class VerificationPipeline:
     async def aclose(self) -> None:
         """Cancel the background introspections still running, close the shared tier."""
         await self._confirmations.aclose()
+        await self._flight.aclose()
         if self._unconfirmed is not None:
             self._unconfirmed.clear()
         if self._shared is not None:

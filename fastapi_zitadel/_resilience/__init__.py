@@ -1,2 +1,2 @@
-"""Staying up when the IdP is not: circuit breaker, concurrency cap, single flight, and the
-per-event-loop holder they all keep their loop-bound state in."""
+"""Staying up when the IdP is not: the circuit breaker, the concurrency cap and an IdP call's
+own budget."""

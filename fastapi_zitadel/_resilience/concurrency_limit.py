@@ -11,9 +11,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+from fastapi_zitadel._concurrency.per_loop import PerLoop
 from fastapi_zitadel._exceptions import QueueTimeout
-
-from .per_loop import PerLoop
 
 __all__ = ["ConcurrencyLimit"]
 

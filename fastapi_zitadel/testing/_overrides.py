@@ -18,8 +18,8 @@ from fastapi_zitadel import (
     MissingTokenError,
     Principal,
     ZitadelIntrospection,
-    default_zitadel,
 )
+from fastapi_zitadel.defaults import default_zitadel
 
 
 def fixed_principal(
@@ -33,7 +33,7 @@ def fixed_principal(
     ) -> Principal:
         if not principal.has_all_scopes(security_scopes.scopes):
             error = InsufficientScopeError.for_scopes(security_scopes.scopes)
-            raise error.to_http(conn, zitadel.realm)
+            raise await zitadel.refusal.exception(error, conn)
         return principal
 
     return authenticated_as_fixed_principal
@@ -57,7 +57,7 @@ def override_principal(
     if principal is None:
 
         async def anonymous(conn: HTTPConnection) -> Principal:
-            raise MissingTokenError().to_http(conn, zitadel.realm)
+            raise await zitadel.refusal.exception(MissingTokenError(), conn)
 
         app.dependency_overrides[zitadel] = anonymous
     else:

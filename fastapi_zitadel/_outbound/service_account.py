@@ -37,32 +37,29 @@ from typing import Any
 
 import httpx
 
+from fastapi_zitadel._concurrency.tasks import KeyedTasks
+from fastapi_zitadel._credentials.client_auth import ClientSecretBasic, sign_assertion
+from fastapi_zitadel._credentials.key_file import (
+    KeyFileSource,
+    load_key_file,
+    require_key_type,
+    source_label,
+)
 from fastapi_zitadel._exceptions import (
     ConfigurationError,
     IdentityProviderError,
     TokenRequestRejected,
     ZitadelError,
 )
-from fastapi_zitadel._idp.client_auth import ClientSecretBasic, sign_assertion
-from fastapi_zitadel._idp.key_file import (
-    KeyFileSource,
-    load_key_file,
-    require_key_type,
-    source_label,
-)
-from fastapi_zitadel._idp.urls import shown
+from fastapi_zitadel._http.urls import shown
 from fastapi_zitadel._log import logger
-from fastapi_zitadel._resilience.single_flight import SingleFlight
-
-from .token_endpoint import (
+from fastapi_zitadel._outbound.settings import outbound_settings
+from fastapi_zitadel._outbound.token_endpoint import (
     CLIENT_CREDENTIALS_GRANT,
     JWT_BEARER_GRANT,
     Caller,
     EndpointClient,
     IssuedToken,
-    checked_issuer,
-    checked_max_retries,
-    checked_timeout,
     token_endpoint_for,
 )
 
@@ -132,24 +129,29 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.issuer = checked_issuer(issuer, allow_insecure_http=allow_insecure_http)
-        timeout = checked_timeout(timeout)
+        settings = outbound_settings(
+            "ServiceAccountAuth",
+            "the service user's key",
+            issuer=issuer,
+            key_file=key_file,
+            client_id=client_id,
+            client_secret=client_secret,
+            timeout=timeout,
+            max_retries=max_retries,
+            allow_insecure_http=allow_insecure_http,
+        )
+        self.issuer = settings.issuer
         if not 0 < renew_before < 1:
             raise ConfigurationError(
                 f"renew_before must be a fraction of the token's lifetime between 0 and 1, "
                 f"got {renew_before!r}"
             )
-        max_retries = checked_max_retries(max_retries)
         self._clock = clock
         self._monotonic = monotonic
         self._renew_before = renew_before
         self.scope = _scope(project_id, roles=roles, extra=scopes)
         self._grant_form = {"grant_type": "", "scope": self.scope}
         if key_file is not None:
-            if client_id is not None or client_secret is not None:
-                raise ConfigurationError(
-                    "ServiceAccountAuth takes key_file or client_id with client_secret, not both"
-                )
             key = require_key_type(
                 load_key_file(key_file),
                 "serviceaccount",
@@ -168,7 +170,10 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
                 return {"assertion": assertion}, {}
 
             method = "jwt-bearer"
-        elif client_id and client_secret:
+        else:
+            # The settings' credential rule: without a key, both are set.
+            assert client_id is not None
+            assert client_secret is not None
             basic = ClientSecretBasic(client_id, client_secret).credentials()
             self.client_id = client_id
             self.key_id = None
@@ -178,26 +183,18 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
                 return {}, basic.headers
 
             method = "client_credentials"
-        else:
-            raise ConfigurationError(
-                "ServiceAccountAuth needs the service user's key (key_file=...) or its client "
-                "id and secret (client_id=..., client_secret=...)"
-            )
         self._credentials = credentials
         self._caller = Caller("service user", self.client_id, self.key_id, method)
         self._endpoint = token_endpoint_for(
-            self.issuer,
-            timeout=timeout,
-            max_retries=max_retries,
-            allow_insecure_http=allow_insecure_http,
+            settings,
             http_client=http_client,
             sync_http_client=sync_http_client,
             monotonic=monotonic,
         )
         self._token: _Token | None = None
-        self._flight: SingleFlight[_Token] = SingleFlight()
+        # The token requests (a cold fetch, a renewal), per event loop; aclose cancels them.
+        self._flight: KeyedTasks[_Token] = KeyedTasks()
         self._lock = threading.Lock()  # synchronous fetches, one thread at a time
-        self._renewing: asyncio.Future[Any] | None = None
         self._renew_retry_at = float("-inf")
         self._failure: IdentityProviderError | None = None
         self._failure_until = float("-inf")
@@ -207,6 +204,12 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
     def __repr__(self) -> str:
         key = f", key_id={self.key_id!r}" if self.key_id else ""
         return f"ServiceAccountAuth({self.issuer!r}, client_id={self.client_id!r}{key})"
+
+    async def aclose(self) -> None:
+        """Cancel the token request of this event loop still running (a renewal in the
+        background), then close the connection pools to ZITADEL."""
+        await self._flight.aclose()
+        await super().aclose()
 
     @property
     def token_requests(self) -> int:
@@ -299,13 +302,9 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
         return await self._flight.run(_FLIGHT, self._afetch)
 
     def _renew_in_background(self, now: float) -> None:
-        if self._renewing is not None and not self._renewing.done():
+        if self._flight.running(_FLIGHT) is not None or now < self._renew_retry_at:
             return
-        if now < self._renew_retry_at:
-            return
-        renewing = asyncio.ensure_future(self._flight.run(_FLIGHT, self._afetch))
-        renewing.add_done_callback(self._renewal_done)
-        self._renewing = renewing
+        self._flight.start(_FLIGHT, self._afetch).add_done_callback(self._renewal_done)
 
     def _renewal_done(self, renewing: asyncio.Future[Any]) -> None:
         if renewing.cancelled():

@@ -28,24 +28,21 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from fastapi_zitadel._exceptions import ConfigurationError
-from fastapi_zitadel._idp.client_auth import ClientSecretBasic, PrivateKeyJwt
-from fastapi_zitadel._idp.key_file import (
+from fastapi_zitadel._credentials.client_auth import ClientSecretBasic, PrivateKeyJwt
+from fastapi_zitadel._credentials.key_file import (
     KeyFileSource,
     load_key_file,
     require_key_type,
     source_label,
 )
-
-from .service_account import ServiceAccountAuth
-from .token_endpoint import (
+from fastapi_zitadel._exceptions import ConfigurationError
+from fastapi_zitadel._outbound.service_account import ServiceAccountAuth
+from fastapi_zitadel._outbound.settings import outbound_settings
+from fastapi_zitadel._outbound.token_endpoint import (
     TOKEN_EXCHANGE_GRANT,
     Caller,
     EndpointClient,
     IssuedToken,
-    checked_issuer,
-    checked_max_retries,
-    checked_timeout,
     token_endpoint_for,
 )
 
@@ -97,15 +94,20 @@ class TokenExchange(EndpointClient):
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.issuer = checked_issuer(issuer, allow_insecure_http=allow_insecure_http)
-        timeout = checked_timeout(timeout)
-        max_retries = checked_max_retries(max_retries)
+        settings = outbound_settings(
+            "TokenExchange",
+            "the application's key",
+            issuer=issuer,
+            key_file=key_file,
+            client_id=client_id,
+            client_secret=client_secret,
+            timeout=timeout,
+            max_retries=max_retries,
+            allow_insecure_http=allow_insecure_http,
+        )
+        self.issuer = settings.issuer
         self.actor = actor
         if key_file is not None:
-            if client_id is not None or client_secret is not None:
-                raise ConfigurationError(
-                    "TokenExchange takes key_file or client_id with client_secret, not both"
-                )
             key = require_key_type(
                 load_key_file(key_file),
                 "application",
@@ -128,7 +130,10 @@ class TokenExchange(EndpointClient):
                 signed = signer.credentials(fresh=True)
                 return dict(signed.form), dict(signed.headers)
 
-        elif client_id and client_secret:
+        else:
+            # The settings' credential rule: without a key, both are set.
+            assert client_id is not None
+            assert client_secret is not None
             basic = ClientSecretBasic(client_id, client_secret).credentials()
             self.client_id = client_id
             self.key_id = None
@@ -137,18 +142,10 @@ class TokenExchange(EndpointClient):
             def credentials() -> tuple[dict[str, str], dict[str, str]]:
                 return {}, basic.headers
 
-        else:
-            raise ConfigurationError(
-                "TokenExchange needs the application's key (key_file=...) or its client id and "
-                "secret (client_id=..., client_secret=...)"
-            )
         self._credentials = credentials
         self._caller = Caller("application", self.client_id, self.key_id, method)
         self._endpoint = token_endpoint_for(
-            self.issuer,
-            timeout=timeout,
-            max_retries=max_retries,
-            allow_insecure_http=allow_insecure_http,
+            settings,
             http_client=http_client,
             sync_http_client=sync_http_client,
             monotonic=monotonic,

@@ -5,8 +5,8 @@ token (``ServiceAccountAuth``: the JWT bearer grant or client credentials) and a
 exchanged for a caller's (``TokenExchange``, RFC 8693). Every answer becomes exactly one of:
 the issued token, ``TokenRequestRejected`` (our credential refused: a misconfiguration),
 ``TokenExchangeRejected`` (the exchange refused) or ``TokenEndpointUnavailable``. Transport
-errors, 429 and 5xx are retried with jittered backoff while the deadline allows, async and
-sync alike; each attempt carries fresh credentials (a newly signed assertion).
+errors, 429 and 5xx are retried within the deadline (``_http/retry.py``: one flow, driven async
+or sync); each attempt carries fresh credentials (a newly signed assertion).
 
 What ZITADEL answers (zitadel/zitadel ``internal/api/oidc``, zitadel/oidc ``pkg/op``): client
 credentials with an unknown client id get 400 ``invalid_client``, with a wrong secret 400
@@ -18,10 +18,8 @@ a probable rejection of our key, with both readings in the message.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import random
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -31,7 +29,6 @@ from typing import Any, TypeVar
 import httpx
 
 from fastapi_zitadel._exceptions import (
-    ConfigurationError,
     IdentityProviderError,
     IdentityProviderUnavailable,
     TokenEndpointUnavailable,
@@ -39,16 +36,11 @@ from fastapi_zitadel._exceptions import (
     TokenRequestRejected,
     TransportFailure,
 )
+from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse, SyncHttpClientProvider
+from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_after, run, run_sync
 from fastapi_zitadel._idp.discovery import Discovery
-from fastapi_zitadel._idp.http import (
-    HttpClientProvider,
-    JsonResponse,
-    SyncHttpClientProvider,
-    send_for_json,
-    send_for_json_sync,
-)
-from fastapi_zitadel._idp.urls import check_url, shown
 from fastapi_zitadel._log import RateLimitedLog, logger
+from fastapi_zitadel._outbound.settings import OutboundSettings
 
 __all__ = [
     "CLIENT_CREDENTIALS_GRANT",
@@ -59,9 +51,6 @@ __all__ = [
     "Form",
     "IssuedToken",
     "TokenEndpoint",
-    "checked_issuer",
-    "checked_max_retries",
-    "checked_timeout",
     "token_endpoint_for",
 ]
 
@@ -69,8 +58,6 @@ JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 §2
 CLIENT_CREDENTIALS_GRANT = "client_credentials"  # RFC 6749 §4.4
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 RFC 8693
 
-_FIRST_BACKOFF = 0.05
-_MAX_BACKOFF = 1.0
 _CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client", "invalid_grant"})
 _REFUSAL_STATUSES = frozenset({400, 401, 403, 404})
 # What may be shown of ZITADEL's error_description: short printable ASCII (its texts are i18n
@@ -114,13 +101,6 @@ Credentials = Callable[[], tuple[dict[str, str], dict[str, str]]]
 """Fresh (form fields, headers) that authenticate one attempt."""
 
 
-class _Retryable(Exception):
-    """Worth another attempt; ``final`` is what to raise when no attempt is left."""
-
-    def __init__(self, final: IdentityProviderError) -> None:
-        self.final = final
-
-
 class TokenEndpoint:
     """Requests to the token endpoint found by ``discovery``, through our own pools."""
 
@@ -138,8 +118,18 @@ class TokenEndpoint:
         self.http = http  # our pools, closed by the owner
         self.sync_http = sync_http
         self._timeout = timeout
-        self._max_retries = max_retries
         self._monotonic = monotonic
+        self._retries = Retries(
+            max_retries=max_retries,
+            monotonic=monotonic,
+            out_of_time=lambda: TokenEndpointUnavailable(
+                f"token endpoint did not answer within {timeout:.1f} s", retry_after=1.0
+            ),
+            on_retry=lambda number, failure: logger.debug(
+                "token request attempt %d failed (%s)", number + 1, failure
+            ),
+            on_give_up=_log_unavailable,
+        )
         self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
         self.requests = 0  # token requests sent (attempts included)
 
@@ -150,39 +140,7 @@ class TokenEndpoint:
             endpoint = await self._endpoint(deadline)
         except IdentityProviderUnavailable as exc:
             raise _unavailable(exc) from None
-        attempt = 0
-        while True:
-            remaining = self._remaining(deadline)
-            extra_form, headers = credentials()
-            request = self.http.request(
-                "POST", endpoint, form={**form, **extra_form}, headers=headers
-            )
-            self.requests += 1
-            try:
-                response = await send_for_json(self.http, request, timeout=remaining)
-                return self._classify(response, form, caller)
-            except (TransportFailure, _Retryable, TokenRequestRejected) as failure:
-                pause = self._pause_after(failure, attempt, deadline)
-            await asyncio.sleep(pause)
-            attempt += 1
-
-    def _pause_after(self, failure: Exception, attempt: int, deadline: float) -> float:
-        """After a failed attempt (async or sync alike): the pause before the next one, or
-        the final error raised (a rejection at once, anything else once retries run out)."""
-        if isinstance(failure, TokenRequestRejected):
-            self._log_rejection(failure)
-            raise failure
-        if isinstance(failure, TransportFailure):
-            retry = _Retryable(TokenEndpointUnavailable(failure.description, retry_after=1))
-        else:
-            assert isinstance(failure, _Retryable)
-            retry = failure
-        pause = self._pause(retry, attempt, deadline)
-        if pause is None:
-            self._log_final(retry.final)
-            raise retry.final from None
-        logger.debug("token request attempt %d failed (%s)", attempt + 1, retry.final)
-        return pause
+        return await run(self._flow(endpoint, form, credentials, caller, deadline), self.http)
 
     def request_sync(self, form: Form, credentials: Credentials, caller: Caller) -> IssuedToken:
         """``request`` for synchronous code (the calling thread waits)."""
@@ -192,44 +150,37 @@ class TokenEndpoint:
         except IdentityProviderUnavailable as exc:
             raise _unavailable(exc) from None
         endpoint = _token_endpoint(metadata.token_endpoint)
-        attempt = 0
-        while True:
-            remaining = self._remaining(deadline)
+        flow = self._flow(endpoint, form, credentials, caller, deadline)
+        return run_sync(flow, self.sync_http, self._monotonic)
+
+    def _flow(
+        self, endpoint: str, form: Form, credentials: Credentials, caller: Caller, deadline: float
+    ) -> Flow[IssuedToken]:
+        """The request, async or sync alike; a rejection is final at once, anything else
+        once the retries run out. Each attempt carries fresh credentials."""
+
+        def attempt(_number: int, remaining: float) -> Flow[IssuedToken]:
             extra_form, headers = credentials()
-            request = self.sync_http.request(
+            request = self.http.request(
                 "POST", endpoint, form={**form, **extra_form}, headers=headers
             )
             self.requests += 1
             try:
-                response = send_for_json_sync(
-                    self.sync_http, request, timeout=remaining, monotonic=self._monotonic
-                )
-                return self._classify(response, form, caller)
-            except (TransportFailure, _Retryable, TokenRequestRejected) as failure:
-                pause = self._pause_after(failure, attempt, deadline)
-            time.sleep(pause)
-            attempt += 1
+                response = yield Send(request, remaining)
+            except TransportFailure as failure:
+                final = TokenEndpointUnavailable(failure.description, retry_after=1)
+                raise Retryable(final) from None
+            return self._classify(response, form, caller)
+
+        try:
+            return (yield from self._retries.flow(deadline, attempt))
+        except TokenRequestRejected as rejected:  # at once, or after the retries (a 500)
+            self._log_rejection(rejected)
+            raise
 
     async def _endpoint(self, deadline: float) -> str:
         metadata = self._discovery.metadata or await self._discovery.fetch(deadline)
         return _token_endpoint(metadata.token_endpoint)
-
-    def _remaining(self, deadline: float) -> float:
-        remaining = deadline - self._monotonic()
-        if remaining <= 0:
-            raise TokenEndpointUnavailable(
-                f"token endpoint did not answer within {self._timeout:.1f} s", retry_after=1.0
-            )
-        return remaining
-
-    def _pause(self, retry: _Retryable, attempt: int, deadline: float) -> float | None:
-        if attempt >= self._max_retries:
-            return None
-        backoff = random.uniform(0, min(_MAX_BACKOFF, _FIRST_BACKOFF * 2**attempt))  # noqa: S311
-        pause = max(backoff, min(retry.final.retry_after or 0.0, _MAX_BACKOFF))
-        if self._monotonic() + pause + 0.05 >= deadline:
-            return None
-        return pause
 
     # Classification ---------------------------------------------------------------------
     def _classify(self, response: JsonResponse, form: Form, caller: Caller) -> IssuedToken:
@@ -237,7 +188,7 @@ class TokenEndpoint:
         grant = str(form.get("grant_type", ""))
         if status == 200:
             if response.problem is not None:
-                raise _Retryable(
+                raise Retryable(
                     TokenEndpointUnavailable(f"token endpoint answer unusable: {response.problem}")
                 )
             return _issued(data)
@@ -245,14 +196,14 @@ class TokenEndpoint:
         code = error if isinstance(error, str) and len(error) <= 64 else None
         description = _description(data)
         if status == 429 or status >= 500:
-            retry_after = _retry_after(response.headers.get("retry-after"))
+            asked = retry_after(response.headers.get("retry-after"))
             shown = f" {code}" if code else ""
             final: IdentityProviderError = TokenEndpointUnavailable(
-                f"token endpoint answered HTTP {status}{shown}", retry_after=retry_after or 1.0
+                f"token endpoint answered HTTP {status}{shown}", retry_after=asked or 1.0
             )
             if status == 500 and code == "server_error" and grant == JWT_BEARER_GRANT:
                 final = _probable_key_rejection(caller, description)
-            raise _Retryable(final)
+            raise Retryable(final, retry_after=asked)
         if status in _REFUSAL_STATUSES and code is not None:
             raise _refusal(status, code, description, grant, caller)
         shown = f" {code}" if code else ""
@@ -270,11 +221,10 @@ class TokenEndpoint:
             rejected.hint,
         )
 
-    def _log_final(self, failure: IdentityProviderError) -> None:
-        if isinstance(failure, TokenRequestRejected):
-            self._log_rejection(failure)
-        else:
-            logger.warning("getting a token failed: %s", failure.description)
+
+def _log_unavailable(final: IdentityProviderError) -> None:
+    if not isinstance(final, TokenRequestRejected):  # logged as a rejection
+        logger.warning("getting a token failed: %s", final.description)
 
 
 def _caller_text(rejected: TokenRequestRejected) -> str:
@@ -296,10 +246,10 @@ def _unavailable(exc: IdentityProviderUnavailable) -> TokenEndpointUnavailable:
 
 def _issued(data: Any) -> IssuedToken:
     if not isinstance(data, dict):
-        raise _Retryable(TokenEndpointUnavailable("token endpoint answer is not a JSON object"))
+        raise Retryable(TokenEndpointUnavailable("token endpoint answer is not a JSON object"))
     token, token_type = data.get("access_token"), data.get("token_type")
     if not isinstance(token, str) or not token or not isinstance(token_type, str):
-        raise _Retryable(
+        raise Retryable(
             TokenEndpointUnavailable(
                 "token endpoint answer has no access_token and token_type strings"
             )
@@ -444,58 +394,16 @@ def _probable_key_rejection(caller: Caller, description: str | None) -> TokenReq
     )
 
 
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if 0 <= seconds <= 3600 else None
-
-
-def checked_issuer(issuer: str, *, allow_insecure_http: bool) -> str:
-    """The issuer, or ``ConfigurationError`` as ``ZitadelIntrospection`` would say it."""
-    if not isinstance(issuer, str):
-        raise ConfigurationError(f"issuer must be a URL string, got {type(issuer).__name__}")
-    if issuer.endswith("/"):
-        raise ConfigurationError(
-            f"issuer must not end with '/': ZITADEL compares the issuer exactly; "
-            f"use {shown(issuer.rstrip('/'))}"
-        )
-    try:
-        return check_url(issuer, allow_insecure_http=allow_insecure_http)
-    except ValueError as exc:
-        raise ConfigurationError(f"issuer: {exc}") from None
-
-
-def checked_timeout(timeout: float) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 300:
-        raise ConfigurationError(f"timeout must be more than 0 and at most 300 s, got {timeout!r}")
-    return float(timeout)
-
-
-def checked_max_retries(max_retries: int) -> int:
-    if (
-        isinstance(max_retries, bool)
-        or not isinstance(max_retries, int)
-        or not 0 <= max_retries <= 10
-    ):
-        raise ConfigurationError(f"max_retries must be 0 to 10, got {max_retries!r}")
-    return max_retries
-
-
 def token_endpoint_for(
-    issuer: str,
+    settings: OutboundSettings,
     *,
-    timeout: float,
-    max_retries: int,
-    allow_insecure_http: bool,
     http_client: httpx.AsyncClient | None,
     sync_http_client: httpx.Client | None,
     monotonic: Callable[[], float],
 ) -> TokenEndpoint:
-    """A ``TokenEndpoint`` with its own pools and discovery, for one issuer."""
+    """A ``TokenEndpoint`` with its own pools and discovery, for one client's settings."""
+    issuer, timeout = settings.issuer, settings.timeout
+    max_retries, allow_insecure_http = settings.max_retries, settings.allow_insecure_http
     http = HttpClientProvider(http_client, timeout=timeout)
     discovery = Discovery(
         issuer,

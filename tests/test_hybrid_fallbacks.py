@@ -1,4 +1,5 @@
-"""Findings of the review of hybrid and local mode, each a test that failed before its fix."""
+"""Hybrid mode's fallbacks to introspection (an invalidation during a confirmation, a token it
+cannot parse, a key not fetched yet): each a test that failed before its fix."""
 
 from __future__ import annotations
 

@@ -1,12 +1,20 @@
-"""Work that runs behind the request: one task per key at a time, tracked until it ends.
+"""One task per key at a time, tracked until it ends: the one registry of the library's tasks.
 
-A JWKS refresh, or hybrid mode's introspection of a token already served, must never hold up
-the request that started it, and must never be left behind: an untracked task can be
-garbage-collected while it runs, and one still pending when its event loop closes ends as
-"Task was destroyed but it is pending!". Every task started here is kept (per event loop)
-until it finishes, and ``aclose`` cancels and awaits those still running. A caller that wants
-the result after all waits with ``wait``: its own cancellation or deadline never cancels the
-task for the others.
+Work behind the request (a JWKS refresh, hybrid mode's introspection of a token already
+served, a service user's token renewal) must never hold up the request that started it, and
+must never be left behind: an untracked task can be garbage-collected while it runs, and one
+still pending when its event loop closes ends as "Task was destroyed but it is pending!".
+Every task started here is kept (per event loop) until it finishes, and ``aclose`` cancels and
+awaits those still running.
+
+Concurrent misses for one key share one call (``run``): when a popular token's cache entry
+lapses, hundreds of requests can miss at once; without this each would introspect, and
+ZITADEL Cloud answers a burst like that with 429s. Every caller, the first included, waits on
+one shared result that cannot be cancelled: a waiter that is cancelled (its client went away)
+would otherwise cancel the call for all the others. Such a waiter's cancellation takes effect
+when the shared call ends, which its deadline bounds. This spares a herd of a thousand callers
+a thousand ``asyncio.shield`` wrappers (a future and a callback each). A caller that wants a
+task's result with a deadline of its own waits with ``wait``.
 """
 
 from __future__ import annotations
@@ -15,22 +23,30 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-from .per_loop import PerLoop
+from fastapi_zitadel._concurrency.per_loop import PerLoop
 
 __all__ = ["KeyedTasks", "wait"]
 
 T = TypeVar("T")
 
 
+class _SharedResult(asyncio.Future):  # type: ignore[type-arg]
+    """A future that its waiters' cancellations do not cancel (see the module docstring)."""
+
+    def cancel(self, msg: object = None) -> bool:
+        return False
+
+
 class _Running(Generic[T]):
-    """One loop's tasks: the current one per key, every one not yet finished, and the calls
-    waiting for the next pass of the loop (``start_soon``)."""
+    """One loop's tasks: the current one per key, every one not yet finished (with the
+    result its ``run`` callers share), and the calls waiting for the next pass of the loop
+    (``start_soon``)."""
 
     __slots__ = ("all", "by_key", "drain", "soon")
 
     def __init__(self) -> None:
         self.by_key: dict[Hashable, asyncio.Task[T]] = {}
-        self.all: set[asyncio.Task[T]] = set()
+        self.all: dict[asyncio.Task[T], _SharedResult] = {}
         self.soon: dict[Hashable, Callable[[], Awaitable[T]]] = {}
         self.drain: asyncio.Handle | None = None
 
@@ -39,6 +55,19 @@ class KeyedTasks(Generic[T]):
     def __init__(self) -> None:
         self._tasks: PerLoop[_Running[T]] = PerLoop(_Running)
         self.started = 0
+        self.joined = 0  # ``run`` callers that waited for a task already running
+
+    async def run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
+        """The result of the task for ``key``, started with ``call()`` if none runs; every
+        caller waits on one shared result (see the module docstring)."""
+        tasks = self._tasks.get()
+        task = tasks.by_key.get(key)
+        if task is None:
+            task = self.start(key, call)
+        else:
+            self.joined += 1
+        value: T = await tasks.all[task]
+        return value
 
     def running(self, key: Hashable) -> asyncio.Task[T] | None:
         tasks = self._tasks.peek()
@@ -62,7 +91,7 @@ class KeyedTasks(Generic[T]):
         if task is None:
             call = tasks.soon.pop(key, call)
             task = tasks.by_key[key] = asyncio.ensure_future(call())
-            tasks.all.add(task)
+            tasks.all[task] = _SharedResult()
             self.started += 1
             task.add_done_callback(lambda done: _finished(tasks, key, done))
         return task
@@ -125,6 +154,11 @@ async def wait(task: asyncio.Task[T], timeout: float) -> T:
 def _finished(tasks: _Running[Any], key: Hashable, done: asyncio.Task[Any]) -> None:
     if tasks.by_key.get(key) is done:
         del tasks.by_key[key]
-    tasks.all.discard(done)
-    if not done.cancelled():
-        done.exception()  # retrieved: never "exception was never retrieved"
+    result = tasks.all.pop(done)
+    if done.cancelled():
+        result.set_exception(asyncio.CancelledError())
+    elif (failure := done.exception()) is not None:  # retrieved: never "never retrieved"
+        result.set_exception(failure)
+    else:
+        result.set_result(done.result())
+    result.exception()  # marked retrieved, also when nobody waits for it

@@ -25,9 +25,8 @@ from urllib.parse import quote_plus
 import jwt
 from cryptography.hazmat.primitives import serialization
 
+from fastapi_zitadel._credentials.key_file import ZitadelKeyFile
 from fastapi_zitadel._log import logger
-
-from .key_file import ZitadelKeyFile
 
 __all__ = [
     "CLIENT_ASSERTION_TYPE",

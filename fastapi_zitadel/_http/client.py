@@ -19,6 +19,7 @@ APIs from synchronous code (``ServiceAccountAuth`` with an ``httpx.Client``): an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import ssl
@@ -32,8 +33,8 @@ from urllib.parse import urlencode
 
 import httpx
 
+from fastapi_zitadel._concurrency.per_loop import PerLoop
 from fastapi_zitadel._exceptions import TransportFailure
-from fastapi_zitadel._resilience.per_loop import PerLoop
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
@@ -168,12 +169,19 @@ async def send_for_json(
     http: HttpClientProvider, request: httpx.Request, *, timeout: float
 ) -> JsonResponse:
     """Send ``request`` and read a JSON body, all within ``timeout`` seconds."""
-    try:
+    with _transport_failures(timeout):
         if _timeout_context is not None:  # Python 3.11+: no task per call
             async with _timeout_context(timeout):
                 return await _send(http, request)
         return await asyncio.wait_for(_send(http, request), timeout=timeout)
-    except (asyncio.TimeoutError, httpx.TimeoutException):
+
+
+@contextlib.contextmanager
+def _transport_failures(timeout: float) -> Iterator[None]:
+    """What sending may raise, as the ``TransportFailure`` callers retry (sync and async)."""
+    try:
+        yield
+    except (asyncio.TimeoutError, TimeoutError, httpx.TimeoutException):
         raise TimeoutFailure(f"identity provider timed out after {timeout:.1f} s") from None
     except httpx.HTTPError as exc:
         raise TransportFailure(f"identity provider unreachable ({_why(exc)})") from None
@@ -312,7 +320,7 @@ def send_for_json_sync(
     (connect, send, each read) by the time left, and by checking it between reads.
     """
     deadline = monotonic() + timeout
-    try:
+    with _transport_failures(timeout):
         response = http.send(request, timeout=timeout)
         try:
             problem = _refusal(response)
@@ -332,14 +340,6 @@ def send_for_json_sync(
         finally:
             response.close()
         return _parsed(response, body)
-    except (TimeoutError, httpx.TimeoutException):
-        raise TimeoutFailure(f"identity provider timed out after {timeout:.1f} s") from None
-    except httpx.HTTPError as exc:
-        raise TransportFailure(f"identity provider unreachable ({_why(exc)})") from None
-    except zlib.error:
-        raise TransportFailure("identity provider sent a corrupt compressed body") from None
-    except RuntimeError as exc:  # e.g. a caller-supplied client that was already closed
-        raise TransportFailure(f"HTTP client unusable ({exc})") from None
 
 
 def _read_capped_sync(

@@ -1,0 +1,185 @@
+"""Requests to ZITADEL as flows: one retry loop within a deadline, driven sync or async.
+
+A *flow* is a generator, as httpx's ``Auth.auth_flow`` is: it yields what to do next, a
+``Send`` (a request and the time it may take) or a ``Pause``, and is sent each response back
+(a ``TransportFailure`` is thrown into it instead). What a request means, how its answer is
+classified and when to try again is written once, in the flow; ``run`` drives a flow with the
+async pool and ``asyncio.sleep``, ``run_sync`` with the sync pool and ``time.sleep``. Nothing
+else differs between the two, so they cannot drift apart.
+
+``Retries.flow`` is the one retry loop (introspection, the token endpoint): an attempt that
+raises ``Retryable`` is tried again after a jittered exponential backoff (50 ms doubling, at
+most 1 s), or after the server's ``Retry-After`` when that is longer, while ``max_retries``
+and the deadline allow; otherwise its ``final`` error is raised. ``Retry-After`` is parsed
+here only (``retry_after``). Discovery makes one attempt per call and paces failed fetches
+itself, across requests; its fetch is a flow too, driven sync or async. The JWKS fetch (async
+only) makes one attempt and paces itself likewise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import httpx
+
+from fastapi_zitadel._exceptions import IdentityProviderError, TransportFailure
+from fastapi_zitadel._http.client import (
+    HttpClientProvider,
+    JsonResponse,
+    SyncHttpClientProvider,
+    send_for_json,
+    send_for_json_sync,
+)
+
+__all__ = [
+    "Flow",
+    "Pause",
+    "Retries",
+    "Retryable",
+    "Send",
+    "retry_after",
+    "run",
+    "run_sync",
+]
+
+T = TypeVar("T")
+
+FIRST_BACKOFF = 0.05
+MAX_BACKOFF = 1.0
+_MARGIN = 0.05  # not worth pausing if less than this would be left for the next attempt
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``request``, its answer read within ``timeout`` seconds."""
+
+    request: httpx.Request
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Pause:
+    seconds: float
+
+
+Flow = Generator["Send | Pause", JsonResponse, T]
+"""Yields steps, is sent each ``Send``'s answer, returns the outcome."""
+
+
+def retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (the HTTP-date form is rare for APIs and treated as
+    absent; more than an hour is nonsense)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 3600 else None
+
+
+class Retryable(Exception):
+    """An attempt failed in a way worth another; ``final`` is raised when none is left.
+
+    ``retry_after``: how long the server asked us to wait (its ``Retry-After``).
+    """
+
+    def __init__(self, final: IdentityProviderError, *, retry_after: float | None = None) -> None:
+        super().__init__(final.description)
+        self.final = final
+        self.retry_after = retry_after
+
+
+class Retries:
+    """The retry policy of one client: how many retries, on which clock, and what to raise
+    when the deadline has passed before an attempt could start."""
+
+    def __init__(
+        self,
+        *,
+        max_retries: int,
+        monotonic: Callable[[], float],
+        out_of_time: Callable[[], IdentityProviderError],
+        on_retry: Callable[[int, Retryable], None] = lambda attempt, failure: None,
+        on_give_up: Callable[[IdentityProviderError], None] = lambda final: None,
+    ) -> None:
+        self._max_retries = max_retries
+        self._monotonic = monotonic
+        self._out_of_time = out_of_time
+        self._on_retry = on_retry
+        self._on_give_up = on_give_up
+
+    def flow(self, deadline: float, attempt: Callable[[int, float], Flow[T]]) -> Flow[T]:
+        """``attempt(number, seconds left)`` until one succeeds or raises anything but
+        ``Retryable``; pausing between attempts while the deadline allows."""
+        number = 0
+        while True:
+            remaining = deadline - self._monotonic()
+            if remaining <= 0:
+                raise self._out_of_time()
+            try:
+                return (yield from attempt(number, remaining))
+            except Retryable as failure:
+                pause = self._pause(failure, number, deadline)
+                if pause is None:
+                    self._on_give_up(failure.final)
+                    raise failure.final from None
+                self._on_retry(number, failure)
+            yield Pause(pause)
+            number += 1
+
+    def _pause(self, failure: Retryable, number: int, deadline: float) -> float | None:
+        if number >= self._max_retries:
+            return None
+        backoff = random.uniform(0, min(MAX_BACKOFF, FIRST_BACKOFF * 2**number))  # noqa: S311
+        pause = max(backoff, failure.retry_after or 0.0)
+        if self._monotonic() + pause + _MARGIN >= deadline:
+            return None
+        return pause
+
+
+async def run(flow: Flow[T], http: HttpClientProvider) -> T:
+    """Drive ``flow`` with the async pool."""
+    answer: JsonResponse | None = None
+    failure: TransportFailure | None = None
+    while True:
+        try:
+            step = flow.send(answer) if failure is None else flow.throw(failure)  # type: ignore[arg-type]
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        answer = failure = None
+        if isinstance(step, Pause):
+            await asyncio.sleep(step.seconds)
+            continue
+        try:
+            answer = await send_for_json(http, step.request, timeout=step.timeout)
+        except TransportFailure as exc:
+            failure = exc
+
+
+def run_sync(
+    flow: Flow[T], http: SyncHttpClientProvider, monotonic: Callable[[], float] = time.monotonic
+) -> T:
+    """Drive ``flow`` with the sync pool (the calling thread waits)."""
+    answer: JsonResponse | None = None
+    failure: TransportFailure | None = None
+    while True:
+        try:
+            step = flow.send(answer) if failure is None else flow.throw(failure)  # type: ignore[arg-type]
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        answer = failure = None
+        if isinstance(step, Pause):
+            time.sleep(step.seconds)
+            continue
+        try:
+            answer = send_for_json_sync(
+                http, step.request, timeout=step.timeout, monotonic=monotonic
+            )
+        except TransportFailure as exc:
+            failure = exc

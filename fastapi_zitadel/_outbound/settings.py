@@ -1,0 +1,94 @@
+"""The settings of the outbound clients (``ServiceAccountAuth``, ``TokenExchange``), checked once.
+
+One small model with the rules of the main configuration: the issuer, ``timeout`` and
+``max_retries`` are the same types as ``ZitadelConfig``'s (``_config.Issuer``...), the URL
+check is the same ``check_url``, and the credential rule is the configuration's: a key, or a
+client id with its secret, never both. Each client names itself and the credential it needs
+in its messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
+
+from fastapi_zitadel._config import Issuer, MaxRetries, Timeout
+from fastapi_zitadel._credentials.key_file import KeyFileSource
+from fastapi_zitadel._exceptions import ConfigurationError
+from fastapi_zitadel._http.urls import check_url
+
+__all__ = ["OutboundSettings", "outbound_settings"]
+
+
+class OutboundSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, extra="forbid")
+
+    issuer: Issuer
+    timeout: Timeout
+    max_retries: MaxRetries
+    allow_insecure_http: bool
+    key_file: Any = None  # a KeyFileSource, loaded (and checked) by its client
+    client_id: str | None = None
+    client_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> OutboundSettings:
+        context: dict[str, str] = info.context or {}
+        owner = context.get("owner", "this client")
+        needed = context.get("needs", "a key")
+        try:
+            check_url(self.issuer, allow_insecure_http=self.allow_insecure_http)
+        except ValueError as exc:
+            raise ValueError(f"issuer: {exc}") from None
+        has_secret = self.client_id is not None or self.client_secret is not None
+        if self.key_file is not None and has_secret:
+            raise ValueError(f"{owner} takes key_file or client_id with client_secret, not both")
+        if self.key_file is None and not (self.client_id and self.client_secret):
+            raise ValueError(
+                f"{owner} needs {needed} (key_file=...) or its client id and secret "
+                "(client_id=..., client_secret=...)"
+            )
+        return self
+
+
+def outbound_settings(
+    owner: str,
+    needs: str,
+    *,
+    issuer: str,
+    key_file: KeyFileSource | None,
+    client_id: str | None,
+    client_secret: str | None,
+    timeout: float,
+    max_retries: int,
+    allow_insecure_http: bool,
+) -> OutboundSettings:
+    """The checked settings of ``owner``; ``ConfigurationError`` naming the setting otherwise.
+
+    ``needs``: the credential it names when none is given ("the service user's key")."""
+    try:
+        return OutboundSettings.model_validate(
+            {
+                "issuer": issuer,
+                "timeout": timeout,
+                "max_retries": max_retries,
+                "allow_insecure_http": allow_insecure_http,
+                "key_file": key_file,
+                "client_id": client_id,
+                "client_secret": client_secret,
+            },
+            context={"owner": owner, "needs": needs},
+        )
+    except ValidationError as exc:
+        raise _error(exc) from None
+
+
+def _error(exc: ValidationError) -> ConfigurationError:
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        message = message.replace("Input should be", "must be")
+        problems.append(f"{field} {message}" if field else message)
+    return ConfigurationError("; ".join(problems))
