@@ -25,9 +25,9 @@ from typing import Any
 
 from fastapi_zitadel._exceptions import IdentityProviderError, InvalidTokenError
 from fastapi_zitadel._idp.jwks import SUPPORTED_ALGORITHMS, JwksCache
+from fastapi_zitadel._jose import jwt_header
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
-from fastapi_zitadel._pipeline.jwt_validator import jwt_header
 
 from .payload import EventMalformed, ZitadelEvent, parse_event, parse_event_json
 from .revocations import RevocationFeed, Revocations

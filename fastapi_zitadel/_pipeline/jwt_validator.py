@@ -36,74 +36,25 @@ cryptography: the keys (``jwt.algorithms``, in ``_idp.jwks``) and the signature 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from fastapi_zitadel._exceptions import InvalidTokenError
 from fastapi_zitadel._idp.jwks import MAX_KID_LENGTH, SUPPORTED_ALGORITHMS, JwksCache
+from fastapi_zitadel._jose import b64url_decode, json_segment, jwt_header
 
 __all__ = [
     "OPAQUE_IN_LOCAL_MODE",
     "JwtValidator",
     "UnknownSigningKey",
     "declares_access_token",
-    "jwt_header",
 ]
 
 OPAQUE_IN_LOCAL_MODE = (
     "opaque tokens need introspection: validation='local' verifies JWT access tokens only"
 )
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")  # empty: an unsigned token's signature
 _ACCESS_TOKEN_TYPES = frozenset({"jwt", "at+jwt"})
 _AT_JWT = "at+jwt"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-# One decoder for every token: json.loads with an option builds a new one per call.
-_JSON = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _decode(segment: str) -> bytes:
-    # Checked first: the decoder would skip characters outside the alphabet, so that
-    # ``sig!`` and ``sig`` would decode alike.
-    if len(segment) % 4 == 1 or not _SEGMENT.fullmatch(segment):
-        raise InvalidTokenError("the token is not valid base64url")
-    try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):  # non-ASCII text is a ValueError too
-        raise InvalidTokenError("the token is not valid base64url") from None
-
-
-def _json(segment: str) -> Any:
-    try:
-        return _JSON.decode(_decode(segment).decode("utf-8"))
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise InvalidTokenError("a part of the token is not valid JSON") from None
-
-
-def jwt_header(token: str) -> dict[str, Any] | None:
-    """The JOSE header of a JWT candidate, or ``None`` for anything else (opaque tokens).
-
-    A candidate has three base64url segments (the last may be empty: ``alg: none``, refused
-    later), and its first decodes to a JSON object with a string ``alg``. ZITADEL's opaque
-    tokens may contain dots too; they never decode so.
-    """
-    if token.count(".") != 2 or not token.isascii():  # base64url is ASCII
-        return None
-    try:
-        header = _json(token[: token.index(".")])
-    except InvalidTokenError:
-        return None
-    if not isinstance(header, dict) or not isinstance(header.get("alg"), str):
-        return None
-    return header
 
 
 def _check_header(header: Mapping[str, Any]) -> str:
@@ -170,9 +121,9 @@ class JwtValidator:
         if key is None:
             raise InvalidTokenError("the token's algorithm is not one its key allows")
         signing_input, _, signature = token.rpartition(".")
-        if not key.verify(signing_input.encode("ascii"), _decode(signature)):
+        if not key.verify(signing_input.encode("ascii"), b64url_decode(signature)):
             raise InvalidTokenError("the token's signature does not verify")
-        claims = _json(signing_input.partition(".")[2])
+        claims = json_segment(signing_input.partition(".")[2])
         if not isinstance(claims, dict):
             raise InvalidTokenError("the token's claims are not a JSON object")
         return claims
