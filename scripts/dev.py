@@ -3,7 +3,7 @@
 
     python3 scripts/dev.py test          # create .venv, install .[dev], run the whole test suite
     python3 scripts/dev.py test --fast   # the unit tests only (no Redis, browser, interop,
-                                         # subprocess, soak or hypothesis-heavy tests)
+                                         # subprocess, uvicorn, soak or hypothesis-heavy tests)
     python3 scripts/dev.py example       # run the example app against the embedded stand-in
     python3 scripts/dev.py lint          # ruff check, ruff format --check, mypy --strict
     python3 scripts/dev.py compat oldest # the core tests on the oldest supported versions
@@ -60,7 +60,7 @@ TASK_EXTRA = {"example": "testing", "test": "dev", "lint": "dev", "setup": "dev"
 TASKS = (*TASK_EXTRA, "compat", "lock")
 
 # What makes a test slow (the markers pyproject.toml registers); `test --fast` leaves them out.
-SLOW_MARKERS = ("redis", "browser", "interop", "soak", "subprocess", "hypothesis")
+SLOW_MARKERS = ("redis", "browser", "interop", "soak", "subprocess", "hypothesis", "loopback")
 # Every run says why each test was skipped (-rs), so a skipped browser test tells its reason.
 PYTEST = ("-m", "pytest", "-rs")
 

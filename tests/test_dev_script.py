@@ -170,7 +170,15 @@ def test_fast_leaves_the_slow_markers_out_and_every_run_says_why_it_skipped(
     selection = fast[fast.index("-m", fast.index("pytest")) + 1]
     markers = set(dev.module["SLOW_MARKERS"])
     assert selection == " and ".join(f"not {marker}" for marker in dev.module["SLOW_MARKERS"])
-    assert markers == {"redis", "browser", "interop", "soak", "subprocess", "hypothesis"}
+    assert markers == {
+        "redis",
+        "browser",
+        "interop",
+        "soak",
+        "subprocess",
+        "hypothesis",
+        "loopback",
+    }
     registered = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert all(f'"{marker}: ' in registered for marker in markers)
     assert fast[-1] == "-x"
