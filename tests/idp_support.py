@@ -1,10 +1,20 @@
-"""An identity provider that answers slowly, or fails, on a virtual clock."""
+"""An identity provider that answers slowly, or fails, on a virtual clock; and a stand-in
+project behind it with an introspection instance on the loop's (virtual) time."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
+
+from fastapi_zitadel import ZitadelIntrospection
+from fastapi_zitadel.testing import User, ZitadelStandIn
+
+from .helpers import STANDIN_ISSUER, FakeClock
 
 
 class SlowIdP(httpx.AsyncBaseTransport):
@@ -22,3 +32,41 @@ class SlowIdP(httpx.AsyncBaseTransport):
             if self.failing:
                 return httpx.Response(500, json={"error": "server_error"})
         return await self.inner.handle_async_request(request)
+
+
+@dataclass
+class SlowWorld:
+    zitadel: ZitadelIntrospection
+    standin: ZitadelStandIn
+    idp: SlowIdP
+    clock: FakeClock
+    user: User
+    token: Callable[[], str]  # a new valid token of the user
+
+
+@asynccontextmanager
+async def slow_world(latency: float, **options: Any) -> AsyncIterator[SlowWorld]:
+    """Alice's project on the stand-in behind a ``SlowIdP`` of ``latency``, and an instance
+    whose monotonic clock is the running loop's (virtual time, under ``run_on_virtual_time``);
+    one token verified first, so discovery is done and the IdP known healthy."""
+    clock = FakeClock()
+    standin = ZitadelStandIn(STANDIN_ISSUER, clock=clock)
+    org = standin.add_org("Acme", "acme.localhost")
+    project = standin.add_project("shop")
+    app = standin.add_api_app(project, "shop-api")
+    user = standin.add_user(org, "alice", roles={project: ["reader"]})
+    idp = SlowIdP(standin.transport(), latency)
+    async with ZitadelIntrospection(
+        STANDIN_ISSUER,
+        key_file=app.key_file,
+        project_id=project.id,
+        http_client=httpx.AsyncClient(transport=idp),
+        clock=clock,
+        monotonic=asyncio.get_running_loop().time,
+        **options,
+    ) as zitadel:
+        world = SlowWorld(
+            zitadel, standin, idp, clock, user, lambda: standin.issue_token(user, project)
+        )
+        await zitadel.verify(world.token())
+        yield world

@@ -13,14 +13,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
 import pytest
 
-from fastapi_zitadel import IdentityProviderUnavailable, InvalidTokenError, ZitadelIntrospection
-from fastapi_zitadel.testing import ZitadelStandIn
+from fastapi_zitadel import IdentityProviderUnavailable, InvalidTokenError
 
-from .helpers import STANDIN_ISSUER, FakeClock
-from .idp_support import SlowIdP
+from .idp_support import slow_world
 from .virtual_time import run_on_virtual_time
 
 
@@ -45,34 +42,19 @@ async def burst(
 
     With ``breaks``, the IdP stops answering (``hangs``) or answers 500 (``errors``) after
     the first call."""
-    clock = FakeClock()
-    standin = ZitadelStandIn(STANDIN_ISSUER, clock=clock)
-    org = standin.add_org("Acme", "acme.localhost")
-    project = standin.add_project("shop")
-    app = standin.add_api_app(project, "shop-api")
-    user = standin.add_user(org, "alice", roles={project: ["reader"]})
-    idp = SlowIdP(standin.transport(), latency)
-    async with ZitadelIntrospection(
-        STANDIN_ISSUER,
-        key_file=app.key_file,
-        project_id=project.id,
-        http_client=httpx.AsyncClient(transport=idp),
-        clock=clock,
-        monotonic=asyncio.get_running_loop().time,
-        **options,
-    ) as zitadel:
-        await zitadel.verify(standin.issue_token(user, project))  # discovery done, IdP healthy
+    async with slow_world(latency, **options) as world:  # discovery done, IdP healthy
+        zitadel, standin, idp = world.zitadel, world.standin, world.idp
         if breaks == "hangs":
             idp.latency = 3600.0
         idp.failing = breaks == "errors"
-        tokens = [f"junk-{i}" if junk else standin.issue_token(user, project) for i in range(count)]
+        tokens = [f"junk-{i}" if junk else world.token() for i in range(count)]
         before = standin.introspection_calls
         outcomes = await asyncio.gather(
             *(zitadel.verify(token) for token in tokens), return_exceptions=True
         )
         circuit = zitadel.circuit_state
         try:
-            await zitadel.verify(standin.issue_token(user, project))
+            await zitadel.verify(world.token())
             next_valid = "200"
         except IdentityProviderUnavailable as exc:
             next_valid = exc.description

@@ -15,34 +15,17 @@ from fastapi_zitadel import IdentityProviderUnavailable, InvalidTokenError, Zita
 from fastapi_zitadel.testing import ZitadelStandIn
 
 from .helpers import STANDIN_ISSUER, FakeClock
-from .idp_support import SlowIdP
+from .idp_support import SlowIdP, slow_world
 from .virtual_time import run_on_virtual_time
 
 
 async def storm(seed: int, requests: int, distinct: int, **options: Any) -> dict[str, Any]:
     rnd = random.Random(seed)
-    clock = FakeClock()
-    standin = ZitadelStandIn(STANDIN_ISSUER, clock=clock)
-    org = standin.add_org("Acme", "acme.localhost")
-    project = standin.add_project("shop")
-    app = standin.add_api_app(project, "shop-api")
-    user = standin.add_user(org, "alice", roles={project: ["reader"]})
-    idp = SlowIdP(standin.transport(), 0.5)
-    async with ZitadelIntrospection(
-        STANDIN_ISSUER,
-        key_file=app.key_file,
-        project_id=project.id,
-        http_client=httpx.AsyncClient(transport=idp),
-        clock=clock,
-        monotonic=asyncio.get_running_loop().time,
-        **options,
-    ) as zitadel:
-        await zitadel.verify(standin.issue_token(user, project))
+    async with slow_world(0.5, **options) as world:  # discovery done, IdP healthy
+        zitadel = world.zitadel
         before = len(asyncio.all_tasks())
         # Half real tokens, half junk; many requests share a token (single flight).
-        tokens = [
-            standin.issue_token(user, project) if i % 2 else f"junk-{i}" for i in range(distinct)
-        ]
+        tokens = [world.token() if i % 2 else f"junk-{i}" for i in range(distinct)]
         tasks = [asyncio.ensure_future(zitadel.verify(rnd.choice(tokens))) for _ in range(requests)]
         cancelled = 0
         for _ in range(40):  # clients leave at random moments of the burst
@@ -68,8 +51,8 @@ async def storm(seed: int, requests: int, distinct: int, **options: Any) -> dict
             "slots_in_use": metrics.slots_in_use,
             "circuit": zitadel.circuit_state,
         }
-        principal = await zitadel.verify(standin.issue_token(user, project))
-        result["next"] = principal.subject == user.id
+        principal = await zitadel.verify(world.token())
+        result["next"] = principal.subject == world.user.id
         return result
 
 
@@ -102,23 +85,8 @@ def test_thousands_of_clients_leaving(seed: int) -> None:
 
 
 async def cancelled_probe() -> tuple[str, str]:
-    clock = FakeClock()
-    standin = ZitadelStandIn(STANDIN_ISSUER, clock=clock)
-    org = standin.add_org("Acme", "acme.localhost")
-    project = standin.add_project("shop")
-    app = standin.add_api_app(project, "shop-api")
-    user = standin.add_user(org, "alice", roles={project: ["reader"]})
-    idp = SlowIdP(standin.transport(), 0.2)
-    async with ZitadelIntrospection(
-        STANDIN_ISSUER,
-        key_file=app.key_file,
-        project_id=project.id,
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=idp),
-        clock=clock,
-        monotonic=asyncio.get_running_loop().time,
-    ) as zitadel:
-        await zitadel.verify(standin.issue_token(user, project))
+    async with slow_world(0.2, max_retries=0) as world:  # discovery done, IdP healthy
+        zitadel, idp = world.zitadel, world.idp
         idp.failing = True
         for i in range(5):
             with pytest.raises(IdentityProviderUnavailable):
@@ -126,7 +94,7 @@ async def cancelled_probe() -> tuple[str, str]:
         assert zitadel.circuit_state == "open"
         await asyncio.sleep(6)  # past the cooldown
         idp.failing = False
-        probe = asyncio.ensure_future(zitadel.verify(standin.issue_token(user, project)))
+        probe = asyncio.ensure_future(zitadel.verify(world.token()))
         await asyncio.sleep(0.05)
         during = zitadel.circuit_state
         probe.cancel()  # its client left; the probe itself goes on for everyone else
@@ -134,7 +102,7 @@ async def cancelled_probe() -> tuple[str, str]:
             await probe
         await asyncio.sleep(1)
         after = zitadel.circuit_state
-        await zitadel.verify(standin.issue_token(user, project))
+        await zitadel.verify(world.token())
         return during, after
 
 
