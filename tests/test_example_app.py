@@ -138,21 +138,10 @@ def test_example_docs_log_in_through_the_embedded_standin() -> None:
     the stand-in's authorize endpoint accepts the example's redirect URI (the browser test
     clicks through the same flow)."""
     import re
-    import socket
     import time
     from urllib.parse import urlencode
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "example_app", "--port", str(port)],
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process, port = start_example(stderr=subprocess.DEVNULL)
     try:
         assert process.stdout is not None
         first = process.stdout.readline()
@@ -257,20 +246,9 @@ def test_the_example_log_is_the_apis_alone_and_ctrl_c_is_clean() -> None:
     start and shutdown lines stay out of the example's log, and Ctrl-C stops both without a
     traceback."""
     import signal
-    import socket
     import time
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "example_app", "--port", str(port)],
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process, port = start_example(stderr=subprocess.PIPE)
     try:
         answer = None
         for _ in range(100):  # until uvicorn listens (bounded)
@@ -313,3 +291,21 @@ def test_smoke_mode_with_events_refuses_a_deactivated_admin(validation: str) -> 
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "GET /me as admin: 200" in completed.stdout
     assert "admin deactivated (event delivered: True); GET /me: 401" in completed.stdout
+
+
+def start_example(*, stderr: int) -> tuple[subprocess.Popen[str], int]:
+    """``python -m example_app`` on a free port, in a process of its own: (process, port)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "example_app", "--port", str(port)],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    return process, port
