@@ -11,7 +11,6 @@ minute names the fix, never a traceback per request.
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
@@ -102,10 +101,6 @@ class DefaultZitadel(ScopedSecurity):
         return self.get().scheme_name
 
     @property
-    def realm(self) -> str:
-        return self.get().realm
-
-    @property
     def refusal(self) -> Refusal:
         return self.get().refusal
 
@@ -113,10 +108,7 @@ class DefaultZitadel(ScopedSecurity):
         if self._current is not None:
             self._current.required_scopes.add(scopes)
 
-    async def authenticate(self, conn: HTTPConnection) -> Principal:
-        return await self._for_request(conn).authenticate(conn)
-
-    async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Any:
+    async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
         return await self._for_request(conn)(conn, security_scopes)
 
 

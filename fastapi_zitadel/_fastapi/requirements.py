@@ -63,17 +63,14 @@ class Guard(Protocol):
     def scheme_name(self) -> str: ...
 
     @property
-    def realm(self) -> str: ...
-
-    @property
     def refusal(self) -> Refusal: ...
 
     @property
     def required_scopes(self) -> RequiredScopes: ...
 
-    async def authenticate(self, conn: HTTPConnection) -> Principal: ...
-
-    async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Any: ...
+    async def __call__(
+        self, conn: HTTPConnection, security_scopes: SecurityScopes
+    ) -> Principal: ...
 
 
 class _OnGuardsScheme(ScopedSecurity):
@@ -121,6 +118,7 @@ class Requirement(_OnGuardsScheme):
         self._guard = guard
         self._holds = holds
         self._refusal = refusal
+        self._no_scopes = SecurityScopes()  # the guard checks none: this does
         # What FastAPI reads instead of ``__call__``'s own signature: the connection, and
         # the scopes to list as a parameter of their own when there are some.
         parameters = [
@@ -146,7 +144,7 @@ class Requirement(_OnGuardsScheme):
         if overrides and guard in overrides:  # a test replaced the guard
             principal = await _call_override(overrides[guard], conn)
         else:
-            principal = await guard.authenticate(conn)
+            principal = await guard(conn, self._no_scopes)
         if not self._holds(principal):
             raise await guard.refusal.exception(self._refusal, conn)
         return principal

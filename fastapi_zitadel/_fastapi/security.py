@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from os import PathLike
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, overload
 
 import httpx
 from fastapi import FastAPI
@@ -57,9 +57,9 @@ from .user import PrincipalLoader, UserLoader, user_dependency
 __all__ = [
     "STARTUP_CHECKS",
     "ClientIdentity",
-    "ZitadelIntrospected",
+    "IntrospectedDependency",
+    "OptionalDependency",
     "ZitadelIntrospection",
-    "ZitadelOptional",
 ]
 
 # What ``install()`` checks when the app starts, each given the app, so that a mistake fails
@@ -188,10 +188,9 @@ class ZitadelIntrospection(ScopedSecurity):
         self._memo_key = f"fastapi_zitadel.principal.{id(self)}"
         self._query_tokens = self.config.websocket_query_token
         self._max_token_length = self.config.max_token_length
-        self._optional = ZitadelOptional(self, self._answer)
-        self._introspected = ZitadelIntrospected(
-            self, self._answer, confirms=self.config.validation == "hybrid"
-        )
+        self._confirms = self.config.validation == "hybrid"  # what ``introspected`` waits for
+        self._optional = OptionalDependency(self, self._answer)
+        self._introspected = IntrospectedDependency(self, self._answer)
         self._installed: weakref.WeakSet[FastAPI] = weakref.WeakSet()
 
     @classmethod
@@ -322,19 +321,30 @@ class ZitadelIntrospection(ScopedSecurity):
         assert principal is not None  # required
         return principal
 
-    async def authenticate(self, conn: HTTPConnection) -> Principal:
-        """The request's ``Principal``; raises the HTTP (or WebSocket) error otherwise."""
-        principal = await self._answer(conn, (), required=True)
-        assert principal is not None  # required
-        return principal
+    @overload
+    async def principal_or_http_error(self, conn: HTTPConnection) -> Principal: ...
 
-    async def authenticate_optional(self, conn: HTTPConnection) -> Principal | None:
-        """``None`` when the request carries no token; an invalid token still fails (401)."""
-        return await self._answer(conn, (), required=False)
+    @overload
+    async def principal_or_http_error(
+        self, conn: HTTPConnection, *, optional: bool
+    ) -> Principal | None: ...
 
-    async def identify(self, conn: HTTPConnection) -> Principal | None:
-        """``authenticate_optional`` for ASGI code: ``None`` without a token, the
-        ``ZitadelError`` itself (not its HTTP form) for a bad one or an outage.
+    async def principal_or_http_error(
+        self, conn: HTTPConnection, *, optional: bool = False
+    ) -> Principal | None:
+        """The request's ``Principal``, or the HTTP error FastAPI sends (``HTTPException``;
+        on a WebSocket, the ``WebSocketException`` that closes it), as the dependency does.
+        ``optional``: ``None`` when the request carries no token (an invalid one still fails).
+
+        Named for what it raises, beside ``principal_or_zitadel_error``: the two are one
+        lookup, and differ only in the form of the error.
+        """
+        return await self._answer(conn, (), required=not optional)
+
+    async def principal_or_zitadel_error(self, conn: HTTPConnection) -> Principal | None:
+        """The request's ``Principal`` for ASGI code: ``None`` without a token, the
+        ``ZitadelError`` itself (not its HTTP form) for a bad one or an outage, for the caller
+        to answer (``zitadel.refusal.respond``) or handle.
 
         Memoised per HTTP request like the dependency, so a dependency behind
         ``ZitadelMiddleware`` reuses the middleware's verdict: one lookup per request.
@@ -350,9 +360,10 @@ class ZitadelIntrospection(ScopedSecurity):
         confirmed: bool = False,
     ) -> Principal | None:
         """What every dependency of this instance answers: the principal holding ``scopes``
-        (``None`` for an anonymous request unless ``required``), or the refusal."""
+        (``None`` for an anonymous request unless ``required``), or the refusal.
+        ``confirmed`` (``introspected``): in hybrid mode, wait for ZITADEL's confirmation."""
         try:
-            principal = await self._lookup(conn, confirmed=confirmed)
+            principal = await self._lookup(conn, confirmed=confirmed and self._confirms)
             if principal is None:
                 if required:
                     raise MissingTokenError()
@@ -454,7 +465,7 @@ class ZitadelIntrospection(ScopedSecurity):
         return self._user
 
     @property
-    def introspected(self) -> "ZitadelIntrospected":
+    def introspected(self) -> "IntrospectedDependency":
         """A dependency like this one that, with ``validation="hybrid"``, answers only once
         ZITADEL's introspection has confirmed the token (joining the check in flight, or
         making one): for routes where a revoked token must never pass, not even once. With
@@ -463,7 +474,7 @@ class ZitadelIntrospection(ScopedSecurity):
         return self._introspected
 
     @property
-    def optional(self) -> "ZitadelOptional":
+    def optional(self) -> "OptionalDependency":
         """A dependency giving ``None`` for anonymous requests, for routes that serve both.
 
         A token, when present, must be valid (else 401) and hold the scopes of
@@ -604,19 +615,20 @@ class _Answer(Protocol):
     ) -> Principal | None: ...
 
 
-class ZitadelOptional(ScopedSecurity):
+class _OnInstanceScheme(ScopedSecurity):
+    """A dependency documented under its instance's scheme, answering through its
+    ``_answer`` (the one lookup and the one refusal)."""
+
+    def __init__(self, zitadel: ZitadelIntrospection, answer: _Answer) -> None:
+        self._answer = answer
+        self.model = zitadel.model
+        self.scheme_name = zitadel.scheme_name
+
+
+class OptionalDependency(_OnInstanceScheme):
     """``zitadel.optional``: the same scheme, but anonymous requests get ``None``."""
 
     allows_anonymous = True
-
-    def __init__(self, zitadel: ZitadelIntrospection, answer: _Answer) -> None:
-        self._zitadel = zitadel
-        self._answer = answer
-        self.scheme_name = zitadel.scheme_name
-
-    @property
-    def model(self) -> SecuritySchemeModel:  # type: ignore[override]
-        return self._zitadel.model
 
     async def __call__(
         self, conn: HTTPConnection, security_scopes: SecurityScopes
@@ -624,28 +636,12 @@ class ZitadelOptional(ScopedSecurity):
         return await self._answer(conn, security_scopes.scopes, required=False)
 
 
-class ZitadelIntrospected(ScopedSecurity):
+class IntrospectedDependency(_OnInstanceScheme):
     """``zitadel.introspected``: the same scheme, answering only with a principal whose
     token ZITADEL's introspection confirmed (``validation="hybrid"``); with the other modes
     the same as ``zitadel`` itself."""
 
-    def __init__(self, zitadel: ZitadelIntrospection, answer: _Answer, *, confirms: bool) -> None:
-        self._zitadel = zitadel
-        self._answer = answer
-        self._confirms = confirms
-        self.scheme_name = zitadel.scheme_name
-
-    @property
-    def model(self) -> SecuritySchemeModel:  # type: ignore[override]
-        return self._zitadel.model
-
-    @property
-    def realm(self) -> str:
-        return self._zitadel.realm
-
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
-        principal = await self._answer(
-            conn, security_scopes.scopes, required=True, confirmed=self._confirms
-        )
+        principal = await self._answer(conn, security_scopes.scopes, required=True, confirmed=True)
         assert principal is not None  # required
         return principal
