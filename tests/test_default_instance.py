@@ -153,6 +153,27 @@ def test_installed_app_without_a_default_fails_to_start(no_environment: None, wo
         pass
 
 
+def test_an_app_with_only_role_routes_on_the_default_fails_to_start_too(
+    no_environment: None, world: World
+) -> None:
+    """A role requirement is one dependency level: the default instance is not in the route's
+    dependency tree, the requirement answers for it."""
+    from starlette.testclient import TestClient
+
+    app = FastAPI()
+
+    @app.get("/admin", dependencies=[Depends(require_role("admin"))])
+    async def admin() -> bool:
+        return True
+
+    world.client().install(app)
+    with (
+        pytest.raises(ConfigurationError, match=r"call set_default_zitadel\(zitadel\)"),
+        TestClient(app),
+    ):
+        pass
+
+
 async def test_installed_app_with_its_default_set_before_start_starts(
     no_environment: None, world: World
 ) -> None:

@@ -10,15 +10,11 @@ minute names the fix, never a traceback per request.
 """
 
 import logging
-from collections.abc import Iterable
 
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
 from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
-from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.security import SecurityScopes
 from starlette.requests import HTTPConnection
-from starlette.routing import BaseRoute
 
 from fastapi_zitadel._exceptions import ConfigurationError, KeyFileError
 from fastapi_zitadel._log import RateLimitedLog
@@ -28,7 +24,7 @@ from . import requirements
 from .openapi import RequiredScopes, ScopedSecurity
 from .refusal import Refusal
 from .requirements import PrincipalDependency
-from .security import STARTUP_CHECKS, ZitadelIntrospection
+from .security import ZitadelIntrospection
 
 __all__ = [
     "DefaultZitadel",
@@ -104,6 +100,11 @@ class DefaultZitadel(ScopedSecurity):
     def refusal(self) -> Refusal:
         return self.get().refusal
 
+    def check_at_startup(self, app: FastAPI) -> None:
+        """At start-up (``install()``): the routes bound to the default instance get it now,
+        so that a missing one fails the start, naming the fix, instead of every request."""
+        self.get()
+
     def _hand_on(self, scopes: tuple[str, ...]) -> None:
         if self._current is not None:
             self._current.required_scopes.add(scopes)
@@ -113,28 +114,6 @@ class DefaultZitadel(ScopedSecurity):
 
 
 default_zitadel = DefaultZitadel()
-
-
-def _default_ready_for(app: FastAPI) -> None:
-    """At start-up (``install()``): the routes bound to the default instance get it now, so
-    that a missing one fails the start, naming the fix, instead of every request."""
-    if default_zitadel.current is None and _uses_default(app.router.routes):
-        get_default_zitadel()
-
-
-def _uses_default(routes: Iterable[BaseRoute]) -> bool:
-    pending: list[Dependant] = [
-        route.dependant for route in routes if isinstance(route, (APIRoute, APIWebSocketRoute))
-    ]
-    while pending:
-        dependant = pending.pop()
-        if dependant.call is default_zitadel:
-            return True
-        pending.extend(dependant.dependencies)
-    return False
-
-
-STARTUP_CHECKS.append(_default_ready_for)
 
 
 def set_default_zitadel(zitadel: ZitadelIntrospection | None) -> None:

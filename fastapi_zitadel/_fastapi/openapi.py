@@ -20,7 +20,7 @@ from fastapi.openapi.models import (
     OAuthFlows,
     SecurityBase,
 )
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.security import OAuth2 as OAuth2Dependency
 from fastapi.security.base import SecurityBase as SecurityDependency
 from starlette.routing import BaseRoute
@@ -28,12 +28,17 @@ from starlette.routing import BaseRoute
 from fastapi_zitadel._config import ZitadelConfig
 from fastapi_zitadel._idp.discovery import ProviderMetadata
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.dependencies.models import Dependant
+
 __all__ = [
     "ROLES_SCOPE",
     "RequiredScopes",
     "ScopedSecurity",
     "add_error_responses",
     "audience_scope",
+    "dependants",
     "list_scopes",
     "security_scheme",
     "swagger_ui_init_oauth",
@@ -65,6 +70,22 @@ class ScopedSecurity(_Dependency):
 
     def __init__(self) -> None:  # OAuth2's would build a model and parse headers: not ours
         pass
+
+    def check_at_startup(self, app: FastAPI) -> None:
+        """Called by ``install()`` when ``app`` starts, for each use in its routes, so that a
+        mistake fails the start rather than every request (the default instance's guard
+        resolves the default). The dependency holds what it checks: no registry."""
+
+
+def dependants(route: BaseRoute) -> Iterator[Dependant]:
+    """Every dependency in the tree of a FastAPI route (HTTP or WebSocket), the route first."""
+    if not isinstance(route, (APIRoute, APIWebSocketRoute)):
+        return
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        pending.extend(dependant.dependencies)
+        yield dependant
 
 
 ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
@@ -222,10 +243,7 @@ def _guarded_operations(routes: Iterable[BaseRoute], scheme_name: str) -> dict[A
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
         guarded = _Guarded()
-        pending = [route.dependant]
-        while pending:
-            dependant = pending.pop()
-            pending.extend(dependant.dependencies)
+        for dependant in dependants(route):
             call = dependant.call
             if call is None:
                 continue

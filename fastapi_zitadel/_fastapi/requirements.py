@@ -72,6 +72,8 @@ class Guard(Protocol):
         self, conn: HTTPConnection, security_scopes: SecurityScopes
     ) -> Principal: ...
 
+    def check_at_startup(self, app: FastAPI) -> None: ...
+
 
 class _OnGuardsScheme(ScopedSecurity):
     """A dependency documented under its guard's security scheme."""
@@ -136,6 +138,9 @@ class Requirement(_OnGuardsScheme):
                 )
             )
         self.__signature__ = inspect.Signature(parameters)
+
+    def check_at_startup(self, app: FastAPI) -> None:
+        self._guard.check_at_startup(app)  # the guard is not in the route's dependency tree
 
     async def __call__(self, conn: HTTPConnection, documented: None = None) -> Principal:
         guard = self._guard

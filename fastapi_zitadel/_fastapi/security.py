@@ -55,17 +55,11 @@ from .requirements import PrincipalDependency
 from .user import PrincipalLoader, UserLoader, user_dependency
 
 __all__ = [
-    "STARTUP_CHECKS",
     "ClientIdentity",
     "IntrospectedDependency",
     "OptionalDependency",
     "ZitadelIntrospection",
 ]
-
-# What ``install()`` checks when the app starts, each given the app, so that a mistake fails
-# the start rather than every request. Added by the modules built on this one (the default
-# instance's, in defaults.py), which this module cannot import.
-STARTUP_CHECKS: list[Callable[[FastAPI], None]] = []
 
 _COMPONENTS = (
     "http_client",
@@ -516,8 +510,10 @@ class ZitadelIntrospection(ScopedSecurity):
 
         @asynccontextmanager
         async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
-            for check in STARTUP_CHECKS:
-                check(app)
+            for route in app.router.routes:
+                for dependant in openapi.dependants(route):
+                    if isinstance(dependant.call, ScopedSecurity):
+                        dependant.call.check_at_startup(app)
             async with self.lifespan(asgi_app), inner_lifespan(asgi_app) as state:
                 yield state
 
