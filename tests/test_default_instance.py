@@ -118,7 +118,7 @@ def test_without_a_default_every_request_is_a_500_and_one_log_line(
     a minute names the fix."""
     from starlette.testclient import TestClient
 
-    from fastapi_zitadel._fastapi import defaults
+    from fastapi_zitadel import defaults
     from fastapi_zitadel._log import RateLimitedLog
 
     monkeypatch.setattr(
