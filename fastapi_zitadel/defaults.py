@@ -136,9 +136,9 @@ def require_any_scope(*scopes: str) -> PrincipalDependency:
 
 def require_role(*roles: str, org_id: str | None = None) -> PrincipalDependency:
     """Dependency on the default instance: a ``Principal`` holding **all** of ``roles``."""
-    return requirements.all_roles(default_zitadel, roles, org_id)
+    return requirements.roles(default_zitadel, roles, org_id, any_of=False)
 
 
 def require_any_role(*roles: str, org_id: str | None = None) -> PrincipalDependency:
     """Dependency on the default instance: a ``Principal`` holding **one** of ``roles``."""
-    return requirements.any_role(default_zitadel, roles, org_id)
+    return requirements.roles(default_zitadel, roles, org_id, any_of=True)

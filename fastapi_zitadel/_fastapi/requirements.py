@@ -43,10 +43,9 @@ __all__ = [
     "Guard",
     "PrincipalDependency",
     "Requirement",
-    "all_roles",
     "all_scopes",
-    "any_role",
     "any_scope",
+    "roles",
 ]
 
 PrincipalDependency = Callable[..., Awaitable[Principal]]
@@ -207,9 +206,8 @@ def any_scope(guard: Guard, scopes: tuple[str, ...]) -> Requirement:
     )
 
 
-def _roles(
-    guard: Guard, roles: tuple[str, ...], org_id: str | None, *, any_of: bool
-) -> Requirement:
+def roles(guard: Guard, roles: tuple[str, ...], org_id: str | None, *, any_of: bool) -> Requirement:
+    """``require_role`` (all of ``roles``), or ``require_any_role`` with ``any_of``."""
     _needs(roles, "require_any_role" if any_of else "require_role", "role")
     if any_of:
 
@@ -223,11 +221,3 @@ def _roles(
 
     refusal = InsufficientScopeError.for_roles(roles, org_id=org_id, any_of=any_of)
     return Requirement(guard, holds, refusal)
-
-
-def all_roles(guard: Guard, roles: tuple[str, ...], org_id: str | None) -> Requirement:
-    return _roles(guard, roles, org_id, any_of=False)
-
-
-def any_role(guard: Guard, roles: tuple[str, ...], org_id: str | None) -> Requirement:
-    return _roles(guard, roles, org_id, any_of=True)

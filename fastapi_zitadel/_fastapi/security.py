@@ -9,6 +9,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from os import PathLike
 from types import TracebackType
 from typing import Any, Literal, Protocol, overload
@@ -71,18 +72,13 @@ _COMPONENTS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
 class ClientIdentity:
     """How this API authenticates to ZITADEL: the method, client id and key id (no secret)."""
 
-    __slots__ = ("client_id", "key_id", "method")
-
-    def __init__(self, method: str, client_id: str, key_id: str | None) -> None:
-        self.method = method
-        self.client_id = client_id
-        self.key_id = key_id
-
-    def __repr__(self) -> str:
-        return f"ClientIdentity({self.method!r}, {self.client_id!r}, key_id={self.key_id!r})"
+    method: str
+    client_id: str
+    key_id: str | None
 
 
 class ZitadelIntrospection(ScopedSecurity):
@@ -487,12 +483,12 @@ class ZitadelIntrospection(ScopedSecurity):
     def require_role(self, *roles: str, org_id: str | None = None) -> PrincipalDependency:
         """Dependency: a ``Principal`` holding **all** of the project ``roles``, granted by
         organization ``org_id`` when given (else 403)."""
-        return requirements.all_roles(self, roles, org_id)
+        return requirements.roles(self, roles, org_id, any_of=False)
 
     def require_any_role(self, *roles: str, org_id: str | None = None) -> PrincipalDependency:
         """Dependency: a ``Principal`` holding **at least one** of the project ``roles``,
         granted by organization ``org_id`` when given (else 403)."""
-        return requirements.any_role(self, roles, org_id)
+        return requirements.roles(self, roles, org_id, any_of=True)
 
     @property
     def swagger_ui_init_oauth(self) -> dict[str, Any] | None:
