@@ -26,7 +26,9 @@ from fastapi.security.base import SecurityBase as SecurityDependency
 from starlette.routing import BaseRoute
 
 from fastapi_zitadel._config import ZitadelConfig
-from fastapi_zitadel._idp.discovery import ProviderMetadata
+from fastapi_zitadel._exceptions import IdentityProviderError
+from fastapi_zitadel._idp.discovery import Discovery
+from fastapi_zitadel._log import logger
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -36,9 +38,10 @@ __all__ = [
     "ROLES_SCOPE",
     "RequiredScopes",
     "ScopedSecurity",
-    "add_error_responses",
     "audience_scope",
+    "check_at_startup",
     "dependants",
+    "document_errors",
     "list_scopes",
     "security_scheme",
     "swagger_ui_init_oauth",
@@ -75,6 +78,14 @@ class ScopedSecurity(_Dependency):
         """Called by ``install()`` when ``app`` starts, for each use in its routes, so that a
         mistake fails the start rather than every request (the default instance's guard
         resolves the default). The dependency holds what it checks: no registry."""
+
+
+def check_at_startup(app: FastAPI) -> None:
+    """Ask every dependency of ours in ``app``'s routes to ``check_at_startup``."""
+    for route in app.router.routes:
+        for dependant in dependants(route):
+            if isinstance(dependant.call, ScopedSecurity):
+                dependant.call.check_at_startup(app)
 
 
 def dependants(route: BaseRoute) -> Iterator[Dependant]:
@@ -129,8 +140,18 @@ def security_scheme(config: ZitadelConfig) -> SecurityBase:
     return OAuth2(flows=OAuthFlows(authorizationCode=flow), description=description)
 
 
-def use_discovered_endpoints(scheme: SecurityBase, metadata: ProviderMetadata) -> None:
-    """Point Swagger UI's login at the endpoints the discovery document names."""
+async def use_discovered_endpoints(scheme: SecurityBase, discovery: Discovery) -> None:
+    """Point Swagger UI's login at the endpoints the discovery document names (read, not
+    assumed); if discovery fails at start-up, ZITADEL's default paths stay."""
+    try:
+        metadata = await discovery.fetch()
+    except IdentityProviderError as exc:
+        logger.warning(
+            "discovery failed at start-up (%s): Swagger UI's login uses ZITADEL's default "
+            "paths under the issuer",
+            exc.description,
+        )
+        return
     if isinstance(scheme, OAuth2) and scheme.flows.authorizationCode is not None:
         flow = scheme.flows.authorizationCode
         if metadata.authorization_endpoint is not None:
@@ -259,16 +280,14 @@ def _guarded_operations(routes: Iterable[BaseRoute], scheme_name: str) -> dict[A
     return found
 
 
-def add_error_responses(
-    schema: dict[str, Any], scheme_name: str, routes: Iterable[BaseRoute] | None = None
+def _add_error_responses(
+    schema: dict[str, Any], scheme_name: str, routes: Iterable[BaseRoute]
 ) -> dict[str, Any]:
     """Document the errors of every operation secured by ``scheme_name``: 401 and 503, and
-    403 where a scope or role is checked. Operations that only ``zitadel.optional`` secures
-    list anonymous access (``{}``) as an alternative security requirement.
-
-    Without ``routes`` (the app's), which tell role checks and optional authentication apart,
-    every secured operation gets 401, 403 and 503."""
-    guarded = None if routes is None else _guarded_operations(routes, scheme_name)
+    403 where a scope or role is checked (``routes``, the app's, tell; an operation not among
+    them gets all three). Operations that only ``zitadel.optional`` secures list anonymous
+    access (``{}``) as an alternative security requirement."""
+    guarded = _guarded_operations(routes, scheme_name)
     for path, path_item in schema.get("paths", {}).items():
         for method, operation in path_item.items():
             if not isinstance(operation, dict):
@@ -283,7 +302,7 @@ def add_error_responses(
                 others = [req for req in security if scheme_name not in req]
                 security[:] = [{scheme_name: merged}, *others]
                 ours = [merged]
-            how = guarded.get((path, method)) if guarded is not None else None
+            how = guarded.get((path, method))
             codes: tuple[str, ...]
             if how is None:
                 codes = ("401", "403", "503")
@@ -296,3 +315,16 @@ def add_error_responses(
             for code in codes:
                 responses.setdefault(code, _ERROR_RESPONSES[code])
     return schema
+
+
+def document_errors(app: FastAPI, scheme_name: str) -> None:
+    """Make ``app``'s schema document the errors of ``scheme_name``, once, when it is first
+    built."""
+    build_openapi = app.openapi
+
+    def with_error_responses() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _add_error_responses(build_openapi(), scheme_name, app.routes)
+        return app.openapi_schema
+
+    app.openapi = with_error_responses  # type: ignore[method-assign]

@@ -5,6 +5,7 @@ It only takes the token from the request and hands it to the verification pipeli
 pipeline is made of is decided once, in ``_build``, from the validated configuration.
 """
 
+import inspect
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -16,8 +17,6 @@ from typing import Any, Literal, Protocol, overload
 
 import httpx
 from fastapi import FastAPI
-from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
-from fastapi.responses import JSONResponse
 from fastapi.security import SecurityScopes
 from pydantic import ValidationError
 from starlette.requests import HTTPConnection
@@ -37,13 +36,11 @@ from fastapi_zitadel._credentials.client_auth import PrivateKeyJwt
 from fastapi_zitadel._credentials.key_file import ZitadelKeyFile
 from fastapi_zitadel._exceptions import (
     ConfigurationError,
-    IdentityProviderError,
     IdentityProviderUnavailable,
     InsufficientScopeError,
     MissingTokenError,
     ZitadelError,
 )
-from fastapi_zitadel._log import logger
 from fastapi_zitadel._metrics import MetricsSnapshot
 from fastapi_zitadel._principal import Principal
 from fastapi_zitadel._resilience.circuit_breaker import CircuitState
@@ -61,15 +58,6 @@ __all__ = [
     "OptionalDependency",
     "ZitadelIntrospection",
 ]
-
-_COMPONENTS = (
-    "http_client",
-    "cache",
-    "clock",
-    "monotonic",
-    "principal_loader",
-    "principal_class",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +159,9 @@ class ZitadelIntrospection(ScopedSecurity):
         self._loader = None if principal_loader is None else UserLoader(principal_loader)
         self._user: Callable[..., Any] | None = None
         self._pipeline = self._parts.pipeline
-        self._scheme = openapi.security_scheme(self.config)
-        self.required_scopes = openapi.RequiredScopes(self._scheme)
+        self.model = openapi.security_scheme(self.config)
+        """The OpenAPI security scheme (FastAPI reads it when it builds the schema)."""
+        self.required_scopes = openapi.RequiredScopes(self.model)
         """The scopes routes require of this instance (``require_scope``...)."""
         self.scheme_name = self.config.scheme_name
         self._memo_key = f"fastapi_zitadel.principal.{id(self)}"
@@ -190,16 +179,18 @@ class ZitadelIntrospection(ScopedSecurity):
         Keywords are the constructor's: settings and the components (``http_client``,
         ``cache``, ``clock``, ``monotonic``); anything else is a ``TypeError``.
         """
-        unknown = set(overrides) - set(ZitadelConfig.model_fields) - set(_COMPONENTS)
+        fields = ZitadelConfig.model_fields
+        # the components: the constructor's keywords that are not settings
+        components = set(inspect.signature(cls).parameters) - set(fields) - {"config"}
+        unknown = set(overrides) - set(fields) - components
         if unknown:
             raise TypeError(f"from_env() got unexpected keyword arguments: {sorted(unknown)}")
-        settings = {k: v for k, v in overrides.items() if k in ZitadelConfig.model_fields}
-        components = {k: v for k, v in overrides.items() if k in _COMPONENTS}
+        settings = {k: v for k, v in overrides.items() if k in fields}
         try:
             config = ZitadelSettings(**settings)
         except ValidationError as exc:
             raise configuration_error(exc, env=True, keywords=settings.keys()) from None
-        return cls(config=config, **components)
+        return cls(config=config, **{k: v for k, v in overrides.items() if k in components})
 
     # Properties --------------------------------------------------------------------------
     @property
@@ -210,11 +201,6 @@ class ZitadelIntrospection(ScopedSecurity):
     def realm(self) -> str:
         """The ``realm`` of this API's RFC 6750 challenges."""
         return self.config.realm
-
-    @property
-    def model(self) -> SecuritySchemeModel:  # type: ignore[override]
-        """The OpenAPI security scheme (FastAPI reads it when it builds the schema)."""
-        return self._scheme
 
     @property
     def validation(self) -> Validation:
@@ -506,26 +492,14 @@ class ZitadelIntrospection(ScopedSecurity):
 
         @asynccontextmanager
         async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
-            for route in app.router.routes:
-                for dependant in openapi.dependants(route):
-                    if isinstance(dependant.call, ScopedSecurity):
-                        dependant.call.check_at_startup(app)
+            openapi.check_at_startup(app)
             async with self.lifespan(asgi_app), inner_lifespan(asgi_app) as state:
                 yield state
 
         app.router.lifespan_context = lifespan
         metadata_path = self.resource_metadata_path
         if metadata_path is not None:
-            served: list[dict[str, Any]] = []
-
-            async def protected_resource_metadata() -> JSONResponse:
-                if not served:  # built once: the routes are declared by now
-                    served.append(self.resource_metadata(app))
-                return JSONResponse(served[0], headers={"Cache-Control": "max-age=3600"})
-
-            app.add_api_route(
-                metadata_path, protected_resource_metadata, methods=["GET"], include_in_schema=False
-            )
+            metadata.serve(app, metadata_path, lambda: self.resource_metadata(app))
         if self._parts.receiver is not None:  # a plain route: no bearer check, no schema
             app.router.routes.append(
                 Route(
@@ -537,16 +511,7 @@ class ZitadelIntrospection(ScopedSecurity):
             )
         if self.swagger_ui_init_oauth is not None:
             app.swagger_ui_init_oauth = self.swagger_ui_init_oauth
-        build_openapi = app.openapi
-
-        def with_error_responses() -> dict[str, Any]:
-            if app.openapi_schema is None:
-                app.openapi_schema = openapi.add_error_responses(
-                    build_openapi(), self.scheme_name, app.routes
-                )
-            return app.openapi_schema
-
-        app.openapi = with_error_responses  # type: ignore[method-assign]
+        openapi.document_errors(app, self.scheme_name)
 
     # Lifecycle ---------------------------------------------------------------------------
     async def aclose(self) -> None:
@@ -563,7 +528,7 @@ class ZitadelIntrospection(ScopedSecurity):
             if self._parts.jwks is not None:  # local, hybrid: the keys too
                 await self.signing_keys()
         if self.config.swagger_client_id is not None:
-            await self._discover_login_endpoints()
+            await openapi.use_discovered_endpoints(self.model, self._parts.discovery)
         return self
 
     async def __aexit__(
@@ -579,19 +544,6 @@ class ZitadelIntrospection(ScopedSecurity):
         """An ASGI lifespan: ``FastAPI(lifespan=zitadel.lifespan)``, or call it from yours."""
         async with self:
             yield
-
-    async def _discover_login_endpoints(self) -> None:
-        """Swagger UI's login goes to the endpoints discovery names (read, not assumed)."""
-        try:
-            metadata = await self._parts.discovery.fetch()
-        except IdentityProviderError as exc:
-            logger.warning(
-                "discovery failed at start-up (%s): Swagger UI's login uses ZITADEL's default "
-                "paths under the issuer",
-                exc.description,
-            )
-            return
-        openapi.use_discovered_endpoints(self._scheme, metadata)
 
 
 class _Answer(Protocol):
