@@ -16,10 +16,9 @@ from fastapi.security import SecurityScopes
 from starlette.requests import HTTPConnection
 
 from ._exceptions import ConfigurationError, KeyFileError
-from ._fastapi import requirements
-from ._fastapi.openapi import RequiredScopes, ScopedSecurity
+from ._fastapi.openapi import RequiredScopes
 from ._fastapi.refusal import Refusal
-from ._fastapi.requirements import PrincipalDependency
+from ._fastapi.requirements import GuardBase
 from ._fastapi.security import ZitadelIntrospection
 from ._log import RateLimitedLog
 from ._principal import Principal
@@ -36,7 +35,7 @@ __all__ = [
 ]
 
 
-class DefaultZitadel(ScopedSecurity):
+class DefaultZitadel(GuardBase):
     """A dependency standing for the default instance, which may not exist yet when routes
     are declared: ``Depends(default_zitadel)`` is ``Depends(get_default_zitadel())`` decided
     at request time. The module-level ``require_*`` build on it.
@@ -124,21 +123,8 @@ def get_default_zitadel() -> ZitadelIntrospection:
     return default_zitadel.get()
 
 
-def require_scope(*scopes: str) -> PrincipalDependency:
-    """Dependency on the default instance: a ``Principal`` holding **all** of ``scopes``."""
-    return requirements.all_scopes(default_zitadel, scopes)
-
-
-def require_any_scope(*scopes: str) -> PrincipalDependency:
-    """Dependency on the default instance: a ``Principal`` holding **one** of ``scopes``."""
-    return requirements.any_scope(default_zitadel, scopes)
-
-
-def require_role(*roles: str, org_id: str | None = None) -> PrincipalDependency:
-    """Dependency on the default instance: a ``Principal`` holding **all** of ``roles``."""
-    return requirements.roles(default_zitadel, roles, org_id, any_of=False)
-
-
-def require_any_role(*roles: str, org_id: str | None = None) -> PrincipalDependency:
-    """Dependency on the default instance: a ``Principal`` holding **one** of ``roles``."""
-    return requirements.roles(default_zitadel, roles, org_id, any_of=True)
+# The module-level ``require_*``: the default instance's guard's own.
+require_scope = default_zitadel.require_scope
+require_any_scope = default_zitadel.require_any_scope
+require_role = default_zitadel.require_role
+require_any_role = default_zitadel.require_any_role

@@ -39,14 +39,7 @@ from fastapi_zitadel._principal import Principal
 from .openapi import RequiredScopes, ScopedSecurity
 from .refusal import Refusal
 
-__all__ = [
-    "Guard",
-    "PrincipalDependency",
-    "Requirement",
-    "all_scopes",
-    "any_scope",
-    "roles",
-]
+__all__ = ["Guard", "GuardBase", "PrincipalDependency", "Requirement"]
 
 PrincipalDependency = Callable[..., Awaitable[Principal]]
 """What ``require_*`` return: a dependency giving the checked ``Principal``."""
@@ -183,41 +176,45 @@ def _needs(values: tuple[str, ...], function: str, what: str) -> list[str]:
     return list(values)
 
 
-def all_scopes(guard: Guard, scopes: tuple[str, ...]) -> PrincipalDependency:
-    needed = _needs(scopes, "require_scope", "scope")
-    guard.required_scopes.add(needed)
+class GuardBase(ScopedSecurity):
+    """The base of the guards (``ZitadelIntrospection``, the default instance's
+    ``DefaultZitadel``): the ``require_*`` dependencies, built on the guard."""
 
-    async def principal_with_all_scopes(
-        principal: Annotated[Principal, Security(guard, scopes=needed)],
-    ) -> Principal:
-        return principal
+    def require_scope(self: Guard, *scopes: str) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **all** of ``scopes`` (else 403)."""
+        needed = _needs(scopes, "require_scope", "scope")
+        self.required_scopes.add(needed)
 
-    return principal_with_all_scopes
+        async def principal_with_all_scopes(
+            principal: Annotated[Principal, Security(self, scopes=needed)],
+        ) -> Principal:
+            return principal
 
+        return principal_with_all_scopes
 
-def any_scope(guard: Guard, scopes: tuple[str, ...]) -> Requirement:
-    listed = _needs(scopes, "require_any_scope", "scope")
-    guard.required_scopes.add(listed)
-    return Requirement(
-        guard,
-        lambda principal: principal.has_any_scope(scopes),
-        InsufficientScopeError.for_scopes(scopes, any_of=True),
-        listed=listed,
-    )
+    def require_any_scope(self: Guard, *scopes: str) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **at least one** of ``scopes`` (else 403)."""
+        listed = _needs(scopes, "require_any_scope", "scope")
+        self.required_scopes.add(listed)
+        return Requirement(
+            self,
+            lambda principal: principal.has_any_scope(scopes),
+            InsufficientScopeError.for_scopes(scopes, any_of=True),
+            listed=listed,
+        )
 
+    def require_role(self: Guard, *roles: str, org_id: str | None = None) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **all** of the project ``roles``, granted by
+        organization ``org_id`` when given (else 403)."""
+        _needs(roles, "require_role", "role")
+        refusal = InsufficientScopeError.for_roles(roles, org_id=org_id, any_of=False)
+        return Requirement(self, lambda principal: principal.has_all_roles(roles, org_id), refusal)
 
-def roles(guard: Guard, roles: tuple[str, ...], org_id: str | None, *, any_of: bool) -> Requirement:
-    """``require_role`` (all of ``roles``), or ``require_any_role`` with ``any_of``."""
-    _needs(roles, "require_any_role" if any_of else "require_role", "role")
-    if any_of:
-
-        def holds(principal: Principal) -> bool:
-            return principal.has_any_role(roles, org_id)
-
-    else:
-
-        def holds(principal: Principal) -> bool:
-            return principal.has_all_roles(roles, org_id)
-
-    refusal = InsufficientScopeError.for_roles(roles, org_id=org_id, any_of=any_of)
-    return Requirement(guard, holds, refusal)
+    def require_any_role(
+        self: Guard, *roles: str, org_id: str | None = None
+    ) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **at least one** of the project ``roles``,
+        granted by organization ``org_id`` when given (else 403)."""
+        _needs(roles, "require_any_role", "role")
+        refusal = InsufficientScopeError.for_roles(roles, org_id=org_id, any_of=True)
+        return Requirement(self, lambda principal: principal.has_any_role(roles, org_id), refusal)

@@ -45,11 +45,11 @@ from fastapi_zitadel._metrics import MetricsSnapshot
 from fastapi_zitadel._principal import Principal
 from fastapi_zitadel._resilience.circuit_breaker import CircuitState
 
-from . import metadata, openapi, requirements
+from . import metadata, openapi
 from .bearer import extract_bearer
 from .openapi import ScopedSecurity
 from .refusal import Refusal
-from .requirements import PrincipalDependency
+from .requirements import GuardBase
 from .user import PrincipalLoader, UserLoader, user_dependency
 
 __all__ = [
@@ -69,7 +69,7 @@ class ClientIdentity:
     key_id: str | None
 
 
-class ZitadelIntrospection(ScopedSecurity):
+class ZitadelIntrospection(GuardBase):
     """Verifies bearer tokens by asking ZITADEL's introspection endpoint (RFC 7662), by
     verifying JWT access tokens locally (``validation="local"``), or both
     (``validation="hybrid"``).
@@ -457,24 +457,6 @@ class ZitadelIntrospection(ScopedSecurity):
         ``Security(zitadel.optional, scopes=[...])`` (else 403).
         """
         return self._optional
-
-    def require_scope(self, *scopes: str) -> PrincipalDependency:
-        """Dependency: a ``Principal`` holding **all** of ``scopes`` (else 403)."""
-        return requirements.all_scopes(self, scopes)
-
-    def require_any_scope(self, *scopes: str) -> PrincipalDependency:
-        """Dependency: a ``Principal`` holding **at least one** of ``scopes`` (else 403)."""
-        return requirements.any_scope(self, scopes)
-
-    def require_role(self, *roles: str, org_id: str | None = None) -> PrincipalDependency:
-        """Dependency: a ``Principal`` holding **all** of the project ``roles``, granted by
-        organization ``org_id`` when given (else 403)."""
-        return requirements.roles(self, roles, org_id, any_of=False)
-
-    def require_any_role(self, *roles: str, org_id: str | None = None) -> PrincipalDependency:
-        """Dependency: a ``Principal`` holding **at least one** of the project ``roles``,
-        granted by organization ``org_id`` when given (else 403)."""
-        return requirements.roles(self, roles, org_id, any_of=True)
 
     @property
     def swagger_ui_init_oauth(self) -> dict[str, Any] | None:
