@@ -153,11 +153,19 @@ class ZitadelIntrospection(GuardBase):
             principal_class=principal_class,
         )
         resource = self.config.resource
-        self._resource_metadata = None if resource is None else metadata.metadata_url(resource)
-        self.refusal = Refusal(self.config.realm, self._resource_metadata)
+        self.resource_metadata_url = None if resource is None else metadata.metadata_url(resource)
+        """Where this API's RFC 9728 metadata is served (``resource`` set), else ``None``."""
+        self.resource_metadata_path = None if resource is None else metadata.metadata_path(resource)
+        """The path ``install()`` serves the RFC 9728 metadata at, else ``None``."""
+        self.events_path = None if self._parts.receiver is None else self.config.events_path
+        """The path ``install()`` serves the event receiver at, else ``None``."""
+        self.refusal = Refusal(self.config.realm, self.resource_metadata_url)
         """How this API answers an error: bound to ``realm`` and the RFC 9728 metadata URL."""
         self._loader = None if principal_loader is None else UserLoader(principal_loader)
-        self._user: Callable[..., Any] | None = None
+        self._user = None
+        if self._loader is not None:
+            unknown = self.config.unknown_user_status
+            self._user = user_dependency(self, self._loader, unknown_status=unknown)
         self._pipeline = self._parts.pipeline
         self.model = openapi.security_scheme(self.config)
         """The OpenAPI security scheme (FastAPI reads it when it builds the schema)."""
@@ -168,8 +176,15 @@ class ZitadelIntrospection(GuardBase):
         self._query_tokens = self.config.websocket_query_token
         self._max_token_length = self.config.max_token_length
         self._confirms = self.config.validation == "hybrid"  # what ``introspected`` waits for
-        self._optional = OptionalDependency(self, self._answer)
-        self._introspected = IntrospectedDependency(self, self._answer)
+        self.optional = OptionalDependency(self, self._answer)
+        """A dependency giving ``None`` for anonymous requests, for routes that serve both.
+        A token, when present, must be valid (else 401) and hold the scopes of
+        ``Security(zitadel.optional, scopes=[...])`` (else 403)."""
+        self.introspected = IntrospectedDependency(self, self._answer)
+        """A dependency like this one that, with ``validation="hybrid"``, answers only once
+        ZITADEL's introspection has confirmed the token (joining the check in flight, or
+        making one): for routes where a revoked token must never pass, not even once. With
+        the other modes it is the same as ``Depends(zitadel)``."""
         self._installed: weakref.WeakSet[FastAPI] = weakref.WeakSet()
 
     @classmethod
@@ -382,17 +397,6 @@ class ZitadelIntrospection(GuardBase):
         return principal
 
     @property
-    def resource_metadata_url(self) -> str | None:
-        """Where this API's RFC 9728 metadata is served (``resource`` set), else ``None``."""
-        return self._resource_metadata
-
-    @property
-    def resource_metadata_path(self) -> str | None:
-        """The path ``install()`` serves the RFC 9728 metadata at, else ``None``."""
-        resource = self.config.resource
-        return None if resource is None else metadata.metadata_path(resource)
-
-    @property
     def events_app(self) -> ASGIApp:
         """The receiver of ZITADEL's events (Actions v2), as a plain ASGI app: ``install()``
         routes it at ``events_path``; mount it yourself elsewhere (another Starlette app, a
@@ -404,11 +408,6 @@ class ZitadelIntrospection(GuardBase):
                 "signing key of the Actions v2 target that calls it"
             )
         return receiver
-
-    @property
-    def events_path(self) -> str | None:
-        """The path ``install()`` serves the event receiver at, else ``None``."""
-        return None if self._parts.receiver is None else self.config.events_path
 
     def resource_metadata(self, app: FastAPI | None = None) -> dict[str, Any]:
         """The RFC 9728 document; ``scopes_supported`` lists the scopes ``app``'s routes
@@ -427,36 +426,12 @@ class ZitadelIntrospection(GuardBase):
 
         Keep the type with an alias: ``CurrentUser = Annotated[User, Depends(zitadel.user)]``.
         """
-        if self._loader is None:
+        if self._user is None:
             raise ConfigurationError(
                 "zitadel.user needs principal_loader= (an async function from the Principal "
                 "to your user)"
             )
-        if self._user is None:
-            self._user = user_dependency(
-                self,
-                self._loader,
-                unknown_status=self.config.unknown_user_status,
-            )
         return self._user
-
-    @property
-    def introspected(self) -> "IntrospectedDependency":
-        """A dependency like this one that, with ``validation="hybrid"``, answers only once
-        ZITADEL's introspection has confirmed the token (joining the check in flight, or
-        making one): for routes where a revoked token must never pass, not even once. With
-        the other modes it is the same as ``Depends(zitadel)``.
-        """
-        return self._introspected
-
-    @property
-    def optional(self) -> "OptionalDependency":
-        """A dependency giving ``None`` for anonymous requests, for routes that serve both.
-
-        A token, when present, must be valid (else 401) and hold the scopes of
-        ``Security(zitadel.optional, scopes=[...])`` (else 403).
-        """
-        return self._optional
 
     @property
     def swagger_ui_init_oauth(self) -> dict[str, Any] | None:
