@@ -8,12 +8,13 @@ pipeline is made of is decided once, in ``_build``, from the validated configura
 import inspect
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from os import PathLike
 from types import TracebackType
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Literal, overload
 
 import httpx
 from fastapi import FastAPI
@@ -176,11 +177,12 @@ class ZitadelIntrospection(GuardBase):
         self._query_tokens = self.config.websocket_query_token
         self._max_token_length = self.config.max_token_length
         self._confirms = self.config.validation == "hybrid"  # what ``introspected`` waits for
-        self.optional = OptionalDependency(self, self._answer)
+        self.optional = OptionalDependency(self, partial(self._answer, required=False))
         """A dependency giving ``None`` for anonymous requests, for routes that serve both.
         A token, when present, must be valid (else 401) and hold the scopes of
         ``Security(zitadel.optional, scopes=[...])`` (else 403)."""
-        self.introspected = IntrospectedDependency(self, self._answer)
+        answer = partial(self._answer, required=True, confirmed=True)
+        self.introspected = IntrospectedDependency(self, answer)
         """A dependency like this one that, with ``validation="hybrid"``, answers only once
         ZITADEL's introspection has confirmed the token (joining the check in flight, or
         making one): for routes where a revoked token must never pass, not even once. With
@@ -503,24 +505,15 @@ class ZitadelIntrospection(GuardBase):
             yield
 
 
-class _Answer(Protocol):
-    """``ZitadelIntrospection._answer``, handed to the dependencies that share it."""
-
-    async def __call__(
-        self,
-        conn: HTTPConnection,
-        scopes: Sequence[str],
-        *,
-        required: bool,
-        confirmed: bool = False,
-    ) -> Principal | None: ...
-
-
 class _OnInstanceScheme(ScopedSecurity):
     """A dependency documented under its instance's scheme, answering through its
-    ``_answer`` (the one lookup and the one refusal)."""
+    ``_answer`` (the one lookup and the one refusal), bound to what this dependency needs."""
 
-    def __init__(self, zitadel: ZitadelIntrospection, answer: _Answer) -> None:
+    def __init__(
+        self,
+        zitadel: ZitadelIntrospection,
+        answer: Callable[[HTTPConnection, Sequence[str]], Awaitable[Principal | None]],
+    ) -> None:
         self._answer = answer
         self.model = zitadel.model
         self.scheme_name = zitadel.scheme_name
@@ -534,7 +527,7 @@ class OptionalDependency(_OnInstanceScheme):
     async def __call__(
         self, conn: HTTPConnection, security_scopes: SecurityScopes
     ) -> Principal | None:
-        return await self._answer(conn, security_scopes.scopes, required=False)
+        return await self._answer(conn, security_scopes.scopes)
 
 
 class IntrospectedDependency(_OnInstanceScheme):
@@ -543,6 +536,6 @@ class IntrospectedDependency(_OnInstanceScheme):
     the same as ``zitadel`` itself."""
 
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
-        principal = await self._answer(conn, security_scopes.scopes, required=True, confirmed=True)
+        principal = await self._answer(conn, security_scopes.scopes)
         assert principal is not None  # required
         return principal
