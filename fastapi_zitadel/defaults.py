@@ -50,7 +50,8 @@ class DefaultZitadel(GuardBase):
         self._unconfigured_log = RateLimitedLog(logging.ERROR)
 
     def set(self, zitadel: ZitadelIntrospection | None) -> None:
-        """Make ``zitadel`` the default (``None``: none, until the next ``get``)."""
+        """Make ``zitadel`` the default, which the module-level ``require_*`` use (``None``:
+        none, until the next ``get``)."""
         self._current = zitadel
         if zitadel is not None:
             zitadel.required_scopes.add(self.required_scopes)
@@ -113,17 +114,9 @@ class DefaultZitadel(GuardBase):
 default_zitadel = DefaultZitadel()
 
 
-def set_default_zitadel(zitadel: ZitadelIntrospection | None) -> None:
-    """Bind the module-level ``require_*`` functions to ``zitadel`` (``None`` to reset)."""
-    default_zitadel.set(zitadel)
-
-
-def get_default_zitadel() -> ZitadelIntrospection:
-    """The default instance; configured from ``ZITADEL_*`` variables on first use."""
-    return default_zitadel.get()
-
-
-# The module-level ``require_*``: the default instance's guard's own.
+# The module-level functions are the default instance's guard's own methods.
+set_default_zitadel = default_zitadel.set
+get_default_zitadel = default_zitadel.get
 require_scope = default_zitadel.require_scope
 require_any_scope = default_zitadel.require_any_scope
 require_role = default_zitadel.require_role

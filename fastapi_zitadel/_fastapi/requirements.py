@@ -21,7 +21,7 @@ FastAPI would, with the connection and ``SecurityScopes`` its parameters ask for
 
 No ``from __future__ import annotations`` here: FastAPI reads the dependency functions'
 annotations at runtime, and as strings they would be resolved against module globals rather
-than the closures' ``guard``.
+than the closure's guard (``self``).
 """
 
 import inspect
