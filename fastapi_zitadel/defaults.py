@@ -46,15 +46,14 @@ class DefaultZitadel(GuardBase):
 
     def __init__(self) -> None:
         self._current: ZitadelIntrospection | None = None
-        self.required_scopes = RequiredScopes(also=self._hand_on)
+        self.required_scopes = RequiredScopes()
         self._unconfigured_log = RateLimitedLog(logging.ERROR)
 
     def set(self, zitadel: ZitadelIntrospection | None) -> None:
         """Make ``zitadel`` the default, which the module-level ``require_*`` use (``None``:
         none, until the next ``get``)."""
         self._current = zitadel
-        if zitadel is not None:
-            zitadel.required_scopes.add(self.required_scopes)
+        self.required_scopes.hand_on(None if zitadel is None else zitadel.required_scopes)
 
     def get(self) -> ZitadelIntrospection:
         """The default instance; configured from ``ZITADEL_*`` variables on first use."""
@@ -102,10 +101,6 @@ class DefaultZitadel(GuardBase):
         """At start-up (``install()``): the routes bound to the default instance get it now,
         so that a missing one fails the start, naming the fix, instead of every request."""
         self.get()
-
-    def _hand_on(self, scopes: tuple[str, ...]) -> None:
-        if self._current is not None:
-            self._current.required_scopes.add(scopes)
 
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
         return await self._for_request(conn)(conn, security_scopes)

@@ -9,7 +9,7 @@ for real. Without one it is a plain bearer field to paste a token into.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -176,18 +176,13 @@ class RequiredScopes:
     ``require_any_scope``): listed in its OAuth2 flow at once, so Swagger UI's login asks for
     them and reading the scheme changes nothing; kept for the RFC 9728 document.
 
-    ``also``: where else to note them (the default instance's guard hands them on to the
-    instance that is the default).
+    ``hand_on``: another guard's, which gets them too, those noted already included (the
+    default instance's guard hands them on to the instance that is the default).
     """
 
-    def __init__(
-        self,
-        scheme: SecurityBase | None = None,
-        *,
-        also: Callable[[tuple[str, ...]], None] | None = None,
-    ) -> None:
+    def __init__(self, scheme: SecurityBase | None = None) -> None:
         self._scheme = scheme
-        self._also = also
+        self._next: RequiredScopes | None = None
         self._scopes: set[str] = set()
 
     def add(self, scopes: Iterable[str]) -> None:
@@ -195,8 +190,13 @@ class RequiredScopes:
         self._scopes.update(added)
         if self._scheme is not None:
             list_scopes(self._scheme, added)
-        if self._also is not None:
-            self._also(added)
+        if self._next is not None:
+            self._next.add(added)
+
+    def hand_on(self, to: RequiredScopes | None) -> None:
+        self._next = to
+        if to is not None:
+            to.add(self._scopes)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._scopes)

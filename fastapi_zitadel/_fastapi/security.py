@@ -20,6 +20,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.security import SecurityScopes
 from pydantic import ValidationError
+from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 from starlette.routing import Route
 from starlette.types import ASGIApp
@@ -58,6 +59,7 @@ __all__ = [
     "IntrospectedDependency",
     "OptionalDependency",
     "ZitadelIntrospection",
+    "open_with",
 ]
 
 
@@ -447,15 +449,7 @@ class ZitadelIntrospection(GuardBase):
         if app in self._installed:
             return
         self._installed.add(app)
-        inner_lifespan = app.router.lifespan_context
-
-        @asynccontextmanager
-        async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
-            openapi.check_at_startup(app)
-            async with self.lifespan(asgi_app), inner_lifespan(asgi_app) as state:
-                yield state
-
-        app.router.lifespan_context = lifespan
+        open_with(app, self, before=lambda: openapi.check_at_startup(app))
         metadata_path = self.resource_metadata_path
         if metadata_path is not None:
             metadata.serve(app, metadata_path, lambda: self.resource_metadata(app))
@@ -503,6 +497,22 @@ class ZitadelIntrospection(GuardBase):
         """An ASGI lifespan: ``FastAPI(lifespan=zitadel.lifespan)``, or call it from yours."""
         async with self:
             yield
+
+
+def open_with(
+    app: Starlette, zitadel: ZitadelIntrospection, *, before: Callable[[], None] | None = None
+) -> None:
+    """Open and close ``zitadel`` around ``app``'s own lifespan; ``before``: run first."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
+        if before is not None:
+            before()
+        async with zitadel.lifespan(asgi_app), inner(asgi_app) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
 
 
 class _OnInstanceScheme(ScopedSecurity):
