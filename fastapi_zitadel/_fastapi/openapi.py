@@ -42,7 +42,6 @@ __all__ = [
     "check_at_startup",
     "dependants",
     "document_errors",
-    "list_scopes",
     "security_scheme",
     "swagger_ui_init_oauth",
     "use_discovered_endpoints",
@@ -188,8 +187,11 @@ class RequiredScopes:
     def add(self, scopes: Iterable[str]) -> None:
         added = tuple(scopes)
         self._scopes.update(added)
-        if self._scheme is not None:
-            list_scopes(self._scheme, added)
+        scheme = self._scheme
+        if isinstance(scheme, OAuth2) and scheme.flows.authorizationCode is not None:
+            known = scheme.flows.authorizationCode.scopes  # Swagger UI's login requests them
+            for scope in added:
+                known.setdefault(scope, "Required by some operations of this API")
         if self._next is not None:
             self._next.add(added)
 
@@ -200,14 +202,6 @@ class RequiredScopes:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._scopes)
-
-
-def list_scopes(scheme: SecurityBase, scopes: Iterable[str]) -> None:
-    """List an operation's scopes in the OAuth2 flow too, so Swagger UI can request them."""
-    if isinstance(scheme, OAuth2) and scheme.flows.authorizationCode is not None:
-        known = scheme.flows.authorizationCode.scopes
-        for scope in scopes:
-            known.setdefault(scope, "Required by some operations of this API")
 
 
 _ERROR_SCHEMA = {

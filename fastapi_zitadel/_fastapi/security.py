@@ -450,18 +450,13 @@ class ZitadelIntrospection(GuardBase):
             return
         self._installed.add(app)
         open_with(app, self, before=lambda: openapi.check_at_startup(app))
-        metadata_path = self.resource_metadata_path
-        if metadata_path is not None:
-            metadata.serve(app, metadata_path, lambda: self.resource_metadata(app))
-        if self._parts.receiver is not None:  # a plain route: no bearer check, no schema
-            app.router.routes.append(
-                Route(
-                    self.config.events_path,
-                    self._parts.receiver,
-                    methods=["POST"],
-                    include_in_schema=False,
-                )
+        if self.resource_metadata_path is not None:
+            metadata.serve(app, self.resource_metadata_path, lambda: self.resource_metadata(app))
+        if self.events_path is not None:  # a plain route: no bearer check, no schema
+            events = Route(
+                self.events_path, self.events_app, methods=["POST"], include_in_schema=False
             )
+            app.router.routes.append(events)
         if self.swagger_ui_init_oauth is not None:
             app.swagger_ui_init_oauth = self.swagger_ui_init_oauth
         openapi.document_errors(app, self.scheme_name)
