@@ -9,6 +9,7 @@ for real. Without one it is a plain bearer field to paste a token into.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -307,7 +308,8 @@ def _add_error_responses(
                     security.append({})  # anonymous callers are served too
             responses = operation.setdefault("responses", {})
             for code in codes:
-                responses.setdefault(code, _ERROR_RESPONSES[code])
+                # a copy: the schema is the app's, to change; the constant stays as it is
+                responses.setdefault(code, copy.deepcopy(_ERROR_RESPONSES[code]))
     return schema
 
 
