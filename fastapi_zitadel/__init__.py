@@ -72,10 +72,6 @@ def __getattr__(name: str) -> object:
 
     for home in _SUBMODULES:
         if name in importlib.import_module(f"fastapi_zitadel.{home}").__all__:
-            message = (
-                f"{name} moved out of the package root: from fastapi_zitadel.{home} import {name}"
-            )
-            break
-    else:
-        message = f"module 'fastapi_zitadel' has no attribute {name!r}"
-    raise AttributeError(message)
+            where = f"from fastapi_zitadel.{home} import {name}"
+            raise AttributeError(f"{name} moved out of the package root: {where}")
+    raise AttributeError(f"module 'fastapi_zitadel' has no attribute {name!r}")

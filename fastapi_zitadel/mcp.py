@@ -25,8 +25,7 @@ out, so a client cannot step up).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -45,7 +44,7 @@ except ModuleNotFoundError as missing:
     # One line naming the extra, not a bare "No module named 'mcp'".
     raise ImportError(f"fastapi_zitadel.mcp needs the MCP SDK, {install_hint('mcp')}") from None
 from ._fastapi.middleware import ZitadelCredentials, ZitadelMiddleware
-from ._fastapi.security import ZitadelIntrospection
+from ._fastapi.security import ZitadelIntrospection, open_with
 from ._principal import Principal
 
 __all__ = ["ZitadelTokenVerifier"]
@@ -130,15 +129,7 @@ class ZitadelTokenVerifier:
         specification's 403; see the module docstring. A Starlette app's lifespan also opens
         and closes the ``ZitadelIntrospection``."""
         if isinstance(app, Starlette):
-            inner = app.router.lifespan_context
-            zitadel = self.zitadel
-
-            @asynccontextmanager
-            async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
-                async with zitadel.lifespan(asgi_app), inner(asgi_app) as state:
-                    yield state
-
-            app.router.lifespan_context = lifespan
+            open_with(app, self.zitadel)
         if self.required_scopes:
             app = _RequiredScopes(app, self.zitadel, self.required_scopes)
         return ZitadelMiddleware(

@@ -118,7 +118,7 @@ def test_without_a_default_every_request_is_a_500_and_one_log_line(
     a minute names the fix."""
     from starlette.testclient import TestClient
 
-    from fastapi_zitadel._fastapi import defaults
+    from fastapi_zitadel import defaults
     from fastapi_zitadel._log import RateLimitedLog
 
     monkeypatch.setattr(
@@ -146,6 +146,27 @@ def test_installed_app_without_a_default_fails_to_start(no_environment: None, wo
 
     app = declared_before_configuration()
     world.client().install(app)  # an instance, but not made the default: a common slip
+    with (
+        pytest.raises(ConfigurationError, match=r"call set_default_zitadel\(zitadel\)"),
+        TestClient(app),
+    ):
+        pass
+
+
+def test_an_app_with_only_role_routes_on_the_default_fails_to_start_too(
+    no_environment: None, world: World
+) -> None:
+    """A role requirement is one dependency level: the default instance is not in the route's
+    dependency tree, the requirement answers for it."""
+    from starlette.testclient import TestClient
+
+    app = FastAPI()
+
+    @app.get("/admin", dependencies=[Depends(require_role("admin"))])
+    async def admin() -> bool:
+        return True
+
+    world.client().install(app)
     with (
         pytest.raises(ConfigurationError, match=r"call set_default_zitadel\(zitadel\)"),
         TestClient(app),

@@ -81,12 +81,12 @@ SUBMODULES = {
     fastapi_zitadel.types: [
         "CircuitState",
         "ClientIdentity",
+        "IntrospectedDependency",
         "MetricsSnapshot",
+        "OptionalDependency",
         "PrincipalDependency",
         "PrincipalLoader",
         "REVOCATION_EVENTS",
-        "ZitadelIntrospected",
-        "ZitadelOptional",
     ],
 }
 
@@ -176,8 +176,8 @@ def test_public_members_return_public_types() -> None:
     }
     for cls in (
         ZitadelIntrospection,
-        fastapi_zitadel.types.ZitadelOptional,
-        fastapi_zitadel.types.ZitadelIntrospected,
+        fastapi_zitadel.types.OptionalDependency,
+        fastapi_zitadel.types.IntrospectedDependency,
         fastapi_zitadel.Principal,
         fastapi_zitadel.ServiceAccountAuth,
         fastapi_zitadel.TokenExchange,
@@ -227,6 +227,19 @@ def test_removed_names_are_gone() -> None:
     assert not hasattr(ZitadelIntrospection, "check_scopes")
     assert not hasattr(ZitadelIntrospection, "document_scopes")
     assert not hasattr(fastapi_zitadel.testing, "Organization")
+    for method in ("authenticate", "authenticate_optional", "identify"):
+        assert not hasattr(ZitadelIntrospection, method), method
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("ZitadelIntrospected", "IntrospectedDependency"), ("ZitadelOptional", "OptionalDependency")],
+)
+def test_a_renamed_type_names_its_new_name(old: str, new: str) -> None:
+    with pytest.raises(AttributeError, match=f"{old} was renamed: use fastapi_zitadel.types.{new}"):
+        getattr(fastapi_zitadel.types, old)
+    with pytest.raises(AttributeError, match="has no attribute 'Misspelt'"):
+        getattr(fastapi_zitadel.types, "Misspelt")  # noqa: B009 - mypy must not see it
 
 
 async def test_install_twice_changes_nothing(app_key_path: Path) -> None:

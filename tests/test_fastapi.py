@@ -492,3 +492,38 @@ def test_a_role_403_reads_naturally(
 ) -> None:
     error = InsufficientScopeError.for_roles(roles, org_id=org_id, any_of=any_of)
     assert error.description == description
+
+
+def _connection(token: str | None) -> HTTPConnection:
+    headers = [] if token is None else [(b"authorization", f"Bearer {token}".encode())]
+    return HTTPConnection({"type": "http", "headers": headers, "query_string": b""})
+
+
+async def test_the_two_connection_lookups_differ_only_in_the_error_they_raise(
+    world: World,
+) -> None:
+    """``principal_or_http_error`` raises what FastAPI sends, ``principal_or_zitadel_error``
+    the ``ZitadelError`` itself; both give the same principal and ``None`` when allowed."""
+    from fastapi import HTTPException
+
+    from fastapi_zitadel import InvalidTokenError, MissingTokenError
+
+    async with world.client() as zitadel:
+        token = world.token()
+        http = await zitadel.principal_or_http_error(_connection(token))
+        assert http.subject == world.user.id
+        verdict = await zitadel.principal_or_zitadel_error(_connection(token))
+        assert verdict is not None
+        assert verdict.subject == world.user.id
+        assert await zitadel.principal_or_http_error(_connection(None), optional=True) is None
+        assert await zitadel.principal_or_zitadel_error(_connection(None)) is None
+        with pytest.raises(HTTPException) as missing:
+            await zitadel.principal_or_http_error(_connection(None))
+        assert missing.value.status_code == 401
+        assert missing.value.headers == {"WWW-Authenticate": MissingTokenError().challenge("api")}
+        for optional in (False, True):
+            with pytest.raises(HTTPException) as invalid:
+                await zitadel.principal_or_http_error(_connection("junk"), optional=optional)
+            assert invalid.value.status_code == 401
+        with pytest.raises(InvalidTokenError):
+            await zitadel.principal_or_zitadel_error(_connection("junk"))

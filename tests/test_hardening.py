@@ -216,7 +216,7 @@ def test_a_long_lived_socket_sees_a_revocation(world: World) -> None:
                 await websocket.send_text("revoked")
                 continue
             try:  # how a long-lived socket re-checks its caller (docs/scopes-and-roles.md)
-                again = await zitadel.authenticate(websocket)
+                again = await zitadel.principal_or_http_error(websocket)
             except Exception:
                 await websocket.close(code=1008)
                 return

@@ -188,3 +188,17 @@ def test_example_app_documents_what_each_route_can_answer(world: World) -> None:
     assert "403" in _responses(schema, "/org/report")
     assert "403" in _responses(schema, "/admin/cache", "delete")
     assert "security" not in _operation(schema, "/")
+
+
+def test_an_app_changing_its_schema_changes_no_other_app(world: World) -> None:
+    """The documented errors are copied into each schema, not shared between apps."""
+    zitadel = world.client()
+    first, second = _app(zitadel), _app(zitadel)
+    responses = first.openapi()["paths"]["/items"]["get"]["responses"]
+    responses["401"]["description"] = "changed by the first app"
+    responses["401"]["headers"]["WWW-Authenticate"]["description"] = "changed too"
+    other = second.openapi()["paths"]["/items"]["get"]["responses"]["401"]
+    assert other["description"] == "Missing, invalid, expired or revoked bearer token"
+    assert other["headers"]["WWW-Authenticate"]["description"] == (
+        "RFC 6750 challenge with the error code"
+    )

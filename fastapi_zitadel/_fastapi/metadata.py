@@ -7,13 +7,16 @@ MCP clients (and any RFC 9728 client) start from a 401, read ``resource_metadata
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
 from fastapi_zitadel._config import ZitadelConfig
 
-__all__ = ["WELL_KNOWN", "document", "metadata_path", "metadata_url", "schema_scopes"]
+__all__ = ["document", "metadata_path", "metadata_url", "schema_scopes", "serve"]
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"
 
@@ -56,3 +59,16 @@ def document(config: ZitadelConfig, scopes: Iterable[str]) -> dict[str, Any]:
     if config.resource_documentation is not None:
         metadata["resource_documentation"] = config.resource_documentation
     return metadata
+
+
+def serve(app: FastAPI, path: str, document: Callable[[], dict[str, Any]]) -> None:
+    """Serve the metadata at ``path`` (not in the schema), built on the first request: the
+    routes it lists the scopes of are declared by then."""
+    served: list[dict[str, Any]] = []
+
+    async def protected_resource_metadata() -> JSONResponse:
+        if not served:
+            served.append(document())
+        return JSONResponse(served[0], headers={"Cache-Control": "max-age=3600"})
+
+    app.add_api_route(path, protected_resource_metadata, methods=["GET"], include_in_schema=False)

@@ -1,7 +1,7 @@
 """``ZitadelMiddleware``: the whole app behind ZITADEL, as pure ASGI (HTTP and WebSocket).
 
-It runs the same verification as the dependency (``ZitadelIntrospection.identify``: the same
-bearer rules, caches, errors and headers) before the app sees the request, and sets
+It runs the same verification as the dependency (``zitadel.principal_or_zitadel_error``: the
+same bearer rules, caches, errors and headers) before the app sees the request, and sets
 ``scope["user"]`` / ``scope["auth"]`` as Starlette's ``AuthenticationMiddleware`` does, so
 ``request.user``, ``request.auth.scopes`` and ``starlette.authentication.requires`` work. The
 verdict is memoised in the request's scope: a ``Depends(zitadel)`` behind it does no second
@@ -190,7 +190,7 @@ class ZitadelMiddleware:
         conn = HTTPConnection(scope) if kind == "http" else WebSocket(scope, receive, send)
         zitadel = self.zitadel
         try:
-            principal = await zitadel.identify(conn)
+            principal = await zitadel.principal_or_zitadel_error(conn)
             if principal is None and self.require:
                 raise MissingTokenError()
         except ZitadelError as error:

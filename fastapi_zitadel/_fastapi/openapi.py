@@ -9,7 +9,8 @@ for real. Without one it is a plain bearer field to paste a token into.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import copy
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,21 +21,28 @@ from fastapi.openapi.models import (
     OAuthFlows,
     SecurityBase,
 )
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.security import OAuth2 as OAuth2Dependency
 from fastapi.security.base import SecurityBase as SecurityDependency
 from starlette.routing import BaseRoute
 
 from fastapi_zitadel._config import ZitadelConfig
-from fastapi_zitadel._idp.discovery import ProviderMetadata
+from fastapi_zitadel._exceptions import IdentityProviderError
+from fastapi_zitadel._idp.discovery import Discovery
+from fastapi_zitadel._log import logger
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.dependencies.models import Dependant
 
 __all__ = [
     "ROLES_SCOPE",
     "RequiredScopes",
     "ScopedSecurity",
-    "add_error_responses",
     "audience_scope",
-    "list_scopes",
+    "check_at_startup",
+    "dependants",
+    "document_errors",
     "security_scheme",
     "swagger_ui_init_oauth",
     "use_discovered_endpoints",
@@ -65,6 +73,30 @@ class ScopedSecurity(_Dependency):
 
     def __init__(self) -> None:  # OAuth2's would build a model and parse headers: not ours
         pass
+
+    def check_at_startup(self, app: FastAPI) -> None:
+        """Called by ``install()`` when ``app`` starts, for each use in its routes, so that a
+        mistake fails the start rather than every request (the default instance's guard
+        resolves the default). The dependency holds what it checks: no registry."""
+
+
+def check_at_startup(app: FastAPI) -> None:
+    """Ask every dependency of ours in ``app``'s routes to ``check_at_startup``."""
+    for route in app.router.routes:
+        for dependant in dependants(route):
+            if isinstance(dependant.call, ScopedSecurity):
+                dependant.call.check_at_startup(app)
+
+
+def dependants(route: BaseRoute) -> Iterator[Dependant]:
+    """Every dependency in the tree of a FastAPI route (HTTP or WebSocket), the route first."""
+    if not isinstance(route, (APIRoute, APIWebSocketRoute)):
+        return
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        pending.extend(dependant.dependencies)
+        yield dependant
 
 
 ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
@@ -108,8 +140,18 @@ def security_scheme(config: ZitadelConfig) -> SecurityBase:
     return OAuth2(flows=OAuthFlows(authorizationCode=flow), description=description)
 
 
-def use_discovered_endpoints(scheme: SecurityBase, metadata: ProviderMetadata) -> None:
-    """Point Swagger UI's login at the endpoints the discovery document names."""
+async def use_discovered_endpoints(scheme: SecurityBase, discovery: Discovery) -> None:
+    """Point Swagger UI's login at the endpoints the discovery document names (read, not
+    assumed); if discovery fails at start-up, ZITADEL's default paths stay."""
+    try:
+        metadata = await discovery.fetch()
+    except IdentityProviderError as exc:
+        logger.warning(
+            "discovery failed at start-up (%s): Swagger UI's login uses ZITADEL's default "
+            "paths under the issuer",
+            exc.description,
+        )
+        return
     if isinstance(scheme, OAuth2) and scheme.flows.authorizationCode is not None:
         flow = scheme.flows.authorizationCode
         if metadata.authorization_endpoint is not None:
@@ -134,38 +176,33 @@ class RequiredScopes:
     ``require_any_scope``): listed in its OAuth2 flow at once, so Swagger UI's login asks for
     them and reading the scheme changes nothing; kept for the RFC 9728 document.
 
-    ``also``: where else to note them (the default instance's guard hands them on to the
-    instance that is the default).
+    ``hand_on``: another guard's, which gets them too, those noted already included (the
+    default instance's guard hands them on to the instance that is the default).
     """
 
-    def __init__(
-        self,
-        scheme: SecurityBase | None = None,
-        *,
-        also: Callable[[tuple[str, ...]], None] | None = None,
-    ) -> None:
+    def __init__(self, scheme: SecurityBase | None = None) -> None:
         self._scheme = scheme
-        self._also = also
+        self._next: RequiredScopes | None = None
         self._scopes: set[str] = set()
 
     def add(self, scopes: Iterable[str]) -> None:
         added = tuple(scopes)
         self._scopes.update(added)
-        if self._scheme is not None:
-            list_scopes(self._scheme, added)
-        if self._also is not None:
-            self._also(added)
+        scheme = self._scheme
+        if isinstance(scheme, OAuth2) and scheme.flows.authorizationCode is not None:
+            known = scheme.flows.authorizationCode.scopes  # Swagger UI's login requests them
+            for scope in added:
+                known.setdefault(scope, "Required by some operations of this API")
+        if self._next is not None:
+            self._next.add(added)
+
+    def hand_on(self, to: RequiredScopes | None) -> None:
+        self._next = to
+        if to is not None:
+            to.add(self._scopes)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._scopes)
-
-
-def list_scopes(scheme: SecurityBase, scopes: Iterable[str]) -> None:
-    """List an operation's scopes in the OAuth2 flow too, so Swagger UI can request them."""
-    if isinstance(scheme, OAuth2) and scheme.flows.authorizationCode is not None:
-        known = scheme.flows.authorizationCode.scopes
-        for scope in scopes:
-            known.setdefault(scope, "Required by some operations of this API")
 
 
 _ERROR_SCHEMA = {
@@ -222,10 +259,7 @@ def _guarded_operations(routes: Iterable[BaseRoute], scheme_name: str) -> dict[A
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
         guarded = _Guarded()
-        pending = [route.dependant]
-        while pending:
-            dependant = pending.pop()
-            pending.extend(dependant.dependencies)
+        for dependant in dependants(route):
             call = dependant.call
             if call is None:
                 continue
@@ -241,16 +275,14 @@ def _guarded_operations(routes: Iterable[BaseRoute], scheme_name: str) -> dict[A
     return found
 
 
-def add_error_responses(
-    schema: dict[str, Any], scheme_name: str, routes: Iterable[BaseRoute] | None = None
+def _add_error_responses(
+    schema: dict[str, Any], scheme_name: str, routes: Iterable[BaseRoute]
 ) -> dict[str, Any]:
     """Document the errors of every operation secured by ``scheme_name``: 401 and 503, and
-    403 where a scope or role is checked. Operations that only ``zitadel.optional`` secures
-    list anonymous access (``{}``) as an alternative security requirement.
-
-    Without ``routes`` (the app's), which tell role checks and optional authentication apart,
-    every secured operation gets 401, 403 and 503."""
-    guarded = None if routes is None else _guarded_operations(routes, scheme_name)
+    403 where a scope or role is checked (``routes``, the app's, tell; an operation not among
+    them gets all three). Operations that only ``zitadel.optional`` secures list anonymous
+    access (``{}``) as an alternative security requirement."""
+    guarded = _guarded_operations(routes, scheme_name)
     for path, path_item in schema.get("paths", {}).items():
         for method, operation in path_item.items():
             if not isinstance(operation, dict):
@@ -265,7 +297,7 @@ def add_error_responses(
                 others = [req for req in security if scheme_name not in req]
                 security[:] = [{scheme_name: merged}, *others]
                 ours = [merged]
-            how = guarded.get((path, method)) if guarded is not None else None
+            how = guarded.get((path, method))
             codes: tuple[str, ...]
             if how is None:
                 codes = ("401", "403", "503")
@@ -276,5 +308,19 @@ def add_error_responses(
                     security.append({})  # anonymous callers are served too
             responses = operation.setdefault("responses", {})
             for code in codes:
-                responses.setdefault(code, _ERROR_RESPONSES[code])
+                # a copy: the schema is the app's, to change; the constant stays as it is
+                responses.setdefault(code, copy.deepcopy(_ERROR_RESPONSES[code]))
     return schema
+
+
+def document_errors(app: FastAPI, scheme_name: str) -> None:
+    """Make ``app``'s schema document the errors of ``scheme_name``, once, when it is first
+    built."""
+    build_openapi = app.openapi
+
+    def with_error_responses() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _add_error_responses(build_openapi(), scheme_name, app.routes)
+        return app.openapi_schema
+
+    app.openapi = with_error_responses  # type: ignore[method-assign]

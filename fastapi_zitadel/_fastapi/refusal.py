@@ -23,48 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from fastapi_zitadel._exceptions import ZitadelError
 
-__all__ = ["Refusal", "refusal", "respond"]
-
-
-async def refusal(
-    error: ZitadelError, conn: HTTPConnection, realm: str, *, resource_metadata: str | None = None
-) -> HTTPException | WebSocketException:
-    """The exception to raise for ``error``; a WebSocket in its handshake is accepted first."""
-    exc = error.to_http(conn, realm, resource_metadata=resource_metadata)
-    if (
-        isinstance(exc, WebSocketException)
-        and isinstance(conn, WebSocket)
-        and conn.application_state == WebSocketState.CONNECTING
-    ):
-        # A client already gone: the close that follows has nobody to reach.
-        with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
-            await conn.accept()
-    return exc
-
-
-async def respond(
-    error: ZitadelError,
-    conn: HTTPConnection,
-    send: Send,
-    realm: str,
-    *,
-    resource_metadata: str | None = None,
-) -> None:
-    """Send the dependency's answer for ``error`` from ASGI code (a middleware): the same
-    status, body and headers, or the same WebSocket close."""
-    exc = await refusal(error, conn, realm, resource_metadata=resource_metadata)
-    if not isinstance(exc, HTTPException):
-        await send({"type": "websocket.close", "code": exc.code, "reason": exc.reason})
-        return
-    body = json.dumps({"detail": exc.detail}, separators=(",", ":")).encode("utf-8")
-    headers: list[tuple[bytes, bytes]] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode("ascii")),
-    ]
-    given: Any = exc.headers or {}
-    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in given.items()]
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+__all__ = ["Refusal"]
 
 
 class Refusal:
@@ -83,9 +42,32 @@ class Refusal:
     async def exception(
         self, error: ZitadelError, conn: HTTPConnection
     ) -> HTTPException | WebSocketException:
-        """The exception for a dependency to raise."""
-        return await refusal(error, conn, self.realm, resource_metadata=self.resource_metadata)
+        """The exception for a dependency to raise; a WebSocket in its handshake is accepted
+        first."""
+        exc = error.to_http(conn, self.realm, resource_metadata=self.resource_metadata)
+        if (
+            isinstance(exc, WebSocketException)
+            and isinstance(conn, WebSocket)
+            and conn.application_state == WebSocketState.CONNECTING
+        ):
+            # A client already gone: the close that follows has nobody to reach.
+            with contextlib.suppress(OSError, RuntimeError, WebSocketDisconnect):
+                await conn.accept()
+        return exc
 
     async def respond(self, error: ZitadelError, conn: HTTPConnection, send: Send) -> None:
-        """The same answer sent from ASGI code (a middleware)."""
-        await respond(error, conn, send, self.realm, resource_metadata=self.resource_metadata)
+        """The same answer sent from ASGI code (a middleware): the same status, body and
+        headers, or the same WebSocket close."""
+        exc = await self.exception(error, conn)
+        if not isinstance(exc, HTTPException):
+            await send({"type": "websocket.close", "code": exc.code, "reason": exc.reason})
+            return
+        body = json.dumps({"detail": exc.detail}, separators=(",", ":")).encode("utf-8")
+        headers: list[tuple[bytes, bytes]] = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode("ascii")),
+        ]
+        given: Any = exc.headers or {}
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in given.items()]
+        await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -21,7 +21,7 @@ FastAPI would, with the connection and ``SecurityScopes`` its parameters ask for
 
 No ``from __future__ import annotations`` here: FastAPI reads the dependency functions'
 annotations at runtime, and as strings they would be resolved against module globals rather
-than the closures' ``guard``.
+than the closure's guard (``self``).
 """
 
 import inspect
@@ -39,15 +39,7 @@ from fastapi_zitadel._principal import Principal
 from .openapi import RequiredScopes, ScopedSecurity
 from .refusal import Refusal
 
-__all__ = [
-    "Guard",
-    "PrincipalDependency",
-    "Requirement",
-    "all_roles",
-    "all_scopes",
-    "any_role",
-    "any_scope",
-]
+__all__ = ["Guard", "GuardBase", "PrincipalDependency", "Requirement"]
 
 PrincipalDependency = Callable[..., Awaitable[Principal]]
 """What ``require_*`` return: a dependency giving the checked ``Principal``."""
@@ -63,17 +55,16 @@ class Guard(Protocol):
     def scheme_name(self) -> str: ...
 
     @property
-    def realm(self) -> str: ...
-
-    @property
     def refusal(self) -> Refusal: ...
 
     @property
     def required_scopes(self) -> RequiredScopes: ...
 
-    async def authenticate(self, conn: HTTPConnection) -> Principal: ...
+    async def __call__(
+        self, conn: HTTPConnection, security_scopes: SecurityScopes
+    ) -> Principal: ...
 
-    async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Any: ...
+    def check_at_startup(self, app: FastAPI) -> None: ...
 
 
 class _OnGuardsScheme(ScopedSecurity):
@@ -121,6 +112,7 @@ class Requirement(_OnGuardsScheme):
         self._guard = guard
         self._holds = holds
         self._refusal = refusal
+        self._no_scopes = SecurityScopes()  # the guard checks none: this does
         # What FastAPI reads instead of ``__call__``'s own signature: the connection, and
         # the scopes to list as a parameter of their own when there are some.
         parameters = [
@@ -139,6 +131,9 @@ class Requirement(_OnGuardsScheme):
             )
         self.__signature__ = inspect.Signature(parameters)
 
+    def check_at_startup(self, app: FastAPI) -> None:
+        self._guard.check_at_startup(app)  # the guard is not in the route's dependency tree
+
     async def __call__(self, conn: HTTPConnection, documented: None = None) -> Principal:
         guard = self._guard
         app = conn.scope.get("app")
@@ -146,7 +141,7 @@ class Requirement(_OnGuardsScheme):
         if overrides and guard in overrides:  # a test replaced the guard
             principal = await _call_override(overrides[guard], conn)
         else:
-            principal = await guard.authenticate(conn)
+            principal = await guard(conn, self._no_scopes)
         if not self._holds(principal):
             raise await guard.refusal.exception(self._refusal, conn)
         return principal
@@ -181,50 +176,45 @@ def _needs(values: tuple[str, ...], function: str, what: str) -> list[str]:
     return list(values)
 
 
-def all_scopes(guard: Guard, scopes: tuple[str, ...]) -> PrincipalDependency:
-    needed = _needs(scopes, "require_scope", "scope")
-    guard.required_scopes.add(needed)
+class GuardBase(ScopedSecurity):
+    """The base of the guards (``ZitadelIntrospection``, the default instance's
+    ``DefaultZitadel``): the ``require_*`` dependencies, built on the guard."""
 
-    async def principal_with_all_scopes(
-        principal: Annotated[Principal, Security(guard, scopes=needed)],
-    ) -> Principal:
-        return principal
+    def require_scope(self: Guard, *scopes: str) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **all** of ``scopes`` (else 403)."""
+        needed = _needs(scopes, "require_scope", "scope")
+        self.required_scopes.add(needed)
 
-    return principal_with_all_scopes
+        async def principal_with_all_scopes(
+            principal: Annotated[Principal, Security(self, scopes=needed)],
+        ) -> Principal:
+            return principal
 
+        return principal_with_all_scopes
 
-def any_scope(guard: Guard, scopes: tuple[str, ...]) -> Requirement:
-    listed = _needs(scopes, "require_any_scope", "scope")
-    guard.required_scopes.add(listed)
-    return Requirement(
-        guard,
-        lambda principal: principal.has_any_scope(scopes),
-        InsufficientScopeError.for_scopes(scopes, any_of=True),
-        listed=listed,
-    )
+    def require_any_scope(self: Guard, *scopes: str) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **at least one** of ``scopes`` (else 403)."""
+        listed = _needs(scopes, "require_any_scope", "scope")
+        self.required_scopes.add(listed)
+        return Requirement(
+            self,
+            lambda principal: principal.has_any_scope(scopes),
+            InsufficientScopeError.for_scopes(scopes, any_of=True),
+            listed=listed,
+        )
 
+    def require_role(self: Guard, *roles: str, org_id: str | None = None) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **all** of the project ``roles``, granted by
+        organization ``org_id`` when given (else 403)."""
+        _needs(roles, "require_role", "role")
+        refusal = InsufficientScopeError.for_roles(roles, org_id=org_id, any_of=False)
+        return Requirement(self, lambda principal: principal.has_all_roles(roles, org_id), refusal)
 
-def _roles(
-    guard: Guard, roles: tuple[str, ...], org_id: str | None, *, any_of: bool
-) -> Requirement:
-    _needs(roles, "require_any_role" if any_of else "require_role", "role")
-    if any_of:
-
-        def holds(principal: Principal) -> bool:
-            return principal.has_any_role(roles, org_id)
-
-    else:
-
-        def holds(principal: Principal) -> bool:
-            return principal.has_all_roles(roles, org_id)
-
-    refusal = InsufficientScopeError.for_roles(roles, org_id=org_id, any_of=any_of)
-    return Requirement(guard, holds, refusal)
-
-
-def all_roles(guard: Guard, roles: tuple[str, ...], org_id: str | None) -> Requirement:
-    return _roles(guard, roles, org_id, any_of=False)
-
-
-def any_role(guard: Guard, roles: tuple[str, ...], org_id: str | None) -> Requirement:
-    return _roles(guard, roles, org_id, any_of=True)
+    def require_any_role(
+        self: Guard, *roles: str, org_id: str | None = None
+    ) -> PrincipalDependency:
+        """Dependency: a ``Principal`` holding **at least one** of the project ``roles``,
+        granted by organization ``org_id`` when given (else 403)."""
+        _needs(roles, "require_any_role", "role")
+        refusal = InsufficientScopeError.for_roles(roles, org_id=org_id, any_of=True)
+        return Requirement(self, lambda principal: principal.has_any_role(roles, org_id), refusal)

@@ -5,20 +5,22 @@ It only takes the token from the request and hands it to the verification pipeli
 pipeline is made of is decided once, in ``_build``, from the validated configuration.
 """
 
+import inspect
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
 from os import PathLike
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, overload
 
 import httpx
 from fastapi import FastAPI
-from fastapi.openapi.models import SecurityBase as SecuritySchemeModel
-from fastapi.responses import JSONResponse
 from fastapi.security import SecurityScopes
 from pydantic import ValidationError
+from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 from starlette.routing import Route
 from starlette.types import ASGIApp
@@ -36,62 +38,41 @@ from fastapi_zitadel._credentials.client_auth import PrivateKeyJwt
 from fastapi_zitadel._credentials.key_file import ZitadelKeyFile
 from fastapi_zitadel._exceptions import (
     ConfigurationError,
-    IdentityProviderError,
     IdentityProviderUnavailable,
     InsufficientScopeError,
     MissingTokenError,
     ZitadelError,
 )
-from fastapi_zitadel._log import logger
 from fastapi_zitadel._metrics import MetricsSnapshot
 from fastapi_zitadel._principal import Principal
 from fastapi_zitadel._resilience.circuit_breaker import CircuitState
 
-from . import metadata, openapi, requirements
+from . import metadata, openapi
 from .bearer import extract_bearer
 from .openapi import ScopedSecurity
 from .refusal import Refusal
-from .requirements import PrincipalDependency
+from .requirements import GuardBase
 from .user import PrincipalLoader, UserLoader, user_dependency
 
 __all__ = [
-    "STARTUP_CHECKS",
     "ClientIdentity",
-    "ZitadelIntrospected",
+    "IntrospectedDependency",
+    "OptionalDependency",
     "ZitadelIntrospection",
-    "ZitadelOptional",
+    "open_with",
 ]
 
-# What ``install()`` checks when the app starts, each given the app, so that a mistake fails
-# the start rather than every request. Added by the modules built on this one (the default
-# instance's, in defaults.py), which this module cannot import.
-STARTUP_CHECKS: list[Callable[[FastAPI], None]] = []
 
-_COMPONENTS = (
-    "http_client",
-    "cache",
-    "clock",
-    "monotonic",
-    "principal_loader",
-    "principal_class",
-)
-
-
+@dataclass(frozen=True, slots=True)
 class ClientIdentity:
     """How this API authenticates to ZITADEL: the method, client id and key id (no secret)."""
 
-    __slots__ = ("client_id", "key_id", "method")
-
-    def __init__(self, method: str, client_id: str, key_id: str | None) -> None:
-        self.method = method
-        self.client_id = client_id
-        self.key_id = key_id
-
-    def __repr__(self) -> str:
-        return f"ClientIdentity({self.method!r}, {self.client_id!r}, key_id={self.key_id!r})"
+    method: str
+    client_id: str
+    key_id: str | None
 
 
-class ZitadelIntrospection(ScopedSecurity):
+class ZitadelIntrospection(GuardBase):
     """Verifies bearer tokens by asking ZITADEL's introspection endpoint (RFC 7662), by
     verifying JWT access tokens locally (``validation="local"``), or both
     (``validation="hybrid"``).
@@ -175,23 +156,39 @@ class ZitadelIntrospection(ScopedSecurity):
             principal_class=principal_class,
         )
         resource = self.config.resource
-        self._resource_metadata = None if resource is None else metadata.metadata_url(resource)
-        self.refusal = Refusal(self.config.realm, self._resource_metadata)
+        self.resource_metadata_url = None if resource is None else metadata.metadata_url(resource)
+        """Where this API's RFC 9728 metadata is served (``resource`` set), else ``None``."""
+        self.resource_metadata_path = None if resource is None else metadata.metadata_path(resource)
+        """The path ``install()`` serves the RFC 9728 metadata at, else ``None``."""
+        self.events_path = None if self._parts.receiver is None else self.config.events_path
+        """The path ``install()`` serves the event receiver at, else ``None``."""
+        self.refusal = Refusal(self.config.realm, self.resource_metadata_url)
         """How this API answers an error: bound to ``realm`` and the RFC 9728 metadata URL."""
         self._loader = None if principal_loader is None else UserLoader(principal_loader)
-        self._user: Callable[..., Any] | None = None
+        self._user = None
+        if self._loader is not None:
+            unknown = self.config.unknown_user_status
+            self._user = user_dependency(self, self._loader, unknown_status=unknown)
         self._pipeline = self._parts.pipeline
-        self._scheme = openapi.security_scheme(self.config)
-        self.required_scopes = openapi.RequiredScopes(self._scheme)
+        self.model = openapi.security_scheme(self.config)
+        """The OpenAPI security scheme (FastAPI reads it when it builds the schema)."""
+        self.required_scopes = openapi.RequiredScopes(self.model)
         """The scopes routes require of this instance (``require_scope``...)."""
         self.scheme_name = self.config.scheme_name
         self._memo_key = f"fastapi_zitadel.principal.{id(self)}"
         self._query_tokens = self.config.websocket_query_token
         self._max_token_length = self.config.max_token_length
-        self._optional = ZitadelOptional(self, self._answer)
-        self._introspected = ZitadelIntrospected(
-            self, self._answer, confirms=self.config.validation == "hybrid"
-        )
+        self._confirms = self.config.validation == "hybrid"  # what ``introspected`` waits for
+        self.optional = OptionalDependency(self, partial(self._answer, required=False))
+        """A dependency giving ``None`` for anonymous requests, for routes that serve both.
+        A token, when present, must be valid (else 401) and hold the scopes of
+        ``Security(zitadel.optional, scopes=[...])`` (else 403)."""
+        answer = partial(self._answer, required=True, confirmed=True)
+        self.introspected = IntrospectedDependency(self, answer)
+        """A dependency like this one that, with ``validation="hybrid"``, answers only once
+        ZITADEL's introspection has confirmed the token (joining the check in flight, or
+        making one): for routes where a revoked token must never pass, not even once. With
+        the other modes it is the same as ``Depends(zitadel)``."""
         self._installed: weakref.WeakSet[FastAPI] = weakref.WeakSet()
 
     @classmethod
@@ -201,16 +198,18 @@ class ZitadelIntrospection(ScopedSecurity):
         Keywords are the constructor's: settings and the components (``http_client``,
         ``cache``, ``clock``, ``monotonic``); anything else is a ``TypeError``.
         """
-        unknown = set(overrides) - set(ZitadelConfig.model_fields) - set(_COMPONENTS)
+        fields = ZitadelConfig.model_fields
+        # the components: the constructor's keywords that are not settings
+        components = set(inspect.signature(cls).parameters) - set(fields) - {"config"}
+        unknown = set(overrides) - set(fields) - components
         if unknown:
             raise TypeError(f"from_env() got unexpected keyword arguments: {sorted(unknown)}")
-        settings = {k: v for k, v in overrides.items() if k in ZitadelConfig.model_fields}
-        components = {k: v for k, v in overrides.items() if k in _COMPONENTS}
+        settings = {k: v for k, v in overrides.items() if k in fields}
         try:
             config = ZitadelSettings(**settings)
         except ValidationError as exc:
             raise configuration_error(exc, env=True, keywords=settings.keys()) from None
-        return cls(config=config, **components)
+        return cls(config=config, **{k: v for k, v in overrides.items() if k in components})
 
     # Properties --------------------------------------------------------------------------
     @property
@@ -221,11 +220,6 @@ class ZitadelIntrospection(ScopedSecurity):
     def realm(self) -> str:
         """The ``realm`` of this API's RFC 6750 challenges."""
         return self.config.realm
-
-    @property
-    def model(self) -> SecuritySchemeModel:  # type: ignore[override]
-        """The OpenAPI security scheme (FastAPI reads it when it builds the schema)."""
-        return self._scheme
 
     @property
     def validation(self) -> Validation:
@@ -322,19 +316,30 @@ class ZitadelIntrospection(ScopedSecurity):
         assert principal is not None  # required
         return principal
 
-    async def authenticate(self, conn: HTTPConnection) -> Principal:
-        """The request's ``Principal``; raises the HTTP (or WebSocket) error otherwise."""
-        principal = await self._answer(conn, (), required=True)
-        assert principal is not None  # required
-        return principal
+    @overload
+    async def principal_or_http_error(self, conn: HTTPConnection) -> Principal: ...
 
-    async def authenticate_optional(self, conn: HTTPConnection) -> Principal | None:
-        """``None`` when the request carries no token; an invalid token still fails (401)."""
-        return await self._answer(conn, (), required=False)
+    @overload
+    async def principal_or_http_error(
+        self, conn: HTTPConnection, *, optional: bool
+    ) -> Principal | None: ...
 
-    async def identify(self, conn: HTTPConnection) -> Principal | None:
-        """``authenticate_optional`` for ASGI code: ``None`` without a token, the
-        ``ZitadelError`` itself (not its HTTP form) for a bad one or an outage.
+    async def principal_or_http_error(
+        self, conn: HTTPConnection, *, optional: bool = False
+    ) -> Principal | None:
+        """The request's ``Principal``, or the HTTP error FastAPI sends (``HTTPException``;
+        on a WebSocket, the ``WebSocketException`` that closes it), as the dependency does.
+        ``optional``: ``None`` when the request carries no token (an invalid one still fails).
+
+        Named for what it raises, beside ``principal_or_zitadel_error``: the two are one
+        lookup, and differ only in the form of the error.
+        """
+        return await self._answer(conn, (), required=not optional)
+
+    async def principal_or_zitadel_error(self, conn: HTTPConnection) -> Principal | None:
+        """The request's ``Principal`` for ASGI code: ``None`` without a token, the
+        ``ZitadelError`` itself (not its HTTP form) for a bad one or an outage, for the caller
+        to answer (``zitadel.refusal.respond``) or handle.
 
         Memoised per HTTP request like the dependency, so a dependency behind
         ``ZitadelMiddleware`` reuses the middleware's verdict: one lookup per request.
@@ -350,9 +355,10 @@ class ZitadelIntrospection(ScopedSecurity):
         confirmed: bool = False,
     ) -> Principal | None:
         """What every dependency of this instance answers: the principal holding ``scopes``
-        (``None`` for an anonymous request unless ``required``), or the refusal."""
+        (``None`` for an anonymous request unless ``required``), or the refusal.
+        ``confirmed`` (``introspected``): in hybrid mode, wait for ZITADEL's confirmation."""
         try:
-            principal = await self._lookup(conn, confirmed=confirmed)
+            principal = await self._lookup(conn, confirmed=confirmed and self._confirms)
             if principal is None:
                 if required:
                     raise MissingTokenError()
@@ -395,17 +401,6 @@ class ZitadelIntrospection(ScopedSecurity):
         return principal
 
     @property
-    def resource_metadata_url(self) -> str | None:
-        """Where this API's RFC 9728 metadata is served (``resource`` set), else ``None``."""
-        return self._resource_metadata
-
-    @property
-    def resource_metadata_path(self) -> str | None:
-        """The path ``install()`` serves the RFC 9728 metadata at, else ``None``."""
-        resource = self.config.resource
-        return None if resource is None else metadata.metadata_path(resource)
-
-    @property
     def events_app(self) -> ASGIApp:
         """The receiver of ZITADEL's events (Actions v2), as a plain ASGI app: ``install()``
         routes it at ``events_path``; mount it yourself elsewhere (another Starlette app, a
@@ -417,11 +412,6 @@ class ZitadelIntrospection(ScopedSecurity):
                 "signing key of the Actions v2 target that calls it"
             )
         return receiver
-
-    @property
-    def events_path(self) -> str | None:
-        """The path ``install()`` serves the event receiver at, else ``None``."""
-        return None if self._parts.receiver is None else self.config.events_path
 
     def resource_metadata(self, app: FastAPI | None = None) -> dict[str, Any]:
         """The RFC 9728 document; ``scopes_supported`` lists the scopes ``app``'s routes
@@ -440,54 +430,12 @@ class ZitadelIntrospection(ScopedSecurity):
 
         Keep the type with an alias: ``CurrentUser = Annotated[User, Depends(zitadel.user)]``.
         """
-        if self._loader is None:
+        if self._user is None:
             raise ConfigurationError(
                 "zitadel.user needs principal_loader= (an async function from the Principal "
                 "to your user)"
             )
-        if self._user is None:
-            self._user = user_dependency(
-                self,
-                self._loader,
-                unknown_status=self.config.unknown_user_status,
-            )
         return self._user
-
-    @property
-    def introspected(self) -> "ZitadelIntrospected":
-        """A dependency like this one that, with ``validation="hybrid"``, answers only once
-        ZITADEL's introspection has confirmed the token (joining the check in flight, or
-        making one): for routes where a revoked token must never pass, not even once. With
-        the other modes it is the same as ``Depends(zitadel)``.
-        """
-        return self._introspected
-
-    @property
-    def optional(self) -> "ZitadelOptional":
-        """A dependency giving ``None`` for anonymous requests, for routes that serve both.
-
-        A token, when present, must be valid (else 401) and hold the scopes of
-        ``Security(zitadel.optional, scopes=[...])`` (else 403).
-        """
-        return self._optional
-
-    def require_scope(self, *scopes: str) -> PrincipalDependency:
-        """Dependency: a ``Principal`` holding **all** of ``scopes`` (else 403)."""
-        return requirements.all_scopes(self, scopes)
-
-    def require_any_scope(self, *scopes: str) -> PrincipalDependency:
-        """Dependency: a ``Principal`` holding **at least one** of ``scopes`` (else 403)."""
-        return requirements.any_scope(self, scopes)
-
-    def require_role(self, *roles: str, org_id: str | None = None) -> PrincipalDependency:
-        """Dependency: a ``Principal`` holding **all** of the project ``roles``, granted by
-        organization ``org_id`` when given (else 403)."""
-        return requirements.all_roles(self, roles, org_id)
-
-    def require_any_role(self, *roles: str, org_id: str | None = None) -> PrincipalDependency:
-        """Dependency: a ``Principal`` holding **at least one** of the project ``roles``,
-        granted by organization ``org_id`` when given (else 403)."""
-        return requirements.any_role(self, roles, org_id)
 
     @property
     def swagger_ui_init_oauth(self) -> dict[str, Any] | None:
@@ -501,49 +449,17 @@ class ZitadelIntrospection(ScopedSecurity):
         if app in self._installed:
             return
         self._installed.add(app)
-        inner_lifespan = app.router.lifespan_context
-
-        @asynccontextmanager
-        async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
-            for check in STARTUP_CHECKS:
-                check(app)
-            async with self.lifespan(asgi_app), inner_lifespan(asgi_app) as state:
-                yield state
-
-        app.router.lifespan_context = lifespan
-        metadata_path = self.resource_metadata_path
-        if metadata_path is not None:
-            served: list[dict[str, Any]] = []
-
-            async def protected_resource_metadata() -> JSONResponse:
-                if not served:  # built once: the routes are declared by now
-                    served.append(self.resource_metadata(app))
-                return JSONResponse(served[0], headers={"Cache-Control": "max-age=3600"})
-
-            app.add_api_route(
-                metadata_path, protected_resource_metadata, methods=["GET"], include_in_schema=False
+        open_with(app, self, before=lambda: openapi.check_at_startup(app))
+        if self.resource_metadata_path is not None:
+            metadata.serve(app, self.resource_metadata_path, lambda: self.resource_metadata(app))
+        if self.events_path is not None:  # a plain route: no bearer check, no schema
+            events = Route(
+                self.events_path, self.events_app, methods=["POST"], include_in_schema=False
             )
-        if self._parts.receiver is not None:  # a plain route: no bearer check, no schema
-            app.router.routes.append(
-                Route(
-                    self.config.events_path,
-                    self._parts.receiver,
-                    methods=["POST"],
-                    include_in_schema=False,
-                )
-            )
+            app.router.routes.append(events)
         if self.swagger_ui_init_oauth is not None:
             app.swagger_ui_init_oauth = self.swagger_ui_init_oauth
-        build_openapi = app.openapi
-
-        def with_error_responses() -> dict[str, Any]:
-            if app.openapi_schema is None:
-                app.openapi_schema = openapi.add_error_responses(
-                    build_openapi(), self.scheme_name, app.routes
-                )
-            return app.openapi_schema
-
-        app.openapi = with_error_responses  # type: ignore[method-assign]
+        openapi.document_errors(app, self.scheme_name)
 
     # Lifecycle ---------------------------------------------------------------------------
     async def aclose(self) -> None:
@@ -560,7 +476,7 @@ class ZitadelIntrospection(ScopedSecurity):
             if self._parts.jwks is not None:  # local, hybrid: the keys too
                 await self.signing_keys()
         if self.config.swagger_client_id is not None:
-            await self._discover_login_endpoints()
+            await openapi.use_discovered_endpoints(self.model, self._parts.discovery)
         return self
 
     async def __aexit__(
@@ -577,75 +493,54 @@ class ZitadelIntrospection(ScopedSecurity):
         async with self:
             yield
 
-    async def _discover_login_endpoints(self) -> None:
-        """Swagger UI's login goes to the endpoints discovery names (read, not assumed)."""
-        try:
-            metadata = await self._parts.discovery.fetch()
-        except IdentityProviderError as exc:
-            logger.warning(
-                "discovery failed at start-up (%s): Swagger UI's login uses ZITADEL's default "
-                "paths under the issuer",
-                exc.description,
-            )
-            return
-        openapi.use_discovered_endpoints(self._scheme, metadata)
+
+def open_with(
+    app: Starlette, zitadel: ZitadelIntrospection, *, before: Callable[[], None] | None = None
+) -> None:
+    """Open and close ``zitadel`` around ``app``'s own lifespan; ``before``: run first."""
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(asgi_app: Any) -> AsyncIterator[Any]:
+        if before is not None:
+            before()
+        async with zitadel.lifespan(asgi_app), inner(asgi_app) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
 
 
-class _Answer(Protocol):
-    """``ZitadelIntrospection._answer``, handed to the dependencies that share it."""
+class _OnInstanceScheme(ScopedSecurity):
+    """A dependency documented under its instance's scheme, answering through its
+    ``_answer`` (the one lookup and the one refusal), bound to what this dependency needs."""
 
-    async def __call__(
+    def __init__(
         self,
-        conn: HTTPConnection,
-        scopes: Sequence[str],
-        *,
-        required: bool,
-        confirmed: bool = False,
-    ) -> Principal | None: ...
+        zitadel: ZitadelIntrospection,
+        answer: Callable[[HTTPConnection, Sequence[str]], Awaitable[Principal | None]],
+    ) -> None:
+        self._answer = answer
+        self.model = zitadel.model
+        self.scheme_name = zitadel.scheme_name
 
 
-class ZitadelOptional(ScopedSecurity):
+class OptionalDependency(_OnInstanceScheme):
     """``zitadel.optional``: the same scheme, but anonymous requests get ``None``."""
 
     allows_anonymous = True
 
-    def __init__(self, zitadel: ZitadelIntrospection, answer: _Answer) -> None:
-        self._zitadel = zitadel
-        self._answer = answer
-        self.scheme_name = zitadel.scheme_name
-
-    @property
-    def model(self) -> SecuritySchemeModel:  # type: ignore[override]
-        return self._zitadel.model
-
     async def __call__(
         self, conn: HTTPConnection, security_scopes: SecurityScopes
     ) -> Principal | None:
-        return await self._answer(conn, security_scopes.scopes, required=False)
+        return await self._answer(conn, security_scopes.scopes)
 
 
-class ZitadelIntrospected(ScopedSecurity):
+class IntrospectedDependency(_OnInstanceScheme):
     """``zitadel.introspected``: the same scheme, answering only with a principal whose
     token ZITADEL's introspection confirmed (``validation="hybrid"``); with the other modes
     the same as ``zitadel`` itself."""
 
-    def __init__(self, zitadel: ZitadelIntrospection, answer: _Answer, *, confirms: bool) -> None:
-        self._zitadel = zitadel
-        self._answer = answer
-        self._confirms = confirms
-        self.scheme_name = zitadel.scheme_name
-
-    @property
-    def model(self) -> SecuritySchemeModel:  # type: ignore[override]
-        return self._zitadel.model
-
-    @property
-    def realm(self) -> str:
-        return self._zitadel.realm
-
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
-        principal = await self._answer(
-            conn, security_scopes.scopes, required=True, confirmed=self._confirms
-        )
+        principal = await self._answer(conn, security_scopes.scopes)
         assert principal is not None  # required
         return principal

@@ -64,9 +64,6 @@ class UserLoader:
         self._results.clear()
         self._flight.forget_all()
 
-    def __len__(self) -> int:
-        return len(self._results)
-
 
 def user_dependency(
     guard: Guard, loader: UserLoader, *, unknown_status: int
