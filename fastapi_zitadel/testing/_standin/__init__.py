@@ -33,6 +33,7 @@ from fastapi_zitadel.testing._directory import (
     User,
     UserGrant,
     WebApplication,
+    new_id,
 )
 from fastapi_zitadel.testing._events import PayloadFormat
 from fastapi_zitadel.testing._management import ManagementApi
@@ -142,10 +143,14 @@ class ZitadelStandIn(Instance):
 
     # Setting up the world ---------------------------------------------------------------
     def add_org(self, name: str, primary_domain: str | None = None) -> StandInOrganization:
-        return self.directory.add_org(name, primary_domain)
+        org = StandInOrganization(new_id(), name, primary_domain or f"{name.lower()}.localhost")
+        self.directory.orgs[org.id] = org
+        return org
 
     def add_project(self, name: str) -> Project:
-        return self.directory.add_project(name)
+        project = Project(new_id(), name)
+        self.directory.projects[project.id] = project
+        return project
 
     def add_api_app(
         self,
@@ -154,7 +159,10 @@ class ZitadelStandIn(Instance):
         *,
         auth: Literal["private_key_jwt", "basic"] = "private_key_jwt",
     ) -> ApiApplication:
-        return self.directory.add_api_app(project, name, auth=auth)
+        app = ApiApplication(new_id(), f"{new_id()}@{name}", project)
+        self.directory.give_credentials(app, auth)
+        self.directory.apps[app.client_id] = app
+        return app
 
     def add_web_app(
         self,
@@ -174,10 +182,17 @@ class ZitadelStandIn(Instance):
         exchange tokens, as a ZITADEL application with the Token Exchange grant type.
         ``jwt_access_tokens=True`` makes its code flow issue JWT access tokens (ZITADEL's
         "access token type" JWT)."""
-        app = self.directory.add_web_app(
-            project, name, redirect_uris, auth=auth, grant_types=grant_types
+        app = WebApplication(
+            new_id(),
+            f"{new_id()}@{name}",
+            project,
+            redirect_uris=list(redirect_uris),
+            auth=auth,
+            grant_types=set(grant_types),
+            jwt_access_tokens=jwt_access_tokens,
         )
-        app.jwt_access_tokens = jwt_access_tokens
+        self.directory.give_credentials(app, auth)
+        self.directory.web_apps[app.client_id] = app
         return app
 
     def add_user(
@@ -190,10 +205,8 @@ class ZitadelStandIn(Instance):
         **profile: Any,
     ) -> User:
         """A human user; each project in ``roles`` gets a grant (``user.grant.added``)."""
-        user = self.directory.add_user(org, username, metadata=metadata, **profile)
-        for project, keys in (roles or {}).items():
-            self.add_grant(user, project, keys)
-        return user
+        user = User(new_id(), org, username, metadata=dict(metadata or {}), **profile)
+        return self._register(user, roles)
 
     def add_service_user(
         self,
@@ -206,12 +219,16 @@ class ZitadelStandIn(Instance):
     ) -> User:
         """A service user with a key (and a secret); ``jwt_access_tokens=True`` makes the
         token endpoint issue it JWT access tokens (ZITADEL's "access token type" JWT)."""
-        user = self.directory.add_user(org, username, kind="machine", with_key=True)
-        for project, keys in (roles or {}).items():
-            self.add_grant(user, project, keys)
-        user.jwt_access_tokens = jwt_access_tokens
+        user = User(new_id(), org, username, "machine", jwt_access_tokens=jwt_access_tokens)
+        self.directory.give_credentials(user, "private_key_jwt")
         if with_secret:
             user.client_secret = base64.urlsafe_b64encode(user.id.encode()).decode() + "-secret"
+        return self._register(user, roles)
+
+    def _register(self, user: User, roles: Mapping[Project, Iterable[str]] | None) -> User:
+        self.directory.users[user.id] = user
+        for project, keys in (roles or {}).items():
+            self.add_grant(user, project, keys)
         return user
 
     def issue_token(
