@@ -7,7 +7,6 @@ Python call of the same name, so it writes (and sends) the same event."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -72,7 +71,5 @@ class ManagementApi:
         try:
             action(self._authorize(request))
         except ApiError as error:
-            status = {16: 401, 7: 403, _NOT_FOUND: 404}.get(error.code, 400)
-            body: dict[str, Any] = {"code": error.code, "message": error.message, "details": []}
-            return JSONResponse(body, status_code=status)
+            return error.answer(default_status=400)
         return JSONResponse({"details": {"changeDate": rfc3339_nano(self._clock())}})
