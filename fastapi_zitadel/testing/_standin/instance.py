@@ -121,12 +121,10 @@ class Instance:
         """An event of the ``user`` aggregate."""
         return self.record("user", user.id, user.org.id, event_type, editor, payload)
 
-    def emit_about_session(
-        self, session: OidcSession, event_type: str, editor: str, **payload: Any
-    ) -> Event:
-        return self.record(
-            "oidc_session", session.id, session.user.org.id, event_type, editor, payload
-        )
+    def emit_about_session(self, session: OidcSession, event_type: str, **payload: Any) -> Event:
+        """An event of the ``oidc_session`` aggregate; its user is the editor."""
+        user = session.user
+        return self.record("oidc_session", session.id, user.org.id, event_type, user, payload)
 
     # Callers ------------------------------------------------------------------------------
     def authenticate(self, request: Request, params: Mapping[str, str]) -> str:
@@ -237,7 +235,7 @@ class Instance:
         }
         if login is not None:
             payload["sessionID"] = login.id
-        self.emit_about_session(session, "oidc_session.added", user.id, **payload)
+        self.emit_about_session(session, "oidc_session.added", **payload)
         return session
 
     def _signed_access_token(self, token: AccessToken) -> str:

@@ -17,6 +17,14 @@ WebKeyAlgorithm = Literal["RS256", "ES256", "EdDSA"]
 DEFAULT_GRACE_PERIOD = 300.0  # seconds a rotated-out web key stays in the JWKS
 
 
+# Each algorithm's key generator, and PyJWT's algorithm that writes its public JWK.
+_ALGORITHMS: dict[str, tuple[Callable[[], Any], type[Any]]] = {
+    "RS256": (generate_rsa_key, RSAAlgorithm),
+    "ES256": (lambda: ec.generate_private_key(ec.SECP256R1()), ECAlgorithm),
+    "EdDSA": (ed25519.Ed25519PrivateKey.generate, OKPAlgorithm),
+}
+
+
 @dataclass
 class WebKey:
     """One of the instance's web keys: it signs while current, and is published in the JWKS
@@ -29,23 +37,11 @@ class WebKey:
 
     @classmethod
     def generate(cls, algorithm: WebKeyAlgorithm) -> WebKey:
-        key: Any
-        if algorithm == "RS256":
-            key = generate_rsa_key()
-        elif algorithm == "ES256":
-            key = ec.generate_private_key(ec.SECP256R1())
-        else:
-            key = ed25519.Ed25519PrivateKey.generate()
-        return cls(new_id(), algorithm, key)
+        return cls(new_id(), algorithm, _ALGORITHMS[algorithm][0]())
 
     def jwk(self) -> dict[str, Any]:
-        public = self.private_key.public_key()
-        if self.algorithm == "RS256":
-            jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
-        elif self.algorithm == "ES256":
-            jwk = ECAlgorithm.to_jwk(public, as_dict=True)
-        else:
-            jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
+        writer = _ALGORITHMS[self.algorithm][1]
+        jwk: dict[str, Any] = writer.to_jwk(self.private_key.public_key(), as_dict=True)
         jwk.update(kid=self.kid, use="sig", alg=self.algorithm)
         return jwk
 

@@ -28,9 +28,7 @@ class Revocation:
             self.instance.emit(found.user, "user.pat.removed", editor=None, tokenId=found.id)
         elif session is not None and not session.access_token_revoked:
             session.access_token_revoked = True
-            self.instance.emit_about_session(
-                session, "oidc_session.access_token.revoked", found.user.id
-            )
+            self.instance.emit_about_session(session, "oidc_session.access_token.revoked")
 
     async def endpoint(self, request: Request) -> Response:
         params = await parameters(request)
