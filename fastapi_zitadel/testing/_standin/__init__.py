@@ -13,8 +13,8 @@ Split as ZITADEL is: one module per endpoint (``discovery``, ``introspection``, 
 from __future__ import annotations
 
 import base64
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from functools import cached_property
 from typing import Any, Literal
 
 import httpx
@@ -35,7 +35,6 @@ from fastapi_zitadel.testing._directory import (
     WebApplication,
     new_id,
 )
-from fastapi_zitadel.testing._events import PayloadFormat
 from fastapi_zitadel.testing._management import ManagementApi
 from fastapi_zitadel.testing._server import LoopbackServer
 
@@ -45,7 +44,7 @@ from .faults import ConnectionDropped, Fault, FaultEndpoint, FaultKind
 from .instance import Instance
 from .introspection import Introspection
 from .keys import DEFAULT_GRACE_PERIOD, WebKeyAlgorithm
-from .login import LOGIN_PATH, Login
+from .login import LOGIN_PATH, Login, id_token
 from .oauth import (
     AUDIENCE_SCOPE_PREFIX,
     AUDIENCE_SCOPE_SUFFIX,
@@ -70,62 +69,35 @@ _USER_CHANGES: dict[str, tuple[str, bool, str, bool]] = {
 
 
 class ZitadelStandIn(Instance):
-    """A fake ZITADEL instance with a small API to set it up from tests.
+    """A fake ZITADEL instance with a small API to set it up from tests (its settings: see
+    ``Instance``).
 
     ``issuer`` is fixed at construction for in-process use; ``StandInServer`` sets it to the
     loopback address it binds before serving.
     """
 
-    def __init__(
-        self,
-        issuer: str = "http://zitadel.localhost",
-        *,
-        clock: Callable[[], float] = time.time,
-        track_jti: bool = False,
-        impersonation: bool = True,
-        jti_delimiter: Literal[".", "-"] = ".",
-        event_payload: PayloadFormat = "object",
-        max_event_age: float | None = None,
-        instance_id: str | None = None,
-    ) -> None:
-        """``impersonation``: the instance's "Allow Impersonation" security setting, which token
-        exchange with an actor needs (ZITADEL's default is off; here on, for tests).
-
-        ``jti_delimiter``: the character between a token's OIDC session and its id in
-        ``V2_<session>.at_<id>`` (``"-"`` in some ZITADEL versions). ``event_payload``: how
-        events carry ``event_payload`` to Actions v2 targets: ``"object"`` (current),
-        ``"base64"`` (older versions) or ``"empty"`` (always ``{}``, v4.1.0).
-        ``max_event_age``: seconds after which an undelivered event is dropped."""
-        super().__init__(
-            issuer,
-            clock=clock,
-            track_jti=track_jti,
-            impersonation=impersonation,
-            jti_delimiter=jti_delimiter,
-            event_payload=event_payload,
-            max_event_age=max_event_age,
-            instance_id=instance_id,
-        )
-        discovery = Discovery(self)
-        self._login = Login(self)
-        self._revocation = Revocation(self)
-        token = TokenEndpoint(self, self._login, TokenExchange(self))
+    @cached_property
+    def app(self) -> Starlette:
+        """The ASGI app, made on first use: each endpoint handled by its own module."""
+        login = Login(self)
         management = ManagementApi(
             authorize=self.authorize_admin,
             users=self.directory.users,
             change_user=self._change_user,
             terminate_session=self.terminate_session,
-            clock=clock,
+            clock=self.clock,
         )
-        self.app = Starlette(
+        discovery = Discovery(self)
+        token = TokenEndpoint(self, login, TokenExchange(self))
+        return Starlette(
             routes=[
                 Route("/.well-known/openid-configuration", discovery.configuration),
                 Route("/oauth/v2/keys", discovery.jwks),
                 Route("/oauth/v2/introspect", Introspection(self).endpoint, methods=["POST"]),
                 Route("/oauth/v2/token", token.endpoint, methods=["POST"]),
-                Route("/oauth/v2/revoke", self._revocation.endpoint, methods=["POST"]),
-                Route("/oauth/v2/authorize", self._login.authorize),
-                Route(LOGIN_PATH, self._login.login, methods=["POST"]),
+                Route("/oauth/v2/revoke", Revocation(self).endpoint, methods=["POST"]),
+                Route("/oauth/v2/authorize", login.authorize),
+                Route(LOGIN_PATH, login.login, methods=["POST"]),
                 *self.actions.routes(),
                 *management.routes(),
             ],
@@ -307,7 +279,7 @@ class ZitadelStandIn(Instance):
         """Revoke an access token as ``/oauth/v2/revoke`` does: a token of ZITADEL v4 ends
         with its OIDC session's access token (``oidc_session.access_token.revoked``), a JWT
         found by its ``jti``; a personal access token is removed (``user.pat.removed``)."""
-        self._revocation.revoke(token)
+        Revocation(self).revoke(token)
 
     def token_info(self, token: str) -> AccessToken | None:
         """What the stand-in knows about ``token`` (opaque, or a JWT by its ``jti``)."""
@@ -575,7 +547,7 @@ class ZitadelStandIn(Instance):
         app = next((a for a in self.directory.web_apps.values() if a.project == project), None)
         web = app or self.add_web_app(project, "id-token-web", redirect_uris=[])
         token = self.mint(user, [project.id], ["openid"], 3600, client_id or web.client_id)
-        return self._login.id_token(token, web.client_id)
+        return id_token(self, token, web.client_id)
 
     # Helpers ------------------------------------------------------------------------------
     def _grant(self, user: User, project: Project) -> UserGrant:

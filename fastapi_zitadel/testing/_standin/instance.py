@@ -45,7 +45,7 @@ class Instance:
 
     def __init__(
         self,
-        issuer: str,
+        issuer: str = "http://zitadel.localhost",
         *,
         clock: Callable[[], float] = time.time,
         track_jti: bool = False,
@@ -55,6 +55,14 @@ class Instance:
         max_event_age: float | None = None,
         instance_id: str | None = None,
     ) -> None:
+        """``impersonation``: the instance's "Allow Impersonation" security setting, which token
+        exchange with an actor needs (ZITADEL's default is off; here on, for tests).
+
+        ``jti_delimiter``: the character between a token's OIDC session and its id in
+        ``V2_<session>.at_<id>`` (``"-"`` in some ZITADEL versions). ``event_payload``: how
+        events carry ``event_payload`` to Actions v2 targets: ``"object"`` (current),
+        ``"base64"`` (older versions) or ``"empty"`` (always ``{}``, v4.1.0).
+        ``max_event_age``: seconds after which an undelivered event is dropped."""
         self.issuer = issuer
         self.clock = clock
         self.track_jti = track_jti

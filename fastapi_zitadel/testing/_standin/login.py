@@ -137,27 +137,32 @@ class Login:
         )
         if "openid" not in scopes:
             return token_answer(token)
-        return token_answer(token, id_token=self.id_token(token, client_id, pending.nonce))
+        return token_answer(
+            token, id_token=id_token(self.instance, token, client_id, pending.nonce)
+        )
 
-    def id_token(self, token: AccessToken, client_id: str, nonce: str | None = None) -> str:
-        """Shaped as ZITADEL's (zitadel/oidc ``NewIDTokenClaims``): the access token's
-        audience with the client id, ``azp`` and ``client_id`` the client, ``at_hash`` of the
-        access token issued with it, ``nonce`` when the client sent one."""
-        digest = hashlib.sha256(token.value.encode("ascii")).digest()
-        claims: dict[str, Any] = {
-            "iss": self.instance.issuer,
-            "sub": token.user.id,
-            "aud": list(dict.fromkeys([*token.audience, client_id])),
-            "azp": client_id,
-            "client_id": client_id,
-            "iat": token.issued_at,
-            "exp": token.expires_at,
-            "auth_time": token.issued_at,
-            "at_hash": base64.urlsafe_b64encode(digest[:16]).decode().rstrip("="),
-        }
-        if nonce:
-            claims["nonce"] = nonce
-        return self.instance.web_keys.sign(claims)
+
+def id_token(
+    instance: Instance, token: AccessToken, client_id: str, nonce: str | None = None
+) -> str:
+    """Shaped as ZITADEL's (zitadel/oidc ``NewIDTokenClaims``): the access token's
+    audience with the client id, ``azp`` and ``client_id`` the client, ``at_hash`` of the
+    access token issued with it, ``nonce`` when the client sent one."""
+    digest = hashlib.sha256(token.value.encode("ascii")).digest()
+    claims: dict[str, Any] = {
+        "iss": instance.issuer,
+        "sub": token.user.id,
+        "aud": list(dict.fromkeys([*token.audience, client_id])),
+        "azp": client_id,
+        "client_id": client_id,
+        "iat": token.issued_at,
+        "exp": token.expires_at,
+        "auth_time": token.issued_at,
+        "at_hash": base64.urlsafe_b64encode(digest[:16]).decode().rstrip("="),
+    }
+    if nonce:
+        claims["nonce"] = nonce
+    return instance.web_keys.sign(claims)
 
 
 def _with_query(uri: str, params: Mapping[str, str]) -> str:
