@@ -91,12 +91,14 @@ class ZitadelStandIn(Instance):
         token = TokenEndpoint(self, login, TokenExchange(self))
         return Starlette(
             routes=[
-                Route("/.well-known/openid-configuration", discovery.configuration),
-                Route("/oauth/v2/keys", discovery.jwks),
+                Route(
+                    "/.well-known/openid-configuration", discovery.configuration, methods=["GET"]
+                ),
+                Route("/oauth/v2/keys", discovery.jwks, methods=["GET"]),
                 Route("/oauth/v2/introspect", Introspection(self).endpoint, methods=["POST"]),
                 Route("/oauth/v2/token", token.endpoint, methods=["POST"]),
                 Route("/oauth/v2/revoke", Revocation(self).endpoint, methods=["POST"]),
-                Route("/oauth/v2/authorize", login.authorize),
+                Route("/oauth/v2/authorize", login.authorize, methods=["GET"]),
                 Route(LOGIN_PATH, login.login, methods=["POST"]),
                 *self.actions.routes(),
                 *management.routes(),
