@@ -58,7 +58,10 @@ def test_a_complete_wheel_passes(tmp_path: Path) -> None:
             "fastapi_zitadel/_pipeline/pipeline.py",
             "missing module fastapi_zitadel/_pipeline/pipeline.py",
         ),
-        ("fastapi_zitadel/testing/_standin.py", "missing module fastapi_zitadel/testing/"),
+        (
+            "fastapi_zitadel/testing/_standin/login.py",
+            "missing module fastapi_zitadel/testing/_standin/login.py",
+        ),
         ("fastapi_zitadel/py.typed", "missing fastapi_zitadel/py.typed"),
         ("fastapi_zitadel/testing/py.typed", "missing fastapi_zitadel/testing/py.typed"),
         ("fastapi_zitadel-0.1.0.dist-info/entry_points.txt", "no entry_points.txt"),

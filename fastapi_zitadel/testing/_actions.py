@@ -45,10 +45,17 @@ _HTTP_STATUS = {
 
 
 class ApiError(Exception):
+    """An error of ZITADEL's v2 APIs: a gRPC ``code`` and its ``message``."""
+
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+
+    def answer(self, default_status: int = 409) -> JSONResponse:
+        """The error as ZITADEL's JSON gateway answers it."""
+        body = {"code": self.code, "message": self.message, "details": []}
+        return JSONResponse(body, status_code=_HTTP_STATUS.get(self.code, default_status))
 
 
 @dataclass
@@ -329,10 +336,7 @@ class Actions:
                     raise ApiError(_INVALID_ARGUMENT, "the body must be a JSON object")
                 return JSONResponse(await handler(request, body))
             except ApiError as error:
-                return JSONResponse(
-                    {"code": error.code, "message": error.message, "details": []},
-                    status_code=_HTTP_STATUS.get(error.code, 409),
-                )
+                return error.answer()
 
         return endpoint
 
@@ -410,12 +414,7 @@ class Actions:
                     wanted.get("targetName", ""), wanted.get("method", "TEXT_FILTER_METHOD_EQUALS")
                 )
                 found = [target for target in found if match(target.name)]
-        found.sort(key=lambda target: target.created)
-        page = _page(found, body.get("pagination"))
-        return {
-            "pagination": _pagination(len(found), body.get("pagination")),
-            "targets": [target.resource() for target in page],
-        }
+        return _listing("targets", found, body.get("pagination"))
 
     async def _set_execution(self, _request: Request, body: dict[str, Any]) -> dict[str, Any]:
         condition = _condition(body.get("condition"))
@@ -438,12 +437,7 @@ class Actions:
                 kind = entry["executionTypeFilter"].get("executionType")
                 if kind not in ("EXECUTION_TYPE_EVENT", "EXECUTION_TYPE_UNSPECIFIED", None):
                     found = []  # the stand-in has event executions only
-        found.sort(key=lambda execution: execution.created)
-        page = _page(found, body.get("pagination"))
-        return {
-            "pagination": _pagination(len(found), body.get("pagination")),
-            "executions": [execution.resource() for execution in page],
-        }
+        return _listing("executions", found, body.get("pagination"))
 
 
 def _signing_key() -> str:
@@ -509,16 +503,17 @@ def _text_filter(wanted: str, method: str) -> Callable[[str], bool]:
     return match
 
 
-def _page(items: list[Any], pagination: Any) -> list[Any]:
-    pagination = pagination if isinstance(pagination, dict) else {}
-    if pagination.get("asc") is False:
+def _listing(name: str, found: list[Target] | list[Execution], pagination: Any) -> dict[str, Any]:
+    """A search answer: ``found`` oldest first (unless ``asc`` is false), one page of it."""
+    items: list[Target | Execution] = sorted(found, key=lambda item: item.created)
+    options = pagination if isinstance(pagination, dict) else {}
+    if options.get("asc") is False:
         items = items[::-1]
-    offset = int(pagination.get("offset") or 0)
-    limit = int(pagination.get("limit") or 0)
-    return items[offset : offset + limit] if limit else items[offset:]
-
-
-def _pagination(total: int, pagination: Any) -> dict[str, str]:
-    """int64 fields are strings in proto JSON."""
-    limit = int((pagination or {}).get("limit") or 0) if isinstance(pagination, dict) else 0
-    return {"totalResult": str(total), "appliedLimit": str(limit or 100)}
+    offset = int(options.get("offset") or 0)
+    limit = int(options.get("limit") or 0)
+    page = items[offset : offset + limit] if limit else items[offset:]
+    return {
+        # int64 fields are strings in proto JSON.
+        "pagination": {"totalResult": str(len(items)), "appliedLimit": str(limit or 100)},
+        name: [item.resource() for item in page],
+    }

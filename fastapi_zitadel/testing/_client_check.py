@@ -17,7 +17,7 @@ from urllib.parse import unquote_plus
 
 import jwt
 
-from ._directory import ApiApplication, Directory, User, WebApplication
+from ._directory import Application, Directory, User
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523
 
@@ -106,14 +106,22 @@ def _check_assertion(
     return subject
 
 
-def _check_basic(directory: Directory, encoded: str) -> str:
+def _basic_credentials(encoded: str) -> tuple[str, str] | None:
+    """HTTP Basic's client id and secret, each url-unescaped (RFC 6749 §2.3.1)."""
     try:
         decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
-        raise ClientAuthFailed("malformed basic credentials") from None
+        return None
     raw_id, _, raw_secret = decoded.partition(":")
-    client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
-    client: ApiApplication | WebApplication | User | None = (
+    return unquote_plus(raw_id), unquote_plus(raw_secret)
+
+
+def _check_basic(directory: Directory, encoded: str) -> str:
+    credentials = _basic_credentials(encoded)
+    if credentials is None:
+        raise ClientAuthFailed("malformed basic credentials")
+    client_id, secret = credentials
+    client: Application | User | None = (
         directory.apps.get(client_id)
         or directory.web_apps.get(client_id)
         or directory.users.get(client_id)
@@ -131,12 +139,10 @@ def check_service_user_secret(directory: Directory, authorization: str | None) -
     ``invalid_request`` with ZITADEL's message key)."""
     if authorization is None or authorization[:6].lower() != "basic ":
         raise TokenRefused(400, "invalid_request", "client_id or client_assertion must be provided")
-    try:
-        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise TokenRefused(400, "invalid_client", "invalid basic auth header") from None
-    raw_id, _, raw_secret = decoded.partition(":")
-    client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+    credentials = _basic_credentials(authorization[6:].strip())
+    if credentials is None:
+        raise TokenRefused(400, "invalid_client", "invalid basic auth header")
+    client_id, secret = credentials
     user = directory.service_user_by_login_name(client_id)
     if user is None:
         raise TokenRefused(400, "invalid_client", "client not found")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,8 +55,8 @@ class Project:
 
 
 @dataclass
-class ApiApplication:
-    """An API application of a project: the introspecting client."""
+class Application:
+    """A client of the instance, with a key file or a secret (or, for PKCE, neither)."""
 
     id: str
     client_id: str
@@ -69,7 +69,7 @@ class ApiApplication:
     def key_file(self) -> dict[str, str]:
         """The JSON key file ZITADEL's console would offer for download."""
         if self.private_key is None or self.key_id is None:
-            raise ValueError("this application authenticates with a secret, not a key")
+            raise ValueError("this application has no key: it authenticates otherwise")
         return {
             "type": "application",
             "keyId": self.key_id,
@@ -80,36 +80,21 @@ class ApiApplication:
 
 
 @dataclass
-class WebApplication:
+class ApiApplication(Application):
+    """An API application of a project: the introspecting client."""
+
+
+@dataclass
+class WebApplication(Application):
     """An OIDC application of a project. By default a web (user agent) application with PKCE
     and no secret, as Swagger UI logs in with: authorization code flow, S256 code challenge,
     exact redirect URIs. With ``auth`` ``"basic"`` or ``"private_key_jwt"`` it is a confidential
     client with a secret or a key; ``grant_types`` lists what it may use (ZITADEL lets only such
     applications, not API applications, exchange tokens)."""
 
-    id: str
-    client_id: str
-    project: Project
     redirect_uris: list[str] = field(default_factory=list)
     auth: Literal["none", "basic", "private_key_jwt"] = "none"
     grant_types: set[str] = field(default_factory=lambda: {"authorization_code"})
-    key_id: str | None = None
-    private_key: rsa.RSAPrivateKey | None = field(default=None, repr=False)
-    client_secret: str | None = field(default=None, repr=False)
-
-    @property
-    def key_file(self) -> dict[str, str]:
-        """The application's JSON key file (``auth="private_key_jwt"``)."""
-        if self.private_key is None or self.key_id is None:
-            raise ValueError("this application has no key")
-        return {
-            "type": "application",
-            "keyId": self.key_id,
-            "key": pkcs1_pem(self.private_key),
-            "appId": self.id,
-            "clientId": self.client_id,
-        }
-
     jwt_access_tokens: bool = False  # ZITADEL's "access token type": JWT instead of opaque
 
 
@@ -231,7 +216,7 @@ class Directory:
         self.web_apps: dict[str, WebApplication] = {}  # by client id
         self.users: dict[str, User] = {}
         self.tokens: dict[str, AccessToken] = {}
-        self.keys: dict[str, ApiApplication | WebApplication | User] = {}  # by key id
+        self.keys: dict[str, Application | User] = {}  # by key id
         self.grants: dict[tuple[str, str], UserGrant] = {}  # by (user id, project id)
         self.login_sessions: dict[str, LoginSession] = {}
         self.jti_delimiter = "."  # ZITADEL's TokenDelimiter; "-" in some versions
@@ -262,54 +247,16 @@ class Directory:
     def token_by_jti(self, jti: str) -> AccessToken | None:
         return next((token for token in self.tokens.values() if token.id == jti), None)
 
-    def add_org(self, name: str, primary_domain: str | None = None) -> StandInOrganization:
-        org = StandInOrganization(new_id(), name, primary_domain or f"{name.lower()}.localhost")
-        self.orgs[org.id] = org
-        return org
-
-    def add_project(self, name: str) -> Project:
-        project = Project(new_id(), name)
-        self.projects[project.id] = project
-        return project
-
-    def add_api_app(
-        self, project: Project, name: str, *, auth: Literal["private_key_jwt", "basic"]
-    ) -> ApiApplication:
-        app = ApiApplication(id=new_id(), client_id=f"{new_id()}@{name}", project=project)
+    def give_credentials(
+        self, owner: Application | User, auth: Literal["none", "basic", "private_key_jwt"]
+    ) -> None:
+        """A key (``private_key_jwt``) or a secret (``basic``) for an application or user."""
         if auth == "private_key_jwt":
-            app.key_id = new_id()
-            app.private_key = generate_rsa_key()
-            self.keys[app.key_id] = app
-        else:
-            app.client_secret = secrets.token_urlsafe(32)
-        self.apps[app.client_id] = app
-        return app
-
-    def add_web_app(
-        self,
-        project: Project,
-        name: str,
-        redirect_uris: Iterable[str],
-        *,
-        auth: Literal["none", "basic", "private_key_jwt"] = "none",
-        grant_types: Iterable[str] = ("authorization_code",),
-    ) -> WebApplication:
-        app = WebApplication(
-            new_id(),
-            f"{new_id()}@{name}",
-            project,
-            list(redirect_uris),
-            auth=auth,
-            grant_types=set(grant_types),
-        )
-        if auth == "private_key_jwt":
-            app.key_id = new_id()
-            app.private_key = generate_rsa_key()
-            self.keys[app.key_id] = app
+            owner.key_id = new_id()
+            owner.private_key = generate_rsa_key()
+            self.keys[owner.key_id] = owner
         elif auth == "basic":
-            app.client_secret = secrets.token_urlsafe(32)
-        self.web_apps[app.client_id] = app
-        return app
+            owner.client_secret = secrets.token_urlsafe(32)
 
     def service_user_by_login_name(self, name: str) -> User | None:
         """The service user whose user name (or ``name@org domain``) is ``name``."""
@@ -317,28 +264,6 @@ class Directory:
             if user.kind == "machine" and name in user.login_names:
                 return user
         return None
-
-    def add_user(
-        self,
-        org: StandInOrganization,
-        username: str,
-        *,
-        kind: Literal["human", "machine"] = "human",
-        roles: Mapping[Project, Iterable[str]] | None = None,
-        metadata: Mapping[str, bytes] | None = None,
-        with_key: bool = False,
-        **profile: Any,
-    ) -> User:
-        user = User(id=new_id(), org=org, username=username, kind=kind, **profile)
-        for project, keys in (roles or {}).items():
-            user.roles.setdefault(project.id, set()).update(keys)
-        user.metadata.update(metadata or {})
-        if with_key:
-            user.key_id = new_id()
-            user.private_key = generate_rsa_key()
-            self.keys[user.key_id] = user
-        self.users[user.id] = user
-        return user
 
     def mint(
         self,

@@ -7,7 +7,6 @@ Python call of the same name, so it writes (and sends) the same event."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,8 +16,8 @@ from ._actions import ApiError
 from ._directory import User
 from ._events import rfc3339_nano
 
-UserChange = Callable[..., None]  # (user, *, editor=the caller)
 _NOT_FOUND = 5
+_USER_CHANGES = ("deactivate", "reactivate", "lock", "unlock")
 
 
 class ManagementApi:
@@ -27,14 +26,13 @@ class ManagementApi:
         *,
         authorize: Callable[[Request], User],
         users: Mapping[str, User],
-        changes: Mapping[str, UserChange],
+        change_user: Callable[..., None],  # (user, change, *, editor=the caller)
         terminate_session: Callable[..., None],  # (session id, *, editor=the caller)
         clock: Callable[[], float],
     ) -> None:
-        """``changes``: ``deactivate``, ``reactivate``, ``lock``, ``unlock`` and ``remove``."""
         self._authorize = authorize
         self._users = users
-        self._changes = changes
+        self._user_change = change_user
         self._terminate = terminate_session
         self._clock = clock
 
@@ -47,7 +45,7 @@ class ManagementApi:
 
     async def _change_user(self, request: Request) -> Response:
         change = request.path_params["change"]
-        if change not in ("deactivate", "reactivate", "lock", "unlock"):
+        if change not in _USER_CHANGES:
             return JSONResponse({"code": 12, "message": "Not Implemented"}, status_code=501)
         return self._call(request, lambda caller: self._apply(request, change, caller))
 
@@ -67,13 +65,11 @@ class ManagementApi:
         user = self._users.get(request.path_params["user_id"])
         if user is None or user.removed:
             raise ApiError(_NOT_FOUND, "Errors.User.NotFound")
-        self._changes[change](user, editor=caller)
+        self._user_change(user, change, editor=caller)
 
     def _call(self, request: Request, action: Callable[[User], None]) -> Response:
         try:
             action(self._authorize(request))
         except ApiError as error:
-            status = {16: 401, 7: 403, _NOT_FOUND: 404}.get(error.code, 400)
-            body: dict[str, Any] = {"code": error.code, "message": error.message, "details": []}
-            return JSONResponse(body, status_code=status)
+            return error.answer(default_status=400)
         return JSONResponse({"details": {"changeDate": rfc3339_nano(self._clock())}})

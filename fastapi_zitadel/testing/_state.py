@@ -92,7 +92,9 @@ def load(standin: ZitadelStandIn, state_dir: Path, *, redirect_uris: Iterable[st
     assert app.key_id is not None
     directory.keys[app.key_id] = app
     saved_web = state["web_app"]
-    web = WebApplication(saved_web["id"], saved_web["client_id"], project, list(redirect_uris))
+    web = WebApplication(
+        saved_web["id"], saved_web["client_id"], project, redirect_uris=list(redirect_uris)
+    )
     directory.web_apps[web.client_id] = web
     users: dict[str, User] = {}
     for saved in state["users"]:

@@ -1,0 +1,286 @@
+"""What every endpoint of the stand-in shares: the directory, the clock, the issuer, the web
+keys, the faults, the event history, and the rules that say what a token is (its claims,
+whether it is still live). Endpoints are handed an ``Instance``; ``ZitadelStandIn`` is one."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+from starlette.requests import Request
+
+from fastapi_zitadel.testing._actions import Actions, ApiError
+from fastapi_zitadel.testing._client_check import authenticate_client
+from fastapi_zitadel.testing._directory import (
+    AccessToken,
+    Directory,
+    LoginSession,
+    OidcSession,
+    User,
+    new_id,
+)
+from fastapi_zitadel.testing._events import Event, PayloadFormat, rfc3339_nano
+
+from .faults import Faults
+from .keys import WebKeys
+
+# ZITADEL's claim names, written out here rather than shared with the library: the stand-in
+# plays the server, and a mistake in the library's names must not hide behind the same one.
+ROLES_CLAIM = "urn:zitadel:iam:org:project:roles"
+METADATA_CLAIM = "urn:zitadel:iam:user:metadata"
+ORG_ID_CLAIM = "urn:zitadel:iam:user:resourceowner:id"
+ORG_NAME_CLAIM = "urn:zitadel:iam:user:resourceowner:name"
+ORG_DOMAIN_CLAIM = "urn:zitadel:iam:user:resourceowner:primary_domain"
+
+
+def project_roles_claim(project_id: str) -> str:
+    return f"urn:zitadel:iam:org:project:{project_id}:roles"
+
+
+class Instance:
+    """One ZITADEL instance's state, shared by its endpoints."""
+
+    def __init__(
+        self,
+        issuer: str = "http://zitadel.localhost",
+        *,
+        clock: Callable[[], float] = time.time,
+        track_jti: bool = False,
+        impersonation: bool = True,
+        jti_delimiter: Literal[".", "-"] = ".",
+        event_payload: PayloadFormat = "object",
+        max_event_age: float | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        """``impersonation``: the instance's "Allow Impersonation" security setting, which token
+        exchange with an actor needs (ZITADEL's default is off; here on, for tests).
+
+        ``jti_delimiter``: the character between a token's OIDC session and its id in
+        ``V2_<session>.at_<id>`` (``"-"`` in some ZITADEL versions). ``event_payload``: how
+        events carry ``event_payload`` to Actions v2 targets: ``"object"`` (current),
+        ``"base64"`` (older versions) or ``"empty"`` (always ``{}``, v4.1.0).
+        ``max_event_age``: seconds after which an undelivered event is dropped."""
+        self.issuer = issuer
+        self.clock = clock
+        self.track_jti = track_jti
+        self.impersonation = impersonation
+        self.directory = Directory()
+        self.directory.jti_delimiter = jti_delimiter
+        self.instance_id = instance_id or new_id()
+        # Who changes things when a test does: the instance's first administrator.
+        self.admin_id = new_id()
+        self.web_keys = WebKeys(clock)
+        self.faults = Faults()
+        self.events: list[Event] = []  # the instance's history, in order
+        self._sequences: dict[tuple[str, str], int] = {}
+        self._history = threading.Lock()  # changes come from tests and from served requests
+        self.actions = Actions(
+            clock=clock,
+            sign_jwt=self.web_keys.sign,
+            authorize=self.authorize_admin,
+            payload_format=event_payload,
+            max_event_age=max_event_age,
+        )
+        self.seen_jtis: set[str] = set()
+        self.introspection_calls = 0
+        self.token_calls = 0
+        self.jwks_calls = 0
+        self.received_assertions: list[str] = []  # for tests that check nothing leaks them
+
+    # Events -------------------------------------------------------------------------------
+    def record(
+        self,
+        aggregate_type: str,
+        aggregate_id: str,
+        resource_owner: str,
+        event_type: str,
+        editor: User | str | None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """Append an event to the history and hand it to Actions v2 (which sends it later);
+        ``editor`` ``None`` is the instance's administrator."""
+        who = editor.id if isinstance(editor, User) else editor or self.admin_id
+        with self._history:
+            key = (aggregate_type, aggregate_id)
+            sequence = self._sequences.get(key, 0) + 1
+            self._sequences[key] = sequence
+            event = Event(
+                aggregate_type=aggregate_type,
+                aggregate_id=aggregate_id,
+                resource_owner=resource_owner,
+                instance_id=self.instance_id,
+                sequence=sequence,
+                position=self.directory.next_position(),
+                event_type=event_type,
+                created_at=self.clock(),
+                editor=who,
+                payload=dict(payload or {}),
+            )
+            self.events.append(event)
+        self.actions.publish(event)
+        return event
+
+    def emit(
+        self, user: User, event_type: str, *, editor: User | str | None, **payload: Any
+    ) -> Event:
+        """An event of the ``user`` aggregate."""
+        return self.record("user", user.id, user.org.id, event_type, editor, payload)
+
+    def emit_about_session(self, session: OidcSession, event_type: str, **payload: Any) -> Event:
+        """An event of the ``oidc_session`` aggregate; its user is the editor."""
+        user = session.user
+        return self.record("oidc_session", session.id, user.org.id, event_type, user, payload)
+
+    # Callers ------------------------------------------------------------------------------
+    def authenticate(self, request: Request, params: Mapping[str, str]) -> str:
+        """The authenticated client id, as ZITADEL checks it (``_client_check``)."""
+        if "client_assertion" in params:
+            self.received_assertions.append(params["client_assertion"])
+        return authenticate_client(
+            self.directory,
+            form=params,
+            authorization=request.headers.get("authorization"),
+            issuer=self.issuer,
+            now=self.clock(),
+            seen_jtis=self.seen_jtis if self.track_jti else None,
+        )
+
+    def authorize_admin(self, request: Request) -> User:
+        """The admin APIs want an IAM owner's token (a personal access token here): its user,
+        the editor of what it changes."""
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        token = self.directory.tokens.get(value.strip()) if scheme.lower() == "bearer" else None
+        if token is None or not self.is_live(token):
+            raise ApiError(16, "Errors.Token.Invalid (AUTH-7fs1e)")
+        if not token.user.iam_owner:
+            raise ApiError(7, "Errors.PermissionDenied (AUTHZ-HdfG2)")
+        return token.user
+
+    # Tokens -------------------------------------------------------------------------------
+    def find_token(self, value: str) -> AccessToken | None:
+        """A token by its value, or a JWT of ours by its ``jti`` (ZITADEL looks it up so)."""
+        found = self.directory.tokens.get(value)
+        if found is not None or value.count(".") != 2:
+            return found
+        jti = (self.web_keys.claims_of(value) or {}).get("jti")
+        return self.directory.token_by_jti(jti) if isinstance(jti, str) else None
+
+    def is_live(self, token: AccessToken) -> bool:
+        """ZITADEL v4's ``ActiveAccessTokenByToken``: not expired or revoked; the user usable
+        and not deactivated, locked or removed since the token was issued; its login session
+        not terminated, nor signed out of in its user agent since."""
+        user = token.user
+        if token.revoked or not user.usable or self.clock() >= token.expires_at:
+            return False
+        if user.refused_before > token.position:
+            return False
+        session = token.oidc_session
+        if session is None:
+            return True
+        login = session.login_session
+        if session.access_token_revoked or (login is not None and login.terminated):
+            return False
+        return login is None or user.signed_out.get(login.user_agent_id, 0) < token.position
+
+    def mint(
+        self,
+        user: User,
+        audience: list[str],
+        scopes: Iterable[str],
+        lifetime: int,
+        client_id: str | None,
+        *,
+        jwt: bool = False,
+        requester: str | None = None,
+        login: LoginSession | None = None,
+    ) -> AccessToken:
+        """A token of a new OIDC session, its audience the projects' and their apps'."""
+        apps = [app for app in self.directory.apps.values() if app.project.id in audience]
+        full_audience = [app.client_id for app in apps] + audience
+        if requester is not None:
+            full_audience.insert(0, requester)
+        client = client_id or (apps[0].client_id if apps else user.id)
+        scopes = list(scopes)
+        session = self._new_oidc_session(user, client, full_audience, scopes, login)
+        return self.directory.mint(
+            user,
+            client_id=client,
+            audience=full_audience,
+            scopes=scopes,
+            now=int(self.clock()),
+            lifetime=lifetime,
+            project_id=next((p for p in audience if p in self.directory.projects), None),
+            sign=self._signed_access_token if jwt else None,
+            oidc_session=session,
+        )
+
+    def new_login_session(self, user: User) -> LoginSession:
+        """A login in a new user agent (ZITADEL's ``session.added`` is of no use to an API and
+        is not sent)."""
+        login = LoginSession(new_id(), user, user_agent_id=new_id())
+        self.directory.login_sessions[login.id] = login
+        return login
+
+    def _new_oidc_session(
+        self,
+        user: User,
+        client_id: str,
+        audience: list[str],
+        scopes: list[str],
+        login: LoginSession | None,
+    ) -> OidcSession:
+        session = OidcSession(f"V2_{new_id()}", user, client_id, login)
+        payload: dict[str, Any] = {
+            "userID": user.id,
+            "userResourceOwner": user.org.id,
+            "clientID": client_id,
+            "audience": list(dict.fromkeys(audience)),
+            "scope": scopes,
+            "authTime": rfc3339_nano(self.clock()),
+        }
+        if login is not None:
+            payload["sessionID"] = login.id
+        self.emit_about_session(session, "oidc_session.added", **payload)
+        return session
+
+    def _signed_access_token(self, token: AccessToken) -> str:
+        """A JWT access token with the claims ZITADEL puts in one (zitadel/zitadel
+        ``createJWT`` with zitadel/oidc ``NewAccessTokenClaims``): iss, sub, aud, exp, iat,
+        nbf, jti, and the private claims of the token's scopes (resource owner, metadata)
+        and its project's roles; no scope, client_id, azp, profile or e-mail claims."""
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": token.user.id,
+            "aud": list(token.audience),
+            "exp": token.expires_at,
+            "iat": token.issued_at,
+            "nbf": token.issued_at,
+            "jti": token.id,
+        }
+        claims.update(self.private_claims(token, token.project_id))
+        return self.web_keys.sign(claims)
+
+    def private_claims(self, token: AccessToken, project_id: str | None) -> dict[str, Any]:
+        """The claims of ZITADEL's reserved scopes, and the roles of ``project_id``."""
+        user, scopes = token.user, set(token.scopes)
+        claims: dict[str, Any] = {}
+        if "urn:zitadel:iam:user:resourceowner" in scopes:
+            claims[ORG_ID_CLAIM] = user.org.id
+            claims[ORG_NAME_CLAIM] = user.org.name
+            claims[ORG_DOMAIN_CLAIM] = user.org.primary_domain
+        if token.actor is not None:
+            claims["act"] = token.actor
+        if "urn:zitadel:iam:user:metadata" in scopes and user.metadata:
+            claims[METADATA_CLAIM] = {
+                key: base64.urlsafe_b64encode(value).decode().rstrip("=")
+                for key, value in user.metadata.items()
+            }
+        roles = self.directory.active_roles(user, project_id) if project_id else set()
+        if project_id and roles:
+            shaped = {role: {user.org.id: user.org.primary_domain} for role in sorted(roles)}
+            claims[ROLES_CLAIM] = shaped
+            claims[project_roles_claim(project_id)] = shaped
+        return claims
