@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -204,3 +205,27 @@ def test_the_fixture_asks_for_a_jwt(zitadel_token: Callable[..., str]) -> None:
     token = zitadel_token("alice", roles=["reader"], jwt=True)
     assert jwt.get_unverified_header(token)["typ"] == "JWT"
     assert zitadel_token("bob").count(".") == 4
+
+
+def test_a_fresh_standin_signs_with_one_key_whatever_thread_signs_first() -> None:
+    """The first key is made on first use, from whichever thread comes first (the test
+    signing, the served JWKS endpoint, the event worker): all of them get the same key, and
+    the JWKS publishes it. Two racing first uses once made two keys, and a JWKS read between
+    them missed the key a token was signed with (a 401 in tests/test_standin_receiver.py)."""
+    standin = ZitadelStandIn()
+    start = threading.Barrier(8)
+    kids: list[str] = []
+
+    def sign() -> None:
+        start.wait()
+        kids.append(jwt.get_unverified_header(standin.sign_jwt({"sub": "x"}))["kid"])
+
+    threads = [threading.Thread(target=sign) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(kids) == 8
+    assert set(kids) == {standin.signing_key_id}
+    assert standin.published_key_ids == [standin.signing_key_id]
+    standin.close()

@@ -3,6 +3,7 @@ payloads; a rotated-out key stays in the JWKS for its grace period."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -47,17 +48,24 @@ class WebKey:
 
 
 class WebKeys:
-    """The instance's web keys in the order they were made: the last one signs."""
+    """The instance's web keys in the order they were made: the last one signs.
+
+    Read from several threads at once (the test signing tokens, the served JWKS endpoint, the
+    event delivery worker), so making a key holds a lock: two first uses racing each made a
+    key, and a JWKS read between the two appends left out the key a token was signed with.
+    """
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._keys: list[WebKey] = []
+        self._lock = threading.Lock()
 
     def current(self) -> WebKey:
         """The key that signs now (made on first use)."""
-        if not self._keys:
-            self._keys.append(WebKey.generate("RS256"))
-        return self._keys[-1]
+        with self._lock:
+            if not self._keys:
+                self._keys.append(WebKey.generate("RS256"))
+            return self._keys[-1]
 
     def published(self) -> list[WebKey]:
         self.current()  # the first key exists before the JWKS is read
@@ -66,12 +74,13 @@ class WebKeys:
 
     def rotate(self, algorithm: WebKeyAlgorithm, grace_period: float) -> str:
         self.current()  # the first key exists before it is rotated out
-        now = self._clock()
-        for key in self._keys:
-            if key.retires_at is None:
-                key.retires_at = now + grace_period
         key = WebKey.generate(algorithm)
-        self._keys.append(key)
+        with self._lock:
+            now = self._clock()
+            for old in self._keys:
+                if old.retires_at is None:
+                    old.retires_at = now + grace_period
+            self._keys.append(key)
         return key.kid
 
     def sign(self, claims: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
