@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -14,6 +14,9 @@ from fastapi_zitadel.testing import ZitadelStandIn
 
 from .helpers import CLIENT_ID, STANDIN_ISSUER, FakeClock, World, pem_pkcs1
 from .jwt_support import JwtWorld, served_jwt_world
+
+if TYPE_CHECKING:  # redis is an extra: imported when a test asks for redis-server
+    from .redis_support import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +71,17 @@ def world(clock: FakeClock) -> World:
 def jwt_world() -> Iterator[JwtWorld]:
     """The stand-in on a loopback port, issuing JWT access tokens, with hand-moved clocks."""
     yield from served_jwt_world()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a free loopback port (tests/redis_support.py)."""
+    from .redis_support import RedisServer
+
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

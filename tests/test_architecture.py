@@ -168,3 +168,23 @@ def test_architecture_page_lists_every_module() -> None:
         and f"`{path.relative_to(PACKAGE).as_posix()}`" not in page
     ]
     assert not missing, f"docs/architecture.md does not mention: {missing}"
+
+
+def test_test_modules_share_helpers_through_helper_modules() -> None:
+    """A test module imports what it shares from a helper module (``tests/*_support.py``,
+    ``helpers.py``...), never from another ``test_*`` module: importing one collects its
+    tests' module-level state and marks into the importer, and renaming it breaks the other."""
+    tests = ROOT / "tests"
+    found: list[str] = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name.rpartition(".")[2].startswith("test_"):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert not found, found

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_pytest_plugin import MODES, run_user_suite
+from .plugin_support import MODES, run_user_suite
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.loopback]
 
