@@ -10,9 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fastapi_zitadel.testing import ZitadelStandIn
-
-from .helpers import CLIENT_ID, STANDIN_ISSUER, FakeClock, World, pem_pkcs1
+from .helpers import CLIENT_ID, FakeClock, World, alice_world, pem_pkcs1
 from .jwt_support import JwtWorld, served_jwt_world
 
 if TYPE_CHECKING:  # redis is an extra: imported when a test asks for redis-server
@@ -50,21 +48,14 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def world(clock: FakeClock) -> World:
-    standin = ZitadelStandIn(STANDIN_ISSUER, clock=clock)
-    org = standin.add_org("Acme", "acme.localhost")
-    project = standin.add_project("shop")
-    app = standin.add_api_app(project, "shop-api")
-    user = standin.add_user(
-        org,
-        "alice",
-        roles={project: ["admin", "reader"]},
+    return alice_world(
+        clock,
         metadata={"tier": b"gold"},
         name="Alice A.",
         email="alice@acme.localhost",
         email_verified=True,
         locale=None,
     )
-    return World(standin, project, app, user, clock)
 
 
 @pytest.fixture
