@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 # pytest-asyncio warns until this is set; it is its own advice, not ours.
@@ -19,10 +20,14 @@ MODES = {
 }
 
 
-def run_user_suite(tmp_path: Path, mode: str, body: str) -> subprocess.CompletedProcess[str]:
+def run_user_suite(
+    tmp_path: Path, mode: str, modules: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """One pytest process over ``modules`` (a test module's name and its body, whose
+    ``{marker}`` is the mode's marker line): one process serves every module of a mode."""
     marker, ini, extra = MODES[mode]
-    test_file = "import pytest\n" + body.format(marker=marker)
-    (tmp_path / "test_user.py").write_text(test_file)
+    for name, body in modules.items():
+        (tmp_path / f"{name}.py").write_text("import pytest\n" + body.format(marker=marker))
     ini_text = (
         "[tool.pytest.ini_options]\n"
         + ini
@@ -35,7 +40,7 @@ def run_user_suite(tmp_path: Path, mode: str, body: str) -> subprocess.Completed
         ini_text = ini_text.replace(LOOP_SCOPE, "")
     (tmp_path / "pyproject.toml").write_text(ini_text)
     return subprocess.run(  # noqa: S603 - our own interpreter and arguments
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra],
+        [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", *extra],
         cwd=tmp_path,
         capture_output=True,
         text=True,
