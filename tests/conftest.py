@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from fastapi_zitadel.config import ZitadelKeyFile, load_key_file
+
 from .helpers import CLIENT_ID, FakeClock, World, alice_world, pem_pkcs1
 from .jwt_support import JwtWorld, served_jwt_world
 
@@ -32,6 +34,13 @@ def app_key(rsa_key: rsa.RSAPrivateKey) -> dict[str, Any]:
         "appId": "298374650",
         "clientId": CLIENT_ID,
     }
+
+
+@pytest.fixture(scope="session")
+def loaded_app_key(app_key: dict[str, Any]) -> ZitadelKeyFile:
+    """``app_key`` loaded once (a PEM key's load costs about 0.1 s, its checks included): for
+    tests about something else that build many instances."""
+    return load_key_file(app_key)
 
 
 @pytest.fixture
