@@ -11,7 +11,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fastapi_zitadel import ZitadelIntrospection
+from fastapi_zitadel import InvalidTokenError, ZitadelIntrospection
 from fastapi_zitadel.testing import ApiApplication, Project, User, ZitadelStandIn
 
 ISSUER = "https://zitadel.example.test"
@@ -161,3 +161,12 @@ def alice_world(
     app = standin.add_api_app(project, "shop-api")
     user = standin.add_user(org, "alice", roles={project: list(roles)}, **profile)
     return World(standin, project, app, user, clock)
+
+
+async def refuses(zitadel: ZitadelIntrospection, token: str) -> bool:
+    """Whether ``zitadel`` refuses ``token`` as invalid (an outage raises instead)."""
+    try:
+        await zitadel.verify(token)
+    except InvalidTokenError:
+        return True
+    return False

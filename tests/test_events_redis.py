@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from fastapi_zitadel import InvalidTokenError, ZitadelIntrospection
+from fastapi_zitadel import ZitadelIntrospection
 from fastapi_zitadel.testing import LoopbackServer
 
 from .events_support import KEY, PATH, app_for, claims_of, event, instance, sign
+from .helpers import refuses
 from .jwt_support import JwtWorld
 from .redis_support import NEEDS_REDIS, RedisServer, eventually, eventually_sync
 from .tcp_proxy import TcpProxy
@@ -33,14 +34,6 @@ async def deliver(zitadel: ZitadelIntrospection, jwt_world: JwtWorld, body: Any)
     async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
         headers = sign(data, KEY, int(jwt_world.clock()))
         return await client.post(PATH, content=data, headers=headers)
-
-
-async def refuses(zitadel: ZitadelIntrospection, token: str) -> bool:
-    try:
-        await zitadel.verify(token)
-    except InvalidTokenError:
-        return True
-    return False
 
 
 def token_for(jwt_world: JwtWorld, mode: str) -> str:

@@ -28,7 +28,7 @@ from fastapi_zitadel._build import cache_namespace
 from fastapi_zitadel.cache import RedisCache, SharedCacheUnavailable
 from fastapi_zitadel.testing import StandInProject, ZitadelStandIn
 
-from .helpers import FakeClock, HeldIntrospections
+from .helpers import FakeClock, HeldIntrospections, refuses
 from .redis_support import (
     NEEDS_REDIS,
     ROOT,
@@ -324,14 +324,6 @@ def entry_keys(server: RedisServer) -> list[bytes]:
         for key in server.client().scan_iter()
         if b":tombstone:" not in key and not key.endswith(b":generation")
     ]
-
-
-async def refuses(zitadel: ZitadelIntrospection, token: str) -> bool:
-    try:
-        await zitadel.verify(token)
-    except InvalidTokenError:
-        return True
-    return False
 
 
 async def listening(server: RedisServer, count: int) -> None:
