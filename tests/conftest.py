@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fastapi_zitadel.testing import ZitadelStandIn
+from fastapi_zitadel.config import ZitadelKeyFile, load_key_file
 
-from .helpers import CLIENT_ID, STANDIN_ISSUER, FakeClock, World, pem_pkcs1
+from .helpers import CLIENT_ID, FakeClock, World, alice_world, pem_pkcs1
 from .jwt_support import JwtWorld, served_jwt_world
+
+if TYPE_CHECKING:  # redis is an extra: imported when a test asks for redis-server
+    from .redis_support import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +36,13 @@ def app_key(rsa_key: rsa.RSAPrivateKey) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="session")
+def loaded_app_key(app_key: dict[str, Any]) -> ZitadelKeyFile:
+    """``app_key`` loaded once (a PEM key's load costs about 0.1 s, its checks included): for
+    tests about something else that build many instances."""
+    return load_key_file(app_key)
+
+
 @pytest.fixture
 def app_key_path(tmp_path: Path, app_key: dict[str, Any]) -> Path:
     path = tmp_path / "api-key.json"
@@ -47,27 +57,31 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def world(clock: FakeClock) -> World:
-    standin = ZitadelStandIn(STANDIN_ISSUER, clock=clock)
-    org = standin.add_org("Acme", "acme.localhost")
-    project = standin.add_project("shop")
-    app = standin.add_api_app(project, "shop-api")
-    user = standin.add_user(
-        org,
-        "alice",
-        roles={project: ["admin", "reader"]},
+    return alice_world(
+        clock,
         metadata={"tier": b"gold"},
         name="Alice A.",
         email="alice@acme.localhost",
         email_verified=True,
         locale=None,
     )
-    return World(standin, project, app, user, clock)
 
 
 @pytest.fixture
 def jwt_world() -> Iterator[JwtWorld]:
     """The stand-in on a loopback port, issuing JWT access tokens, with hand-moved clocks."""
     yield from served_jwt_world()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own on a free loopback port (tests/redis_support.py)."""
+    from .redis_support import RedisServer
+
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

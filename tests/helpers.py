@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,7 +11,7 @@ import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from fastapi_zitadel import ZitadelIntrospection
+from fastapi_zitadel import InvalidTokenError, ZitadelIntrospection
 from fastapi_zitadel.testing import ApiApplication, Project, User, ZitadelStandIn
 
 ISSUER = "https://zitadel.example.test"
@@ -126,11 +127,15 @@ class World:
     def token(self, **options: Any) -> str:
         return self.standin.issue_token(self.user, self.project, **options)
 
-    def client(self, **options: Any) -> ZitadelIntrospection:
+    def client(
+        self, *, transport: httpx.AsyncBaseTransport | None = None, **options: Any
+    ) -> ZitadelIntrospection:
+        """The API app's instance, calling the stand-in in-process (or through ``transport``,
+        a wrapper of ``standin.transport()``), on the world's clock unless ``options`` say."""
         settings: dict[str, Any] = {
             "key_file": self.app.key_file,
             "project_id": self.project.id,
-            "http_client": httpx.AsyncClient(transport=self.standin.transport()),
+            "http_client": httpx.AsyncClient(transport=transport or self.standin.transport()),
             "clock": self.clock,
             "monotonic": self.clock,
             **options,
@@ -141,3 +146,27 @@ class World:
         """The API app's key file with another key inside: ZITADEL will reject our assertions."""
         other = self.standin.add_api_app(self.project, "other")
         return {**self.app.key_file, "key": other.key_file["key"]}
+
+
+def alice_world(
+    clock: FakeClock | None = None, *, roles: Sequence[str] = ("admin", "reader"), **profile: Any
+) -> World:
+    """The one test world: Alice of Acme with ``roles`` in the shop project, and the shop's API
+    app, on an in-process stand-in whose time is ``clock``. The ``world`` fixture, the slow
+    IdP's world (tests/idp_support.py) and the hang-up soak start from it."""
+    clock = clock or FakeClock()
+    standin = ZitadelStandIn(STANDIN_ISSUER, clock=clock)
+    org = standin.add_org("Acme", "acme.localhost")
+    project = standin.add_project("shop")
+    app = standin.add_api_app(project, "shop-api")
+    user = standin.add_user(org, "alice", roles={project: list(roles)}, **profile)
+    return World(standin, project, app, user, clock)
+
+
+async def refuses(zitadel: ZitadelIntrospection, token: str) -> bool:
+    """Whether ``zitadel`` refuses ``token`` as invalid (an outage raises instead)."""
+    try:
+        await zitadel.verify(token)
+    except InvalidTokenError:
+        return True
+    return False

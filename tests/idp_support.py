@@ -14,7 +14,7 @@ import httpx
 from fastapi_zitadel import ZitadelIntrospection
 from fastapi_zitadel.testing import User, ZitadelStandIn
 
-from .helpers import STANDIN_ISSUER, FakeClock
+from .helpers import FakeClock, alice_world
 
 
 class SlowIdP(httpx.AsyncBaseTransport):
@@ -49,24 +49,10 @@ async def slow_world(latency: float, **options: Any) -> AsyncIterator[SlowWorld]
     """Alice's project on the stand-in behind a ``SlowIdP`` of ``latency``, and an instance
     whose monotonic clock is the running loop's (virtual time, under ``run_on_virtual_time``);
     one token verified first, so discovery is done and the IdP known healthy."""
-    clock = FakeClock()
-    standin = ZitadelStandIn(STANDIN_ISSUER, clock=clock)
-    org = standin.add_org("Acme", "acme.localhost")
-    project = standin.add_project("shop")
-    app = standin.add_api_app(project, "shop-api")
-    user = standin.add_user(org, "alice", roles={project: ["reader"]})
-    idp = SlowIdP(standin.transport(), latency)
-    async with ZitadelIntrospection(
-        STANDIN_ISSUER,
-        key_file=app.key_file,
-        project_id=project.id,
-        http_client=httpx.AsyncClient(transport=idp),
-        clock=clock,
-        monotonic=asyncio.get_running_loop().time,
-        **options,
-    ) as zitadel:
-        world = SlowWorld(
-            zitadel, standin, idp, clock, user, lambda: standin.issue_token(user, project)
-        )
-        await zitadel.verify(world.token())
-        yield world
+    world = alice_world(roles=["reader"])
+    idp = SlowIdP(world.standin.transport(), latency)
+    loop_time = asyncio.get_running_loop().time
+    async with world.client(transport=idp, monotonic=loop_time, **options) as zitadel:
+        slow = SlowWorld(zitadel, world.standin, idp, world.clock, world.user, world.token)
+        await zitadel.verify(slow.token())
+        yield slow

@@ -168,3 +168,46 @@ def test_architecture_page_lists_every_module() -> None:
         and f"`{path.relative_to(PACKAGE).as_posix()}`" not in page
     ]
     assert not missing, f"docs/architecture.md does not mention: {missing}"
+
+
+def test_test_modules_share_helpers_through_helper_modules() -> None:
+    """A test module imports what it shares from a helper module (``tests/*_support.py``,
+    ``helpers.py``...), never from another ``test_*`` module: importing one collects its
+    tests' module-level state and marks into the importer, and renaming it breaks the other."""
+    tests = ROOT / "tests"
+    found: list[str] = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                if name.rpartition(".")[2].startswith("test_"):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert not found, found
+
+
+def test_the_tests_security_md_names_exist() -> None:
+    """Each threat row of SECURITY.md names the tests that cover it (``[test_x]`` or
+    ``[test_x::test_y]``): those modules and functions exist, so renaming a test module or
+    function cannot leave a row pointing at nothing."""
+    import re
+
+    modules = {path.stem: path for path in (ROOT / "tests").rglob("test_*.py")}
+    text = (ROOT / "SECURITY.md").read_text(encoding="utf-8")
+    missing = []
+    for cell in re.findall(r"\[([^\]]*\btest_[^\]]*)\]", text):
+        for name in (part.strip() for part in cell.split(",")):
+            found = re.fullmatch(r"(?:\w+/)?(test_\w+)(?:::(test_\w+))?", name)
+            if found is None:
+                continue  # an abbreviation such as "..._environment"
+            module, function = found.groups()
+            source = modules[module].read_text() if module in modules else ""
+            if not source or (
+                function and not re.search(rf"^(async )?def {function}\(", source, re.M)
+            ):
+                missing.append(name)
+    assert not missing, missing

@@ -6,15 +6,15 @@ IdP that answers in 0.5 s, the same way on every run."""
 import asyncio
 import contextlib
 import random
+import time
 from typing import Any
 
 import httpx
 import pytest
 
-from fastapi_zitadel import IdentityProviderUnavailable, InvalidTokenError, ZitadelIntrospection
-from fastapi_zitadel.testing import ZitadelStandIn
+from fastapi_zitadel import IdentityProviderUnavailable, InvalidTokenError
 
-from .helpers import STANDIN_ISSUER, FakeClock
+from .helpers import alice_world
 from .idp_support import SlowIdP, slow_world
 from .virtual_time import run_on_virtual_time
 
@@ -125,18 +125,10 @@ async def test_clients_hanging_up_on_uvicorn_leave_nothing_behind() -> None:
     from fastapi_zitadel import Principal
     from fastapi_zitadel.testing import LoopbackServer
 
-    clock = FakeClock()
-    standin = ZitadelStandIn(STANDIN_ISSUER, clock=clock)
-    org = standin.add_org("Acme", "acme.localhost")
-    project = standin.add_project("shop")
-    app_key = standin.add_api_app(project, "shop-api")
-    user = standin.add_user(org, "alice", roles={project: ["reader"]})
-    zitadel = ZitadelIntrospection(
-        STANDIN_ISSUER,
-        key_file=app_key.key_file,
-        project_id=project.id,
-        http_client=httpx.AsyncClient(transport=SlowIdP(standin.transport(), 0.3)),
-        clock=clock,
+    world = alice_world(roles=["reader"])
+    # real uvicorn and real client timeouts: the instance's monotonic clock is the real one
+    zitadel = world.client(
+        transport=SlowIdP(world.standin.transport(), 0.3), monotonic=time.monotonic
     )
     app = FastAPI()
     zitadel.install(app)
@@ -156,7 +148,7 @@ async def test_clients_hanging_up_on_uvicorn_leave_nothing_behind() -> None:
         }
 
     rnd = random.Random(7)
-    tokens = [standin.issue_token(user, project) if i % 2 else f"junk-{i}" for i in range(50)]
+    tokens = [world.token() if i % 2 else f"junk-{i}" for i in range(50)]
     with LoopbackServer(app) as url:
         async with httpx.AsyncClient(base_url=url, timeout=5) as http:
             await http.get("/me", headers={"Authorization": f"Bearer {tokens[1]}"})
@@ -177,7 +169,7 @@ async def test_clients_hanging_up_on_uvicorn_leave_nothing_behind() -> None:
                 if after["in_flight"] == 0 and after["tasks"] <= before["tasks"]:
                     break
                 await asyncio.sleep(0.1)
-            fresh = standin.issue_token(user, project)
+            fresh = world.token()
             answer = await http.get("/me", headers={"Authorization": f"Bearer {fresh}"})
     assert after["in_flight"] == 0
     assert after["slots"] == 0

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
 from typing import Any
 
 import httpx
@@ -27,75 +24,25 @@ from starlette.routing import Route
 from fastapi_zitadel import (
     ConfigurationError,
     InvalidTokenError,
-    Principal,
     ZitadelIntrospection,
     ZitadelMiddleware,
 )
 
+from .events_support import (
+    KEY,
+    MODES,
+    OTHER_KEY,
+    PATH,
+    app_for,
+    claims_of,
+    event,
+    instance,
+    sign,
+)
 from .helpers import ISSUER, FakeClock, HeldIntrospections, active_claims
 from .jwt_support import JwtWorld, compact, settled
 
 pytestmark = pytest.mark.loopback  # the stand-in serves on a loopback port
-
-KEY = "events-signing-key-1"
-OTHER_KEY = "events-signing-key-2"
-PATH = "/zitadel/events"
-INSTANCE = "280000000000000001"
-
-
-def sign(body: bytes, key: str, t: int, *, extra: str = "") -> dict[str, str]:
-    mac = hmac.new(key.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return {"ZITADEL-Signature": f"t={t}{extra},v1={mac}", "Content-Type": "application/json"}
-
-
-def rfc3339(when: float) -> str:
-    moment = datetime.fromtimestamp(when, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"  # nanoseconds, as ZITADEL
-
-
-_sequence = iter(range(1, 1_000_000))
-
-
-def event(
-    event_type: str,
-    aggregate_id: str,
-    when: float,
-    *,
-    payload: Any = None,
-    aggregate_type: str = "user",
-    sequence: int | None = None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "aggregateID": aggregate_id,
-        "aggregateType": aggregate_type,
-        "resourceOwner": "280000000000000002",
-        "instanceID": INSTANCE,
-        "version": "v1",
-        "sequence": next(_sequence) if sequence is None else sequence,
-        "event_type": event_type,
-        "created_at": rfc3339(when),
-        "userID": "280000000000000099",  # the editor: never the user the event is about
-    }
-    if payload is not None:
-        body["event_payload"] = payload
-    return body
-
-
-def claims_of(jwt: str) -> dict[str, Any]:
-    part = jwt.split(".")[1]
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return decoded
-
-
-def app_for(zitadel: ZitadelIntrospection) -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/me")
-    async def me(principal: Principal = Depends(zitadel)) -> dict[str, Any]:  # noqa: B008
-        return {"sub": principal.subject, "roles": sorted(principal.roles)}
-
-    zitadel.install(app)
-    return app
 
 
 @asynccontextmanager
@@ -229,20 +176,6 @@ async def test_events_of_another_instance_are_refused(jwt_world: JwtWorld) -> No
         other = {**event("user.deactivated", "u", now), "instanceID": "999"}
         assert (await post_event(client, jwt_world.clock, other)).status_code == 403
     assert zitadel.metrics().events_refused == {"instance": 1}
-
-
-MODES = ["introspection", "local", "hybrid"]
-
-
-def instance(jwt_world: JwtWorld, mode: str, **options: Any) -> ZitadelIntrospection:
-    options = {"events_signing_key": KEY, **options}
-    if mode == "local":
-        return jwt_world.local(**options)
-    if mode == "hybrid":
-        return jwt_world.hybrid(**options)
-    return jwt_world.project.introspection(
-        clock=jwt_world.clock, monotonic=jwt_world.monotonic, **options
-    )
 
 
 def token_for(jwt_world: JwtWorld, mode: str, username: str = "alice") -> str:

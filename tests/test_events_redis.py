@@ -7,43 +7,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from fastapi_zitadel import InvalidTokenError, ZitadelIntrospection
+from fastapi_zitadel import ZitadelIntrospection
 from fastapi_zitadel.testing import LoopbackServer
 
+from .events_support import KEY, PATH, app_for, claims_of, event, instance, sign
+from .helpers import refuses
 from .jwt_support import JwtWorld
+from .redis_support import NEEDS_REDIS, RedisServer, eventually, eventually_sync
 from .tcp_proxy import TcpProxy
-from .test_events import KEY, PATH, app_for, claims_of, event, sign
-from .test_redis import REDIS_SERVER, RedisServer, eventually, eventually_sync
 
-pytestmark = [
-    pytest.mark.redis,
-    pytest.mark.skipif(REDIS_SERVER is None, reason="needs Debian's redis-server"),
-]
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    redis = RedisServer()
-    redis.start()
-    yield redis
-    redis.stop()
+pytestmark = NEEDS_REDIS
 
 
 def replica(jwt_world: JwtWorld, mode: str, server: RedisServer) -> ZitadelIntrospection:
-    options: dict[str, Any] = {"events_signing_key": KEY, "redis_url": server.url}
-    if mode == "local":
-        return jwt_world.local(**options)
-    if mode == "hybrid":
-        return jwt_world.hybrid(**options)
-    return jwt_world.project.introspection(
-        clock=jwt_world.clock, monotonic=jwt_world.monotonic, **options
-    )
+    return instance(jwt_world, mode, redis_url=server.url)
 
 
 async def deliver(zitadel: ZitadelIntrospection, jwt_world: JwtWorld, body: Any) -> httpx.Response:
@@ -54,24 +36,16 @@ async def deliver(zitadel: ZitadelIntrospection, jwt_world: JwtWorld, body: Any)
         return await client.post(PATH, content=data, headers=headers)
 
 
-async def refuses(zitadel: ZitadelIntrospection, token: str) -> bool:
-    try:
-        await zitadel.verify(token)
-    except InvalidTokenError:
-        return True
-    return False
-
-
 def token_for(jwt_world: JwtWorld, mode: str) -> str:
     return jwt_world.token() if mode != "introspection" else jwt_world.project.token()
 
 
 @pytest.mark.parametrize("mode", ["introspection", "local", "hybrid"])
 async def test_an_event_reaches_every_replica_and_later_ones(
-    jwt_world: JwtWorld, server: RedisServer, mode: str
+    jwt_world: JwtWorld, redis_server: RedisServer, mode: str
 ) -> None:
     token = token_for(jwt_world, mode)
-    first, second = replica(jwt_world, mode, server), replica(jwt_world, mode, server)
+    first, second = replica(jwt_world, mode, redis_server), replica(jwt_world, mode, redis_server)
     async with first, second:
         sub = (await first.verify(token)).subject
         assert sub is not None
@@ -85,17 +59,20 @@ async def test_an_event_reaches_every_replica_and_later_ones(
 
         await eventually(second_refuses, "the other replica still accepts the token")
         # one started afterwards replays the stored markers before it serves
-        async with replica(jwt_world, mode, server) as later:
+        async with replica(jwt_world, mode, redis_server) as later:
             assert await refuses(later, token)
             jwt_world.clock.advance(2)
             assert (await later.verify(token_for(jwt_world, mode))).subject == sub
 
 
 async def test_a_replica_cut_off_from_redis_catches_up(
-    jwt_world: JwtWorld, server: RedisServer
+    jwt_world: JwtWorld, redis_server: RedisServer
 ) -> None:
     token = jwt_world.token()
-    first, second = replica(jwt_world, "local", server), replica(jwt_world, "local", server)
+    first, second = (
+        replica(jwt_world, "local", redis_server),
+        replica(jwt_world, "local", redis_server),
+    )
     async with first:
         sub = (await first.verify(token)).subject
         assert sub is not None
@@ -103,21 +80,21 @@ async def test_a_replica_cut_off_from_redis_catches_up(
             await second.verify(token)
         # the second is away (closed) while the event arrives; it comes back afterwards
         await deliver(first, jwt_world, event("user.locked", sub, jwt_world.clock()))
-        second = replica(jwt_world, "local", server)
+        second = replica(jwt_world, "local", redis_server)
         async with second:
             assert await refuses(second, token)
 
 
 async def test_redis_down_when_an_event_arrives(
-    jwt_world: JwtWorld, server: RedisServer, caplog: pytest.LogCaptureFixture
+    jwt_world: JwtWorld, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="fastapi_zitadel")
     token = jwt_world.token()
-    zitadel = replica(jwt_world, "local", server)
+    zitadel = replica(jwt_world, "local", redis_server)
     async with zitadel:
         sub = (await zitadel.verify(token)).subject
         assert sub is not None
-        server.stop()
+        redis_server.stop()
         answer = await deliver(zitadel, jwt_world, event("user.removed", sub, jwt_world.clock()))
         assert answer.status_code == 503  # ZITADEL logs the failed call
         assert await refuses(zitadel, token)  # applied here all the same
@@ -125,19 +102,22 @@ async def test_redis_down_when_an_event_arrives(
         assert metrics.events_unshared == 1
         assert metrics.events_applied == 1
     assert any("applied in this process only" in r.getMessage() for r in caplog.records)
-    server.start()  # for the fixture's stop
+    redis_server.start()  # for the fixture's stop
 
 
 async def test_a_replay_to_another_replica_is_refused_and_stored_once(
-    jwt_world: JwtWorld, server: RedisServer
+    jwt_world: JwtWorld, redis_server: RedisServer
 ) -> None:
-    first, second = replica(jwt_world, "local", server), replica(jwt_world, "local", server)
+    first, second = (
+        replica(jwt_world, "local", redis_server),
+        replica(jwt_world, "local", redis_server),
+    )
     body = event("user.locked", "310000000000000042", jwt_world.clock(), sequence=77)
     async with first, second:
         assert (await deliver(first, jwt_world, body)).is_success
         assert (await deliver(second, jwt_world, body)).status_code == 401  # a replay
         assert second.metrics().events_refused == {"replayed": 1}
-    entries: Any = server.client().xrange(stream_key(server))
+    entries: Any = redis_server.client().xrange(stream_key(redis_server))
     assert len(entries) == 1
 
 
@@ -150,14 +130,14 @@ def stream_key(server: RedisServer) -> str:
 
 @pytest.mark.parametrize("cut", ["reset", "silent"])
 async def test_a_deaf_replica_catches_up_when_it_hears_again(
-    jwt_world: JwtWorld, server: RedisServer, cut: str
+    jwt_world: JwtWorld, redis_server: RedisServer, cut: str
 ) -> None:
     """The replica's connection to Redis is reset, or goes silent, while another replica
     receives an event: it refuses the token once it is connected again, missing nothing."""
     token = jwt_world.token()
-    with TcpProxy(server.port) as proxy:
+    with TcpProxy(redis_server.port) as proxy:
         deaf = jwt_world.local(events_signing_key=KEY, redis_url=proxy.redis_url)
-        receiving = replica(jwt_world, "local", server)
+        receiving = replica(jwt_world, "local", redis_server)
         async with deaf, receiving:
             sub = (await deaf.verify(token)).subject
             assert sub is not None
@@ -180,17 +160,17 @@ async def test_a_deaf_replica_catches_up_when_it_hears_again(
 
 
 async def test_redis_down_at_start_holds_nothing_up_and_the_markers_come_later(
-    jwt_world: JwtWorld, server: RedisServer
+    jwt_world: JwtWorld, redis_server: RedisServer
 ) -> None:
     """A replica starting while Redis is out of reach starts at once (no wait for its
     ``timeout``) and applies the stored markers when it reaches Redis."""
     token = jwt_world.token()
-    receiving = replica(jwt_world, "local", server)
+    receiving = replica(jwt_world, "local", redis_server)
     async with receiving:
         sub = (await receiving.verify(token)).subject
         assert sub is not None
         await deliver(receiving, jwt_world, event("user.removed", sub, jwt_world.clock()))
-    with TcpProxy(server.port) as proxy:
+    with TcpProxy(redis_server.port) as proxy:
         proxy.set_mode("reset")
         late = jwt_world.local(events_signing_key=KEY, redis_url=proxy.redis_url, timeout=300)
         await asyncio.wait_for(late.__aenter__(), 20)  # far below timeout=300: not waited for
@@ -207,7 +187,9 @@ async def test_redis_down_at_start_holds_nothing_up_and_the_markers_come_later(
 
 
 @pytest.mark.loopback
-def test_two_uvicorn_replicas_over_real_http(jwt_world: JwtWorld, server: RedisServer) -> None:
+def test_two_uvicorn_replicas_over_real_http(
+    jwt_world: JwtWorld, redis_server: RedisServer
+) -> None:
     """ZITADEL calls one API server; a user's token is refused by the other one, over HTTP,
     and by a third started afterwards."""
     token = jwt_world.token()
@@ -215,7 +197,7 @@ def test_two_uvicorn_replicas_over_real_http(jwt_world: JwtWorld, server: RedisS
     me = {"Authorization": f"Bearer {token}"}
 
     def api() -> LoopbackServer:
-        options = {"events_signing_key": KEY, "redis_url": server.url}
+        options = {"events_signing_key": KEY, "redis_url": redis_server.url}
         return LoopbackServer(app_for(jwt_world.local(**options)))
 
     with api() as first, api() as second:

@@ -22,6 +22,7 @@ from fastapi_zitadel import (
     ZitadelError,
     ZitadelIntrospection,
 )
+from fastapi_zitadel.config import ZitadelKeyFile
 from fastapi_zitadel.testing import LoopbackServer
 
 from .claim_strategies import json_value
@@ -40,7 +41,7 @@ content_types = st.sampled_from(
 )
 
 
-def outcome(status: int, body: bytes, content_type: str, app_key: dict[str, Any]) -> Any:
+def outcome(status: int, body: bytes, content_type: str, app_key: ZitadelKeyFile) -> Any:
     def handler(request: httpx.Request) -> httpx.Response:
         headers = {"Content-Type": content_type} if content_type else {}
         return httpx.Response(status, content=body, headers=headers)
@@ -65,12 +66,16 @@ def outcome(status: int, body: bytes, content_type: str, app_key: dict[str, Any]
 @settings(max_examples=150, deadline=None)
 @given(answer=answers, status=statuses, content_type=content_types, truncate=st.booleans())
 def test_any_answer_has_a_named_outcome(
-    app_key: dict[str, Any], answer: dict[str, Any], status: int, content_type: str, truncate: bool
+    loaded_app_key: ZitadelKeyFile,
+    answer: dict[str, Any],
+    status: int,
+    content_type: str,
+    truncate: bool,
 ) -> None:
     body = json.dumps(answer).encode()
     if truncate:
         body = body[: len(body) // 2]
-    result = outcome(status, body, content_type, app_key)
+    result = outcome(status, body, content_type, loaded_app_key)
     assert isinstance(result, (Principal, InvalidTokenError, IdentityProviderError))
     if isinstance(result, Principal):
         assert status == 200

@@ -19,7 +19,7 @@ from fastapi_zitadel import IdentityProviderError, InvalidTokenError, ZitadelInt
 
 from .helpers import HeldIntrospections
 from .jwt_support import JwtWorld, app_for, bearer, client_for, settled, until
-from .test_redis import REDIS_SERVER, RedisServer, eventually, subscribers
+from .redis_support import REDIS_SERVER, RedisServer, eventually, subscribers
 
 
 def held() -> tuple[HeldIntrospections, httpx.AsyncClient]:
@@ -241,38 +241,35 @@ async def test_a_bad_jwt_is_refused_without_an_introspection(jwt_world: JwtWorld
 
 
 @pytest.mark.skipif(REDIS_SERVER is None, reason="needs Debian's redis-server")
-async def test_an_inactive_answer_reaches_the_other_replicas(jwt_world: JwtWorld) -> None:
+async def test_an_inactive_answer_reaches_the_other_replicas(
+    jwt_world: JwtWorld, redis_server: RedisServer
+) -> None:
     """Replica A finds the JWT revoked in the background: B, which verified the same JWT,
     introspects it before serving it again, and refuses it."""
-    server = RedisServer()
-    server.start()
-    try:
-        token = jwt_world.token()
-        a = jwt_world.hybrid(redis_url=server.url)
-        b = jwt_world.hybrid(redis_url=server.url)
-        async with a, b:
-            await a.verify(token)
-            await settled(a)
-            await b.verify(token)  # a shared hit: ZITADEL's answer that A stored
-            await eventually(
-                lambda: asyncio.sleep(0, subscribers(server) >= 2), "replicas never subscribed"
-            )
-            jwt_world.standin.revoke(token)
-            jwt_world.clock.advance(61)  # every tier's entry has lapsed
-            assert (await a.verify(token)).verified_by == "jwt"  # A's one request
-            await settled(a)
+    token = jwt_world.token()
+    a = jwt_world.hybrid(redis_url=redis_server.url)
+    b = jwt_world.hybrid(redis_url=redis_server.url)
+    async with a, b:
+        await a.verify(token)
+        await settled(a)
+        await b.verify(token)  # a shared hit: ZITADEL's answer that A stored
+        await eventually(
+            lambda: asyncio.sleep(0, subscribers(redis_server) >= 2), "replicas never subscribed"
+        )
+        jwt_world.standin.revoke(token)
+        jwt_world.clock.advance(61)  # every tier's entry has lapsed
+        assert (await a.verify(token)).verified_by == "jwt"  # A's one request
+        await settled(a)
 
-            async def b_heard_it() -> bool:
-                return b.metrics().cache_size == 0
+        async def b_heard_it() -> bool:
+            return b.metrics().cache_size == 0
 
-            await eventually(b_heard_it, "the invalidation never reached replica B")
-            calls = jwt_world.standin.introspection_calls
-            with pytest.raises(InvalidTokenError, match="not active"):
-                await b.verify(token)  # suspect on B too: introspected, never its JWT
-            assert jwt_world.standin.introspection_calls == calls + 1
-            assert b.metrics().jwt_verified == 0
-    finally:
-        server.stop()
+        await eventually(b_heard_it, "the invalidation never reached replica B")
+        calls = jwt_world.standin.introspection_calls
+        with pytest.raises(InvalidTokenError, match="not active"):
+            await b.verify(token)  # suspect on B too: introspected, never its JWT
+        assert jwt_world.standin.introspection_calls == calls + 1
+        assert b.metrics().jwt_verified == 0
 
 
 async def test_hybrid_construction(app_key_path: object) -> None:

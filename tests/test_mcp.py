@@ -3,7 +3,10 @@ loopback and driven by the SDK's own client: the 401 and its ``resource_metadata
 metadata document the client reads, tools listed and called with a stand-in token, and what
 an IdP outage looks like (503 in front of the SDK, never a 401)."""
 
+import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -35,26 +38,37 @@ INITIALIZE = {
 MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 
+@dataclass
 class Served:
-    def __init__(self, standin: ZitadelStandIn, project: StandInProject, url: str) -> None:
-        self.standin = standin
-        self.project = project
-        self.url = url
+    standin: ZitadelStandIn
+    project: StandInProject
+    zitadel: ZitadelIntrospection
+    sock: socket.socket  # bound for the MCP server: its port is in ``url``
+    url: str
+
+
+@contextmanager
+def mcp_world(resource: str | None = None, **options: Any) -> Iterator[Served]:
+    """A stand-in project in-process (the MCP server reaches it through its transport) and an
+    instance whose ``resource`` is ``url``: by default that of a socket bound for the server."""
+    standin = ZitadelStandIn()
+    with StandInProject(standin) as project:
+        sock = bind_socket("127.0.0.1", 0)
+        url = resource or f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+        zitadel = project.introspection(
+            resource=url, http_client=httpx.AsyncClient(transport=standin.transport()), **options
+        )
+        with sock:
+            yield Served(standin, project, zitadel, sock, url)
 
 
 @pytest.fixture
 def served() -> Iterator[Served]:
-    standin = ZitadelStandIn()  # in-process: the MCP server reaches it through its transport
-    with StandInProject(standin) as project:
-        sock = bind_socket("127.0.0.1", 0)
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
-        zitadel = project.introspection(
-            resource=url,
-            max_retries=0,
-            http_client=httpx.AsyncClient(transport=standin.transport()),
-        )
-        with LoopbackServer(create_mcp_app(zitadel), sock=sock):
-            yield Served(standin, project, url)
+    with (
+        mcp_world(max_retries=0) as world,
+        LoopbackServer(create_mcp_app(world.zitadel), sock=world.sock),
+    ):
+        yield world
 
 
 def test_the_verifier_is_the_sdks_token_verifier() -> None:
@@ -121,14 +135,13 @@ async def test_through_the_sdk_alone_an_outage_is_a_500_never_a_401() -> None:
     """Without ``protect()``, the SDK's own middleware lets the exception through."""
     from mcp.server.mcpserver import MCPServer
 
-    standin = ZitadelStandIn()
-    with StandInProject(standin) as project:
-        sock = bind_socket("127.0.0.1", 0)
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
-        zitadel = project.introspection(
-            resource=url,
-            max_retries=0,
-            http_client=httpx.AsyncClient(transport=standin.transport()),
+    with mcp_world(max_retries=0) as world:
+        standin, project, zitadel, sock, url = (
+            world.standin,
+            world.project,
+            world.zitadel,
+            world.sock,
+            world.url,
         )
         verifier = ZitadelTokenVerifier(zitadel)
         server = MCPServer("bare", token_verifier=verifier, auth=verifier.auth_settings())
@@ -146,13 +159,8 @@ async def test_through_the_sdk_alone_an_outage_is_a_500_never_a_401() -> None:
 
 
 async def test_the_verifier_raises_on_an_outage_and_maps_the_principal() -> None:
-    standin = ZitadelStandIn()
-    with StandInProject(standin) as project:
-        zitadel: ZitadelIntrospection = project.introspection(
-            resource="https://mcp.example.test/mcp",
-            max_retries=0,
-            http_client=httpx.AsyncClient(transport=standin.transport()),
-        )
+    with mcp_world("https://mcp.example.test/mcp", max_retries=0) as world:
+        standin, project, zitadel = world.standin, world.project, world.zitadel
         verifier = ZitadelTokenVerifier(zitadel)
         async with zitadel:
             token = project.token("alice", roles=["reader"])
@@ -178,13 +186,8 @@ async def test_a_token_without_the_required_scope_gets_the_specifications_challe
     client can ask for more (the SDK's own 403 leaves ``scope`` out); the tool stays unrun."""
     from mcp.server.mcpserver import MCPServer
 
-    standin = ZitadelStandIn()
-    with StandInProject(standin) as project:
-        sock = bind_socket("127.0.0.1", 0)
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
-        zitadel = project.introspection(
-            resource=url, http_client=httpx.AsyncClient(transport=standin.transport())
-        )
+    with mcp_world() as world:
+        project, zitadel, sock, url = world.project, world.zitadel, world.sock, world.url
         verifier = ZitadelTokenVerifier(zitadel)
         settings = verifier.auth_settings(required_scopes=["role:writer"])
         server = MCPServer("scoped", token_verifier=verifier, auth=settings)
@@ -290,17 +293,15 @@ OUTAGES: list[tuple[str, dict[str, Any]]] = [
 
 async def test_none_only_for_a_bad_token_and_never_for_an_outage() -> None:
     """The protocol's ``None`` is a 401: 13 bad tokens get it, 8 kinds of outage raise."""
-    standin = ZitadelStandIn()
-    with StandInProject(standin) as project:
-        zitadel = project.introspection(
-            resource="https://mcp.example.test/mcp",
-            max_retries=0,
-            timeout=0.5,
-            circuit_breaker_threshold=0,
-            cache_ttl=0,
-            negative_cache_ttl=0,
-            http_client=httpx.AsyncClient(transport=standin.transport()),
-        )
+    with mcp_world(
+        "https://mcp.example.test/mcp",
+        max_retries=0,
+        timeout=0.5,
+        circuit_breaker_threshold=0,
+        cache_ttl=0,
+        negative_cache_ttl=0,
+    ) as world:
+        standin, project, zitadel = world.standin, world.project, world.zitadel
         verifier = ZitadelTokenVerifier(zitadel)
         async with zitadel:
             for token in [*BAD_TOKENS, project.token("alice") + "x"]:

@@ -32,6 +32,18 @@ trace.set_tracer_provider(_tracing)
 metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))
 
 
+def metric_names() -> set[str]:
+    """The names of every metric collected so far in this process."""
+    collected = READER.get_metrics_data()
+    assert collected is not None
+    return {
+        metric.name
+        for resource in collected.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    }
+
+
 async def test_scripted_run_counts_exactly(world: World) -> None:
     async with world.client(max_retries=0, circuit_breaker_threshold=2, stale_if_error=600) as z:
         good = world.token()
@@ -98,14 +110,7 @@ async def test_opentelemetry_spans_and_counters(world: World) -> None:
         text = repr(dict(span.attributes or {}))
         assert token not in text
         assert "not-a-token-but-secret" not in text
-    collected = READER.get_metrics_data()
-    assert collected is not None
-    names = {
-        metric.name
-        for resource in collected.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-    }
+    names = metric_names()
     assert {"fastapi_zitadel.lookups", "fastapi_zitadel.idp.calls"} <= names
     assert "fastapi_zitadel.idp.duration" in names
 
@@ -134,14 +139,7 @@ async def test_opentelemetry_event_counters_and_lag(world: World) -> None:
         assert snapshot.events_lag_max == pytest.approx(2.0, abs=0.01)
         assert snapshot.events_applied == 1
         assert snapshot.events_refused == {"missing": 1}
-        collected = READER.get_metrics_data()
-    assert collected is not None
-    names = {
-        metric.name
-        for resource in collected.resource_metrics
-        for scope in resource.scope_metrics
-        for metric in scope.metrics
-    }
+        names = metric_names()
     # (the observable counters of the first instance made in this process answer for the
     # name; the figures themselves are checked through metrics() above)
     assert {"fastapi_zitadel.events", "fastapi_zitadel.events.lag"} <= names

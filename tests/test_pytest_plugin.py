@@ -5,12 +5,12 @@ project, configured only with the one line the testing page documents."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from .plugin_support import MODES, run_user_suite
 
 pytestmark = pytest.mark.subprocess  # commands and servers in processes of their own
 
@@ -54,49 +54,55 @@ async def test_introspection_fixture_twice_in_a_row(zitadel_introspection, zitad
     assert (await zitadel_introspection.verify(zitadel_token("alice"))).username == "alice"
 """
 
-# pytest-asyncio warns until this is set; it is its own advice, not ours.
-LOOP_SCOPE = 'asyncio_default_fixture_loop_scope = "function"\n'
 
-MODES = {
-    # mode: (the marker line in the tests, pyproject.toml's pytest section, extra arguments)
-    "strict": ("@pytest.mark.asyncio", "", []),
-    "auto": ("", 'asyncio_mode = "auto"\n', []),
-    "anyio": ("@pytest.mark.anyio", "", []),
-    "anyio-without-pytest-asyncio": ("@pytest.mark.anyio", "", ["-p", "no:asyncio"]),
-}
+# The ``zitadel_events`` fixture: a deactivated user loses access as soon as the stand-in's event
+# reaches the API (served on a loopback port, since the stand-in calls it over HTTP).
+EVENTS_BODY = """
+import httpx
+from fastapi import Depends, FastAPI
 
-
-def run_user_suite(tmp_path: Path, mode: str, body: str = BODY) -> subprocess.CompletedProcess[str]:
-    marker, ini, extra = MODES[mode]
-    test_file = "import pytest\n" + body.format(marker=marker)
-    (tmp_path / "test_user.py").write_text(test_file)
-    ini_text = (
-        "[tool.pytest.ini_options]\n"
-        + ini
-        + LOOP_SCOPE
-        # An unclosed connection (a fixture closed in another event loop than the test's)
-        # shows up as an unraisable ResourceWarning: fail the run on it.
-        + 'filterwarnings = ["error::pytest.PytestUnraisableExceptionWarning"]\n'
-    )
-    if "no:asyncio" in extra:  # the setting belongs to pytest-asyncio, unknown without it
-        ini_text = ini_text.replace(LOOP_SCOPE, "")
-    (tmp_path / "pyproject.toml").write_text(ini_text)
-    return subprocess.run(  # noqa: S603 - our own interpreter and arguments
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from fastapi_zitadel import ZitadelIntrospection
+from fastapi_zitadel.testing import LoopbackServer
 
 
+{marker}
+async def test_a_deactivated_user_loses_access(
+    zitadel_events, zitadel_env, zitadel_token, zitadel_project
+):
+    zitadel = ZitadelIntrospection.from_env()  # ZITADEL_EVENTS_SIGNING_KEY is set too
+    app = FastAPI()
+    zitadel.install(app)
+
+    @app.get("/me")
+    async def me(principal=Depends(zitadel)) -> str:
+        return principal.subject
+
+    with LoopbackServer(app) as url:
+        zitadel_events.send_to(url + zitadel.events_path)
+        headers = {{"Authorization": f"Bearer {{zitadel_token('carol')}}"}}
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/me", headers=headers)).status_code == 200
+            zitadel_project.standin.deactivate_user(zitadel_project.user("carol"))
+            assert zitadel_events.wait()
+            assert (await http.get("/me", headers=headers)).status_code == 401
+"""
+
+
+@pytest.mark.loopback
 @pytest.mark.parametrize("mode", list(MODES))
 def test_fixtures_work_in_every_async_mode(tmp_path: Path, mode: str) -> None:
-    completed = run_user_suite(tmp_path, mode)
+    """Both user modules in one pytest process per mode (a process costs seconds)."""
+    modules = {"test_user": BODY, "test_user_events": EVENTS_BODY}
+    completed = run_user_suite(tmp_path, mode, modules)
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
-    assert "2 passed" in output, output
+    assert "3 passed" in output, output
+    for test in (  # each of them ran (and passed: 3 of 3)
+        "test_user.py::test_every_fixture",
+        "test_user.py::test_introspection_fixture_twice_in_a_row",
+        "test_user_events.py::test_a_deactivated_user_loses_access",
+    ):
+        assert test in output, output
     assert "warning" not in output.lower(), output
 
 

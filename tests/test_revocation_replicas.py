@@ -23,7 +23,7 @@ import pytest
 
 from fastapi_zitadel.testing import StandInEvents, StandInProject, User, ZitadelStandIn
 
-from .test_redis import REDIS_SERVER, ROOT, RedisServer, free_port
+from .redis_support import REDIS_SERVER, ROOT, RedisServer, free_port
 
 pytestmark = [
     pytest.mark.redis,

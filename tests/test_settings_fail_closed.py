@@ -210,7 +210,7 @@ def test_a_malformed_redis_url_is_refused_at_construction(
 @pytest.fixture
 def redis_server() -> Iterator[str]:
     pytest.importorskip("redis")
-    from .test_redis import REDIS_SERVER, RedisServer
+    from .redis_support import REDIS_SERVER, RedisServer
 
     if REDIS_SERVER is None:
         pytest.skip("needs Debian's redis-server")
@@ -237,7 +237,7 @@ def test_check_reports_a_redis_that_does_not_answer(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch, zitadel_project: StandInProject
 ) -> None:
     pytest.importorskip("redis")
-    from .test_redis import free_port
+    from .redis_support import free_port
 
     port = free_port()  # nothing listens there
     monkeypatch.setenv("ZITADEL_REDIS_URL", f"redis://:hunter2@127.0.0.1:{port}/0")

@@ -20,8 +20,8 @@ from fastapi_zitadel._events.revocations import REFUSED, STALE, Marker, Revocati
 from fastapi_zitadel._events.signature import SignatureRefused, verify_signature
 from fastapi_zitadel._metrics import Metrics
 
+from .events_support import KEY, OTHER_KEY, event, sign
 from .helpers import FakeClock
-from .test_events import KEY, OTHER_KEY, event, sign
 
 
 # The signature -------------------------------------------------------------------------------

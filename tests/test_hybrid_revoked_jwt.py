@@ -38,7 +38,7 @@ from fastapi_zitadel.testing import LoopbackServer
 
 from .helpers import FakeClock, HeldIntrospections
 from .jwt_support import SAFETY, JwtWorld, bearer, settled, until
-from .test_redis import REDIS_SERVER, RedisServer
+from .redis_support import REDIS_SERVER, RedisServer
 
 # Every test here talks to the stand-in served by uvicorn on a loopback port (``jwt_world``).
 pytestmark = pytest.mark.loopback
@@ -335,55 +335,47 @@ def tombstones(server: RedisServer) -> list[bytes]:
 @pytest.mark.redis
 @needs_redis
 async def test_replicas_started_after_an_invalidation_refuse_the_jwt(
-    jwt_world: JwtWorld,
+    jwt_world: JwtWorld, redis_server: RedisServer
 ) -> None:
-    server = RedisServer()
-    server.start()
-    try:
-        revoked = jwt_world.token("alice", lifetime=43_200)
-        still_good = jwt_world.token("bob", lifetime=43_200)
-        async with jwt_world.hybrid(redis_url=server.url) as a:
-            for token in (revoked, still_good):
-                await a.verify(token)
-            await settled(a)  # both confirmed, their answers in Redis
-            jwt_world.standin.revoke(revoked)
-            await a.invalidate(revoked)
-            await a.invalidate(still_good)  # invalidated, but ZITADEL still says active
-        lifetimes = [server.client().pttl(name) for name in tombstones(server)]
-        assert len(lifetimes) == 2
-        assert min(lifetimes) > 43_000_000  # until the tokens' exp, not 10 minutes
-        for options in ({}, {}, {"cache_ttl": 0}):  # three replicas started afterwards
-            async with jwt_world.hybrid(redis_url=server.url, **options) as replica:
-                with pytest.raises(InvalidTokenError, match="not active"):
-                    await replica.verify(revoked)
-                assert (await replica.verify(still_good)).verified_by == "introspection"
-                assert replica.metrics().jwt_verified == 0
-    finally:
-        server.stop()
+    revoked = jwt_world.token("alice", lifetime=43_200)
+    still_good = jwt_world.token("bob", lifetime=43_200)
+    async with jwt_world.hybrid(redis_url=redis_server.url) as a:
+        for token in (revoked, still_good):
+            await a.verify(token)
+        await settled(a)  # both confirmed, their answers in Redis
+        jwt_world.standin.revoke(revoked)
+        await a.invalidate(revoked)
+        await a.invalidate(still_good)  # invalidated, but ZITADEL still says active
+    lifetimes = [redis_server.client().pttl(name) for name in tombstones(redis_server)]
+    assert len(lifetimes) == 2
+    assert min(lifetimes) > 43_000_000  # until the tokens' exp, not 10 minutes
+    for options in ({}, {}, {"cache_ttl": 0}):  # three replicas started afterwards
+        async with jwt_world.hybrid(redis_url=redis_server.url, **options) as replica:
+            with pytest.raises(InvalidTokenError, match="not active"):
+                await replica.verify(revoked)
+            assert (await replica.verify(still_good)).verified_by == "introspection"
+            assert replica.metrics().jwt_verified == 0
 
 
 @pytest.mark.redis
 @needs_redis
-async def test_an_inactive_answer_reaches_replicas_started_later(jwt_world: JwtWorld) -> None:
+async def test_an_inactive_answer_reaches_replicas_started_later(
+    jwt_world: JwtWorld, redis_server: RedisServer
+) -> None:
     """A JWT revoked before its first use: replica A serves it once, its confirmation finds
     it inactive; a replica started afterwards introspects it first and refuses it."""
-    server = RedisServer()
-    server.start()
-    try:
-        token = jwt_world.token(lifetime=43_200)
-        jwt_world.standin.revoke(token)
-        async with jwt_world.hybrid(redis_url=server.url) as a:
-            assert (await a.verify(token)).verified_by == "jwt"  # A's one request
-            await settled(a)
-        # The tombstone lives as long as the token could be presented (12 h), not only
-        # tombstone_ttl (10 minutes): a replica started hours later still knows.
-        lifetimes = [server.client().pttl(name) for name in tombstones(server)]
-        assert len(lifetimes) == 1
-        assert lifetimes[0] > 43_000_000
-        for _ in range(3):
-            async with jwt_world.hybrid(redis_url=server.url) as replica:
-                with pytest.raises(InvalidTokenError, match="not active"):
-                    await replica.verify(token)
-                assert replica.metrics().jwt_verified == 0
-    finally:
-        server.stop()
+    token = jwt_world.token(lifetime=43_200)
+    jwt_world.standin.revoke(token)
+    async with jwt_world.hybrid(redis_url=redis_server.url) as a:
+        assert (await a.verify(token)).verified_by == "jwt"  # A's one request
+        await settled(a)
+    # The tombstone lives as long as the token could be presented (12 h), not only
+    # tombstone_ttl (10 minutes): a replica started hours later still knows.
+    lifetimes = [redis_server.client().pttl(name) for name in tombstones(redis_server)]
+    assert len(lifetimes) == 1
+    assert lifetimes[0] > 43_000_000
+    for _ in range(3):
+        async with jwt_world.hybrid(redis_url=redis_server.url) as replica:
+            with pytest.raises(InvalidTokenError, match="not active"):
+                await replica.verify(token)
+            assert replica.metrics().jwt_verified == 0
