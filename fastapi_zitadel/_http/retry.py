@@ -7,13 +7,13 @@ classified and when to try again is written once, in the flow; ``run`` drives a 
 async pool and ``asyncio.sleep``, ``run_sync`` with the sync pool and ``time.sleep``. Nothing
 else differs between the two, so they cannot drift apart.
 
-``Retries.flow`` is the one retry loop (introspection, the token endpoint): an attempt that
-raises ``Retryable`` is tried again after a jittered exponential backoff (50 ms doubling, at
-most 1 s), or after the server's ``Retry-After`` when that is longer, while ``max_retries``
-and the deadline allow; otherwise its ``final`` error is raised. ``Retry-After`` is parsed
-here only (``retry_after``). Discovery makes one attempt per call and paces failed fetches
-itself, across requests; its fetch is a flow too, driven sync or async. The JWKS fetch (async
-only) makes one attempt and paces itself likewise.
+``Retries.flow`` is the one retry loop (introspection, the token endpoint, discovery, the
+JWKS): an attempt that raises ``Retryable`` (a transport failure, a 429 or 5xx:
+``retry_if_overloaded``) is tried again after a jittered exponential backoff (50 ms doubling,
+at most 1 s), or after the server's ``Retry-After`` when that is longer, while
+``max_retries`` and the deadline allow; otherwise its ``final`` error is raised.
+``Retry-After`` is parsed here only (``retry_after``). Discovery and the JWKS default to no
+retry within a call: they pace failed fetches themselves, across requests.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ __all__ = [
     "Retryable",
     "Send",
     "retry_after",
+    "retry_if_overloaded",
     "run",
     "run_sync",
 ]
@@ -95,6 +96,16 @@ class Retryable(Exception):
         self.retry_after = retry_after
 
 
+def retry_if_overloaded(
+    response: JsonResponse, final: Callable[[float | None], IdentityProviderError]
+) -> None:
+    """A 429 or 5xx is worth another attempt: raise ``Retryable`` with ``final(asked)`` (the
+    error once no attempt is left), ``asked`` being the server's ``Retry-After``."""
+    if response.status == 429 or response.status >= 500:
+        asked = retry_after(response.headers.get("retry-after"))
+        raise Retryable(final(asked), retry_after=asked)
+
+
 class Retries:
     """The retry policy of one client: how many retries, on which clock, and what to raise
     when the deadline has passed before an attempt could start."""
@@ -110,7 +121,7 @@ class Retries:
     ) -> None:
         self._max_retries = max_retries
         self._monotonic = monotonic
-        self._out_of_time = out_of_time
+        self.out_of_time = out_of_time
         self._on_retry = on_retry
         self._on_give_up = on_give_up
 
@@ -121,7 +132,7 @@ class Retries:
         while True:
             remaining = deadline - self._monotonic()
             if remaining <= 0:
-                raise self._out_of_time()
+                raise self.out_of_time()
             try:
                 return (yield from attempt(number, remaining))
             except Retryable as failure:

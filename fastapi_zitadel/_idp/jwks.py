@@ -20,8 +20,10 @@ When the keys are fetched:
   (clamped to 1 minute .. 1 hour; 5 minutes without one), while the keys we have keep working.
   A refresh that no longer lists a key drops it: tokens it signed stop verifying.
 
-A fetch that fails (unreachable, an error status, not JSON, too large, no usable key, more
-than ``MAX_KEYS`` keys) never throws away the keys we have: a token whose ``kid`` we know keeps
+A fetch runs on the one retry loop (``retry.Retries``: ``max_retries`` more attempts within
+its deadline after a transport failure, 429 or 5xx; none by default, the pacing above is the
+retry). A fetch that fails (unreachable, an error status, not JSON, too large, no usable key,
+more than ``MAX_KEYS`` keys) never throws away the keys we have: a token whose ``kid`` we know keeps
 verifying while ZITADEL is down. Only a token with an unknown ``kid`` cannot be decided then
 (503 with ``Retry-After``).
 """
@@ -40,8 +42,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 
 from fastapi_zitadel._concurrency.tasks import KeyedTasks, wait
-from fastapi_zitadel._exceptions import IdentityProviderUnavailable
-from fastapi_zitadel._http.client import HttpClientProvider, send_for_json
+from fastapi_zitadel._exceptions import IdentityProviderUnavailable, TransportFailure
+from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse
+from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_if_overloaded, run
 from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
 
@@ -224,6 +227,7 @@ class JwksCache:
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         on_keys_removed: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
+        max_retries: int = 0,
     ) -> None:
         self._http = http
         self._discovery = discovery
@@ -239,6 +243,11 @@ class JwksCache:
         self._failures = 0
         self._tasks: KeyedTasks[None] = KeyedTasks()
         self._failure_log = RateLimitedLog(logging.WARNING, monotonic=monotonic)
+        self._retries = Retries(
+            max_retries=max_retries,
+            monotonic=monotonic,
+            out_of_time=lambda: IdentityProviderUnavailable("no time left to fetch the JWKS"),
+        )
         self.fetches = 0
 
     @property
@@ -323,15 +332,11 @@ class JwksCache:
         deadline = started + self._timeout
         try:
             metadata = await self._discovery.fetch(deadline)
-            if metadata.jwks_uri is None:
+            url = metadata.jwks_uri
+            if url is None:
                 raise IdentityProviderUnavailable("the discovery document has no jwks_uri")
-            request = self._http.request("GET", metadata.jwks_uri)
-            remaining = deadline - self._monotonic()
-            response = await send_for_json(self._http, request, timeout=remaining)
-            if response.status != 200:
-                raise IdentityProviderUnavailable(f"the JWKS answered HTTP {response.status}")
-            if response.problem is not None:
-                raise IdentityProviderUnavailable(f"the JWKS is unusable: {response.problem}")
+            download = self._retries.flow(deadline, lambda _, left: self._download(url, left))
+            response = await run(download, self._http)
             keys, skipped = parse_jwks(response.data)
         except IdentityProviderUnavailable as exc:
             self._failed(exc.description, started)
@@ -347,6 +352,20 @@ class JwksCache:
         )
         if removed:
             self._on_keys_removed()
+
+    def _download(self, url: str, remaining: float) -> Flow[JsonResponse]:
+        """One attempt at the key set's JSON."""
+        try:
+            response = yield Send(self._http.request("GET", url), remaining)
+        except TransportFailure as failure:
+            raise Retryable(failure) from None
+        if response.status != 200:
+            described = f"the JWKS answered HTTP {response.status}"
+            retry_if_overloaded(response, lambda asked: IdentityProviderUnavailable(described))
+            raise IdentityProviderUnavailable(described)
+        if response.problem is not None:
+            raise IdentityProviderUnavailable(f"the JWKS is unusable: {response.problem}")
+        return response
 
     def _failed(self, problem: str, started: float) -> None:
         self._failure = problem
