@@ -35,6 +35,7 @@ from fastapi_zitadel._http.client import (
     send_for_json,
     send_for_json_sync,
 )
+from fastapi_zitadel._log import logger
 
 __all__ = [
     "Flow",
@@ -108,7 +109,8 @@ def retry_if_overloaded(
 
 class Retries:
     """The retry policy of one client: how many retries, on which clock, and what to raise
-    when the deadline has passed before an attempt could start."""
+    when the deadline has passed before an attempt could start. ``name`` the requests in the
+    log ("introspection": "introspection attempt 1 failed ...")."""
 
     def __init__(
         self,
@@ -116,13 +118,13 @@ class Retries:
         max_retries: int,
         monotonic: Callable[[], float],
         out_of_time: Callable[[], IdentityProviderError],
-        on_retry: Callable[[int, Retryable], None] = lambda attempt, failure: None,
+        name: str = "request",
         on_give_up: Callable[[IdentityProviderError], None] = lambda final: None,
     ) -> None:
         self._max_retries = max_retries
         self._monotonic = monotonic
         self.out_of_time = out_of_time
-        self._on_retry = on_retry
+        self._name = name
         self._on_give_up = on_give_up
 
     def flow(self, deadline: float, attempt: Callable[[int, float], Flow[T]]) -> Flow[T]:
@@ -140,7 +142,7 @@ class Retries:
                 if pause is None:
                     self._on_give_up(failure.final)
                     raise failure.final from None
-                self._on_retry(number, failure)
+                logger.debug("%s attempt %d failed (%s)", self._name, number + 1, failure)
             yield Pause(pause)
             number += 1
 

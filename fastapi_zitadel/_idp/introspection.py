@@ -23,9 +23,9 @@ from fastapi_zitadel._exceptions import (
     TransportFailure,
 )
 from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse, TimeoutFailure
-from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_after, run
+from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_if_overloaded, run
 from fastapi_zitadel._idp.discovery import Discovery
-from fastapi_zitadel._log import RateLimitedLog, logger
+from fastapi_zitadel._log import RateLimitedLog
 
 __all__ = ["IntrospectionClient", "OutOfTimeFailure"]
 
@@ -87,9 +87,7 @@ class IntrospectionClient:
             out_of_time=lambda: OutOfTimeFailure(
                 f"identity provider did not answer within {timeout:.1f} s", retry_after=1.0
             ),
-            on_retry=lambda number, failure: logger.debug(
-                "introspection attempt %d failed (%s)", number + 1, failure
-            ),
+            name="introspection",
         )
         self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
         self.calls = 0
@@ -162,10 +160,8 @@ class IntrospectionClient:
                     "introspection answer is not a JSON object with a boolean 'active'"
                 )
             return data if data["active"] else None
-        if status == 429 or status >= 500:
-            asked = retry_after(response.headers.get("retry-after"))
-            final = _unavailable(f"identity provider answered HTTP {status}", asked)
-            raise Retryable(final, retry_after=asked)
+        described = f"identity provider answered HTTP {status}"
+        retry_if_overloaded(response, lambda asked: _unavailable(described, asked))
         error = response.data.get("error") if isinstance(response.data, dict) else None
         if status == 400 and error == "unsupported_token_type":
             raise TokenTypeUnsupported(

@@ -37,7 +37,15 @@ from fastapi_zitadel._exceptions import (
     TransportFailure,
 )
 from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse, SyncHttpClientProvider
-from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_after, run, run_sync
+from fastapi_zitadel._http.retry import (
+    Flow,
+    Retries,
+    Retryable,
+    Send,
+    retry_if_overloaded,
+    run,
+    run_sync,
+)
 from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._outbound.settings import OutboundSettings
@@ -125,9 +133,7 @@ class TokenEndpoint:
             out_of_time=lambda: TokenEndpointUnavailable(
                 f"token endpoint did not answer within {timeout:.1f} s", retry_after=1.0
             ),
-            on_retry=lambda number, failure: logger.debug(
-                "token request attempt %d failed (%s)", number + 1, failure
-            ),
+            name="token request",
             on_give_up=_log_unavailable,
         )
         self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
@@ -195,18 +201,17 @@ class TokenEndpoint:
         error = data.get("error") if isinstance(data, dict) else None
         code = error if isinstance(error, str) and len(error) <= 64 else None
         description = _description(data)
-        if status == 429 or status >= 500:
-            asked = retry_after(response.headers.get("retry-after"))
-            shown = f" {code}" if code else ""
-            final: IdentityProviderError = TokenEndpointUnavailable(
-                f"token endpoint answered HTTP {status}{shown}", retry_after=asked or 1.0
-            )
+        shown = f" {code}" if code else ""
+
+        def final(asked: float | None) -> IdentityProviderError:
             if status == 500 and code == "server_error" and grant == JWT_BEARER_GRANT:
-                final = _probable_key_rejection(caller, description)
-            raise Retryable(final, retry_after=asked)
+                return _probable_key_rejection(caller, description)
+            described = f"token endpoint answered HTTP {status}{shown}"
+            return TokenEndpointUnavailable(described, retry_after=asked or 1.0)
+
+        retry_if_overloaded(response, final)
         if status in _REFUSAL_STATUSES and code is not None:
             raise _refusal(status, code, description, grant, caller)
-        shown = f" {code}" if code else ""
         raise TokenEndpointUnavailable(
             f"token request refused: HTTP {status}{shown}", retry_after=30.0
         )
