@@ -38,13 +38,8 @@ from typing import Any
 import httpx
 
 from fastapi_zitadel._concurrency.tasks import KeyedTasks
-from fastapi_zitadel._credentials.client_auth import ClientSecretBasic, sign_assertion
-from fastapi_zitadel._credentials.key_file import (
-    KeyFileSource,
-    load_key_file,
-    require_key_type,
-    source_label,
-)
+from fastapi_zitadel._credentials.client_auth import sign_assertion
+from fastapi_zitadel._credentials.key_file import KeyFileSource
 from fastapi_zitadel._exceptions import (
     ConfigurationError,
     IdentityProviderError,
@@ -60,7 +55,7 @@ from fastapi_zitadel._outbound.token_endpoint import (
     Caller,
     EndpointClient,
     IssuedToken,
-    token_endpoint_for,
+    secret_credentials,
 )
 
 __all__ = ["AUDIENCE_SCOPE", "ROLES_SCOPE", "ServiceAccountAuth"]
@@ -131,7 +126,7 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
     ) -> None:
         settings = outbound_settings(
             "ServiceAccountAuth",
-            "the service user's key",
+            "serviceaccount",
             issuer=issuer,
             key_file=key_file,
             client_id=client_id,
@@ -140,53 +135,36 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             max_retries=max_retries,
             allow_insecure_http=allow_insecure_http,
         )
-        self.issuer = settings.issuer
         if not 0 < renew_before < 1:
             raise ConfigurationError(
                 f"renew_before must be a fraction of the token's lifetime between 0 and 1, "
                 f"got {renew_before!r}"
             )
-        self._clock = clock
         self._monotonic = monotonic
         self._renew_before = renew_before
         self.scope = _scope(project_id, roles=roles, extra=scopes)
-        self._grant_form = {"grant_type": "", "scope": self.scope}
-        if key_file is not None:
-            key = require_key_type(
-                load_key_file(key_file),
-                "serviceaccount",
-                source=source_label(key_file),
-                where="ServiceAccountAuth",
-            )
+        key = settings.key
+        if key is not None:
             assert key.user_id is not None  # a serviceaccount key has one
-            self.client_id: str = key.user_id
-            self.key_id: str | None = key.key_id
-            self._grant_form["grant_type"] = JWT_BEARER_GRANT
 
             def credentials() -> tuple[dict[str, str], dict[str, str]]:
                 assertion = sign_assertion(
-                    key, audience=self.issuer, now=self._clock(), lifetime=ASSERTION_LIFETIME
+                    key, audience=settings.issuer, now=clock(), lifetime=ASSERTION_LIFETIME
                 )
                 return {"assertion": assertion}, {}
 
-            method = "jwt-bearer"
+            caller = Caller("service user", key.user_id, key.key_id, "jwt-bearer")
+            grant = JWT_BEARER_GRANT
         else:
-            # The settings' credential rule: without a key, both are set.
-            assert client_id is not None
-            assert client_secret is not None
-            basic = ClientSecretBasic(client_id, client_secret).credentials()
-            self.client_id = client_id
-            self.key_id = None
-            self._grant_form["grant_type"] = CLIENT_CREDENTIALS_GRANT
-
-            def credentials() -> tuple[dict[str, str], dict[str, str]]:
-                return {}, basic.headers
-
-            method = "client_credentials"
-        self._credentials = credentials
-        self._caller = Caller("service user", self.client_id, self.key_id, method)
-        self._endpoint = token_endpoint_for(
+            assert settings.client_id is not None
+            credentials = secret_credentials(settings)
+            caller = Caller("service user", settings.client_id, None, "client_credentials")
+            grant = CLIENT_CREDENTIALS_GRANT
+        self._grant_form = {"grant_type": grant, "scope": self.scope}
+        self._connect(
             settings,
+            caller,
+            credentials,
             http_client=http_client,
             sync_http_client=sync_http_client,
             monotonic=monotonic,
@@ -201,20 +179,11 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
         self._refusal_hold_until = float("-inf")  # no token request for a 401 before then
         self._refusal_logged = False
 
-    def __repr__(self) -> str:
-        key = f", key_id={self.key_id!r}" if self.key_id else ""
-        return f"ServiceAccountAuth({self.issuer!r}, client_id={self.client_id!r}{key})"
-
     async def aclose(self) -> None:
         """Cancel the token request of this event loop still running (a renewal in the
         background), then close the connection pools to ZITADEL."""
         await self._flight.aclose()
         await super().aclose()
-
-    @property
-    def token_requests(self) -> int:
-        """How many requests were sent to the token endpoint (retries included)."""
-        return self._endpoint.requests
 
     # The raw token ------------------------------------------------------------------------
     async def atoken(self) -> str:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from fastapi_zitadel._credentials.client_auth import ClientSecretBasic
 from fastapi_zitadel._exceptions import (
     IdentityProviderError,
     IdentityProviderUnavailable,
@@ -59,6 +60,7 @@ __all__ = [
     "Form",
     "IssuedToken",
     "TokenEndpoint",
+    "secret_credentials",
     "token_endpoint_for",
 ]
 
@@ -429,14 +431,58 @@ def token_endpoint_for(
     )
 
 
+def secret_credentials(settings: OutboundSettings) -> Credentials:
+    """``client_secret_basic`` for a client without a key (the settings' credential rule:
+    then its client id and secret are both set)."""
+    assert settings.client_id is not None
+    assert settings.client_secret is not None
+    headers = ClientSecretBasic(settings.client_id, settings.client_secret).credentials().headers
+    return lambda: ({}, headers)
+
+
 _Client = TypeVar("_Client", bound="EndpointClient")
 
 
 class EndpointClient:
-    """The lifecycle of a client of ZITADEL's token endpoint: the two connection pools of its
-    ``TokenEndpoint`` (async and sync), closed with ``aclose()``/``close()`` or a ``with``."""
+    """A client of ZITADEL's token endpoint: who it is (``_connect``), and the lifecycle of the
+    two connection pools of its ``TokenEndpoint`` (async and sync), closed with
+    ``aclose()``/``close()`` or a ``with``."""
 
+    issuer: str
+    client_id: str
+    key_id: str | None
+    _caller: Caller
+    _credentials: Credentials
     _endpoint: TokenEndpoint
+
+    def _connect(
+        self,
+        settings: OutboundSettings,
+        caller: Caller,
+        credentials: Credentials,
+        *,
+        http_client: httpx.AsyncClient | None,
+        sync_http_client: httpx.Client | None,
+        monotonic: Callable[[], float],
+    ) -> None:
+        self.issuer = settings.issuer
+        self.client_id, self.key_id = caller.client_id, caller.key_id
+        self._caller, self._credentials = caller, credentials
+        self._endpoint = token_endpoint_for(
+            settings,
+            http_client=http_client,
+            sync_http_client=sync_http_client,
+            monotonic=monotonic,
+        )
+
+    def __repr__(self) -> str:
+        key = f", key_id={self.key_id!r}" if self.key_id else ""
+        return f"{type(self).__name__}({self.issuer!r}, client_id={self.client_id!r}{key})"
+
+    @property
+    def token_requests(self) -> int:
+        """How many requests were sent to the token endpoint (retries included)."""
+        return self._endpoint.requests
 
     async def aclose(self) -> None:
         """Close the connection pools to ZITADEL (the async one of this event loop)."""

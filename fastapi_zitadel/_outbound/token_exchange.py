@@ -28,13 +28,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from fastapi_zitadel._credentials.client_auth import ClientSecretBasic, PrivateKeyJwt
-from fastapi_zitadel._credentials.key_file import (
-    KeyFileSource,
-    load_key_file,
-    require_key_type,
-    source_label,
-)
+from fastapi_zitadel._credentials.client_auth import PrivateKeyJwt
+from fastapi_zitadel._credentials.key_file import KeyFileSource
 from fastapi_zitadel._exceptions import ConfigurationError
 from fastapi_zitadel._outbound.service_account import ServiceAccountAuth
 from fastapi_zitadel._outbound.settings import outbound_settings
@@ -43,7 +38,7 @@ from fastapi_zitadel._outbound.token_endpoint import (
     Caller,
     EndpointClient,
     IssuedToken,
-    token_endpoint_for,
+    secret_credentials,
 )
 
 __all__ = ["ACCESS_TOKEN_TYPE", "ExchangedToken", "TokenExchange"]
@@ -96,7 +91,7 @@ class TokenExchange(EndpointClient):
     ) -> None:
         settings = outbound_settings(
             "TokenExchange",
-            "the application's key",
+            "application",
             issuer=issuer,
             key_file=key_file,
             client_id=client_id,
@@ -105,55 +100,35 @@ class TokenExchange(EndpointClient):
             max_retries=max_retries,
             allow_insecure_http=allow_insecure_http,
         )
-        self.issuer = settings.issuer
         self.actor = actor
-        if key_file is not None:
-            key = require_key_type(
-                load_key_file(key_file),
-                "application",
-                source=source_label(key_file),
-                where="TokenExchange",
-            )
+        key = settings.key
+        if key is not None:
             signer = PrivateKeyJwt(
                 key,
-                audience=self.issuer,
+                audience=settings.issuer,
                 lifetime=_ASSERTION_LIFETIME,
                 single_use=True,  # a fresh assertion per request: exchanges are rare
                 clock=clock,
                 monotonic=monotonic,
             )
-            self.client_id: str = signer.client_id
-            self.key_id: str | None = signer.key_id
-            method = "private_key_jwt"
 
             def credentials() -> tuple[dict[str, str], dict[str, str]]:
                 signed = signer.credentials(fresh=True)
                 return dict(signed.form), dict(signed.headers)
 
+            caller = Caller("application", signer.client_id, signer.key_id, "private_key_jwt")
         else:
-            # The settings' credential rule: without a key, both are set.
-            assert client_id is not None
-            assert client_secret is not None
-            basic = ClientSecretBasic(client_id, client_secret).credentials()
-            self.client_id = client_id
-            self.key_id = None
-            method = "client_secret_basic"
-
-            def credentials() -> tuple[dict[str, str], dict[str, str]]:
-                return {}, basic.headers
-
-        self._credentials = credentials
-        self._caller = Caller("application", self.client_id, self.key_id, method)
-        self._endpoint = token_endpoint_for(
+            assert settings.client_id is not None
+            credentials = secret_credentials(settings)
+            caller = Caller("application", settings.client_id, None, "client_secret_basic")
+        self._connect(
             settings,
+            caller,
+            credentials,
             http_client=http_client,
             sync_http_client=sync_http_client,
             monotonic=monotonic,
         )
-
-    def __repr__(self) -> str:
-        key = f", key_id={self.key_id!r}" if self.key_id else ""
-        return f"TokenExchange({self.issuer!r}, client_id={self.client_id!r}{key})"
 
     async def aexchange(
         self,
@@ -181,11 +156,6 @@ class TokenExchange(EndpointClient):
         actor = self.actor.token() if self.actor is not None else None
         form = self._form(subject_token, subject_token_type, audience, scopes, actor)
         return _exchanged(self._endpoint.request_sync(form, self._credentials, self._caller))
-
-    @property
-    def token_requests(self) -> int:
-        """How many requests were sent to the token endpoint (retries included)."""
-        return self._endpoint.requests
 
     def _form(
         self,
