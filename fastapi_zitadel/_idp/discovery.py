@@ -5,14 +5,14 @@ must equal ours exactly (RFC 8414 §3.3): a mismatch means we are talking to ano
 or a proxy rewrote the host, and tokens from it must not be trusted. A fetch runs on the one
 retry loop (``retry.Retries``: ``max_retries`` more attempts within the deadline, none by
 default); a fetch that fails all the same is tried again only after a growing pause, shared by
-all requests, so an IdP outage does not become a discovery storm. ``fetch_sync`` is the same
-for synchronous code (one thread at a time fetches): one flow (``_document``) serves both.
+all requests, so an IdP outage does not become a discovery storm. The fetch is a flow
+(``_document``): ``fetch`` drives it async, once for all concurrent callers; ``document`` hands
+it to a caller that is a flow itself (the token endpoint's request, driven sync or async).
 """
 
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +23,7 @@ from fastapi_zitadel._exceptions import (
     IssuerMismatch,
     TransportFailure,
 )
-from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse, SyncHttpClientProvider
+from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse
 from fastapi_zitadel._http.retry import (
     Flow,
     Retries,
@@ -31,7 +31,6 @@ from fastapi_zitadel._http.retry import (
     Send,
     retry_if_overloaded,
     run,
-    run_sync,
 )
 from fastapi_zitadel._http.urls import check_url
 from fastapi_zitadel._log import logger
@@ -80,7 +79,6 @@ class Discovery:
         which needs only ``jwks_uri``)."""
         self._issuer = issuer
         self._required = required_endpoint
-        self._sync_lock = threading.Lock()
         self._http = http
         self._timeout = timeout
         self._allow_insecure_http = allow_insecure_http
@@ -117,16 +115,12 @@ class Discovery:
             "discovery", lambda: run(self._document(deadline), self._http)
         )
 
-    def fetch_sync(
-        self, http: SyncHttpClientProvider, deadline: float | None = None
-    ) -> ProviderMetadata:
-        """``fetch`` for synchronous code, through ``http``; one thread fetches at a time."""
+    def document(self, deadline: float) -> Flow[ProviderMetadata]:
+        """``fetch`` for a caller that is a flow itself (driven sync or async), without single
+        flight (its caller has its own: a service user fetches one token at a time)."""
         if self.metadata is not None:
             return self.metadata
-        with self._sync_lock:
-            if self.metadata is not None:  # fetched while this thread waited
-                return self.metadata
-            return run_sync(self._document(self._deadline(deadline)), http, self._monotonic)
+        return (yield from self._document(self._deadline(deadline)))
 
     def _deadline(self, deadline: float | None) -> float:
         """When this fetch must be done by; raises while failed fetches are paused, or when

@@ -46,6 +46,7 @@ from fastapi_zitadel._exceptions import (
     TokenRequestRejected,
     ZitadelError,
 )
+from fastapi_zitadel._http.retry import Flow
 from fastapi_zitadel._http.urls import shown
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._outbound.settings import outbound_settings
@@ -283,13 +284,7 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             self._renewal_failed(failure)
 
     async def _afetch(self) -> _Token:
-        started = self._monotonic()
-        try:
-            issued = await self._endpoint.request(self._grant_form, self._credentials, self._caller)
-        except IdentityProviderError as failure:
-            self._fetch_failed(failure)
-            raise
-        return self._keep(issued, started)
+        return await self._endpoint.run(self._fetch())
 
     # Getting tokens: sync -----------------------------------------------------------------
     def _current(self) -> _Token:
@@ -314,15 +309,21 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             return self._fetch_sync()
 
     def _fetch_sync(self) -> _Token:
+        return self._endpoint.run_sync(self._fetch())
+
+    # Bookkeeping ---------------------------------------------------------------------------
+    def _fetch(self) -> Flow[_Token]:
+        """One token request, driven async (``_afetch``) or sync (``_fetch_sync``) alike."""
         started = self._monotonic()
         try:
-            issued = self._endpoint.request_sync(self._grant_form, self._credentials, self._caller)
+            issued = yield from self._endpoint.request(
+                self._grant_form, self._credentials, self._caller
+            )
         except IdentityProviderError as failure:
             self._fetch_failed(failure)
             raise
         return self._keep(issued, started)
 
-    # Bookkeeping ---------------------------------------------------------------------------
     def _keep(self, issued: IssuedToken, started: float) -> _Token:
         """Schedule ``issued``: its lifetime counts from when it was asked for (conservative)."""
         given = DEFAULT_LIFETIME if issued.expires_in is None else issued.expires_in

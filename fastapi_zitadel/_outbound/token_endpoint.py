@@ -68,6 +68,8 @@ JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 §2
 CLIENT_CREDENTIALS_GRANT = "client_credentials"  # RFC 6749 §4.4
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 RFC 8693
 
+T = TypeVar("T")
+
 _CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client", "invalid_grant"})
 _REFUSAL_STATUSES = frozenset({400, 401, 403, 404})
 # What may be shown of ZITADEL's error_description: short printable ASCII (its texts are i18n
@@ -141,31 +143,29 @@ class TokenEndpoint:
         self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
         self.requests = 0  # token requests sent (attempts included)
 
-    async def request(self, form: Form, credentials: Credentials, caller: Caller) -> IssuedToken:
-        """The token for ``form`` (the grant's fields), or one of the module's errors."""
-        deadline = self._monotonic() + self._timeout
-        try:
-            endpoint = await self._endpoint(deadline)
-        except IdentityProviderUnavailable as exc:
-            raise _unavailable(exc) from None
-        return await run(self._flow(endpoint, form, credentials, caller, deadline), self.http)
+    async def run(self, flow: Flow[T]) -> T:
+        """Drive ``flow`` (``request``, or a flow that uses it) with the async pool."""
+        return await run(flow, self.http)
 
-    def request_sync(self, form: Form, credentials: Credentials, caller: Caller) -> IssuedToken:
-        """``request`` for synchronous code (the calling thread waits)."""
-        deadline = self._monotonic() + self._timeout
-        try:
-            metadata = self._discovery.fetch_sync(self.sync_http, deadline)
-        except IdentityProviderUnavailable as exc:
-            raise _unavailable(exc) from None
-        endpoint = _token_endpoint(metadata.token_endpoint)
-        flow = self._flow(endpoint, form, credentials, caller, deadline)
+    def run_sync(self, flow: Flow[T]) -> T:
+        """``run`` for synchronous code (the calling thread waits)."""
         return run_sync(flow, self.sync_http, self._monotonic)
 
-    def _flow(
-        self, endpoint: str, form: Form, credentials: Credentials, caller: Caller, deadline: float
-    ) -> Flow[IssuedToken]:
-        """The request, async or sync alike; a rejection is final at once, anything else
-        once the retries run out. Each attempt carries fresh credentials."""
+    def request(self, form: Form, credentials: Credentials, caller: Caller) -> Flow[IssuedToken]:
+        """The token for ``form`` (the grant's fields), or one of the module's errors: one flow,
+        driven async or sync alike, discovery included while the endpoint is not known yet. A
+        rejection is final at once, anything else once the retries run out. Each attempt
+        carries fresh credentials."""
+        deadline = self._monotonic() + self._timeout
+        try:
+            metadata = yield from self._discovery.document(deadline)
+        except IdentityProviderUnavailable as exc:
+            raise TokenEndpointUnavailable(
+                f"cannot find the token endpoint: {exc.description}", retry_after=exc.retry_after
+            ) from None
+        endpoint = metadata.token_endpoint
+        if endpoint is None:
+            raise TokenEndpointUnavailable("discovery document has no token_endpoint")
 
         def attempt(_number: int, remaining: float) -> Flow[IssuedToken]:
             extra_form, headers = credentials()
@@ -185,10 +185,6 @@ class TokenEndpoint:
         except TokenRequestRejected as rejected:  # at once, or after the retries (a 500)
             self._log_rejection(rejected)
             raise
-
-    async def _endpoint(self, deadline: float) -> str:
-        metadata = self._discovery.metadata or await self._discovery.fetch(deadline)
-        return _token_endpoint(metadata.token_endpoint)
 
     # Classification ---------------------------------------------------------------------
     def _classify(self, response: JsonResponse, form: Form, caller: Caller) -> IssuedToken:
@@ -237,18 +233,6 @@ def _log_unavailable(final: IdentityProviderError) -> None:
 def _caller_text(rejected: TokenRequestRejected) -> str:
     key = f" (key id {rejected.key_id})" if rejected.key_id else ""
     return f"{rejected.client_id}{key}"
-
-
-def _token_endpoint(endpoint: str | None) -> str:
-    if endpoint is None:
-        raise TokenEndpointUnavailable("discovery document has no token_endpoint")
-    return endpoint
-
-
-def _unavailable(exc: IdentityProviderUnavailable) -> TokenEndpointUnavailable:
-    return TokenEndpointUnavailable(
-        f"cannot find the token endpoint: {exc.description}", retry_after=exc.retry_after
-    )
 
 
 def _issued(data: Any) -> IssuedToken:

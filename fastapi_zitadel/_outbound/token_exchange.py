@@ -31,6 +31,7 @@ import httpx
 from fastapi_zitadel._credentials.client_auth import PrivateKeyJwt
 from fastapi_zitadel._credentials.key_file import KeyFileSource
 from fastapi_zitadel._exceptions import ConfigurationError
+from fastapi_zitadel._http.retry import Flow
 from fastapi_zitadel._outbound.service_account import ServiceAccountAuth
 from fastapi_zitadel._outbound.settings import outbound_settings
 from fastapi_zitadel._outbound.token_endpoint import (
@@ -141,8 +142,8 @@ class TokenExchange(EndpointClient):
         """A token for ``subject_token``'s user, narrowed to ``audience`` (project ids) and
         ``scopes`` when given (ZITADEL never widens them)."""
         actor = await self.actor.atoken() if self.actor is not None else None
-        form = self._form(subject_token, subject_token_type, audience, scopes, actor)
-        return _exchanged(await self._endpoint.request(form, self._credentials, self._caller))
+        request = self._request(subject_token, subject_token_type, audience, scopes, actor)
+        return _exchanged(await self._endpoint.run(request))
 
     def exchange(
         self,
@@ -154,17 +155,18 @@ class TokenExchange(EndpointClient):
     ) -> ExchangedToken:
         """``aexchange`` for synchronous code."""
         actor = self.actor.token() if self.actor is not None else None
-        form = self._form(subject_token, subject_token_type, audience, scopes, actor)
-        return _exchanged(self._endpoint.request_sync(form, self._credentials, self._caller))
+        request = self._request(subject_token, subject_token_type, audience, scopes, actor)
+        return _exchanged(self._endpoint.run_sync(request))
 
-    def _form(
+    def _request(
         self,
         subject_token: str,
         subject_token_type: str,
         audience: str | Sequence[str],
         scopes: Iterable[str],
         actor: str | None,
-    ) -> dict[str, str | list[str]]:
+    ) -> Flow[IssuedToken]:
+        """The exchange's request (a flow: ``run`` or ``run_sync`` sends it)."""
         if not isinstance(subject_token, str) or not subject_token:
             raise ConfigurationError("subject_token must be the caller's token, got nothing")
         if isinstance(scopes, str):
@@ -184,7 +186,7 @@ class TokenExchange(EndpointClient):
         if actor is not None:
             form["actor_token"] = actor
             form["actor_token_type"] = ACCESS_TOKEN_TYPE
-        return form
+        return self._endpoint.request(form, self._credentials, self._caller)
 
 
 def _exchanged(issued: IssuedToken) -> ExchangedToken:
