@@ -26,7 +26,7 @@ import ssl
 import sys
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -53,16 +53,13 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 _USER_AGENT = "fastapi-zitadel"
 # gzip and deflate are decompressed here under the cap; anything else is refused unread.
 _ACCEPT_ENCODING = "gzip, deflate"
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 _DECOMPRESSORS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 0}
 
 
 class TimeoutFailure(TransportFailure):
     """No answer within the time the call was given (as opposed to an error answer or a
     refused connection): whose fault that is depends on how much time it had."""
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _why(exc: httpx.HTTPError) -> str:
@@ -140,9 +137,7 @@ class HttpClientProvider(_RequestFactory):
         return await self._owned.get().handle_async_request(request)
 
     def _new_transport(self) -> httpx.AsyncHTTPTransport:
-        return httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        )
+        return httpx.AsyncHTTPTransport(limits=_LIMITS)
 
     async def aclose(self) -> None:
         """Close our own pool; a caller-supplied client stays the caller's to close."""
@@ -197,22 +192,29 @@ _timeout_context = getattr(asyncio, "timeout", None) if sys.version_info >= (3, 
 async def _send(http: HttpClientProvider, request: httpx.Request) -> JsonResponse:
     response = await http.send(request)
     try:
-        problem = _refusal(response)
-        if problem is not None:
-            return _unusable(response, problem)
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        try:
-            if response.is_stream_consumed:  # a caller's transport answered from memory
-                body = response.content
-                if len(body) > MAX_RESPONSE_BYTES:
-                    raise _TooLarge
-            else:
-                body = await _read_capped(response.aiter_raw(), _DECOMPRESSORS.get(encoding))
-        except _TooLarge:
-            return _unusable(response, f"body exceeds {MAX_RESPONSE_BYTES} bytes")
+        body = _reader(response)
+        if isinstance(body, JsonResponse):
+            return body
+        async for chunk in response.aiter_raw():
+            if not body.add(chunk):
+                break
+        return body.answer(response)
     finally:
         await response.aclose()
-    return _parsed(response, body)
+
+
+def _reader(response: httpx.Response) -> JsonResponse | _CappedBody:
+    """The answer when the body is not read from the network (refused, or a caller's
+    transport answered from memory), else a reader for its raw chunks (sync and async)."""
+    problem = _refusal(response)
+    if problem is not None:
+        return _unusable(response, problem)
+    if response.is_stream_consumed:
+        in_memory = _CappedBody(None)
+        in_memory.add(response.content)
+        return in_memory.answer(response)
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    return _CappedBody(_DECOMPRESSORS.get(encoding))
 
 
 class _CappedBody:
@@ -222,34 +224,26 @@ class _CappedBody:
         self._body = bytearray()
         self._inflate = None if wbits is None else zlib.decompressobj(wbits)
 
-    def add(self, chunk: bytes) -> None:
+    def add(self, chunk: bytes) -> bool:
+        """Take ``chunk``; ``False`` once the body is over the cap (read no more of it)."""
         body, inflate = self._body, self._inflate
         if inflate is None:
             body += chunk
         else:
             # max_length bounds each step's output: a bomb stops at the cap, not after it.
             data = chunk
-            while data:
+            while data and len(body) <= MAX_RESPONSE_BYTES:
                 body += inflate.decompress(data, MAX_RESPONSE_BYTES + 1 - len(body))
-                if len(body) > MAX_RESPONSE_BYTES:
-                    raise _TooLarge
                 data = inflate.unconsumed_tail
+        return len(body) <= MAX_RESPONSE_BYTES
+
+    def answer(self, response: httpx.Response) -> JsonResponse:
+        body = self._body
+        if self._inflate is not None and len(body) <= MAX_RESPONSE_BYTES:
+            body += self._inflate.flush(MAX_RESPONSE_BYTES + 1 - len(body))
         if len(body) > MAX_RESPONSE_BYTES:
-            raise _TooLarge
-
-    def done(self) -> bytes:
-        if self._inflate is not None:
-            self._body += self._inflate.flush(MAX_RESPONSE_BYTES + 1 - len(self._body))
-            if len(self._body) > MAX_RESPONSE_BYTES:
-                raise _TooLarge
-        return bytes(self._body)
-
-
-async def _read_capped(chunks: AsyncIterator[bytes], wbits: int | None) -> bytes:
-    body = _CappedBody(wbits)
-    async for chunk in chunks:
-        body.add(chunk)
-    return body.done()
+            return _unusable(response, f"body exceeds {MAX_RESPONSE_BYTES} bytes")
+        return _parsed(response, bytes(body))
 
 
 def _refusal(response: httpx.Response) -> str | None:
@@ -295,9 +289,7 @@ class SyncHttpClientProvider(_RequestFactory):
         if self._external is not None:
             return self._external.send(request, stream=True)
         if self._owned is None:
-            self._owned = httpx.HTTPTransport(
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
-            )
+            self._owned = httpx.HTTPTransport(limits=_LIMITS)
         return self._owned.handle_request(request)
 
     def close(self) -> None:
@@ -323,37 +315,17 @@ def send_for_json_sync(
     with _transport_failures(timeout):
         response = http.send(request, timeout=timeout)
         try:
-            problem = _refusal(response)
-            if problem is not None:
-                return _unusable(response, problem)
-            encoding = response.headers.get("content-encoding", "identity").strip().lower()
-            wbits = _DECOMPRESSORS.get(encoding)
-            try:
-                if response.is_stream_consumed:
-                    body = response.content
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        raise _TooLarge
-                else:
-                    body = _read_capped_sync(response.iter_raw(), wbits, deadline, monotonic)
-            except _TooLarge:
-                return _unusable(response, f"body exceeds {MAX_RESPONSE_BYTES} bytes")
+            body = _reader(response)
+            if isinstance(body, JsonResponse):
+                return body
+            for chunk in response.iter_raw():
+                if not body.add(chunk):
+                    break
+                if monotonic() > deadline:
+                    raise TimeoutError
+            return body.answer(response)
         finally:
             response.close()
-        return _parsed(response, body)
-
-
-def _read_capped_sync(
-    chunks: Iterator[bytes],
-    wbits: int | None,
-    deadline: float,
-    monotonic: Callable[[], float],
-) -> bytes:
-    body = _CappedBody(wbits)
-    for chunk in chunks:
-        body.add(chunk)
-        if monotonic() > deadline:
-            raise TimeoutError
-    return body.done()
 
 
 def _unusable(response: httpx.Response, problem: str) -> JsonResponse:
