@@ -101,16 +101,12 @@ class IntrospectionClient:
             deadline = self._monotonic() + self._timeout
         endpoint = await self._discovery.introspection_endpoint(deadline)
         try:
-            return await self._with_retries(endpoint, token, deadline, fresh=False)
-        except _ReusedAssertionRejected:
-            pass  # retried below with a fresh assertion
-        except ClientCredentialsRejected as rejected:
-            self._log_rejection(rejected)
-            raise
-        # A server that forbids reusing a ``jti`` rejects a cached assertion as if it were a
-        # bad one; a fresh assertion tells the two apart.
-        try:
-            claims = await self._with_retries(endpoint, token, deadline, fresh=True)
+            try:
+                return await self._with_retries(endpoint, token, deadline, fresh=False)
+            except _ReusedAssertionRejected:
+                # A server that forbids reusing a ``jti`` rejects a cached assertion as if it
+                # were a bad one; a fresh assertion tells the two apart.
+                claims = await self._with_retries(endpoint, token, deadline, fresh=True)
         except ClientCredentialsRejected as rejected:
             self._log_rejection(rejected)
             raise

@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from fastapi_zitadel._concurrency.tasks import KeyedTasks
-from fastapi_zitadel._credentials.client_auth import sign_assertion
+from fastapi_zitadel._credentials.client_auth import ClientCredentials, sign_assertion
 from fastapi_zitadel._credentials.key_file import KeyFileSource
 from fastapi_zitadel._exceptions import (
     ConfigurationError,
@@ -56,7 +56,7 @@ from fastapi_zitadel._outbound.token_endpoint import (
     Caller,
     EndpointClient,
     IssuedToken,
-    secret_credentials,
+    secret_caller,
 )
 
 __all__ = ["AUDIENCE_SCOPE", "ROLES_SCOPE", "ServiceAccountAuth"]
@@ -145,22 +145,20 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
         self._renew_before = renew_before
         self.scope = _scope(project_id, roles=roles, extra=scopes)
         key = settings.key
-        if key is not None:
+        if key is None:
+            caller, credentials = secret_caller(settings, "service user", "client_credentials")
+            grant = CLIENT_CREDENTIALS_GRANT
+        else:
             assert key.user_id is not None  # a serviceaccount key has one
+            caller = Caller("service user", key.user_id, key.key_id, "jwt-bearer")
+            grant = JWT_BEARER_GRANT
 
-            def credentials() -> tuple[dict[str, str], dict[str, str]]:
+            def credentials() -> ClientCredentials:
                 assertion = sign_assertion(
                     key, audience=settings.issuer, now=clock(), lifetime=ASSERTION_LIFETIME
                 )
-                return {"assertion": assertion}, {}
+                return ClientCredentials(form={"assertion": assertion})
 
-            caller = Caller("service user", key.user_id, key.key_id, "jwt-bearer")
-            grant = JWT_BEARER_GRANT
-        else:
-            assert settings.client_id is not None
-            credentials = secret_credentials(settings)
-            caller = Caller("service user", settings.client_id, None, "client_credentials")
-            grant = CLIENT_CREDENTIALS_GRANT
         self._grant_form = {"grant_type": grant, "scope": self.scope}
         self._connect(
             settings,

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from fastapi_zitadel._credentials.client_auth import ClientSecretBasic
+from fastapi_zitadel._credentials.client_auth import ClientCredentials, ClientSecretBasic
 from fastapi_zitadel._exceptions import (
     IdentityProviderError,
     IdentityProviderUnavailable,
@@ -60,8 +60,7 @@ __all__ = [
     "Form",
     "IssuedToken",
     "TokenEndpoint",
-    "secret_credentials",
-    "token_endpoint_for",
+    "secret_caller",
 ]
 
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 §2.1
@@ -109,8 +108,8 @@ class IssuedToken:
 Form = Mapping[str, "str | list[str]"]
 """A request's form fields; a list is sent as repeated fields (RFC 8693's ``audience``)."""
 
-Credentials = Callable[[], tuple[dict[str, str], dict[str, str]]]
-"""Fresh (form fields, headers) that authenticate one attempt."""
+Credentials = Callable[[], ClientCredentials]
+"""Fresh form fields and headers that authenticate one attempt."""
 
 
 class TokenEndpoint:
@@ -168,9 +167,9 @@ class TokenEndpoint:
             raise TokenEndpointUnavailable("discovery document has no token_endpoint")
 
         def attempt(_number: int, remaining: float) -> Flow[IssuedToken]:
-            extra_form, headers = credentials()
+            signed = credentials()
             request = self.http.request(
-                "POST", endpoint, form={**form, **extra_form}, headers=headers
+                "POST", endpoint, form={**form, **signed.form}, headers=signed.headers
             )
             self.requests += 1
             try:
@@ -385,43 +384,13 @@ def _probable_key_rejection(caller: Caller, description: str | None) -> TokenReq
     )
 
 
-def token_endpoint_for(
-    settings: OutboundSettings,
-    *,
-    http_client: httpx.AsyncClient | None,
-    sync_http_client: httpx.Client | None,
-    monotonic: Callable[[], float],
-) -> TokenEndpoint:
-    """A ``TokenEndpoint`` with its own pools and discovery, for one client's settings."""
-    issuer, timeout = settings.issuer, settings.timeout
-    max_retries, allow_insecure_http = settings.max_retries, settings.allow_insecure_http
-    http = HttpClientProvider(http_client, timeout=timeout)
-    discovery = Discovery(
-        issuer,
-        http=http,
-        introspection_endpoint=None,
-        timeout=timeout,
-        allow_insecure_http=allow_insecure_http,
-        monotonic=monotonic,
-        required_endpoint="token_endpoint",
-    )
-    return TokenEndpoint(
-        discovery=discovery,
-        http=http,
-        sync_http=SyncHttpClientProvider(sync_http_client, timeout=timeout),
-        timeout=timeout,
-        max_retries=max_retries,
-        monotonic=monotonic,
-    )
-
-
-def secret_credentials(settings: OutboundSettings) -> Credentials:
-    """``client_secret_basic`` for a client without a key (the settings' credential rule:
-    then its client id and secret are both set)."""
+def secret_caller(settings: OutboundSettings, kind: str, method: str) -> tuple[Caller, Credentials]:
+    """Who asks, and how, for a client without a key: ``client_secret_basic`` (the settings'
+    credential rule: then its client id and secret are both set)."""
     assert settings.client_id is not None
     assert settings.client_secret is not None
-    headers = ClientSecretBasic(settings.client_id, settings.client_secret).credentials().headers
-    return lambda: ({}, headers)
+    basic = ClientSecretBasic(settings.client_id, settings.client_secret)
+    return Caller(kind, settings.client_id, None, method), basic.credentials
 
 
 _Client = TypeVar("_Client", bound="EndpointClient")
@@ -449,13 +418,27 @@ class EndpointClient:
         sync_http_client: httpx.Client | None,
         monotonic: Callable[[], float],
     ) -> None:
-        self.issuer = settings.issuer
+        """Be ``caller``, authenticated by ``credentials``, with pools and a discovery of its
+        own for ``settings``."""
+        self.issuer, timeout = settings.issuer, settings.timeout
         self.client_id, self.key_id = caller.client_id, caller.key_id
         self._caller, self._credentials = caller, credentials
-        self._endpoint = token_endpoint_for(
-            settings,
-            http_client=http_client,
-            sync_http_client=sync_http_client,
+        http = HttpClientProvider(http_client, timeout=timeout)
+        discovery = Discovery(
+            settings.issuer,
+            http=http,
+            introspection_endpoint=None,
+            timeout=timeout,
+            allow_insecure_http=settings.allow_insecure_http,
+            monotonic=monotonic,
+            required_endpoint="token_endpoint",
+        )
+        self._endpoint = TokenEndpoint(
+            discovery=discovery,
+            http=http,
+            sync_http=SyncHttpClientProvider(sync_http_client, timeout=timeout),
+            timeout=timeout,
+            max_retries=settings.max_retries,
             monotonic=monotonic,
         )
 

@@ -32,20 +32,19 @@ from fastapi_zitadel._credentials.client_auth import PrivateKeyJwt
 from fastapi_zitadel._credentials.key_file import KeyFileSource
 from fastapi_zitadel._exceptions import ConfigurationError
 from fastapi_zitadel._http.retry import Flow
-from fastapi_zitadel._outbound.service_account import ServiceAccountAuth
+from fastapi_zitadel._outbound.service_account import ASSERTION_LIFETIME, ServiceAccountAuth
 from fastapi_zitadel._outbound.settings import outbound_settings
 from fastapi_zitadel._outbound.token_endpoint import (
     TOKEN_EXCHANGE_GRANT,
     Caller,
     EndpointClient,
     IssuedToken,
-    secret_credentials,
+    secret_caller,
 )
 
 __all__ = ["ACCESS_TOKEN_TYPE", "ExchangedToken", "TokenExchange"]
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 RFC 8693 §3
-_ASSERTION_LIFETIME = 60.0
 
 
 @dataclass(frozen=True)
@@ -103,25 +102,19 @@ class TokenExchange(EndpointClient):
         )
         self.actor = actor
         key = settings.key
-        if key is not None:
+        if key is None:
+            caller, credentials = secret_caller(settings, "application", "client_secret_basic")
+        else:
             signer = PrivateKeyJwt(
                 key,
                 audience=settings.issuer,
-                lifetime=_ASSERTION_LIFETIME,
+                lifetime=ASSERTION_LIFETIME,
                 single_use=True,  # a fresh assertion per request: exchanges are rare
                 clock=clock,
                 monotonic=monotonic,
             )
-
-            def credentials() -> tuple[dict[str, str], dict[str, str]]:
-                signed = signer.credentials(fresh=True)
-                return dict(signed.form), dict(signed.headers)
-
             caller = Caller("application", signer.client_id, signer.key_id, "private_key_jwt")
-        else:
-            assert settings.client_id is not None
-            credentials = secret_credentials(settings)
-            caller = Caller("application", settings.client_id, None, "client_secret_basic")
+            credentials = signer.credentials
         self._connect(
             settings,
             caller,
