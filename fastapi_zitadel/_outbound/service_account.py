@@ -187,17 +187,10 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
     # The raw token ------------------------------------------------------------------------
     async def atoken(self) -> str:
         """The current access token, fetched or renewed as needed (for code that needs it)."""
-        token = self._token
-        # Hot path, no lock: ``_token`` is only ever replaced whole.
-        if token is not None and self._monotonic() < token.renew_at:
-            return token.value
         return (await self._acurrent()).value
 
     def token(self) -> str:
         """``atoken`` for synchronous code."""
-        token = self._token
-        if token is not None and self._monotonic() < token.renew_at:
-            return token.value
         return self._current().value
 
     def invalidate(self, token: str | None = None) -> None:
