@@ -51,6 +51,7 @@ from fastapi_zitadel._http.urls import shown
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._outbound.settings import outbound_settings
 from fastapi_zitadel._outbound.token_endpoint import (
+    ASSERTION_LIFETIME,
     CLIENT_CREDENTIALS_GRANT,
     JWT_BEARER_GRANT,
     Caller,
@@ -63,7 +64,6 @@ __all__ = ["AUDIENCE_SCOPE", "ROLES_SCOPE", "ServiceAccountAuth"]
 
 AUDIENCE_SCOPE = "urn:zitadel:iam:org:project:id:{project_id}:aud"
 ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
-ASSERTION_LIFETIME = 60.0  # seconds: the grant's assertion is used once, at once
 DEFAULT_LIFETIME = 300.0  # a token without expires_in is kept this long
 _MIN_LIFETIME = 1.0
 # A token is renewed at least this often, whatever expires_in says: an endpoint that claims

@@ -52,6 +52,7 @@ from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._outbound.settings import OutboundSettings
 
 __all__ = [
+    "ASSERTION_LIFETIME",
     "CLIENT_CREDENTIALS_GRANT",
     "JWT_BEARER_GRANT",
     "TOKEN_EXCHANGE_GRANT",
@@ -63,6 +64,7 @@ __all__ = [
     "secret_caller",
 ]
 
+ASSERTION_LIFETIME = 60.0  # seconds: an assertion is used once, at once
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 §2.1
 CLIENT_CREDENTIALS_GRANT = "client_credentials"  # RFC 6749 §4.4
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 RFC 8693

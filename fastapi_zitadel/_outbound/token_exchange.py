@@ -32,9 +32,10 @@ from fastapi_zitadel._credentials.client_auth import PrivateKeyJwt
 from fastapi_zitadel._credentials.key_file import KeyFileSource
 from fastapi_zitadel._exceptions import ConfigurationError
 from fastapi_zitadel._http.retry import Flow
-from fastapi_zitadel._outbound.service_account import ASSERTION_LIFETIME, ServiceAccountAuth
+from fastapi_zitadel._outbound.service_account import ServiceAccountAuth
 from fastapi_zitadel._outbound.settings import outbound_settings
 from fastapi_zitadel._outbound.token_endpoint import (
+    ASSERTION_LIFETIME,
     TOKEN_EXCHANGE_GRANT,
     Caller,
     EndpointClient,
