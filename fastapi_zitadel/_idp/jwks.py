@@ -30,7 +30,6 @@ verifying while ZITADEL is down. Only a token with an unknown ``kid`` cannot be 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -41,7 +40,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 
-from fastapi_zitadel._concurrency.tasks import KeyedTasks, wait
+from fastapi_zitadel._concurrency.tasks import KeyedTasks, joined
 from fastapi_zitadel._exceptions import IdentityProviderUnavailable, TransportFailure
 from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse
 from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_if_overloaded, run
@@ -290,18 +289,7 @@ class JwksCache:
                     )
                 return None  # fetched moments ago, without this kid: a made-up one
             task = self._tasks.start("jwks", self._fetch)
-        try:
-            await wait(task, deadline - self._monotonic())
-        except asyncio.TimeoutError:
-            raise IdentityProviderUnavailable(
-                "the JWKS did not arrive within the deadline", retry_after=1.0
-            ) from None
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # this request was cancelled, not the fetch
-            raise IdentityProviderUnavailable(
-                "the JWKS fetch was cancelled (closing)", retry_after=1.0
-            ) from None
+        await joined(task, deadline - self._monotonic(), what="the JWKS fetch")
         found = self._keys.get(kid)
         if found is None and self._failure is not None:
             retry_after = max(self._next_fetch_at - self._monotonic(), 1.0)
@@ -313,10 +301,7 @@ class JwksCache:
     async def refresh(self) -> Keys:
         """Fetch the JWKS now (or join the fetch running); the keys we then have."""
         task = self._tasks.running("jwks") or self._tasks.start("jwks", self._fetch)
-        try:
-            await wait(task, self._timeout + 1.0)
-        except asyncio.TimeoutError:
-            raise IdentityProviderUnavailable("the JWKS did not arrive in time") from None
+        await joined(task, self._timeout + 1.0, what="the JWKS fetch")
         if self._failure is not None:
             raise IdentityProviderUnavailable(f"the JWKS is unavailable ({self._failure})")
         return self._keys
