@@ -11,9 +11,10 @@ suites start a new loop per test, and pooled connections cannot cross loops).
 Bodies are read raw and decompressed here, as they arrive, within ``MAX_RESPONSE_BYTES`` of
 *decompressed* output: a small gzip bomb cannot expand in memory before the cap applies.
 
-``SyncHttpClientProvider`` and ``send_for_json_sync`` are the same for code that calls other
-APIs from synchronous code (``ServiceAccountAuth`` with an ``httpx.Client``): an
-``httpx.HTTPTransport`` (thread-safe), the same headers, cap and decompression.
+``send_sync`` and ``send_for_json_sync`` are the same for code that calls other APIs from
+synchronous code (``ServiceAccountAuth`` with an ``httpx.Client``): a second pool, an
+``httpx.HTTPTransport`` (thread-safe, one for every thread), the same headers, cap and
+decompression.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ __all__ = [
     "MAX_RESPONSE_BYTES",
     "HttpClientProvider",
     "JsonResponse",
-    "SyncHttpClientProvider",
     "TimeoutFailure",
     "send_for_json",
     "send_for_json_sync",
@@ -82,12 +82,23 @@ def _why(exc: httpx.HTTPError) -> str:
     return type(exc).__name__
 
 
-class _RequestFactory:
-    """Requests with our fixed headers, URLs parsed once."""
+class HttpClientProvider:
+    """Our pools (async per event loop, and sync), or the caller's clients; requests with our
+    fixed headers, URLs parsed once."""
 
-    def __init__(self, *, timeout: float) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient | None,
+        *,
+        timeout: float,
+        sync_client: httpx.Client | None = None,
+    ) -> None:
         self._timeout = _timeouts(timeout)
         self._urls: dict[str, httpx.URL] = {}
+        self._external = client
+        self._owned: PerLoop[httpx.AsyncHTTPTransport] = PerLoop(self._new_transport)
+        self._external_sync = sync_client
+        self._owned_sync: httpx.HTTPTransport | None = None
 
     def request(
         self,
@@ -119,17 +130,6 @@ class _RequestFactory:
             extensions={"timeout": self._timeout},
         )
 
-
-def _timeouts(seconds: float) -> dict[str, float | None]:
-    return httpx.Timeout(seconds, connect=min(seconds, 5.0)).as_dict()
-
-
-class HttpClientProvider(_RequestFactory):
-    def __init__(self, client: httpx.AsyncClient | None, *, timeout: float) -> None:
-        super().__init__(timeout=timeout)
-        self._external = client
-        self._owned: PerLoop[httpx.AsyncHTTPTransport] = PerLoop(self._new_transport)
-
     async def send(self, request: httpx.Request) -> httpx.Response:
         """The response, streaming: its body is read by the caller (``send_for_json``)."""
         if self._external is not None:
@@ -140,10 +140,31 @@ class HttpClientProvider(_RequestFactory):
         return httpx.AsyncHTTPTransport(limits=_LIMITS)
 
     async def aclose(self) -> None:
-        """Close our own pool; a caller-supplied client stays the caller's to close."""
+        """Close our own async pool of this loop (and our sync one); caller-supplied clients
+        stay the caller's to close."""
         owned = self._owned.pop_current()
         if owned is not None:
             await owned.aclose()
+        self.close()
+
+    def send_sync(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+        """``send`` for synchronous code; each network wait is bounded by ``timeout``."""
+        request.extensions["timeout"] = _timeouts(timeout)
+        if self._external_sync is not None:
+            return self._external_sync.send(request, stream=True)
+        if self._owned_sync is None:
+            self._owned_sync = httpx.HTTPTransport(limits=_LIMITS)
+        return self._owned_sync.handle_request(request)
+
+    def close(self) -> None:
+        """Close our own sync pool."""
+        owned, self._owned_sync = self._owned_sync, None
+        if owned is not None:
+            owned.close()
+
+
+def _timeouts(seconds: float) -> dict[str, float | None]:
+    return httpx.Timeout(seconds, connect=min(seconds, 5.0)).as_dict()
 
 
 @dataclass(frozen=True)
@@ -275,32 +296,8 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
-class SyncHttpClientProvider(_RequestFactory):
-    """``HttpClientProvider`` for synchronous code: one thread-safe pool for every thread."""
-
-    def __init__(self, client: httpx.Client | None, *, timeout: float) -> None:
-        super().__init__(timeout=timeout)
-        self._external = client
-        self._owned: httpx.HTTPTransport | None = None
-
-    def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
-        """The response, streaming; each network wait is bounded by ``timeout``."""
-        request.extensions["timeout"] = _timeouts(timeout)
-        if self._external is not None:
-            return self._external.send(request, stream=True)
-        if self._owned is None:
-            self._owned = httpx.HTTPTransport(limits=_LIMITS)
-        return self._owned.handle_request(request)
-
-    def close(self) -> None:
-        """Close our own pool; a caller-supplied client stays the caller's to close."""
-        owned, self._owned = self._owned, None
-        if owned is not None:
-            owned.close()
-
-
 def send_for_json_sync(
-    http: SyncHttpClientProvider,
+    http: HttpClientProvider,
     request: httpx.Request,
     *,
     timeout: float,
@@ -313,7 +310,7 @@ def send_for_json_sync(
     """
     deadline = monotonic() + timeout
     with _transport_failures(timeout):
-        response = http.send(request, timeout=timeout)
+        response = http.send_sync(request, timeout=timeout)
         try:
             body = _reader(response)
             if isinstance(body, JsonResponse):

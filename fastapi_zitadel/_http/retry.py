@@ -31,7 +31,6 @@ from fastapi_zitadel._exceptions import IdentityProviderError, TransportFailure
 from fastapi_zitadel._http.client import (
     HttpClientProvider,
     JsonResponse,
-    SyncHttpClientProvider,
     send_for_json,
     send_for_json_sync,
 )
@@ -176,7 +175,7 @@ async def run(flow: Flow[T], http: HttpClientProvider) -> T:
 
 
 def run_sync(
-    flow: Flow[T], http: SyncHttpClientProvider, monotonic: Callable[[], float] = time.monotonic
+    flow: Flow[T], http: HttpClientProvider, monotonic: Callable[[], float] = time.monotonic
 ) -> T:
     """Drive ``flow`` with the sync pool (the calling thread waits)."""
     answer: JsonResponse | None = None

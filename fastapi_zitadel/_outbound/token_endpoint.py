@@ -37,7 +37,7 @@ from fastapi_zitadel._exceptions import (
     TokenRequestRejected,
     TransportFailure,
 )
-from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse, SyncHttpClientProvider
+from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse
 from fastapi_zitadel._http.retry import (
     Flow,
     Retries,
@@ -122,14 +122,12 @@ class TokenEndpoint:
         *,
         discovery: Discovery,
         http: HttpClientProvider,
-        sync_http: SyncHttpClientProvider,
         timeout: float,
         max_retries: int,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._discovery = discovery
         self.http = http  # our pools, closed by the owner
-        self.sync_http = sync_http
         self._timeout = timeout
         self._monotonic = monotonic
         self._retries = Retries(
@@ -150,7 +148,7 @@ class TokenEndpoint:
 
     def run_sync(self, flow: Flow[T]) -> T:
         """``run`` for synchronous code (the calling thread waits)."""
-        return run_sync(flow, self.sync_http, self._monotonic)
+        return run_sync(flow, self.http, self._monotonic)
 
     def request(self, form: Form, credentials: Credentials, caller: Caller) -> Flow[IssuedToken]:
         """The token for ``form`` (the grant's fields), or one of the module's errors: one flow,
@@ -425,7 +423,7 @@ class EndpointClient:
         self.issuer, timeout = settings.issuer, settings.timeout
         self.client_id, self.key_id = caller.client_id, caller.key_id
         self._caller, self._credentials = caller, credentials
-        http = HttpClientProvider(http_client, timeout=timeout)
+        http = HttpClientProvider(http_client, timeout=timeout, sync_client=sync_http_client)
         discovery = Discovery(
             settings.issuer,
             http=http,
@@ -438,7 +436,6 @@ class EndpointClient:
         self._endpoint = TokenEndpoint(
             discovery=discovery,
             http=http,
-            sync_http=SyncHttpClientProvider(sync_http_client, timeout=timeout),
             timeout=timeout,
             max_retries=settings.max_retries,
             monotonic=monotonic,
@@ -456,11 +453,10 @@ class EndpointClient:
     async def aclose(self) -> None:
         """Close the connection pools to ZITADEL (the async one of this event loop)."""
         await self._endpoint.http.aclose()
-        self._endpoint.sync_http.close()
 
     def close(self) -> None:
         """Close the synchronous connection pool to ZITADEL."""
-        self._endpoint.sync_http.close()
+        self._endpoint.http.close()
 
     async def __aenter__(self: _Client) -> _Client:
         return self
