@@ -14,10 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi_zitadel._credentials.client_auth import ClientAuthentication
+from fastapi_zitadel._credentials.client_auth import ClientAuthentication, ClientCredentials
 from fastapi_zitadel._exceptions import (
     ClientCredentialsRejected,
-    IdentityProviderError,
     IdentityProviderUnavailable,
     TokenTypeUnsupported,
     TransportFailure,
@@ -44,18 +43,6 @@ class OutOfTimeFailure(IdentityProviderUnavailable):
     Whether that is the IdP's failure depends on how much of the deadline the call had: one
     that waited in our own queue may have had too little (``IntrospectionValidator`` decides).
     """
-
-
-class _AuthenticationRefused(Exception):
-    """A 4xx that may be the server refusing our client authentication.
-
-    ``rejected`` is what it means if the assertion was reused, ``final`` what it means if not
-    (``ClientCredentialsRejected``, or a refused request for ``invalid_request``).
-    """
-
-    def __init__(self, rejected: ClientCredentialsRejected, final: IdentityProviderError) -> None:
-        self.rejected = rejected
-        self.final = final
 
 
 class _ReusedAssertionRejected(Exception):
@@ -134,16 +121,13 @@ class IntrospectionClient:
                     out_of_time = OutOfTimeFailure(failure.description, retry_after=1.0)
                     raise Retryable(out_of_time) from None
                 raise Retryable(_unavailable(failure.description)) from None
-            try:
-                return self._classify(response)
-            except _AuthenticationRefused as refused:
-                if self._auth.possibly_reused(credentials):
-                    raise _ReusedAssertionRejected(refused.rejected) from None
-                raise refused.final from None
+            return self._classify(response, credentials)
 
         return await run(self._retries.flow(deadline, attempt), self._http)
 
-    def _classify(self, response: JsonResponse) -> dict[str, Any] | None:
+    def _classify(
+        self, response: JsonResponse, credentials: ClientCredentials
+    ) -> dict[str, Any] | None:
         status = response.status
         if status == 200:
             data = response.data
@@ -179,7 +163,9 @@ class IntrospectionClient:
             key_id=self._auth.key_id,
             hint=self._auth.rejection_hint.format(key_id=self._auth.key_id),
         )
-        raise _AuthenticationRefused(rejected, rejected if error in _CREDENTIAL_ERRORS else refused)
+        if self._auth.possibly_reused(credentials):  # a 4xx that may be the server refusing reuse
+            raise _ReusedAssertionRejected(rejected)
+        raise rejected if error in _CREDENTIAL_ERRORS else refused
 
     def _log_rejection(self, rejected: ClientCredentialsRejected) -> None:
         self._auth.rejected()
