@@ -115,6 +115,10 @@ class Discovery:
             "discovery", lambda: run(self._document(deadline), self._http)
         )
 
+    async def aclose(self) -> None:
+        """Cancel the fetch of this event loop still running."""
+        await self._flight.aclose()
+
     def document(self, deadline: float) -> Flow[ProviderMetadata]:
         """``fetch`` for a caller that is a flow itself (driven sync or async), without single
         flight (its caller has its own: a service user fetches one token at a time)."""
