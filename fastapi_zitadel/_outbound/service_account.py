@@ -153,9 +153,11 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             caller = Caller("service user", key.user_id, key.key_id, "jwt-bearer")
             grant = JWT_BEARER_GRANT
 
+            audience = settings.issuer
+
             def credentials() -> ClientCredentials:
                 assertion = sign_assertion(
-                    key, audience=settings.issuer, now=clock(), lifetime=ASSERTION_LIFETIME
+                    key, audience=audience, now=clock(), lifetime=ASSERTION_LIFETIME
                 )
                 return ClientCredentials(form={"assertion": assertion})
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from fastapi_zitadel._config import Issuer, MaxRetries, Timeout
 from fastapi_zitadel._credentials.key_file import (
@@ -35,9 +35,10 @@ class OutboundSettings(BaseModel):
     timeout: Timeout
     max_retries: MaxRetries
     allow_insecure_http: bool
-    key_file: Any = None  # a KeyFileSource, loaded into ``key`` once the rules hold
+    # Never in repr: a key file given as JSON text or a mapping holds the private key.
+    key_file: Any = Field(default=None, repr=False)  # a KeyFileSource, loaded into ``key``
     client_id: str | None = None
-    client_secret: str | None = None
+    client_secret: str | None = Field(default=None, repr=False)
     key: ZitadelKeyFile | None = None
 
     @model_validator(mode="after")
