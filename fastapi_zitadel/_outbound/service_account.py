@@ -20,9 +20,6 @@ credentials, ``client_secret_basic``). The token is kept and renewed before it l
   new token at most once per ``REFUSAL_HOLD_OFF`` seconds: an API that refuses every token
   (misconfigured, or hostile) gets its 401s back, not a token request per call. The reason
   is logged once per hold-off.
-
-Without the audience scope (``project_id=``) ZITADEL issues a token whose audience lacks the
-API's project, and its introspection of that token answers inactive: the API says 401.
 """
 
 from __future__ import annotations
