@@ -127,6 +127,7 @@ class Parts:
         for jwks in (self.jwks, self.events_jwks):
             if jwks is not None:
                 await jwks.aclose()
+        await self.discovery.aclose()
         await self.http.aclose()
 
 

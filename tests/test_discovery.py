@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -13,6 +14,8 @@ from fastapi_zitadel import (
     IssuerMismatch,
     ZitadelIntrospection,
 )
+from fastapi_zitadel._http.client import HttpClientProvider
+from fastapi_zitadel._idp.discovery import Discovery
 
 from .helpers import FakeClock
 
@@ -129,3 +132,31 @@ async def test_a_pause_repeats_the_failure_that_started_it(
     assert again.value.retry_after is not None
     assert again.value.retry_after > 0
     assert idp.discovery_calls == 1
+
+
+async def test_aclose_cancels_a_fetch_still_running(clock: FakeClock) -> None:
+    """The fetch runs in the discovery's task registry: closing cancels it, and its caller
+    gets the cancellation rather than a task left pending when the loop closes."""
+    asked = asyncio.Event()
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        asked.set()
+        await asyncio.Event().wait()  # never answers
+        raise AssertionError("unreachable")
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(hang))
+    discovery = Discovery(
+        ISSUER,
+        http=HttpClientProvider(client, timeout=5.0),
+        introspection_endpoint=None,
+        timeout=5.0,
+        allow_insecure_http=False,
+        monotonic=clock,
+    )
+    fetch = asyncio.ensure_future(discovery.fetch())
+    await asyncio.wait_for(asked.wait(), 5.0)
+    await discovery.aclose()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(fetch, 5.0)
+    assert discovery.metadata is None
+    await client.aclose()

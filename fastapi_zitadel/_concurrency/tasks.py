@@ -24,8 +24,9 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 from fastapi_zitadel._concurrency.per_loop import PerLoop
+from fastapi_zitadel._exceptions import IdentityProviderUnavailable
 
-__all__ = ["KeyedTasks", "wait"]
+__all__ = ["KeyedTasks", "joined", "wait"]
 
 T = TypeVar("T")
 
@@ -149,6 +150,22 @@ class KeyedTasks(Generic[T]):
 async def wait(task: asyncio.Task[T], timeout: float) -> T:
     """``task``'s result within ``timeout`` seconds; giving up does not cancel it."""
     return await asyncio.wait_for(asyncio.shield(task), timeout=max(timeout, 0.0))
+
+
+async def joined(task: asyncio.Task[T], timeout: float, *, what: str) -> T:
+    """``wait`` for work a request needs from the IdP (``what``, as messages name it): not
+    ending in time, or cancelled by a close, is ``IdentityProviderUnavailable`` (a 503, never
+    a 401); a cancellation of the caller itself stays the caller's."""
+    try:
+        return await wait(task, timeout)
+    except asyncio.TimeoutError:
+        raise IdentityProviderUnavailable(f"{what} did not end in time", retry_after=1.0) from None
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            raise  # the caller was cancelled, not the task
+        raise IdentityProviderUnavailable(
+            f"{what} was cancelled (closing)", retry_after=1.0
+        ) from None
 
 
 def _finished(tasks: _Running[Any], key: Hashable, done: asyncio.Task[Any]) -> None:

@@ -11,9 +11,10 @@ suites start a new loop per test, and pooled connections cannot cross loops).
 Bodies are read raw and decompressed here, as they arrive, within ``MAX_RESPONSE_BYTES`` of
 *decompressed* output: a small gzip bomb cannot expand in memory before the cap applies.
 
-``SyncHttpClientProvider`` and ``send_for_json_sync`` are the same for code that calls other
-APIs from synchronous code (``ServiceAccountAuth`` with an ``httpx.Client``): an
-``httpx.HTTPTransport`` (thread-safe), the same headers, cap and decompression.
+``send_sync`` and ``send_for_json_sync`` are the same for code that calls other APIs from
+synchronous code (``ServiceAccountAuth`` with an ``httpx.Client``): a second pool, an
+``httpx.HTTPTransport`` (thread-safe, one for every thread), the same headers, cap and
+decompression.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import ssl
 import sys
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -40,7 +41,6 @@ __all__ = [
     "MAX_RESPONSE_BYTES",
     "HttpClientProvider",
     "JsonResponse",
-    "SyncHttpClientProvider",
     "TimeoutFailure",
     "send_for_json",
     "send_for_json_sync",
@@ -53,16 +53,13 @@ MAX_RESPONSE_BYTES = 1024 * 1024
 _USER_AGENT = "fastapi-zitadel"
 # gzip and deflate are decompressed here under the cap; anything else is refused unread.
 _ACCEPT_ENCODING = "gzip, deflate"
+_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 _DECOMPRESSORS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": 0}
 
 
 class TimeoutFailure(TransportFailure):
     """No answer within the time the call was given (as opposed to an error answer or a
     refused connection): whose fault that is depends on how much time it had."""
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _why(exc: httpx.HTTPError) -> str:
@@ -85,12 +82,23 @@ def _why(exc: httpx.HTTPError) -> str:
     return type(exc).__name__
 
 
-class _RequestFactory:
-    """Requests with our fixed headers, URLs parsed once."""
+class HttpClientProvider:
+    """Our pools (async per event loop, and sync), or the caller's clients; requests with our
+    fixed headers, URLs parsed once."""
 
-    def __init__(self, *, timeout: float) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient | None,
+        *,
+        timeout: float,
+        sync_client: httpx.Client | None = None,
+    ) -> None:
         self._timeout = _timeouts(timeout)
         self._urls: dict[str, httpx.URL] = {}
+        self._external = client
+        self._owned: PerLoop[httpx.AsyncHTTPTransport] = PerLoop(self._new_transport)
+        self._external_sync = sync_client
+        self._owned_sync: httpx.HTTPTransport | None = None
 
     def request(
         self,
@@ -122,17 +130,6 @@ class _RequestFactory:
             extensions={"timeout": self._timeout},
         )
 
-
-def _timeouts(seconds: float) -> dict[str, float | None]:
-    return httpx.Timeout(seconds, connect=min(seconds, 5.0)).as_dict()
-
-
-class HttpClientProvider(_RequestFactory):
-    def __init__(self, client: httpx.AsyncClient | None, *, timeout: float) -> None:
-        super().__init__(timeout=timeout)
-        self._external = client
-        self._owned: PerLoop[httpx.AsyncHTTPTransport] = PerLoop(self._new_transport)
-
     async def send(self, request: httpx.Request) -> httpx.Response:
         """The response, streaming: its body is read by the caller (``send_for_json``)."""
         if self._external is not None:
@@ -140,15 +137,34 @@ class HttpClientProvider(_RequestFactory):
         return await self._owned.get().handle_async_request(request)
 
     def _new_transport(self) -> httpx.AsyncHTTPTransport:
-        return httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        )
+        return httpx.AsyncHTTPTransport(limits=_LIMITS)
 
     async def aclose(self) -> None:
-        """Close our own pool; a caller-supplied client stays the caller's to close."""
+        """Close our own async pool of this loop (and our sync one); caller-supplied clients
+        stay the caller's to close."""
         owned = self._owned.pop_current()
         if owned is not None:
             await owned.aclose()
+        self.close()
+
+    def send_sync(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
+        """``send`` for synchronous code; each network wait is bounded by ``timeout``."""
+        request.extensions["timeout"] = _timeouts(timeout)
+        if self._external_sync is not None:
+            return self._external_sync.send(request, stream=True)
+        if self._owned_sync is None:
+            self._owned_sync = httpx.HTTPTransport(limits=_LIMITS)
+        return self._owned_sync.handle_request(request)
+
+    def close(self) -> None:
+        """Close our own sync pool."""
+        owned, self._owned_sync = self._owned_sync, None
+        if owned is not None:
+            owned.close()
+
+
+def _timeouts(seconds: float) -> dict[str, float | None]:
+    return httpx.Timeout(seconds, connect=min(seconds, 5.0)).as_dict()
 
 
 @dataclass(frozen=True)
@@ -197,22 +213,29 @@ _timeout_context = getattr(asyncio, "timeout", None) if sys.version_info >= (3, 
 async def _send(http: HttpClientProvider, request: httpx.Request) -> JsonResponse:
     response = await http.send(request)
     try:
-        problem = _refusal(response)
-        if problem is not None:
-            return _unusable(response, problem)
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        try:
-            if response.is_stream_consumed:  # a caller's transport answered from memory
-                body = response.content
-                if len(body) > MAX_RESPONSE_BYTES:
-                    raise _TooLarge
-            else:
-                body = await _read_capped(response.aiter_raw(), _DECOMPRESSORS.get(encoding))
-        except _TooLarge:
-            return _unusable(response, f"body exceeds {MAX_RESPONSE_BYTES} bytes")
+        body = _reader(response)
+        if isinstance(body, JsonResponse):
+            return body
+        async for chunk in response.aiter_raw():
+            if not body.add(chunk):
+                break
+        return body.answer(response)
     finally:
         await response.aclose()
-    return _parsed(response, body)
+
+
+def _reader(response: httpx.Response) -> JsonResponse | _CappedBody:
+    """The answer when the body is not read from the network (refused, or a caller's
+    transport answered from memory), else a reader for its raw chunks (sync and async)."""
+    problem = _refusal(response)
+    if problem is not None:
+        return _unusable(response, problem)
+    if response.is_stream_consumed:
+        in_memory = _CappedBody(None)
+        in_memory.add(response.content)
+        return in_memory.answer(response)
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    return _CappedBody(_DECOMPRESSORS.get(encoding))
 
 
 class _CappedBody:
@@ -222,34 +245,26 @@ class _CappedBody:
         self._body = bytearray()
         self._inflate = None if wbits is None else zlib.decompressobj(wbits)
 
-    def add(self, chunk: bytes) -> None:
+    def add(self, chunk: bytes) -> bool:
+        """Take ``chunk``; ``False`` once the body is over the cap (read no more of it)."""
         body, inflate = self._body, self._inflate
         if inflate is None:
             body += chunk
         else:
             # max_length bounds each step's output: a bomb stops at the cap, not after it.
             data = chunk
-            while data:
+            while data and len(body) <= MAX_RESPONSE_BYTES:
                 body += inflate.decompress(data, MAX_RESPONSE_BYTES + 1 - len(body))
-                if len(body) > MAX_RESPONSE_BYTES:
-                    raise _TooLarge
                 data = inflate.unconsumed_tail
+        return len(body) <= MAX_RESPONSE_BYTES
+
+    def answer(self, response: httpx.Response) -> JsonResponse:
+        body = self._body
+        if self._inflate is not None and len(body) <= MAX_RESPONSE_BYTES:
+            body += self._inflate.flush(MAX_RESPONSE_BYTES + 1 - len(body))
         if len(body) > MAX_RESPONSE_BYTES:
-            raise _TooLarge
-
-    def done(self) -> bytes:
-        if self._inflate is not None:
-            self._body += self._inflate.flush(MAX_RESPONSE_BYTES + 1 - len(self._body))
-            if len(self._body) > MAX_RESPONSE_BYTES:
-                raise _TooLarge
-        return bytes(self._body)
-
-
-async def _read_capped(chunks: AsyncIterator[bytes], wbits: int | None) -> bytes:
-    body = _CappedBody(wbits)
-    async for chunk in chunks:
-        body.add(chunk)
-    return body.done()
+            return _unusable(response, f"body exceeds {MAX_RESPONSE_BYTES} bytes")
+        return _parsed(response, bytes(body))
 
 
 def _refusal(response: httpx.Response) -> str | None:
@@ -281,34 +296,8 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
-class SyncHttpClientProvider(_RequestFactory):
-    """``HttpClientProvider`` for synchronous code: one thread-safe pool for every thread."""
-
-    def __init__(self, client: httpx.Client | None, *, timeout: float) -> None:
-        super().__init__(timeout=timeout)
-        self._external = client
-        self._owned: httpx.HTTPTransport | None = None
-
-    def send(self, request: httpx.Request, *, timeout: float) -> httpx.Response:
-        """The response, streaming; each network wait is bounded by ``timeout``."""
-        request.extensions["timeout"] = _timeouts(timeout)
-        if self._external is not None:
-            return self._external.send(request, stream=True)
-        if self._owned is None:
-            self._owned = httpx.HTTPTransport(
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20)
-            )
-        return self._owned.handle_request(request)
-
-    def close(self) -> None:
-        """Close our own pool; a caller-supplied client stays the caller's to close."""
-        owned, self._owned = self._owned, None
-        if owned is not None:
-            owned.close()
-
-
 def send_for_json_sync(
-    http: SyncHttpClientProvider,
+    http: HttpClientProvider,
     request: httpx.Request,
     *,
     timeout: float,
@@ -321,39 +310,19 @@ def send_for_json_sync(
     """
     deadline = monotonic() + timeout
     with _transport_failures(timeout):
-        response = http.send(request, timeout=timeout)
+        response = http.send_sync(request, timeout=timeout)
         try:
-            problem = _refusal(response)
-            if problem is not None:
-                return _unusable(response, problem)
-            encoding = response.headers.get("content-encoding", "identity").strip().lower()
-            wbits = _DECOMPRESSORS.get(encoding)
-            try:
-                if response.is_stream_consumed:
-                    body = response.content
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        raise _TooLarge
-                else:
-                    body = _read_capped_sync(response.iter_raw(), wbits, deadline, monotonic)
-            except _TooLarge:
-                return _unusable(response, f"body exceeds {MAX_RESPONSE_BYTES} bytes")
+            body = _reader(response)
+            if isinstance(body, JsonResponse):
+                return body
+            for chunk in response.iter_raw():
+                if not body.add(chunk):
+                    break
+                if monotonic() > deadline:
+                    raise TimeoutError
+            return body.answer(response)
         finally:
             response.close()
-        return _parsed(response, body)
-
-
-def _read_capped_sync(
-    chunks: Iterator[bytes],
-    wbits: int | None,
-    deadline: float,
-    monotonic: Callable[[], float],
-) -> bytes:
-    body = _CappedBody(wbits)
-    for chunk in chunks:
-        body.add(chunk)
-        if monotonic() > deadline:
-            raise TimeoutError
-    return body.done()
 
 
 def _unusable(response: httpx.Response, problem: str) -> JsonResponse:

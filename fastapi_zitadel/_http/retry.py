@@ -7,13 +7,13 @@ classified and when to try again is written once, in the flow; ``run`` drives a 
 async pool and ``asyncio.sleep``, ``run_sync`` with the sync pool and ``time.sleep``. Nothing
 else differs between the two, so they cannot drift apart.
 
-``Retries.flow`` is the one retry loop (introspection, the token endpoint): an attempt that
-raises ``Retryable`` is tried again after a jittered exponential backoff (50 ms doubling, at
-most 1 s), or after the server's ``Retry-After`` when that is longer, while ``max_retries``
-and the deadline allow; otherwise its ``final`` error is raised. ``Retry-After`` is parsed
-here only (``retry_after``). Discovery makes one attempt per call and paces failed fetches
-itself, across requests; its fetch is a flow too, driven sync or async. The JWKS fetch (async
-only) makes one attempt and paces itself likewise.
+``Retries.flow`` is the one retry loop (introspection, the token endpoint, discovery, the
+JWKS): an attempt that raises ``Retryable`` (a transport failure, a 429 or 5xx:
+``retry_if_overloaded``) is tried again after a jittered exponential backoff (50 ms doubling,
+at most 1 s), or after the server's ``Retry-After`` when that is longer, while
+``max_retries`` and the deadline allow; otherwise its ``final`` error is raised.
+``Retry-After`` is parsed here only (``retry_after``). Discovery and the JWKS default to no
+retry within a call: they pace failed fetches themselves, across requests.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from fastapi_zitadel._exceptions import IdentityProviderError, TransportFailure
 from fastapi_zitadel._http.client import (
     HttpClientProvider,
     JsonResponse,
-    SyncHttpClientProvider,
     send_for_json,
     send_for_json_sync,
 )
+from fastapi_zitadel._log import logger
 
 __all__ = [
     "Flow",
@@ -43,6 +43,7 @@ __all__ = [
     "Retryable",
     "Send",
     "retry_after",
+    "retry_if_overloaded",
     "run",
     "run_sync",
 ]
@@ -95,9 +96,20 @@ class Retryable(Exception):
         self.retry_after = retry_after
 
 
+def retry_if_overloaded(
+    response: JsonResponse, final: Callable[[float | None], IdentityProviderError]
+) -> None:
+    """A 429 or 5xx is worth another attempt: raise ``Retryable`` with ``final(asked)`` (the
+    error once no attempt is left), ``asked`` being the server's ``Retry-After``."""
+    if response.status == 429 or response.status >= 500:
+        asked = retry_after(response.headers.get("retry-after"))
+        raise Retryable(final(asked), retry_after=asked)
+
+
 class Retries:
     """The retry policy of one client: how many retries, on which clock, and what to raise
-    when the deadline has passed before an attempt could start."""
+    when the deadline has passed before an attempt could start. ``name`` the requests in the
+    log ("introspection": "introspection attempt 1 failed ...")."""
 
     def __init__(
         self,
@@ -105,13 +117,13 @@ class Retries:
         max_retries: int,
         monotonic: Callable[[], float],
         out_of_time: Callable[[], IdentityProviderError],
-        on_retry: Callable[[int, Retryable], None] = lambda attempt, failure: None,
+        name: str = "request",
         on_give_up: Callable[[IdentityProviderError], None] = lambda final: None,
     ) -> None:
         self._max_retries = max_retries
         self._monotonic = monotonic
-        self._out_of_time = out_of_time
-        self._on_retry = on_retry
+        self.out_of_time = out_of_time
+        self._name = name
         self._on_give_up = on_give_up
 
     def flow(self, deadline: float, attempt: Callable[[int, float], Flow[T]]) -> Flow[T]:
@@ -121,7 +133,7 @@ class Retries:
         while True:
             remaining = deadline - self._monotonic()
             if remaining <= 0:
-                raise self._out_of_time()
+                raise self.out_of_time()
             try:
                 return (yield from attempt(number, remaining))
             except Retryable as failure:
@@ -129,7 +141,7 @@ class Retries:
                 if pause is None:
                     self._on_give_up(failure.final)
                     raise failure.final from None
-                self._on_retry(number, failure)
+                logger.debug("%s attempt %d failed (%s)", self._name, number + 1, failure)
             yield Pause(pause)
             number += 1
 
@@ -163,7 +175,7 @@ async def run(flow: Flow[T], http: HttpClientProvider) -> T:
 
 
 def run_sync(
-    flow: Flow[T], http: SyncHttpClientProvider, monotonic: Callable[[], float] = time.monotonic
+    flow: Flow[T], http: HttpClientProvider, monotonic: Callable[[], float] = time.monotonic
 ) -> T:
     """Drive ``flow`` with the sync pool (the calling thread waits)."""
     answer: JsonResponse | None = None

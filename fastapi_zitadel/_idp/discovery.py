@@ -2,24 +2,36 @@
 
 Paths are configurable in ZITADEL, so they are read, not assumed. The document's ``issuer``
 must equal ours exactly (RFC 8414 §3.3): a mismatch means we are talking to another instance
-or a proxy rewrote the host, and tokens from it must not be trusted. A failed fetch is retried
-after a growing pause, shared by all requests, so an IdP outage does not become a discovery
-storm. ``fetch_sync`` is the same for synchronous code (one thread at a time fetches): one
-flow (``_document``) serves both.
+or a proxy rewrote the host, and tokens from it must not be trusted. A fetch runs on the one
+retry loop (``retry.Retries``: ``max_retries`` more attempts within the deadline, none by
+default); a fetch that fails all the same is tried again only after a growing pause, shared by
+all requests, so an IdP outage does not become a discovery storm. The fetch is a flow
+(``_document``): ``fetch`` drives it async, once for all concurrent callers; ``document`` hands
+it to a caller that is a flow itself (the token endpoint's request, driven sync or async).
 """
 
 from __future__ import annotations
 
 import random
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi_zitadel._concurrency.tasks import KeyedTasks
-from fastapi_zitadel._exceptions import IdentityProviderUnavailable, IssuerMismatch
-from fastapi_zitadel._http.client import HttpClientProvider, SyncHttpClientProvider
-from fastapi_zitadel._http.retry import Flow, Send, run, run_sync
+from fastapi_zitadel._exceptions import (
+    IdentityProviderUnavailable,
+    IssuerMismatch,
+    TransportFailure,
+)
+from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse
+from fastapi_zitadel._http.retry import (
+    Flow,
+    Retries,
+    Retryable,
+    Send,
+    retry_if_overloaded,
+    run,
+)
 from fastapi_zitadel._http.urls import check_url
 from fastapi_zitadel._log import logger
 
@@ -60,13 +72,13 @@ class Discovery:
         allow_insecure_http: bool,
         monotonic: Callable[[], float],
         required_endpoint: str | None = "introspection_endpoint",
+        max_retries: int = 0,
     ) -> None:
         """``required_endpoint``: the endpoint a document must name (an API introspects, a
         client of other APIs needs the ``token_endpoint``; ``None`` for local JWT verification,
         which needs only ``jwks_uri``)."""
         self._issuer = issuer
         self._required = required_endpoint
-        self._sync_lock = threading.Lock()
         self._http = http
         self._timeout = timeout
         self._allow_insecure_http = allow_insecure_http
@@ -77,6 +89,13 @@ class Discovery:
         self._retry_at = float("-inf")
         self._last_failure: IdentityProviderUnavailable | None = None
         self._flight: KeyedTasks[ProviderMetadata] = KeyedTasks()
+        self._retries = Retries(
+            max_retries=max_retries,
+            monotonic=monotonic,
+            out_of_time=lambda: IdentityProviderUnavailable(
+                "no time left for discovery", retry_after=1.0
+            ),
+        )
 
     async def introspection_endpoint(self, deadline: float | None = None) -> str:
         """The endpoint: configured, or discovered (once) by ``deadline`` (monotonic)."""
@@ -91,21 +110,25 @@ class Discovery:
         """The discovery document, fetched on first use; later calls answer from memory."""
         if self.metadata is not None:
             return self.metadata
-        timeout = self._time_left(deadline)
-        return await self._flight.run("discovery", lambda: run(self._document(timeout), self._http))
+        deadline = self._deadline(deadline)
+        return await self._flight.run(
+            "discovery", lambda: run(self._document(deadline), self._http)
+        )
 
-    def fetch_sync(
-        self, http: SyncHttpClientProvider, deadline: float | None = None
-    ) -> ProviderMetadata:
-        """``fetch`` for synchronous code, through ``http``; one thread fetches at a time."""
+    async def aclose(self) -> None:
+        """Cancel the fetch of this event loop still running."""
+        await self._flight.aclose()
+
+    def document(self, deadline: float) -> Flow[ProviderMetadata]:
+        """``fetch`` for a caller that is a flow itself (driven sync or async), without single
+        flight (its caller has its own: a service user fetches one token at a time)."""
         if self.metadata is not None:
             return self.metadata
-        with self._sync_lock:
-            if self.metadata is not None:  # fetched while this thread waited
-                return self.metadata
-            return run_sync(self._document(self._time_left(deadline)), http, self._monotonic)
+        return (yield from self._document(self._deadline(deadline)))
 
-    def _time_left(self, deadline: float | None) -> float:
+    def _deadline(self, deadline: float | None) -> float:
+        """When this fetch must be done by; raises while failed fetches are paused, or when
+        no time is left (neither counts as a failed fetch)."""
         wait = self._retry_at - self._monotonic()
         if wait > 0:
             # The same class and cause as the failure that started the pause: what a caller
@@ -113,18 +136,26 @@ class Discovery:
             last = self._last_failure
             assert last is not None, "a pause always follows a failure"
             raise type(last)(last.description, retry_after=wait)
-        timeout = self._timeout if deadline is None else deadline - self._monotonic()
-        if timeout <= 0:
-            raise IdentityProviderUnavailable("no time left for discovery", retry_after=1.0)
-        return timeout
+        if deadline is None:
+            return self._monotonic() + self._timeout
+        if deadline <= self._monotonic():
+            raise self._retries.out_of_time()
+        return deadline
 
-    def _document(self, timeout: float) -> Flow[ProviderMetadata]:
+    def _document(self, deadline: float) -> Flow[ProviderMetadata]:
         """One fetch, async or sync alike (``retry.run``, ``retry.run_sync``)."""
         url = self._issuer + DISCOVERY_PATH
+
+        def attempt(_number: int, remaining: float) -> Flow[ProviderMetadata]:
+            try:
+                response = yield Send(self._http.request("GET", url), remaining)
+            except TransportFailure as failure:
+                raise Retryable(failure) from None
+            return self._metadata_from(response)
+
         try:
-            response = yield Send(self._http.request("GET", url), timeout)
-            metadata = self._metadata_from(response.status, response.data, response.problem)
-        except IdentityProviderUnavailable as exc:  # TransportFailure included
+            metadata = yield from self._retries.flow(deadline, attempt)
+        except IdentityProviderUnavailable as exc:
             raise self._failed(url, exc) from None
         return self._found(metadata)
 
@@ -145,9 +176,12 @@ class Discovery:
         logger.debug("discovered introspection endpoint %s", metadata.introspection_endpoint)
         return metadata
 
-    def _metadata_from(self, status: int, data: Any, problem: str | None) -> ProviderMetadata:
+    def _metadata_from(self, response: JsonResponse) -> ProviderMetadata:
+        status, data, problem = response.status, response.data, response.problem
         if status != 200:
-            raise IdentityProviderUnavailable(f"discovery document answered HTTP {status}")
+            described = f"discovery document answered HTTP {status}"
+            retry_if_overloaded(response, lambda asked: IdentityProviderUnavailable(described))
+            raise IdentityProviderUnavailable(described)
         if problem is not None or not isinstance(data, dict):
             raise IdentityProviderUnavailable(
                 f"discovery document is not a JSON object ({problem or type(data).__name__})"

@@ -14,18 +14,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastapi_zitadel._credentials.client_auth import ClientAuthentication
+from fastapi_zitadel._credentials.client_auth import ClientAuthentication, ClientCredentials
 from fastapi_zitadel._exceptions import (
     ClientCredentialsRejected,
-    IdentityProviderError,
     IdentityProviderUnavailable,
     TokenTypeUnsupported,
     TransportFailure,
 )
 from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse, TimeoutFailure
-from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_after, run
+from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_if_overloaded, run
 from fastapi_zitadel._idp.discovery import Discovery
-from fastapi_zitadel._log import RateLimitedLog, logger
+from fastapi_zitadel._log import RateLimitedLog
 
 __all__ = ["IntrospectionClient", "OutOfTimeFailure"]
 
@@ -44,18 +43,6 @@ class OutOfTimeFailure(IdentityProviderUnavailable):
     Whether that is the IdP's failure depends on how much of the deadline the call had: one
     that waited in our own queue may have had too little (``IntrospectionValidator`` decides).
     """
-
-
-class _AuthenticationRefused(Exception):
-    """A 4xx that may be the server refusing our client authentication.
-
-    ``rejected`` is what it means if the assertion was reused, ``final`` what it means if not
-    (``ClientCredentialsRejected``, or a refused request for ``invalid_request``).
-    """
-
-    def __init__(self, rejected: ClientCredentialsRejected, final: IdentityProviderError) -> None:
-        self.rejected = rejected
-        self.final = final
 
 
 class _ReusedAssertionRejected(Exception):
@@ -87,9 +74,7 @@ class IntrospectionClient:
             out_of_time=lambda: OutOfTimeFailure(
                 f"identity provider did not answer within {timeout:.1f} s", retry_after=1.0
             ),
-            on_retry=lambda number, failure: logger.debug(
-                "introspection attempt %d failed (%s)", number + 1, failure
-            ),
+            name="introspection",
         )
         self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
         self.calls = 0
@@ -103,16 +88,12 @@ class IntrospectionClient:
             deadline = self._monotonic() + self._timeout
         endpoint = await self._discovery.introspection_endpoint(deadline)
         try:
-            return await self._with_retries(endpoint, token, deadline, fresh=False)
-        except _ReusedAssertionRejected:
-            pass  # retried below with a fresh assertion
-        except ClientCredentialsRejected as rejected:
-            self._log_rejection(rejected)
-            raise
-        # A server that forbids reusing a ``jti`` rejects a cached assertion as if it were a
-        # bad one; a fresh assertion tells the two apart.
-        try:
-            claims = await self._with_retries(endpoint, token, deadline, fresh=True)
+            try:
+                return await self._with_retries(endpoint, token, deadline, fresh=False)
+            except _ReusedAssertionRejected:
+                # A server that forbids reusing a ``jti`` rejects a cached assertion as if it
+                # were a bad one; a fresh assertion tells the two apart.
+                claims = await self._with_retries(endpoint, token, deadline, fresh=True)
         except ClientCredentialsRejected as rejected:
             self._log_rejection(rejected)
             raise
@@ -140,16 +121,13 @@ class IntrospectionClient:
                     out_of_time = OutOfTimeFailure(failure.description, retry_after=1.0)
                     raise Retryable(out_of_time) from None
                 raise Retryable(_unavailable(failure.description)) from None
-            try:
-                return self._classify(response)
-            except _AuthenticationRefused as refused:
-                if self._auth.possibly_reused(credentials):
-                    raise _ReusedAssertionRejected(refused.rejected) from None
-                raise refused.final from None
+            return self._classify(response, credentials)
 
         return await run(self._retries.flow(deadline, attempt), self._http)
 
-    def _classify(self, response: JsonResponse) -> dict[str, Any] | None:
+    def _classify(
+        self, response: JsonResponse, credentials: ClientCredentials
+    ) -> dict[str, Any] | None:
         status = response.status
         if status == 200:
             data = response.data
@@ -162,10 +140,8 @@ class IntrospectionClient:
                     "introspection answer is not a JSON object with a boolean 'active'"
                 )
             return data if data["active"] else None
-        if status == 429 or status >= 500:
-            asked = retry_after(response.headers.get("retry-after"))
-            final = _unavailable(f"identity provider answered HTTP {status}", asked)
-            raise Retryable(final, retry_after=asked)
+        described = f"identity provider answered HTTP {status}"
+        retry_if_overloaded(response, lambda asked: _unavailable(described, asked))
         error = response.data.get("error") if isinstance(response.data, dict) else None
         if status == 400 and error == "unsupported_token_type":
             raise TokenTypeUnsupported(
@@ -187,7 +163,9 @@ class IntrospectionClient:
             key_id=self._auth.key_id,
             hint=self._auth.rejection_hint.format(key_id=self._auth.key_id),
         )
-        raise _AuthenticationRefused(rejected, rejected if error in _CREDENTIAL_ERRORS else refused)
+        if self._auth.possibly_reused(credentials):  # a 4xx that may be the server refusing reuse
+            raise _ReusedAssertionRejected(rejected)
+        raise rejected if error in _CREDENTIAL_ERRORS else refused
 
     def _log_rejection(self, rejected: ClientCredentialsRejected) -> None:
         self._auth.rejected()

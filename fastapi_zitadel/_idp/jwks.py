@@ -20,15 +20,16 @@ When the keys are fetched:
   (clamped to 1 minute .. 1 hour; 5 minutes without one), while the keys we have keep working.
   A refresh that no longer lists a key drops it: tokens it signed stop verifying.
 
-A fetch that fails (unreachable, an error status, not JSON, too large, no usable key, more
-than ``MAX_KEYS`` keys) never throws away the keys we have: a token whose ``kid`` we know keeps
+A fetch runs on the one retry loop (``retry.Retries``: ``max_retries`` more attempts within
+its deadline after a transport failure, 429 or 5xx; none by default, the pacing above is the
+retry). A fetch that fails (unreachable, an error status, not JSON, too large, no usable key,
+more than ``MAX_KEYS`` keys) never throws away the keys we have: a token whose ``kid`` we know keeps
 verifying while ZITADEL is down. Only a token with an unknown ``kid`` cannot be decided then
 (503 with ``Retry-After``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -39,9 +40,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 
-from fastapi_zitadel._concurrency.tasks import KeyedTasks, wait
-from fastapi_zitadel._exceptions import IdentityProviderUnavailable
-from fastapi_zitadel._http.client import HttpClientProvider, send_for_json
+from fastapi_zitadel._concurrency.tasks import KeyedTasks, joined
+from fastapi_zitadel._exceptions import IdentityProviderUnavailable, TransportFailure
+from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse
+from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_if_overloaded, run
 from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
 
@@ -224,6 +226,7 @@ class JwksCache:
         refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         on_keys_removed: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
+        max_retries: int = 0,
     ) -> None:
         self._http = http
         self._discovery = discovery
@@ -239,6 +242,11 @@ class JwksCache:
         self._failures = 0
         self._tasks: KeyedTasks[None] = KeyedTasks()
         self._failure_log = RateLimitedLog(logging.WARNING, monotonic=monotonic)
+        self._retries = Retries(
+            max_retries=max_retries,
+            monotonic=monotonic,
+            out_of_time=lambda: IdentityProviderUnavailable("no time left to fetch the JWKS"),
+        )
         self.fetches = 0
 
     @property
@@ -281,18 +289,7 @@ class JwksCache:
                     )
                 return None  # fetched moments ago, without this kid: a made-up one
             task = self._tasks.start("jwks", self._fetch)
-        try:
-            await wait(task, deadline - self._monotonic())
-        except asyncio.TimeoutError:
-            raise IdentityProviderUnavailable(
-                "the JWKS did not arrive within the deadline", retry_after=1.0
-            ) from None
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # this request was cancelled, not the fetch
-            raise IdentityProviderUnavailable(
-                "the JWKS fetch was cancelled (closing)", retry_after=1.0
-            ) from None
+        await joined(task, deadline - self._monotonic(), what="the JWKS fetch")
         found = self._keys.get(kid)
         if found is None and self._failure is not None:
             retry_after = max(self._next_fetch_at - self._monotonic(), 1.0)
@@ -304,10 +301,7 @@ class JwksCache:
     async def refresh(self) -> Keys:
         """Fetch the JWKS now (or join the fetch running); the keys we then have."""
         task = self._tasks.running("jwks") or self._tasks.start("jwks", self._fetch)
-        try:
-            await wait(task, self._timeout + 1.0)
-        except asyncio.TimeoutError:
-            raise IdentityProviderUnavailable("the JWKS did not arrive in time") from None
+        await joined(task, self._timeout + 1.0, what="the JWKS fetch")
         if self._failure is not None:
             raise IdentityProviderUnavailable(f"the JWKS is unavailable ({self._failure})")
         return self._keys
@@ -323,15 +317,11 @@ class JwksCache:
         deadline = started + self._timeout
         try:
             metadata = await self._discovery.fetch(deadline)
-            if metadata.jwks_uri is None:
+            url = metadata.jwks_uri
+            if url is None:
                 raise IdentityProviderUnavailable("the discovery document has no jwks_uri")
-            request = self._http.request("GET", metadata.jwks_uri)
-            remaining = deadline - self._monotonic()
-            response = await send_for_json(self._http, request, timeout=remaining)
-            if response.status != 200:
-                raise IdentityProviderUnavailable(f"the JWKS answered HTTP {response.status}")
-            if response.problem is not None:
-                raise IdentityProviderUnavailable(f"the JWKS is unusable: {response.problem}")
+            download = self._retries.flow(deadline, lambda _, left: self._download(url, left))
+            response = await run(download, self._http)
             keys, skipped = parse_jwks(response.data)
         except IdentityProviderUnavailable as exc:
             self._failed(exc.description, started)
@@ -347,6 +337,20 @@ class JwksCache:
         )
         if removed:
             self._on_keys_removed()
+
+    def _download(self, url: str, remaining: float) -> Flow[JsonResponse]:
+        """One attempt at the key set's JSON."""
+        try:
+            response = yield Send(self._http.request("GET", url), remaining)
+        except TransportFailure as failure:
+            raise Retryable(failure) from None
+        if response.status != 200:
+            described = f"the JWKS answered HTTP {response.status}"
+            retry_if_overloaded(response, lambda asked: IdentityProviderUnavailable(described))
+            raise IdentityProviderUnavailable(described)
+        if response.problem is not None:
+            raise IdentityProviderUnavailable(f"the JWKS is unusable: {response.problem}")
+        return response
 
     def _failed(self, problem: str, started: float) -> None:
         self._failure = problem

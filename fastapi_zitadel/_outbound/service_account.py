@@ -20,9 +20,6 @@ credentials, ``client_secret_basic``). The token is kept and renewed before it l
   new token at most once per ``REFUSAL_HOLD_OFF`` seconds: an API that refuses every token
   (misconfigured, or hostile) gets its 401s back, not a token request per call. The reason
   is logged once per hold-off.
-
-Without the audience scope (``project_id=``) ZITADEL issues a token whose audience lacks the
-API's project, and its introspection of that token answers inactive: the API says 401.
 """
 
 from __future__ import annotations
@@ -38,36 +35,32 @@ from typing import Any
 import httpx
 
 from fastapi_zitadel._concurrency.tasks import KeyedTasks
-from fastapi_zitadel._credentials.client_auth import ClientSecretBasic, sign_assertion
-from fastapi_zitadel._credentials.key_file import (
-    KeyFileSource,
-    load_key_file,
-    require_key_type,
-    source_label,
-)
+from fastapi_zitadel._credentials.client_auth import ClientCredentials, sign_assertion
+from fastapi_zitadel._credentials.key_file import KeyFileSource
 from fastapi_zitadel._exceptions import (
     ConfigurationError,
     IdentityProviderError,
     TokenRequestRejected,
     ZitadelError,
 )
+from fastapi_zitadel._http.retry import Flow
 from fastapi_zitadel._http.urls import shown
 from fastapi_zitadel._log import logger
 from fastapi_zitadel._outbound.settings import outbound_settings
 from fastapi_zitadel._outbound.token_endpoint import (
+    ASSERTION_LIFETIME,
     CLIENT_CREDENTIALS_GRANT,
     JWT_BEARER_GRANT,
     Caller,
     EndpointClient,
     IssuedToken,
-    token_endpoint_for,
+    secret_caller,
 )
 
 __all__ = ["AUDIENCE_SCOPE", "ROLES_SCOPE", "ServiceAccountAuth"]
 
 AUDIENCE_SCOPE = "urn:zitadel:iam:org:project:id:{project_id}:aud"
 ROLES_SCOPE = "urn:zitadel:iam:org:projects:roles"
-ASSERTION_LIFETIME = 60.0  # seconds: the grant's assertion is used once, at once
 DEFAULT_LIFETIME = 300.0  # a token without expires_in is kept this long
 _MIN_LIFETIME = 1.0
 # A token is renewed at least this often, whatever expires_in says: an endpoint that claims
@@ -131,7 +124,7 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
     ) -> None:
         settings = outbound_settings(
             "ServiceAccountAuth",
-            "the service user's key",
+            "serviceaccount",
             issuer=issuer,
             key_file=key_file,
             client_id=client_id,
@@ -140,53 +133,36 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             max_retries=max_retries,
             allow_insecure_http=allow_insecure_http,
         )
-        self.issuer = settings.issuer
         if not 0 < renew_before < 1:
             raise ConfigurationError(
                 f"renew_before must be a fraction of the token's lifetime between 0 and 1, "
                 f"got {renew_before!r}"
             )
-        self._clock = clock
         self._monotonic = monotonic
         self._renew_before = renew_before
         self.scope = _scope(project_id, roles=roles, extra=scopes)
-        self._grant_form = {"grant_type": "", "scope": self.scope}
-        if key_file is not None:
-            key = require_key_type(
-                load_key_file(key_file),
-                "serviceaccount",
-                source=source_label(key_file),
-                where="ServiceAccountAuth",
-            )
-            assert key.user_id is not None  # a serviceaccount key has one
-            self.client_id: str = key.user_id
-            self.key_id: str | None = key.key_id
-            self._grant_form["grant_type"] = JWT_BEARER_GRANT
-
-            def credentials() -> tuple[dict[str, str], dict[str, str]]:
-                assertion = sign_assertion(
-                    key, audience=self.issuer, now=self._clock(), lifetime=ASSERTION_LIFETIME
-                )
-                return {"assertion": assertion}, {}
-
-            method = "jwt-bearer"
+        key = settings.key
+        if key is None:
+            caller, credentials = secret_caller(settings, "service user", "client_credentials")
+            grant = CLIENT_CREDENTIALS_GRANT
         else:
-            # The settings' credential rule: without a key, both are set.
-            assert client_id is not None
-            assert client_secret is not None
-            basic = ClientSecretBasic(client_id, client_secret).credentials()
-            self.client_id = client_id
-            self.key_id = None
-            self._grant_form["grant_type"] = CLIENT_CREDENTIALS_GRANT
+            assert key.user_id is not None  # a serviceaccount key has one
+            caller = Caller("service user", key.user_id, key.key_id, "jwt-bearer")
+            grant = JWT_BEARER_GRANT
 
-            def credentials() -> tuple[dict[str, str], dict[str, str]]:
-                return {}, basic.headers
+            audience = settings.issuer
 
-            method = "client_credentials"
-        self._credentials = credentials
-        self._caller = Caller("service user", self.client_id, self.key_id, method)
-        self._endpoint = token_endpoint_for(
+            def credentials() -> ClientCredentials:
+                assertion = sign_assertion(
+                    key, audience=audience, now=clock(), lifetime=ASSERTION_LIFETIME
+                )
+                return ClientCredentials(form={"assertion": assertion})
+
+        self._grant_form = {"grant_type": grant, "scope": self.scope}
+        self._connect(
             settings,
+            caller,
+            credentials,
             http_client=http_client,
             sync_http_client=sync_http_client,
             monotonic=monotonic,
@@ -201,35 +177,19 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
         self._refusal_hold_until = float("-inf")  # no token request for a 401 before then
         self._refusal_logged = False
 
-    def __repr__(self) -> str:
-        key = f", key_id={self.key_id!r}" if self.key_id else ""
-        return f"ServiceAccountAuth({self.issuer!r}, client_id={self.client_id!r}{key})"
-
     async def aclose(self) -> None:
         """Cancel the token request of this event loop still running (a renewal in the
         background), then close the connection pools to ZITADEL."""
         await self._flight.aclose()
         await super().aclose()
 
-    @property
-    def token_requests(self) -> int:
-        """How many requests were sent to the token endpoint (retries included)."""
-        return self._endpoint.requests
-
     # The raw token ------------------------------------------------------------------------
     async def atoken(self) -> str:
         """The current access token, fetched or renewed as needed (for code that needs it)."""
-        token = self._token
-        # Hot path, no lock: ``_token`` is only ever replaced whole.
-        if token is not None and self._monotonic() < token.renew_at:
-            return token.value
         return (await self._acurrent()).value
 
     def token(self) -> str:
         """``atoken`` for synchronous code."""
-        token = self._token
-        if token is not None and self._monotonic() < token.renew_at:
-            return token.value
         return self._current().value
 
     def invalidate(self, token: str | None = None) -> None:
@@ -314,13 +274,7 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             self._renewal_failed(failure)
 
     async def _afetch(self) -> _Token:
-        started = self._monotonic()
-        try:
-            issued = await self._endpoint.request(self._grant_form, self._credentials, self._caller)
-        except IdentityProviderError as failure:
-            self._fetch_failed(failure)
-            raise
-        return self._keep(issued, started)
+        return await self._endpoint.run(self._fetch())
 
     # Getting tokens: sync -----------------------------------------------------------------
     def _current(self) -> _Token:
@@ -345,15 +299,21 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             return self._fetch_sync()
 
     def _fetch_sync(self) -> _Token:
+        return self._endpoint.run_sync(self._fetch())
+
+    # Bookkeeping ---------------------------------------------------------------------------
+    def _fetch(self) -> Flow[_Token]:
+        """One token request, driven async (``_afetch``) or sync (``_fetch_sync``) alike."""
         started = self._monotonic()
         try:
-            issued = self._endpoint.request_sync(self._grant_form, self._credentials, self._caller)
+            issued = yield from self._endpoint.request(
+                self._grant_form, self._credentials, self._caller
+            )
         except IdentityProviderError as failure:
             self._fetch_failed(failure)
             raise
         return self._keep(issued, started)
 
-    # Bookkeeping ---------------------------------------------------------------------------
     def _keep(self, issued: IssuedToken, started: float) -> _Token:
         """Schedule ``issued``: its lifetime counts from when it was asked for (conservative)."""
         given = DEFAULT_LIFETIME if issued.expires_in is None else issued.expires_in

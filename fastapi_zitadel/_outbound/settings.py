@@ -3,18 +3,25 @@
 One small model with the rules of the main configuration: the issuer, ``timeout`` and
 ``max_retries`` are the same types as ``ZitadelConfig``'s (``_config.Issuer``...), the URL
 check is the same ``check_url``, and the credential rule is the configuration's: a key, or a
-client id with its secret, never both. Each client names itself and the credential it needs
-in its messages.
+client id with its secret, never both. The key is loaded here too, and must be of the kind the
+client takes (``require_key_type``). Each client names itself and the credential it needs in
+its messages.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from fastapi_zitadel._config import Issuer, MaxRetries, Timeout
-from fastapi_zitadel._credentials.key_file import KeyFileSource
+from fastapi_zitadel._credentials.key_file import (
+    KeyFileSource,
+    ZitadelKeyFile,
+    load_key_file,
+    require_key_type,
+    source_label,
+)
 from fastapi_zitadel._exceptions import ConfigurationError
 from fastapi_zitadel._http.urls import check_url
 
@@ -28,9 +35,11 @@ class OutboundSettings(BaseModel):
     timeout: Timeout
     max_retries: MaxRetries
     allow_insecure_http: bool
-    key_file: Any = None  # a KeyFileSource, loaded (and checked) by its client
+    # Never in repr: a key file given as JSON text or a mapping holds the private key.
+    key_file: Any = Field(default=None, repr=False)  # a KeyFileSource, loaded into ``key``
     client_id: str | None = None
-    client_secret: str | None = None
+    client_secret: str | None = Field(default=None, repr=False)
+    key: ZitadelKeyFile | None = None
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> OutboundSettings:
@@ -52,9 +61,12 @@ class OutboundSettings(BaseModel):
         return self
 
 
+_NEEDS = {"serviceaccount": "the service user's key", "application": "the application's key"}
+
+
 def outbound_settings(
     owner: str,
-    needs: str,
+    key_type: Literal["application", "serviceaccount"],
     *,
     issuer: str,
     key_file: KeyFileSource | None,
@@ -64,11 +76,10 @@ def outbound_settings(
     max_retries: int,
     allow_insecure_http: bool,
 ) -> OutboundSettings:
-    """The checked settings of ``owner``; ``ConfigurationError`` naming the setting otherwise.
-
-    ``needs``: the credential it names when none is given ("the service user's key")."""
+    """The checked settings of ``owner``, with its key of ``key_type`` loaded;
+    ``ConfigurationError`` naming the setting otherwise."""
     try:
-        return OutboundSettings.model_validate(
+        settings = OutboundSettings.model_validate(
             {
                 "issuer": issuer,
                 "timeout": timeout,
@@ -78,10 +89,15 @@ def outbound_settings(
                 "client_id": client_id,
                 "client_secret": client_secret,
             },
-            context={"owner": owner, "needs": needs},
+            context={"owner": owner, "needs": _NEEDS[key_type]},
         )
     except ValidationError as exc:
         raise _error(exc) from None
+    if key_file is None:
+        return settings
+    loaded = load_key_file(key_file)
+    key = require_key_type(loaded, key_type, source=source_label(key_file), where=owner)
+    return settings.model_copy(update={"key": key})
 
 
 def _error(exc: ValidationError) -> ConfigurationError:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from fastapi_zitadel._credentials.client_auth import ClientCredentials, ClientSecretBasic
 from fastapi_zitadel._exceptions import (
     IdentityProviderError,
     IdentityProviderUnavailable,
@@ -36,13 +37,22 @@ from fastapi_zitadel._exceptions import (
     TokenRequestRejected,
     TransportFailure,
 )
-from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse, SyncHttpClientProvider
-from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_after, run, run_sync
+from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse
+from fastapi_zitadel._http.retry import (
+    Flow,
+    Retries,
+    Retryable,
+    Send,
+    retry_if_overloaded,
+    run,
+    run_sync,
+)
 from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._outbound.settings import OutboundSettings
 
 __all__ = [
+    "ASSERTION_LIFETIME",
     "CLIENT_CREDENTIALS_GRANT",
     "JWT_BEARER_GRANT",
     "TOKEN_EXCHANGE_GRANT",
@@ -51,12 +61,15 @@ __all__ = [
     "Form",
     "IssuedToken",
     "TokenEndpoint",
-    "token_endpoint_for",
+    "secret_caller",
 ]
 
+ASSERTION_LIFETIME = 60.0  # seconds: an assertion is used once, at once
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 §2.1
 CLIENT_CREDENTIALS_GRANT = "client_credentials"  # RFC 6749 §4.4
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 RFC 8693
+
+T = TypeVar("T")
 
 _CREDENTIAL_ERRORS = frozenset({"invalid_client", "unauthorized_client", "invalid_grant"})
 _REFUSAL_STATUSES = frozenset({400, 401, 403, 404})
@@ -97,8 +110,8 @@ class IssuedToken:
 Form = Mapping[str, "str | list[str]"]
 """A request's form fields; a list is sent as repeated fields (RFC 8693's ``audience``)."""
 
-Credentials = Callable[[], tuple[dict[str, str], dict[str, str]]]
-"""Fresh (form fields, headers) that authenticate one attempt."""
+Credentials = Callable[[], ClientCredentials]
+"""Fresh form fields and headers that authenticate one attempt."""
 
 
 class TokenEndpoint:
@@ -109,14 +122,12 @@ class TokenEndpoint:
         *,
         discovery: Discovery,
         http: HttpClientProvider,
-        sync_http: SyncHttpClientProvider,
         timeout: float,
         max_retries: int,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._discovery = discovery
         self.http = http  # our pools, closed by the owner
-        self.sync_http = sync_http
         self._timeout = timeout
         self._monotonic = monotonic
         self._retries = Retries(
@@ -125,44 +136,40 @@ class TokenEndpoint:
             out_of_time=lambda: TokenEndpointUnavailable(
                 f"token endpoint did not answer within {timeout:.1f} s", retry_after=1.0
             ),
-            on_retry=lambda number, failure: logger.debug(
-                "token request attempt %d failed (%s)", number + 1, failure
-            ),
+            name="token request",
             on_give_up=_log_unavailable,
         )
         self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
         self.requests = 0  # token requests sent (attempts included)
 
-    async def request(self, form: Form, credentials: Credentials, caller: Caller) -> IssuedToken:
-        """The token for ``form`` (the grant's fields), or one of the module's errors."""
+    async def run(self, flow: Flow[T]) -> T:
+        """Drive ``flow`` (``request``, or a flow that uses it) with the async pool."""
+        return await run(flow, self.http)
+
+    def run_sync(self, flow: Flow[T]) -> T:
+        """``run`` for synchronous code (the calling thread waits)."""
+        return run_sync(flow, self.http, self._monotonic)
+
+    def request(self, form: Form, credentials: Credentials, caller: Caller) -> Flow[IssuedToken]:
+        """The token for ``form`` (the grant's fields), or one of the module's errors: one flow,
+        driven async or sync alike, discovery included while the endpoint is not known yet. A
+        rejection is final at once, anything else once the retries run out. Each attempt
+        carries fresh credentials."""
         deadline = self._monotonic() + self._timeout
         try:
-            endpoint = await self._endpoint(deadline)
+            metadata = yield from self._discovery.document(deadline)
         except IdentityProviderUnavailable as exc:
-            raise _unavailable(exc) from None
-        return await run(self._flow(endpoint, form, credentials, caller, deadline), self.http)
-
-    def request_sync(self, form: Form, credentials: Credentials, caller: Caller) -> IssuedToken:
-        """``request`` for synchronous code (the calling thread waits)."""
-        deadline = self._monotonic() + self._timeout
-        try:
-            metadata = self._discovery.fetch_sync(self.sync_http, deadline)
-        except IdentityProviderUnavailable as exc:
-            raise _unavailable(exc) from None
-        endpoint = _token_endpoint(metadata.token_endpoint)
-        flow = self._flow(endpoint, form, credentials, caller, deadline)
-        return run_sync(flow, self.sync_http, self._monotonic)
-
-    def _flow(
-        self, endpoint: str, form: Form, credentials: Credentials, caller: Caller, deadline: float
-    ) -> Flow[IssuedToken]:
-        """The request, async or sync alike; a rejection is final at once, anything else
-        once the retries run out. Each attempt carries fresh credentials."""
+            raise TokenEndpointUnavailable(
+                f"cannot find the token endpoint: {exc.description}", retry_after=exc.retry_after
+            ) from None
+        endpoint = metadata.token_endpoint
+        if endpoint is None:
+            raise TokenEndpointUnavailable("discovery document has no token_endpoint")
 
         def attempt(_number: int, remaining: float) -> Flow[IssuedToken]:
-            extra_form, headers = credentials()
+            signed = credentials()
             request = self.http.request(
-                "POST", endpoint, form={**form, **extra_form}, headers=headers
+                "POST", endpoint, form={**form, **signed.form}, headers=signed.headers
             )
             self.requests += 1
             try:
@@ -178,10 +185,6 @@ class TokenEndpoint:
             self._log_rejection(rejected)
             raise
 
-    async def _endpoint(self, deadline: float) -> str:
-        metadata = self._discovery.metadata or await self._discovery.fetch(deadline)
-        return _token_endpoint(metadata.token_endpoint)
-
     # Classification ---------------------------------------------------------------------
     def _classify(self, response: JsonResponse, form: Form, caller: Caller) -> IssuedToken:
         status, data = response.status, response.data
@@ -195,18 +198,17 @@ class TokenEndpoint:
         error = data.get("error") if isinstance(data, dict) else None
         code = error if isinstance(error, str) and len(error) <= 64 else None
         description = _description(data)
-        if status == 429 or status >= 500:
-            asked = retry_after(response.headers.get("retry-after"))
-            shown = f" {code}" if code else ""
-            final: IdentityProviderError = TokenEndpointUnavailable(
-                f"token endpoint answered HTTP {status}{shown}", retry_after=asked or 1.0
-            )
+        shown = f" {code}" if code else ""
+
+        def final(asked: float | None) -> IdentityProviderError:
             if status == 500 and code == "server_error" and grant == JWT_BEARER_GRANT:
-                final = _probable_key_rejection(caller, description)
-            raise Retryable(final, retry_after=asked)
+                return _probable_key_rejection(caller, description)
+            described = f"token endpoint answered HTTP {status}{shown}"
+            return TokenEndpointUnavailable(described, retry_after=asked or 1.0)
+
+        retry_if_overloaded(response, final)
         if status in _REFUSAL_STATUSES and code is not None:
             raise _refusal(status, code, description, grant, caller)
-        shown = f" {code}" if code else ""
         raise TokenEndpointUnavailable(
             f"token request refused: HTTP {status}{shown}", retry_after=30.0
         )
@@ -230,18 +232,6 @@ def _log_unavailable(final: IdentityProviderError) -> None:
 def _caller_text(rejected: TokenRequestRejected) -> str:
     key = f" (key id {rejected.key_id})" if rejected.key_id else ""
     return f"{rejected.client_id}{key}"
-
-
-def _token_endpoint(endpoint: str | None) -> str:
-    if endpoint is None:
-        raise TokenEndpointUnavailable("discovery document has no token_endpoint")
-    return endpoint
-
-
-def _unavailable(exc: IdentityProviderUnavailable) -> TokenEndpointUnavailable:
-    return TokenEndpointUnavailable(
-        f"cannot find the token endpoint: {exc.description}", retry_after=exc.retry_after
-    )
 
 
 def _issued(data: Any) -> IssuedToken:
@@ -394,53 +384,79 @@ def _probable_key_rejection(caller: Caller, description: str | None) -> TokenReq
     )
 
 
-def token_endpoint_for(
-    settings: OutboundSettings,
-    *,
-    http_client: httpx.AsyncClient | None,
-    sync_http_client: httpx.Client | None,
-    monotonic: Callable[[], float],
-) -> TokenEndpoint:
-    """A ``TokenEndpoint`` with its own pools and discovery, for one client's settings."""
-    issuer, timeout = settings.issuer, settings.timeout
-    max_retries, allow_insecure_http = settings.max_retries, settings.allow_insecure_http
-    http = HttpClientProvider(http_client, timeout=timeout)
-    discovery = Discovery(
-        issuer,
-        http=http,
-        introspection_endpoint=None,
-        timeout=timeout,
-        allow_insecure_http=allow_insecure_http,
-        monotonic=monotonic,
-        required_endpoint="token_endpoint",
-    )
-    return TokenEndpoint(
-        discovery=discovery,
-        http=http,
-        sync_http=SyncHttpClientProvider(sync_http_client, timeout=timeout),
-        timeout=timeout,
-        max_retries=max_retries,
-        monotonic=monotonic,
-    )
+def secret_caller(settings: OutboundSettings, kind: str, method: str) -> tuple[Caller, Credentials]:
+    """Who asks, and how, for a client without a key: ``client_secret_basic`` (the settings'
+    credential rule: then its client id and secret are both set)."""
+    assert settings.client_id is not None
+    assert settings.client_secret is not None
+    basic = ClientSecretBasic(settings.client_id, settings.client_secret)
+    return Caller(kind, settings.client_id, None, method), basic.credentials
 
 
 _Client = TypeVar("_Client", bound="EndpointClient")
 
 
 class EndpointClient:
-    """The lifecycle of a client of ZITADEL's token endpoint: the two connection pools of its
-    ``TokenEndpoint`` (async and sync), closed with ``aclose()``/``close()`` or a ``with``."""
+    """A client of ZITADEL's token endpoint: who it is (``_connect``), and the lifecycle of the
+    two connection pools of its ``TokenEndpoint`` (async and sync), closed with
+    ``aclose()``/``close()`` or a ``with``."""
 
+    issuer: str
+    client_id: str
+    key_id: str | None
+    _caller: Caller
+    _credentials: Credentials
     _endpoint: TokenEndpoint
+
+    def _connect(
+        self,
+        settings: OutboundSettings,
+        caller: Caller,
+        credentials: Credentials,
+        *,
+        http_client: httpx.AsyncClient | None,
+        sync_http_client: httpx.Client | None,
+        monotonic: Callable[[], float],
+    ) -> None:
+        """Be ``caller``, authenticated by ``credentials``, with pools and a discovery of its
+        own for ``settings``."""
+        self.issuer, timeout = settings.issuer, settings.timeout
+        self.client_id, self.key_id = caller.client_id, caller.key_id
+        self._caller, self._credentials = caller, credentials
+        http = HttpClientProvider(http_client, timeout=timeout, sync_client=sync_http_client)
+        discovery = Discovery(
+            settings.issuer,
+            http=http,
+            introspection_endpoint=None,
+            timeout=timeout,
+            allow_insecure_http=settings.allow_insecure_http,
+            monotonic=monotonic,
+            required_endpoint="token_endpoint",
+        )
+        self._endpoint = TokenEndpoint(
+            discovery=discovery,
+            http=http,
+            timeout=timeout,
+            max_retries=settings.max_retries,
+            monotonic=monotonic,
+        )
+
+    def __repr__(self) -> str:
+        key = f", key_id={self.key_id!r}" if self.key_id else ""
+        return f"{type(self).__name__}({self.issuer!r}, client_id={self.client_id!r}{key})"
+
+    @property
+    def token_requests(self) -> int:
+        """How many requests were sent to the token endpoint (retries included)."""
+        return self._endpoint.requests
 
     async def aclose(self) -> None:
         """Close the connection pools to ZITADEL (the async one of this event loop)."""
         await self._endpoint.http.aclose()
-        self._endpoint.sync_http.close()
 
     def close(self) -> None:
         """Close the synchronous connection pool to ZITADEL."""
-        self._endpoint.sync_http.close()
+        self._endpoint.http.close()
 
     async def __aenter__(self: _Client) -> _Client:
         return self

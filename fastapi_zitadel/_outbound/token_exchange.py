@@ -28,28 +28,24 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from fastapi_zitadel._credentials.client_auth import ClientSecretBasic, PrivateKeyJwt
-from fastapi_zitadel._credentials.key_file import (
-    KeyFileSource,
-    load_key_file,
-    require_key_type,
-    source_label,
-)
+from fastapi_zitadel._credentials.client_auth import PrivateKeyJwt
+from fastapi_zitadel._credentials.key_file import KeyFileSource
 from fastapi_zitadel._exceptions import ConfigurationError
+from fastapi_zitadel._http.retry import Flow
 from fastapi_zitadel._outbound.service_account import ServiceAccountAuth
 from fastapi_zitadel._outbound.settings import outbound_settings
 from fastapi_zitadel._outbound.token_endpoint import (
+    ASSERTION_LIFETIME,
     TOKEN_EXCHANGE_GRANT,
     Caller,
     EndpointClient,
     IssuedToken,
-    token_endpoint_for,
+    secret_caller,
 )
 
 __all__ = ["ACCESS_TOKEN_TYPE", "ExchangedToken", "TokenExchange"]
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 RFC 8693 §3
-_ASSERTION_LIFETIME = 60.0
 
 
 @dataclass(frozen=True)
@@ -96,7 +92,7 @@ class TokenExchange(EndpointClient):
     ) -> None:
         settings = outbound_settings(
             "TokenExchange",
-            "the application's key",
+            "application",
             issuer=issuer,
             key_file=key_file,
             client_id=client_id,
@@ -105,55 +101,29 @@ class TokenExchange(EndpointClient):
             max_retries=max_retries,
             allow_insecure_http=allow_insecure_http,
         )
-        self.issuer = settings.issuer
         self.actor = actor
-        if key_file is not None:
-            key = require_key_type(
-                load_key_file(key_file),
-                "application",
-                source=source_label(key_file),
-                where="TokenExchange",
-            )
+        key = settings.key
+        if key is None:
+            caller, credentials = secret_caller(settings, "application", "client_secret_basic")
+        else:
             signer = PrivateKeyJwt(
                 key,
-                audience=self.issuer,
-                lifetime=_ASSERTION_LIFETIME,
+                audience=settings.issuer,
+                lifetime=ASSERTION_LIFETIME,
                 single_use=True,  # a fresh assertion per request: exchanges are rare
                 clock=clock,
                 monotonic=monotonic,
             )
-            self.client_id: str = signer.client_id
-            self.key_id: str | None = signer.key_id
-            method = "private_key_jwt"
-
-            def credentials() -> tuple[dict[str, str], dict[str, str]]:
-                signed = signer.credentials(fresh=True)
-                return dict(signed.form), dict(signed.headers)
-
-        else:
-            # The settings' credential rule: without a key, both are set.
-            assert client_id is not None
-            assert client_secret is not None
-            basic = ClientSecretBasic(client_id, client_secret).credentials()
-            self.client_id = client_id
-            self.key_id = None
-            method = "client_secret_basic"
-
-            def credentials() -> tuple[dict[str, str], dict[str, str]]:
-                return {}, basic.headers
-
-        self._credentials = credentials
-        self._caller = Caller("application", self.client_id, self.key_id, method)
-        self._endpoint = token_endpoint_for(
+            caller = Caller("application", signer.client_id, signer.key_id, "private_key_jwt")
+            credentials = signer.credentials
+        self._connect(
             settings,
+            caller,
+            credentials,
             http_client=http_client,
             sync_http_client=sync_http_client,
             monotonic=monotonic,
         )
-
-    def __repr__(self) -> str:
-        key = f", key_id={self.key_id!r}" if self.key_id else ""
-        return f"TokenExchange({self.issuer!r}, client_id={self.client_id!r}{key})"
 
     async def aexchange(
         self,
@@ -166,8 +136,8 @@ class TokenExchange(EndpointClient):
         """A token for ``subject_token``'s user, narrowed to ``audience`` (project ids) and
         ``scopes`` when given (ZITADEL never widens them)."""
         actor = await self.actor.atoken() if self.actor is not None else None
-        form = self._form(subject_token, subject_token_type, audience, scopes, actor)
-        return _exchanged(await self._endpoint.request(form, self._credentials, self._caller))
+        request = self._request(subject_token, subject_token_type, audience, scopes, actor)
+        return _exchanged(await self._endpoint.run(request))
 
     def exchange(
         self,
@@ -179,22 +149,18 @@ class TokenExchange(EndpointClient):
     ) -> ExchangedToken:
         """``aexchange`` for synchronous code."""
         actor = self.actor.token() if self.actor is not None else None
-        form = self._form(subject_token, subject_token_type, audience, scopes, actor)
-        return _exchanged(self._endpoint.request_sync(form, self._credentials, self._caller))
+        request = self._request(subject_token, subject_token_type, audience, scopes, actor)
+        return _exchanged(self._endpoint.run_sync(request))
 
-    @property
-    def token_requests(self) -> int:
-        """How many requests were sent to the token endpoint (retries included)."""
-        return self._endpoint.requests
-
-    def _form(
+    def _request(
         self,
         subject_token: str,
         subject_token_type: str,
         audience: str | Sequence[str],
         scopes: Iterable[str],
         actor: str | None,
-    ) -> dict[str, str | list[str]]:
+    ) -> Flow[IssuedToken]:
+        """The exchange's request (a flow: ``run`` or ``run_sync`` sends it)."""
         if not isinstance(subject_token, str) or not subject_token:
             raise ConfigurationError("subject_token must be the caller's token, got nothing")
         if isinstance(scopes, str):
@@ -214,7 +180,7 @@ class TokenExchange(EndpointClient):
         if actor is not None:
             form["actor_token"] = actor
             form["actor_token_type"] = ACCESS_TOKEN_TYPE
-        return form
+        return self._endpoint.request(form, self._credentials, self._caller)
 
 
 def _exchanged(issued: IssuedToken) -> ExchangedToken:
