@@ -63,6 +63,7 @@ from fastapi_zitadel._exceptions import (
     SharedCacheUnavailable,
     ZitadelError,
 )
+from fastapi_zitadel._jose import jwt_header
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
@@ -351,10 +352,9 @@ class VerificationPipeline:
 
     def _locally_verifiable(self, key: CacheKey) -> dict[str, Any] | None:
         """The JWT header when the token is to be verified here, ``None`` to introspect."""
-        jwt = self._jwt
-        if jwt is None:
+        if self._jwt is None:
             return None
-        header = jwt.header(key.token)
+        header = jwt_header(key.token)
         if header is None and self._validator is None:
             raise InvalidTokenError(OPAQUE_IN_LOCAL_MODE)  # no network call for it
         suspects = self._suspects
