@@ -325,7 +325,7 @@ class VerificationPipeline:
                             return verified
                         assert confirmations is not None
                         if flight.invalidations != started:  # invalidated meanwhile: suspect
-                            return await confirmations.wait(key, deadline)
+                            return await confirmations.join(key, deadline)
                         return await self._serve_unconfirmed(key, verified, deadline)
                 # The deadline lives inside the shared call (every step in it is bounded by
                 # it), so the callers waiting for it need no timer of their own.
@@ -440,10 +440,10 @@ class VerificationPipeline:
                 self._marker_epoch(key.digest, principal)
             except _RolesChanged:  # its roles may be gone: ZITADEL's answer decides
                 confirmations.suspect(key.digest)
-                return await confirmations.wait(key, deadline)
+                return await confirmations.join(key, deadline)
             return principal
         self._metrics.confirmation_waits += 1
-        return await confirmations.wait(key, deadline)
+        return await confirmations.join(key, deadline)
 
     async def confirmed(self, token: str, digest: bytes) -> Principal:
         """Hybrid mode: ``token``'s principal once introspection has confirmed it (joining
@@ -452,14 +452,14 @@ class VerificationPipeline:
         assert self._confirmations is not None
         # The introspection has its own deadline: the extra second is never reached.
         deadline = self._monotonic() + self._timeout + 1.0
-        return await self._confirmations.wait(CacheKey(digest, token), deadline)
+        return await self._confirmations.join(CacheKey(digest, token), deadline)
 
     async def _confirm(self, key: CacheKey) -> Principal:
         """One token's confirmation; whatever it ends with, the token is no longer pending:
         confirmed (ZITADEL's answer cached), refused, or suspect (introspected first)."""
         assert self._validator is not None
-        assert self._confirmations is not None
         confirmations = self._confirmations
+        assert confirmations is not None
         digest = key.digest
         flight, started = self._open(digest)
         try:

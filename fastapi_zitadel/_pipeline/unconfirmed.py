@@ -155,7 +155,7 @@ class Confirmations:
         self._in_background(key)  # scheduled already but for the first: a dict lookup
         return principal
 
-    async def wait(self, key: CacheKey, deadline: float) -> Principal:
+    async def join(self, key: CacheKey, deadline: float) -> Principal:
         """Join the token's confirmation in flight (or start one) until ``deadline``;
         ``InvalidTokenError`` if ZITADEL says inactive, an ``IdentityProviderError`` if it
         cannot tell now or not before ``deadline``."""
