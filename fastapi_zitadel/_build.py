@@ -83,40 +83,18 @@ class Parts:
     events_jwks: JwksCache | None = None  # the issuer's keys for JWS events, if not ``jwks``
 
     def snapshot(self) -> MetricsSnapshot:
-        m, jwks = self.metrics, self.jwks
+        jwks = self.jwks
         cache_size, negative_cache_size, in_flight = self.pipeline.sizes
         if jwks is not None:
             in_flight += jwks.in_flight
         return MetricsSnapshot(
-            cache_hits=m.cache_hits,
-            shared_hits=m.shared_hits,
-            negative_hits=m.negative_hits,
-            misses=m.misses,
-            coalesced_waits=m.coalesced_waits(),
-            stale_served=m.stale_served,
-            circuit_rejections=m.circuit_rejections,
-            idp_calls=dict(m.idp_calls),
-            idp_latency_count=m.idp_latency_count,
-            idp_latency_sum=m.idp_latency_sum,
-            idp_latency_max=m.idp_latency_max,
+            **self.metrics.counts(),
             circuit_state=self.breaker.state,
             cache_size=cache_size,
             negative_cache_size=negative_cache_size,
             in_flight=in_flight,
             slots_in_use=self.limit.in_use,
-            jwt_verified=m.jwt_verified,
             jwks_fetches=0 if jwks is None else jwks.fetches,
-            background_introspections=m.background_introspections,
-            confirmation_waits=m.confirmation_waits,
-            confirmations_requeued=m.confirmations_requeued,
-            events_received=m.events_received,
-            events_applied=m.events_applied,
-            events_ignored=m.events_ignored,
-            events_refused=dict(m.events_refused),
-            events_unshared=m.events_unshared,
-            events_lag_count=m.events_lag_count,
-            events_lag_sum=m.events_lag_sum,
-            events_lag_max=m.events_lag_max,
         )
 
     async def aclose(self) -> None:

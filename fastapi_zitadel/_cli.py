@@ -104,26 +104,23 @@ def _run(
     try:
         zitadel = _configured(args)
     except WrongKeyTypeError as exc:
-        _say(out, "FAIL", f"key file: {exc}")
-        _say(
+        return _fail(
             out,
-            "fix",
+            CONFIGURATION,
+            f"key file: {exc}",
             "set ZITADEL_KEY_FILE to a key of the API application; to check this service "
             "user's key, run: fastapi-zitadel token --key-file PATH --project-id PROJECT",
         )
-        return CONFIGURATION
     except KeyFileError as exc:
-        _say(out, "FAIL", f"key file: {exc}")
-        _say(
+        return _fail(
             out,
-            "fix",
+            CONFIGURATION,
+            f"key file: {exc}",
             "download a JSON key of the API application (ZITADEL console: "
             "Projects > your project > the API application > Keys) and set ZITADEL_KEY_FILE",
         )
-        return CONFIGURATION
     except ConfigurationError as exc:
-        _say(out, "FAIL", f"configuration: {exc}")
-        return CONFIGURATION
+        return _fail(out, CONFIGURATION, f"configuration: {exc}")
     command = {"check": _check, "introspect": _introspect, "assertion": _assertion}[args.command]
     return asyncio.run(command(zitadel, args, out))
 
@@ -293,15 +290,13 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
 def _discovery_failed(exc: IdentityProviderError, issuer: str, out: TextIO) -> int:
     """Say why discovery failed and what to fix; the exit code."""
     if isinstance(exc, IssuerMismatch):
-        _say(out, "FAIL", f"discovery: {exc.description}")
-        _say(
+        return _fail(
             out,
-            "fix",
+            CONFIGURATION,
+            f"discovery: {exc.description}",
             "set ZITADEL_ISSUER to exactly the issuer of the discovery "
             "document: scheme, host and port, no trailing slash",
         )
-        return CONFIGURATION
-    _say(out, "FAIL", f"discovery at {issuer}: {exc.description}")
     if "TLS handshake" in exc.description and issuer.startswith("https:"):
         fix = f"the issuer answers plain http: set ZITADEL_ISSUER=http:{issuer[6:]}"
     else:
@@ -309,8 +304,7 @@ def _discovery_failed(exc: IdentityProviderError, issuer: str, out: TextIO) -> i
             "check ZITADEL_ISSUER (your instance's URL, e.g. "
             "https://acme-xyz.zitadel.cloud) and that this machine can reach it"
         )
-    _say(out, "fix", fix)
-    return NETWORK
+    return _fail(out, NETWORK, f"discovery at {issuer}: {exc.description}", fix)
 
 
 async def _check_keys(zitadel: ZitadelIntrospection, out: TextIO) -> int | None:
@@ -318,14 +312,13 @@ async def _check_keys(zitadel: ZitadelIntrospection, out: TextIO) -> int | None:
     try:
         keys = await zitadel.signing_keys()
     except IdentityProviderError as exc:
-        _say(out, "FAIL", f"signing keys: {exc.description}")
-        _say(
+        return _fail(
             out,
-            "fix",
+            NETWORK,
+            f"signing keys: {exc.description}",
             "the JWKS (the discovery document's jwks_uri) must answer a JSON key set with at "
             "least one RSA, EC or Ed25519 signing key; check that this machine can reach it",
         )
-        return NETWORK
     by_kid: dict[str, list[str]] = {}
     for key in keys:
         by_kid.setdefault(f"{key['kid']} ({key['key']})", []).append(key["algorithm"])
@@ -345,16 +338,14 @@ async def _check_credentials(zitadel: ZitadelIntrospection, out: TextIO) -> int:
         _say(out, "ok", "all checks passed")
         return OK
     except ClientCredentialsRejected as exc:
-        _say(
+        return _fail(
             out,
-            "FAIL",
-            f"credentials: the IdP rejected our client authentication "
+            CREDENTIALS,
+            "credentials: the IdP rejected our client authentication "
             f"(HTTP {exc.status} {exc.error_code})",
+            exc.hint,
         )
-        _say(out, "fix", exc.hint)
-        return CREDENTIALS
     except IdentityProviderError as exc:
-        _say(out, "FAIL", f"introspection: {exc.description}")
         configured = zitadel.config.introspection_endpoint
         if configured is not None:
             fix = (
@@ -366,10 +357,8 @@ async def _check_credentials(zitadel: ZitadelIntrospection, out: TextIO) -> int:
                 "the introspection endpoint that discovery names did not answer usably: check "
                 "that ZITADEL is up and reachable from here, then run check again"
             )
-        _say(out, "fix", fix)
-        return NETWORK
-    _say(out, "FAIL", f"a made-up token introspected as active ({principal.subject})")
-    return CREDENTIALS
+        return _fail(out, NETWORK, f"introspection: {exc.description}", fix)
+    return _fail(out, CREDENTIALS, f"a made-up token introspected as active ({principal.subject})")
 
 
 async def _check_redis(zitadel: ZitadelIntrospection, out: TextIO) -> int | None:
@@ -387,18 +376,20 @@ async def _check_redis(zitadel: ZitadelIntrospection, out: TextIO) -> int | None
     try:
         await asyncio.wait_for(client.ping(), timeout=10)
     except AuthenticationError:
-        _say(out, "FAIL", f"shared cache: Redis at {where} refused our password or user")
-        _say(out, "fix", "check the user and password in ZITADEL_REDIS_URL")
-        return CREDENTIALS
-    except (RedisError, OSError, asyncio.TimeoutError) as exc:
-        _say(out, "FAIL", f"shared cache: Redis at {where} did not answer ({type(exc).__name__})")
-        _say(
+        return _fail(
             out,
-            "fix",
+            CREDENTIALS,
+            f"shared cache: Redis at {where} refused our password or user",
+            "check the user and password in ZITADEL_REDIS_URL",
+        )
+    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        return _fail(
+            out,
+            NETWORK,
+            f"shared cache: Redis at {where} did not answer ({type(exc).__name__})",
             "check ZITADEL_REDIS_URL (host, port, rediss:// for TLS) and that this machine can "
             "reach it; without it every replica caches on its own",
         )
-        return NETWORK
     finally:
         await client.aclose()
     _say(out, "ok", f"shared cache: Redis at {where} answered")
@@ -433,11 +424,9 @@ async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, o
             _say(out, "invalid", exc.description + (f": {exc.detail}" if exc.detail else ""))
             return INVALID_TOKEN
         except ClientCredentialsRejected as exc:
-            _say(out, "FAIL", f"our credentials were rejected: {exc.description}")
-            return CREDENTIALS
+            return _fail(out, CREDENTIALS, f"our credentials were rejected: {exc.description}")
         except ZitadelError as exc:
-            _say(out, "FAIL", str(exc))
-            return NETWORK
+            return _fail(out, NETWORK, str(exc))
     if args.json:
         out.write(json.dumps(principal.model_dump(mode="json"), indent=2, default=str) + "\n")
     else:
@@ -472,15 +461,15 @@ async def _assertion(zitadel: ZitadelIntrospection, _args: argparse.Namespace, o
     try:
         assertion = zitadel.client_assertion()
     except ConfigurationError:
-        _say(out, "FAIL", "assertions need a key file (ZITADEL_KEY_FILE), not a client secret")
-        return CONFIGURATION
+        return _fail(
+            out, CONFIGURATION, "assertions need a key file (ZITADEL_KEY_FILE), not a client secret"
+        )
     out.write(assertion + "\n")
     async with zitadel:
         try:
             endpoint = await zitadel.discover()
         except IdentityProviderError as exc:
-            _say(out, "FAIL", f"discovery at {zitadel.issuer}: {exc.description}")
-            return NETWORK
+            return _fail(out, NETWORK, f"discovery at {zitadel.issuer}: {exc.description}")
     print(
         "use it like this (it is valid for "
         f"{zitadel.config.assertion_lifetime:.0f} s):\n"
@@ -523,12 +512,14 @@ def _token(
             **credentials,
         )
     except WrongKeyTypeError as exc:
-        _say(err, "FAIL", f"key file: {exc}")
-        _say(err, "fix", "give the key of the service user that calls the API")
-        return CONFIGURATION
+        return _fail(
+            err,
+            CONFIGURATION,
+            f"key file: {exc}",
+            "give the key of the service user that calls the API",
+        )
     except ConfigurationError as exc:
-        _say(err, "FAIL", f"configuration: {exc}")
-        return CONFIGURATION
+        return _fail(err, CONFIGURATION, f"configuration: {exc}")
     if not args.target_projects:
         _say(
             err,
@@ -540,12 +531,9 @@ def _token(
         with auth:
             token = auth.token()
     except ClientCredentialsRejected as exc:
-        _say(err, "FAIL", f"token: {exc.description}")
-        _say(err, "fix", exc.hint)
-        return CREDENTIALS
+        return _fail(err, CREDENTIALS, f"token: {exc.description}", exc.hint)
     except IdentityProviderError as exc:
-        _say(err, "FAIL", f"token: {exc.description}")
-        return NETWORK
+        return _fail(err, NETWORK, f"token: {exc.description}")
     who = f"key id {auth.key_id}" if auth.key_id else "client credentials"
     _say(err, "ok", f"token of service user {auth.client_id} ({who}), scope: {auth.scope}")
     out.write(token + "\n")
@@ -585,6 +573,14 @@ def _stdin() -> TextIO:
 
 def _say(out: TextIO, status: str, message: str) -> None:
     out.write(f"[{status}] {message}\n")
+
+
+def _fail(out: TextIO, code: int, message: str, fix: str | None = None) -> int:
+    """Say what failed (and how to fix it); ``code``, the exit code."""
+    _say(out, "FAIL", message)
+    if fix is not None:
+        _say(out, "fix", fix)
+    return code
 
 
 def entry_point() -> None:

@@ -60,6 +60,16 @@ def _quoted(value: str) -> str:
     return '"' + _UNSAFE.sub("?", value) + '"'
 
 
+def _bearer(realm: str, error: str | None, description: str, scopes: tuple[str, ...] = ()) -> str:
+    """A ``Bearer`` challenge (RFC 6750 §3): no error code when no credentials were sent."""
+    parts = [f"realm={_quoted(realm)}"]
+    if error is not None:
+        parts += [f"error={_quoted(error)}", f"error_description={_quoted(description)}"]
+    if scopes:
+        parts.append(f"scope={_quoted(' '.join(scopes))}")
+    return "Bearer " + ", ".join(parts)
+
+
 class ZitadelError(Exception):
     """Base class of everything this library raises on purpose.
 
@@ -172,13 +182,7 @@ class AuthenticationError(ZitadelError):
     status_code = status.HTTP_401_UNAUTHORIZED
 
     def challenge(self, realm: str) -> str:
-        parts = [f"realm={_quoted(realm)}"]
-        if self.error is not None:
-            parts += [
-                f"error={_quoted(self.error)}",
-                f"error_description={_quoted(self.description)}",
-            ]
-        return "Bearer " + ", ".join(parts)
+        return _bearer(realm, self.error, self.description)
 
     def public_description(self) -> str:
         return self.description
@@ -246,14 +250,7 @@ class InsufficientScopeError(ZitadelError):
         return cls(f"requires {wanted} the roles {', '.join(needed)}{where}")
 
     def challenge(self, realm: str) -> str:
-        parts = [
-            f"realm={_quoted(realm)}",
-            f"error={_quoted(self.error)}",
-            f"error_description={_quoted(self.description)}",
-        ]
-        if self.scopes:
-            parts.append(f"scope={_quoted(' '.join(self.scopes))}")
-        return "Bearer " + ", ".join(parts)
+        return _bearer(realm, self.error, self.description, self.scopes)
 
     def public_description(self) -> str:
         return self.description

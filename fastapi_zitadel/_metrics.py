@@ -8,10 +8,11 @@ introspection calls. Nothing recorded here, in a span or a metric, carries a tok
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from ._exceptions import ClientCredentialsRejected
@@ -114,6 +115,12 @@ class Metrics:
         self._latency: Any = None
         self._lag: Any = None
 
+    def counts(self) -> dict[str, Any]:
+        """The counters, copied, by their ``MetricsSnapshot`` names."""
+        counts = {name: copy.copy(getattr(self, name)) for name in _COUNTERS}
+        counts["coalesced_waits"] = self.coalesced_waits()
+        return counts
+
     def observe_event_lag(self, seconds: float) -> None:
         """An event arrived ``seconds`` after ZITADEL wrote it."""
         self.events_lag_count += 1
@@ -197,3 +204,6 @@ class Metrics:
                 span.end()
             if self._latency is not None:
                 self._latency.record(elapsed, {"outcome": outcome})
+
+
+_COUNTERS = tuple(f.name for f in fields(Metrics) if f.name != "coalesced_waits")

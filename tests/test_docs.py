@@ -165,14 +165,19 @@ def cli_messages() -> list[Message]:
     messages = []
     tree = ast.parse((PACKAGE / "_cli.py").read_text(encoding="utf-8"))
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and _called_name(node.func) == "_say"):
+        if not isinstance(node, ast.Call):
             continue
-        status, message = node.args[1], node.args[2]
-        if not (isinstance(status, ast.Constant) and status.value in ("FAIL", "fix", "invalid")):
-            continue
-        text = _literal_text(message)
-        if text is not None and len(text) >= _MIN_FRAGMENT:
-            messages.append(Message(f"_cli.py:{node.lineno}", f"_say {status.value}", text))
+        found: list[tuple[str, ast.expr]] = []
+        if _called_name(node.func) == "_say":
+            status = node.args[1]
+            if isinstance(status, ast.Constant) and status.value in ("FAIL", "fix", "invalid"):
+                found.append((status.value, node.args[2]))
+        elif _called_name(node.func) == "_fail":  # _fail(out, code, message[, fix])
+            found += zip(("FAIL", "fix"), node.args[2:4], strict=False)
+        for status_text, message in found:
+            text = _literal_text(message)
+            if text is not None and len(text) >= _MIN_FRAGMENT:
+                messages.append(Message(f"_cli.py:{node.lineno}", f"_say {status_text}", text))
     return messages
 
 

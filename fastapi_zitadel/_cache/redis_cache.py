@@ -52,7 +52,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -68,6 +68,9 @@ from fastapi_zitadel._log import logger
 
 from .base import CacheBinding, CacheEntry, CacheKey, IntrospectionCache, SuspectToken
 from .redis_revocations import RedisRevocationFeed
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["CHANNEL", "RedisCache"]
 
@@ -124,6 +127,18 @@ local generation = redis.call('INCR', KEYS[1])
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return generation
 """
+
+
+class _Options(TypedDict, total=False):
+    """``RedisCache``'s keyword arguments, for ``from_url``."""
+
+    timeout: float
+    retry_interval: float
+    max_connections: int
+    health_check_interval: float
+    tombstone_ttl: float
+    clock: Callable[[], float]
+    monotonic: Callable[[], float]
 
 
 class _Unanswered(Exception):
@@ -201,6 +216,15 @@ class RedisCache(IntrospectionCache):
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """A tier on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+
+        ``timeout`` bounds each socket operation (an operation, reconnect included, gets four
+        times that); after a failure on the request path the tier is skipped for
+        ``retry_interval`` seconds. Requests use at most ``max_connections`` connections at
+        once (beyond that, a miss). The invalidation listener pings Redis after
+        ``health_check_interval`` idle seconds and reconnects when the answer does not come
+        within as long again. A tombstone lives ``tombstone_ttl`` seconds (more than 300).
+        """
         self._redis_error: type[Exception] = redis_asyncio().RedisError  # the package is there
         problem = redis_url_problem(url)
         if problem is not None:
@@ -237,37 +261,9 @@ class RedisCache(IntrospectionCache):
         self._tag = ""
 
     @classmethod
-    def from_url(
-        cls,
-        url: str,
-        *,
-        timeout: float = 0.25,
-        retry_interval: float = 5.0,
-        max_connections: int = 64,
-        health_check_interval: float = 5.0,
-        tombstone_ttl: float = 600.0,
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> RedisCache:
-        """A tier on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
-
-        ``timeout`` bounds each socket operation (an operation, reconnect included, gets four
-        times that); after a failure on the request path the tier is skipped for
-        ``retry_interval`` seconds. Requests use at most ``max_connections`` connections at
-        once (beyond that, a miss). The invalidation listener pings Redis after
-        ``health_check_interval`` idle seconds and reconnects when the answer does not come
-        within as long again. A tombstone lives ``tombstone_ttl`` seconds (more than 300).
-        """
-        return cls(
-            url,
-            timeout=timeout,
-            retry_interval=retry_interval,
-            max_connections=max_connections,
-            health_check_interval=health_check_interval,
-            tombstone_ttl=tombstone_ttl,
-            clock=clock,
-            monotonic=monotonic,
-        )
+    def from_url(cls, url: str, **options: Unpack[_Options]) -> RedisCache:
+        """``RedisCache(url, **options)``, by the name redis-py uses for the same thing."""
+        return cls(url, **options)
 
     def bind(self, binding: CacheBinding) -> None:
         if self._binding is not None and self._binding.namespace != binding.namespace:

@@ -15,8 +15,6 @@ ZITADEL logs, and the markers are applied in this process whatever the shared ti
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 from collections import OrderedDict
@@ -28,6 +26,7 @@ from fastapi_zitadel._idp.jwks import SUPPORTED_ALGORITHMS, JwksCache
 from fastapi_zitadel._jose import jwt_header
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
+from fastapi_zitadel._pipeline.jwt_validator import signed_payload
 
 from .payload import EventMalformed, ZitadelEvent, parse_event, parse_event_json
 from .revocations import RevocationFeed, Revocations
@@ -53,20 +52,7 @@ def jwks_verifier(jwks: JwksCache) -> JwsVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid or "crit" in header:
             raise InvalidTokenError("the JWS names no usable key id (kid)")
-        keys = jwks.cached(kid) or await jwks.lookup(kid, deadline)
-        key = next((key for key in keys or () if key.algorithm == header["alg"]), None)
-        if key is None:
-            raise InvalidTokenError("the JWS is signed by a key the issuer does not publish")
-        signing_input, _, signature = token.rpartition(".")
-        try:
-            raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
-            verified = key.verify(signing_input.encode("ascii"), raw)
-            payload = signing_input.partition(".")[2]
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except (binascii.Error, ValueError):
-            raise InvalidTokenError("the JWS is not valid base64url JSON") from None
-        if not verified:
-            raise InvalidTokenError("the JWS signature does not verify")
+        claims = await signed_payload(jwks, token, kid, header["alg"], deadline)
         if not isinstance(claims, Mapping):
             raise InvalidTokenError("the JWS claims are not a JSON object")
         return claims

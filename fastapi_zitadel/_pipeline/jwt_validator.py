@@ -41,13 +41,14 @@ from typing import Any
 
 from fastapi_zitadel._exceptions import InvalidTokenError
 from fastapi_zitadel._idp.jwks import MAX_KID_LENGTH, SUPPORTED_ALGORITHMS, JwksCache
-from fastapi_zitadel._jose import b64url_decode, json_segment, jwt_header
+from fastapi_zitadel._jose import b64url_decode, json_segment
 
 __all__ = [
     "OPAQUE_IN_LOCAL_MODE",
     "JwtValidator",
     "UnknownSigningKey",
     "declares_access_token",
+    "signed_payload",
 ]
 
 OPAQUE_IN_LOCAL_MODE = (
@@ -94,39 +95,39 @@ class UnknownSigningKey(InvalidTokenError):
 class JwtValidator:
     """Checks a JWT's header and signature against the issuer's JWKS, and parses its claims."""
 
-    def __init__(
-        self,
-        *,
-        keys: JwksCache,
-    ) -> None:
+    def __init__(self, *, keys: JwksCache) -> None:
         self._keys = keys
-
-    def header(self, token: str) -> dict[str, Any] | None:
-        """``jwt_header(token)``: the header of a JWT candidate, ``None`` for opaque tokens."""
-        return jwt_header(token)
 
     async def verify(
         self, token: str, header: Mapping[str, Any], deadline: float
     ) -> dict[str, Any]:
         """The claims of ``token`` (whose parsed header is ``header``), its signature verified;
         the claims themselves are ``ClaimChecks``' to judge."""
-        kid = _check_header(header)
-        alg = header["alg"]
-        keys = self._keys.cached(kid)
-        if keys is None:
-            keys = await self._keys.lookup(kid, deadline)
-            if keys is None:
-                raise UnknownSigningKey("the token is signed by a key the issuer does not publish")
-        key = next((key for key in keys if key.algorithm == alg), None)
-        if key is None:
-            raise InvalidTokenError("the token's algorithm is not one its key allows")
-        signing_input, _, signature = token.rpartition(".")
-        if not key.verify(signing_input.encode("ascii"), b64url_decode(signature)):
-            raise InvalidTokenError("the token's signature does not verify")
-        claims = json_segment(signing_input.partition(".")[2])
+        claims = await signed_payload(
+            self._keys, token, _check_header(header), header["alg"], deadline
+        )
         if not isinstance(claims, dict):
             raise InvalidTokenError("the token's claims are not a JSON object")
         return claims
+
+
+async def signed_payload(keys: JwksCache, token: str, kid: str, alg: str, deadline: float) -> Any:
+    """The parsed payload of the compact JWS ``token``, its signature verified with the
+    issuer's key ``kid`` for ``alg`` (the header already checked by the caller): shared with
+    the events receiver's JWT payload type. ``UnknownSigningKey`` when the issuer does not
+    publish ``kid``, ``InvalidTokenError`` for anything else that fails."""
+    found = keys.cached(kid)
+    if found is None:
+        found = await keys.lookup(kid, deadline)
+        if found is None:
+            raise UnknownSigningKey("the token is signed by a key the issuer does not publish")
+    key = next((key for key in found if key.algorithm == alg), None)
+    if key is None:
+        raise InvalidTokenError("the token's algorithm is not one its key allows")
+    signing_input, _, signature = token.rpartition(".")
+    if not key.verify(signing_input.encode("ascii"), b64url_decode(signature)):
+        raise InvalidTokenError("the token's signature does not verify")
+    return json_segment(signing_input.partition(".")[2])
 
 
 def declares_access_token(header: Mapping[str, Any]) -> bool:

@@ -20,21 +20,12 @@ when the IdP vouched for it, whoever wrote it; with ``cache_ttl=0`` nothing shar
 tier is asked only after an inactive answer, to know whether to tell the other replicas).
 
 Which validator decides a miss depends on ``validation``: the introspection validator alone,
-the local JWT verifier alone (``local``), or both (``hybrid``): a JWT is verified locally and
-its first request served at once, while its confirming introspection runs in the background
-(one per token at a time, inside the concurrency cap, once per cache lifetime). Until that
-introspection has answered, at most ``unconfirmed_limit`` requests of the token are served
-from its JWT (``_pipeline/unconfirmed.py``); the others wait for the answer, within their
-deadline. ZITADEL's answer is what the local tier then holds: a hybrid pipeline caches
-introspection answers only, so a cache hit never serves an unconfirmed JWT, and the shared
-tier holds introspection answers alone.
-
-A token is *suspect* when ZITADEL said inactive, when it was invalidated (here, on another
-replica, or before this replica started: the shared tier's tombstone reads as a
-``SuspectToken``), or when its confirmation could not run: until ZITADEL says it is active,
-it is introspected before it is served. A confirmation is never silently dropped: one that
-finds the concurrency cap full queues again while its token is pending, and one the IdP could
-not answer leaves the token suspect, so its next request waits for an introspection.
+the local JWT verifier alone (``local``), or both (``hybrid``: a JWT is served from its local
+verification while its confirming introspection runs, within ``unconfirmed_limit``; the
+records, the suspects and the confirmations in flight are ``unconfirmed.Confirmations``). A
+hybrid pipeline caches introspection answers only, so a cache hit never serves an unconfirmed
+JWT. What the pipeline keeps of hybrid mode is the order of the steps: a suspect token (the
+shared tier's tombstone reads as a ``SuspectToken``) is introspected before it is served.
 
 ZITADEL's events (Actions v2) leave markers in ``revocations``: a verdict they refuse or make
 stale is dropped when next met (in any tier), and a token they refuse is refused after its
@@ -53,7 +44,7 @@ from typing import Any
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache, SuspectToken
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
-from fastapi_zitadel._concurrency.tasks import KeyedTasks, wait
+from fastapi_zitadel._concurrency.tasks import KeyedTasks
 from fastapi_zitadel._events.revocations import OK, REFUSED, ROLES_CHANGED, Revocations
 from fastapi_zitadel._exceptions import (
     IdentityProviderError,
@@ -63,6 +54,7 @@ from fastapi_zitadel._exceptions import (
     SharedCacheUnavailable,
     ZitadelError,
 )
+from fastapi_zitadel._jose import jwt_header
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
@@ -74,7 +66,7 @@ from .jwt_validator import (
     UnknownSigningKey,
     declares_access_token,
 )
-from .unconfirmed import Unconfirmed
+from .unconfirmed import Confirmations, Unconfirmed
 from .validator import Validator
 
 __all__ = ["CachePolicy", "VerificationPipeline"]
@@ -183,13 +175,18 @@ class VerificationPipeline:
         self._shared_log = RateLimitedLog(logging.WARNING, monotonic=monotonic)
         self._jwt = jwt
         self._hybrid = jwt is not None and validator is not None
-        self._suspects = suspects if self._hybrid else None
-        self._confirmations: KeyedTasks[Principal] = KeyedTasks()
-        self._unconfirmed = (
-            Unconfirmed(limit=unconfirmed_limit, max_size=max(local.max_size, _UNCONFIRMED_ROOM))
-            if self._hybrid
-            else None
-        )
+        self._confirmations: Confirmations | None = None
+        if self._hybrid:
+            assert suspects is not None, "a hybrid pipeline remembers suspects"
+            room = max(local.max_size, _UNCONFIRMED_ROOM)
+            self._confirmations = Confirmations(
+                confirm=self._confirm,
+                suspects=suspects,
+                records=Unconfirmed(limit=unconfirmed_limit, max_size=room),
+                metrics=metrics,
+                clock=clock,
+                monotonic=monotonic,
+            )
         self._revocations = Revocations(clock=clock) if revocations is None else revocations
 
     # The hot path ------------------------------------------------------------------------
@@ -286,8 +283,8 @@ class VerificationPipeline:
             # a token no tier held tells nobody: garbage tokens publish nothing.
             held: bool | None = entry is not None
             try:
-                unconfirmed = self._unconfirmed
-                if unconfirmed is not None and unconfirmed.get(digest) is not None:
+                confirmations = self._confirmations
+                if confirmations is not None and confirmations.record(digest) is not None:
                     # Hybrid: served from its JWT already, its confirmation pending.
                     return await self._serve_unconfirmed(key, None, deadline)
                 shared_reads = self._policy.ttl > 0 or self._hybrid  # hybrid: for suspicion
@@ -299,7 +296,8 @@ class VerificationPipeline:
                     # renews it, for the replicas that start later.
                     held = isinstance(shared, CacheEntry) or (self._hybrid and shared is not None)
                     if isinstance(shared, SuspectToken):
-                        self.suspect(digest)  # known against it: ZITADEL decides first
+                        if confirmations is not None:  # known against it: ZITADEL decides first
+                            confirmations.suspect(digest)
                     elif shared is not None and self._policy.ttl > 0:
                         entry = self._policy.bound(shared, self._clock())  # our own lifetimes
                         if entry is not None:  # checked against the markers, as a local entry
@@ -325,8 +323,9 @@ class VerificationPipeline:
                     else:
                         if not self._hybrid:
                             return verified
+                        assert confirmations is not None
                         if flight.invalidations != started:  # invalidated meanwhile: suspect
-                            return await self._await_confirmation(key, deadline)
+                            return await confirmations.join(key, deadline)
                         return await self._serve_unconfirmed(key, verified, deadline)
                 # The deadline lives inside the shared call (every step in it is bounded by
                 # it), so the callers waiting for it need no timer of their own.
@@ -351,14 +350,13 @@ class VerificationPipeline:
 
     def _locally_verifiable(self, key: CacheKey) -> dict[str, Any] | None:
         """The JWT header when the token is to be verified here, ``None`` to introspect."""
-        jwt = self._jwt
-        if jwt is None:
+        if self._jwt is None:
             return None
-        header = jwt.header(key.token)
+        header = jwt_header(key.token)
         if header is None and self._validator is None:
             raise InvalidTokenError(OPAQUE_IN_LOCAL_MODE)  # no network call for it
-        suspects = self._suspects
-        if header is not None and suspects is not None and key.digest in suspects:
+        hybrid = self._confirmations
+        if header is not None and hybrid is not None and hybrid.is_suspect(key.digest):
             return None  # hybrid: found inactive or invalidated, ZITADEL decides first
         return header
 
@@ -391,10 +389,10 @@ class VerificationPipeline:
                 logger.debug(
                     "token %s is active, cached until %.0f", digest[:4].hex(), entry.expires_at
                 )
-            if self._suspects is not None and flight.invalidations == started:
+            if self._confirmations is not None and flight.invalidations == started:
                 # ZITADEL says it is active, and nothing voided that answer since: JWT path
                 # again (an answer fetched before an invalidation must not undo it).
-                self._suspects.discard(digest)
+                self._confirmations.cleared(digest)
             return principal
         finally:
             self._close(digest, flight)
@@ -428,81 +426,40 @@ class VerificationPipeline:
         finally:
             self._close(digest, flight)
 
-    # Hybrid mode: serving before the confirmation, and waiting for it ---------------------
-    def _admit(self, key: CacheKey, verified: Principal | None) -> Principal | None:
-        """The principal to serve this request from before its confirmation has answered,
-        counted; ``None`` when the token has served its ``unconfirmed_limit`` (or no record
-        fits) and the request must wait. Synchronous on purpose: concurrent requests cannot
-        all see "none served yet"."""
-        unconfirmed = self._unconfirmed
-        assert unconfirmed is not None
-        record = unconfirmed.get(key.digest)
-        if record is not None:
-            if not unconfirmed.admit(record, self._clock()):
-                return None
-            principal = record.principal
-        elif verified is None or unconfirmed.open(key.digest, verified) is None:
-            return None
-        else:
-            principal = verified  # the first request of this token: never waits for ZITADEL
-        self._confirm_in_background(key)  # scheduled already but for the first: a dict lookup
-        return principal
-
+    # Hybrid mode: serving before the confirmation, and confirming ---------------------------
     async def _serve_unconfirmed(
         self, key: CacheKey, verified: Principal | None, deadline: float
     ) -> Principal:
         """A request of a JWT verified here (``verified``: just now; ``None``: earlier, its
         confirmation pending): served at once within the limit, else after the confirmation."""
-        principal = self._admit(key, verified)
+        confirmations = self._confirmations
+        assert confirmations is not None
+        principal = confirmations.admit(key, verified)
         if principal is not None:
             try:  # an event since it was verified (the first request was checked already)
                 self._marker_epoch(key.digest, principal)
             except _RolesChanged:  # its roles may be gone: ZITADEL's answer decides
-                self.suspect(key.digest)
-                return await self._await_confirmation(key, deadline)
+                confirmations.suspect(key.digest)
+                return await confirmations.join(key, deadline)
             return principal
         self._metrics.confirmation_waits += 1
-        return await self._await_confirmation(key, deadline)
-
-    async def _await_confirmation(self, key: CacheKey, deadline: float) -> Principal:
-        """Join the token's confirmation in flight (or start one) until ``deadline``;
-        ``InvalidTokenError`` if ZITADEL says inactive, an ``IdentityProviderError`` if it
-        cannot tell now or not before ``deadline``."""
-        digest = key.digest
-        if not self._confirmations.scheduled(digest):
-            self._metrics.background_introspections += 1
-        task = self._confirmations.start(digest, lambda: self._confirm(key))
-        try:
-            return await wait(task, deadline - self._monotonic())
-        except asyncio.TimeoutError:
-            raise IdentityProviderUnavailable(
-                "the introspection confirming a JWT did not answer in time", retry_after=1.0
-            ) from None
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # this request was cancelled, not the introspection
-            raise IdentityProviderUnavailable(
-                "the introspection confirming a JWT was cancelled (closing)", retry_after=1.0
-            ) from None
-
-    def _confirm_in_background(self, key: CacheKey) -> None:
-        """Introspect a token just served from its JWT, without holding up the request: its
-        task is made in the next pass of the loop, after the request."""
-        if self._confirmations.start_soon(key.digest, lambda: self._confirm(key)):
-            self._metrics.background_introspections += 1
+        return await confirmations.join(key, deadline)
 
     async def confirmed(self, token: str, digest: bytes) -> Principal:
         """Hybrid mode: ``token``'s principal once introspection has confirmed it (joining
         the confirmation in flight, or starting one); ``InvalidTokenError`` if it is not
         active, an ``IdentityProviderError`` if ZITADEL cannot tell now."""
+        assert self._confirmations is not None
         # The introspection has its own deadline: the extra second is never reached.
         deadline = self._monotonic() + self._timeout + 1.0
-        return await self._await_confirmation(CacheKey(digest, token), deadline)
+        return await self._confirmations.join(CacheKey(digest, token), deadline)
 
     async def _confirm(self, key: CacheKey) -> Principal:
         """One token's confirmation; whatever it ends with, the token is no longer pending:
         confirmed (ZITADEL's answer cached), refused, or suspect (introspected first)."""
         assert self._validator is not None
+        confirmations = self._confirmations
+        assert confirmations is not None
         digest = key.digest
         flight, started = self._open(digest)
         try:
@@ -522,18 +479,18 @@ class VerificationPipeline:
                 self._local.store(digest, entry)
                 if self._shared is not None:
                     await self._shared_call("set", self._shared.set(key, entry), deadline)
-            if self._suspects is not None and flight.invalidations == started:
-                self._suspects.discard(digest)  # not if an invalidation came in meanwhile
+            if flight.invalidations == started:  # not if an invalidation came in meanwhile
+                confirmations.cleared(digest)
             logger.debug("token %s confirmed by introspection", digest[:4].hex())
             return principal
         except ZitadelError as exc:
             if isinstance(exc, IdentityProviderError) and flight.invalidations == started:
-                self.suspect(digest)  # still unconfirmed: its next request is introspected
+                confirmations.suspect(digest)  # still unconfirmed: its next request waits
             logger.debug("token %s not confirmed: %s", digest[:4].hex(), exc.description)
             raise
         finally:
-            if self._unconfirmed is not None and flight.invalidations == started:
-                self._unconfirmed.close(digest)  # voided: forget() has closed it already
+            if flight.invalidations == started:  # voided: forget() has closed it already
+                confirmations.ended(digest)
             self._close(digest, flight)
 
     async def _confirmation_answer(self, key: CacheKey) -> Mapping[str, Any] | None:
@@ -542,25 +499,17 @@ class VerificationPipeline:
         with a new deadline, while its token is pending and unexpired: it is never dropped,
         and the token's later requests wait for it meanwhile."""
         assert self._validator is not None
+        assert self._confirmations is not None
         while True:
             deadline = self._monotonic() + self._timeout
             try:
                 return await self._validator.validate(key.token, deadline)
             except QueueTimeout as exc:
-                if not self._still_pending(key.digest):
+                if not self._confirmations.still_pending(key.digest):
                     raise
                 self._metrics.confirmations_requeued += 1
                 if self._monotonic() < deadline:  # refused before its deadline: never spin
                     await asyncio.sleep(exc.retry_after or 1.0)
-
-    def _still_pending(self, digest: bytes) -> bool:
-        """Whether a token was served from its JWT, is unexpired, and its confirmation is
-        still owed."""
-        record = None if self._unconfirmed is None else self._unconfirmed.get(digest)
-        if record is None:
-            return False
-        expires = record.principal.expires_at
-        return expires is None or self._clock() < expires.timestamp()
 
     async def _revoked(self, key: CacheKey, deadline: float) -> None:
         """A token served from its JWT is not active: drop it everywhere, and introspect it
@@ -610,25 +559,16 @@ class VerificationPipeline:
         if flight is not None:
             flight.invalidations += 1
         self._flight.forget(digest)
-        self._confirmations.forget(digest)
         self._local.discard(digest)
-        self.suspect(digest)
-
-    def suspect(self, digest: bytes) -> None:
-        """Hybrid mode: introspect this token before serving it again (until ZITADEL says it
-        is active), even if it has requests left before its confirmation; nothing in the
-        other modes, which do not serve a token unasked."""
-        if self._suspects is not None:
-            self._suspects.add(digest)
-        if self._unconfirmed is not None:
-            self._unconfirmed.close(digest)
+        if self._confirmations is not None:
+            self._confirmations.forget(digest)  # suspect too
 
     def forget_local_jwts(self) -> None:
         """Drop every locally verified entry (the issuer stopped publishing a key: what it
         signed must be verified again, and fail)."""
         self._local.discard_where(lambda entry: entry.principal.verified_by == "jwt")
-        if self._unconfirmed is not None:
-            self._unconfirmed.clear()  # verified again: the key is gone, so introspected
+        if self._confirmations is not None:
+            self._confirmations.forget_served()  # verified again: the key is gone, so introspected
 
     async def clear(self) -> None:
         """Drop everything here, then in the shared tier; raises ``SharedCacheUnavailable``
@@ -642,19 +582,16 @@ class VerificationPipeline:
         for flight in self._in_flight.values():
             flight.invalidations += 1
         self._flight.forget_all()
-        self._confirmations.forget_all()
         self._negative.clear()
         self._local.discard_all()
-        if self._unconfirmed is not None:  # their confirmations are void: introspect first
-            for digest in self._unconfirmed.digests():
-                self.suspect(digest)
+        if self._confirmations is not None:  # their confirmations are void: introspect first
+            self._confirmations.forget_all()
 
     async def aclose(self) -> None:
         """Cancel the background introspections still running, close the shared tier."""
-        await self._confirmations.aclose()
+        if self._confirmations is not None:
+            await self._confirmations.aclose()
         await self._flight.aclose()
-        if self._unconfirmed is not None:
-            self._unconfirmed.clear()
         if self._shared is not None:
             await self._shared.aclose()
 
@@ -663,7 +600,9 @@ class VerificationPipeline:
     def sizes(self) -> tuple[int, int, int]:
         """Entries in the local and negative caches, and validations in flight (background
         introspections included)."""
-        in_flight = self._flight.in_flight() + self._confirmations.in_flight()
+        in_flight = self._flight.in_flight()
+        if self._confirmations is not None:
+            in_flight += self._confirmations.in_flight()
         return len(self._local), len(self._negative), in_flight
 
     # Helpers -----------------------------------------------------------------------------
@@ -679,7 +618,8 @@ class VerificationPipeline:
         """``key`` with the token's ``exp`` when this process knows it (a verdict or a JWT
         served before its confirmation), so that its tombstone can outlive ``tombstone_ttl``
         for as long as the token could be presented: replicas started hours later see it."""
-        record = None if self._unconfirmed is None else self._unconfirmed.get(key.digest)
+        confirmations = self._confirmations
+        record = None if confirmations is None else confirmations.record(key.digest)
         if record is not None:
             principal: Principal | None = record.principal
         else:

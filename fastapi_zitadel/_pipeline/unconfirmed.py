@@ -1,15 +1,23 @@
 """Hybrid mode: the JWTs served before ZITADEL's introspection has confirmed them.
 
-Hybrid mode's promise is a number: at most ``limit`` requests per token (1 by default) are
-served from the token's local verification before its confirming introspection has answered,
-whatever the concurrency. The first request of a fresh JWT never waits for ZITADEL; the
-requests beyond the limit wait for the confirmation (the pipeline joins it).
+A JWT is verified locally and its first request served at once, while its confirming
+introspection runs in the background (one per token at a time, inside the concurrency cap,
+once per cache lifetime). Hybrid mode's promise is a number: at most ``limit`` requests per
+token (1 by default) are served from the token's local verification before that
+introspection has answered, whatever the concurrency; the requests beyond the limit wait for
+the confirmation (they join it), within their deadline.
 
 A token's record lives from its first served request until its confirmation ends, whatever
 the outcome: then the local tier holds ZITADEL's answer, or the token is refused, or it is
-*suspect* (the confirmation could not run: its next request is introspected before it is
-served). So the local tier of a hybrid pipeline only ever holds introspection answers, and a
-cache hit (the hot path) never has to ask whether it was confirmed.
+*suspect*. So the local tier of a hybrid pipeline only ever holds introspection answers (the
+shared tier too), and a cache hit (the hot path) never has to ask whether it was confirmed.
+
+A token is *suspect* when ZITADEL said inactive, when it was invalidated (here, on another
+replica, or before this replica started: the shared tier's tombstone), or when its
+confirmation could not run: until ZITADEL says it is active, it is introspected before it is
+served. A confirmation is never silently dropped: one that finds the concurrency cap full
+queues again while its token is pending (the pipeline's ``_confirmation_answer``), and one
+the IdP could not answer leaves the token suspect.
 
 Deciding is synchronous (no ``await`` between reading the count and raising it): concurrent
 requests of one event loop cannot all see "none served yet". The number of records is capped;
@@ -19,9 +27,17 @@ introspection mode), so a flood of new tokens costs latency, never the promise.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from fastapi_zitadel._cache.base import CacheKey
+from fastapi_zitadel._cache.memory import NegativeCache
+from fastapi_zitadel._concurrency.tasks import KeyedTasks, wait
+from fastapi_zitadel._exceptions import IdentityProviderUnavailable
+from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
 
-__all__ = ["Unconfirmed", "UnconfirmedRecord"]
+__all__ = ["Confirmations", "Unconfirmed", "UnconfirmedRecord"]
 
 
 class UnconfirmedRecord:
@@ -75,4 +91,125 @@ class Unconfirmed:
         return list(self._records)
 
     def clear(self) -> None:
+        self._records.clear()
+
+
+class Confirmations:
+    """A hybrid pipeline's confirming introspections, the tokens served before them, and the
+    suspects; ``confirm`` is the pipeline's confirmation of one token (one task per token)."""
+
+    def __init__(
+        self,
+        *,
+        confirm: Callable[[CacheKey], Awaitable[Principal]],
+        suspects: NegativeCache,
+        records: Unconfirmed,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        monotonic: Callable[[], float],
+    ) -> None:
+        self._confirm = confirm
+        self._suspects = suspects
+        self._records = records
+        self._metrics = metrics
+        self._clock = clock
+        self._monotonic = monotonic
+        self._tasks: KeyedTasks[Principal] = KeyedTasks()
+
+    def record(self, digest: bytes) -> UnconfirmedRecord | None:
+        """The token's record while it is served before its confirmation, else ``None``."""
+        return self._records.get(digest)
+
+    def is_suspect(self, digest: bytes) -> bool:
+        return digest in self._suspects
+
+    def suspect(self, digest: bytes) -> None:
+        """Introspect this token before serving it again (until ZITADEL says it is active),
+        even if it has requests left before its confirmation."""
+        self._suspects.add(digest)
+        self._records.close(digest)
+
+    def cleared(self, digest: bytes) -> None:
+        """ZITADEL said active, and nothing voided that answer since: JWT path again."""
+        self._suspects.discard(digest)
+
+    def ended(self, digest: bytes) -> None:
+        """The token's confirmation has ended: its next request decides anew."""
+        self._records.close(digest)
+
+    def admit(self, key: CacheKey, verified: Principal | None) -> Principal | None:
+        """The principal to serve this request from before its confirmation has answered,
+        counted; ``None`` when the token has served its ``unconfirmed_limit`` (or no record
+        fits) and the request must wait. Synchronous on purpose: concurrent requests cannot
+        all see "none served yet"."""
+        records = self._records
+        record = records.get(key.digest)
+        if record is not None:
+            if not records.admit(record, self._clock()):
+                return None
+            principal = record.principal
+        elif verified is None or records.open(key.digest, verified) is None:
+            return None
+        else:
+            principal = verified  # the first request of this token: never waits for ZITADEL
+        self._in_background(key)  # scheduled already but for the first: a dict lookup
+        return principal
+
+    async def join(self, key: CacheKey, deadline: float) -> Principal:
+        """Join the token's confirmation in flight (or start one) until ``deadline``;
+        ``InvalidTokenError`` if ZITADEL says inactive, an ``IdentityProviderError`` if it
+        cannot tell now or not before ``deadline``."""
+        digest = key.digest
+        if not self._tasks.scheduled(digest):
+            self._metrics.background_introspections += 1
+        task = self._tasks.start(digest, lambda: self._confirm(key))
+        try:
+            return await wait(task, deadline - self._monotonic())
+        except asyncio.TimeoutError:
+            raise IdentityProviderUnavailable(
+                "the introspection confirming a JWT did not answer in time", retry_after=1.0
+            ) from None
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise  # this request was cancelled, not the introspection
+            raise IdentityProviderUnavailable(
+                "the introspection confirming a JWT was cancelled (closing)", retry_after=1.0
+            ) from None
+
+    def _in_background(self, key: CacheKey) -> None:
+        """Introspect a token just served from its JWT, without holding up the request: its
+        task is made in the next pass of the loop, after the request."""
+        if self._tasks.start_soon(key.digest, lambda: self._confirm(key)):
+            self._metrics.background_introspections += 1
+
+    def still_pending(self, digest: bytes) -> bool:
+        """Whether a token was served from its JWT, is unexpired, and its confirmation is
+        still owed."""
+        record = self._records.get(digest)
+        if record is None:
+            return False
+        expires = record.principal.expires_at
+        return expires is None or self._clock() < expires.timestamp()
+
+    def forget(self, digest: bytes) -> None:
+        """The token was invalidated: a confirmation in flight is void, and it is suspect."""
+        self._tasks.forget(digest)
+        self.suspect(digest)
+
+    def forget_all(self) -> None:
+        """Every confirmation in flight is void: their tokens are introspected first."""
+        self._tasks.forget_all()
+        for digest in self._records.digests():
+            self.suspect(digest)
+
+    def forget_served(self) -> None:
+        """Forget every token served unconfirmed (verified again, and so introspected)."""
+        self._records.clear()
+
+    def in_flight(self) -> int:
+        return self._tasks.in_flight()
+
+    async def aclose(self) -> None:
+        """Cancel the confirmations still running."""
+        await self._tasks.aclose()
         self._records.clear()

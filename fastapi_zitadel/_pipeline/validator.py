@@ -87,11 +87,7 @@ class IntrospectionValidator:
             raise
         except TokenTypeUnsupported as exc:
             breaker.succeeded()  # the IdP is up, and answered
-            self._outage_log(
-                "identity provider unavailable: %s (answering 503, retry after %.0f s)",
-                exc.description,
-                exc.retry_after or 1.0,
-            )
+            self._log_outage(exc)
             raise
         except QueueTimeout:
             breaker.abandoned()  # we never asked the IdP: our own queue was full
@@ -105,22 +101,21 @@ class IntrospectionValidator:
                     retry_after=1.0,
                 ) from None
             breaker.failed()
-            self._outage_log(
-                "identity provider unavailable: %s (answering 503, retry after %.0f s)",
-                exc.description,
-                exc.retry_after or 1.0,
-            )
+            self._log_outage(exc)
             raise
         except IdentityProviderUnavailable as exc:
             breaker.failed()
-            self._outage_log(
-                "identity provider unavailable: %s (answering 503, retry after %.0f s)",
-                exc.description,
-                exc.retry_after or 1.0,
-            )
+            self._log_outage(exc)
             raise
         except BaseException:
             breaker.abandoned()
             raise
         breaker.succeeded()
         return claims
+
+    def _log_outage(self, exc: IdentityProviderUnavailable) -> None:
+        self._outage_log(
+            "identity provider unavailable: %s (answering 503, retry after %.0f s)",
+            exc.description,
+            exc.retry_after or 1.0,
+        )
