@@ -28,7 +28,7 @@ TOKEN_TYPES = {
 # What ZITADEL puts into a token's scope: it knows no custom scopes (zitadel/zitadel#8967) and
 # drops the ones it does not know.
 STANDARD_SCOPES = {"openid", "profile", "email", "phone", "address", "offline_access"}
-ZITADEL_SCOPE_PREFIX = "urn:zitadel:iam:"
+IAM_SCOPE_PREFIX = "urn:zitadel:iam:"
 AUDIENCE_SCOPE_PREFIX = "urn:zitadel:iam:org:project:id:"
 AUDIENCE_SCOPE_SUFFIX = ":aud"
 
@@ -54,7 +54,7 @@ def every_value(request: Request, name: str) -> list[str]:
 
 def known_scopes(scopes: Iterable[str]) -> list[str]:
     """The scopes ZITADEL keeps: the standard ones and its own reserved ones."""
-    return [s for s in scopes if s in STANDARD_SCOPES or s.startswith(ZITADEL_SCOPE_PREFIX)]
+    return [s for s in scopes if s in STANDARD_SCOPES or s.startswith(IAM_SCOPE_PREFIX)]
 
 
 def audience_scopes(scopes: Iterable[str]) -> list[str]:
