@@ -1,6 +1,6 @@
 """What every endpoint of the stand-in shares: the directory, the clock, the issuer, the web
 keys, the faults, the event history, and the rules that say what a token is (its claims,
-whether it is still live). Endpoints are handed an ``Instance``; ``ZitadelStandIn`` is one."""
+whether it is still live). Endpoints are handed an ``Instance``; ``ZitadelStandIn`` holds one."""
 
 from __future__ import annotations
 
@@ -55,14 +55,7 @@ class Instance:
         max_event_age: float | None = None,
         instance_id: str | None = None,
     ) -> None:
-        """``impersonation``: the instance's "Allow Impersonation" security setting, which token
-        exchange with an actor needs (ZITADEL's default is off; here on, for tests).
-
-        ``jti_delimiter``: the character between a token's OIDC session and its id in
-        ``V2_<session>.at_<id>`` (``"-"`` in some ZITADEL versions). ``event_payload``: how
-        events carry ``event_payload`` to Actions v2 targets: ``"object"`` (current),
-        ``"base64"`` (older versions) or ``"empty"`` (always ``{}``, v4.1.0).
-        ``max_event_age``: seconds after which an undelivered event is dropped."""
+        """The settings: see ``ZitadelStandIn``."""
         self.issuer = issuer
         self.clock = clock
         self.track_jti = track_jti
