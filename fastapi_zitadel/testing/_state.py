@@ -80,13 +80,9 @@ def load(standin: ZitadelStandIn, state_dir: Path, *, redirect_uris: Iterable[st
     directory.orgs[org.id] = org
     project = Project(**state["project"])
     directory.projects[project.id] = project
-    saved_app = state["api_app"]
+    saved_app = dict(state["api_app"])
     app = ApiApplication(
-        id=saved_app["id"],
-        client_id=saved_app["client_id"],
-        project=project,
-        key_id=saved_app["key_id"],
-        private_key=_private_key(saved_app["key"]),
+        project=project, private_key=_private_key(saved_app.pop("key")), **saved_app
     )
     directory.apps[app.client_id] = app
     assert app.key_id is not None
@@ -97,18 +93,13 @@ def load(standin: ZitadelStandIn, state_dir: Path, *, redirect_uris: Iterable[st
     )
     directory.web_apps[web.client_id] = web
     users: dict[str, User] = {}
-    for saved in state["users"]:
+    for saved in map(dict, state["users"]):  # ``_user``'s fields: the ``User`` field names
+        key = saved.pop("key", None)
         user = User(
-            id=saved["id"],
             org=org,
-            username=saved["username"],
-            kind=saved["kind"],
-            name=saved.get("name"),
-            email=saved.get("email"),
-            roles={project.id: set(saved["roles"])},
-            key_id=saved.get("key_id"),
-            private_key=_private_key(saved["key"]) if saved.get("key") else None,
-            client_secret=saved.get("client_secret"),
+            roles={project.id: set(saved.pop("roles"))},
+            private_key=_private_key(key) if key else None,
+            **saved,
         )
         directory.users[user.id] = user
         if user.key_id is not None:

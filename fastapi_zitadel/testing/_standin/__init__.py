@@ -2,7 +2,7 @@
 
 It enforces what the real server enforces (client authentication rules, audience checks,
 answer shapes), so code that passes against it works against ZITADEL. Run it in-process with
-``standin.transport()`` or on a loopback port with ``StandInServer``.
+``standin.transport()`` or on a loopback port with ``standin.serve()``.
 
 Split as ZITADEL is: one module per endpoint (``discovery``, ``introspection``, ``token``,
 ``exchange``, ``login``, ``revocation``), the web keys (``keys``), fault injection
@@ -74,7 +74,7 @@ _USER_CHANGES: dict[str, tuple[str, bool, str, bool]] = {
 class ZitadelStandIn:
     """A fake ZITADEL instance with a small API to set it up from tests.
 
-    ``issuer`` is fixed at construction for in-process use; ``StandInServer`` sets it to the
+    ``issuer`` is fixed at construction for in-process use; ``serve()`` sets it to the
     loopback address it binds before serving.
     """
 
