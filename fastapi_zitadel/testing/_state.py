@@ -10,7 +10,6 @@ holds private keys. Access tokens are not kept: each run mints fresh ones.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,21 +49,17 @@ def create(
     *,
     key_dir: Path | None,
     service_user: str,
-    service_roles: Iterable[str],
     redirect_uris: Iterable[str],
 ) -> World:
+    """A new world; its users' roles are the caller's to set (on a loaded one too)."""
     project = StandInProject(standin, key_dir=key_dir)
     web = project.web_app(redirect_uris)
-    robot = create_service_user(project, service_user)
-    robot.roles[project.project.id] = set(service_roles)
-    return World(project, web, robot)
+    return World(project, web, create_service_user(project, service_user))
 
 
 def create_service_user(project: StandInProject, username: str) -> User:
     """A service user of the project's organization with a random client secret."""
-    robot = project.standin.add_service_user(project.org, username, with_secret=True)
-    robot.client_secret = secrets.token_urlsafe(24)
-    return robot
+    return project.standin.add_service_user(project.org, username, with_secret=True)
 
 
 def load(standin: ZitadelStandIn, state_dir: Path, *, redirect_uris: Iterable[str]) -> World | None:

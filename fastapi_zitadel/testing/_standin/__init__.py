@@ -13,7 +13,6 @@ the helpers the endpoints share.
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
@@ -275,7 +274,7 @@ class ZitadelStandIn:
         user = User(new_id(), org, username, "machine", jwt_access_tokens=jwt_access_tokens)
         self.directory.give_credentials(user, "private_key_jwt")
         if with_secret:
-            user.client_secret = base64.urlsafe_b64encode(user.id.encode()).decode() + "-secret"
+            self.directory.give_credentials(user, "basic")
         return self._register(user, roles)
 
     def _register(self, user: User, roles: Mapping[Project, Iterable[str]] | None) -> User:

@@ -190,14 +190,26 @@ class Instance:
         requester: str | None = None,
         login: LoginSession | None = None,
     ) -> AccessToken:
-        """A token of a new OIDC session, its audience the projects' and their apps'."""
+        """A token of a new OIDC session (``oidc_session.added``), its audience the projects'
+        and their apps'."""
         apps = [app for app in self.directory.apps.values() if app.project.id in audience]
         full_audience = [app.client_id for app in apps] + audience
         if requester is not None:
             full_audience.insert(0, requester)
         client = client_id or (apps[0].client_id if apps else user.id)
         scopes = list(scopes)
-        session = self._new_oidc_session(user, client, full_audience, scopes, login)
+        session = OidcSession(f"V2_{new_id()}", user, client, login)
+        added: dict[str, Any] = {
+            "userID": user.id,
+            "userResourceOwner": user.org.id,
+            "clientID": client,
+            "audience": list(dict.fromkeys(full_audience)),
+            "scope": scopes,
+            "authTime": rfc3339_nano(self.clock()),
+        }
+        if login is not None:
+            added["sessionID"] = login.id
+        self.emit_about_session(session, "oidc_session.added", **added)
         return self.directory.mint(
             user,
             client_id=client,
@@ -216,28 +228,6 @@ class Instance:
         login = LoginSession(new_id(), user, user_agent_id=new_id())
         self.directory.login_sessions[login.id] = login
         return login
-
-    def _new_oidc_session(
-        self,
-        user: User,
-        client_id: str,
-        audience: list[str],
-        scopes: list[str],
-        login: LoginSession | None,
-    ) -> OidcSession:
-        session = OidcSession(f"V2_{new_id()}", user, client_id, login)
-        payload: dict[str, Any] = {
-            "userID": user.id,
-            "userResourceOwner": user.org.id,
-            "clientID": client_id,
-            "audience": list(dict.fromkeys(audience)),
-            "scope": scopes,
-            "authTime": rfc3339_nano(self.clock()),
-        }
-        if login is not None:
-            payload["sessionID"] = login.id
-        self.emit_about_session(session, "oidc_session.added", **payload)
-        return session
 
     def _signed_access_token(self, token: AccessToken) -> str:
         """A JWT access token with the claims ZITADEL puts in one (zitadel/zitadel
