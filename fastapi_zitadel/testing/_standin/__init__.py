@@ -7,14 +7,14 @@ answer shapes), so code that passes against it works against ZITADEL. Run it in-
 Split as ZITADEL is: one module per endpoint (``discovery``, ``introspection``, ``token``,
 ``exchange``, ``login``, ``revocation``), the web keys (``keys``), fault injection
 (``faults``), each handed the shared ``Instance`` (directory, clock, keys, event history).
-``ZitadelStandIn`` holds that instance and shows tests only the API they set it up with, not
-the helpers the endpoints share.
+``ZitadelStandIn`` is the state tests see (``InstanceState``) with the API they set it up
+with; the helpers the endpoints share stay in its ``Instance``, out of its public members.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from functools import cached_property
 from typing import Any, Literal
 
 import httpx
@@ -23,11 +23,10 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from fastapi_zitadel.testing._actions import Actions, ApiError, Delivery, Target, TargetType
+from fastapi_zitadel.testing._actions import ApiError, Delivery, Target, TargetType
 from fastapi_zitadel.testing._directory import (
     AccessToken,
     ApiApplication,
-    Directory,
     LoginSession,
     Project,
     StandInOrganization,
@@ -36,14 +35,13 @@ from fastapi_zitadel.testing._directory import (
     WebApplication,
     new_id,
 )
-from fastapi_zitadel.testing._events import Event, PayloadFormat
 from fastapi_zitadel.testing._management import ManagementApi
 from fastapi_zitadel.testing._server import LoopbackServer
 
 from .discovery import Discovery
 from .exchange import TokenExchange
 from .faults import ConnectionDropped, Fault, FaultEndpoint, FaultKind
-from .instance import Instance
+from .instance import InstanceState
 from .introspection import Introspection
 from .keys import DEFAULT_GRACE_PERIOD, WebKeyAlgorithm
 from .login import LOGIN_PATH, Login, id_token
@@ -70,100 +68,24 @@ _USER_CHANGES: dict[str, tuple[str, bool, str, bool]] = {
 }
 
 
-class ZitadelStandIn:
+class ZitadelStandIn(InstanceState):
     """A fake ZITADEL instance with a small API to set it up from tests.
 
     ``issuer`` is fixed at construction for in-process use; ``serve()`` sets it to the
     loopback address it binds before serving.
     """
 
-    def __init__(
-        self,
-        issuer: str = "http://zitadel.localhost",
-        *,
-        clock: Callable[[], float] = time.time,
-        track_jti: bool = False,
-        impersonation: bool = True,
-        jti_delimiter: Literal[".", "-"] = ".",
-        event_payload: PayloadFormat = "object",
-        max_event_age: float | None = None,
-        instance_id: str | None = None,
-    ) -> None:
-        """``impersonation``: the instance's "Allow Impersonation" security setting, which token
-        exchange with an actor needs (ZITADEL's default is off; here on, for tests).
-
-        ``jti_delimiter``: the character between a token's OIDC session and its id in
-        ``V2_<session>.at_<id>`` (``"-"`` in some ZITADEL versions). ``event_payload``: how
-        events carry ``event_payload`` to Actions v2 targets: ``"object"`` (current),
-        ``"base64"`` (older versions) or ``"empty"`` (always ``{}``, v4.1.0).
-        ``max_event_age``: seconds after which an undelivered event is dropped."""
-        self._instance = Instance(
-            issuer,
-            clock=clock,
-            track_jti=track_jti,
-            impersonation=impersonation,
-            jti_delimiter=jti_delimiter,
-            event_payload=event_payload,
-            max_event_age=max_event_age,
-            instance_id=instance_id,
-        )
-        # The instance's own objects, for tests to read (its helpers stay hidden).
-        self.clock = clock
-        self.directory: Directory = self._instance.directory
-        self.instance_id: str = self._instance.instance_id
-        self.admin_id: str = self._instance.admin_id  # who changes things when a test does
-        self.events: list[Event] = self._instance.events  # the instance's history, in order
-        self.actions: Actions = self._instance.actions
-        self.received_assertions: list[str] = self._instance.received_assertions
-        self.app = self._asgi_app()
-
-    @property
-    def issuer(self) -> str:
-        return self._instance.issuer
-
-    @issuer.setter
-    def issuer(self, issuer: str) -> None:
-        self._instance.issuer = issuer
-
-    @property
-    def track_jti(self) -> bool:
-        """Refuse a client assertion whose ``jti`` was seen before."""
-        return self._instance.track_jti
-
-    @track_jti.setter
-    def track_jti(self, track: bool) -> None:
-        self._instance.track_jti = track
-
-    @property
-    def impersonation(self) -> bool:
-        return self._instance.impersonation
-
-    @impersonation.setter
-    def impersonation(self, allowed: bool) -> None:
-        self._instance.impersonation = allowed
-
-    @property
-    def introspection_calls(self) -> int:
-        return self._instance.introspection_calls
-
-    @property
-    def token_calls(self) -> int:
-        return self._instance.token_calls
-
-    @property
-    def jwks_calls(self) -> int:
-        return self._instance.jwks_calls
-
-    def _asgi_app(self) -> Starlette:
-        """The ASGI app: each endpoint handled by its own module, given the instance."""
+    @cached_property
+    def app(self) -> Starlette:
+        """The ASGI app, made on first use: each endpoint handled by its own module."""
         instance = self._instance
         login = Login(instance)
         management = ManagementApi(
             authorize=instance.authorize_admin,
-            users=instance.directory.users,
+            users=self.directory.users,
             change_user=self._change_user,
             terminate_session=self.terminate_session,
-            clock=instance.clock,
+            clock=self.clock,
         )
         discovery = Discovery(instance)
         token = TokenEndpoint(instance, login, TokenExchange(instance))
@@ -178,7 +100,7 @@ class ZitadelStandIn:
                 Route("/oauth/v2/revoke", Revocation(instance).endpoint, methods=["POST"]),
                 Route("/oauth/v2/authorize", login.authorize, methods=["GET"]),
                 Route(LOGIN_PATH, login.login, methods=["POST"]),
-                *instance.actions.routes(),
+                *self.actions.routes(),
                 *management.routes(),
             ],
             # Browser apps (Swagger UI) call the token endpoint from their own origin, as they
