@@ -82,10 +82,7 @@ def load(standin: ZitadelStandIn, state_dir: Path, *, redirect_uris: Iterable[st
     directory.apps[app.client_id] = app
     assert app.key_id is not None
     directory.keys[app.key_id] = app
-    saved_web = state["web_app"]
-    web = WebApplication(
-        saved_web["id"], saved_web["client_id"], project, redirect_uris=list(redirect_uris)
-    )
+    web = WebApplication(project=project, redirect_uris=list(redirect_uris), **state["web_app"])
     directory.web_apps[web.client_id] = web
     users: dict[str, User] = {}
     for saved in map(dict, state["users"]):  # ``_user``'s fields: the ``User`` field names
@@ -100,7 +97,11 @@ def load(standin: ZitadelStandIn, state_dir: Path, *, redirect_uris: Iterable[st
         if user.key_id is not None:
             directory.keys[user.key_id] = user
         users[user.username] = user
-    reserve_ids(max(int(value) for value in _ids(state)))
+    # New ids go above every restored one (a client id is ``<id>@<name>``).
+    ids = [org.id, project.id, *directory.keys, *directory.users]
+    ids += [client.id for client in (app, web)]
+    ids += [client.client_id.split("@", 1)[0] for client in (app, web)]
+    reserve_ids(max(int(value) for value in ids))
     restored = StandInProject(standin, key_dir=state_dir, org=org, project=project, app=app)
     for user in users.values():
         if user.kind == "human":
@@ -153,20 +154,6 @@ def _user(user: User, project_id: str) -> dict[str, Any]:
     if user.client_secret is not None:
         saved["client_secret"] = user.client_secret
     return saved
-
-
-def _ids(state: dict[str, Any]) -> Iterable[str]:
-    yield state["org"]["id"]
-    yield state["project"]["id"]
-    yield state["api_app"]["id"]
-    yield state["api_app"]["key_id"]
-    yield state["web_app"]["id"]
-    for client_id in (state["api_app"]["client_id"], state["web_app"]["client_id"]):
-        yield client_id.split("@", 1)[0]
-    for user in state["users"]:
-        yield user["id"]
-        if user.get("key_id"):
-            yield user["key_id"]
 
 
 def _private_key(pem: str) -> rsa.RSAPrivateKey:
