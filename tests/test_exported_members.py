@@ -137,6 +137,72 @@ def test_testing_exported_members() -> None:
     assert not set(fastapi_zitadel.testing.__all__) & public
 
 
+def test_standin_shows_only_its_set_up_api() -> None:
+    """The endpoints' shared helpers (client authentication, minting, the event record) stay
+    inside the stand-in: a test sets it up with these members and no others."""
+    standin = fastapi_zitadel.testing.ZitadelStandIn()
+    try:
+        members = sorted(name for name in dir(standin) if not name.startswith("_"))
+    finally:
+        standin.close()
+    assert members == [
+        "actions",
+        "add_api_app",
+        "add_grant",
+        "add_org",
+        "add_project",
+        "add_service_user",
+        "add_target",
+        "add_user",
+        "add_web_app",
+        "admin_id",
+        "admin_token",
+        "app",
+        "change_grant",
+        "clear_faults",
+        "clock",
+        "close",
+        "deactivate_grant",
+        "deactivate_user",
+        "deliveries",
+        "directory",
+        "events",
+        "grant_roles",
+        "id_token",
+        "impersonation",
+        "inject",
+        "instance_id",
+        "introspection_calls",
+        "issue_token",
+        "issuer",
+        "jwks_calls",
+        "lock_user",
+        "personal_access_token",
+        "published_key_ids",
+        "reactivate_grant",
+        "reactivate_user",
+        "received_assertions",
+        "remove_grant",
+        "remove_user",
+        "revoke",
+        "rotate_signing_key",
+        "serve",
+        "service_token",
+        "session_id",
+        "set_execution",
+        "sign_jwt",
+        "sign_out",
+        "signing_key_id",
+        "terminate_session",
+        "token_calls",
+        "token_info",
+        "track_jti",
+        "transport",
+        "unlock_user",
+        "wait_for_deliveries",
+    ]
+
+
 def test_every_setting_is_a_typed_keyword() -> None:
     """The constructor's keywords are exactly the settings (plus the components)."""
     parameters = inspect.signature(ZitadelIntrospection.__init__).parameters

@@ -132,7 +132,6 @@ def serve(args: argparse.Namespace) -> None:
             standin,
             key_dir=state_dir,
             service_user=service_name,
-            service_roles=service_roles,
             redirect_uris=redirect_uris,
         )
     elif world.service_user.username != service_name:

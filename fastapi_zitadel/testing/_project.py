@@ -59,12 +59,10 @@ class StandInProject:
         # of a ``with`` block, and at interpreter exit at the latest.
         self._own_dir: Path | None = None
         if key_dir is None:
-            self._own_dir = Path(tempfile.mkdtemp(prefix="fastapi-zitadel-standin-"))
+            key_dir = self._own_dir = Path(tempfile.mkdtemp(prefix="fastapi-zitadel-standin-"))
             atexit.register(self.close)
-        folder = Path(key_dir) if key_dir is not None else self._own_dir
-        assert folder is not None
-        self._key_dir = folder
-        self.key_path = folder / f"{self.app.id}.json"
+        self._key_dir = Path(key_dir)
+        self.key_path = self._key_dir / f"{self.app.id}.json"
         private_file(self.key_path, json.dumps(self.app.key_file, indent=2))
         self._users: dict[str, User] = {}
 

@@ -39,21 +39,16 @@ def uvicorn_missing() -> bool:
 _THREAD_PREFIX = "fastapi-zitadel-loopback"
 
 
-class _QuietLoopbackThreads(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not (record.threadName or "").startswith(
-            _THREAD_PREFIX
-        )
-
-
-_QUIET = _QuietLoopbackThreads()
+def _from_elsewhere(record: logging.LogRecord) -> bool:
+    thread = record.threadName or ""
+    return record.levelno >= logging.WARNING or not thread.startswith(_THREAD_PREFIX)
 
 
 def _quiet_uvicorn_logs() -> None:
     for name in ("uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
-        if _QUIET not in logger.filters:
-            logger.addFilter(_QUIET)
+        if _from_elsewhere not in logger.filters:
+            logger.addFilter(_from_elsewhere)
 
 
 class PortInUse(OSError):

@@ -10,7 +10,6 @@ holds private keys. Access tokens are not kept: each run mints fresh ones.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,21 +49,17 @@ def create(
     *,
     key_dir: Path | None,
     service_user: str,
-    service_roles: Iterable[str],
     redirect_uris: Iterable[str],
 ) -> World:
+    """A new world; its users' roles are the caller's to set (on a loaded one too)."""
     project = StandInProject(standin, key_dir=key_dir)
     web = project.web_app(redirect_uris)
-    robot = create_service_user(project, service_user)
-    robot.roles[project.project.id] = set(service_roles)
-    return World(project, web, robot)
+    return World(project, web, create_service_user(project, service_user))
 
 
 def create_service_user(project: StandInProject, username: str) -> User:
     """A service user of the project's organization with a random client secret."""
-    robot = project.standin.add_service_user(project.org, username, with_secret=True)
-    robot.client_secret = secrets.token_urlsafe(24)
-    return robot
+    return project.standin.add_service_user(project.org, username, with_secret=True)
 
 
 def load(standin: ZitadelStandIn, state_dir: Path, *, redirect_uris: Iterable[str]) -> World | None:
@@ -80,41 +75,33 @@ def load(standin: ZitadelStandIn, state_dir: Path, *, redirect_uris: Iterable[st
     directory.orgs[org.id] = org
     project = Project(**state["project"])
     directory.projects[project.id] = project
-    saved_app = state["api_app"]
+    saved_app = dict(state["api_app"])
     app = ApiApplication(
-        id=saved_app["id"],
-        client_id=saved_app["client_id"],
-        project=project,
-        key_id=saved_app["key_id"],
-        private_key=_private_key(saved_app["key"]),
+        project=project, private_key=_private_key(saved_app.pop("key")), **saved_app
     )
     directory.apps[app.client_id] = app
     assert app.key_id is not None
     directory.keys[app.key_id] = app
-    saved_web = state["web_app"]
-    web = WebApplication(
-        saved_web["id"], saved_web["client_id"], project, redirect_uris=list(redirect_uris)
-    )
+    web = WebApplication(project=project, redirect_uris=list(redirect_uris), **state["web_app"])
     directory.web_apps[web.client_id] = web
     users: dict[str, User] = {}
-    for saved in state["users"]:
+    for saved in map(dict, state["users"]):  # ``_user``'s fields: the ``User`` field names
+        key = saved.pop("key", None)
         user = User(
-            id=saved["id"],
             org=org,
-            username=saved["username"],
-            kind=saved["kind"],
-            name=saved.get("name"),
-            email=saved.get("email"),
-            roles={project.id: set(saved["roles"])},
-            key_id=saved.get("key_id"),
-            private_key=_private_key(saved["key"]) if saved.get("key") else None,
-            client_secret=saved.get("client_secret"),
+            roles={project.id: set(saved.pop("roles"))},
+            private_key=_private_key(key) if key else None,
+            **saved,
         )
         directory.users[user.id] = user
         if user.key_id is not None:
             directory.keys[user.key_id] = user
         users[user.username] = user
-    reserve_ids(max(int(value) for value in _ids(state)))
+    # New ids go above every restored one (a client id is ``<id>@<name>``).
+    ids = [org.id, project.id, *directory.keys, *directory.users]
+    ids += [client.id for client in (app, web)]
+    ids += [client.client_id.split("@", 1)[0] for client in (app, web)]
+    reserve_ids(max(int(value) for value in ids))
     restored = StandInProject(standin, key_dir=state_dir, org=org, project=project, app=app)
     for user in users.values():
         if user.kind == "human":
@@ -167,20 +154,6 @@ def _user(user: User, project_id: str) -> dict[str, Any]:
     if user.client_secret is not None:
         saved["client_secret"] = user.client_secret
     return saved
-
-
-def _ids(state: dict[str, Any]) -> Iterable[str]:
-    yield state["org"]["id"]
-    yield state["project"]["id"]
-    yield state["api_app"]["id"]
-    yield state["api_app"]["key_id"]
-    yield state["web_app"]["id"]
-    for client_id in (state["api_app"]["client_id"], state["web_app"]["client_id"]):
-        yield client_id.split("@", 1)[0]
-    for user in state["users"]:
-        yield user["id"]
-        if user.get("key_id"):
-            yield user["key_id"]
 
 
 def _private_key(pem: str) -> rsa.RSAPrivateKey:

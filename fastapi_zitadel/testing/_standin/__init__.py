@@ -2,17 +2,17 @@
 
 It enforces what the real server enforces (client authentication rules, audience checks,
 answer shapes), so code that passes against it works against ZITADEL. Run it in-process with
-``standin.transport()`` or on a loopback port with ``StandInServer``.
+``standin.transport()`` or on a loopback port with ``standin.serve()``.
 
 Split as ZITADEL is: one module per endpoint (``discovery``, ``introspection``, ``token``,
 ``exchange``, ``login``, ``revocation``), the web keys (``keys``), fault injection
 (``faults``), each handed the shared ``Instance`` (directory, clock, keys, event history).
-``ZitadelStandIn`` is that instance with the API tests set it up with.
+``ZitadelStandIn`` is the state tests see (``InstanceState``) with the API they set it up
+with; the helpers the endpoints share stay in its ``Instance``, out of its public members.
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Mapping
 from functools import cached_property
 from typing import Any, Literal
@@ -41,7 +41,7 @@ from fastapi_zitadel.testing._server import LoopbackServer
 from .discovery import Discovery
 from .exchange import TokenExchange
 from .faults import ConnectionDropped, Fault, FaultEndpoint, FaultKind
-from .instance import Instance
+from .instance import InstanceState
 from .introspection import Introspection
 from .keys import DEFAULT_GRACE_PERIOD, WebKeyAlgorithm
 from .login import LOGIN_PATH, Login, id_token
@@ -68,36 +68,36 @@ _USER_CHANGES: dict[str, tuple[str, bool, str, bool]] = {
 }
 
 
-class ZitadelStandIn(Instance):
-    """A fake ZITADEL instance with a small API to set it up from tests (its settings: see
-    ``Instance``).
+class ZitadelStandIn(InstanceState):
+    """A fake ZITADEL instance with a small API to set it up from tests.
 
-    ``issuer`` is fixed at construction for in-process use; ``StandInServer`` sets it to the
+    ``issuer`` is fixed at construction for in-process use; ``serve()`` sets it to the
     loopback address it binds before serving.
     """
 
     @cached_property
     def app(self) -> Starlette:
         """The ASGI app, made on first use: each endpoint handled by its own module."""
-        login = Login(self)
+        instance = self._instance
+        login = Login(instance)
         management = ManagementApi(
-            authorize=self.authorize_admin,
+            authorize=instance.authorize_admin,
             users=self.directory.users,
             change_user=self._change_user,
             terminate_session=self.terminate_session,
             clock=self.clock,
         )
-        discovery = Discovery(self)
-        token = TokenEndpoint(self, login, TokenExchange(self))
+        discovery = Discovery(instance)
+        token = TokenEndpoint(instance, login, TokenExchange(instance))
         return Starlette(
             routes=[
                 Route(
                     "/.well-known/openid-configuration", discovery.configuration, methods=["GET"]
                 ),
                 Route("/oauth/v2/keys", discovery.jwks, methods=["GET"]),
-                Route("/oauth/v2/introspect", Introspection(self).endpoint, methods=["POST"]),
+                Route("/oauth/v2/introspect", Introspection(instance).endpoint, methods=["POST"]),
                 Route("/oauth/v2/token", token.endpoint, methods=["POST"]),
-                Route("/oauth/v2/revoke", Revocation(self).endpoint, methods=["POST"]),
+                Route("/oauth/v2/revoke", Revocation(instance).endpoint, methods=["POST"]),
                 Route("/oauth/v2/authorize", login.authorize, methods=["GET"]),
                 Route(LOGIN_PATH, login.login, methods=["POST"]),
                 *self.actions.routes(),
@@ -196,7 +196,7 @@ class ZitadelStandIn(Instance):
         user = User(new_id(), org, username, "machine", jwt_access_tokens=jwt_access_tokens)
         self.directory.give_credentials(user, "private_key_jwt")
         if with_secret:
-            user.client_secret = base64.urlsafe_b64encode(user.id.encode()).decode() + "-secret"
+            self.directory.give_credentials(user, "basic")
         return self._register(user, roles)
 
     def _register(self, user: User, roles: Mapping[Project, Iterable[str]] | None) -> User:
@@ -233,8 +233,10 @@ class ZitadelStandIn(Instance):
             if login is None or login.user is not user:
                 raise ValueError(f"login session {session} is not one of this user's")
         elif user.kind == "human":
-            login = self.new_login_session(user)
-        return self.mint(user, audience, scopes, lifetime, client_id, jwt=jwt, login=login).value
+            login = self._instance.new_login_session(user)
+        return self._instance.mint(
+            user, audience, scopes, lifetime, client_id, jwt=jwt, login=login
+        ).value
 
     def service_token(
         self, user: User, projects: Iterable[Project] = (), *, lifetime: int = 43_200
@@ -242,7 +244,7 @@ class ZitadelStandIn(Instance):
         """A service user's token as the token endpoint issues it, with the audience scopes of
         ``projects`` (without any, no API accepts it)."""
         audience = [project.id for project in projects]
-        return self.mint(
+        return self._instance.mint(
             user, audience, ["openid"], lifetime, user.id, jwt=user.jwt_access_tokens
         ).value
 
@@ -256,7 +258,7 @@ class ZitadelStandIn(Instance):
         """Make a new web key the one that signs; the previous one stays in the JWKS for
         ``grace_period`` seconds (of the stand-in's clock), then leaves it. Returns the new
         key's id."""
-        return self.web_keys.rotate(algorithm, grace_period)
+        return self._instance.web_keys.rotate(algorithm, grace_period)
 
     def sign_jwt(
         self, claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None
@@ -265,32 +267,32 @@ class ZitadelStandIn(Instance):
         ``headers``): for tests that need a JWT ZITADEL would not issue (expired, for another
         audience...). The stand-in does not know the token: its introspection answers
         inactive for it."""
-        return self.web_keys.sign(claims, headers)
+        return self._instance.web_keys.sign(claims, headers)
 
     @property
     def signing_key_id(self) -> str:
         """The id (``kid``) of the web key that signs now."""
-        return self.web_keys.current().kid
+        return self._instance.web_keys.current().kid
 
     @property
     def published_key_ids(self) -> list[str]:
         """The ids of the web keys the JWKS lists now."""
-        return [key.kid for key in self.web_keys.published()]
+        return [key.kid for key in self._instance.web_keys.published()]
 
     def revoke(self, token: str) -> None:
         """Revoke an access token as ``/oauth/v2/revoke`` does: a token of ZITADEL v4 ends
         with its OIDC session's access token (``oidc_session.access_token.revoked``), a JWT
         found by its ``jti``; a personal access token is removed (``user.pat.removed``)."""
-        Revocation(self).revoke(token)
+        Revocation(self._instance).revoke(token)
 
     def token_info(self, token: str) -> AccessToken | None:
         """What the stand-in knows about ``token`` (opaque, or a JWT by its ``jti``)."""
-        return self.find_token(token)
+        return self._instance.find_token(token)
 
     def session_id(self, token: str) -> str | None:
         """The id of the login session ``token`` was issued from (``None``: none, as for a
         service user's token): for ``terminate_session`` and ``issue_token(session=...)``."""
-        found = self.find_token(token)
+        found = self._instance.find_token(token)
         if found is None or found.oidc_session is None:
             return None
         login = found.oidc_session.login_session
@@ -321,7 +323,7 @@ class ZitadelStandIn(Instance):
         flag, value, event_type, refuses_earlier = _USER_CHANGES[change]
         setattr(user, flag, value)
         payload = {"userName": user.username} if change == "remove" else {}
-        event = self.emit(user, event_type, editor=editor, **payload)
+        event = self._instance.emit(user, event_type, editor=editor, **payload)
         if refuses_earlier:
             user.refused_before = event.position
 
@@ -337,7 +339,9 @@ class ZitadelStandIn(Instance):
         if session is not None and not sessions:
             raise ValueError(f"login session {session} is not one of this user's")
         for agent in dict.fromkeys(login.user_agent_id for login in sessions):
-            event = self.emit(user, "user.human.signed.out", editor=user, userAgentID=agent)
+            event = self._instance.emit(
+                user, "user.human.signed.out", editor=user, userAgentID=agent
+            )
             user.signed_out[agent] = event.position
 
     def terminate_session(self, session: str, *, editor: User | None = None) -> None:
@@ -348,7 +352,7 @@ class ZitadelStandIn(Instance):
         if login.terminated:
             return
         login.terminated = True
-        self.record(
+        self._instance.record(
             "session", login.id, login.user.org.id, "session.terminated", editor or login.user
         )
 
@@ -525,10 +529,10 @@ class ZitadelStandIn(Instance):
         ``drop`` cuts the connection mid-answer; ``inactive`` answers ``{"active": false}``
         as ZITADEL does on an internal error.
         """
-        self.faults.waiting.append(Fault(kind, times, seconds, status, endpoint))
+        self._instance.faults.waiting.append(Fault(kind, times, seconds, status, endpoint))
 
     def clear_faults(self) -> None:
-        self.faults.waiting.clear()
+        self._instance.faults.waiting.clear()
 
     def serve(self) -> LoopbackServer:
         """Serve on 127.0.0.1 with an ephemeral port; the issuer becomes that address.
@@ -548,8 +552,10 @@ class ZitadelStandIn(Instance):
         (for tests that present one where an access token belongs)."""
         app = next((a for a in self.directory.web_apps.values() if a.project == project), None)
         web = app or self.add_web_app(project, "id-token-web", redirect_uris=[])
-        token = self.mint(user, [project.id], ["openid"], 3600, client_id or web.client_id)
-        return id_token(self, token, web.client_id)
+        token = self._instance.mint(
+            user, [project.id], ["openid"], 3600, client_id or web.client_id
+        )
+        return id_token(self._instance, token, web.client_id)
 
     # Helpers ------------------------------------------------------------------------------
     def _grant(self, user: User, project: Project) -> UserGrant:
@@ -563,4 +569,4 @@ class ZitadelStandIn(Instance):
     ) -> None:
         """An event of the ``usergrant`` aggregate (``user.grant.{change}``)."""
         event_type = f"user.grant.{change}"
-        self.record("usergrant", grant.id, grant.user.org.id, event_type, editor, payload)
+        self._instance.record("usergrant", grant.id, grant.user.org.id, event_type, editor, payload)

@@ -17,7 +17,7 @@ class Discovery:
         self.instance = instance
 
     async def configuration(self, _request: Request) -> Response:
-        issuer = self.instance.issuer
+        issuer = self.instance.state.issuer
         base = issuer + "/oauth/v2"
         return JSONResponse(
             {
@@ -52,7 +52,7 @@ class Discovery:
     async def jwks(self, _request: Request) -> Response:
         """The instance's web keys, as ZITADEL publishes them: they sign ID tokens and JWT
         access tokens. A rotated-out key stays until its grace period ends."""
-        self.instance.jwks_calls += 1
+        self.instance.state.jwks_calls += 1
         _fault, faulty = await self.instance.faults.apply("keys")
         if faulty is not None:
             return faulty

@@ -36,7 +36,7 @@ class TokenExchange:
             caller = instance.authenticate(request, params)
         except (ClientAuthFailed, InvalidRequest):
             return oauth_error("invalid_client", "no active client not found")
-        app = instance.directory.web_apps.get(caller)
+        app = instance.state.directory.web_apps.get(caller)
         if app is None:  # API applications and service users are not OIDC clients
             return oauth_error("invalid_client", "no active client not found")
         if TOKEN_EXCHANGE_GRANT not in app.grant_types:
@@ -65,7 +65,7 @@ class TokenExchange:
             return oauth_error("invalid_request", "subject_token invalid")
         actor: AccessToken | None = None
         if subject_type == USER_ID_TOKEN_TYPE or actor_value:
-            if not instance.impersonation:
+            if not instance.state.impersonation:
                 return oauth_error(
                     "invalid_request", "Errors.TokenExchange.Impersonation.PolicyDisabled", 403
                 )
@@ -92,17 +92,17 @@ class TokenExchange:
                     "invalid_scope", f'scope "{scope}" not found in subject or actor token'
                 )
         user = subject.user if isinstance(subject, AccessToken) else subject
-        token = instance.directory.mint(
+        token = instance.state.directory.mint(
             user,
             client_id=app.client_id,
             audience=audience,
             scopes=scopes,
-            now=int(instance.clock()),
+            now=int(instance.state.clock()),
             lifetime=43_200,
         )
         if actor is not None:
             # The actor's own actor nests (a chain of delegations), as ZITADEL's nestedActor.
-            token.actor = {"iss": instance.issuer, "sub": actor.user.id}
+            token.actor = {"iss": instance.state.issuer, "sub": actor.user.id}
             if actor.actor is not None:
                 token.actor["act"] = actor.actor
         elif isinstance(subject, AccessToken) and subject.actor is not None:
@@ -113,7 +113,7 @@ class TokenExchange:
         self, app: WebApplication, value: str, token_type: str
     ) -> AccessToken | User | None:
         """A token (or, for ZITADEL's user id type, a user) the application may exchange."""
-        directory = self.instance.directory
+        directory = self.instance.state.directory
         if token_type == USER_ID_TOKEN_TYPE:
             return directory.users.get(value)
         if token_type != ACCESS_TOKEN_TYPE:

@@ -1,6 +1,9 @@
-"""What every endpoint of the stand-in shares: the directory, the clock, the issuer, the web
-keys, the faults, the event history, and the rules that say what a token is (its claims,
-whether it is still live). Endpoints are handed an ``Instance``; ``ZitadelStandIn`` is one."""
+"""An instance's state in two parts. ``InstanceState`` is what tests see (settings, directory,
+event history, call counters); ``ZitadelStandIn`` is one. ``Instance`` is what its endpoints
+share beyond that (web keys, faults, the event record, client authentication, and the rules
+that say what a token is: its claims, whether it is still live). Endpoints are handed the
+``Instance``; keeping its helpers off ``ZitadelStandIn`` keeps them out of the members a test's
+editor offers."""
 
 from __future__ import annotations
 
@@ -40,8 +43,9 @@ def project_roles_claim(project_id: str) -> str:
     return f"urn:zitadel:iam:org:project:{project_id}:roles"
 
 
-class Instance:
-    """One ZITADEL instance's state, shared by its endpoints."""
+class InstanceState:
+    """What tests see of an instance: its settings, directory, history and call counters.
+    ``ZitadelStandIn`` is one; the helpers its endpoints share are its ``Instance``."""
 
     def __init__(
         self,
@@ -72,23 +76,32 @@ class Instance:
         self.instance_id = instance_id or new_id()
         # Who changes things when a test does: the instance's first administrator.
         self.admin_id = new_id()
-        self.web_keys = WebKeys(clock)
-        self.faults = Faults()
         self.events: list[Event] = []  # the instance's history, in order
-        self._sequences: dict[tuple[str, str], int] = {}
-        self._history = threading.Lock()  # changes come from tests and from served requests
-        self.actions = Actions(
-            clock=clock,
-            sign_jwt=self.web_keys.sign,
-            authorize=self.authorize_admin,
-            payload_format=event_payload,
-            max_event_age=max_event_age,
-        )
-        self.seen_jtis: set[str] = set()
         self.introspection_calls = 0
         self.token_calls = 0
         self.jwks_calls = 0
         self.received_assertions: list[str] = []  # for tests that check nothing leaks them
+        self._instance = Instance(self)
+        self.actions = Actions(
+            clock=clock,
+            sign_jwt=self._instance.web_keys.sign,
+            authorize=self._instance.authorize_admin,
+            payload_format=event_payload,
+            max_event_age=max_event_age,
+        )
+
+
+class Instance:
+    """What the endpoints share beyond the state tests see: the web keys, the faults, the
+    event record, client authentication and the token rules."""
+
+    def __init__(self, state: InstanceState) -> None:
+        self.state = state
+        self.web_keys = WebKeys(state.clock)
+        self.faults = Faults()
+        self.seen_jtis: set[str] = set()
+        self._sequences: dict[tuple[str, str], int] = {}
+        self._history = threading.Lock()  # changes come from tests and from served requests
 
     # Events -------------------------------------------------------------------------------
     def record(
@@ -102,7 +115,7 @@ class Instance:
     ) -> Event:
         """Append an event to the history and hand it to Actions v2 (which sends it later);
         ``editor`` ``None`` is the instance's administrator."""
-        who = editor.id if isinstance(editor, User) else editor or self.admin_id
+        who = editor.id if isinstance(editor, User) else editor or self.state.admin_id
         with self._history:
             key = (aggregate_type, aggregate_id)
             sequence = self._sequences.get(key, 0) + 1
@@ -111,16 +124,16 @@ class Instance:
                 aggregate_type=aggregate_type,
                 aggregate_id=aggregate_id,
                 resource_owner=resource_owner,
-                instance_id=self.instance_id,
+                instance_id=self.state.instance_id,
                 sequence=sequence,
-                position=self.directory.next_position(),
+                position=self.state.directory.next_position(),
                 event_type=event_type,
-                created_at=self.clock(),
+                created_at=self.state.clock(),
                 editor=who,
                 payload=dict(payload or {}),
             )
-            self.events.append(event)
-        self.actions.publish(event)
+            self.state.events.append(event)
+        self.state.actions.publish(event)
         return event
 
     def emit(
@@ -138,21 +151,23 @@ class Instance:
     def authenticate(self, request: Request, params: Mapping[str, str]) -> str:
         """The authenticated client id, as ZITADEL checks it (``_client_check``)."""
         if "client_assertion" in params:
-            self.received_assertions.append(params["client_assertion"])
+            self.state.received_assertions.append(params["client_assertion"])
         return authenticate_client(
-            self.directory,
+            self.state.directory,
             form=params,
             authorization=request.headers.get("authorization"),
-            issuer=self.issuer,
-            now=self.clock(),
-            seen_jtis=self.seen_jtis if self.track_jti else None,
+            issuer=self.state.issuer,
+            now=self.state.clock(),
+            seen_jtis=self.seen_jtis if self.state.track_jti else None,
         )
 
     def authorize_admin(self, request: Request) -> User:
         """The admin APIs want an IAM owner's token (a personal access token here): its user,
         the editor of what it changes."""
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        token = self.directory.tokens.get(value.strip()) if scheme.lower() == "bearer" else None
+        token = (
+            self.state.directory.tokens.get(value.strip()) if scheme.lower() == "bearer" else None
+        )
         if token is None or not self.is_live(token):
             raise ApiError(16, "Errors.Token.Invalid (AUTH-7fs1e)")
         if not token.user.iam_owner:
@@ -162,18 +177,18 @@ class Instance:
     # Tokens -------------------------------------------------------------------------------
     def find_token(self, value: str) -> AccessToken | None:
         """A token by its value, or a JWT of ours by its ``jti`` (ZITADEL looks it up so)."""
-        found = self.directory.tokens.get(value)
+        found = self.state.directory.tokens.get(value)
         if found is not None or value.count(".") != 2:
             return found
         jti = (self.web_keys.claims_of(value) or {}).get("jti")
-        return self.directory.token_by_jti(jti) if isinstance(jti, str) else None
+        return self.state.directory.token_by_jti(jti) if isinstance(jti, str) else None
 
     def is_live(self, token: AccessToken) -> bool:
         """ZITADEL v4's ``ActiveAccessTokenByToken``: not expired or revoked; the user usable
         and not deactivated, locked or removed since the token was issued; its login session
         not terminated, nor signed out of in its user agent since."""
         user = token.user
-        if token.revoked or not user.usable or self.clock() >= token.expires_at:
+        if token.revoked or not user.usable or self.state.clock() >= token.expires_at:
             return False
         if user.refused_before > token.position:
             return False
@@ -197,22 +212,34 @@ class Instance:
         requester: str | None = None,
         login: LoginSession | None = None,
     ) -> AccessToken:
-        """A token of a new OIDC session, its audience the projects' and their apps'."""
-        apps = [app for app in self.directory.apps.values() if app.project.id in audience]
+        """A token of a new OIDC session (``oidc_session.added``), its audience the projects'
+        and their apps'."""
+        apps = [app for app in self.state.directory.apps.values() if app.project.id in audience]
         full_audience = [app.client_id for app in apps] + audience
         if requester is not None:
             full_audience.insert(0, requester)
         client = client_id or (apps[0].client_id if apps else user.id)
         scopes = list(scopes)
-        session = self._new_oidc_session(user, client, full_audience, scopes, login)
-        return self.directory.mint(
+        session = OidcSession(f"V2_{new_id()}", user, client, login)
+        added: dict[str, Any] = {
+            "userID": user.id,
+            "userResourceOwner": user.org.id,
+            "clientID": client,
+            "audience": list(dict.fromkeys(full_audience)),
+            "scope": scopes,
+            "authTime": rfc3339_nano(self.state.clock()),
+        }
+        if login is not None:
+            added["sessionID"] = login.id
+        self.emit_about_session(session, "oidc_session.added", **added)
+        return self.state.directory.mint(
             user,
             client_id=client,
             audience=full_audience,
             scopes=scopes,
-            now=int(self.clock()),
+            now=int(self.state.clock()),
             lifetime=lifetime,
-            project_id=next((p for p in audience if p in self.directory.projects), None),
+            project_id=next((p for p in audience if p in self.state.directory.projects), None),
             sign=self._signed_access_token if jwt else None,
             oidc_session=session,
         )
@@ -221,30 +248,8 @@ class Instance:
         """A login in a new user agent (ZITADEL's ``session.added`` is of no use to an API and
         is not sent)."""
         login = LoginSession(new_id(), user, user_agent_id=new_id())
-        self.directory.login_sessions[login.id] = login
+        self.state.directory.login_sessions[login.id] = login
         return login
-
-    def _new_oidc_session(
-        self,
-        user: User,
-        client_id: str,
-        audience: list[str],
-        scopes: list[str],
-        login: LoginSession | None,
-    ) -> OidcSession:
-        session = OidcSession(f"V2_{new_id()}", user, client_id, login)
-        payload: dict[str, Any] = {
-            "userID": user.id,
-            "userResourceOwner": user.org.id,
-            "clientID": client_id,
-            "audience": list(dict.fromkeys(audience)),
-            "scope": scopes,
-            "authTime": rfc3339_nano(self.clock()),
-        }
-        if login is not None:
-            payload["sessionID"] = login.id
-        self.emit_about_session(session, "oidc_session.added", **payload)
-        return session
 
     def _signed_access_token(self, token: AccessToken) -> str:
         """A JWT access token with the claims ZITADEL puts in one (zitadel/zitadel
@@ -252,7 +257,7 @@ class Instance:
         nbf, jti, and the private claims of the token's scopes (resource owner, metadata)
         and its project's roles; no scope, client_id, azp, profile or e-mail claims."""
         claims: dict[str, Any] = {
-            "iss": self.issuer,
+            "iss": self.state.issuer,
             "sub": token.user.id,
             "aud": list(token.audience),
             "exp": token.expires_at,
@@ -278,7 +283,7 @@ class Instance:
                 key: base64.urlsafe_b64encode(value).decode().rstrip("=")
                 for key, value in user.metadata.items()
             }
-        roles = self.directory.active_roles(user, project_id) if project_id else set()
+        roles = self.state.directory.active_roles(user, project_id) if project_id else set()
         if project_id and roles:
             shaped = {role: {user.org.id: user.org.primary_domain} for role in sorted(roles)}
             claims[ROLES_CLAIM] = shaped

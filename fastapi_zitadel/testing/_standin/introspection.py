@@ -21,7 +21,7 @@ class Introspection:
 
     async def endpoint(self, request: Request) -> Response:
         instance = self.instance
-        instance.introspection_calls += 1
+        instance.state.introspection_calls += 1
         fault, faulty = await instance.faults.apply("introspect")
         if faulty is not None:
             return faulty
@@ -32,7 +32,7 @@ class Introspection:
             return oauth_error("unauthorized_client", "client authentication failed")
         except InvalidRequest as exc:
             return oauth_error("invalid_request", str(exc))
-        if caller in instance.directory.users:
+        if caller in instance.state.directory.users:
             # ZITADEL looks the caller up among API and OIDC applications only: a service
             # user's key or secret is refused here as any unknown client is.
             return oauth_error("unauthorized_client", "client authentication failed")
@@ -41,13 +41,13 @@ class Introspection:
             return oauth_error("invalid_request", "token missing")
         if fault is not None and fault.kind == "inactive":
             return JSONResponse({"active": False})
-        token = instance.directory.tokens.get(token_value)
+        token = instance.state.directory.tokens.get(token_value)
         if token is None or not instance.is_live(token) or not self._audience_allows(token, caller):
             return JSONResponse({"active": False})
         return JSONResponse(self._active_body(token, caller))
 
     def _audience_allows(self, token: AccessToken, caller: str) -> bool:
-        app = self.instance.directory.apps.get(caller)
+        app = self.instance.state.directory.apps.get(caller)
         allowed = {caller} if app is None else {caller, app.project.id}
         return not allowed.isdisjoint(token.audience)
 
@@ -64,7 +64,7 @@ class Introspection:
             "nbf": token.issued_at,
             "sub": user.id,
             "aud": list(token.audience),
-            "iss": self.instance.issuer,
+            "iss": self.instance.state.issuer,
             "jti": token.id,
         }
         if "profile" in scopes:
@@ -81,7 +81,7 @@ class Introspection:
             body["email"] = user.email
             if user.email_verified:
                 body["email_verified"] = True
-        app = self.instance.directory.apps.get(caller)
+        app = self.instance.state.directory.apps.get(caller)
         project_id = app.project.id if app is not None else None
         body.update(self.instance.private_claims(token, project_id))
         return body

@@ -60,7 +60,7 @@ class Login:
         exactly registered redirect URI, ``response_type=code``, a PKCE S256 challenge) and
         shows a login page where the person picks a user."""
         params = request.query_params
-        app = self.instance.directory.web_apps.get(params.get("client_id", ""))
+        app = self.instance.state.directory.web_apps.get(params.get("client_id", ""))
         if app is None:
             return _login_error("unknown client_id")
         redirect_uri = params.get("redirect_uri", "")
@@ -82,7 +82,7 @@ class Login:
             nonce=params.get("nonce"),
             code_challenge=challenge,
         )
-        users = self.instance.directory.users.values()
+        users = self.instance.state.directory.users.values()
         humans = [user for user in users if user.kind == "human" and user.usable]
         return HTMLResponse(_login_page(request_id, app, humans))
 
@@ -90,7 +90,7 @@ class Login:
         """The login page's answer: the picked user gets an authorization code."""
         params = await parameters(request)
         pending = self._requests.pop(params.get("auth_request", ""), None)
-        user = self.instance.directory.users.get(params.get("user", ""))
+        user = self.instance.state.directory.users.get(params.get("user", ""))
         if pending is None:
             return _login_error("this login is unknown or already used: start it again")
         if user is None or user.kind != "human" or not user.usable:
@@ -99,7 +99,7 @@ class Login:
         self._codes[code] = _AuthorizationCode(
             pending,
             user,
-            self.instance.clock() + CODE_LIFETIME,
+            self.instance.state.clock() + CODE_LIFETIME,
             self.instance.new_login_session(user),
         )
         answer = {"code": code, **({"state": pending.state} if pending.state else {})}
@@ -109,7 +109,7 @@ class Login:
         """``grant_type=authorization_code`` for a public client: the code once, from the same
         client and redirect URI, with the PKCE verifier of its challenge."""
         found = self._codes.pop(params.get("code", ""), None)
-        if found is None or self.instance.clock() > found.expires_at:
+        if found is None or self.instance.state.clock() > found.expires_at:
             return oauth_error("invalid_grant", "the code is unknown, used or expired")
         pending = found.request
         client_id = pending.app.client_id
@@ -150,7 +150,7 @@ def id_token(
     access token issued with it, ``nonce`` when the client sent one."""
     digest = hashlib.sha256(token.value.encode("ascii")).digest()
     claims: dict[str, Any] = {
-        "iss": instance.issuer,
+        "iss": instance.state.issuer,
         "sub": token.user.id,
         "aud": list(dict.fromkeys([*token.audience, client_id])),
         "azp": client_id,

@@ -41,7 +41,7 @@ class TokenEndpoint:
 
     async def endpoint(self, request: Request) -> Response:
         instance = self.instance
-        instance.token_calls += 1
+        instance.state.token_calls += 1
         params = await parameters(request)
         grant = params.get("grant_type")
         if grant == AUTHORIZATION_CODE_GRANT:
@@ -53,7 +53,7 @@ class TokenEndpoint:
                 user = self._jwt_bearer_user(params)
             elif grant == "client_credentials":
                 authorization = request.headers.get("authorization")
-                user = check_service_user_secret(instance.directory, authorization)
+                user = check_service_user_secret(instance.state.directory, authorization)
             else:
                 return oauth_error(
                     "unsupported_grant_type",
@@ -79,20 +79,20 @@ class TokenEndpoint:
         if not assertion:
             raise TokenRefused(400, "invalid_request", "assertion missing")
         instance = self.instance
-        instance.received_assertions.append(assertion)
+        instance.state.received_assertions.append(assertion)
         form = {"client_assertion": assertion, "client_assertion_type": CLIENT_ASSERTION_TYPE}
         try:
             subject = authenticate_client(
-                instance.directory,
+                instance.state.directory,
                 form=form,
                 authorization=None,
-                issuer=instance.issuer,
-                now=instance.clock(),
+                issuer=instance.state.issuer,
+                now=instance.state.clock(),
                 seen_jtis=None,
             )
         except ClientAuthFailed:
             raise TokenRefused(500, "server_error", "Errors.Internal") from None
-        user = instance.directory.users.get(subject)
+        user = instance.state.directory.users.get(subject)
         if user is None or user.kind != "machine":  # an application's key
             raise TokenRefused(500, "server_error", "Errors.Internal")
         return user
