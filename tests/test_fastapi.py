@@ -73,6 +73,19 @@ def build_app(zitadel: ZitadelIntrospection, org_id: str) -> FastAPI:
     async def all_roles() -> dict[str, bool]:
         return {"ok": True}
 
+    # Scopes required around a require_* (every kind): checked as well as its own rule.
+    wrapped = {
+        "role": zitadel.require_role("admin"),
+        "any-role": zitadel.require_any_role("admin", "owner"),
+        "any-scope": zitadel.require_any_scope("items:read", "openid"),
+        "scope": zitadel.require_scope("items:read"),
+    }
+    for name, requirement in wrapped.items():
+
+        @app.get(f"/wrapped/{name}", dependencies=[Security(requirement, scopes=["items:write"])])
+        async def wrapped_route() -> dict[str, bool]:
+            return {"ok": True}
+
     @app.get("/maybe")
     async def maybe(
         principal: Annotated[Principal | None, Depends(zitadel.optional)],
@@ -216,6 +229,46 @@ async def test_any_scope(world: World, http: httpx.AsyncClient) -> None:
     response = await http.get("/any", headers=bearer(world.token(scopes=["profile"])))
     assert response.status_code == 403
     assert 'scope="items:write openid"' in challenge(response)
+
+
+WRAPPED = ("role", "any-role", "any-scope", "scope")
+
+
+async def test_scopes_around_a_requirement_are_checked_too(
+    world: World, http: httpx.AsyncClient, app: FastAPI
+) -> None:
+    """``Security(zitadel.require_role("admin"), scopes=["items:write"])``: OpenAPI lists
+    the scope, so the route must require it; one-level requirements once dropped it (200)."""
+    without = world.token(scopes=READ)  # admin, items:read, no items:write
+    with_it = world.token(scopes=[*READ, "items:write"])
+    schema = (await http.get("/openapi.json")).json()["paths"]
+    for name in WRAPPED:
+        listed = schema[f"/wrapped/{name}"]["get"]["security"]
+        assert any("items:write" in scopes for entry in listed for scopes in entry.values())
+        refused = await http.get(f"/wrapped/{name}", headers=bearer(without))
+        assert refused.status_code == 403, name
+        assert "items:write" in challenge(refused).split("scope=")[-1], name
+        granted = await http.get(f"/wrapped/{name}", headers=bearer(with_it))
+        assert granted.status_code == 200, name
+
+
+async def test_an_overridden_guard_gets_the_scopes_around_a_requirement(
+    world: World, app: FastAPI, zitadel: ZitadelIntrospection
+) -> None:
+    """A test's override of the guard sees what the route requires, as FastAPI hands it to
+    ``Security(zitadel, ...)`` routes."""
+    seen: list[list[str]] = []
+    alice = await zitadel.verify(world.token(scopes=READ))
+
+    async def fake(security_scopes: SecurityScopes) -> Principal:
+        seen.append(security_scopes.scopes)
+        return alice
+
+    app.dependency_overrides[zitadel] = fake
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+        assert (await client.get("/wrapped/role")).status_code == 200
+    assert seen == [["items:write"]]
 
 
 async def test_roles(world: World, http: httpx.AsyncClient) -> None:

@@ -97,6 +97,8 @@ class Requirement(_OnGuardsScheme):
 
     ``listed``: scopes to list in OpenAPI, through a do-nothing parameter that FastAPI reads
     from this instance's ``__signature__`` (one more level, only where there are scopes).
+    Scopes given around it (``Security(zitadel.require_role("admin"), scopes=[...])``) reach
+    it as ``SecurityScopes`` and the guard checks them, as it does for ``Security(zitadel)``.
     """
 
     forbids = True  # OpenAPI: its operations document a 403
@@ -112,13 +114,16 @@ class Requirement(_OnGuardsScheme):
         self._guard = guard
         self._holds = holds
         self._refusal = refusal
-        self._no_scopes = SecurityScopes()  # the guard checks none: this does
-        # What FastAPI reads instead of ``__call__``'s own signature: the connection, and
-        # the scopes to list as a parameter of their own when there are some.
+        # What FastAPI reads instead of ``__call__``'s own signature: the connection, the
+        # scopes required around this dependency, and the scopes to list as a parameter of
+        # their own when there are some.
         parameters = [
             inspect.Parameter(
                 "conn", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection
-            )
+            ),
+            inspect.Parameter(
+                "security_scopes", inspect.Parameter.KEYWORD_ONLY, annotation=SecurityScopes
+            ),
         ]
         if listed:
             documentation = Security(_ScopeDocumentation(guard), scopes=listed)
@@ -134,29 +139,39 @@ class Requirement(_OnGuardsScheme):
     def check_at_startup(self, app: FastAPI) -> None:
         self._guard.check_at_startup(app)  # the guard is not in the route's dependency tree
 
-    async def __call__(self, conn: HTTPConnection, documented: None = None) -> Principal:
+    async def __call__(
+        self,
+        conn: HTTPConnection,
+        *,
+        security_scopes: SecurityScopes | None = None,
+        documented: None = None,
+    ) -> Principal:
         guard = self._guard
+        scopes = security_scopes or SecurityScopes()  # called by hand: none around it
         app = conn.scope.get("app")
         overrides = app.dependency_overrides if isinstance(app, FastAPI) else None
         if overrides and guard in overrides:  # a test replaced the guard
-            principal = await _call_override(overrides[guard], conn)
+            principal = await _call_override(overrides[guard], conn, scopes)
         else:
-            principal = await guard(conn, self._no_scopes)
+            principal = await guard(conn, scopes)
         if not self._holds(principal):
             raise await guard.refusal.exception(self._refusal, conn)
         return principal
 
 
-async def _call_override(override: Callable[..., Any], conn: HTTPConnection) -> Principal:
+async def _call_override(
+    override: Callable[..., Any], conn: HTTPConnection, scopes: SecurityScopes
+) -> Principal:
     """Call ``app.dependency_overrides[guard]`` as FastAPI would call it in the guard's
-    place: with the connection and (empty) ``SecurityScopes`` where its parameters ask."""
+    place: with the connection and the ``SecurityScopes`` around the route's requirement
+    where its parameters ask."""
     arguments: dict[str, Any] = {}
     for name, parameter in inspect.signature(override, eval_str=True).parameters.items():
         kind = parameter.annotation
         if isinstance(kind, type) and issubclass(kind, HTTPConnection):
             arguments[name] = conn
         elif kind is SecurityScopes:
-            arguments[name] = SecurityScopes()
+            arguments[name] = scopes
         elif parameter.default is inspect.Parameter.empty:
             raise ConfigurationError(
                 f"the override of a guard that require_* routes use takes {name!r}, which "
