@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 from fastapi_zitadel._concurrency.per_loop import PerLoop
 from fastapi_zitadel._exceptions import IdentityProviderUnavailable
 
-__all__ = ["KeyedTasks", "joined", "wait"]
+__all__ = ["KeyedTasks", "joined"]
 
 T = TypeVar("T")
 
@@ -147,17 +147,13 @@ class KeyedTasks(Generic[T]):
         await asyncio.gather(*running, return_exceptions=True)
 
 
-async def wait(task: asyncio.Task[T], timeout: float) -> T:
-    """``task``'s result within ``timeout`` seconds; giving up does not cancel it."""
-    return await asyncio.wait_for(asyncio.shield(task), timeout=max(timeout, 0.0))
-
-
 async def joined(task: asyncio.Task[T], timeout: float, *, what: str) -> T:
-    """``wait`` for work a request needs from the IdP (``what``, as messages name it): not
-    ending in time, or cancelled by a close, is ``IdentityProviderUnavailable`` (a 503, never
-    a 401); a cancellation of the caller itself stays the caller's."""
+    """``task``'s result within ``timeout`` seconds, for work a request needs from the IdP
+    (``what``, as messages name it). Giving up does not cancel the task (others may share
+    it); not ending in time, or cancelled by a close, is ``IdentityProviderUnavailable`` (a
+    503, never a 401); a cancellation of the caller itself stays the caller's."""
     try:
-        return await wait(task, timeout)
+        return await asyncio.wait_for(asyncio.shield(task), timeout=max(timeout, 0.0))
     except asyncio.TimeoutError:
         raise IdentityProviderUnavailable(f"{what} did not end in time", retry_after=1.0) from None
     except asyncio.CancelledError:

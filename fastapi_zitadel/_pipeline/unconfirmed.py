@@ -27,13 +27,11 @@ introspection mode), so a flood of new tokens costs latency, never the promise.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi_zitadel._cache.base import CacheKey
 from fastapi_zitadel._cache.memory import NegativeCache
-from fastapi_zitadel._concurrency.tasks import KeyedTasks, wait
-from fastapi_zitadel._exceptions import IdentityProviderUnavailable
+from fastapi_zitadel._concurrency.tasks import KeyedTasks, joined
 from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
 
@@ -163,18 +161,9 @@ class Confirmations:
         if not self._tasks.scheduled(digest):
             self._metrics.background_introspections += 1
         task = self._tasks.start(digest, lambda: self._confirm(key))
-        try:
-            return await wait(task, deadline - self._monotonic())
-        except asyncio.TimeoutError:
-            raise IdentityProviderUnavailable(
-                "the introspection confirming a JWT did not answer in time", retry_after=1.0
-            ) from None
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # this request was cancelled, not the introspection
-            raise IdentityProviderUnavailable(
-                "the introspection confirming a JWT was cancelled (closing)", retry_after=1.0
-            ) from None
+        return await joined(
+            task, deadline - self._monotonic(), what="the introspection confirming a JWT"
+        )
 
     def _in_background(self, key: CacheKey) -> None:
         """Introspect a token just served from its JWT, without holding up the request: its
