@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -160,3 +162,51 @@ async def test_aclose_cancels_a_fetch_still_running(clock: FakeClock) -> None:
         await asyncio.wait_for(fetch, 5.0)
     assert discovery.metadata is None
     await client.aclose()
+
+
+async def test_a_fetch_failing_during_a_pause_counts_once(clock: FakeClock) -> None:
+    """A thread's fetch that started before an async one failed, and fails in the pause that
+    one started, is the same outage: it gets the pause left, and the next failure after the
+    pause is the second (a pause of about 2 s), not the third (about 4 s)."""
+    asked, answer = threading.Event(), threading.Event()
+    calls = 0
+
+    def down(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(503)
+
+    def held_down(request: httpx.Request) -> httpx.Response:
+        asked.set()
+        answer.wait(5.0)
+        return down(request)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(down))
+    sync_client = httpx.Client(transport=httpx.MockTransport(held_down))
+    discovery = Discovery(
+        ISSUER,
+        http=HttpClientProvider(client, timeout=5.0, sync_client=sync_client),
+        introspection_endpoint=None,
+        timeout=5.0,
+        allow_insecure_http=False,
+        monotonic=clock,
+    )
+    with ThreadPoolExecutor(1) as thread:
+        in_thread = thread.submit(discovery.fetch_sync)
+        assert asked.wait(5.0)
+        with pytest.raises(IdentityProviderUnavailable) as first:
+            await discovery.fetch()
+        answer.set()
+        with pytest.raises(IdentityProviderUnavailable) as during:
+            in_thread.result(5.0)
+    assert first.value.retry_after is not None
+    assert 0.8 <= first.value.retry_after <= 1.2
+    assert during.value.retry_after == first.value.retry_after  # the pause left, not lengthened
+    clock.advance(1.3)
+    with pytest.raises(IdentityProviderUnavailable) as after:
+        await discovery.fetch()
+    assert after.value.retry_after is not None
+    assert 1.6 <= after.value.retry_after <= 2.4
+    assert calls == 3
+    await client.aclose()
+    await asyncio.to_thread(sync_client.close)

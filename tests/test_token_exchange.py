@@ -3,7 +3,10 @@ shop API on behalf of its user, narrowed to the shop's audience, as itself or wi
 user acting (``act``); every refusal ZITADEL makes is typed and says what to change."""
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -16,6 +19,7 @@ from fastapi_zitadel import (
     InvalidTokenError,
     Principal,
     ServiceAccountAuth,
+    TokenEndpointUnavailable,
     TokenExchange,
     TokenExchangeRejected,
     TokenRequestRejected,
@@ -32,7 +36,7 @@ from fastapi_zitadel.testing import (
     ZitadelStandIn,
 )
 
-from .helpers import STANDIN_ISSUER, World
+from .helpers import STANDIN_ISSUER, FakeClock, World
 
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 
@@ -238,6 +242,98 @@ def test_sync_exchange_and_call_over_loopback(zitadel_project: StandInProject, s
 
     with pytest.raises(InvalidTokenError):
         asyncio.run(verify_at_the_gateway())
+
+
+# Discovery at a cold start: one fetch for a burst of exchanges ---------------------------------
+
+_DISCOVERY = "/.well-known/openid-configuration"
+_BURST = 50
+_GATE = 0.5  # seconds the first discovery answer waits for the rest of a burst that never comes
+
+
+class ColdIdp:
+    """A hand-made IdP whose discovery answer waits until the whole burst has asked (or
+    ``_GATE`` passed): with one fetch per burst only the first caller ever gets there, without
+    it every caller does and they are answered together. Counts requests by path."""
+
+    def __init__(self, discovery_status: int = 200) -> None:
+        self.discovery_status = discovery_status
+        self.counts: dict[str, int] = {}
+        self._all_asked = asyncio.Event()
+        self._all_asked_sync = threading.Event()
+        self._lock = threading.Lock()
+
+    def _count(self, request: httpx.Request) -> bool:
+        """Count ``request``; true once the whole burst asked for the discovery document."""
+        with self._lock:
+            path = request.url.path
+            self.counts[path] = self.counts.get(path, 0) + 1
+            return self.counts[path] >= _BURST
+
+    def _answer(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path != _DISCOVERY:
+            return httpx.Response(
+                200, json={"access_token": "x", "token_type": "Bearer", "expires_in": 60}
+            )
+        if self.discovery_status != 200:
+            return httpx.Response(self.discovery_status)
+        document = {"issuer": STANDIN_ISSUER, "token_endpoint": STANDIN_ISSUER + "/oauth/v2/token"}
+        return httpx.Response(200, json=document)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        if self._count(request):
+            self._all_asked.set()
+        if request.url.path == _DISCOVERY:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_asked.wait(), _GATE)
+        return self._answer(request)
+
+    def handle_sync(self, request: httpx.Request) -> httpx.Response:
+        if self._count(request):
+            self._all_asked_sync.set()
+        if request.url.path == _DISCOVERY:
+            self._all_asked_sync.wait(_GATE)
+        return self._answer(request)
+
+    def exchange(self, **options: Any) -> TokenExchange:
+        return TokenExchange(
+            STANDIN_ISSUER,
+            client_id="gateway",
+            client_secret="s",
+            http_client=httpx.AsyncClient(transport=httpx.MockTransport(self.handle)),
+            sync_http_client=httpx.Client(transport=httpx.MockTransport(self.handle_sync)),
+            max_retries=0,
+            **options,
+        )
+
+
+async def test_concurrent_exchanges_share_one_discovery() -> None:
+    idp = ColdIdp()
+    async with idp.exchange() as exchange:
+        await asyncio.gather(*(exchange.aexchange(f"subject-{i}") for i in range(_BURST)))
+    assert idp.counts == {_DISCOVERY: 1, "/oauth/v2/token": _BURST}
+
+
+def test_threads_exchanging_share_one_discovery() -> None:
+    idp = ColdIdp()
+    with idp.exchange() as exchange, ThreadPoolExecutor(_BURST) as threads:
+        list(threads.map(lambda i: exchange.exchange(f"subject-{i}"), range(_BURST)))
+    assert idp.counts == {_DISCOVERY: 1, "/oauth/v2/token": _BURST}
+
+
+async def test_a_failed_discovery_burst_is_one_failure(clock: FakeClock) -> None:
+    """One 503 met by a burst is one failed fetch: everyone gets the first pause (1 s, give
+    or take its jitter), not one doubled per caller up to the 60 s cap."""
+    idp = ColdIdp(discovery_status=503)
+    async with idp.exchange(monotonic=clock) as exchange:
+        failures = await asyncio.gather(
+            *(exchange.aexchange(f"subject-{i}") for i in range(_BURST)), return_exceptions=True
+        )
+    assert idp.counts == {_DISCOVERY: 1}
+    assert all(isinstance(failure, TokenEndpointUnavailable) for failure in failures)
+    pauses = {f.retry_after for f in failures if isinstance(f, TokenEndpointUnavailable)}
+    assert len(pauses) == 1
+    assert all(pause is not None and 0.8 <= pause <= 1.2 for pause in pauses)
 
 
 # Principal.actor from the act claim -----------------------------------------------------------

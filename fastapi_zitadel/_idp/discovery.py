@@ -5,14 +5,15 @@ must equal ours exactly (RFC 8414 §3.3): a mismatch means we are talking to ano
 or a proxy rewrote the host, and tokens from it must not be trusted. A fetch runs on the one
 retry loop (``retry.Retries``: ``max_retries`` more attempts within the deadline, none by
 default); a fetch that fails all the same is tried again only after a growing pause, shared by
-all requests, so an IdP outage does not become a discovery storm. The fetch is a flow
-(``_document``): ``fetch`` drives it async, once for all concurrent callers; ``document`` hands
-it to a caller that is a flow itself (the token endpoint's request, driven sync or async).
+all requests, so an IdP outage does not become a discovery storm: a burst of callers sends one
+fetch (``fetch``: one per event loop for all its concurrent callers; ``fetch_sync``: one thread
+at a time), and failures during a pause count once. One flow (``_document``) serves both.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from fastapi_zitadel._http.retry import (
     Send,
     retry_if_overloaded,
     run,
+    run_sync,
 )
 from fastapi_zitadel._http.urls import check_url
 from fastapi_zitadel._log import logger
@@ -89,6 +91,7 @@ class Discovery:
         self._retry_at = float("-inf")
         self._last_failure: IdentityProviderUnavailable | None = None
         self._flight: KeyedTasks[ProviderMetadata] = KeyedTasks()
+        self._sync_lock = threading.Lock()
         self._retries = Retries(
             max_retries=max_retries,
             monotonic=monotonic,
@@ -119,12 +122,15 @@ class Discovery:
         """Cancel the fetch of this event loop still running."""
         await self._flight.aclose()
 
-    def document(self, deadline: float) -> Flow[ProviderMetadata]:
-        """``fetch`` for a caller that is a flow itself (driven sync or async), without single
-        flight (its caller has its own: a service user fetches one token at a time)."""
+    def fetch_sync(self, deadline: float | None = None) -> ProviderMetadata:
+        """``fetch`` for synchronous code; one thread fetches at a time, the others then
+        answer from memory (or from the pause its failure started)."""
         if self.metadata is not None:
             return self.metadata
-        return (yield from self._document(self._deadline(deadline)))
+        with self._sync_lock:
+            if self.metadata is not None:  # fetched while this thread waited
+                return self.metadata
+            return run_sync(self._document(self._deadline(deadline)), self._http, self._monotonic)
 
     def _deadline(self, deadline: float | None) -> float:
         """When this fetch must be done by; raises while failed fetches are paused, or when
@@ -160,14 +166,21 @@ class Discovery:
         return self._found(metadata)
 
     def _failed(self, url: str, exc: IdentityProviderUnavailable) -> IdentityProviderUnavailable:
-        """Record a failed fetch (the next one waits a growing pause) and say what failed."""
-        self._failures += 1
-        backoff = min(_FIRST_BACKOFF * 2 ** (self._failures - 1), _MAX_BACKOFF)
-        backoff *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
-        self._retry_at = self._monotonic() + backoff
+        """Record a failed fetch (the next one waits a growing pause) and say what failed. A
+        fetch that fails while a pause runs (one started before the pause, by another event
+        loop or thread) is the same outage: it neither counts again nor lengthens the pause."""
+        now = self._monotonic()
+        paused = self._retry_at > now
+        if not paused:
+            self._failures += 1
+            backoff = min(_FIRST_BACKOFF * 2 ** (self._failures - 1), _MAX_BACKOFF)
+            backoff *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
+            self._retry_at = now + backoff
         logger.error("OpenID discovery at %s failed: %s", url, exc.description)
-        failure = type(exc)(f"discovery failed: {exc.description}", retry_after=backoff)
-        self._last_failure = failure
+        wait = self._retry_at - now
+        failure = type(exc)(f"discovery failed: {exc.description}", retry_after=wait)
+        if not paused:  # the pause repeats the failure that started it
+            self._last_failure = failure
         return failure
 
     def _found(self, metadata: ProviderMetadata) -> ProviderMetadata:

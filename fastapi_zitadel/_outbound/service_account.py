@@ -274,7 +274,7 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             self._renewal_failed(failure)
 
     async def _afetch(self) -> _Token:
-        return await self._endpoint.run(self._fetch())
+        return await self._endpoint.run(self._fetch)
 
     # Getting tokens: sync -----------------------------------------------------------------
     def _current(self) -> _Token:
@@ -299,15 +299,15 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             return self._fetch_sync()
 
     def _fetch_sync(self) -> _Token:
-        return self._endpoint.run_sync(self._fetch())
+        return self._endpoint.run_sync(self._fetch)
 
     # Bookkeeping ---------------------------------------------------------------------------
-    def _fetch(self) -> Flow[_Token]:
+    def _fetch(self, endpoint: str, deadline: float) -> Flow[_Token]:
         """One token request, driven async (``_afetch``) or sync (``_fetch_sync``) alike."""
         started = self._monotonic()
         try:
             issued = yield from self._endpoint.request(
-                self._grant_form, self._credentials, self._caller
+                endpoint, deadline, self._grant_form, self._credentials, self._caller
             )
         except IdentityProviderError as failure:
             self._fetch_failed(failure)

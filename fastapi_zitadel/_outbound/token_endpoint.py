@@ -47,7 +47,7 @@ from fastapi_zitadel._http.retry import (
     run,
     run_sync,
 )
-from fastapi_zitadel._idp.discovery import Discovery
+from fastapi_zitadel._idp.discovery import Discovery, ProviderMetadata
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._outbound.settings import OutboundSettings
 
@@ -60,6 +60,7 @@ __all__ = [
     "EndpointClient",
     "Form",
     "IssuedToken",
+    "Request",
     "TokenEndpoint",
     "secret_caller",
 ]
@@ -113,6 +114,10 @@ Form = Mapping[str, "str | list[str]"]
 Credentials = Callable[[], ClientCredentials]
 """Fresh form fields and headers that authenticate one attempt."""
 
+Request = Callable[[str, float], Flow[T]]
+"""A request given the token endpoint and its deadline (``TokenEndpoint.request``, or a flow
+that uses it): what ``run`` and ``run_sync`` drive."""
+
 
 class TokenEndpoint:
     """Requests to the token endpoint found by ``discovery``, through our own pools."""
@@ -142,29 +147,39 @@ class TokenEndpoint:
         self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
         self.requests = 0  # token requests sent (attempts included)
 
-    async def run(self, flow: Flow[T]) -> T:
-        """Drive ``flow`` (``request``, or a flow that uses it) with the async pool."""
-        return await run(flow, self.http)
-
-    def run_sync(self, flow: Flow[T]) -> T:
-        """``run`` for synchronous code (the calling thread waits)."""
-        return run_sync(flow, self.http, self._monotonic)
-
-    def request(self, form: Form, credentials: Credentials, caller: Caller) -> Flow[IssuedToken]:
-        """The token for ``form`` (the grant's fields), or one of the module's errors: one flow,
-        driven async or sync alike, discovery included while the endpoint is not known yet. A
-        rejection is final at once, anything else once the retries run out. Each attempt
-        carries fresh credentials."""
+    async def run(self, request: Request[T]) -> T:
+        """Drive ``request`` with the async pool, once the endpoint is known: concurrent
+        callers share one discovery fetch (``fetch``'s single flight), and the request gets
+        the deadline that is left."""
         deadline = self._monotonic() + self._timeout
         try:
-            metadata = yield from self._discovery.document(deadline)
+            metadata = self._discovery.metadata or await self._discovery.fetch(deadline)
         except IdentityProviderUnavailable as exc:
-            raise TokenEndpointUnavailable(
-                f"cannot find the token endpoint: {exc.description}", retry_after=exc.retry_after
-            ) from None
-        endpoint = metadata.token_endpoint
-        if endpoint is None:
-            raise TokenEndpointUnavailable("discovery document has no token_endpoint")
+            raise _not_found(exc) from None
+        return await run(request(_token_endpoint(metadata), deadline), self.http)
+
+    def run_sync(self, request: Request[T]) -> T:
+        """``run`` for synchronous code (the calling thread waits; one thread discovers)."""
+        deadline = self._monotonic() + self._timeout
+        try:
+            metadata = self._discovery.metadata or self._discovery.fetch_sync(deadline)
+        except IdentityProviderUnavailable as exc:
+            raise _not_found(exc) from None
+        flow = request(_token_endpoint(metadata), deadline)
+        return run_sync(flow, self.http, self._monotonic)
+
+    async def aclose(self) -> None:
+        """Cancel this event loop's discovery fetch still running (the pools are the
+        owner's)."""
+        await self._discovery.aclose()
+
+    def request(
+        self, endpoint: str, deadline: float, form: Form, credentials: Credentials, caller: Caller
+    ) -> Flow[IssuedToken]:
+        """The token for ``form`` (the grant's fields) from ``endpoint`` by ``deadline``, or
+        one of the module's errors: one flow, driven async or sync alike (``run``,
+        ``run_sync``, which find the endpoint first). A rejection is final at once, anything
+        else once the retries run out. Each attempt carries fresh credentials."""
 
         def attempt(_number: int, remaining: float) -> Flow[IssuedToken]:
             signed = credentials()
@@ -222,6 +237,18 @@ class TokenEndpoint:
             rejected.error_code,
             rejected.hint,
         )
+
+
+def _not_found(exc: IdentityProviderUnavailable) -> TokenEndpointUnavailable:
+    return TokenEndpointUnavailable(
+        f"cannot find the token endpoint: {exc.description}", retry_after=exc.retry_after
+    )
+
+
+def _token_endpoint(metadata: ProviderMetadata) -> str:
+    if metadata.token_endpoint is None:  # a document without one is refused: kept for types
+        raise TokenEndpointUnavailable("discovery document has no token_endpoint")
+    return metadata.token_endpoint
 
 
 def _log_unavailable(final: IdentityProviderError) -> None:
@@ -452,6 +479,7 @@ class EndpointClient:
 
     async def aclose(self) -> None:
         """Close the connection pools to ZITADEL (the async one of this event loop)."""
+        await self._endpoint.aclose()
         await self._endpoint.http.aclose()
 
     def close(self) -> None:

@@ -31,7 +31,6 @@ import httpx
 from fastapi_zitadel._credentials.client_auth import PrivateKeyJwt
 from fastapi_zitadel._credentials.key_file import KeyFileSource
 from fastapi_zitadel._exceptions import ConfigurationError
-from fastapi_zitadel._http.retry import Flow
 from fastapi_zitadel._outbound.service_account import ServiceAccountAuth
 from fastapi_zitadel._outbound.settings import outbound_settings
 from fastapi_zitadel._outbound.token_endpoint import (
@@ -40,6 +39,7 @@ from fastapi_zitadel._outbound.token_endpoint import (
     Caller,
     EndpointClient,
     IssuedToken,
+    Request,
     secret_caller,
 )
 
@@ -159,8 +159,9 @@ class TokenExchange(EndpointClient):
         audience: str | Sequence[str],
         scopes: Iterable[str],
         actor: str | None,
-    ) -> Flow[IssuedToken]:
-        """The exchange's request (a flow: ``run`` or ``run_sync`` sends it)."""
+    ) -> Request[IssuedToken]:
+        """The exchange's request (``run`` or ``run_sync`` sends it); bad arguments are refused
+        before anything is sent."""
         if not isinstance(subject_token, str) or not subject_token:
             raise ConfigurationError("subject_token must be the caller's token, got nothing")
         if isinstance(scopes, str):
@@ -180,7 +181,10 @@ class TokenExchange(EndpointClient):
         if actor is not None:
             form["actor_token"] = actor
             form["actor_token_type"] = ACCESS_TOKEN_TYPE
-        return self._endpoint.request(form, self._credentials, self._caller)
+        credentials, caller = self._credentials, self._caller
+        return lambda endpoint, deadline: self._endpoint.request(
+            endpoint, deadline, form, credentials, caller
+        )
 
 
 def _exchanged(issued: IssuedToken) -> ExchangedToken:
