@@ -6,7 +6,8 @@
 The signature is checked on the raw bytes before anything is parsed, and nothing about a
 refused call is logged beyond its reason: never the body, a header or a key. A ``JWT``
 payload type (a compact JWS signed with the instance's web key) is verified against the
-issuer's JWKS; a ``ZITADEL-Signature`` header, when present, must verify as well.
+issuer's JWKS, under the same header rules as a JWT access token (``_jws``); a
+``ZITADEL-Signature`` header, when present, must verify as well.
 
 Delivery is at most once (ZITADEL does not retry), so a failure is answered with a status
 ZITADEL logs, and the markers are applied in this process whatever the shared tier does.
@@ -22,11 +23,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi_zitadel._exceptions import IdentityProviderError, InvalidTokenError
-from fastapi_zitadel._idp.jwks import SUPPORTED_ALGORITHMS, JwksCache
+from fastapi_zitadel._idp.jwks import JwksCache
 from fastapi_zitadel._jose import jwt_header
+from fastapi_zitadel._jws import verified_payload
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
-from fastapi_zitadel._pipeline.jwt_validator import signed_payload
 
 from .payload import EventMalformed, ZitadelEvent, parse_event, parse_event_json
 from .revocations import RevocationFeed, Revocations
@@ -47,12 +48,9 @@ def jwks_verifier(jwks: JwksCache) -> JwsVerifier:
 
     async def verify(token: str, deadline: float) -> Mapping[str, Any]:
         header = jwt_header(token)
-        if header is None or header["alg"] not in SUPPORTED_ALGORITHMS:
+        if header is None:
             raise InvalidTokenError("the body is not a JWS signed with a supported algorithm")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid or "crit" in header:
-            raise InvalidTokenError("the JWS names no usable key id (kid)")
-        claims = await signed_payload(jwks, token, kid, header["alg"], deadline)
+        claims = await verified_payload(jwks, token, header, deadline)  # the token's rules
         if not isinstance(claims, Mapping):
             raise InvalidTokenError("the JWS claims are not a JSON object")
         return claims
