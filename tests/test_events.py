@@ -389,6 +389,21 @@ async def post_jws(
     )
 
 
+async def test_a_jws_body_without_the_signature_header_is_refused_before_the_jwks(
+    jwt_world: JwtWorld,
+) -> None:
+    """ZITADEL signs every target call with the target's key, a JWS body too: a JWS without the
+    header is not ZITADEL's, refused (401 ``missing``) before its ``kid`` reaches the JWKS,
+    even when the JWS itself verifies."""
+    zitadel = jwt_world.local(events_signing_key=KEY)
+    genuine = jwt_world.standin.sign_jwt(event("user.locked", "u", jwt_world.clock()))
+    async with served(zitadel) as client:
+        answer = await post_jws(client, jwt_world.clock, genuine, hmac_signed=False)
+        assert answer.status_code == 401
+        assert zitadel.metrics().events_refused == {"missing": 1}
+        assert (jwt_world.standin.jwks_calls, zitadel.metrics().jwks_fetches) == (0, 0)
+
+
 @pytest.mark.parametrize(
     ("header", "description"),
     [
