@@ -1,7 +1,8 @@
 """Compact JWS parsing shared by the JWT verifier and the events receiver: base64url segments
 checked before they are decoded, and JSON parsed strictly (``NaN``/``Infinity`` refused,
-nesting bounded by the recursion limit: a refusal, never a crash). No keys, no claims: those
-are the callers' (``_pipeline.jwt_validator``, ``_events.receiver``).
+nesting bounded by the recursion limit: a refusal, never a crash). No keys, no claims: the
+header rules and the signature are ``_jws``'s, the claims the callers'
+(``_pipeline.jwt_validator``, ``_events.receiver``).
 """
 
 from __future__ import annotations

@@ -88,6 +88,47 @@ def test_no_import_cycles() -> None:
     assert not cycles, cycles
 
 
+def _package(module: str) -> str:
+    """The package a module belongs to: ``fastapi_zitadel._events`` for
+    ``fastapi_zitadel._events.receiver``; a module directly in ``fastapi_zitadel`` stands alone."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_no_import_cycles_between_packages() -> None:
+    """Layers, not only modules: no package imports a package that imports it back, even
+    through modules that form no cycle themselves (``_events.receiver`` importing
+    ``_pipeline.jwt_validator`` while ``_pipeline.pipeline`` imports ``_events.revocations``
+    is one). Package ``__init__`` files only re-export, so they are not edges."""
+    packages = {m for m, path in MODULES.items() if path.name == "__init__.py"}
+    edges: dict[str, set[str]] = {}
+    for module, targets in _graph().items():
+        if module in packages:
+            continue
+        for target in targets - packages:
+            if _package(target) != _package(module):
+                edges.setdefault(_package(module), set()).add(_package(target))
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = {start}, [start]
+        while todo:
+            for target in edges.get(todo.pop(), ()):
+                if target == goal:
+                    return True
+                if target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        return False
+
+    cycles = sorted(
+        f"{package} <-> {target}"
+        for package, targets in edges.items()
+        for target in targets
+        if package < target and reaches(target, package)
+    )
+    assert not cycles, cycles
+
+
 def test_modules_import_only_exported_names() -> None:
     wrong = []
     for module in MODULES:

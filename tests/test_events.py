@@ -367,15 +367,69 @@ async def test_jwt_payload_type_is_verified_against_the_issuers_keys(jwt_world: 
         body = event("user.locked", sub, jwt_world.clock())
         kid = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["kid"]
         forged = compact({"alg": "RS256", "kid": kid, "typ": "JWT"}, body, b"\x00" * 256)
-        headers = {"Content-Type": "application/jwt"}
-        assert (await client.post(PATH, content=forged, headers=headers)).status_code == 401
+        assert (await post_jws(client, jwt_world.clock, forged)).status_code == 401
         assert await status(client, token) == 200
-        garbage = "ey\u00e9.\u00e9.\u00e9".encode()  # not ASCII: refused, never a 500
-        assert (await client.post(PATH, content=garbage, headers=headers)).status_code == 401
+        garbage = "ey\u00e9.\u00e9.\u00e9"  # not ASCII: refused, never a 500
+        assert (await post_jws(client, jwt_world.clock, garbage)).status_code == 401
         signed = jwt_world.standin.sign_jwt(body, headers={"typ": "JWT"})
-        assert (await client.post(PATH, content=signed, headers=headers)).status_code == 200
+        assert (await post_jws(client, jwt_world.clock, signed)).status_code == 200
         assert await status(client, token) == 401
     assert zitadel.metrics().events_refused == {"jws": 2}
+
+
+async def post_jws(
+    client: httpx.AsyncClient, clock: Callable[[], float], jws: str, *, hmac_signed: bool = True
+) -> httpx.Response:
+    """A ``PAYLOAD_TYPE_JWT`` call: the JWS as the body, with (as ZITADEL sends it) or without
+    a ``ZITADEL-Signature`` over it."""
+    data = jws.encode()
+    headers = sign(data, KEY, int(clock())) if hmac_signed else {}
+    return await client.post(
+        PATH, content=data, headers={**headers, "Content-Type": "application/jwt"}
+    )
+
+
+async def test_a_jws_body_without_the_signature_header_is_refused_before_the_jwks(
+    jwt_world: JwtWorld,
+) -> None:
+    """ZITADEL signs every target call with the target's key, a JWS body too: a JWS without the
+    header is not ZITADEL's, refused (401 ``missing``) before its ``kid`` reaches the JWKS,
+    even when the JWS itself verifies."""
+    zitadel = jwt_world.local(events_signing_key=KEY)
+    genuine = jwt_world.standin.sign_jwt(event("user.locked", "u", jwt_world.clock()))
+    async with served(zitadel) as client:
+        answer = await post_jws(client, jwt_world.clock, genuine, hmac_signed=False)
+        assert answer.status_code == 401
+        assert zitadel.metrics().events_refused == {"missing": 1}
+        assert (jwt_world.standin.jwks_calls, zitadel.metrics().jwks_fetches) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("header", "description"),
+    [
+        ({"kid": "k" * 257}, "the token names no usable key id (kid)"),
+        ({"crit": ["exp"]}, "the token has critical header parameters this API does not know"),
+        ({"b64": False}, "tokens with an unencoded payload (b64) are not accepted"),
+    ],
+)
+async def test_an_event_jws_is_held_to_the_tokens_header_rules_before_any_key_lookup(
+    jwt_world: JwtWorld,
+    caplog: pytest.LogCaptureFixture,
+    header: dict[str, Any],
+    description: str,
+) -> None:
+    """The same header rules as a JWT access token (``_jws``): a ``kid`` over 256 characters,
+    a ``crit`` or ``b64: false`` refuses the body before the JWKS is looked at, so a sender
+    with the HMAC key but not the web key cannot make the receiver fetch keys for it."""
+    zitadel = jwt_world.local(events_signing_key=KEY)
+    body = event("user.locked", "u", jwt_world.clock())
+    jws = compact({"alg": "RS256", "kid": "a-new-kid", "typ": "JWT", **header}, body, b"s" * 256)
+    async with served(zitadel) as client:
+        with caplog.at_level(logging.WARNING, logger="fastapi_zitadel"):
+            assert (await post_jws(client, jwt_world.clock, jws)).status_code == 401
+        assert zitadel.metrics().events_refused == {"jws": 1}
+        assert (jwt_world.standin.jwks_calls, zitadel.metrics().jwks_fetches) == (0, 0)
+    assert description in caplog.text
 
 
 # Introspection answers made by hand: V2 token ids, and an outage ------------------------------

@@ -6,7 +6,18 @@
 The signature is checked on the raw bytes before anything is parsed, and nothing about a
 refused call is logged beyond its reason: never the body, a header or a key. A ``JWT``
 payload type (a compact JWS signed with the instance's web key) is verified against the
-issuer's JWKS; a ``ZITADEL-Signature`` header, when present, must verify as well.
+issuer's JWKS, under the same header rules as a JWT access token (``_jws``), after its
+``ZITADEL-Signature`` header: that header is required for a JWS body as for a JSON one.
+
+Why required: ZITADEL sends it on every target call whose target has a signing key, computed
+over the body it sends (for ``PAYLOAD_TYPE_JWT``, the JWS), and every target gets a signing key
+when it is created. In zitadel/zitadel, ``internal/execution/execution.go``: ``CallTarget``
+turns the body into the JWS (``payload`` -> ``payloadJWT``) and hands it to ``Call``, which
+sets ``actions.SigningHeader`` to ``actions.ComputeSignatureHeader(time.Now(), body,
+signingKey)`` whenever ``signingKey != ""``; ``internal/command/action_v2_target.go``:
+``AddTarget`` always sets ``add.SigningKey`` from ``c.newSigningKey``. So a JWS body without
+the header is not ZITADEL's, and refusing it (401 ``missing``) keeps an unauthenticated
+sender away from the JWKS cache altogether.
 
 Delivery is at most once (ZITADEL does not retry), so a failure is answered with a status
 ZITADEL logs, and the markers are applied in this process whatever the shared tier does.
@@ -22,11 +33,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from fastapi_zitadel._exceptions import IdentityProviderError, InvalidTokenError
-from fastapi_zitadel._idp.jwks import SUPPORTED_ALGORITHMS, JwksCache
+from fastapi_zitadel._idp.jwks import JwksCache
 from fastapi_zitadel._jose import jwt_header
+from fastapi_zitadel._jws import verified_payload
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._metrics import Metrics
-from fastapi_zitadel._pipeline.jwt_validator import signed_payload
 
 from .payload import EventMalformed, ZitadelEvent, parse_event, parse_event_json
 from .revocations import RevocationFeed, Revocations
@@ -47,12 +58,9 @@ def jwks_verifier(jwks: JwksCache) -> JwsVerifier:
 
     async def verify(token: str, deadline: float) -> Mapping[str, Any]:
         header = jwt_header(token)
-        if header is None or header["alg"] not in SUPPORTED_ALGORITHMS:
+        if header is None:
             raise InvalidTokenError("the body is not a JWS signed with a supported algorithm")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid or "crit" in header:
-            raise InvalidTokenError("the JWS names no usable key id (kid)")
-        claims = await signed_payload(jwks, token, kid, header["alg"], deadline)
+        claims = await verified_payload(jwks, token, header, deadline)  # the token's rules
         if not isinstance(claims, Mapping):
             raise InvalidTokenError("the JWS claims are not a JSON object")
         return claims
@@ -141,9 +149,8 @@ class EventReceiver:
         now = self._clock()
         signature = headers.get(HEADER)
         jws = self._jws is not None and _is_jws(body, headers.get("content-type", ""))
-        try:
-            if signature is not None or not jws:
-                verify_signature(signature, body, self._keys, now=now, max_age=self._max_age)
+        try:  # a JWS body too: ZITADEL signs every call, whatever the payload type
+            verify_signature(signature, body, self._keys, now=now, max_age=self._max_age)
         except SignatureRefused as refused:
             self._refused(refused.reason, refused.description)
             return 401, {"error": "invalid signature"}

@@ -3,9 +3,10 @@
 ZITADEL writes every change as an event of an aggregate (a user, a user grant, a login session,
 an OIDC session). An event execution POSTs it to its targets as JSON signed with the target's
 key (header ``ZITADEL-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>." + body>``), or as a JWT
-signed with the instance's web key. The quirks of released versions are options here, so a
-receiver can be tested against each: ``event_payload`` a base64 string (before v4.1), always
-``{}`` (v4.1.0, zitadel/zitadel#10650), or the JSON object (after #10651).
+signed with the instance's web key (with the same header, computed over the JWT). The quirks
+of released versions are options here, so a receiver can be tested against each:
+``event_payload`` a base64 string (before v4.1), always ``{}`` (v4.1.0, zitadel/zitadel#10650),
+or the JSON object (after #10651).
 """
 
 from __future__ import annotations
@@ -96,10 +97,15 @@ def render(
     fields = event.body(payload_format)
     if payload_type == "PAYLOAD_TYPE_JWT":
         # A compact JWS over the same fields, signed with the instance's web key (no exp or
-        # iat of its own): the receiver checks it against the JWKS.
-        return sign_jwt(fields).encode("ascii"), {"Content-Type": "application/jwt"}
-    body = json.dumps(fields, separators=(",", ":")).encode()
+        # iat of its own): the receiver checks it against the JWKS. ZITADEL signs the call
+        # with the target's key as well, over the JWS (internal/execution/execution.go,
+        # ``Call``: the header is set whenever the target has a key, and every target has).
+        body = sign_jwt(fields).encode("ascii")
+        content_type = "application/jwt"
+    else:
+        body = json.dumps(fields, separators=(",", ":")).encode()
+        content_type = "application/json"
     return body, {
-        "Content-Type": "application/json",
+        "Content-Type": content_type,
         SIGNATURE_HEADER: signature_header(signing_key, body, now),
     }
