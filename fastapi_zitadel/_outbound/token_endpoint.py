@@ -478,7 +478,8 @@ class EndpointClient:
         return self._endpoint.requests
 
     async def aclose(self) -> None:
-        """Close the connection pools to ZITADEL (the async one of this event loop)."""
+        """Cancel a discovery fetch still running and close the connection pools to ZITADEL:
+        this event loop's async one and the sync one."""
         await self._endpoint.aclose()
         await self._endpoint.http.aclose()
 
