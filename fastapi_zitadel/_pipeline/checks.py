@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from fastapi_zitadel._claims import text
 from fastapi_zitadel._exceptions import (
     IdentityProviderUnavailable,
     InvalidTokenError,
@@ -108,7 +109,7 @@ class ClaimChecks:
         if allowed:
             # ZITADEL puts every application of the project in ``aud`` (zitadel/zitadel#9200):
             # the audience alone admits tokens issued to sibling apps.
-            client = principal.client_id or _text(principal.claims.get("azp"))
+            client = principal.client_id or text(principal.claims, "azp")
             if client not in allowed:
                 raise InvalidTokenError(
                     "the token was issued to a client this API does not accept",
@@ -176,7 +177,3 @@ class ClaimChecks:
         raise IdentityProviderUnavailable(
             f"malformed introspection answer: {problem}", retry_after=5.0
         ) from None
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None

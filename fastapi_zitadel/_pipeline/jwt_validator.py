@@ -43,29 +43,12 @@ from fastapi_zitadel._exceptions import InvalidTokenError
 from fastapi_zitadel._idp.jwks import JwksCache
 from fastapi_zitadel._jws import UnknownSigningKey, verified_payload
 
-__all__ = [
-    "OPAQUE_IN_LOCAL_MODE",
-    "JwtValidator",
-    "UnknownSigningKey",
-    "declares_access_token",
-]
+__all__ = ["OPAQUE_IN_LOCAL_MODE", "JwtValidator", "UnknownSigningKey"]
 
 OPAQUE_IN_LOCAL_MODE = (
     "opaque tokens need introspection: validation='local' verifies JWT access tokens only"
 )
 _ACCESS_TOKEN_TYPES = frozenset({"jwt", "at+jwt"})
-_AT_JWT = "at+jwt"
-
-
-def _check_typ(header: Mapping[str, Any]) -> None:
-    """Refuse a ``typ`` that is not an access token's; the rest of the header is
-    ``_jws.check_header``'s, shared with the events receiver."""
-    typ = header.get("typ")
-    if typ is not None and (
-        not isinstance(typ, str)
-        or typ.lower().removeprefix("application/") not in _ACCESS_TOKEN_TYPES
-    ):
-        raise InvalidTokenError("the token's typ says it is not an access token")
 
 
 class JwtValidator:
@@ -76,17 +59,18 @@ class JwtValidator:
 
     async def verify(
         self, token: str, header: Mapping[str, Any], deadline: float
-    ) -> dict[str, Any]:
-        """The claims of ``token`` (whose parsed header is ``header``), its signature verified;
-        the claims themselves are ``ClaimChecks``' to judge."""
-        _check_typ(header)
+    ) -> tuple[dict[str, Any], bool]:
+        """The claims of ``token`` (whose parsed header is ``header``), its signature verified,
+        and whether it declares itself an access token (``typ: at+jwt``, RFC 9068 §2.1); the
+        claims themselves are ``ClaimChecks``' to judge. A ``typ`` that is not an access
+        token's is refused first; the rest of the header is ``_jws.check_header``'s, shared
+        with the events receiver."""
+        typ = header.get("typ")
+        if typ is not None:
+            typ = typ.lower().removeprefix("application/") if isinstance(typ, str) else None
+            if typ not in _ACCESS_TOKEN_TYPES:
+                raise InvalidTokenError("the token's typ says it is not an access token")
         claims = await verified_payload(self._keys, token, header, deadline)
         if not isinstance(claims, dict):
             raise InvalidTokenError("the token's claims are not a JSON object")
-        return claims
-
-
-def declares_access_token(header: Mapping[str, Any]) -> bool:
-    """``typ: at+jwt``: an access token by its own declaration (RFC 9068 §2.1)."""
-    typ = header.get("typ")
-    return isinstance(typ, str) and typ.lower().removeprefix("application/") == (_AT_JWT)
+        return claims, typ == "at+jwt"

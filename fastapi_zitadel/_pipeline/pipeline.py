@@ -60,12 +60,7 @@ from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
 
 from .checks import ClaimChecks
-from .jwt_validator import (
-    OPAQUE_IN_LOCAL_MODE,
-    JwtValidator,
-    UnknownSigningKey,
-    declares_access_token,
-)
+from .jwt_validator import OPAQUE_IN_LOCAL_MODE, JwtValidator, UnknownSigningKey
 from .unconfirmed import Confirmations, Unconfirmed
 from .validator import Validator
 
@@ -79,15 +74,13 @@ _FIRST_RETRY = 0.05
 _LAST_RETRY = 1.0
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class CachePolicy:
     """How long results live: ``ttl`` seconds, plus ``stale_if_error`` while the IdP is down;
     never past the token's own ``exp``."""
 
-    __slots__ = ("stale_if_error", "ttl")
-
-    def __init__(self, *, ttl: float, stale_if_error: float) -> None:
-        self.ttl = ttl
-        self.stale_if_error = stale_if_error
+    ttl: float
+    stale_if_error: float
 
     def entry(self, principal: Principal, now: float, epoch: int = 0) -> CacheEntry | None:
         expires_at = now + self.ttl
@@ -111,19 +104,17 @@ class CachePolicy:
         return CacheEntry(entry.principal, min(expires_at, stale_until), stale_until, verified_at)
 
 
+@dataclasses.dataclass(slots=True)
 class _InFlight:
     """The lookups of one token in flight: how many, and how often it was invalidated since
     the first began. A lookup compares the count it started with: no allocation per caller,
     O(1) whatever the herd. ``began`` and ``epoch``: when the first began, and the revocation
     epoch then (an event arriving meanwhile may void the answer)."""
 
-    __slots__ = ("began", "epoch", "invalidations", "lookups")
-
-    def __init__(self, began: float, epoch: int) -> None:
-        self.lookups = 0
-        self.invalidations = 0
-        self.began = began
-        self.epoch = epoch
+    began: float
+    epoch: int
+    lookups: int = 0
+    invalidations: int = 0
 
 
 class _RolesChanged(InvalidTokenError):
@@ -151,7 +142,7 @@ class VerificationPipeline:
         jwt: JwtValidator | None = None,
         suspects: NegativeCache | None = None,
         unconfirmed_limit: int = 1,
-        revocations: Revocations | None = None,
+        revocations: Revocations,
     ) -> None:
         """``validator`` introspects; ``jwt`` verifies JWTs locally; with both, hybrid mode
         (``suspects`` then remembers tokens to introspect before serving them, and
@@ -187,7 +178,7 @@ class VerificationPipeline:
                 clock=clock,
                 monotonic=monotonic,
             )
-        self._revocations = Revocations(clock=clock) if revocations is None else revocations
+        self._revocations = revocations
 
     # The hot path ------------------------------------------------------------------------
     def key(self, token: str) -> bytes:
@@ -405,9 +396,9 @@ class VerificationPipeline:
         flight, started = self._open(digest)
         try:
             try:
-                claims = await self._jwt.verify(key.token, header, deadline)
+                claims, declared = await self._jwt.verify(key.token, header, deadline)
                 principal = self._checks.principal(
-                    claims, verified_by="jwt", declared_access_token=declares_access_token(header)
+                    claims, verified_by="jwt", declared_access_token=declared
                 )
                 self._metrics.jwt_verified += 1
             except UnknownSigningKey:

@@ -48,25 +48,21 @@ class UnconfirmedRecord:
         self.served = 1
 
 
-class Unconfirmed:
+class Unconfirmed(dict[bytes, UnconfirmedRecord]):
+    """The records by token digest, at most ``max_size`` of them."""
+
     def __init__(self, *, limit: int, max_size: int) -> None:
         assert limit >= 1, "at least the first request is served"
+        super().__init__()
         self.limit = limit
         self._max_size = max_size
-        self._records: dict[bytes, UnconfirmedRecord] = {}
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def get(self, digest: bytes) -> UnconfirmedRecord | None:
-        return self._records.get(digest)
 
     def open(self, digest: bytes, principal: Principal) -> UnconfirmedRecord | None:
         """Count the first request of a token not served before; ``None`` when the records
         are full (that request then waits for the confirmation)."""
-        if len(self._records) >= self._max_size:
+        if len(self) >= self._max_size:
             return None
-        record = self._records[digest] = UnconfirmedRecord(principal)
+        record = self[digest] = UnconfirmedRecord(principal)
         return record
 
     def admit(self, record: UnconfirmedRecord, now: float) -> bool:
@@ -80,16 +76,6 @@ class Unconfirmed:
             return False
         record.served += 1
         return True
-
-    def close(self, digest: bytes) -> None:
-        """The confirmation has ended (or was voided): the next request decides anew."""
-        self._records.pop(digest, None)
-
-    def digests(self) -> list[bytes]:
-        return list(self._records)
-
-    def clear(self) -> None:
-        self._records.clear()
 
 
 class Confirmations:
@@ -125,15 +111,15 @@ class Confirmations:
         """Introspect this token before serving it again (until ZITADEL says it is active),
         even if it has requests left before its confirmation."""
         self._suspects.add(digest)
-        self._records.close(digest)
+        self._records.pop(digest, None)
 
     def cleared(self, digest: bytes) -> None:
         """ZITADEL said active, and nothing voided that answer since: JWT path again."""
         self._suspects.discard(digest)
 
     def ended(self, digest: bytes) -> None:
-        """The token's confirmation has ended: its next request decides anew."""
-        self._records.close(digest)
+        """The confirmation ended (or was voided): the token's next request decides anew."""
+        self._records.pop(digest, None)
 
     def admit(self, key: CacheKey, verified: Principal | None) -> Principal | None:
         """The principal to serve this request from before its confirmation has answered,
@@ -188,7 +174,7 @@ class Confirmations:
     def forget_all(self) -> None:
         """Every confirmation in flight is void: their tokens are introspected first."""
         self._tasks.forget_all()
-        for digest in self._records.digests():
+        for digest in list(self._records):
             self.suspect(digest)
 
     def forget_served(self) -> None:
