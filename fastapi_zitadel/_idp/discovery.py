@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from fastapi_zitadel._concurrency.tasks import KeyedTasks
@@ -42,13 +42,6 @@ __all__ = ["DISCOVERY_PATH", "Discovery", "ProviderMetadata"]
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 _FIRST_BACKOFF = 1.0
 _MAX_BACKOFF = 60.0
-_ENDPOINTS = (
-    "introspection_endpoint",
-    "token_endpoint",
-    "authorization_endpoint",
-    "revocation_endpoint",
-    "jwks_uri",
-)
 
 
 @dataclass(frozen=True)
@@ -61,6 +54,9 @@ class ProviderMetadata:
     authorization_endpoint: str | None = None
     revocation_endpoint: str | None = None
     jwks_uri: str | None = None
+
+
+_ENDPOINTS = tuple(field.name for field in fields(ProviderMetadata) if field.name != "issuer")
 
 
 class Discovery:
@@ -163,7 +159,10 @@ class Discovery:
             metadata = yield from self._retries.flow(deadline, attempt)
         except IdentityProviderUnavailable as exc:
             raise self._failed(url, exc) from None
-        return self._found(metadata)
+        self._failures = 0
+        self.metadata = metadata
+        logger.debug("discovered introspection endpoint %s", metadata.introspection_endpoint)
+        return metadata
 
     def _failed(self, url: str, exc: IdentityProviderUnavailable) -> IdentityProviderUnavailable:
         """Record a failed fetch (the next one waits a growing pause) and say what failed. A
@@ -183,12 +182,6 @@ class Discovery:
             self._last_failure = failure
         return failure
 
-    def _found(self, metadata: ProviderMetadata) -> ProviderMetadata:
-        self._failures = 0
-        self.metadata = metadata
-        logger.debug("discovered introspection endpoint %s", metadata.introspection_endpoint)
-        return metadata
-
     def _metadata_from(self, response: JsonResponse) -> ProviderMetadata:
         status, data, problem = response.status, response.data, response.problem
         if status != 200:
@@ -206,8 +199,8 @@ class Discovery:
                 f"discovery document names issuer {shown!r}, expected exactly {self._issuer!r}"
             )
         endpoints = {name: self._endpoint(data, name) for name in _ENDPOINTS}
-        configured = self._required == "introspection_endpoint" and self._configured_endpoint
         required = self._required
+        configured = required == "introspection_endpoint" and self._configured_endpoint
         if required is not None and endpoints[required] is None and not configured:
             raise IdentityProviderUnavailable(f"discovery document has no {required}")
         return ProviderMetadata(issuer=issuer, **endpoints)

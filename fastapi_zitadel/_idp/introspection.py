@@ -95,7 +95,16 @@ class IntrospectionClient:
                 # were a bad one; a fresh assertion tells the two apart.
                 claims = await self._with_retries(endpoint, token, deadline, fresh=True)
         except ClientCredentialsRejected as rejected:
-            self._log_rejection(rejected)
+            self._auth.rejected()
+            self._rejection_log(
+                "the identity provider rejected our client authentication (HTTP %d, error %r) "
+                "for client %s, %s. Every request answers 503 until this is fixed: %s.",
+                rejected.status,
+                rejected.error_code,
+                rejected.client_id,
+                "a client secret" if rejected.key_id is None else f"key id {rejected.key_id}",
+                rejected.hint,
+            )
             raise
         self._auth.fresh_credentials_helped()
         return claims
@@ -166,18 +175,6 @@ class IntrospectionClient:
         if self._auth.possibly_reused(credentials):  # a 4xx that may be the server refusing reuse
             raise _ReusedAssertionRejected(rejected)
         raise rejected if error in _CREDENTIAL_ERRORS else refused
-
-    def _log_rejection(self, rejected: ClientCredentialsRejected) -> None:
-        self._auth.rejected()
-        self._rejection_log(
-            "the identity provider rejected our client authentication (HTTP %d, error %r) "
-            "for client %s, %s. Every request answers 503 until this is fixed: %s.",
-            rejected.status,
-            rejected.error_code,
-            rejected.client_id,
-            "a client secret" if rejected.key_id is None else f"key id {rejected.key_id}",
-            rejected.hint,
-        )
 
 
 def _unavailable(description: str, retry_after: float | None = None) -> IdentityProviderUnavailable:

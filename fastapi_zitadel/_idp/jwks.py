@@ -13,19 +13,18 @@ JWKs that do not parse are skipped.
 When the keys are fetched:
 
 * on first use, and when a token names a key (``kid``) we do not know. Such fetches are
-  throttled: after a successful fetch, the next one for an unknown ``kid`` waits
-  ``refresh_interval`` seconds (a flood of made-up ``kid`` values costs one fetch per interval;
-  its tokens are refused, 401); after a failed one it waits 1, 2, 4... seconds up to that;
+  throttled: after a successful fetch, the next one for an unknown ``kid`` waits 30 seconds (a
+  flood of made-up ``kid`` values costs one fetch per interval; its tokens are refused, 401);
+  after a failed one it waits 1, 2, 4... seconds up to that;
 * in the background once the set is older than the answer's ``Cache-Control: max-age``
   (clamped to 1 minute .. 1 hour; 5 minutes without one), while the keys we have keep working.
   A refresh that no longer lists a key drops it: tokens it signed stop verifying.
 
-A fetch runs on the one retry loop (``retry.Retries``: ``max_retries`` more attempts within
-its deadline after a transport failure, 429 or 5xx; none by default, the pacing above is the
-retry). A fetch that fails (unreachable, an error status, not JSON, too large, no usable key,
-more than ``MAX_KEYS`` keys) never throws away the keys we have: a token whose ``kid`` we know keeps
-verifying while ZITADEL is down. Only a token with an unknown ``kid`` cannot be decided then
-(503 with ``Retry-After``).
+A fetch runs on the one retry loop (``retry.Retries``) with no retry: the pacing above is the
+retry. A fetch that fails (unreachable, an error status, not JSON, too large, no usable key,
+more than ``MAX_KEYS`` keys) never throws away the keys we have: a token whose ``kid`` we know
+keeps verifying while ZITADEL is down. Only a token with an unknown ``kid`` cannot be decided
+then (503 with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -58,7 +57,7 @@ __all__ = [
 
 MAX_KEYS = 100  # ZITADEL publishes a handful; a set this large is not a key set we use
 MAX_KID_LENGTH = 256
-DEFAULT_REFRESH_INTERVAL = 30.0
+_REFRESH_INTERVAL = 30.0
 _MIN_MAX_AGE, _DEFAULT_MAX_AGE, _MAX_MAX_AGE = 60.0, 300.0, 3600.0
 _FIRST_BACKOFF = 1.0
 _MIN_RSA_BITS = 2048
@@ -223,15 +222,12 @@ class JwksCache:
         http: HttpClientProvider,
         discovery: Discovery,
         timeout: float,
-        refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         on_keys_removed: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
-        max_retries: int = 0,
     ) -> None:
         self._http = http
         self._discovery = discovery
         self._timeout = timeout
-        self._refresh_interval = refresh_interval
         self._on_keys_removed = on_keys_removed
         self._monotonic = monotonic
         self._keys: Keys = {}
@@ -243,16 +239,11 @@ class JwksCache:
         self._tasks: KeyedTasks[None] = KeyedTasks()
         self._failure_log = RateLimitedLog(logging.WARNING, monotonic=monotonic)
         self._retries = Retries(
-            max_retries=max_retries,
+            max_retries=0,
             monotonic=monotonic,
             out_of_time=lambda: IdentityProviderUnavailable("no time left to fetch the JWKS"),
         )
         self.fetches = 0
-
-    @property
-    def keys(self) -> Keys:
-        """The keys we have now, by ``kid``."""
-        return self._keys
 
     @property
     def in_flight(self) -> int:
@@ -312,7 +303,7 @@ class JwksCache:
     async def _fetch(self) -> None:
         """One fetch; never raises: the outcome is in ``_keys`` and ``_failure``."""
         started = self._monotonic()
-        self._next_fetch_at = started + self._refresh_interval
+        self._next_fetch_at = started + _REFRESH_INTERVAL
         self.fetches += 1
         deadline = started + self._timeout
         try:
@@ -355,7 +346,7 @@ class JwksCache:
     def _failed(self, problem: str, started: float) -> None:
         self._failure = problem
         self._failures += 1
-        backoff = min(_FIRST_BACKOFF * 2 ** (self._failures - 1), self._refresh_interval)
+        backoff = min(_FIRST_BACKOFF * 2 ** (self._failures - 1), _REFRESH_INTERVAL)
         self._next_fetch_at = started + backoff
         self._failure_log(
             "fetching the JWKS failed (%s): keys we have keep verifying, tokens signed by "
