@@ -17,18 +17,11 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-__all__ = [
-    "EMPTY",
-    "SHARED",
-    "SharedFieldSet",
-    "SharedValues",
-    "freeze",
-    "thaw",
-]
+__all__ = ["EMPTY", "SHARED", "SharedFieldSet", "freeze", "thaw"]
 
 _INTERN_LIMIT = 100  # longer strings (tokens' own ids, pictures) are rarely shared
 _SHARED_LIMIT = 1024  # distinct values kept of each kind; past that its table starts afresh
@@ -37,8 +30,6 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), separated by U+0020 only.
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-
-
 _SCALARS = (int, float, bool, type(None))
 
 
@@ -158,18 +149,13 @@ class SharedFieldSet(set[str]):
     """One read-only "fields set" for every principal built from claims (pydantic keeps one
     per model instance otherwise, about 700 bytes each); copies are ordinary sets."""
 
-    def __init__(self, fields: Iterable[str]) -> None:
-        super().__init__(fields)
-
     def _read_only(self, *args: object) -> None:
         raise TypeError("the fields set of a Principal is read-only")
 
-    def __copy__(self) -> set[str]:  # model_copy() gets a plain set it may change
+    def __copy__(self, memo: object = None) -> set[str]:  # model_copy() gets a plain set
         return set(self)
 
-    def __deepcopy__(self, memo: object) -> set[str]:
-        return set(self)
-
+    __deepcopy__ = __copy__
     add = discard = remove = pop = clear = update = _read_only  # type: ignore[assignment]
     difference_update = intersection_update = symmetric_difference_update = _read_only
     __ior__ = __iand__ = __isub__ = __ixor__ = _read_only  # type: ignore[assignment]

@@ -46,14 +46,7 @@ from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_if
 from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
 
-__all__ = [
-    "MAX_KEYS",
-    "MAX_KID_LENGTH",
-    "SUPPORTED_ALGORITHMS",
-    "JwksCache",
-    "VerificationKey",
-    "parse_jwks",
-]
+__all__ = ["MAX_KEYS", "MAX_KID_LENGTH", "SUPPORTED_ALGORITHMS", "JwksCache", "parse_jwks"]
 
 MAX_KEYS = 100  # ZITADEL publishes a handful; a set this large is not a key set we use
 MAX_KID_LENGTH = 256

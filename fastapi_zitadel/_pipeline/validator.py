@@ -85,37 +85,29 @@ class IntrospectionValidator:
         except ClientCredentialsRejected:
             breaker.succeeded()  # the IdP is up; our credentials are the problem
             raise
-        except TokenTypeUnsupported as exc:
-            breaker.succeeded()  # the IdP is up, and answered
-            self._log_outage(exc)
-            raise
         except QueueTimeout:
             breaker.abandoned()  # we never asked the IdP: our own queue was full
             raise
-        except OutOfTimeFailure as exc:
-            if not budget.counts(had):  # our queue spent the time, not the IdP
-                breaker.abandoned()
+        except IdentityProviderUnavailable as exc:
+            if isinstance(exc, TokenTypeUnsupported):
+                breaker.succeeded()  # the IdP is up, and answered
+            elif isinstance(exc, OutOfTimeFailure) and not budget.counts(had):
+                breaker.abandoned()  # our queue spent the time, not the IdP
                 raise QueueTimeout(
                     f"{exc.description}: only {had:.2f} s were left after waiting for an "
                     "introspection slot",
                     retry_after=1.0,
                 ) from None
-            breaker.failed()
-            self._log_outage(exc)
-            raise
-        except IdentityProviderUnavailable as exc:
-            breaker.failed()
-            self._log_outage(exc)
+            else:
+                breaker.failed()
+            self._outage_log(
+                "identity provider unavailable: %s (answering 503, retry after %.0f s)",
+                exc.description,
+                exc.retry_after or 1.0,
+            )
             raise
         except BaseException:
             breaker.abandoned()
             raise
         breaker.succeeded()
         return claims
-
-    def _log_outage(self, exc: IdentityProviderUnavailable) -> None:
-        self._outage_log(
-            "identity provider unavailable: %s (answering 503, retry after %.0f s)",
-            exc.description,
-            exc.retry_after or 1.0,
-        )
