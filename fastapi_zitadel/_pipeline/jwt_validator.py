@@ -8,20 +8,14 @@ new ``kid`` makes us fetch the JWKS):
   (an opaque token: in local mode it needs introspection, in hybrid mode it gets one);
 * a ``typ`` that is not ``JWT`` or ``at+jwt`` (RFC 9068; ``application/`` prefix optional,
   any case): checked here, before the rest of the header;
-* ``alg`` ``none``, HMAC (``HS*``) and anything else not in ``SUPPORTED_ALGORITHMS``, an
-  ``alg`` that the key named by ``kid`` does not allow, a ``crit`` header, ``b64: false``, a
-  ``kid`` missing or over 256 characters, a signature that does not verify with the key found
-  by ``kid`` in the issuer's JWKS only: ``_jws``'s rules, the same for the events receiver's
-  JWS bodies;
-* a payload that is not a JSON object.
+* whatever breaks ``_jws``'s header rules (``alg`` ``none``, HMAC or unsupported, not allowed
+  by the key named by ``kid``; ``crit``; ``b64: false``; ``kid`` missing or over 256
+  characters) or its signature check with the key found by ``kid`` in the issuer's JWKS only;
+* a payload that is not a JSON object (parsed strictly by ``_jose``, under ``max_token_length``).
 
-The claims (issuer, expiry, audience, the ID-token tells...) are checked in one place for
-both kinds of token, ``checks.ClaimChecks``; this module hands it the verified claims and
-whether the header declared an access token (``typ: at+jwt``).
-
-JSON is parsed with the standard library under the token length cap (``max_token_length``),
-with ``NaN``/``Infinity`` refused and nesting bounded by the recursion limit (a refusal, never
-a crash).
+The claims (issuer, expiry, audience, the ID-token tells...) are ``checks.ClaimChecks``' for
+both kinds of token; this module hands it the verified claims and whether the header declared
+an access token (``typ: at+jwt``).
 
 Why not ``jwt.decode`` (PyJWT parsing and verifying, with ``PyJWK`` keys)? Measured side by
 side on the same 2048-bit RS256 tokens (2 cores, interleaved rounds, two runs): our header
@@ -60,11 +54,9 @@ class JwtValidator:
     async def verify(
         self, token: str, header: Mapping[str, Any], deadline: float
     ) -> tuple[dict[str, Any], bool]:
-        """The claims of ``token`` (whose parsed header is ``header``), its signature verified,
-        and whether it declares itself an access token (``typ: at+jwt``, RFC 9068 §2.1); the
-        claims themselves are ``ClaimChecks``' to judge. A ``typ`` that is not an access
-        token's is refused first; the rest of the header is ``_jws.check_header``'s, shared
-        with the events receiver."""
+        """The verified claims of ``token`` (whose parsed header is ``header``; a ``typ`` not
+        an access token's is refused first, the rest of the header is ``_jws.check_header``'s)
+        and whether it declares an access token (``at+jwt``, RFC 9068 §2.1)."""
         typ = header.get("typ")
         if typ is not None:
             typ = typ.lower().removeprefix("application/") if isinstance(typ, str) else None
