@@ -1,16 +1,13 @@
-"""Keeping thousands of cached principals small.
+"""Keeping thousands of cached principals small. Most of what a ``Principal`` holds is the
+same from user to user: claim names, a handful of scope strings, the project's role maps, the
+organization. Sharing one copy of each (and never validating twice) took a cached entry from
+about 10.7 KB to 2.7 KB (tracemalloc; see BENCHMARKS.md). All of it is immutable, so sharing
+can never leak one user's data into another's principal.
 
-Every cached token holds one ``Principal``, and most of what it holds is the same from user to
-user: claim names such as ``urn:zitadel:iam:user:resourceowner:primary_domain``, a handful of
-scope strings, the project's role maps, the organization. Sharing one copy of each (and never
-validating twice) took a cached entry from about 10.7 KB to 2.7 KB (tracemalloc; see
-BENCHMARKS.md). Everything shared here is immutable, so sharing can never leak one user's data
-into another's principal.
-
-The shared copies live in one object, ``SHARED``, rather than in a cache per function: bounded
-tables keyed by value. It is one per process on purpose: principals are built where no
-instance is at hand (``Principal.from_claims``, pydantic validation), and two instances for
-the same project share the same role maps and scope strings anyway.
+The copies live in bounded tables keyed by value in one object, ``SHARED`` (not a cache per
+function), one per process on purpose: principals are built where no instance is at hand
+(``Principal.from_claims``, pydantic validation), and two instances for the same project share
+the same values anyway.
 """
 
 from __future__ import annotations
@@ -34,12 +31,9 @@ _SCALARS = (int, float, bool, type(None))
 
 
 def freeze(value: Any) -> Any:
-    """A read-only deep copy, with mapping keys and short strings interned.
-
-    A mapping of mappings of strings has the shape of ZITADEL's role claims
-    (``{role: {org id: org domain}}``), which most users of a project share: it is shared by
-    value like the parsed roles.
-    """
+    """A read-only deep copy, with mapping keys and short strings interned. A mapping of
+    mappings of strings has the shape of ZITADEL's role claims (``{role: {org id: domain}}``),
+    which most users of a project share: it is shared by value like the parsed roles."""
     # JSON's own types first, by exact type: the ABC checks below cost more than the rest.
     kind = type(value)
     if kind is str:
@@ -75,11 +69,8 @@ ValueT = TypeVar("ValueT")
 
 
 class SharedValues:
-    """One copy of each immutable value that many principals hold, by kind and by value.
-
-    Each kind's table keeps at most ``limit`` values; a full table starts afresh (what is lost
-    is only sharing with principals built before).
-    """
+    """One copy of each immutable value that many principals hold, by kind and by value; a
+    kind's table full at ``limit`` starts afresh (losing only sharing with older principals)."""
 
     def __init__(self, limit: int = _SHARED_LIMIT) -> None:
         self._limit = limit
@@ -96,12 +87,9 @@ class SharedValues:
         return found
 
     def scopes(self, value: str) -> frozenset[str]:
-        """One frozenset per distinct scope string: most tokens share a handful of them.
-
-        Split on spaces only, and tokens with characters RFC 6749 §3.3 forbids are dropped,
-        never split further: ``"aud\tadmin"`` is one invalid token, not the scopes ``aud``
-        and ``admin``.
-        """
+        """One frozenset per distinct scope string: most tokens share a handful of them. Split
+        on spaces only; tokens with characters RFC 6749 §3.3 forbids are dropped, never split
+        further: ``"aud\tadmin"`` is one invalid token, not the scopes ``aud`` and ``admin``."""
         return self.get("scopes", value, lambda: _scope_set(value))
 
     def strings(self, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,13 +1,13 @@
 """The issuer's OpenID discovery document: where every endpoint is.
 
 Paths are configurable in ZITADEL, so they are read, not assumed. The document's ``issuer``
-must equal ours exactly (RFC 8414 §3.3): a mismatch means we are talking to another instance
-or a proxy rewrote the host, and tokens from it must not be trusted. A fetch runs on the one
-retry loop (``retry.Retries``: ``max_retries`` more attempts within the deadline, none by
-default); a fetch that fails all the same is tried again only after a growing pause, shared by
-all requests, so an IdP outage does not become a discovery storm: a burst of callers sends one
-fetch (``fetch``: one per event loop for all its concurrent callers; ``fetch_sync``: one thread
-at a time), and failures during a pause count once. One flow (``_document``) serves both.
+must equal ours exactly (RFC 8414 §3.3): else we talk to another instance or a proxy rewrote
+the host, and its tokens must not be trusted. A fetch runs on the one retry loop
+(``retry.Retries``: ``max_retries`` more attempts within the deadline, none by default); one
+that fails all the same is tried again only after a growing pause shared by all requests, so
+an IdP outage is no discovery storm: a burst of callers sends one fetch (``fetch``: one per
+event loop; ``fetch_sync``: one thread at a time), and failures during a pause count once.
+One flow (``_document``) serves both.
 """
 
 from __future__ import annotations

@@ -39,10 +39,8 @@ _REUSE_ERRORS = _CREDENTIAL_ERRORS | {"invalid_request"}
 
 class OutOfTimeFailure(IdentityProviderUnavailable):
     """The deadline ended the call before the IdP answered (no error answer, no refusal).
-
     Whether that is the IdP's failure depends on how much of the deadline the call had: one
-    that waited in our own queue may have had too little (``IntrospectionValidator`` decides).
-    """
+    that waited in our own queue may have had too little (``IntrospectionValidator`` decides)."""
 
 
 class _ReusedAssertionRejected(Exception):
@@ -80,10 +78,8 @@ class IntrospectionClient:
         self.calls = 0
 
     async def introspect(self, token: str, deadline: float | None = None) -> dict[str, Any] | None:
-        """The active claims, or ``None`` when the token is inactive.
-
-        ``deadline`` (on the monotonic clock) bounds everything, discovery included.
-        """
+        """The active claims, or ``None`` when the token is inactive; ``deadline`` (on the
+        monotonic clock) bounds everything, discovery included."""
         if deadline is None:
             deadline = self._monotonic() + self._timeout
         endpoint = await self._discovery.introspection_endpoint(deadline)

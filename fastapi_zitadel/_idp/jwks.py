@@ -143,10 +143,8 @@ def _public_key(jwk: Mapping[str, Any], algorithm: str) -> tuple[Any, str]:
 
 
 def parse_jwks(data: Any) -> tuple[dict[str, tuple[VerificationKey, ...]], int]:
-    """The usable keys by ``kid``, and how many JWKs were skipped.
-
-    Raises ``IdentityProviderUnavailable`` for a document that is not a key set we use.
-    """
+    """The usable keys by ``kid``, and how many JWKs were skipped; raises
+    ``IdentityProviderUnavailable`` for a document that is not a key set we use."""
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise IdentityProviderUnavailable("the JWKS is not a JSON object with a 'keys' array")
     entries = data["keys"]
@@ -254,11 +252,9 @@ class JwksCache:
 
     async def lookup(self, kid: str, deadline: float) -> tuple[VerificationKey, ...] | None:
         """The keys for ``kid``, fetching the JWKS first if ``kid`` is new (and a fetch is
-        allowed now); ``None`` when the issuer does not publish it.
-
-        Raises ``IdentityProviderUnavailable`` when the JWKS cannot be fetched: then an
-        unknown key cannot be told from a new one.
-        """
+        allowed now); ``None`` when the issuer does not publish it. Raises
+        ``IdentityProviderUnavailable`` when the JWKS cannot be fetched: then an unknown key
+        cannot be told from a new one."""
         found = self.cached(kid)
         if found is not None:
             return found
@@ -308,7 +304,15 @@ class JwksCache:
             response = await run(download, self._http)
             keys, skipped = parse_jwks(response.data)
         except IdentityProviderUnavailable as exc:
-            self._failed(exc.description, started)
+            self._failure = exc.description
+            self._failures += 1
+            backoff = min(_FIRST_BACKOFF * 2 ** (self._failures - 1), _REFRESH_INTERVAL)
+            self._next_fetch_at = started + backoff
+            self._failure_log(
+                "fetching the JWKS failed (%s): keys we have keep verifying, tokens signed by "
+                "others answer 503 until it works again",
+                exc.description,
+            )
             return
         removed = self._loaded and not set(self._keys) <= set(keys)
         self._keys, self._loaded, self._failure, self._failures = keys, True, None, 0
@@ -335,14 +339,3 @@ class JwksCache:
         if response.problem is not None:
             raise IdentityProviderUnavailable(f"the JWKS is unusable: {response.problem}")
         return response
-
-    def _failed(self, problem: str, started: float) -> None:
-        self._failure = problem
-        self._failures += 1
-        backoff = min(_FIRST_BACKOFF * 2 ** (self._failures - 1), _REFRESH_INTERVAL)
-        self._next_fetch_at = started + backoff
-        self._failure_log(
-            "fetching the JWKS failed (%s): keys we have keep verifying, tokens signed by "
-            "others answer 503 until it works again",
-            problem,
-        )

@@ -1,14 +1,13 @@
 """The step that decides what the caches could not: is this token live, and what are its claims?
 
-A ``Validator`` is given a token and a deadline and answers with the token's claims, ``None``
-when the authority says the token is not active, or an exception: ``InvalidTokenError`` for a
-token it found bad itself, an ``IdentityProviderError`` when it cannot tell right now. The
-pipeline around it does the caching, the sharing of concurrent calls and the claim checks, so
-a second way of validating (local JWT verification) is one more class with this method.
+A ``Validator`` answers a token and a deadline with the token's claims, ``None`` when the
+authority says it is not active, ``InvalidTokenError`` for a token it found bad itself, or an
+``IdentityProviderError`` when it cannot tell now. The pipeline does the caching, the sharing
+of concurrent calls and the claim checks.
 
 ``IntrospectionValidator`` asks the IdP (RFC 7662), guarded by the circuit breaker and the
-concurrency cap, and counted in the metrics. Only the IdP's own failures count towards the
-breaker: an error answer, a refused connection, or no answer within the call's own budget
+concurrency cap, counted in the metrics. Only the IdP's own failures count towards the breaker:
+an error answer, a refused connection, or no answer within the call's own budget
 (``_resilience/call_budget.py``), never the time our own queue spent.
 """
 
