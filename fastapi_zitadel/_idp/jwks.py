@@ -1,17 +1,15 @@
 """The issuer's signing keys (JWKS), for verifying JWT access tokens locally.
 
-Keys come from one place only: the ``jwks_uri`` of the discovery document, fetched with our
-own HTTP client (bodies capped at 1 MiB, decompressed under the cap). Nothing in a token
-(``jku``, ``x5u``, an embedded ``jwk`` or ``x5c``) ever adds a key or a URL to fetch.
-
-Each key is taken with the algorithms its JWK allows, decided by its type, curve and ``alg``
-(never by a token): RSA keys verify RS256/384/512, and PS256/384/512 only when their ``alg``
-says so; EC keys the ES algorithm of their curve; OKP keys (Ed25519, Ed448) EdDSA. HMAC keys
-(``oct``), keys for encryption, keys that carry private material, RSA keys under 2048 bits and
-JWKs that do not parse are skipped.
+Keys come from one place only: the discovery document's ``jwks_uri``, fetched with our own HTTP
+client (bodies capped at 1 MiB, decompressed under the cap); nothing in a token (``jku``,
+``x5u``, an embedded ``jwk`` or ``x5c``) ever adds a key or a URL to fetch. Each key is taken
+with the algorithms its JWK allows, decided by its type, curve and ``alg`` (never by a token):
+RSA keys verify RS256/384/512, and PS256/384/512 only when their ``alg`` says so; EC keys the
+ES algorithm of their curve; OKP keys (Ed25519, Ed448) EdDSA. HMAC keys (``oct``), keys for
+encryption, keys that carry private material, RSA keys under 2048 bits and JWKs that do not
+parse are skipped.
 
 When the keys are fetched:
-
 * on first use, and when a token names a key (``kid``) we do not know. Such fetches are
   throttled: after a successful fetch, the next one for an unknown ``kid`` waits 30 seconds (a
   flood of made-up ``kid`` values costs one fetch per interval; its tokens are refused, 401);

@@ -19,12 +19,11 @@ an access token (``typ: at+jwt``).
 
 Why not ``jwt.decode`` (PyJWT parsing and verifying, with ``PyJWK`` keys)? Measured side by
 side on the same 2048-bit RS256 tokens (2 cores, interleaved rounds, two runs): our header
-check, signature check and one parse of the payload, plus the ``Principal``, took 0.64x to
-0.80x of a bare ``jwt.decode``; the same steps with ``jwt.decode`` doing the parse, the
-signature and the registered claims took 1.47x to 1.85x, past the cold-verification goal of
-1.15x. PyJWT parses the header and payload again after we did (we need the header's ``kid``
-before there is a key), and its ``json.loads`` takes ``NaN`` and lets a ``RecursionError``
-escape, which we would have to guard around it anyway. PyJWT still does the part that is
+check, signature check and payload parse, plus the ``Principal``, took 0.64x to 0.80x of a
+bare ``jwt.decode``; the same steps with ``jwt.decode`` doing parse, signature and registered
+claims 1.47x to 1.85x, past the cold-verification goal of 1.15x. PyJWT parses header and
+payload again (we need the ``kid`` before there is a key), and its ``json.loads`` takes
+``NaN`` and lets a ``RecursionError`` escape, to be guarded anyway. PyJWT still does the
 cryptography: the keys (``jwt.algorithms``, in ``_idp.jwks``) and the signature check.
 """
 

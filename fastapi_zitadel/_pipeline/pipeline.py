@@ -16,9 +16,8 @@ return once the shared tier confirmed the change, retried within ``timeout``, el
 
 An entry read from the shared tier is held no longer than this instance's own lifetimes from
 when the IdP vouched for it, whoever wrote it; with ``cache_ttl=0`` nothing shared is used (the
-tier is asked only after an inactive answer, to know whether to tell the other replicas).
-
-A miss is decided by introspection, by the local JWT verifier (``local``), or by both
+tier is asked only after an inactive answer, to know whether to tell the other replicas). A
+miss is decided by introspection, by the local JWT verifier (``local``), or by both
 (``hybrid``: a JWT is served from its local verification while its confirming introspection
 runs, within ``unconfirmed_limit``; see ``unconfirmed.Confirmations``). A hybrid pipeline
 caches introspection answers only, so a cache hit never serves an unconfirmed JWT; a suspect
