@@ -103,10 +103,8 @@ _MAX_ACTORS = 16
 
 def actors(value: Any) -> list[tuple[str | None, str | None]]:
     """The ``act`` chain (RFC 8693 §4.1) as (subject, issuer) pairs, the current actor first.
-
     Read strictly: who acts for the subject is what an API may decide on (refusing impersonated
-    tokens, auditing them), so an ``act`` of the wrong shape is an IdP fault, never ignored.
-    """
+    tokens, auditing them), so an ``act`` of the wrong shape is an IdP fault, never ignored."""
     chain: list[tuple[str | None, str | None]] = []
     while value is not None:
         if not isinstance(value, Mapping) or len(chain) >= _MAX_ACTORS:
@@ -117,12 +115,9 @@ def actors(value: Any) -> list[tuple[str | None, str | None]]:
 
 
 def roles(claims: Mapping[str, Any], project_id: str | None) -> dict[str, dict[str, str]]:
-    """Project roles, from the configured project's claim when known.
-
-    With a project id, only that project's claim counts: ZITADEL's generic claim holds the
-    roles of the project that *requested* the token, which may be another one (taking the
-    first ``...:roles`` claim found, as one peer does, can grant roles of the wrong project).
-    """
+    """Project roles; with a project id, only that project's claim counts: ZITADEL's generic
+    claim holds the roles of the project that *requested* the token, which may be another one
+    (taking the first ``...:roles`` claim found, as one peer does, can grant the wrong ones)."""
     value = claims.get(project_roles_claim(project_id) if project_id else ROLES_CLAIM)
     if isinstance(value, (list, tuple)):  # other servers: a plain list of role names
         return {role: {} for role in value if isinstance(role, str)}

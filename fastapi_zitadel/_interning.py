@@ -1,34 +1,24 @@
-"""Keeping thousands of cached principals small.
+"""Keeping thousands of cached principals small. Most of what a ``Principal`` holds is the
+same from user to user: claim names, a handful of scope strings, the project's role maps, the
+organization. Sharing one copy of each (and never validating twice) took a cached entry from
+about 10.7 KB to 2.7 KB (tracemalloc; see BENCHMARKS.md). All of it is immutable, so sharing
+can never leak one user's data into another's principal.
 
-Every cached token holds one ``Principal``, and most of what it holds is the same from user to
-user: claim names such as ``urn:zitadel:iam:user:resourceowner:primary_domain``, a handful of
-scope strings, the project's role maps, the organization. Sharing one copy of each (and never
-validating twice) took a cached entry from about 10.7 KB to 2.7 KB (tracemalloc; see
-BENCHMARKS.md). Everything shared here is immutable, so sharing can never leak one user's data
-into another's principal.
-
-The shared copies live in one object, ``SHARED``, rather than in a cache per function: bounded
-tables keyed by value. It is one per process on purpose: principals are built where no
-instance is at hand (``Principal.from_claims``, pydantic validation), and two instances for
-the same project share the same role maps and scope strings anyway.
+The copies live in bounded tables keyed by value in one object, ``SHARED`` (not a cache per
+function), one per process on purpose: principals are built where no instance is at hand
+(``Principal.from_claims``, pydantic validation), and two instances for the same project share
+the same values anyway.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-__all__ = [
-    "EMPTY",
-    "SHARED",
-    "SharedFieldSet",
-    "SharedValues",
-    "freeze",
-    "thaw",
-]
+__all__ = ["EMPTY", "SHARED", "SharedFieldSet", "freeze", "thaw"]
 
 _INTERN_LIMIT = 100  # longer strings (tokens' own ids, pictures) are rarely shared
 _SHARED_LIMIT = 1024  # distinct values kept of each kind; past that its table starts afresh
@@ -37,18 +27,13 @@ EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ), separated by U+0020 only.
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
-
-
 _SCALARS = (int, float, bool, type(None))
 
 
 def freeze(value: Any) -> Any:
-    """A read-only deep copy, with mapping keys and short strings interned.
-
-    A mapping of mappings of strings has the shape of ZITADEL's role claims
-    (``{role: {org id: org domain}}``), which most users of a project share: it is shared by
-    value like the parsed roles.
-    """
+    """A read-only deep copy, with mapping keys and short strings interned. A mapping of
+    mappings of strings has the shape of ZITADEL's role claims (``{role: {org id: domain}}``),
+    which most users of a project share: it is shared by value like the parsed roles."""
     # JSON's own types first, by exact type: the ABC checks below cost more than the rest.
     kind = type(value)
     if kind is str:
@@ -84,11 +69,8 @@ ValueT = TypeVar("ValueT")
 
 
 class SharedValues:
-    """One copy of each immutable value that many principals hold, by kind and by value.
-
-    Each kind's table keeps at most ``limit`` values; a full table starts afresh (what is lost
-    is only sharing with principals built before).
-    """
+    """One copy of each immutable value that many principals hold, by kind and by value; a
+    kind's table full at ``limit`` starts afresh (losing only sharing with older principals)."""
 
     def __init__(self, limit: int = _SHARED_LIMIT) -> None:
         self._limit = limit
@@ -105,12 +87,9 @@ class SharedValues:
         return found
 
     def scopes(self, value: str) -> frozenset[str]:
-        """One frozenset per distinct scope string: most tokens share a handful of them.
-
-        Split on spaces only, and tokens with characters RFC 6749 §3.3 forbids are dropped,
-        never split further: ``"aud\tadmin"`` is one invalid token, not the scopes ``aud``
-        and ``admin``.
-        """
+        """One frozenset per distinct scope string: most tokens share a handful of them. Split
+        on spaces only; tokens with characters RFC 6749 §3.3 forbids are dropped, never split
+        further: ``"aud\tadmin"`` is one invalid token, not the scopes ``aud`` and ``admin``."""
         return self.get("scopes", value, lambda: _scope_set(value))
 
     def strings(self, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -158,18 +137,13 @@ class SharedFieldSet(set[str]):
     """One read-only "fields set" for every principal built from claims (pydantic keeps one
     per model instance otherwise, about 700 bytes each); copies are ordinary sets."""
 
-    def __init__(self, fields: Iterable[str]) -> None:
-        super().__init__(fields)
-
     def _read_only(self, *args: object) -> None:
         raise TypeError("the fields set of a Principal is read-only")
 
-    def __copy__(self) -> set[str]:  # model_copy() gets a plain set it may change
+    def __copy__(self, memo: object = None) -> set[str]:  # model_copy() gets a plain set
         return set(self)
 
-    def __deepcopy__(self, memo: object) -> set[str]:
-        return set(self)
-
+    __deepcopy__ = __copy__
     add = discard = remove = pop = clear = update = _read_only  # type: ignore[assignment]
     difference_update = intersection_update = symmetric_difference_update = _read_only
     __ior__ = __iand__ = __isub__ = __ixor__ = _read_only  # type: ignore[assignment]

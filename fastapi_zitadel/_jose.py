@@ -49,12 +49,9 @@ def json_segment(segment: str) -> Any:
 
 
 def jwt_header(token: str) -> dict[str, Any] | None:
-    """The JOSE header of a JWT candidate, or ``None`` for anything else (opaque tokens).
-
-    A candidate has three base64url segments (the last may be empty: ``alg: none``, refused
-    later), and its first decodes to a JSON object with a string ``alg``. ZITADEL's opaque
-    tokens may contain dots too; they never decode so.
-    """
+    """The JOSE header of a JWT candidate, or ``None`` for anything else (opaque tokens): three
+    base64url segments (the last may be empty: ``alg: none``, refused later), the first a JSON
+    object with a string ``alg``. ZITADEL's opaque tokens may have dots; they never decode so."""
     if token.count(".") != 2 or not token.isascii():  # base64url is ASCII
         return None
     try:

@@ -1,9 +1,7 @@
 """A compact JWS verified against the issuer's keys: one set of header rules and one signature
 check, shared by the JWT verifier (``_pipeline.jwt_validator``) and the events receiver's
-``PAYLOAD_TYPE_JWT`` bodies (``_events.receiver``).
-
-Both take attacker input that reaches the JWKS cache, so both are held to the same rules
-before any key is looked up:
+``PAYLOAD_TYPE_JWT`` bodies (``_events.receiver``). Both take attacker input that reaches the
+JWKS cache, so both are held to the same rules before any key is looked up:
 
 * ``alg`` one of ``SUPPORTED_ALGORITHMS`` (never ``none``, never HMAC: the key decides the
   algorithm, so an RSA public key can never be used as an HMAC secret);
@@ -31,19 +29,15 @@ __all__ = ["UnknownSigningKey", "check_header", "verified_payload"]
 
 
 class UnknownSigningKey(InvalidTokenError):
-    """No published key has the token's ``kid``, and the key set may not be fetched again yet.
-
-    A 401 in local mode (a flood of made-up ``kid`` values must cost no more fetches), but
-    never remembered in the negative cache: a key the issuer has just started using is known
-    after the next fetch. In hybrid mode the token is introspected instead.
-    """
+    """No published key has the token's ``kid``, and the key set may not be fetched again yet:
+    a 401 in local mode (a flood of made-up ``kid`` values must cost no more fetches), never
+    remembered in the negative cache (a key the issuer has just started using is known after
+    the next fetch). In hybrid mode the token is introspected instead."""
 
 
 def check_header(header: Mapping[str, Any]) -> str:
     """The ``kid`` of a JOSE header both callers accept; ``InvalidTokenError`` otherwise.
-
-    ``header`` is ``_jose.jwt_header``'s: a JSON object whose ``alg`` is a string.
-    """
+    ``header`` is ``_jose.jwt_header``'s: a JSON object whose ``alg`` is a string."""
     alg = header["alg"]
     if alg not in SUPPORTED_ALGORITHMS:
         if alg.lower() == "none":

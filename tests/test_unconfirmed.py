@@ -43,8 +43,8 @@ def test_a_full_ledger_opens_no_record_so_the_request_waits() -> None:
     assert ledger.open(b"a", principal()) is not None
     assert ledger.open(b"b", principal()) is not None
     assert ledger.open(b"c", principal()) is None
-    ledger.close(b"a")
+    ledger.pop(b"a")
     assert ledger.open(b"c", principal()) is not None
-    assert sorted(ledger.digests()) == [b"b", b"c"]
+    assert sorted(ledger) == [b"b", b"c"]
     ledger.clear()
     assert len(ledger) == 0

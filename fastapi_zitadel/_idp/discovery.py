@@ -1,13 +1,13 @@
 """The issuer's OpenID discovery document: where every endpoint is.
 
 Paths are configurable in ZITADEL, so they are read, not assumed. The document's ``issuer``
-must equal ours exactly (RFC 8414 §3.3): a mismatch means we are talking to another instance
-or a proxy rewrote the host, and tokens from it must not be trusted. A fetch runs on the one
-retry loop (``retry.Retries``: ``max_retries`` more attempts within the deadline, none by
-default); a fetch that fails all the same is tried again only after a growing pause, shared by
-all requests, so an IdP outage does not become a discovery storm: a burst of callers sends one
-fetch (``fetch``: one per event loop for all its concurrent callers; ``fetch_sync``: one thread
-at a time), and failures during a pause count once. One flow (``_document``) serves both.
+must equal ours exactly (RFC 8414 §3.3): else we talk to another instance or a proxy rewrote
+the host, and its tokens must not be trusted. A fetch runs on the one retry loop
+(``retry.Retries``: ``max_retries`` more attempts within the deadline, none by default); one
+that fails all the same is tried again only after a growing pause shared by all requests, so
+an IdP outage is no discovery storm: a burst of callers sends one fetch (``fetch``: one per
+event loop; ``fetch_sync``: one thread at a time), and failures during a pause count once.
+One flow (``_document``) serves both.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from fastapi_zitadel._concurrency.tasks import KeyedTasks
@@ -42,13 +42,6 @@ __all__ = ["DISCOVERY_PATH", "Discovery", "ProviderMetadata"]
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 _FIRST_BACKOFF = 1.0
 _MAX_BACKOFF = 60.0
-_ENDPOINTS = (
-    "introspection_endpoint",
-    "token_endpoint",
-    "authorization_endpoint",
-    "revocation_endpoint",
-    "jwks_uri",
-)
 
 
 @dataclass(frozen=True)
@@ -61,6 +54,9 @@ class ProviderMetadata:
     authorization_endpoint: str | None = None
     revocation_endpoint: str | None = None
     jwks_uri: str | None = None
+
+
+_ENDPOINTS = tuple(field.name for field in fields(ProviderMetadata) if field.name != "issuer")
 
 
 class Discovery:
@@ -163,7 +159,10 @@ class Discovery:
             metadata = yield from self._retries.flow(deadline, attempt)
         except IdentityProviderUnavailable as exc:
             raise self._failed(url, exc) from None
-        return self._found(metadata)
+        self._failures = 0
+        self.metadata = metadata
+        logger.debug("discovered introspection endpoint %s", metadata.introspection_endpoint)
+        return metadata
 
     def _failed(self, url: str, exc: IdentityProviderUnavailable) -> IdentityProviderUnavailable:
         """Record a failed fetch (the next one waits a growing pause) and say what failed. A
@@ -183,12 +182,6 @@ class Discovery:
             self._last_failure = failure
         return failure
 
-    def _found(self, metadata: ProviderMetadata) -> ProviderMetadata:
-        self._failures = 0
-        self.metadata = metadata
-        logger.debug("discovered introspection endpoint %s", metadata.introspection_endpoint)
-        return metadata
-
     def _metadata_from(self, response: JsonResponse) -> ProviderMetadata:
         status, data, problem = response.status, response.data, response.problem
         if status != 200:
@@ -206,8 +199,8 @@ class Discovery:
                 f"discovery document names issuer {shown!r}, expected exactly {self._issuer!r}"
             )
         endpoints = {name: self._endpoint(data, name) for name in _ENDPOINTS}
-        configured = self._required == "introspection_endpoint" and self._configured_endpoint
         required = self._required
+        configured = required == "introspection_endpoint" and self._configured_endpoint
         if required is not None and endpoints[required] is None and not configured:
             raise IdentityProviderUnavailable(f"discovery document has no {required}")
         return ProviderMetadata(issuer=issuer, **endpoints)

@@ -39,10 +39,8 @@ _REUSE_ERRORS = _CREDENTIAL_ERRORS | {"invalid_request"}
 
 class OutOfTimeFailure(IdentityProviderUnavailable):
     """The deadline ended the call before the IdP answered (no error answer, no refusal).
-
     Whether that is the IdP's failure depends on how much of the deadline the call had: one
-    that waited in our own queue may have had too little (``IntrospectionValidator`` decides).
-    """
+    that waited in our own queue may have had too little (``IntrospectionValidator`` decides)."""
 
 
 class _ReusedAssertionRejected(Exception):
@@ -80,10 +78,8 @@ class IntrospectionClient:
         self.calls = 0
 
     async def introspect(self, token: str, deadline: float | None = None) -> dict[str, Any] | None:
-        """The active claims, or ``None`` when the token is inactive.
-
-        ``deadline`` (on the monotonic clock) bounds everything, discovery included.
-        """
+        """The active claims, or ``None`` when the token is inactive; ``deadline`` (on the
+        monotonic clock) bounds everything, discovery included."""
         if deadline is None:
             deadline = self._monotonic() + self._timeout
         endpoint = await self._discovery.introspection_endpoint(deadline)
@@ -95,7 +91,16 @@ class IntrospectionClient:
                 # were a bad one; a fresh assertion tells the two apart.
                 claims = await self._with_retries(endpoint, token, deadline, fresh=True)
         except ClientCredentialsRejected as rejected:
-            self._log_rejection(rejected)
+            self._auth.rejected()
+            self._rejection_log(
+                "the identity provider rejected our client authentication (HTTP %d, error %r) "
+                "for client %s, %s. Every request answers 503 until this is fixed: %s.",
+                rejected.status,
+                rejected.error_code,
+                rejected.client_id,
+                "a client secret" if rejected.key_id is None else f"key id {rejected.key_id}",
+                rejected.hint,
+            )
             raise
         self._auth.fresh_credentials_helped()
         return claims
@@ -166,18 +171,6 @@ class IntrospectionClient:
         if self._auth.possibly_reused(credentials):  # a 4xx that may be the server refusing reuse
             raise _ReusedAssertionRejected(rejected)
         raise rejected if error in _CREDENTIAL_ERRORS else refused
-
-    def _log_rejection(self, rejected: ClientCredentialsRejected) -> None:
-        self._auth.rejected()
-        self._rejection_log(
-            "the identity provider rejected our client authentication (HTTP %d, error %r) "
-            "for client %s, %s. Every request answers 503 until this is fixed: %s.",
-            rejected.status,
-            rejected.error_code,
-            rejected.client_id,
-            "a client secret" if rejected.key_id is None else f"key id {rejected.key_id}",
-            rejected.hint,
-        )
 
 
 def _unavailable(description: str, retry_after: float | None = None) -> IdentityProviderUnavailable:

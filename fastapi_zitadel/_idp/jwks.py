@@ -1,31 +1,28 @@
 """The issuer's signing keys (JWKS), for verifying JWT access tokens locally.
 
-Keys come from one place only: the ``jwks_uri`` of the discovery document, fetched with our
-own HTTP client (bodies capped at 1 MiB, decompressed under the cap). Nothing in a token
-(``jku``, ``x5u``, an embedded ``jwk`` or ``x5c``) ever adds a key or a URL to fetch.
-
-Each key is taken with the algorithms its JWK allows, decided by its type, curve and ``alg``
-(never by a token): RSA keys verify RS256/384/512, and PS256/384/512 only when their ``alg``
-says so; EC keys the ES algorithm of their curve; OKP keys (Ed25519, Ed448) EdDSA. HMAC keys
-(``oct``), keys for encryption, keys that carry private material, RSA keys under 2048 bits and
-JWKs that do not parse are skipped.
+Keys come from one place only: the discovery document's ``jwks_uri``, fetched with our own HTTP
+client (bodies capped at 1 MiB, decompressed under the cap); nothing in a token (``jku``,
+``x5u``, an embedded ``jwk`` or ``x5c``) ever adds a key or a URL to fetch. Each key is taken
+with the algorithms its JWK allows, decided by its type, curve and ``alg`` (never by a token):
+RSA keys verify RS256/384/512, and PS256/384/512 only when their ``alg`` says so; EC keys the
+ES algorithm of their curve; OKP keys (Ed25519, Ed448) EdDSA. HMAC keys (``oct``), keys for
+encryption, keys that carry private material, RSA keys under 2048 bits and JWKs that do not
+parse are skipped.
 
 When the keys are fetched:
-
 * on first use, and when a token names a key (``kid``) we do not know. Such fetches are
-  throttled: after a successful fetch, the next one for an unknown ``kid`` waits
-  ``refresh_interval`` seconds (a flood of made-up ``kid`` values costs one fetch per interval;
-  its tokens are refused, 401); after a failed one it waits 1, 2, 4... seconds up to that;
+  throttled: after a successful fetch, the next one for an unknown ``kid`` waits 30 seconds (a
+  flood of made-up ``kid`` values costs one fetch per interval; its tokens are refused, 401);
+  after a failed one it waits 1, 2, 4... seconds up to that;
 * in the background once the set is older than the answer's ``Cache-Control: max-age``
   (clamped to 1 minute .. 1 hour; 5 minutes without one), while the keys we have keep working.
   A refresh that no longer lists a key drops it: tokens it signed stop verifying.
 
-A fetch runs on the one retry loop (``retry.Retries``: ``max_retries`` more attempts within
-its deadline after a transport failure, 429 or 5xx; none by default, the pacing above is the
-retry). A fetch that fails (unreachable, an error status, not JSON, too large, no usable key,
-more than ``MAX_KEYS`` keys) never throws away the keys we have: a token whose ``kid`` we know keeps
-verifying while ZITADEL is down. Only a token with an unknown ``kid`` cannot be decided then
-(503 with ``Retry-After``).
+A fetch runs on the one retry loop (``retry.Retries``) with no retry: the pacing above is the
+retry. A fetch that fails (unreachable, an error status, not JSON, too large, no usable key,
+more than ``MAX_KEYS`` keys) never throws away the keys we have: a token whose ``kid`` we know
+keeps verifying while ZITADEL is down. Only a token with an unknown ``kid`` cannot be decided
+then (503 with ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -47,18 +44,11 @@ from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_if
 from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
 
-__all__ = [
-    "MAX_KEYS",
-    "MAX_KID_LENGTH",
-    "SUPPORTED_ALGORITHMS",
-    "JwksCache",
-    "VerificationKey",
-    "parse_jwks",
-]
+__all__ = ["MAX_KEYS", "MAX_KID_LENGTH", "SUPPORTED_ALGORITHMS", "JwksCache", "parse_jwks"]
 
 MAX_KEYS = 100  # ZITADEL publishes a handful; a set this large is not a key set we use
 MAX_KID_LENGTH = 256
-DEFAULT_REFRESH_INTERVAL = 30.0
+_REFRESH_INTERVAL = 30.0
 _MIN_MAX_AGE, _DEFAULT_MAX_AGE, _MAX_MAX_AGE = 60.0, 300.0, 3600.0
 _FIRST_BACKOFF = 1.0
 _MIN_RSA_BITS = 2048
@@ -151,10 +141,8 @@ def _public_key(jwk: Mapping[str, Any], algorithm: str) -> tuple[Any, str]:
 
 
 def parse_jwks(data: Any) -> tuple[dict[str, tuple[VerificationKey, ...]], int]:
-    """The usable keys by ``kid``, and how many JWKs were skipped.
-
-    Raises ``IdentityProviderUnavailable`` for a document that is not a key set we use.
-    """
+    """The usable keys by ``kid``, and how many JWKs were skipped; raises
+    ``IdentityProviderUnavailable`` for a document that is not a key set we use."""
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise IdentityProviderUnavailable("the JWKS is not a JSON object with a 'keys' array")
     entries = data["keys"]
@@ -223,15 +211,12 @@ class JwksCache:
         http: HttpClientProvider,
         discovery: Discovery,
         timeout: float,
-        refresh_interval: float = DEFAULT_REFRESH_INTERVAL,
         on_keys_removed: Callable[[], None] = lambda: None,
         monotonic: Callable[[], float] = time.monotonic,
-        max_retries: int = 0,
     ) -> None:
         self._http = http
         self._discovery = discovery
         self._timeout = timeout
-        self._refresh_interval = refresh_interval
         self._on_keys_removed = on_keys_removed
         self._monotonic = monotonic
         self._keys: Keys = {}
@@ -243,16 +228,11 @@ class JwksCache:
         self._tasks: KeyedTasks[None] = KeyedTasks()
         self._failure_log = RateLimitedLog(logging.WARNING, monotonic=monotonic)
         self._retries = Retries(
-            max_retries=max_retries,
+            max_retries=0,
             monotonic=monotonic,
             out_of_time=lambda: IdentityProviderUnavailable("no time left to fetch the JWKS"),
         )
         self.fetches = 0
-
-    @property
-    def keys(self) -> Keys:
-        """The keys we have now, by ``kid``."""
-        return self._keys
 
     @property
     def in_flight(self) -> int:
@@ -270,11 +250,9 @@ class JwksCache:
 
     async def lookup(self, kid: str, deadline: float) -> tuple[VerificationKey, ...] | None:
         """The keys for ``kid``, fetching the JWKS first if ``kid`` is new (and a fetch is
-        allowed now); ``None`` when the issuer does not publish it.
-
-        Raises ``IdentityProviderUnavailable`` when the JWKS cannot be fetched: then an
-        unknown key cannot be told from a new one.
-        """
+        allowed now); ``None`` when the issuer does not publish it. Raises
+        ``IdentityProviderUnavailable`` when the JWKS cannot be fetched: then an unknown key
+        cannot be told from a new one."""
         found = self.cached(kid)
         if found is not None:
             return found
@@ -312,7 +290,7 @@ class JwksCache:
     async def _fetch(self) -> None:
         """One fetch; never raises: the outcome is in ``_keys`` and ``_failure``."""
         started = self._monotonic()
-        self._next_fetch_at = started + self._refresh_interval
+        self._next_fetch_at = started + _REFRESH_INTERVAL
         self.fetches += 1
         deadline = started + self._timeout
         try:
@@ -324,7 +302,15 @@ class JwksCache:
             response = await run(download, self._http)
             keys, skipped = parse_jwks(response.data)
         except IdentityProviderUnavailable as exc:
-            self._failed(exc.description, started)
+            self._failure = exc.description
+            self._failures += 1
+            backoff = min(_FIRST_BACKOFF * 2 ** (self._failures - 1), _REFRESH_INTERVAL)
+            self._next_fetch_at = started + backoff
+            self._failure_log(
+                "fetching the JWKS failed (%s): keys we have keep verifying, tokens signed by "
+                "others answer 503 until it works again",
+                exc.description,
+            )
             return
         removed = self._loaded and not set(self._keys) <= set(keys)
         self._keys, self._loaded, self._failure, self._failures = keys, True, None, 0
@@ -351,14 +337,3 @@ class JwksCache:
         if response.problem is not None:
             raise IdentityProviderUnavailable(f"the JWKS is unusable: {response.problem}")
         return response
-
-    def _failed(self, problem: str, started: float) -> None:
-        self._failure = problem
-        self._failures += 1
-        backoff = min(_FIRST_BACKOFF * 2 ** (self._failures - 1), self._refresh_interval)
-        self._next_fetch_at = started + backoff
-        self._failure_log(
-            "fetching the JWKS failed (%s): keys we have keep verifying, tokens signed by "
-            "others answer 503 until it works again",
-            problem,
-        )

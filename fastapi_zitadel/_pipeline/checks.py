@@ -2,9 +2,9 @@
 claim rule, for introspection answers and for verified JWTs alike, is here and only here.
 
 An introspection answer: ZITADEL already refuses tokens for other audiences, but an answer
-can come from a misconfigured proxy, a cache, or another server; a few comparisons here are
-cheap insurance. A claim of the wrong shape, or an issuer other than ours, is not the caller's
-fault: it is an IdP fault or our misconfiguration, so a 503 and an ERROR log, never a 401.
+can come from a misconfigured proxy, a cache or another server: the checks are cheap insurance.
+A claim of the wrong shape or another issuer is an IdP fault or our misconfiguration, not the
+caller's: a 503 and an ERROR log, never a 401.
 
 A JWT verified locally carries its own claims, so the same faults are the token's (401), and
 a few more rules apply (``jwt_rules``): ``iss`` is the issuer exactly, ``exp`` and ``aud`` are
@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from fastapi_zitadel._claims import text
 from fastapi_zitadel._exceptions import (
     IdentityProviderUnavailable,
     InvalidTokenError,
@@ -108,7 +109,7 @@ class ClaimChecks:
         if allowed:
             # ZITADEL puts every application of the project in ``aud`` (zitadel/zitadel#9200):
             # the audience alone admits tokens issued to sibling apps.
-            client = principal.client_id or _text(principal.claims.get("azp"))
+            client = principal.client_id or text(principal.claims, "azp")
             if client not in allowed:
                 raise InvalidTokenError(
                     "the token was issued to a client this API does not accept",
@@ -145,11 +146,8 @@ class ClaimChecks:
     def parse(
         self, claims: Mapping[str, Any], *, verified_by: VerifiedBy = "introspection"
     ) -> Principal:
-        """The principal for ``claims``; a shape no server should send is an IdP fault.
-
-        In a JWT it is the token's own fault: the same token can never become valid, so it
-        is refused (401) rather than retried (503).
-        """
+        """The principal for ``claims``; a shape no server should send is an IdP fault, or
+        in a JWT the token's own (it can never become valid: refused, 401, not retried, 503)."""
         try:
             return self._principal_class.from_claims(
                 claims, project_id=self._project_id, verified_by=verified_by
@@ -176,7 +174,3 @@ class ClaimChecks:
         raise IdentityProviderUnavailable(
             f"malformed introspection answer: {problem}", retry_after=5.0
         ) from None
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None

@@ -8,29 +8,22 @@ new ``kid`` makes us fetch the JWKS):
   (an opaque token: in local mode it needs introspection, in hybrid mode it gets one);
 * a ``typ`` that is not ``JWT`` or ``at+jwt`` (RFC 9068; ``application/`` prefix optional,
   any case): checked here, before the rest of the header;
-* ``alg`` ``none``, HMAC (``HS*``) and anything else not in ``SUPPORTED_ALGORITHMS``, an
-  ``alg`` that the key named by ``kid`` does not allow, a ``crit`` header, ``b64: false``, a
-  ``kid`` missing or over 256 characters, a signature that does not verify with the key found
-  by ``kid`` in the issuer's JWKS only: ``_jws``'s rules, the same for the events receiver's
-  JWS bodies;
-* a payload that is not a JSON object.
+* whatever breaks ``_jws``'s header rules (``alg`` ``none``, HMAC or unsupported, not allowed
+  by the key named by ``kid``; ``crit``; ``b64: false``; ``kid`` missing or over 256
+  characters) or its signature check with the key found by ``kid`` in the issuer's JWKS only;
+* a payload that is not a JSON object (parsed strictly by ``_jose``, under ``max_token_length``).
 
-The claims (issuer, expiry, audience, the ID-token tells...) are checked in one place for
-both kinds of token, ``checks.ClaimChecks``; this module hands it the verified claims and
-whether the header declared an access token (``typ: at+jwt``).
-
-JSON is parsed with the standard library under the token length cap (``max_token_length``),
-with ``NaN``/``Infinity`` refused and nesting bounded by the recursion limit (a refusal, never
-a crash).
+The claims (issuer, expiry, audience, the ID-token tells...) are ``checks.ClaimChecks``' for
+both kinds of token; this module hands it the verified claims and whether the header declared
+an access token (``typ: at+jwt``).
 
 Why not ``jwt.decode`` (PyJWT parsing and verifying, with ``PyJWK`` keys)? Measured side by
 side on the same 2048-bit RS256 tokens (2 cores, interleaved rounds, two runs): our header
-check, signature check and one parse of the payload, plus the ``Principal``, took 0.64x to
-0.80x of a bare ``jwt.decode``; the same steps with ``jwt.decode`` doing the parse, the
-signature and the registered claims took 1.47x to 1.85x, past the cold-verification goal of
-1.15x. PyJWT parses the header and payload again after we did (we need the header's ``kid``
-before there is a key), and its ``json.loads`` takes ``NaN`` and lets a ``RecursionError``
-escape, which we would have to guard around it anyway. PyJWT still does the part that is
+check, signature check and payload parse, plus the ``Principal``, took 0.64x to 0.80x of a
+bare ``jwt.decode``; the same steps with ``jwt.decode`` doing parse, signature and registered
+claims 1.47x to 1.85x, past the cold-verification goal of 1.15x. PyJWT parses header and
+payload again (we need the ``kid`` before there is a key), and its ``json.loads`` takes
+``NaN`` and lets a ``RecursionError`` escape, to be guarded anyway. PyJWT still does the
 cryptography: the keys (``jwt.algorithms``, in ``_idp.jwks``) and the signature check.
 """
 
@@ -43,29 +36,12 @@ from fastapi_zitadel._exceptions import InvalidTokenError
 from fastapi_zitadel._idp.jwks import JwksCache
 from fastapi_zitadel._jws import UnknownSigningKey, verified_payload
 
-__all__ = [
-    "OPAQUE_IN_LOCAL_MODE",
-    "JwtValidator",
-    "UnknownSigningKey",
-    "declares_access_token",
-]
+__all__ = ["OPAQUE_IN_LOCAL_MODE", "JwtValidator", "UnknownSigningKey"]
 
 OPAQUE_IN_LOCAL_MODE = (
     "opaque tokens need introspection: validation='local' verifies JWT access tokens only"
 )
 _ACCESS_TOKEN_TYPES = frozenset({"jwt", "at+jwt"})
-_AT_JWT = "at+jwt"
-
-
-def _check_typ(header: Mapping[str, Any]) -> None:
-    """Refuse a ``typ`` that is not an access token's; the rest of the header is
-    ``_jws.check_header``'s, shared with the events receiver."""
-    typ = header.get("typ")
-    if typ is not None and (
-        not isinstance(typ, str)
-        or typ.lower().removeprefix("application/") not in _ACCESS_TOKEN_TYPES
-    ):
-        raise InvalidTokenError("the token's typ says it is not an access token")
 
 
 class JwtValidator:
@@ -76,17 +52,16 @@ class JwtValidator:
 
     async def verify(
         self, token: str, header: Mapping[str, Any], deadline: float
-    ) -> dict[str, Any]:
-        """The claims of ``token`` (whose parsed header is ``header``), its signature verified;
-        the claims themselves are ``ClaimChecks``' to judge."""
-        _check_typ(header)
+    ) -> tuple[dict[str, Any], bool]:
+        """The verified claims of ``token`` (whose parsed header is ``header``; a ``typ`` not
+        an access token's is refused first, the rest of the header is ``_jws.check_header``'s)
+        and whether it declares an access token (``at+jwt``, RFC 9068 §2.1)."""
+        typ = header.get("typ")
+        if typ is not None:
+            typ = typ.lower().removeprefix("application/") if isinstance(typ, str) else None
+            if typ not in _ACCESS_TOKEN_TYPES:
+                raise InvalidTokenError("the token's typ says it is not an access token")
         claims = await verified_payload(self._keys, token, header, deadline)
         if not isinstance(claims, dict):
             raise InvalidTokenError("the token's claims are not a JSON object")
-        return claims
-
-
-def declares_access_token(header: Mapping[str, Any]) -> bool:
-    """``typ: at+jwt``: an access token by its own declaration (RFC 9068 §2.1)."""
-    typ = header.get("typ")
-    return isinstance(typ, str) and typ.lower().removeprefix("application/") == (_AT_JWT)
+        return claims, typ == "at+jwt"

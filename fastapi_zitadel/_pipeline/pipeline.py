@@ -6,26 +6,23 @@
     miss       -> one shared call per token (single flight) -> the validator -> claim checks
                   -> cached -> Principal
 
-Every step is passed in; the pipeline only runs them. Everything that can go wrong on a miss
-ends as ``InvalidTokenError`` (the token is bad) or an ``IdentityProviderError`` (we cannot
-tell right now); never as anything else.
+Every step is passed in; the pipeline only runs them. A miss ends as a ``Principal``,
+``InvalidTokenError`` (the token is bad) or an ``IdentityProviderError`` (we cannot tell now).
 
-An ``invalidate()`` (or another replica's) voids the lookups of that token already in flight,
-so a result fetched before the revocation is never cached after it; other tokens' lookups are
-untouched. ``invalidate()`` and ``clear()`` do not return before the shared tier confirmed the
-change: they retry it within ``timeout`` and then raise ``SharedCacheUnavailable``.
+An ``invalidate()`` (here or on another replica) voids that token's lookups in flight, so a
+result fetched before the revocation is never cached after it. ``invalidate()`` and ``clear()``
+return once the shared tier confirmed the change, retried within ``timeout``, else raise
+``SharedCacheUnavailable``.
 
 An entry read from the shared tier is held no longer than this instance's own lifetimes from
 when the IdP vouched for it, whoever wrote it; with ``cache_ttl=0`` nothing shared is used (the
-tier is asked only after an inactive answer, to know whether to tell the other replicas).
-
-Which validator decides a miss depends on ``validation``: the introspection validator alone,
-the local JWT verifier alone (``local``), or both (``hybrid``: a JWT is served from its local
-verification while its confirming introspection runs, within ``unconfirmed_limit``; the
-records, the suspects and the confirmations in flight are ``unconfirmed.Confirmations``). A
-hybrid pipeline caches introspection answers only, so a cache hit never serves an unconfirmed
-JWT. What the pipeline keeps of hybrid mode is the order of the steps: a suspect token (the
-shared tier's tombstone reads as a ``SuspectToken``) is introspected before it is served.
+tier is asked only after an inactive answer, to know whether to tell the other replicas). A
+miss is decided by introspection, by the local JWT verifier (``local``), or by both
+(``hybrid``: a JWT is served from its local verification while its confirming introspection
+runs, within ``unconfirmed_limit``; see ``unconfirmed.Confirmations``). A hybrid pipeline
+caches introspection answers only, so a cache hit never serves an unconfirmed JWT; a suspect
+token (the shared tier's tombstone reads as a ``SuspectToken``) is introspected before it is
+served.
 
 ZITADEL's events (Actions v2) leave markers in ``revocations``: a verdict they refuse or make
 stale is dropped when next met (in any tier), and a token they refuse is refused after its
@@ -60,12 +57,7 @@ from fastapi_zitadel._metrics import Metrics
 from fastapi_zitadel._principal import Principal
 
 from .checks import ClaimChecks
-from .jwt_validator import (
-    OPAQUE_IN_LOCAL_MODE,
-    JwtValidator,
-    UnknownSigningKey,
-    declares_access_token,
-)
+from .jwt_validator import OPAQUE_IN_LOCAL_MODE, JwtValidator, UnknownSigningKey
 from .unconfirmed import Confirmations, Unconfirmed
 from .validator import Validator
 
@@ -79,15 +71,13 @@ _FIRST_RETRY = 0.05
 _LAST_RETRY = 1.0
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class CachePolicy:
     """How long results live: ``ttl`` seconds, plus ``stale_if_error`` while the IdP is down;
     never past the token's own ``exp``."""
 
-    __slots__ = ("stale_if_error", "ttl")
-
-    def __init__(self, *, ttl: float, stale_if_error: float) -> None:
-        self.ttl = ttl
-        self.stale_if_error = stale_if_error
+    ttl: float
+    stale_if_error: float
 
     def entry(self, principal: Principal, now: float, epoch: int = 0) -> CacheEntry | None:
         expires_at = now + self.ttl
@@ -100,9 +90,8 @@ class CachePolicy:
         return CacheEntry(principal, expires_at, stale_until, verified_at=now, epoch=epoch)
 
     def bound(self, entry: CacheEntry, now: float) -> CacheEntry | None:
-        """A shared entry held to our own lifetimes from when it was verified (never from a
-        time in the future: a writer whose clock runs ahead gains nothing), or ``None`` when
-        that leaves nothing."""
+        """A shared entry held to our own lifetimes from when it was verified (never from the
+        future: a writer whose clock runs ahead gains nothing); ``None`` if nothing is left."""
         verified_at = now if entry.verified_at is None else min(entry.verified_at, now)
         expires_at = min(entry.expires_at, verified_at + self.ttl)
         stale_until = min(entry.stale_until, verified_at + self.ttl + self.stale_if_error)
@@ -111,19 +100,15 @@ class CachePolicy:
         return CacheEntry(entry.principal, min(expires_at, stale_until), stale_until, verified_at)
 
 
+@dataclasses.dataclass(slots=True)
 class _InFlight:
-    """The lookups of one token in flight: how many, and how often it was invalidated since
-    the first began. A lookup compares the count it started with: no allocation per caller,
-    O(1) whatever the herd. ``began`` and ``epoch``: when the first began, and the revocation
-    epoch then (an event arriving meanwhile may void the answer)."""
+    """One token's lookups in flight, and its invalidations since the first ``began`` (at
+    revocation ``epoch``): a lookup compares the count it started with, O(1) for any herd."""
 
-    __slots__ = ("began", "epoch", "invalidations", "lookups")
-
-    def __init__(self, began: float, epoch: int) -> None:
-        self.lookups = 0
-        self.invalidations = 0
-        self.began = began
-        self.epoch = epoch
+    began: float
+    epoch: int
+    lookups: int = 0
+    invalidations: int = 0
 
 
 class _RolesChanged(InvalidTokenError):
@@ -151,12 +136,11 @@ class VerificationPipeline:
         jwt: JwtValidator | None = None,
         suspects: NegativeCache | None = None,
         unconfirmed_limit: int = 1,
-        revocations: Revocations | None = None,
+        revocations: Revocations,
     ) -> None:
-        """``validator`` introspects; ``jwt`` verifies JWTs locally; with both, hybrid mode
-        (``suspects`` then remembers tokens to introspect before serving them, and
-        ``unconfirmed_limit`` is how many requests a token may serve before its confirming
-        introspection has answered)."""
+        """``validator`` introspects; ``jwt`` verifies JWTs locally; with both, hybrid mode:
+        ``suspects`` are introspected before they are served, and a token serves at most
+        ``unconfirmed_limit`` requests before its confirming introspection answered."""
         assert validator is not None or jwt is not None, "a pipeline needs a validator"
         self._namespace = namespace
         self._local = local
@@ -187,18 +171,16 @@ class VerificationPipeline:
                 clock=clock,
                 monotonic=monotonic,
             )
-        self._revocations = Revocations(clock=clock) if revocations is None else revocations
+        self._revocations = revocations
 
     # The hot path ------------------------------------------------------------------------
     def key(self, token: str) -> bytes:
         return hashlib.sha256(self._namespace + token.encode("utf-8")).digest()
 
     def cached(self, digest: bytes) -> Principal | None:
-        """Run on every authenticated request: a fresh local hit, or ``None``.
-
-        Synchronous on purpose: no coroutine, no lock, no I/O; one dict lookup (and the
-        revocation markers only when their epoch moved since the entry was checked).
-        """
+        """Run on every authenticated request: a fresh local hit, or ``None``. Synchronous
+        on purpose: no coroutine, no lock, no I/O; one dict lookup (and the revocation markers
+        only when their epoch moved since the entry was checked)."""
         now = self._clock()
         entry = self._local.lookup(digest, now)
         if entry is not None and now < entry.expires_at:
@@ -211,8 +193,7 @@ class VerificationPipeline:
         return None
 
     def _recheck(self, digest: bytes, entry: CacheEntry) -> CacheEntry | None:
-        """A local entry checked against the markers: kept, stamped with the epoch, if they
-        leave it be; dropped if they refuse it or make it stale."""
+        """A local entry re-stamped by ``_checked``, or dropped if it returns ``None``."""
         checked = self._checked(entry)
         if checked is None:
             self._local.discard(digest)
@@ -221,8 +202,7 @@ class VerificationPipeline:
         return checked
 
     def _checked(self, entry: CacheEntry) -> CacheEntry | None:
-        """``entry`` stamped with the markers' epoch, or ``None`` if they refuse it or make
-        it stale."""
+        """``entry`` stamped with the markers' epoch; ``None`` if they refuse or stale it."""
         revocations = self._revocations
         if revocations.verdict(entry.principal, entry.verified_at or 0.0) != OK:
             return None
@@ -405,9 +385,9 @@ class VerificationPipeline:
         flight, started = self._open(digest)
         try:
             try:
-                claims = await self._jwt.verify(key.token, header, deadline)
+                claims, declared = await self._jwt.verify(key.token, header, deadline)
                 principal = self._checks.principal(
-                    claims, verified_by="jwt", declared_access_token=declares_access_token(header)
+                    claims, verified_by="jwt", declared_access_token=declared
                 )
                 self._metrics.jwt_verified += 1
             except UnknownSigningKey:
@@ -457,7 +437,6 @@ class VerificationPipeline:
     async def _confirm(self, key: CacheKey) -> Principal:
         """One token's confirmation; whatever it ends with, the token is no longer pending:
         confirmed (ZITADEL's answer cached), refused, or suspect (introspected first)."""
-        assert self._validator is not None
         confirmations = self._confirmations
         assert confirmations is not None
         digest = key.digest
@@ -494,10 +473,9 @@ class VerificationPipeline:
             self._close(digest, flight)
 
     async def _confirmation_answer(self, key: CacheKey) -> Mapping[str, Any] | None:
-        """The introspection's answer for a confirmation. One that waited the whole
-        ``timeout`` for a slot of the concurrency cap (a flood of new tokens) queues again,
-        with a new deadline, while its token is pending and unexpired: it is never dropped,
-        and the token's later requests wait for it meanwhile."""
+        """The introspection's answer for a confirmation. One that waited ``timeout`` for a
+        slot of the concurrency cap (a flood of new tokens) queues again with a new deadline
+        while its token is pending and unexpired: never dropped, later requests wait for it."""
         assert self._validator is not None
         assert self._confirmations is not None
         while True:
@@ -512,8 +490,7 @@ class VerificationPipeline:
                     await asyncio.sleep(exc.retry_after or 1.0)
 
     async def _revoked(self, key: CacheKey, deadline: float) -> None:
-        """A token served from its JWT is not active: drop it everywhere, and introspect it
-        before serving it again."""
+        """A token served from its JWT is inactive: dropped everywhere, introspected first."""
         digest = key.digest
         key = self._with_expiry(key)  # read before forget() drops what knows it
         logger.debug("token %s is inactive: dropped everywhere", digest[:4].hex())
@@ -549,12 +526,9 @@ class VerificationPipeline:
             await self._confirm_shared("the invalidation", lambda: shared.delete(key))
 
     def forget(self, digest: bytes) -> None:
-        """Drop a token's active entry (another replica saw it revoked or invalidated).
-
-        Its negative entry, if any, stays: "inactive" is what that replica learned too. In
-        hybrid mode the token becomes suspect: its next use is introspected before it is
-        served, whichever replica verified its JWT.
-        """
+        """Drop a token's active entry (also when another replica revoked or invalidated it);
+        its negative entry stays ("inactive" is what that replica learned too). In hybrid mode
+        the token becomes suspect: introspected before it is served, on any replica."""
         flight = self._in_flight.get(digest)
         if flight is not None:
             flight.invalidations += 1
@@ -598,8 +572,7 @@ class VerificationPipeline:
     # Sizes, for the metrics ---------------------------------------------------------------
     @property
     def sizes(self) -> tuple[int, int, int]:
-        """Entries in the local and negative caches, and validations in flight (background
-        introspections included)."""
+        """Entries in the local and negative caches, validations in flight (background too)."""
         in_flight = self._flight.in_flight()
         if self._confirmations is not None:
             in_flight += self._confirmations.in_flight()
@@ -638,7 +611,7 @@ class VerificationPipeline:
         self, key: CacheKey, deadline: float
     ) -> CacheEntry | SuspectToken | None:
         """The shared tier's entry, ``None``, or a ``SuspectToken`` (its tombstone): one call,
-        the same round trip a plain read costs."""
+        the round trip of a plain read."""
         assert self._shared is not None
         try:
             remaining = max(deadline - self._monotonic(), 0.0)

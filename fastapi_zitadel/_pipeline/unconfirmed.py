@@ -2,15 +2,13 @@
 
 A JWT is verified locally and its first request served at once, while its confirming
 introspection runs in the background (one per token at a time, inside the concurrency cap,
-once per cache lifetime). Hybrid mode's promise is a number: at most ``limit`` requests per
-token (1 by default) are served from the token's local verification before that
-introspection has answered, whatever the concurrency; the requests beyond the limit wait for
-the confirmation (they join it), within their deadline.
+once per cache lifetime). The promise is a number: at most ``limit`` requests per token (1 by
+default) are served before that introspection answered, whatever the concurrency; the others
+join the confirmation, within their deadline.
 
-A token's record lives from its first served request until its confirmation ends, whatever
-the outcome: then the local tier holds ZITADEL's answer, or the token is refused, or it is
-*suspect*. So the local tier of a hybrid pipeline only ever holds introspection answers (the
-shared tier too), and a cache hit (the hot path) never has to ask whether it was confirmed.
+A token's record lives from its first served request until its confirmation ends; then the
+local tier holds ZITADEL's answer, or the token is refused, or *suspect*. So the tiers of a
+hybrid pipeline only hold introspection answers: a cache hit never asks if it was confirmed.
 
 A token is *suspect* when ZITADEL said inactive, when it was invalidated (here, on another
 replica, or before this replica started: the shared tier's tombstone), or when its
@@ -20,14 +18,14 @@ queues again while its token is pending (the pipeline's ``_confirmation_answer``
 the IdP could not answer leaves the token suspect.
 
 Deciding is synchronous (no ``await`` between reading the count and raising it): concurrent
-requests of one event loop cannot all see "none served yet". The number of records is capped;
-a token that finds no room is not served before its confirmation (it waits, as in
-introspection mode), so a flood of new tokens costs latency, never the promise.
+requests cannot all see "none served yet". Records are capped; a token that finds no room
+waits for its confirmation, so a flood of new tokens costs latency, never the promise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from fastapi_zitadel._cache.base import CacheKey
 from fastapi_zitadel._cache.memory import NegativeCache
@@ -38,41 +36,34 @@ from fastapi_zitadel._principal import Principal
 __all__ = ["Confirmations", "Unconfirmed", "UnconfirmedRecord"]
 
 
+@dataclass(slots=True)
 class UnconfirmedRecord:
     """One token served from its JWT, and how many requests it served so far."""
 
-    __slots__ = ("principal", "served")
-
-    def __init__(self, principal: Principal) -> None:
-        self.principal = principal
-        self.served = 1
+    principal: Principal
+    served: int = 1
 
 
-class Unconfirmed:
+class Unconfirmed(dict[bytes, UnconfirmedRecord]):
+    """The records by token digest, at most ``max_size`` of them."""
+
     def __init__(self, *, limit: int, max_size: int) -> None:
         assert limit >= 1, "at least the first request is served"
+        super().__init__()
         self.limit = limit
         self._max_size = max_size
-        self._records: dict[bytes, UnconfirmedRecord] = {}
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def get(self, digest: bytes) -> UnconfirmedRecord | None:
-        return self._records.get(digest)
 
     def open(self, digest: bytes, principal: Principal) -> UnconfirmedRecord | None:
         """Count the first request of a token not served before; ``None`` when the records
         are full (that request then waits for the confirmation)."""
-        if len(self._records) >= self._max_size:
+        if len(self) >= self._max_size:
             return None
-        record = self._records[digest] = UnconfirmedRecord(principal)
+        record = self[digest] = UnconfirmedRecord(principal)
         return record
 
     def admit(self, record: UnconfirmedRecord, now: float) -> bool:
-        """Whether one more request may be served before the confirmation (and count it):
-        not beyond the limit, and never past the token's ``exp`` (a confirmation can last
-        longer than a token: it queues again while the concurrency cap is full)."""
+        """Whether one more request may be served (and count it): not beyond the limit, never
+        past the token's ``exp`` (a confirmation queued behind a full cap can outlast it)."""
         if record.served >= self.limit:
             return False
         expires = record.principal.expires_at
@@ -81,20 +72,10 @@ class Unconfirmed:
         record.served += 1
         return True
 
-    def close(self, digest: bytes) -> None:
-        """The confirmation has ended (or was voided): the next request decides anew."""
-        self._records.pop(digest, None)
-
-    def digests(self) -> list[bytes]:
-        return list(self._records)
-
-    def clear(self) -> None:
-        self._records.clear()
-
 
 class Confirmations:
-    """A hybrid pipeline's confirming introspections, the tokens served before them, and the
-    suspects; ``confirm`` is the pipeline's confirmation of one token (one task per token)."""
+    """The confirming introspections (``confirm``: one token's, one task per token), the
+    tokens served before them, and the suspects."""
 
     def __init__(
         self,
@@ -122,24 +103,22 @@ class Confirmations:
         return digest in self._suspects
 
     def suspect(self, digest: bytes) -> None:
-        """Introspect this token before serving it again (until ZITADEL says it is active),
-        even if it has requests left before its confirmation."""
+        """Introspect this token before serving it again, until ZITADEL says it is active."""
         self._suspects.add(digest)
-        self._records.close(digest)
+        self._records.pop(digest, None)
 
     def cleared(self, digest: bytes) -> None:
         """ZITADEL said active, and nothing voided that answer since: JWT path again."""
         self._suspects.discard(digest)
 
     def ended(self, digest: bytes) -> None:
-        """The token's confirmation has ended: its next request decides anew."""
-        self._records.close(digest)
+        """The confirmation ended (or was voided): the token's next request decides anew."""
+        self._records.pop(digest, None)
 
     def admit(self, key: CacheKey, verified: Principal | None) -> Principal | None:
-        """The principal to serve this request from before its confirmation has answered,
-        counted; ``None`` when the token has served its ``unconfirmed_limit`` (or no record
-        fits) and the request must wait. Synchronous on purpose: concurrent requests cannot
-        all see "none served yet"."""
+        """The principal to serve before the confirmation answered, counted; ``None`` when
+        the token served its limit (or no record fits): the request waits. Synchronous on
+        purpose (see the module docstring)."""
         records = self._records
         record = records.get(key.digest)
         if record is not None:
@@ -150,7 +129,10 @@ class Confirmations:
             return None
         else:
             principal = verified  # the first request of this token: never waits for ZITADEL
-        self._in_background(key)  # scheduled already but for the first: a dict lookup
+        # Introspected without holding up the request: its task is made in the next pass of
+        # the loop, after the request (scheduled already but for the first: a dict lookup).
+        if self._tasks.start_soon(key.digest, lambda: self._confirm(key)):
+            self._metrics.background_introspections += 1
         return principal
 
     async def join(self, key: CacheKey, deadline: float) -> Principal:
@@ -165,15 +147,8 @@ class Confirmations:
             task, deadline - self._monotonic(), what="the introspection confirming a JWT"
         )
 
-    def _in_background(self, key: CacheKey) -> None:
-        """Introspect a token just served from its JWT, without holding up the request: its
-        task is made in the next pass of the loop, after the request."""
-        if self._tasks.start_soon(key.digest, lambda: self._confirm(key)):
-            self._metrics.background_introspections += 1
-
     def still_pending(self, digest: bytes) -> bool:
-        """Whether a token was served from its JWT, is unexpired, and its confirmation is
-        still owed."""
+        """Whether a token was served from its JWT, is unexpired, and its confirmation owed."""
         record = self._records.get(digest)
         if record is None:
             return False
@@ -188,7 +163,7 @@ class Confirmations:
     def forget_all(self) -> None:
         """Every confirmation in flight is void: their tokens are introspected first."""
         self._tasks.forget_all()
-        for digest in self._records.digests():
+        for digest in list(self._records):
             self.suspect(digest)
 
     def forget_served(self) -> None:

@@ -1,14 +1,13 @@
 """The step that decides what the caches could not: is this token live, and what are its claims?
 
-A ``Validator`` is given a token and a deadline and answers with the token's claims, ``None``
-when the authority says the token is not active, or an exception: ``InvalidTokenError`` for a
-token it found bad itself, an ``IdentityProviderError`` when it cannot tell right now. The
-pipeline around it does the caching, the sharing of concurrent calls and the claim checks, so
-a second way of validating (local JWT verification) is one more class with this method.
+A ``Validator`` answers a token and a deadline with the token's claims, ``None`` when the
+authority says it is not active, ``InvalidTokenError`` for a token it found bad itself, or an
+``IdentityProviderError`` when it cannot tell now. The pipeline does the caching, the sharing
+of concurrent calls and the claim checks.
 
 ``IntrospectionValidator`` asks the IdP (RFC 7662), guarded by the circuit breaker and the
-concurrency cap, and counted in the metrics. Only the IdP's own failures count towards the
-breaker: an error answer, a refused connection, or no answer within the call's own budget
+concurrency cap, counted in the metrics. Only the IdP's own failures count towards the breaker:
+an error answer, a refused connection, or no answer within the call's own budget
 (``_resilience/call_budget.py``), never the time our own queue spent.
 """
 
@@ -85,37 +84,29 @@ class IntrospectionValidator:
         except ClientCredentialsRejected:
             breaker.succeeded()  # the IdP is up; our credentials are the problem
             raise
-        except TokenTypeUnsupported as exc:
-            breaker.succeeded()  # the IdP is up, and answered
-            self._log_outage(exc)
-            raise
         except QueueTimeout:
             breaker.abandoned()  # we never asked the IdP: our own queue was full
             raise
-        except OutOfTimeFailure as exc:
-            if not budget.counts(had):  # our queue spent the time, not the IdP
-                breaker.abandoned()
+        except IdentityProviderUnavailable as exc:
+            if isinstance(exc, TokenTypeUnsupported):
+                breaker.succeeded()  # the IdP is up, and answered
+            elif isinstance(exc, OutOfTimeFailure) and not budget.counts(had):
+                breaker.abandoned()  # our queue spent the time, not the IdP
                 raise QueueTimeout(
                     f"{exc.description}: only {had:.2f} s were left after waiting for an "
                     "introspection slot",
                     retry_after=1.0,
                 ) from None
-            breaker.failed()
-            self._log_outage(exc)
-            raise
-        except IdentityProviderUnavailable as exc:
-            breaker.failed()
-            self._log_outage(exc)
+            else:
+                breaker.failed()
+            self._outage_log(
+                "identity provider unavailable: %s (answering 503, retry after %.0f s)",
+                exc.description,
+                exc.retry_after or 1.0,
+            )
             raise
         except BaseException:
             breaker.abandoned()
             raise
         breaker.succeeded()
         return claims
-
-    def _log_outage(self, exc: IdentityProviderUnavailable) -> None:
-        self._outage_log(
-            "identity provider unavailable: %s (answering 503, retry after %.0f s)",
-            exc.description,
-            exc.retry_after or 1.0,
-        )
