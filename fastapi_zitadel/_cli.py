@@ -137,14 +137,13 @@ def _parser() -> argparse.ArgumentParser:
     settings = argparse.ArgumentParser(add_help=False)
     _add_settings(settings, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "check",
-        help="validate the key, discovery, the issuer's keys and our credentials",
-        parents=[settings],
-    )
-    introspect = commands.add_parser(
-        "introspect", help="show what a token is worth", parents=[settings]
-    )
+    for name, help_text in (
+        ("check", "validate the key, discovery, the issuer's keys and our credentials"),
+        ("introspect", "show what a token is worth"),
+        ("assertion", "print a fresh client assertion (for curl)"),
+    ):
+        commands.add_parser(name, help=help_text, parents=[settings])
+    introspect = commands.choices["introspect"]
     introspect.add_argument(
         "token",
         nargs="?",
@@ -152,9 +151,6 @@ def _parser() -> argparse.ArgumentParser:
         help="the token (a 'Bearer ' prefix is dropped), or - for stdin",
     )
     introspect.add_argument("--json", action="store_true", help="print the Principal as JSON")
-    commands.add_parser(
-        "assertion", help="print a fresh client assertion (for curl)", parents=[settings]
-    )
     token = commands.add_parser(
         "token",
         help="print an access token of a service user (its key, or its client id and secret)",
@@ -359,7 +355,10 @@ async def _check_redis(zitadel: ZitadelIntrospection, out: TextIO) -> int | None
     from redis.exceptions import AuthenticationError, RedisError
 
     url = configured.get_secret_value()
-    where = _redis_location(url)
+    parts = urlsplit(url)  # where it points, for the messages; never its password
+    where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
+    if parts.scheme == "rediss":
+        where += " (TLS)"
     client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
         await asyncio.wait_for(client.ping(), timeout=10)
@@ -384,17 +383,8 @@ async def _check_redis(zitadel: ZitadelIntrospection, out: TextIO) -> int | None
     return None
 
 
-def _redis_location(url: str) -> str:
-    """Where a Redis URL points, without its password."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname}:{parts.port or 6379}" + (" (TLS)" if parts.scheme == "rediss" else "")
-
-
 async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, out: TextIO) -> int:
-    from_stdin = args.token in (None, "-")
-    token = sys.stdin.readline().strip() if from_stdin else args.token
+    token = sys.stdin.readline().strip() if args.token in (None, "-") else args.token
     scheme, _, rest = token.partition(" ")
     if scheme.lower() == "bearer" and rest:  # pasted from an Authorization header
         token = rest.strip()
