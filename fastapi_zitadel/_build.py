@@ -53,11 +53,9 @@ SUSPICION_TTL = 43_200.0
 
 
 def cache_namespace(config: ZitadelConfig) -> bytes:
-    """What makes one instance's verdicts differ from another's.
-
-    A shared cache (many replicas, or several APIs on one Redis) must never hand a result
-    checked against one audience or project to an instance configured for another.
-    """
+    """What makes one instance's verdicts differ from another's: a shared cache (many
+    replicas, or several APIs on one Redis) must never hand a result checked against one
+    audience or project to an instance configured for another."""
     parts = [config.issuer, ",".join(sorted(config.audience)), config.project_id or ""]
     if config.allowed_client_ids:  # only when set: other namespaces stay as they were
         parts.append("clients:" + ",".join(sorted(config.allowed_client_ids)))

@@ -554,5 +554,4 @@ def _fail(out: TextIO, code: int, message: str, fix: str | None = None) -> int:
 
 
 def entry_point() -> None:
-    """The ``fastapi-zitadel`` console script."""
     sys.exit(main())

@@ -31,13 +31,10 @@ from fastapi_zitadel.types import REVOCATION_EVENTS
 __all__ = ["add_commands", "run", "say"]
 
 OK, USAGE, NETWORK, REJECTED = 0, 2, 4, 5
-_TARGET_NAME = "fastapi-zitadel events"
-_TEST_EVENT = "fastapi_zitadel.test"
 _ALL_EXECUTIONS = {"pagination": {"limit": 1000}}  # ListExecutions' largest page
 
 
 def add_commands(commands: Any) -> None:
-    """The ``events`` command and its two subcommands."""
     events = commands.add_parser(
         "events", help="set up ZITADEL's Actions v2 events for the receiver, or test it"
     )
@@ -91,7 +88,7 @@ def _send_test(args: argparse.Namespace, out: TextIO) -> int:
             "aggregateID": "fastapi-zitadel-test",
             "aggregateType": "fastapi_zitadel",
             "sequence": int(now * 1000),
-            "event_type": _TEST_EVENT,
+            "event_type": "fastapi_zitadel.test",
             "created_at": datetime.fromtimestamp(now, tz=timezone.utc).isoformat(),
             "event_payload": {},
         }
@@ -118,7 +115,7 @@ def _send_test(args: argparse.Namespace, out: TextIO) -> int:
 # setup ---------------------------------------------------------------------------------
 def target_request(url: str, timeout: float) -> dict[str, Any]:
     return {
-        "name": _TARGET_NAME,
+        "name": "fastapi-zitadel events",
         "endpoint": url,
         "timeout": f"{timeout:g}s",
         "restWebhook": {"interruptOnError": False},
