@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
 
 import httpx
 
@@ -53,11 +53,9 @@ SUSPICION_TTL = 43_200.0
 
 
 def cache_namespace(config: ZitadelConfig) -> bytes:
-    """What makes one instance's verdicts differ from another's.
-
-    A shared cache (many replicas, or several APIs on one Redis) must never hand a result
-    checked against one audience or project to an instance configured for another.
-    """
+    """What makes one instance's verdicts differ from another's: a shared cache (many
+    replicas, or several APIs on one Redis) must never hand a result checked against one
+    audience or project to an instance configured for another."""
     parts = [config.issuer, ",".join(sorted(config.audience)), config.project_id or ""]
     if config.allowed_client_ids:  # only when set: other namespaces stay as they were
         parts.append("clients:" + ",".join(sorted(config.allowed_client_ids)))
@@ -138,28 +136,6 @@ def client_authentication(
     )
 
 
-def _shared_tier(config: ZitadelConfig, cache: IntrospectionCache | None, clock: Any) -> Any:
-    if cache is not None or config.redis_url is None:
-        return cache
-    from ._cache.redis_cache import RedisCache  # the optional 'redis' extra
-
-    return RedisCache.from_url(config.redis_url.get_secret_value(), clock=clock)
-
-
-def _revocation_feed(
-    config: ZitadelConfig, shared: IntrospectionCache | None
-) -> RevocationFeed | None:
-    """How events reach the other replicas: the shared tier's feed, or (local mode, which
-    has no shared tier) one on ``redis_url``; ``None``: this process only."""
-    if shared is not None:
-        return shared.revocation_feed(config.issuer)
-    if config.redis_url is None:
-        return None
-    from ._cache.redis_revocations import RedisRevocationFeed  # the optional 'redis' extra
-
-    return RedisRevocationFeed(config.redis_url.get_secret_value(), issuer=config.issuer)
-
-
 def build(
     config: ZitadelConfig,
     *,
@@ -187,7 +163,15 @@ def build(
         monotonic=monotonic,
         required_endpoint=None if mode == "local" else "introspection_endpoint",
     )
-    client = None
+    breaker = CircuitBreaker(
+        threshold=config.circuit_breaker_threshold,
+        cooldown=config.circuit_breaker_cooldown,
+        monotonic=monotonic,
+    )
+    limit = ConcurrencyLimit(config.max_concurrent_introspections, monotonic=monotonic)
+    flight: KeyedTasks[Principal] = KeyedTasks()
+    metrics = Metrics(coalesced_waits=lambda: flight.joined)
+    client = validator = None
     if mode != "local":
         assert auth is not None  # the configuration's credential rule
         client = IntrospectionClient(
@@ -198,16 +182,6 @@ def build(
             max_retries=config.max_retries,
             monotonic=monotonic,
         )
-    breaker = CircuitBreaker(
-        threshold=config.circuit_breaker_threshold,
-        cooldown=config.circuit_breaker_cooldown,
-        monotonic=monotonic,
-    )
-    limit = ConcurrencyLimit(config.max_concurrent_introspections, monotonic=monotonic)
-    flight: KeyedTasks[Principal] = KeyedTasks()
-    metrics = Metrics(coalesced_waits=lambda: flight.joined)
-    validator = None
-    if client is not None:
         validator = IntrospectionValidator(
             client=client,
             breaker=breaker,
@@ -219,15 +193,12 @@ def build(
         )
     jwks = jwt = None
     if mode != "introspection":
-
-        def keys_removed() -> None:
-            pipeline.forget_local_jwts()  # bound below, called only once fetches happen
-
         jwks = JwksCache(
             http=http,
             discovery=discovery,
             timeout=config.timeout,
-            on_keys_removed=keys_removed,
+            # ``pipeline`` is bound below; keys are removed only once fetches happen
+            on_keys_removed=lambda: pipeline.forget_local_jwts(),
             monotonic=monotonic,
         )
         jwt = JwtValidator(keys=jwks)
@@ -237,7 +208,11 @@ def build(
             ttl=max(config.cache_ttl, SUSPICION_TTL), max_size=config.cache_max_size, clock=clock
         )
     namespace = cache_namespace(config)
-    shared = None if mode == "local" else _shared_tier(config, cache, clock)
+    shared = cache
+    if mode != "local" and cache is None and config.redis_url is not None:
+        from ._cache.redis_cache import RedisCache  # the optional 'redis' extra
+
+        shared = RedisCache.from_url(config.redis_url.get_secret_value(), clock=clock)
     revocations = Revocations(clock=clock)
     pipeline = VerificationPipeline(
         namespace=namespace,
@@ -271,23 +246,25 @@ def build(
     )
     if shared is not None:
         assert auth is not None  # a shared tier needs introspection, hence a credential
-        project_id = config.project_id
-
-        def principal(claims: Mapping[str, Any]) -> Principal:
-            return principal_class.from_claims(claims, project_id=project_id)
-
         shared.bind(
             CacheBinding(
                 namespace=namespace,
                 secret=auth.secret_digest,
-                principal=principal,
+                principal=partial(principal_class.from_claims, project_id=config.project_id),
                 on_invalidate=pipeline.forget,
                 on_clear=pipeline.forget_all,
             )
         )
     receiver = feed = events_jwks = None
     if config.events_signing_key is not None:
-        feed = _revocation_feed(config, shared)
+        # How events reach the other replicas: the shared tier's feed, or (local mode, which
+        # has no shared tier) one on ``redis_url``; ``None``: this process only.
+        if shared is not None:
+            feed = shared.revocation_feed(config.issuer)
+        elif config.redis_url is not None:
+            from ._cache.redis_revocations import RedisRevocationFeed  # the 'redis' extra
+
+            feed = RedisRevocationFeed(config.redis_url.get_secret_value(), issuer=config.issuer)
         keys = jwks
         if keys is None:  # introspection mode: the issuer's keys, for JWT payload targets
             keys = events_jwks = JwksCache(

@@ -41,6 +41,7 @@ from fastapi_zitadel import (
 
 from ._cli_events import add_commands as add_event_commands
 from ._cli_events import run as run_events
+from ._cli_events import say as _say
 
 __all__ = ["entry_point", "main"]
 
@@ -66,20 +67,18 @@ def main(
     argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
     """Run a command; ``out`` gets its output, ``err`` what ``token`` says besides the token."""
-    out = out or sys.stdout
     parser = _parser()
     args = parser.parse_args(
         _token_argument_protected(list(sys.argv[1:] if argv is None else argv))
     )
-    if args.verbose:
-        return _run(parser, args, out, err or sys.stderr)
     # One line per finding: the library's own log records would say each failure twice.
     library_log = logging.getLogger("fastapi_zitadel")
-    propagate, library_log.propagate = library_log.propagate, False
-    silence = logging.NullHandler()
-    library_log.addHandler(silence)
+    propagate, silence = library_log.propagate, logging.NullHandler()
+    if not args.verbose:
+        library_log.propagate = False
+        library_log.addHandler(silence)
     try:
-        return _run(parser, args, out, err or sys.stderr)
+        return _run(parser, args, out or sys.stdout, err or sys.stderr)
     finally:
         library_log.removeHandler(silence)
         library_log.propagate = propagate
@@ -88,19 +87,18 @@ def main(
 def _run(
     parser: argparse.ArgumentParser, args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
-    if args.command == "introspect" and args.token in (None, "-") and _stdin().isatty():
+    if args.command == "introspect" and args.token in (None, "-") and sys.stdin.isatty():
         _say(out, "usage", _INTROSPECT_USAGE)
         return USAGE
     if args.command == "dev-issuer":
-        from .testing.__main__ import main as dev_issuer
+        from .testing.__main__ import serve
 
-        args.prog = "fastapi-zitadel dev-issuer"  # its messages name the command typed
-        dev_issuer(args)
+        serve(args, prog="fastapi-zitadel dev-issuer")  # its messages name the command typed
         return OK
     if args.command == "token":
         return _token(parser, args, out, err)
     if args.command == "events":
-        return run_events(args, out, _say)
+        return run_events(args, out)
     try:
         zitadel = _configured(args)
     except WrongKeyTypeError as exc:
@@ -139,14 +137,13 @@ def _parser() -> argparse.ArgumentParser:
     settings = argparse.ArgumentParser(add_help=False)
     _add_settings(settings, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "check",
-        help="validate the key, discovery, the issuer's keys and our credentials",
-        parents=[settings],
-    )
-    introspect = commands.add_parser(
-        "introspect", help="show what a token is worth", parents=[settings]
-    )
+    for name, help_text in (
+        ("check", "validate the key, discovery, the issuer's keys and our credentials"),
+        ("introspect", "show what a token is worth"),
+        ("assertion", "print a fresh client assertion (for curl)"),
+    ):
+        commands.add_parser(name, help=help_text, parents=[settings])
+    introspect = commands.choices["introspect"]
     introspect.add_argument(
         "token",
         nargs="?",
@@ -154,9 +151,6 @@ def _parser() -> argparse.ArgumentParser:
         help="the token (a 'Bearer ' prefix is dropped), or - for stdin",
     )
     introspect.add_argument("--json", action="store_true", help="print the Principal as JSON")
-    commands.add_parser(
-        "assertion", help="print a fresh client assertion (for curl)", parents=[settings]
-    )
     token = commands.add_parser(
         "token",
         help="print an access token of a service user (its key, or its client id and secret)",
@@ -203,9 +197,8 @@ def _token_argument_protected(argv: list[str]) -> list[str]:
     """
     if "introspect" not in argv or "--" in argv:
         return argv
-    start = argv.index("introspect") + 1
+    index = argv.index("introspect") + 1
     takes_value = {"--" + name.replace("_", "-") for name in _FLAGS}
-    index = start
     while index < len(argv):
         word = argv[index]
         name = word.split("=", 1)[0]
@@ -266,25 +259,39 @@ async def _check(zitadel: ZitadelIntrospection, _args: argparse.Namespace, out: 
             'key: an application\'s key ("type": "application"), the kind that introspects',
         )
     async with zitadel:
-        skipped = config.introspection_endpoint is not None
         try:
             endpoint = await zitadel.discover()
         except IdentityProviderError as exc:
             return _discovery_failed(exc, config.issuer, out)
         if config.validation == "local":
             _say(out, "ok", f"discovery: issuer matches; keys at {endpoint}")
-        elif skipped:
+        elif config.introspection_endpoint is not None:
             _say(out, "ok", f"discovery: skipped, introspection endpoint set to {endpoint}")
         else:
             _say(out, "ok", f"discovery: issuer matches; introspection endpoint {endpoint}")
         if config.validation != "introspection":
-            failed = await _check_keys(zitadel, out)
+            try:  # the issuer's keys, as local verification sees them
+                keys = await zitadel.signing_keys()
+            except IdentityProviderError as exc:
+                return _fail(
+                    out,
+                    NETWORK,
+                    f"signing keys: {exc.description}",
+                    "the JWKS (the discovery document's jwks_uri) must answer a JSON key set with "
+                    "at least one RSA, EC or Ed25519 signing key; check that this machine can "
+                    "reach it",
+                )
+            by_kid: dict[str, list[str]] = {}
+            for key in keys:
+                by_kid.setdefault(f"{key['kid']} ({key['key']})", []).append(key["algorithm"])
+            listed = "; ".join(f"{kid}: {', '.join(algs)}" for kid, algs in by_kid.items())
+            _say(out, "ok", f"signing keys: {len(by_kid)} usable: {listed}")
+        if config.validation != "local":
+            failed = await _check_credentials(zitadel, out)
             if failed is not None:
                 return failed
-            if config.validation == "local":
-                _say(out, "ok", "all checks passed")
-                return OK
-        return await _check_credentials(zitadel, out)
+        _say(out, "ok", "all checks passed")
+        return OK
 
 
 def _discovery_failed(exc: IdentityProviderError, issuer: str, out: TextIO) -> int:
@@ -307,36 +314,13 @@ def _discovery_failed(exc: IdentityProviderError, issuer: str, out: TextIO) -> i
     return _fail(out, NETWORK, f"discovery at {issuer}: {exc.description}", fix)
 
 
-async def _check_keys(zitadel: ZitadelIntrospection, out: TextIO) -> int | None:
-    """The issuer's keys, as local verification sees them; an exit code if they fail."""
-    try:
-        keys = await zitadel.signing_keys()
-    except IdentityProviderError as exc:
-        return _fail(
-            out,
-            NETWORK,
-            f"signing keys: {exc.description}",
-            "the JWKS (the discovery document's jwks_uri) must answer a JSON key set with at "
-            "least one RSA, EC or Ed25519 signing key; check that this machine can reach it",
-        )
-    by_kid: dict[str, list[str]] = {}
-    for key in keys:
-        by_kid.setdefault(f"{key['kid']} ({key['key']})", []).append(key["algorithm"])
-    listed = "; ".join(f"{kid}: {', '.join(algs)}" for kid, algs in by_kid.items())
-    _say(out, "ok", f"signing keys: {len(by_kid)} usable: {listed}")
-    return None
-
-
-async def _check_credentials(zitadel: ZitadelIntrospection, out: TextIO) -> int:
+async def _check_credentials(zitadel: ZitadelIntrospection, out: TextIO) -> int | None:
+    """Introspect a made-up token, then reach the shared tier; an exit code if that fails."""
     try:
         principal = await zitadel.verify("fastapi-zitadel-check-" + secrets.token_hex(16))
     except InvalidTokenError:
         _say(out, "ok", "credentials: accepted (a made-up token introspected as inactive)")
-        failed = await _check_redis(zitadel, out)
-        if failed is not None:
-            return failed
-        _say(out, "ok", "all checks passed")
-        return OK
+        return await _check_redis(zitadel, out)
     except ClientCredentialsRejected as exc:
         return _fail(
             out,
@@ -371,7 +355,10 @@ async def _check_redis(zitadel: ZitadelIntrospection, out: TextIO) -> int | None
     from redis.exceptions import AuthenticationError, RedisError
 
     url = configured.get_secret_value()
-    where = _redis_location(url)
+    parts = urlsplit(url)  # where it points, for the messages; never its password
+    where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
+    if parts.scheme == "rediss":
+        where += " (TLS)"
     client = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
         await asyncio.wait_for(client.ping(), timeout=10)
@@ -396,17 +383,8 @@ async def _check_redis(zitadel: ZitadelIntrospection, out: TextIO) -> int | None
     return None
 
 
-def _redis_location(url: str) -> str:
-    """Where a Redis URL points, without its password."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    return f"{parts.hostname}:{parts.port or 6379}" + (" (TLS)" if parts.scheme == "rediss" else "")
-
-
 async def _introspect(zitadel: ZitadelIntrospection, args: argparse.Namespace, out: TextIO) -> int:
-    from_stdin = args.token in (None, "-")
-    token = _stdin().readline().strip() if from_stdin else args.token
+    token = sys.stdin.readline().strip() if args.token in (None, "-") else args.token
     scheme, _, rest = token.partition(" ")
     if scheme.lower() == "bearer" and rest:  # pasted from an Authorization header
         token = rest.strip()
@@ -567,14 +545,6 @@ def _table(principal: Principal) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _stdin() -> TextIO:
-    return sys.stdin
-
-
-def _say(out: TextIO, status: str, message: str) -> None:
-    out.write(f"[{status}] {message}\n")
-
-
 def _fail(out: TextIO, code: int, message: str, fix: str | None = None) -> int:
     """Say what failed (and how to fix it); ``code``, the exit code."""
     _say(out, "FAIL", message)
@@ -584,5 +554,4 @@ def _fail(out: TextIO, code: int, message: str, fix: str | None = None) -> int:
 
 
 def entry_point() -> None:
-    """The ``fastapi-zitadel`` console script."""
     sys.exit(main())

@@ -20,7 +20,7 @@ import hmac
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
@@ -28,18 +28,13 @@ import httpx
 
 from fastapi_zitadel.types import REVOCATION_EVENTS
 
-__all__ = ["add_commands", "run"]
+__all__ = ["add_commands", "run", "say"]
 
 OK, USAGE, NETWORK, REJECTED = 0, 2, 4, 5
-_TARGET_NAME = "fastapi-zitadel events"
-_TEST_EVENT = "fastapi_zitadel.test"
 _ALL_EXECUTIONS = {"pagination": {"limit": 1000}}  # ListExecutions' largest page
-
-Say = Callable[[TextIO, str, str], None]
 
 
 def add_commands(commands: Any) -> None:
-    """The ``events`` command and its two subcommands."""
     events = commands.add_parser(
         "events", help="set up ZITADEL's Actions v2 events for the receiver, or test it"
     )
@@ -66,10 +61,14 @@ def add_commands(commands: Any) -> None:
     test.add_argument("--key", help="the target's signing key; prefer the variable")
 
 
-def run(args: argparse.Namespace, out: TextIO, say: Say) -> int:
+def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.events_command == "send-test":
-        return _send_test(args, out, say)
-    return _setup(args, out, say)
+        return _send_test(args, out)
+    return _setup(args, out)
+
+
+def say(out: TextIO, status: str, message: str) -> None:
+    out.write(f"[{status}] {message}\n")
 
 
 # send-test -----------------------------------------------------------------------------
@@ -78,7 +77,7 @@ def signature(body: bytes, key: str, timestamp: int) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
-def _send_test(args: argparse.Namespace, out: TextIO, say: Say) -> int:
+def _send_test(args: argparse.Namespace, out: TextIO) -> int:
     key = args.key or os.environ.get("ZITADEL_EVENTS_SIGNING_KEY", "").split(",")[0].strip()
     if not key:
         say(out, "usage", "send-test needs the signing key: --key or ZITADEL_EVENTS_SIGNING_KEY")
@@ -89,7 +88,7 @@ def _send_test(args: argparse.Namespace, out: TextIO, say: Say) -> int:
             "aggregateID": "fastapi-zitadel-test",
             "aggregateType": "fastapi_zitadel",
             "sequence": int(now * 1000),
-            "event_type": _TEST_EVENT,
+            "event_type": "fastapi_zitadel.test",
             "created_at": datetime.fromtimestamp(now, tz=timezone.utc).isoformat(),
             "event_payload": {},
         }
@@ -116,7 +115,7 @@ def _send_test(args: argparse.Namespace, out: TextIO, say: Say) -> int:
 # setup ---------------------------------------------------------------------------------
 def target_request(url: str, timeout: float) -> dict[str, Any]:
     return {
-        "name": _TARGET_NAME,
+        "name": "fastapi-zitadel events",
         "endpoint": url,
         "timeout": f"{timeout:g}s",
         "restWebhook": {"interruptOnError": False},
@@ -126,13 +125,10 @@ def target_request(url: str, timeout: float) -> dict[str, Any]:
 
 def _target_ids(execution: Mapping[str, Any]) -> list[str]:
     """An execution's targets: ids (v2), or ``{"target": id}`` objects (v2beta)."""
-    found = []
-    for target in execution.get("targets") or []:
-        if isinstance(target, str):
-            found.append(target)
-        elif isinstance(target, Mapping) and isinstance(target.get("target"), str):
-            found.append(target["target"])
-    return found
+    found = [
+        t.get("target") if isinstance(t, Mapping) else t for t in execution.get("targets") or []
+    ]
+    return [target for target in found if isinstance(target, str)]
 
 
 def best_match(event_type: str, executions: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -165,7 +161,7 @@ def executions_for(target_id: str, executions: Sequence[Mapping[str, Any]]) -> l
     return bodies
 
 
-def _setup(args: argparse.Namespace, out: TextIO, say: Say) -> int:
+def _setup(args: argparse.Namespace, out: TextIO) -> int:
     issuer = (args.events_issuer or os.environ.get("ZITADEL_ISSUER") or "").rstrip("/")
     if not issuer:
         say(out, "usage", "events setup needs ZITADEL's URL: --issuer or ZITADEL_ISSUER")
@@ -180,17 +176,17 @@ def _setup(args: argparse.Namespace, out: TextIO, say: Say) -> int:
         with httpx.Client(base_url=issuer, headers=headers, timeout=15.0) as client:
             created = client.post("/v2/actions/targets", json=target)
             if not created.is_success:
-                return _refused(out, say, "creating the target", created)
+                return _refused(out, "creating the target", created)
             answer = created.json()
             target_id, key = answer.get("id"), answer.get("signingKey")
             listed = client.post("/v2/actions/executions/search", json=_ALL_EXECUTIONS)
             if not listed.is_success:
-                return _refused(out, say, "listing the executions", listed)
+                return _refused(out, "listing the executions", listed)
             existing = listed.json().get("executions") or listed.json().get("result") or []
             for body in executions_for(str(target_id), existing):
                 done = client.put("/v2/actions/executions", json=body)
                 if not done.is_success:
-                    return _refused(out, say, "setting an execution", done)
+                    return _refused(out, "setting an execution", done)
     except httpx.HTTPError as exc:
         say(out, "FAIL", f"events setup: {type(exc).__name__} reaching {issuer}")
         return NETWORK
@@ -200,7 +196,7 @@ def _setup(args: argparse.Namespace, out: TextIO, say: Say) -> int:
     return OK
 
 
-def _refused(out: TextIO, say: Say, what: str, answer: httpx.Response) -> int:
+def _refused(out: TextIO, what: str, answer: httpx.Response) -> int:
     say(out, "FAIL", f"{what}: ZITADEL answered {answer.status_code}")
     if answer.status_code in (401, 403):
         say(out, "fix", "use a personal access token of a service user that is IAM owner")

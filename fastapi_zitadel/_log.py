@@ -16,16 +16,13 @@ logger = logging.getLogger("fastapi_zitadel")
 
 
 class RateLimitedLog:
-    def __init__(
-        self, level: int, interval: float = 60.0, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, level: int, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._level = level
-        self._interval = interval
         self._monotonic = monotonic
         self._last = float("-inf")
 
     def __call__(self, message: str, *args: object) -> None:
         now = self._monotonic()
-        if now - self._last >= self._interval:
+        if now - self._last >= 60.0:
             self._last = now
             logger.log(self._level, message, *args)

@@ -53,13 +53,11 @@ def options() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port",
         type=int,
-        default=None,
         help="port on 127.0.0.1 (default: the one saved in --state-dir, else any free port)",
     )
     parser.add_argument(
         "--state-dir",
         type=Path,
-        default=None,
         help="keep ids, keys, secrets and the port here (files 0600), so the printed "
         "variables stay valid across restarts (default: nothing is kept)",
     )
@@ -67,7 +65,6 @@ def options() -> argparse.ArgumentParser:
         "--user",
         action="append",
         type=user_spec,
-        default=None,
         metavar="NAME[:ROLE,...]",
         help="print a token for this user holding these project roles (repeatable; "
         "default: --user alice:admin --user bob:reader)",
@@ -88,7 +85,6 @@ def options() -> argparse.ArgumentParser:
     parser.add_argument(
         "--redirect-uri",
         action="append",
-        default=None,
         metavar="URI",
         help="a redirect URI of the web application for Swagger UI's login (repeatable; "
         "default: the example API's http://127.0.0.1:8000/docs/oauth2-redirect)",
@@ -96,17 +92,13 @@ def options() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | argparse.Namespace | None = None) -> None:
-    if isinstance(argv, argparse.Namespace):
-        args = argv
-    else:
-        parser = argparse.ArgumentParser(prog=PROG, description=__doc__, parents=[options()])
-        args = parser.parse_args(argv)
-    serve(args)
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, parents=[options()])
+    serve(parser.parse_args(argv))
 
 
-def serve(args: argparse.Namespace) -> None:
-    prog = getattr(args, "prog", PROG)  # "fastapi-zitadel dev-issuer" when run as that
+def serve(args: argparse.Namespace, prog: str = PROG) -> None:
+    """Serve until interrupted; ``prog`` names the command in messages (``dev-issuer``)."""
     if uvicorn_missing():  # one line, not a traceback
         sys.exit(_fail(prog, NEEDS_UVICORN, EXIT_USAGE))
     # Absolute: the printed ZITADEL_KEY_FILE must hold from any folder the API is started in.
@@ -129,10 +121,7 @@ def serve(args: argparse.Namespace) -> None:
     service_name, service_roles = args.service_user
     if world is None:
         world = _state.create(
-            standin,
-            key_dir=state_dir,
-            service_user=service_name,
-            redirect_uris=redirect_uris,
+            standin, key_dir=state_dir, service_user=service_name, redirect_uris=redirect_uris
         )
     elif world.service_user.username != service_name:
         world.service_user = _state.create_service_user(world.project, service_name)
@@ -150,11 +139,10 @@ def serve(args: argparse.Namespace) -> None:
         print(f"API application key file: {project.key_path}")
         for name, value in env.items():
             print(f"export {name}={shlex.quote(value)}")
-        jwt: bool = args.jwt
         for name, roles in users:
-            token = project.token(name, lifetime=TOKEN_LIFETIME, jwt=jwt)
+            token = project.token(name, lifetime=TOKEN_LIFETIME, jwt=args.jwt)
             print(f"token for {name} ({', '.join(roles) or 'no roles'}): {token}")
-        if jwt:
+        if args.jwt:
             print(
                 "the tokens are JWTs: with ZITADEL_VALIDATION=local an API verifies them with "
                 "the issuer's keys, no key file needed (hybrid: and introspects them)"
@@ -184,7 +172,7 @@ def serve(args: argparse.Namespace) -> None:
             print(f"state kept in {state_dir} (tokens are new every run)")
         # SIGTERM ends the run like Ctrl-C, so that a key file this run made is removed; set
         # before the line that tells a supervisor we are ready.
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         print("serving until Ctrl-C", flush=True)
         try:
             with contextlib.suppress(KeyboardInterrupt):
@@ -192,10 +180,6 @@ def serve(args: argparse.Namespace) -> None:
         finally:
             if state_dir is None:
                 project.close()
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _fail(prog: str, message: str, code: int = EXIT_PORT_IN_USE) -> int:
