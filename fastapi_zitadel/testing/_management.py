@@ -39,18 +39,22 @@ class ManagementApi:
     def routes(self) -> list[Route]:
         return [
             Route("/v2/users/{user_id}/{change}", self._change_user, methods=["POST"]),
-            Route("/v2/users/{user_id}", self._remove_user, methods=["DELETE"]),
+            Route("/v2/users/{user_id}", self._change_user, methods=["DELETE"]),
             Route("/v2/sessions/{session_id}", self._delete_session, methods=["DELETE"]),
         ]
 
     async def _change_user(self, request: Request) -> Response:
-        change = request.path_params["change"]
-        if change not in _USER_CHANGES:
+        change = request.path_params.get("change", "remove")  # DELETE /v2/users/{id}: removes
+        if request.method == "POST" and change not in _USER_CHANGES:
             return JSONResponse({"code": 12, "message": "Not Implemented"}, status_code=501)
-        return self._call(request, lambda caller: self._apply(request, change, caller))
 
-    async def _remove_user(self, request: Request) -> Response:
-        return self._call(request, lambda caller: self._apply(request, "remove", caller))
+        def apply(caller: User) -> None:
+            user = self._users.get(request.path_params["user_id"])
+            if user is None or user.removed:
+                raise ApiError(_NOT_FOUND, "Errors.User.NotFound")
+            self._user_change(user, change, editor=caller)
+
+        return self._call(request, apply)
 
     async def _delete_session(self, request: Request) -> Response:
         def terminate(caller: User) -> None:
@@ -61,15 +65,9 @@ class ManagementApi:
 
         return self._call(request, terminate)
 
-    def _apply(self, request: Request, change: str, caller: User) -> None:
-        user = self._users.get(request.path_params["user_id"])
-        if user is None or user.removed:
-            raise ApiError(_NOT_FOUND, "Errors.User.NotFound")
-        self._user_change(user, change, editor=caller)
-
     def _call(self, request: Request, action: Callable[[User], None]) -> Response:
         try:
             action(self._authorize(request))
         except ApiError as error:
-            return error.answer(default_status=400)
+            return error.answer()
         return JSONResponse({"details": {"changeDate": rfc3339_nano(self._clock())}})
