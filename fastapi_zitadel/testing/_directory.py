@@ -252,10 +252,8 @@ class Directory:
 
     def service_user_by_login_name(self, name: str) -> User | None:
         """The service user whose user name (or ``name@org domain``) is ``name``."""
-        for user in self.users.values():
-            if user.kind == "machine" and name in user.login_names:
-                return user
-        return None
+        users = self.users.values()
+        return next((u for u in users if u.kind == "machine" and name in u.login_names), None)
 
     def mint(
         self,
