@@ -7,6 +7,7 @@ Python call of the same name, so it writes (and sends) the same event."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,21 +21,13 @@ _NOT_FOUND = 5
 _USER_CHANGES = ("deactivate", "reactivate", "lock", "unlock")
 
 
+@dataclass(kw_only=True)
 class ManagementApi:
-    def __init__(
-        self,
-        *,
-        authorize: Callable[[Request], User],
-        users: Mapping[str, User],
-        change_user: Callable[..., None],  # (user, change, *, editor=the caller)
-        terminate_session: Callable[..., None],  # (session id, *, editor=the caller)
-        clock: Callable[[], float],
-    ) -> None:
-        self._authorize = authorize
-        self._users = users
-        self._user_change = change_user
-        self._terminate = terminate_session
-        self._clock = clock
+    authorize: Callable[[Request], User]
+    users: Mapping[str, User]
+    change_user: Callable[..., None]  # (user, change, *, editor=the caller)
+    terminate_session: Callable[..., None]  # (session id, *, editor=the caller)
+    clock: Callable[[], float]
 
     def routes(self) -> list[Route]:
         return [
@@ -49,17 +42,17 @@ class ManagementApi:
             return JSONResponse({"code": 12, "message": "Not Implemented"}, status_code=501)
 
         def apply(caller: User) -> None:
-            user = self._users.get(request.path_params["user_id"])
+            user = self.users.get(request.path_params["user_id"])
             if user is None or user.removed:
                 raise ApiError(_NOT_FOUND, "Errors.User.NotFound")
-            self._user_change(user, change, editor=caller)
+            self.change_user(user, change, editor=caller)
 
         return self._call(request, apply)
 
     async def _delete_session(self, request: Request) -> Response:
         def terminate(caller: User) -> None:
             try:
-                self._terminate(request.path_params["session_id"], editor=caller)
+                self.terminate_session(request.path_params["session_id"], editor=caller)
             except ValueError:
                 raise ApiError(_NOT_FOUND, "Errors.Session.NotExisting") from None
 
@@ -67,7 +60,7 @@ class ManagementApi:
 
     def _call(self, request: Request, action: Callable[[User], None]) -> Response:
         try:
-            action(self._authorize(request))
+            action(self.authorize(request))
         except ApiError as error:
             return error.answer()
-        return JSONResponse({"details": {"changeDate": rfc3339_nano(self._clock())}})
+        return JSONResponse({"details": {"changeDate": rfc3339_nano(self.clock())}})
