@@ -72,8 +72,8 @@ class Target:
 
     def resource(self) -> dict[str, Any]:
         """The ``Target`` message as the JSON gateway answers it."""
-        async_ = self.target_type == "restAsync"
-        kind = {} if async_ else {"interruptOnError": self.interrupt_on_error}
+        interrupt = {"interruptOnError": self.interrupt_on_error}
+        kind = {} if self.target_type == "restAsync" else interrupt  # restAsync has no options
         return {
             "id": self.id,
             "creationDate": rfc3339_nano(self.created),
