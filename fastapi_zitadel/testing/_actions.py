@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ._directory import new_id
-from ._events import Event, PayloadFormat, render, rfc3339_nano
+from ._events import SIGNATURE_HEADER, Event, PayloadFormat, rfc3339_nano, signature_header
 
 TargetType = Literal["restWebhook", "restCall", "restAsync"]
 PAYLOAD_TYPES = ("PAYLOAD_TYPE_JSON", "PAYLOAD_TYPE_JWT")
@@ -34,14 +34,10 @@ MAX_TIMEOUT = 270.0  # seconds; ZITADEL's limit on a target's timeout
 _DURATION = re.compile(r"(\d+(?:\.\d{1,9})?)s")
 _KEY_ALPHABET = string.ascii_letters + string.digits
 
-# gRPC status codes in the gateway's error body, with their HTTP statuses.
-_INVALID_ARGUMENT, _NOT_FOUND, _PERMISSION_DENIED, _UNAUTHENTICATED = 3, 5, 7, 16
-_HTTP_STATUS = {
-    _INVALID_ARGUMENT: 400,
-    _NOT_FOUND: 404,
-    _PERMISSION_DENIED: 403,
-    _UNAUTHENTICATED: 401,
-}
+# gRPC status codes in the gateway's error body, with their HTTP statuses (7 permission
+# denied: 403, 16 unauthenticated: 401).
+_INVALID_ARGUMENT, _NOT_FOUND = 3, 5
+_HTTP_STATUS = {_INVALID_ARGUMENT: 400, _NOT_FOUND: 404, 7: 403, 16: 401}
 
 
 class ApiError(Exception):
@@ -52,10 +48,10 @@ class ApiError(Exception):
         self.code = code
         self.message = message
 
-    def answer(self, default_status: int = 409) -> JSONResponse:
-        """The error as ZITADEL's JSON gateway answers it."""
+    def answer(self) -> JSONResponse:
+        """The error as ZITADEL's JSON gateway answers it (6 already exists: 409)."""
         body = {"code": self.code, "message": self.message, "details": []}
-        return JSONResponse(body, status_code=_HTTP_STATUS.get(self.code, default_status))
+        return JSONResponse(body, status_code=_HTTP_STATUS.get(self.code, 409))
 
 
 @dataclass
@@ -76,9 +72,8 @@ class Target:
 
     def resource(self) -> dict[str, Any]:
         """The ``Target`` message as the JSON gateway answers it."""
-        kind: dict[str, Any] = {}
-        if self.target_type != "restAsync":
-            kind = {"interruptOnError": self.interrupt_on_error}
+        interrupt = {"interruptOnError": self.interrupt_on_error}
+        kind = {} if self.target_type == "restAsync" else interrupt  # restAsync has no options
         return {
             "id": self.id,
             "creationDate": rfc3339_nano(self.created),
@@ -188,23 +183,21 @@ class Actions:
             self.targets[target.id] = target
         return target
 
-    def set_execution(self, condition: ConditionKey, targets: Iterable[str]) -> Execution | None:
+    def set_execution(self, condition: ConditionKey, targets: Iterable[str]) -> None:
         """Bind ``condition`` to ``targets`` (replacing its list); an empty list removes it."""
         ids = list(targets)
         with self._lock:
-            unknown = [target for target in ids if target not in self.targets]
-            if unknown:
-                raise ApiError(_NOT_FOUND, f"target {unknown[0]} does not exist")
+            for target in ids:
+                if target not in self.targets:
+                    raise ApiError(_NOT_FOUND, f"target {target} does not exist")
             now = self._clock()
+            existing = self.executions.get(condition)
             if not ids:
                 self.executions.pop(condition, None)
-                return None
-            existing = self.executions.get(condition)
-            if existing is None:
-                existing = self.executions[condition] = Execution(condition, ids, now, now)
+            elif existing is None:
+                self.executions[condition] = Execution(condition, ids, now, now)
             else:
                 existing.targets, existing.changed = ids, now
-            return existing
 
     def delete_target(self, target_id: str) -> bool:
         """Remove the target and take it out of every execution (ZITADEL does both)."""
@@ -219,19 +212,13 @@ class Actions:
     def best_execution(self, event_type: str) -> Execution | None:
         """The one execution ZITADEL runs for an event: the exact type, else the longest
         matching group (``user.human`` before ``user``), else all events."""
+        parts = event_type.split(".")
+        groups = [".".join(parts[:end]) for end in range(len(parts) - 1, 0, -1)]
+        keys = [("event", event_type)]
+        keys += [("group", group + suffix) for group in groups for suffix in ("", ".*")]
         with self._lock:
-            exact = self.executions.get(("event", event_type))
-            if exact is not None:
-                return exact
-            parts = event_type.split(".")
-            for end in range(len(parts) - 1, 0, -1):
-                group = ".".join(parts[:end])
-                found = self.executions.get(("group", group)) or self.executions.get(
-                    ("group", group + ".*")
-                )
-                if found is not None:
-                    return found
-            return self.executions.get(("all", ""))
+            found = (self.executions.get(key) for key in [*keys, ("all", "")])
+            return next((execution for execution in found if execution is not None), None)
 
     def publish(self, event: Event) -> None:
         """Queue ``event`` for the targets of its best-matching execution; returns at once."""
@@ -287,14 +274,19 @@ class Actions:
         now = self._clock()
         if self.max_event_age is not None and now - event.created_at > self.max_event_age:
             return Delivery(event, target.id, None, "dropped: older than max_event_age")
-        body, headers = render(
-            event,
-            payload_type=target.payload_type,
-            signing_key=target.signing_key,
-            payload_format=self.payload_format,
-            now=int(now),
-            sign_jwt=self._sign_jwt,
-        )
+        fields = event.body(self.payload_format)
+        if target.payload_type == "PAYLOAD_TYPE_JWT":
+            # A compact JWS over the same fields, signed with the instance's web key (no exp or
+            # iat of its own): the receiver checks it against the JWKS. ZITADEL signs the call
+            # with the target's key as well, over the JWS (internal/execution/execution.go,
+            # ``Call``: the header is set whenever the target has a key, and every target has).
+            body = self._sign_jwt(fields).encode("ascii")
+            content_type = "application/jwt"
+        else:
+            body = json.dumps(fields, separators=(",", ":")).encode()
+            content_type = "application/json"
+        signature = signature_header(target.signing_key, body, int(now))
+        headers = {"Content-Type": content_type, SIGNATURE_HEADER: signature}
         try:
             answer = client.post(
                 target.endpoint, content=body, headers=headers, timeout=target.timeout
@@ -304,20 +296,15 @@ class Actions:
         return Delivery(event, target.id, answer.status_code)
 
     # The HTTP API (zitadel.action.v2.ActionService) ---------------------------------------------
-    def routes(self, prefix: str = "/v2/actions") -> list[Route]:
-        return [
-            Route(prefix + "/targets", self._api(self._create_target), methods=["POST"]),
-            Route(prefix + "/targets/search", self._api(self._list_targets), methods=["POST"]),
-            Route(
-                prefix + "/targets/{id}",
-                self._api(self._target),
-                methods=["GET", "POST", "PATCH", "DELETE"],
-            ),
-            Route(prefix + "/executions", self._api(self._set_execution), methods=["PUT"]),
-            Route(
-                prefix + "/executions/search", self._api(self._list_executions), methods=["POST"]
-            ),
+    def routes(self) -> list[Route]:
+        handlers = [
+            ("/targets", self._create_target, ["POST"]),
+            ("/targets/search", self._list_targets, ["POST"]),
+            ("/targets/{id}", self._target, ["GET", "POST", "PATCH", "DELETE"]),
+            ("/executions", self._set_execution, ["PUT"]),
+            ("/executions/search", self._list_executions, ["POST"]),
         ]
+        return [Route("/v2/actions" + path, self._api(h), methods=m) for path, h, m in handlers]
 
     def _api(
         self, handler: Callable[[Request, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -341,12 +328,10 @@ class Actions:
         return endpoint
 
     async def _create_target(self, _request: Request, body: dict[str, Any]) -> dict[str, Any]:
-        name = body.get("name")
-        endpoint = body.get("endpoint")
-        if not isinstance(name, str) or not name:
-            raise ApiError(_INVALID_ARGUMENT, "name is required")
-        if not isinstance(endpoint, str) or not endpoint:
-            raise ApiError(_INVALID_ARGUMENT, "endpoint is required")
+        name, endpoint = _text(body, "name"), _text(body, "endpoint")
+        if name is None or endpoint is None:
+            missing = "name" if name is None else "endpoint"
+            raise ApiError(_INVALID_ARGUMENT, f"{missing} is required")
         target_type, interrupt = _target_type(body)
         if target_type is None:
             raise ApiError(_INVALID_ARGUMENT, "one of restWebhook, restCall, restAsync is required")
@@ -358,11 +343,8 @@ class Actions:
             timeout=_seconds(body.get("timeout", "10s")),
             payload_type=body.get("payloadType") or "PAYLOAD_TYPE_JSON",
         )
-        return {
-            "id": target.id,
-            "creationDate": rfc3339_nano(target.created),
-            "signingKey": target.signing_key,
-        }
+        created = rfc3339_nano(target.created)
+        return {"id": target.id, "creationDate": created, "signingKey": target.signing_key}
 
     async def _target(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
         target_id = request.path_params["id"]
@@ -384,10 +366,8 @@ class Actions:
         if "expirationSigningKey" in body and _seconds(body["expirationSigningKey"]) != 0:
             raise ApiError(_INVALID_ARGUMENT, "expirationSigningKey must be 0s")
         with self._lock:
-            if isinstance(body.get("name"), str) and body["name"]:
-                target.name = body["name"]
-            if isinstance(body.get("endpoint"), str) and body["endpoint"]:
-                target.endpoint = body["endpoint"]
+            target.name = _text(body, "name") or target.name
+            target.endpoint = _text(body, "endpoint") or target.endpoint
             if "timeout" in body:
                 target.timeout = _seconds(body["timeout"])
             target_type, interrupt = _target_type(body)
@@ -474,33 +454,36 @@ def _condition(value: Any) -> ConditionKey:
     event = value.get("event")
     if not isinstance(event, dict):
         raise ApiError(
-            _INVALID_ARGUMENT,
-            'the stand-in has event executions only: condition {"event": {...}}',
+            _INVALID_ARGUMENT, 'the stand-in has event executions only: condition {"event": {...}}'
         )
-    if isinstance(event.get("event"), str) and event["event"]:
-        return ("event", event["event"])
-    if isinstance(event.get("group"), str) and event["group"]:
-        return ("group", event["group"])
+    for kind in ("event", "group"):
+        value = _text(event, kind)
+        if value is not None:
+            return (kind, value)
     if event.get("all") is True:
         return ("all", "")
     raise ApiError(_INVALID_ARGUMENT, "an event condition needs event, group or all")
 
 
+def _text(body: Mapping[str, Any], key: str) -> str | None:
+    """``body[key]`` if it is a non-empty string."""
+    value = body.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+_TEXT_METHODS: dict[str, Callable[[str, str], bool]] = {
+    "TEXT_FILTER_METHOD_CONTAINS": str.__contains__,
+    "TEXT_FILTER_METHOD_STARTS_WITH": str.startswith,
+    "TEXT_FILTER_METHOD_ENDS_WITH": str.endswith,
+}
+
+
 def _text_filter(wanted: str, method: str) -> Callable[[str], bool]:
-    fold = method.endswith("_IGNORE_CASE")
-    base = method.removesuffix("_IGNORE_CASE")
-
-    def match(name: str) -> bool:
-        left, right = (name.lower(), wanted.lower()) if fold else (name, wanted)
-        if base == "TEXT_FILTER_METHOD_CONTAINS":
-            return right in left
-        if base == "TEXT_FILTER_METHOD_STARTS_WITH":
-            return left.startswith(right)
-        if base == "TEXT_FILTER_METHOD_ENDS_WITH":
-            return left.endswith(right)
-        return left == right
-
-    return match
+    """A ``TextFilterMethod`` (``EQUALS`` for an unknown one), ``_IGNORE_CASE`` folding both."""
+    compare = _TEXT_METHODS.get(method.removesuffix("_IGNORE_CASE"), str.__eq__)
+    if method.endswith("_IGNORE_CASE"):
+        return lambda name: compare(name.lower(), wanted.lower())
+    return lambda name: compare(name, wanted)
 
 
 def _listing(name: str, found: list[Target] | list[Execution], pagination: Any) -> dict[str, Any]:

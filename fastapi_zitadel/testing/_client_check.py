@@ -106,21 +106,19 @@ def _check_assertion(
     return subject
 
 
-def _basic_credentials(encoded: str) -> tuple[str, str] | None:
+def _basic_credentials(encoded: str, malformed: Exception) -> tuple[str, str]:
     """HTTP Basic's client id and secret, each url-unescaped (RFC 6749 §2.3.1)."""
     try:
         decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
-        return None
+        raise malformed from None
     raw_id, _, raw_secret = decoded.partition(":")
     return unquote_plus(raw_id), unquote_plus(raw_secret)
 
 
 def _check_basic(directory: Directory, encoded: str) -> str:
-    credentials = _basic_credentials(encoded)
-    if credentials is None:
-        raise ClientAuthFailed("malformed basic credentials")
-    client_id, secret = credentials
+    malformed = ClientAuthFailed("malformed basic credentials")
+    client_id, secret = _basic_credentials(encoded, malformed)
     client: Application | User | None = (
         directory.apps.get(client_id)
         or directory.web_apps.get(client_id)
@@ -139,10 +137,8 @@ def check_service_user_secret(directory: Directory, authorization: str | None) -
     ``invalid_request`` with ZITADEL's message key)."""
     if authorization is None or authorization[:6].lower() != "basic ":
         raise TokenRefused(400, "invalid_request", "client_id or client_assertion must be provided")
-    credentials = _basic_credentials(authorization[6:].strip())
-    if credentials is None:
-        raise TokenRefused(400, "invalid_client", "invalid basic auth header")
-    client_id, secret = credentials
+    malformed = TokenRefused(400, "invalid_client", "invalid basic auth header")
+    client_id, secret = _basic_credentials(authorization[6:].strip(), malformed)
     user = directory.service_user_by_login_name(client_id)
     if user is None:
         raise TokenRefused(400, "invalid_client", "client not found")

@@ -29,8 +29,8 @@ def reserve_ids(up_to: int) -> None:
     _ids = itertools.count(max(current, up_to + 1))
 
 
-def generate_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+def generate_rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 def pkcs1_pem(key: rsa.RSAPrivateKey) -> str:
@@ -39,6 +39,13 @@ def pkcs1_pem(key: rsa.RSAPrivateKey) -> str:
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     ).decode("ascii")
+
+
+def _key_file(owner: Application | User, kind: str, no_key: str, **ids: str) -> dict[str, str]:
+    """The JSON key file ZITADEL's console would offer for download."""
+    if owner.private_key is None or owner.key_id is None:
+        raise ValueError(no_key)
+    return {"type": kind, "keyId": owner.key_id, "key": pkcs1_pem(owner.private_key), **ids}
 
 
 @dataclass(frozen=True)
@@ -67,16 +74,8 @@ class Application:
 
     @property
     def key_file(self) -> dict[str, str]:
-        """The JSON key file ZITADEL's console would offer for download."""
-        if self.private_key is None or self.key_id is None:
-            raise ValueError("this application has no key: it authenticates otherwise")
-        return {
-            "type": "application",
-            "keyId": self.key_id,
-            "key": pkcs1_pem(self.private_key),
-            "appId": self.id,
-            "clientId": self.client_id,
-        }
+        no_key = "this application has no key: it authenticates otherwise"
+        return _key_file(self, "application", no_key, appId=self.id, clientId=self.client_id)
 
 
 @dataclass
@@ -143,14 +142,7 @@ class User:
     @property
     def key_file(self) -> dict[str, str]:
         """The service-account key file, for the JWT-profile grant."""
-        if self.private_key is None or self.key_id is None:
-            raise ValueError("this user has no key")
-        return {
-            "type": "serviceaccount",
-            "keyId": self.key_id,
-            "key": pkcs1_pem(self.private_key),
-            "userId": self.id,
-        }
+        return _key_file(self, "serviceaccount", "this user has no key", userId=self.id)
 
 
 @dataclass
@@ -260,10 +252,8 @@ class Directory:
 
     def service_user_by_login_name(self, name: str) -> User | None:
         """The service user whose user name (or ``name@org domain``) is ``name``."""
-        for user in self.users.values():
-            if user.kind == "machine" and name in user.login_names:
-                return user
-        return None
+        users = self.users.values()
+        return next((u for u in users if u.kind == "machine" and name in u.login_names), None)
 
     def mint(
         self,

@@ -15,7 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -82,30 +82,3 @@ def signature_header(signing_key: str, body: bytes, timestamp: int) -> str:
     signed = f"{timestamp}.".encode() + body
     digest = hmac.new(signing_key.encode(), signed, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
-
-
-def render(
-    event: Event,
-    *,
-    payload_type: str,
-    signing_key: str,
-    payload_format: PayloadFormat,
-    now: int,
-    sign_jwt: Callable[[Mapping[str, Any]], str],
-) -> tuple[bytes, dict[str, str]]:
-    """The request body and headers that deliver ``event`` to a target."""
-    fields = event.body(payload_format)
-    if payload_type == "PAYLOAD_TYPE_JWT":
-        # A compact JWS over the same fields, signed with the instance's web key (no exp or
-        # iat of its own): the receiver checks it against the JWKS. ZITADEL signs the call
-        # with the target's key as well, over the JWS (internal/execution/execution.go,
-        # ``Call``: the header is set whenever the target has a key, and every target has).
-        body = sign_jwt(fields).encode("ascii")
-        content_type = "application/jwt"
-    else:
-        body = json.dumps(fields, separators=(",", ":")).encode()
-        content_type = "application/json"
-    return body, {
-        "Content-Type": content_type,
-        SIGNATURE_HEADER: signature_header(signing_key, body, now),
-    }

@@ -7,6 +7,7 @@ Python call of the same name, so it writes (and sends) the same event."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,56 +21,46 @@ _NOT_FOUND = 5
 _USER_CHANGES = ("deactivate", "reactivate", "lock", "unlock")
 
 
+@dataclass(kw_only=True)
 class ManagementApi:
-    def __init__(
-        self,
-        *,
-        authorize: Callable[[Request], User],
-        users: Mapping[str, User],
-        change_user: Callable[..., None],  # (user, change, *, editor=the caller)
-        terminate_session: Callable[..., None],  # (session id, *, editor=the caller)
-        clock: Callable[[], float],
-    ) -> None:
-        self._authorize = authorize
-        self._users = users
-        self._user_change = change_user
-        self._terminate = terminate_session
-        self._clock = clock
+    authorize: Callable[[Request], User]
+    users: Mapping[str, User]
+    change_user: Callable[..., None]  # (user, change, *, editor=the caller)
+    terminate_session: Callable[..., None]  # (session id, *, editor=the caller)
+    clock: Callable[[], float]
 
     def routes(self) -> list[Route]:
         return [
             Route("/v2/users/{user_id}/{change}", self._change_user, methods=["POST"]),
-            Route("/v2/users/{user_id}", self._remove_user, methods=["DELETE"]),
+            Route("/v2/users/{user_id}", self._change_user, methods=["DELETE"]),
             Route("/v2/sessions/{session_id}", self._delete_session, methods=["DELETE"]),
         ]
 
     async def _change_user(self, request: Request) -> Response:
-        change = request.path_params["change"]
-        if change not in _USER_CHANGES:
+        change = request.path_params.get("change", "remove")  # DELETE /v2/users/{id}: removes
+        if request.method == "POST" and change not in _USER_CHANGES:
             return JSONResponse({"code": 12, "message": "Not Implemented"}, status_code=501)
-        return self._call(request, lambda caller: self._apply(request, change, caller))
 
-    async def _remove_user(self, request: Request) -> Response:
-        return self._call(request, lambda caller: self._apply(request, "remove", caller))
+        def apply(caller: User) -> None:
+            user = self.users.get(request.path_params["user_id"])
+            if user is None or user.removed:
+                raise ApiError(_NOT_FOUND, "Errors.User.NotFound")
+            self.change_user(user, change, editor=caller)
+
+        return self._call(request, apply)
 
     async def _delete_session(self, request: Request) -> Response:
         def terminate(caller: User) -> None:
             try:
-                self._terminate(request.path_params["session_id"], editor=caller)
+                self.terminate_session(request.path_params["session_id"], editor=caller)
             except ValueError:
                 raise ApiError(_NOT_FOUND, "Errors.Session.NotExisting") from None
 
         return self._call(request, terminate)
 
-    def _apply(self, request: Request, change: str, caller: User) -> None:
-        user = self._users.get(request.path_params["user_id"])
-        if user is None or user.removed:
-            raise ApiError(_NOT_FOUND, "Errors.User.NotFound")
-        self._user_change(user, change, editor=caller)
-
     def _call(self, request: Request, action: Callable[[User], None]) -> Response:
         try:
-            action(self._authorize(request))
+            action(self.authorize(request))
         except ApiError as error:
-            return error.answer(default_status=400)
-        return JSONResponse({"details": {"changeDate": rfc3339_nano(self._clock())}})
+            return error.answer()
+        return JSONResponse({"details": {"changeDate": rfc3339_nano(self.clock())}})

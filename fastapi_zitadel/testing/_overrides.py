@@ -54,18 +54,15 @@ def override_principal(
     async def optional_principal() -> Principal | None:
         return principal
 
-    if principal is None:
+    async def anonymous(conn: HTTPConnection) -> Principal:
+        raise await zitadel.refusal.exception(MissingTokenError(), conn)
 
-        async def anonymous(conn: HTTPConnection) -> Principal:
-            raise await zitadel.refusal.exception(MissingTokenError(), conn)
-
-        app.dependency_overrides[zitadel] = anonymous
-    else:
-        app.dependency_overrides[zitadel] = fixed_principal(zitadel, principal)
-    app.dependency_overrides[zitadel.optional] = optional_principal
-    app.dependency_overrides[zitadel.introspected] = app.dependency_overrides[zitadel]
+    overrides = app.dependency_overrides
+    overrides[zitadel] = anonymous if principal is None else fixed_principal(zitadel, principal)
+    overrides[zitadel.optional] = optional_principal
+    overrides[zitadel.introspected] = overrides[zitadel]
     if default_zitadel.current is zitadel:  # the module-level require_* functions too
-        app.dependency_overrides[default_zitadel] = app.dependency_overrides[zitadel]
+        overrides[default_zitadel] = overrides[zitadel]
     try:
         yield
     finally:

@@ -16,17 +16,11 @@ from typing import Any
 from fastapi_zitadel import ZitadelIntrospection
 
 from ._actions import Target
-from ._directory import (
-    ApiApplication,
-    Project,
-    StandInOrganization,
-    User,
-    WebApplication,
-    new_id,
-)
+from ._directory import ApiApplication, Project, StandInOrganization, User, WebApplication, new_id
 from ._standin import ZitadelStandIn
 
 EVENTS_SIGNING_KEY_VARIABLE = "ZITADEL_EVENTS_SIGNING_KEY"
+TOKEN_SCOPES = ("openid", "profile", "email", "urn:zitadel:iam:user:resourceowner")
 
 
 class StandInProject:
@@ -123,12 +117,7 @@ class StandInProject:
         username: str = "alice",
         *,
         roles: Iterable[str] = (),
-        scopes: Iterable[str] = (
-            "openid",
-            "profile",
-            "email",
-            "urn:zitadel:iam:user:resourceowner",
-        ),
+        scopes: Iterable[str] = TOKEN_SCOPES,
         lifetime: int = 3600,
         jwt: bool = False,
     ) -> str:
@@ -164,13 +153,9 @@ class StandInProject:
 
     def introspection(self, **options: Any) -> ZitadelIntrospection:
         """A ``ZitadelIntrospection`` for this project (audience and roles claim set)."""
-        settings: dict[str, Any] = {
-            "key_file": self.key_path,
-            "project_id": self.project.id,
-            "audience": self.project.id,
-            **options,
-        }
-        return ZitadelIntrospection(self.standin.issuer, **settings)
+        project = self.project.id
+        options = {"key_file": self.key_path, "project_id": project, "audience": project, **options}
+        return ZitadelIntrospection(self.standin.issuer, **options)
 
 
 def private_file(path: Path, text: str) -> None:

@@ -11,7 +11,6 @@ import logging
 import socket
 import threading
 import time
-from types import TracebackType
 from typing import Any, Literal
 
 HOST = "127.0.0.1"
@@ -146,10 +145,5 @@ class LoopbackServer:
     def __enter__(self) -> str:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()

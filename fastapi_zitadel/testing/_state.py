@@ -134,10 +134,9 @@ def save(world: World, state_dir: Path, port: int) -> None:
     private_file(state_dir / STATE_FILE, json.dumps(state, indent=2))
 
 
-def private_dir(path: Path) -> Path:
+def private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
-    return path
 
 
 def _user(user: User, project_id: str) -> dict[str, Any]:
