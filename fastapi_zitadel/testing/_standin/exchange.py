@@ -33,7 +33,7 @@ class TokenExchange:
     async def exchange(self, request: Request, params: Mapping[str, str]) -> Response:
         instance = self.instance
         try:
-            caller = instance.authenticate(request, params)
+            caller = instance.authenticate(params, request)
         except (ClientAuthFailed, InvalidRequest):
             return oauth_error("invalid_client", "no active client not found")
         app = instance.state.directory.web_apps.get(caller)
@@ -44,16 +44,14 @@ class TokenExchange:
                 "unauthorized_client", f'grant_type "{TOKEN_EXCHANGE_GRANT}" not allowed'
             )
         subject_value, subject_type = params.get("subject_token"), params.get("subject_token_type")
-        actor_value, actor_type = params.get("actor_token"), params.get("actor_token_type")
+        actor_value, actor_type = params.get("actor_token", ""), params.get("actor_token_type", "")
         if not subject_value:
             return oauth_error("invalid_request", "subject_token missing")
         if not subject_type:
             return oauth_error("invalid_request", "subject_token_type missing")
-        for given in (subject_type, actor_type or ACCESS_TOKEN_TYPE):
-            if given not in TOKEN_TYPES:
-                return oauth_error("invalid_request", "subject_token_type is not supported")
-        requested = params.get("requested_token_type") or ACCESS_TOKEN_TYPE
-        if requested != ACCESS_TOKEN_TYPE:
+        if not {subject_type, actor_type or ACCESS_TOKEN_TYPE} <= TOKEN_TYPES:
+            return oauth_error("invalid_request", "subject_token_type is not supported")
+        if (params.get("requested_token_type") or ACCESS_TOKEN_TYPE) != ACCESS_TOKEN_TYPE:
             # ZITADEL also issues JWTs and ID tokens here; this stand-in issues opaque tokens.
             return oauth_error(
                 "invalid_request", "the stand-in exchanges for opaque access tokens only"
@@ -69,7 +67,7 @@ class TokenExchange:
                 return oauth_error(
                     "invalid_request", "Errors.TokenExchange.Impersonation.PolicyDisabled", 403
                 )
-            found = self._exchangeable(app, actor_value or "", actor_type or "")
+            found = self._exchangeable(app, actor_value, actor_type)
             if not isinstance(found, AccessToken):
                 return oauth_error("invalid_request", "actor_token invalid")
             if not found.user.can_impersonate:

@@ -148,17 +148,18 @@ class Instance:
         return self.record("oidc_session", session.id, user.org.id, event_type, user, payload)
 
     # Callers ------------------------------------------------------------------------------
-    def authenticate(self, request: Request, params: Mapping[str, str]) -> str:
-        """The authenticated client id, as ZITADEL checks it (``_client_check``)."""
+    def authenticate(self, params: Mapping[str, str], request: Request | None) -> str:
+        """The authenticated client id, as ZITADEL checks it (``_client_check``); without a
+        ``request``, a JWT bearer grant's assertion (no Authorization header, no replay check)."""
         if "client_assertion" in params:
             self.state.received_assertions.append(params["client_assertion"])
         return authenticate_client(
             self.state.directory,
             form=params,
-            authorization=request.headers.get("authorization"),
+            authorization=request.headers.get("authorization") if request else None,
             issuer=self.state.issuer,
             now=self.state.clock(),
-            seen_jtis=self.seen_jtis if self.state.track_jti else None,
+            seen_jtis=self.seen_jtis if request and self.state.track_jti else None,
         )
 
     def authorize_admin(self, request: Request) -> User:

@@ -27,7 +27,7 @@ class Introspection:
             return faulty
         params = await parameters(request)
         try:
-            caller = instance.authenticate(request, params)
+            caller = instance.authenticate(params, request)
         except ClientAuthFailed:
             return oauth_error("unauthorized_client", "client authentication failed")
         except InvalidRequest as exc:

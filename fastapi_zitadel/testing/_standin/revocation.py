@@ -33,7 +33,7 @@ class Revocation:
     async def endpoint(self, request: Request) -> Response:
         params = await parameters(request)
         try:
-            self.instance.authenticate(request, params)
+            self.instance.authenticate(params, request)
         except (ClientAuthFailed, InvalidRequest):
             return oauth_error("invalid_client", "client authentication failed", 401)
         self.revoke(params.get("token", ""))

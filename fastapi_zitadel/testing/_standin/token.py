@@ -13,7 +13,6 @@ from fastapi_zitadel.testing._client_check import (
     CLIENT_ASSERTION_TYPE,
     ClientAuthFailed,
     TokenRefused,
-    authenticate_client,
     check_service_user_secret,
 )
 from fastapi_zitadel.testing._directory import User
@@ -78,21 +77,12 @@ class TokenEndpoint:
         assertion = params.get("assertion", "")
         if not assertion:
             raise TokenRefused(400, "invalid_request", "assertion missing")
-        instance = self.instance
-        instance.state.received_assertions.append(assertion)
         form = {"client_assertion": assertion, "client_assertion_type": CLIENT_ASSERTION_TYPE}
         try:
-            subject = authenticate_client(
-                instance.state.directory,
-                form=form,
-                authorization=None,
-                issuer=instance.state.issuer,
-                now=instance.state.clock(),
-                seen_jtis=None,
-            )
+            subject = self.instance.authenticate(form, None)
         except ClientAuthFailed:
             raise TokenRefused(500, "server_error", "Errors.Internal") from None
-        user = instance.state.directory.users.get(subject)
+        user = self.instance.state.directory.users.get(subject)
         if user is None or user.kind != "machine":  # an application's key
             raise TokenRefused(500, "server_error", "Errors.Internal")
         return user
