@@ -10,6 +10,7 @@ from .oauth import AUTHORIZATION_CODE_GRANT, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GR
 
 # ZITADEL's JWKS answer by default (OIDC.JWKSCacheControlMaxAge: 5m).
 JWKS_CACHE_CONTROL = "max-age=300, must-revalidate"
+_CLIENT_AUTH = ["client_secret_basic", "private_key_jwt"]
 
 
 class Discovery:
@@ -27,16 +28,9 @@ class Discovery:
                 "introspection_endpoint": base + "/introspect",
                 "revocation_endpoint": base + "/revoke",
                 "jwks_uri": base + "/keys",
-                "introspection_endpoint_auth_methods_supported": [
-                    "client_secret_basic",
-                    "private_key_jwt",
-                ],
+                "introspection_endpoint_auth_methods_supported": _CLIENT_AUTH,
                 "introspection_endpoint_auth_signing_alg_values_supported": ["RS256"],
-                "token_endpoint_auth_methods_supported": [
-                    "none",
-                    "client_secret_basic",
-                    "private_key_jwt",
-                ],
+                "token_endpoint_auth_methods_supported": ["none", *_CLIENT_AUTH],
                 "grant_types_supported": [
                     AUTHORIZATION_CODE_GRANT,
                     "client_credentials",

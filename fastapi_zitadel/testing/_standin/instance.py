@@ -1,9 +1,7 @@
-"""An instance's state in two parts. ``InstanceState`` is what tests see (settings, directory,
-event history, call counters); ``ZitadelStandIn`` is one. ``Instance`` is what its endpoints
-share beyond that (web keys, faults, the event record, client authentication, and the rules
-that say what a token is: its claims, whether it is still live). Endpoints are handed the
-``Instance``; keeping its helpers off ``ZitadelStandIn`` keeps them out of the members a test's
-editor offers."""
+"""An instance's state in two parts: ``InstanceState``, what tests see (settings, directory,
+event history, call counters; ``ZitadelStandIn`` is one), and ``Instance``, what its endpoints
+share beyond that (web keys, faults, the event record, client authentication, what a token is:
+its claims, whether it is live), kept off ``ZitadelStandIn``'s members a test's editor offers."""
 
 from __future__ import annotations
 
@@ -37,10 +35,6 @@ METADATA_CLAIM = "urn:zitadel:iam:user:metadata"
 ORG_ID_CLAIM = "urn:zitadel:iam:user:resourceowner:id"
 ORG_NAME_CLAIM = "urn:zitadel:iam:user:resourceowner:name"
 ORG_DOMAIN_CLAIM = "urn:zitadel:iam:user:resourceowner:primary_domain"
-
-
-def project_roles_claim(project_id: str) -> str:
-    return f"urn:zitadel:iam:org:project:{project_id}:roles"
 
 
 class InstanceState:
@@ -253,26 +247,23 @@ class Instance:
         return login
 
     def _signed_access_token(self, token: AccessToken) -> str:
-        """A JWT access token with the claims ZITADEL puts in one (zitadel/zitadel
-        ``createJWT`` with zitadel/oidc ``NewAccessTokenClaims``): iss, sub, aud, exp, iat,
-        nbf, jti, and the private claims of the token's scopes (resource owner, metadata)
-        and its project's roles; no scope, client_id, azp, profile or e-mail claims."""
+        return self.web_keys.sign(self.claims(token, token.project_id))
+
+    def claims(self, token: AccessToken, project_id: str | None) -> dict[str, Any]:
+        """The claims ZITADEL puts in a JWT access token (zitadel/zitadel ``createJWT`` with
+        zitadel/oidc ``NewAccessTokenClaims``) and in introspection: iss, sub, aud, exp, iat,
+        nbf, jti, the private claims of the token's scopes (resource owner, metadata, ``act``)
+        and the roles of ``project_id``; no scope, client_id, azp, profile or e-mail claims."""
+        user, scopes = token.user, set(token.scopes)
         claims: dict[str, Any] = {
             "iss": self.state.issuer,
-            "sub": token.user.id,
+            "sub": user.id,
             "aud": list(token.audience),
             "exp": token.expires_at,
             "iat": token.issued_at,
             "nbf": token.issued_at,
             "jti": token.id,
         }
-        claims.update(self.private_claims(token, token.project_id))
-        return self.web_keys.sign(claims)
-
-    def private_claims(self, token: AccessToken, project_id: str | None) -> dict[str, Any]:
-        """The claims of ZITADEL's reserved scopes, and the roles of ``project_id``."""
-        user, scopes = token.user, set(token.scopes)
-        claims: dict[str, Any] = {}
         if "urn:zitadel:iam:user:resourceowner" in scopes:
             claims[ORG_ID_CLAIM] = user.org.id
             claims[ORG_NAME_CLAIM] = user.org.name
@@ -288,5 +279,5 @@ class Instance:
         if project_id and roles:
             shaped = {role: {user.org.id: user.org.primary_domain} for role in sorted(roles)}
             claims[ROLES_CLAIM] = shaped
-            claims[project_roles_claim(project_id)] = shaped
+            claims[f"urn:zitadel:iam:org:project:{project_id}:roles"] = shaped
         return claims

@@ -41,17 +41,14 @@ class Introspection:
             return oauth_error("invalid_request", "token missing")
         if fault is not None and fault.kind == "inactive":
             return JSONResponse({"active": False})
-        token = instance.state.directory.tokens.get(token_value)
-        if token is None or not instance.is_live(token) or not self._audience_allows(token, caller):
-            return JSONResponse({"active": False})
-        return JSONResponse(self._active_body(token, caller))
-
-    def _audience_allows(self, token: AccessToken, caller: str) -> bool:
-        app = self.instance.state.directory.apps.get(caller)
+        app = instance.state.directory.apps.get(caller)
         allowed = {caller} if app is None else {caller, app.project.id}
-        return not allowed.isdisjoint(token.audience)
+        token = instance.state.directory.tokens.get(token_value)
+        if token is None or not instance.is_live(token) or allowed.isdisjoint(token.audience):
+            return JSONResponse({"active": False})
+        return JSONResponse(self._active_body(token, app.project.id if app else None))
 
-    def _active_body(self, token: AccessToken, caller: str) -> dict[str, Any]:
+    def _active_body(self, token: AccessToken, project_id: str | None) -> dict[str, Any]:
         user = token.user
         scopes = set(token.scopes)
         body: dict[str, Any] = {
@@ -59,13 +56,7 @@ class Introspection:
             "scope": " ".join(token.scopes),
             "client_id": token.client_id,
             "token_type": "Bearer",
-            "exp": token.expires_at,
-            "iat": token.issued_at,
-            "nbf": token.issued_at,
-            "sub": user.id,
-            "aud": list(token.audience),
-            "iss": self.instance.state.issuer,
-            "jti": token.id,
+            **self.instance.claims(token, project_id),
         }
         if "profile" in scopes:
             body.update(
@@ -81,7 +72,4 @@ class Introspection:
             body["email"] = user.email
             if user.email_verified:
                 body["email_verified"] = True
-        app = self.instance.state.directory.apps.get(caller)
-        project_id = app.project.id if app is not None else None
-        body.update(self.instance.private_claims(token, project_id))
         return body
