@@ -262,7 +262,8 @@ class ZitadelStandIn(InstanceState):
     def revoke(self, token: str) -> None:
         """Revoke an access token as ``/oauth/v2/revoke`` does: a token of ZITADEL v4 ends
         with its OIDC session's access token (``oidc_session.access_token.revoked``), a JWT
-        found by its ``jti``; a personal access token is removed (``user.pat.removed``)."""
+        found by its ``jti``; a personal access token is removed (``user.pat.removed``);
+        unknown or revoked tokens are left alone, as RFC 7009 wants."""
         Revocation(self._instance).revoke(token)
 
     def token_info(self, token: str) -> AccessToken | None:

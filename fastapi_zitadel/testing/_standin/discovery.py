@@ -44,8 +44,6 @@ class Discovery:
         )
 
     async def jwks(self, _request: Request) -> Response:
-        """The instance's web keys, as ZITADEL publishes them: they sign ID tokens and JWT
-        access tokens. A rotated-out key stays until its grace period ends."""
         self.instance.state.jwks_calls += 1
         _fault, faulty = await self.instance.faults.apply("keys")
         if faulty is not None:

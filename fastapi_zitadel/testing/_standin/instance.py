@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -38,9 +39,6 @@ ORG_DOMAIN_CLAIM = "urn:zitadel:iam:user:resourceowner:primary_domain"
 
 
 class InstanceState:
-    """What tests see of an instance: its settings, directory, history and call counters.
-    ``ZitadelStandIn`` is one; the helpers its endpoints share are its ``Instance``."""
-
     def __init__(
         self,
         issuer: str = "http://zitadel.localhost",
@@ -86,15 +84,12 @@ class InstanceState:
 
 
 class Instance:
-    """What the endpoints share beyond the state tests see: the web keys, the faults, the
-    event record, client authentication and the token rules."""
-
     def __init__(self, state: InstanceState) -> None:
         self.state = state
         self.web_keys = WebKeys(state.clock)
         self.faults = Faults()
         self.seen_jtis: set[str] = set()
-        self._sequences: dict[tuple[str, str], int] = {}
+        self._sequences: Counter[tuple[str, str]] = Counter()  # per aggregate
         self._history = threading.Lock()  # changes come from tests and from served requests
 
     # Events -------------------------------------------------------------------------------
@@ -111,15 +106,13 @@ class Instance:
         ``editor`` ``None`` is the instance's administrator."""
         who = editor.id if isinstance(editor, User) else editor or self.state.admin_id
         with self._history:
-            key = (aggregate_type, aggregate_id)
-            sequence = self._sequences.get(key, 0) + 1
-            self._sequences[key] = sequence
+            self._sequences[(aggregate_type, aggregate_id)] += 1
             event = Event(
                 aggregate_type=aggregate_type,
                 aggregate_id=aggregate_id,
                 resource_owner=resource_owner,
                 instance_id=self.state.instance_id,
-                sequence=sequence,
+                sequence=self._sequences[(aggregate_type, aggregate_id)],
                 position=self.state.directory.next_position(),
                 event_type=event_type,
                 created_at=self.state.clock(),

@@ -17,8 +17,6 @@ class Revocation:
         self.instance = instance
 
     def revoke(self, token: str) -> None:
-        """Revoke ``token`` (opaque, or a JWT found by its ``jti``); unknown or revoked
-        tokens are left alone, as RFC 7009 wants."""
         found = self.instance.find_token(token)
         if found is None or found.revoked:
             return
