@@ -12,7 +12,7 @@ Split as ZITADEL is: one module per endpoint, the web keys (``keys``) and fault 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, Literal
 
 import httpx
@@ -36,16 +36,15 @@ from fastapi_zitadel.testing._directory import (
 from fastapi_zitadel.testing._management import ManagementApi
 from fastapi_zitadel.testing._server import LoopbackServer
 
-from .discovery import Discovery
-from .exchange import TokenExchange
+from .discovery import configuration, jwks
 from .faults import ConnectionDropped, Fault, FaultEndpoint, FaultKind
 from .instance import InstanceState
-from .introspection import Introspection
+from .introspection import introspect
 from .keys import DEFAULT_GRACE_PERIOD, WebKeyAlgorithm
 from .login import LOGIN_PATH, Login, id_token
 from .oauth import AUTHORIZATION_CODE_GRANT, audience_scopes
-from .revocation import Revocation
-from .token import TokenEndpoint
+from .revocation import revoke, revoke_endpoint
+from .token import token_endpoint
 
 __all__ = ["ConnectionDropped", "Fault", "ZitadelStandIn"]
 
@@ -80,16 +79,16 @@ class ZitadelStandIn(InstanceState):
             terminate_session=self.terminate_session,
             clock=self.clock,
         )
-        discovery = Discovery(instance)
-        token = TokenEndpoint(instance, login, TokenExchange(instance))
         return Starlette(
             routes=[
                 # Starlette's default methods: GET (and HEAD).
-                Route("/.well-known/openid-configuration", discovery.configuration),
-                Route("/oauth/v2/keys", discovery.jwks),
-                Route("/oauth/v2/introspect", Introspection(instance).endpoint, methods=["POST"]),
-                Route("/oauth/v2/token", token.endpoint, methods=["POST"]),
-                Route("/oauth/v2/revoke", Revocation(instance).endpoint, methods=["POST"]),
+                Route("/.well-known/openid-configuration", partial(configuration, instance)),
+                Route("/oauth/v2/keys", partial(jwks, instance)),
+                Route("/oauth/v2/introspect", partial(introspect, instance), methods=["POST"]),
+                Route(
+                    "/oauth/v2/token", partial(token_endpoint, instance, login), methods=["POST"]
+                ),
+                Route("/oauth/v2/revoke", partial(revoke_endpoint, instance), methods=["POST"]),
                 Route("/oauth/v2/authorize", login.authorize),
                 Route(LOGIN_PATH, login.login, methods=["POST"]),
                 *self.actions.routes(),
@@ -264,7 +263,7 @@ class ZitadelStandIn(InstanceState):
         with its OIDC session's access token (``oidc_session.access_token.revoked``), a JWT
         found by its ``jti``; a personal access token is removed (``user.pat.removed``);
         unknown or revoked tokens are left alone, as RFC 7009 wants."""
-        Revocation(self._instance).revoke(token)
+        revoke(self._instance, token)
 
     def token_info(self, token: str) -> AccessToken | None:
         """What the stand-in knows about ``token`` (opaque, or a JWT by its ``jti``)."""
