@@ -61,11 +61,8 @@ _USER_CHANGES: dict[str, tuple[str, bool, str, bool]] = {
 
 
 class ZitadelStandIn(InstanceState):
-    """A fake ZITADEL instance with a small API to set it up from tests.
-
-    ``issuer`` is fixed at construction for in-process use; ``serve()`` sets it to the
-    loopback address it binds before serving.
-    """
+    """A fake ZITADEL instance with a small API to set it up from tests. ``issuer`` is fixed
+    at construction for in-process use; ``serve()`` sets it to the address it binds."""
 
     @cached_property
     def app(self) -> Starlette:
@@ -234,18 +231,16 @@ class ZitadelStandIn(InstanceState):
     def rotate_signing_key(
         self, *, algorithm: WebKeyAlgorithm = "RS256", grace_period: float = DEFAULT_GRACE_PERIOD
     ) -> str:
-        """Make a new web key the one that signs; the previous one stays in the JWKS for
-        ``grace_period`` seconds (of the stand-in's clock), then leaves it. Returns the new
-        key's id."""
+        """Make a new web key the one that signs (returns its id); the previous one stays in
+        the JWKS for ``grace_period`` seconds (of the stand-in's clock), then leaves it."""
         return self._instance.web_keys.rotate(algorithm, grace_period)
 
     def sign_jwt(
         self, claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None
     ) -> str:
         """``claims`` signed with the current web key (header ``kid``, ``typ: JWT``, plus
-        ``headers``): for tests that need a JWT ZITADEL would not issue (expired, for another
-        audience...). The stand-in does not know the token: its introspection answers
-        inactive for it."""
+        ``headers``): a JWT ZITADEL would not issue (expired, for another audience...),
+        unknown to the stand-in, whose introspection answers inactive for it."""
         return self._instance.web_keys.sign(claims, headers)
 
     @property
@@ -445,10 +440,9 @@ class ZitadelStandIn(InstanceState):
     def set_execution(
         self, targets: Iterable[Target | str], *, event: str | None = None, group: str | None = None
     ) -> None:
-        """Send ``event`` (an event type), the events of ``group`` (a prefix such as
-        ``user``) or, with neither, all events to ``targets`` (as ``PUT
-        /v2/actions/executions``; an empty list removes the execution). Only the
-        best-matching execution runs per event."""
+        """Send ``event`` (an event type), the events of ``group`` (a prefix such as ``user``)
+        or, with neither, all events to ``targets`` (as ``PUT /v2/actions/executions``; an
+        empty list removes the execution). Only the best-matching execution runs per event."""
         if event is not None and group is not None:
             raise ValueError("give event or group, not both")
         condition = ("event", event) if event else ("group", group) if group else ("all", "")
@@ -483,23 +477,18 @@ class ZitadelStandIn(InstanceState):
         endpoint: FaultEndpoint = "introspect",
     ) -> None:
         """Make the next ``times`` introspections misbehave (``None``: until ``clear_faults``);
-        ``endpoint="keys"``: the next JWKS requests instead.
-
-        ``latency`` waits ``seconds`` first; ``status`` answers that HTTP status;
-        ``rate_limit`` answers 429 with ``Retry-After: seconds``; ``garbage`` answers HTML;
-        ``drop`` cuts the connection mid-answer; ``inactive`` answers ``{"active": false}``
-        as ZITADEL does on an internal error.
-        """
-        self._instance.faults.waiting.append(Fault(kind, times, seconds, status, endpoint))
+        ``endpoint="keys"``: the next JWKS requests instead. ``latency`` waits ``seconds``
+        first; ``status`` answers that HTTP status; ``rate_limit`` answers 429 with
+        ``Retry-After: seconds``; ``garbage`` answers HTML; ``drop`` cuts the connection
+        mid-answer; ``inactive``: ``{"active": false}``, as ZITADEL on an internal error."""
+        self._instance.faults.append(Fault(kind, times, seconds, status, endpoint))
 
     def clear_faults(self) -> None:
-        self._instance.faults.waiting.clear()
+        self._instance.faults.clear()
 
     def serve(self) -> LoopbackServer:
-        """Serve on 127.0.0.1 with an ephemeral port; the issuer becomes that address.
-
-        ``with standin.serve() as issuer: ...``
-        """
+        """Serve on 127.0.0.1 with an ephemeral port; the issuer becomes that address:
+        ``with standin.serve() as issuer: ...``"""
         server = LoopbackServer(self.app)
         self.issuer = server.url
         return server

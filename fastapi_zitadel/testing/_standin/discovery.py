@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from . import faults
 from .instance import Instance
 from .oauth import AUTHORIZATION_CODE_GRANT, JWT_BEARER_GRANT, TOKEN_EXCHANGE_GRANT
 
@@ -42,7 +43,7 @@ async def configuration(instance: Instance, _request: Request) -> Response:
 
 async def jwks(instance: Instance, _request: Request) -> Response:
     instance.state.jwks_calls += 1
-    _fault, faulty = await instance.faults.apply("keys")
+    _fault, faulty = await faults.apply(instance.faults, "keys")
     if faulty is not None:
         return faulty
     keys = [key.jwk() for key in instance.web_keys.published()]

@@ -26,7 +26,7 @@ from fastapi_zitadel.testing._directory import (
 )
 from fastapi_zitadel.testing._events import Event, PayloadFormat, rfc3339_nano
 
-from .faults import Faults
+from .faults import Fault
 from .keys import WebKeys
 
 # ZITADEL's claim names, written out here rather than shared with the library: the stand-in
@@ -53,7 +53,6 @@ class InstanceState:
     ) -> None:
         """``impersonation``: the instance's "Allow Impersonation" security setting, which token
         exchange with an actor needs (ZITADEL's default is off; here on, for tests).
-
         ``jti_delimiter``: the character between a token's OIDC session and its id in
         ``V2_<session>.at_<id>`` (``"-"`` in some ZITADEL versions). ``event_payload``: how
         events carry ``event_payload`` to Actions v2 targets: ``"object"`` (current),
@@ -87,7 +86,7 @@ class Instance:
     def __init__(self, state: InstanceState) -> None:
         self.state = state
         self.web_keys = WebKeys(state.clock)
-        self.faults = Faults()
+        self.faults: list[Fault] = []  # waiting for their endpoint
         self.seen_jtis: set[str] = set()
         self._sequences: Counter[tuple[str, str]] = Counter()  # per aggregate
         self._history = threading.Lock()  # changes come from tests and from served requests
@@ -153,9 +152,7 @@ class Instance:
         """The admin APIs want an IAM owner's token (a personal access token here): its user,
         the editor of what it changes."""
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        token = (
-            self.state.directory.tokens.get(value.strip()) if scheme.lower() == "bearer" else None
-        )
+        token = self.state.directory.tokens.get(value.strip() if scheme.lower() == "bearer" else "")
         if token is None or not self.is_live(token):
             raise ApiError(16, "Errors.Token.Invalid (AUTH-7fs1e)")
         if not token.user.iam_owner:

@@ -11,13 +11,14 @@ from starlette.responses import JSONResponse, Response
 from fastapi_zitadel.testing._client_check import ClientAuthFailed, InvalidRequest
 from fastapi_zitadel.testing._directory import AccessToken
 
+from . import faults
 from .instance import Instance
 from .oauth import oauth_error, parameters
 
 
 async def introspect(instance: Instance, request: Request) -> Response:
     instance.state.introspection_calls += 1
-    fault, faulty = await instance.faults.apply("introspect")
+    fault, faulty = await faults.apply(instance.faults, "introspect")
     if faulty is not None:
         return faulty
     params = await parameters(request)
