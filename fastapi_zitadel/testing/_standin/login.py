@@ -76,13 +76,9 @@ class Login:
             error = {"error": "invalid_request", "error_description": description}
             return _redirect(redirect_uri, state, error)
         request_id = secrets.token_urlsafe(16)
+        scopes, nonce = params.get("scope", "").split(), params.get("nonce")
         self._requests[request_id] = _AuthorizationRequest(
-            app=app,
-            redirect_uri=redirect_uri,
-            scopes=params.get("scope", "").split(),
-            state=state,
-            nonce=params.get("nonce"),
-            code_challenge=challenge,
+            app, redirect_uri, scopes, state, nonce, challenge
         )
         users = self.instance.state.directory.users.values()
         humans = [user for user in users if user.kind == "human" and user.usable]
