@@ -142,10 +142,10 @@ class Instance:
         return authenticate_client(
             self.state.directory,
             form=params,
-            authorization=request.headers.get("authorization") if request else None,
+            authorization=request.headers.get("authorization") if request is not None else None,
             issuer=self.state.issuer,
             now=self.state.clock(),
-            seen_jtis=self.seen_jtis if request and self.state.track_jti else None,
+            seen_jtis=self.seen_jtis if request is not None and self.state.track_jti else None,
         )
 
     def authorize_admin(self, request: Request) -> User:
