@@ -4,17 +4,15 @@ It enforces what the real server enforces (client authentication rules, audience
 answer shapes), so code that passes against it works against ZITADEL. Run it in-process with
 ``standin.transport()`` or on a loopback port with ``standin.serve()``.
 
-Split as ZITADEL is: one module per endpoint (``discovery``, ``introspection``, ``token``,
-``exchange``, ``login``, ``revocation``), the web keys (``keys``), fault injection
-(``faults``), each handed the shared ``Instance`` (directory, clock, keys, event history).
-``ZitadelStandIn`` is the state tests see (``InstanceState``) with the API they set it up
-with; the helpers the endpoints share stay in its ``Instance``, out of its public members.
+Split as ZITADEL is: one module per endpoint, the web keys (``keys``) and fault injection
+(``faults``), each handed the shared ``Instance``. ``ZitadelStandIn`` is the state tests see
+(``InstanceState``) with the API they set it up with; the endpoints' helpers stay off it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, Literal
 
 import httpx
@@ -38,21 +36,15 @@ from fastapi_zitadel.testing._directory import (
 from fastapi_zitadel.testing._management import ManagementApi
 from fastapi_zitadel.testing._server import LoopbackServer
 
-from .discovery import Discovery
-from .exchange import TokenExchange
+from .discovery import configuration, jwks
 from .faults import ConnectionDropped, Fault, FaultEndpoint, FaultKind
 from .instance import InstanceState
-from .introspection import Introspection
+from .introspection import introspect
 from .keys import DEFAULT_GRACE_PERIOD, WebKeyAlgorithm
 from .login import LOGIN_PATH, Login, id_token
-from .oauth import (
-    AUDIENCE_SCOPE_PREFIX,
-    AUDIENCE_SCOPE_SUFFIX,
-    AUTHORIZATION_CODE_GRANT,
-    audience_scopes,
-)
-from .revocation import Revocation
-from .token import TokenEndpoint
+from .oauth import AUTHORIZATION_CODE_GRANT, audience_scopes
+from .revocation import revoke, revoke_endpoint
+from .token import token_endpoint
 
 __all__ = ["ConnectionDropped", "Fault", "ZitadelStandIn"]
 
@@ -69,11 +61,8 @@ _USER_CHANGES: dict[str, tuple[str, bool, str, bool]] = {
 
 
 class ZitadelStandIn(InstanceState):
-    """A fake ZITADEL instance with a small API to set it up from tests.
-
-    ``issuer`` is fixed at construction for in-process use; ``serve()`` sets it to the
-    loopback address it binds before serving.
-    """
+    """A fake ZITADEL instance with a small API to set it up from tests. ``issuer`` is fixed
+    at construction for in-process use; ``serve()`` sets it to the address it binds."""
 
     @cached_property
     def app(self) -> Starlette:
@@ -87,18 +76,17 @@ class ZitadelStandIn(InstanceState):
             terminate_session=self.terminate_session,
             clock=self.clock,
         )
-        discovery = Discovery(instance)
-        token = TokenEndpoint(instance, login, TokenExchange(instance))
         return Starlette(
             routes=[
+                # Starlette's default methods: GET (and HEAD).
+                Route("/.well-known/openid-configuration", partial(configuration, instance)),
+                Route("/oauth/v2/keys", partial(jwks, instance)),
+                Route("/oauth/v2/introspect", partial(introspect, instance), methods=["POST"]),
                 Route(
-                    "/.well-known/openid-configuration", discovery.configuration, methods=["GET"]
+                    "/oauth/v2/token", partial(token_endpoint, instance, login), methods=["POST"]
                 ),
-                Route("/oauth/v2/keys", discovery.jwks, methods=["GET"]),
-                Route("/oauth/v2/introspect", Introspection(instance).endpoint, methods=["POST"]),
-                Route("/oauth/v2/token", token.endpoint, methods=["POST"]),
-                Route("/oauth/v2/revoke", Revocation(instance).endpoint, methods=["POST"]),
-                Route("/oauth/v2/authorize", login.authorize, methods=["GET"]),
+                Route("/oauth/v2/revoke", partial(revoke_endpoint, instance), methods=["POST"]),
+                Route("/oauth/v2/authorize", login.authorize),
                 Route(LOGIN_PATH, login.login, methods=["POST"]),
                 *self.actions.routes(),
                 *management.routes(),
@@ -150,12 +138,9 @@ class ZitadelStandIn(InstanceState):
     ) -> WebApplication:
         """A web application with PKCE (no secret): the kind Swagger UI logs in with. Its login
         page (``/oauth/v2/authorize``) lets the person pick one of the human users.
-
-        ``auth="private_key_jwt"`` (a key file) or ``"basic"`` (a secret) makes it a
-        confidential client; with ``TOKEN_EXCHANGE_GRANT`` among its ``grant_types`` it may
-        exchange tokens, as a ZITADEL application with the Token Exchange grant type.
-        ``jwt_access_tokens=True`` makes its code flow issue JWT access tokens (ZITADEL's
-        "access token type" JWT)."""
+        ``auth="private_key_jwt"`` (a key file) or ``"basic"`` (a secret) makes it confidential;
+        with ``TOKEN_EXCHANGE_GRANT`` among its ``grant_types`` it may exchange tokens.
+        ``jwt_access_tokens=True``: its code flow issues JWT access tokens."""
         app = WebApplication(
             new_id(),
             f"{new_id()}@{name}",
@@ -191,8 +176,8 @@ class ZitadelStandIn(InstanceState):
         with_secret: bool = False,
         jwt_access_tokens: bool = False,
     ) -> User:
-        """A service user with a key (and a secret); ``jwt_access_tokens=True`` makes the
-        token endpoint issue it JWT access tokens (ZITADEL's "access token type" JWT)."""
+        """A service user with a key (and a secret); ``jwt_access_tokens=True``: the token
+        endpoint issues it JWT access tokens (ZITADEL's "access token type" JWT)."""
         user = User(new_id(), org, username, "machine", jwt_access_tokens=jwt_access_tokens)
         self.directory.give_credentials(user, "private_key_jwt")
         if with_secret:
@@ -216,24 +201,18 @@ class ZitadelStandIn(InstanceState):
         jwt: bool = False,
         session: str | None = None,
     ) -> str:
-        """Mint an access token for ``user`` whose audience is ``project``, and the projects of
-        any audience scopes (``urn:zitadel:iam:org:project:id:{id}:aud``) among ``scopes``, as
-        ZITADEL adds them: opaque, or with ``jwt=True`` a JWT access token signed with the
-        instance's current web key, carrying what ZITADEL's do (no profile or e-mail claims).
-        Introspection answers alike for both.
-
+        """An access token for ``user`` whose audience is ``project`` and the projects of the
+        audience scopes (``urn:zitadel:iam:org:project:id:{id}:aud``) in ``scopes``, as ZITADEL
+        adds them: opaque, or with ``jwt=True`` a JWT access token signed with the current web
+        key, with ZITADEL's claims (no profile or e-mail). Introspection answers alike for both.
         Each token has its own OIDC session (``oidc_session.added``); a human user's is made
         from a new login session in a new user agent, or from the login session ``session``
         (see ``session_id``), as a second login in the same browser would be."""
         scopes = list(scopes)
-        audience = [project.id, *audience_scopes(scopes)]
-        login: LoginSession | None = None
-        if session is not None:
-            login = self.directory.login_sessions.get(session)
-            if login is None or login.user is not user:
-                raise ValueError(f"login session {session} is not one of this user's")
-        elif user.kind == "human":
+        login = self._logins(user, session)[0] if session is not None else None
+        if login is None and user.kind == "human":
             login = self._instance.new_login_session(user)
+        audience = [project.id, *audience_scopes(scopes)]
         return self._instance.mint(
             user, audience, scopes, lifetime, client_id, jwt=jwt, login=login
         ).value
@@ -250,23 +229,18 @@ class ZitadelStandIn(InstanceState):
 
     # Web keys -----------------------------------------------------------------------------
     def rotate_signing_key(
-        self,
-        *,
-        algorithm: WebKeyAlgorithm = "RS256",
-        grace_period: float = DEFAULT_GRACE_PERIOD,
+        self, *, algorithm: WebKeyAlgorithm = "RS256", grace_period: float = DEFAULT_GRACE_PERIOD
     ) -> str:
-        """Make a new web key the one that signs; the previous one stays in the JWKS for
-        ``grace_period`` seconds (of the stand-in's clock), then leaves it. Returns the new
-        key's id."""
+        """Make a new web key the one that signs (returns its id); the previous one stays in
+        the JWKS for ``grace_period`` seconds (of the stand-in's clock), then leaves it."""
         return self._instance.web_keys.rotate(algorithm, grace_period)
 
     def sign_jwt(
         self, claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None
     ) -> str:
         """``claims`` signed with the current web key (header ``kid``, ``typ: JWT``, plus
-        ``headers``): for tests that need a JWT ZITADEL would not issue (expired, for another
-        audience...). The stand-in does not know the token: its introspection answers
-        inactive for it."""
+        ``headers``): a JWT ZITADEL would not issue (expired, for another audience...),
+        unknown to the stand-in, whose introspection answers inactive for it."""
         return self._instance.web_keys.sign(claims, headers)
 
     @property
@@ -282,8 +256,9 @@ class ZitadelStandIn(InstanceState):
     def revoke(self, token: str) -> None:
         """Revoke an access token as ``/oauth/v2/revoke`` does: a token of ZITADEL v4 ends
         with its OIDC session's access token (``oidc_session.access_token.revoked``), a JWT
-        found by its ``jti``; a personal access token is removed (``user.pat.removed``)."""
-        Revocation(self._instance).revoke(token)
+        found by its ``jti``; a personal access token is removed (``user.pat.removed``);
+        unknown or revoked tokens are left alone, as RFC 7009 wants."""
+        revoke(self._instance, token)
 
     def token_info(self, token: str) -> AccessToken | None:
         """What the stand-in knows about ``token`` (opaque, or a JWT by its ``jti``)."""
@@ -293,9 +268,7 @@ class ZitadelStandIn(InstanceState):
         """The id of the login session ``token`` was issued from (``None``: none, as for a
         service user's token): for ``terminate_session`` and ``issue_token(session=...)``."""
         found = self._instance.find_token(token)
-        if found is None or found.oidc_session is None:
-            return None
-        login = found.oidc_session.login_session
+        login = found.oidc_session.login_session if found and found.oidc_session else None
         return login.id if login is not None else None
 
     # Users, sessions and grants: what ZITADEL v4's introspection refuses -----------------
@@ -331,18 +304,22 @@ class ZitadelStandIn(InstanceState):
         """The user signs out (``user.human.signed.out``, the user the editor): tokens issued
         from the user agent of login session ``session`` before it are inactive; without
         ``session``, from every user agent the user logged in with."""
-        sessions = [
-            login
-            for login in self.directory.login_sessions.values()
-            if login.user is user and (session is None or login.id == session)
-        ]
-        if session is not None and not sessions:
-            raise ValueError(f"login session {session} is not one of this user's")
-        for agent in dict.fromkeys(login.user_agent_id for login in sessions):
+        for agent in dict.fromkeys(login.user_agent_id for login in self._logins(user, session)):
             event = self._instance.emit(
                 user, "user.human.signed.out", editor=user, userAgentID=agent
             )
             user.signed_out[agent] = event.position
+
+    def _logins(self, user: User, session: str | None) -> list[LoginSession]:
+        """The user's login sessions: all, or only ``session``, which must be one of them."""
+        logins = [
+            login
+            for login in self.directory.login_sessions.values()
+            if login.user is user and (session is None or login.id == session)
+        ]
+        if session is not None and not logins:
+            raise ValueError(f"login session {session} is not one of this user's")
+        return logins
 
     def terminate_session(self, session: str, *, editor: User | None = None) -> None:
         """``session.terminated``: the login session ends, and every token issued from it."""
@@ -361,16 +338,12 @@ class ZitadelStandIn(InstanceState):
     ) -> str:
         """Grant ``user`` ``roles`` in ``project`` (``user.grant.added``); returns the grant id.
         A user has one grant per project: use ``change_grant`` for the next change."""
-        directory = self.directory
-        if (user.id, project.id) in directory.grants:
+        if (user.id, project.id) in self.directory.grants:
             raise ValueError(f"{user.username} has a grant in {project.name} already")
-        user.roles[project.id] = set(roles)
-        grant = directory.grant_of(user, project.id)
-        assert grant is not None
-        roles_added = sorted(user.roles[project.id])
-        self._emit_grant(
-            grant, "added", editor, userId=user.id, projectId=project.id, roleKeys=roles_added
-        )
+        user.roles[project.id] = added = set(roles)
+        grant = self._grant(user, project)
+        payload = {"userId": user.id, "projectId": project.id, "roleKeys": sorted(added)}
+        self._emit_grant(grant, "added", editor, **payload)
         return grant.id
 
     def change_grant(
@@ -392,17 +365,14 @@ class ZitadelStandIn(InstanceState):
 
     def deactivate_grant(self, user: User, project: Project, *, editor: User | None = None) -> None:
         """``user.grant.deactivated``: its roles are left out of introspection (#8634)."""
-        self._activate_grant(user, project, active=False, editor=editor)
+        grant = self._grant(user, project)
+        grant.active = False
+        self._emit_grant(grant, "deactivated", editor)
 
     def reactivate_grant(self, user: User, project: Project, *, editor: User | None = None) -> None:
-        self._activate_grant(user, project, active=True, editor=editor)
-
-    def _activate_grant(
-        self, user: User, project: Project, *, active: bool, editor: User | None
-    ) -> None:
         grant = self._grant(user, project)
-        grant.active = active
-        self._emit_grant(grant, "reactivated" if active else "deactivated", editor)
+        grant.active = True
+        self._emit_grant(grant, "reactivated", editor)
 
     def grant_roles(self, user: User, project: Project, roles: Iterable[str]) -> None:
         """Make sure ``user`` holds at least ``roles`` in ``project``: a grant is added, or
@@ -427,10 +397,7 @@ class ZitadelStandIn(InstanceState):
             user,
             client_id=user.id,
             audience=[ZITADEL_PROJECT_ID],
-            scopes=[
-                "openid",
-                f"{AUDIENCE_SCOPE_PREFIX}{ZITADEL_PROJECT_ID}{AUDIENCE_SCOPE_SUFFIX}",
-            ],
+            scopes=["openid", f"urn:zitadel:iam:org:project:id:{ZITADEL_PROJECT_ID}:aud"],
             now=int(self.clock()),
             lifetime=lifetime,
         )
@@ -440,18 +407,11 @@ class ZitadelStandIn(InstanceState):
     def admin_token(self, username: str = "actions-admin") -> str:
         """A personal access token of an IAM owner (a service user of the instance's own
         organization, created on first use): what the Actions v2 API needs."""
-        owner = next(
-            (
-                user
-                for user in self.directory.users.values()
-                if user.iam_owner and user.username == username
-            ),
-            None,
-        )
+        users = self.directory.users.values()
+        owner = next((u for u in users if u.iam_owner and u.username == username), None)
         if owner is None:
-            org = next(
-                (org for org in self.directory.orgs.values() if org.name == "ZITADEL"), None
-            ) or self.add_org("ZITADEL", "zitadel.localhost")
+            org = next((o for o in self.directory.orgs.values() if o.name == "ZITADEL"), None)
+            org = org or self.add_org("ZITADEL", "zitadel.localhost")
             owner = self.add_service_user(org, username)
         return self.personal_access_token(owner, iam_owner=True)
 
@@ -478,16 +438,11 @@ class ZitadelStandIn(InstanceState):
             raise ValueError(exc.message) from None
 
     def set_execution(
-        self,
-        targets: Iterable[Target | str],
-        *,
-        event: str | None = None,
-        group: str | None = None,
+        self, targets: Iterable[Target | str], *, event: str | None = None, group: str | None = None
     ) -> None:
-        """Send ``event`` (an event type), the events of ``group`` (a prefix such as
-        ``user``) or, with neither, all events to ``targets`` (as ``PUT
-        /v2/actions/executions``; an empty list removes the execution). Only the
-        best-matching execution runs per event."""
+        """Send ``event`` (an event type), the events of ``group`` (a prefix such as ``user``)
+        or, with neither, all events to ``targets`` (as ``PUT /v2/actions/executions``; an
+        empty list removes the execution). Only the best-matching execution runs per event."""
         if event is not None and group is not None:
             raise ValueError("give event or group, not both")
         condition = ("event", event) if event else ("group", group) if group else ("all", "")
@@ -522,23 +477,18 @@ class ZitadelStandIn(InstanceState):
         endpoint: FaultEndpoint = "introspect",
     ) -> None:
         """Make the next ``times`` introspections misbehave (``None``: until ``clear_faults``);
-        ``endpoint="keys"``: the next JWKS requests instead.
-
-        ``latency`` waits ``seconds`` first; ``status`` answers that HTTP status;
-        ``rate_limit`` answers 429 with ``Retry-After: seconds``; ``garbage`` answers HTML;
-        ``drop`` cuts the connection mid-answer; ``inactive`` answers ``{"active": false}``
-        as ZITADEL does on an internal error.
-        """
-        self._instance.faults.waiting.append(Fault(kind, times, seconds, status, endpoint))
+        ``endpoint="keys"``: the next JWKS requests instead. ``latency`` waits ``seconds``
+        first; ``status`` answers that HTTP status; ``rate_limit`` answers 429 with
+        ``Retry-After: seconds``; ``garbage`` answers HTML; ``drop`` cuts the connection
+        mid-answer; ``inactive``: ``{"active": false}``, as ZITADEL on an internal error."""
+        self._instance.faults.append(Fault(kind, times, seconds, status, endpoint))
 
     def clear_faults(self) -> None:
-        self._instance.faults.waiting.clear()
+        self._instance.faults.clear()
 
     def serve(self) -> LoopbackServer:
-        """Serve on 127.0.0.1 with an ephemeral port; the issuer becomes that address.
-
-        ``with standin.serve() as issuer: ...``
-        """
+        """Serve on 127.0.0.1 with an ephemeral port; the issuer becomes that address:
+        ``with standin.serve() as issuer: ...``"""
         server = LoopbackServer(self.app)
         self.issuer = server.url
         return server

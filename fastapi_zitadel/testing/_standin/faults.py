@@ -1,6 +1,5 @@
-"""Fault injection: the next requests to introspection or the JWKS misbehave as a real
-server or the network between can (slow, an error status, rate limited, HTML, a dropped
-connection, or ZITADEL's own ``{"active": false}`` on an internal error)."""
+"""Fault injection (``ZitadelStandIn.inject``): the next requests to introspection or the
+JWKS misbehave as a real server or the network between can."""
 
 from __future__ import annotations
 
@@ -30,35 +29,31 @@ class ConnectionDropped(httpx.RemoteProtocolError):
     """Raised in-process where a real server would drop the connection mid-answer."""
 
 
-class Faults:
-    """The faults waiting for their endpoint, first injected first applied."""
-
-    def __init__(self) -> None:
-        self.waiting: list[Fault] = []
-
-    async def apply(self, endpoint: FaultEndpoint) -> tuple[Fault | None, Response | None]:
-        """Take the next fault for ``endpoint``: the fault, and the answer that replaces the
-        endpoint's own (``None``: answer as usual, after ``latency``; ``inactive`` is the
-        endpoint's to apply, after client authentication)."""
-        fault = next((f for f in self.waiting if f.endpoint == endpoint), None)
-        if fault is None:
-            return None, None
-        if fault.remaining is not None:
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                self.waiting.remove(fault)
-        if fault.kind == "latency":
-            await asyncio.sleep(fault.seconds)
-        elif fault.kind == "status":
-            return fault, JSONResponse({"error": "server_error"}, status_code=fault.status)
-        elif fault.kind == "rate_limit":
-            headers = {"Retry-After": str(int(fault.seconds))}
-            return fault, JSONResponse({"error": "rate limited"}, status_code=429, headers=headers)
-        elif fault.kind == "garbage":
-            return fault, Response("<html>502 Bad Gateway</html>", media_type="text/html")
-        elif fault.kind == "drop":
-            return fault, _DroppedMidAnswer()
-        return fault, None
+async def apply(
+    waiting: list[Fault], endpoint: FaultEndpoint
+) -> tuple[Fault | None, Response | None]:
+    """Take the first injected fault ``waiting`` for ``endpoint``: the fault, and the answer
+    that replaces the endpoint's own (``None``: answer as usual, after ``latency``;
+    ``inactive`` is the endpoint's to apply, after client authentication)."""
+    fault = next((f for f in waiting if f.endpoint == endpoint), None)
+    if fault is None:
+        return None, None
+    if fault.remaining is not None:
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            waiting.remove(fault)
+    if fault.kind == "latency":
+        await asyncio.sleep(fault.seconds)
+    elif fault.kind == "status":
+        return fault, JSONResponse({"error": "server_error"}, status_code=fault.status)
+    elif fault.kind == "rate_limit":
+        headers = {"Retry-After": str(int(fault.seconds))}
+        return fault, JSONResponse({"error": "rate limited"}, status_code=429, headers=headers)
+    elif fault.kind == "garbage":
+        return fault, Response("<html>502 Bad Gateway</html>", media_type="text/html")
+    elif fault.kind == "drop":
+        return fault, _DroppedMidAnswer()
+    return fault, None
 
 
 class _DroppedMidAnswer(Response):

@@ -1,15 +1,14 @@
-"""An instance's state in two parts. ``InstanceState`` is what tests see (settings, directory,
-event history, call counters); ``ZitadelStandIn`` is one. ``Instance`` is what its endpoints
-share beyond that (web keys, faults, the event record, client authentication, and the rules
-that say what a token is: its claims, whether it is still live). Endpoints are handed the
-``Instance``; keeping its helpers off ``ZitadelStandIn`` keeps them out of the members a test's
-editor offers."""
+"""An instance's state in two parts: ``InstanceState``, what tests see (settings, directory,
+event history, call counters; ``ZitadelStandIn`` is one), and ``Instance``, what its endpoints
+share beyond that (web keys, faults, the event record, client authentication, what a token is:
+its claims, whether it is live), kept off ``ZitadelStandIn``'s members a test's editor offers."""
 
 from __future__ import annotations
 
 import base64
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -27,7 +26,7 @@ from fastapi_zitadel.testing._directory import (
 )
 from fastapi_zitadel.testing._events import Event, PayloadFormat, rfc3339_nano
 
-from .faults import Faults
+from .faults import Fault
 from .keys import WebKeys
 
 # ZITADEL's claim names, written out here rather than shared with the library: the stand-in
@@ -39,14 +38,7 @@ ORG_NAME_CLAIM = "urn:zitadel:iam:user:resourceowner:name"
 ORG_DOMAIN_CLAIM = "urn:zitadel:iam:user:resourceowner:primary_domain"
 
 
-def project_roles_claim(project_id: str) -> str:
-    return f"urn:zitadel:iam:org:project:{project_id}:roles"
-
-
 class InstanceState:
-    """What tests see of an instance: its settings, directory, history and call counters.
-    ``ZitadelStandIn`` is one; the helpers its endpoints share are its ``Instance``."""
-
     def __init__(
         self,
         issuer: str = "http://zitadel.localhost",
@@ -61,7 +53,6 @@ class InstanceState:
     ) -> None:
         """``impersonation``: the instance's "Allow Impersonation" security setting, which token
         exchange with an actor needs (ZITADEL's default is off; here on, for tests).
-
         ``jti_delimiter``: the character between a token's OIDC session and its id in
         ``V2_<session>.at_<id>`` (``"-"`` in some ZITADEL versions). ``event_payload``: how
         events carry ``event_payload`` to Actions v2 targets: ``"object"`` (current),
@@ -92,15 +83,12 @@ class InstanceState:
 
 
 class Instance:
-    """What the endpoints share beyond the state tests see: the web keys, the faults, the
-    event record, client authentication and the token rules."""
-
     def __init__(self, state: InstanceState) -> None:
         self.state = state
         self.web_keys = WebKeys(state.clock)
-        self.faults = Faults()
+        self.faults: list[Fault] = []  # waiting for their endpoint
         self.seen_jtis: set[str] = set()
-        self._sequences: dict[tuple[str, str], int] = {}
+        self._sequences: Counter[tuple[str, str]] = Counter()  # per aggregate
         self._history = threading.Lock()  # changes come from tests and from served requests
 
     # Events -------------------------------------------------------------------------------
@@ -117,15 +105,13 @@ class Instance:
         ``editor`` ``None`` is the instance's administrator."""
         who = editor.id if isinstance(editor, User) else editor or self.state.admin_id
         with self._history:
-            key = (aggregate_type, aggregate_id)
-            sequence = self._sequences.get(key, 0) + 1
-            self._sequences[key] = sequence
+            self._sequences[(aggregate_type, aggregate_id)] += 1
             event = Event(
                 aggregate_type=aggregate_type,
                 aggregate_id=aggregate_id,
                 resource_owner=resource_owner,
                 instance_id=self.state.instance_id,
-                sequence=sequence,
+                sequence=self._sequences[(aggregate_type, aggregate_id)],
                 position=self.state.directory.next_position(),
                 event_type=event_type,
                 created_at=self.state.clock(),
@@ -148,26 +134,25 @@ class Instance:
         return self.record("oidc_session", session.id, user.org.id, event_type, user, payload)
 
     # Callers ------------------------------------------------------------------------------
-    def authenticate(self, request: Request, params: Mapping[str, str]) -> str:
-        """The authenticated client id, as ZITADEL checks it (``_client_check``)."""
+    def authenticate(self, params: Mapping[str, str], request: Request | None) -> str:
+        """The authenticated client id, as ZITADEL checks it (``_client_check``); without a
+        ``request``, a JWT bearer grant's assertion (no Authorization header, no replay check)."""
         if "client_assertion" in params:
             self.state.received_assertions.append(params["client_assertion"])
         return authenticate_client(
             self.state.directory,
             form=params,
-            authorization=request.headers.get("authorization"),
+            authorization=request.headers.get("authorization") if request is not None else None,
             issuer=self.state.issuer,
             now=self.state.clock(),
-            seen_jtis=self.seen_jtis if self.state.track_jti else None,
+            seen_jtis=self.seen_jtis if request is not None and self.state.track_jti else None,
         )
 
     def authorize_admin(self, request: Request) -> User:
         """The admin APIs want an IAM owner's token (a personal access token here): its user,
         the editor of what it changes."""
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        token = (
-            self.state.directory.tokens.get(value.strip()) if scheme.lower() == "bearer" else None
-        )
+        token = self.state.directory.tokens.get(value.strip() if scheme.lower() == "bearer" else "")
         if token is None or not self.is_live(token):
             raise ApiError(16, "Errors.Token.Invalid (AUTH-7fs1e)")
         if not token.user.iam_owner:
@@ -252,26 +237,23 @@ class Instance:
         return login
 
     def _signed_access_token(self, token: AccessToken) -> str:
-        """A JWT access token with the claims ZITADEL puts in one (zitadel/zitadel
-        ``createJWT`` with zitadel/oidc ``NewAccessTokenClaims``): iss, sub, aud, exp, iat,
-        nbf, jti, and the private claims of the token's scopes (resource owner, metadata)
-        and its project's roles; no scope, client_id, azp, profile or e-mail claims."""
+        return self.web_keys.sign(self.claims(token, token.project_id))
+
+    def claims(self, token: AccessToken, project_id: str | None) -> dict[str, Any]:
+        """The claims ZITADEL puts in a JWT access token (zitadel/zitadel ``createJWT`` with
+        zitadel/oidc ``NewAccessTokenClaims``) and in introspection: iss, sub, aud, exp, iat,
+        nbf, jti, the private claims of the token's scopes (resource owner, metadata, ``act``)
+        and the roles of ``project_id``; no scope, client_id, azp, profile or e-mail claims."""
+        user, scopes = token.user, set(token.scopes)
         claims: dict[str, Any] = {
             "iss": self.state.issuer,
-            "sub": token.user.id,
+            "sub": user.id,
             "aud": list(token.audience),
             "exp": token.expires_at,
             "iat": token.issued_at,
             "nbf": token.issued_at,
             "jti": token.id,
         }
-        claims.update(self.private_claims(token, token.project_id))
-        return self.web_keys.sign(claims)
-
-    def private_claims(self, token: AccessToken, project_id: str | None) -> dict[str, Any]:
-        """The claims of ZITADEL's reserved scopes, and the roles of ``project_id``."""
-        user, scopes = token.user, set(token.scopes)
-        claims: dict[str, Any] = {}
         if "urn:zitadel:iam:user:resourceowner" in scopes:
             claims[ORG_ID_CLAIM] = user.org.id
             claims[ORG_NAME_CLAIM] = user.org.name
@@ -287,5 +269,5 @@ class Instance:
         if project_id and roles:
             shaped = {role: {user.org.id: user.org.primary_domain} for role in sorted(roles)}
             claims[ROLES_CLAIM] = shaped
-            claims[project_roles_claim(project_id)] = shaped
+            claims[f"urn:zitadel:iam:org:project:{project_id}:roles"] = shaped
         return claims

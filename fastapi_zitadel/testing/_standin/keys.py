@@ -28,8 +28,7 @@ _ALGORITHMS: dict[str, tuple[Callable[[], Any], type[Any]]] = {
 
 @dataclass
 class WebKey:
-    """One of the instance's web keys: it signs while current, and is published in the JWKS
-    until ``retires_at`` (stand-in clock) once rotated out."""
+    """Once rotated out, published in the JWKS until ``retires_at`` (stand-in clock)."""
 
     kid: str
     algorithm: WebKeyAlgorithm

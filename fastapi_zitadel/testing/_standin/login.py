@@ -68,19 +68,17 @@ class Login:
             return _login_error(f"redirect_uri {redirect_uri!r} is not registered for this app")
         state = params.get("state")
         if params.get("response_type") != "code":
-            return _redirect_error(redirect_uri, state, "unsupported_response_type", "use code")
+            error = {"error": "unsupported_response_type", "error_description": "use code"}
+            return _redirect(redirect_uri, state, error)
         challenge = params.get("code_challenge", "")
         if not challenge or params.get("code_challenge_method") != "S256":
             description = "PKCE is required: code_challenge with code_challenge_method S256"
-            return _redirect_error(redirect_uri, state, "invalid_request", description)
+            error = {"error": "invalid_request", "error_description": description}
+            return _redirect(redirect_uri, state, error)
         request_id = secrets.token_urlsafe(16)
+        scopes, nonce = params.get("scope", "").split(), params.get("nonce")
         self._requests[request_id] = _AuthorizationRequest(
-            app=app,
-            redirect_uri=redirect_uri,
-            scopes=params.get("scope", "").split(),
-            state=state,
-            nonce=params.get("nonce"),
-            code_challenge=challenge,
+            app, redirect_uri, scopes, state, nonce, challenge
         )
         users = self.instance.state.directory.users.values()
         humans = [user for user in users if user.kind == "human" and user.usable]
@@ -102,8 +100,7 @@ class Login:
             self.instance.state.clock() + CODE_LIFETIME,
             self.instance.new_login_session(user),
         )
-        answer = {"code": code, **({"state": pending.state} if pending.state else {})}
-        return RedirectResponse(_with_query(pending.redirect_uri, answer), status_code=303)
+        return _redirect(pending.redirect_uri, pending.state, {"code": code})
 
     def redeem(self, params: Mapping[str, str]) -> Response:
         """``grant_type=authorization_code`` for a public client: the code once, from the same
@@ -165,16 +162,11 @@ def id_token(
     return instance.web_keys.sign(claims)
 
 
-def _with_query(uri: str, params: Mapping[str, str]) -> str:
-    return uri + ("&" if "?" in uri else "?") + urlencode(params)
-
-
-def _redirect_error(uri: str, state: str | None, error: str, description: str) -> Response:
-    """RFC 6749 4.1.2.1: errors go back to a verified redirect URI."""
-    answer = {"error": error, "error_description": description}
-    if state:
-        answer["state"] = state
-    return RedirectResponse(_with_query(uri, answer), status_code=303)
+def _redirect(uri: str, state: str | None, answer: dict[str, str]) -> Response:
+    """Back to a verified redirect URI with ``answer`` and ``state``: the code, or an error
+    (RFC 6749 4.1.2.1: errors go back there too)."""
+    query = urlencode({**answer, "state": state} if state else answer)
+    return RedirectResponse(uri + ("&" if "?" in uri else "?") + query, status_code=303)
 
 
 _PAGE = """<!doctype html>

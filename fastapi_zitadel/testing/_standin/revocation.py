@@ -12,29 +12,24 @@ from .instance import Instance
 from .oauth import oauth_error, parameters
 
 
-class Revocation:
-    def __init__(self, instance: Instance) -> None:
-        self.instance = instance
+def revoke(instance: Instance, token: str) -> None:
+    found = instance.find_token(token)
+    if found is None or found.revoked:
+        return
+    found.revoked = True
+    session = found.oidc_session
+    if found.personal:
+        instance.emit(found.user, "user.pat.removed", editor=None, tokenId=found.id)
+    elif session is not None and not session.access_token_revoked:
+        session.access_token_revoked = True
+        instance.emit_about_session(session, "oidc_session.access_token.revoked")
 
-    def revoke(self, token: str) -> None:
-        """Revoke ``token`` (opaque, or a JWT found by its ``jti``); unknown or revoked
-        tokens are left alone, as RFC 7009 wants."""
-        found = self.instance.find_token(token)
-        if found is None or found.revoked:
-            return
-        found.revoked = True
-        session = found.oidc_session
-        if found.personal:
-            self.instance.emit(found.user, "user.pat.removed", editor=None, tokenId=found.id)
-        elif session is not None and not session.access_token_revoked:
-            session.access_token_revoked = True
-            self.instance.emit_about_session(session, "oidc_session.access_token.revoked")
 
-    async def endpoint(self, request: Request) -> Response:
-        params = await parameters(request)
-        try:
-            self.instance.authenticate(request, params)
-        except (ClientAuthFailed, InvalidRequest):
-            return oauth_error("invalid_client", "client authentication failed", 401)
-        self.revoke(params.get("token", ""))
-        return Response(status_code=200)
+async def revoke_endpoint(instance: Instance, request: Request) -> Response:
+    params = await parameters(request)
+    try:
+        instance.authenticate(params, request)
+    except (ClientAuthFailed, InvalidRequest):
+        return oauth_error("invalid_client", "client authentication failed", 401)
+    revoke(instance, params.get("token", ""))
+    return Response(status_code=200)

@@ -13,12 +13,11 @@ from fastapi_zitadel.testing._client_check import (
     CLIENT_ASSERTION_TYPE,
     ClientAuthFailed,
     TokenRefused,
-    authenticate_client,
     check_service_user_secret,
 )
 from fastapi_zitadel.testing._directory import User
 
-from .exchange import TokenExchange
+from .exchange import exchange
 from .instance import Instance
 from .login import Login
 from .oauth import (
@@ -33,66 +32,51 @@ from .oauth import (
 )
 
 
-class TokenEndpoint:
-    def __init__(self, instance: Instance, login: Login, exchange: TokenExchange) -> None:
-        self.instance = instance
-        self.login = login
-        self.exchange = exchange
-
-    async def endpoint(self, request: Request) -> Response:
-        instance = self.instance
-        instance.state.token_calls += 1
-        params = await parameters(request)
-        grant = params.get("grant_type")
-        if grant == AUTHORIZATION_CODE_GRANT:
-            return self.login.redeem(params)
-        if grant == TOKEN_EXCHANGE_GRANT:
-            return await self.exchange.exchange(request, params)
-        try:
-            if grant == JWT_BEARER_GRANT:
-                user = self._jwt_bearer_user(params)
-            elif grant == "client_credentials":
-                authorization = request.headers.get("authorization")
-                user = check_service_user_secret(instance.state.directory, authorization)
-            else:
-                return oauth_error(
-                    "unsupported_grant_type",
-                    "use authorization_code, jwt-bearer, client_credentials or token-exchange",
-                )
-        except TokenRefused as refused:
-            return oauth_error(refused.error, refused.description, refused.status)
-        # ZITADEL keeps the scopes it knows and drops the others (no custom scopes).
-        scopes = known_scopes(params.get("scope", "").split())
-        # The client id of a client-credentials token is the name it was asked with.
-        client_id = user.id if grant == JWT_BEARER_GRANT else user.username
-        token = instance.mint(
-            user, audience_scopes(scopes), scopes, 43_200, client_id, jwt=user.jwt_access_tokens
-        )
-        return token_answer(token)
-
-    def _jwt_bearer_user(self, params: Mapping[str, str]) -> User:
-        """The JWT bearer grant (RFC 7523 §2.1), checked as ZITADEL checks it: the assertion
-        as a client assertion (``kid``, RS256, ``iss`` = ``sub``, ``aud``, ``exp``, ``iat``) of a
-        service user's key. What it cannot verify ZITADEL answers with 500 ``server_error``
-        (``Errors.Internal``; zitadel/zitadel#12692, #9745), not RFC 7523's ``invalid_grant``."""
-        assertion = params.get("assertion", "")
-        if not assertion:
-            raise TokenRefused(400, "invalid_request", "assertion missing")
-        instance = self.instance
-        instance.state.received_assertions.append(assertion)
-        form = {"client_assertion": assertion, "client_assertion_type": CLIENT_ASSERTION_TYPE}
-        try:
-            subject = authenticate_client(
-                instance.state.directory,
-                form=form,
-                authorization=None,
-                issuer=instance.state.issuer,
-                now=instance.state.clock(),
-                seen_jtis=None,
+async def token_endpoint(instance: Instance, login: Login, request: Request) -> Response:
+    instance.state.token_calls += 1
+    params = await parameters(request)
+    grant = params.get("grant_type")
+    if grant == AUTHORIZATION_CODE_GRANT:
+        return login.redeem(params)
+    if grant == TOKEN_EXCHANGE_GRANT:
+        return await exchange(instance, request, params)
+    try:
+        if grant == JWT_BEARER_GRANT:
+            user = _jwt_bearer_user(instance, params)
+        elif grant == "client_credentials":
+            authorization = request.headers.get("authorization")
+            user = check_service_user_secret(instance.state.directory, authorization)
+        else:
+            return oauth_error(
+                "unsupported_grant_type",
+                "use authorization_code, jwt-bearer, client_credentials or token-exchange",
             )
-        except ClientAuthFailed:
-            raise TokenRefused(500, "server_error", "Errors.Internal") from None
-        user = instance.state.directory.users.get(subject)
-        if user is None or user.kind != "machine":  # an application's key
-            raise TokenRefused(500, "server_error", "Errors.Internal")
-        return user
+    except TokenRefused as refused:
+        return oauth_error(refused.error, refused.description, refused.status)
+    # ZITADEL keeps the scopes it knows and drops the others (no custom scopes).
+    scopes = known_scopes(params.get("scope", "").split())
+    # The client id of a client-credentials token is the name it was asked with.
+    client_id = user.id if grant == JWT_BEARER_GRANT else user.username
+    token = instance.mint(
+        user, audience_scopes(scopes), scopes, 43_200, client_id, jwt=user.jwt_access_tokens
+    )
+    return token_answer(token)
+
+
+def _jwt_bearer_user(instance: Instance, params: Mapping[str, str]) -> User:
+    """The JWT bearer grant (RFC 7523 §2.1), checked as ZITADEL checks it: the assertion
+    as a client assertion (``kid``, RS256, ``iss`` = ``sub``, ``aud``, ``exp``, ``iat``) of a
+    service user's key. What it cannot verify ZITADEL answers with 500 ``server_error``
+    (``Errors.Internal``; zitadel/zitadel#12692, #9745), not RFC 7523's ``invalid_grant``."""
+    assertion = params.get("assertion", "")
+    if not assertion:
+        raise TokenRefused(400, "invalid_request", "assertion missing")
+    form = {"client_assertion": assertion, "client_assertion_type": CLIENT_ASSERTION_TYPE}
+    try:
+        subject = instance.authenticate(form, None)
+    except ClientAuthFailed:
+        raise TokenRefused(500, "server_error", "Errors.Internal") from None
+    user = instance.state.directory.users.get(subject)
+    if user is None or user.kind != "machine":  # an application's key
+        raise TokenRefused(500, "server_error", "Errors.Internal")
+    return user
