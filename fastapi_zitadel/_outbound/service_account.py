@@ -138,7 +138,6 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
                 f"renew_before must be a fraction of the token's lifetime between 0 and 1, "
                 f"got {renew_before!r}"
             )
-        self._monotonic = monotonic
         self._renew_before = renew_before
         self.scope = _scope(project_id, roles=roles, extra=scopes)
         key = settings.key
@@ -274,7 +273,7 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             self._renewal_failed(failure)
 
     async def _afetch(self) -> _Token:
-        return await self._endpoint.run(self._fetch)
+        return await self._run(self._fetch)
 
     # Getting tokens: sync -----------------------------------------------------------------
     def _current(self) -> _Token:
@@ -299,16 +298,14 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             return self._fetch_sync()
 
     def _fetch_sync(self) -> _Token:
-        return self._endpoint.run_sync(self._fetch)
+        return self._run_sync(self._fetch)
 
     # Bookkeeping ---------------------------------------------------------------------------
     def _fetch(self, endpoint: str, deadline: float) -> Flow[_Token]:
         """One token request, driven async (``_afetch``) or sync (``_fetch_sync``) alike."""
         started = self._monotonic()
         try:
-            issued = yield from self._endpoint.request(
-                endpoint, deadline, self._grant_form, self._credentials, self._caller
-            )
+            issued = yield from self._request(endpoint, deadline, self._grant_form)
         except IdentityProviderError as failure:
             self._fetch_failed(failure)
             raise

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -61,7 +60,6 @@ __all__ = [
     "Form",
     "IssuedToken",
     "Request",
-    "TokenEndpoint",
     "secret_caller",
 ]
 
@@ -115,128 +113,167 @@ Credentials = Callable[[], ClientCredentials]
 """Fresh form fields and headers that authenticate one attempt."""
 
 Request = Callable[[str, float], Flow[T]]
-"""A request given the token endpoint and its deadline (``TokenEndpoint.request``, or a flow
-that uses it): what ``run`` and ``run_sync`` drive."""
+"""A request given the token endpoint and its deadline (``EndpointClient._request``, or a flow
+that uses it): what ``_run`` and ``_run_sync`` drive."""
 
 
-class TokenEndpoint:
-    """Requests to the token endpoint found by ``discovery``, through our own pools."""
+_Client = TypeVar("_Client", bound="EndpointClient")
 
-    def __init__(
+
+class EndpointClient:
+    """A client of ZITADEL's token endpoint: who it is (``_connect``), its requests through
+    pools of its own (async and sync), and their lifecycle: ``aclose()``/``close()`` or a
+    ``with``."""
+
+    issuer: str
+    client_id: str
+    key_id: str | None
+    token_requests: int  # requests sent to the token endpoint, retries included
+
+    def _connect(
         self,
+        settings: OutboundSettings,
+        caller: Caller,
+        credentials: Credentials,
         *,
-        discovery: Discovery,
-        http: HttpClientProvider,
-        timeout: float,
-        max_retries: int,
-        monotonic: Callable[[], float] = time.monotonic,
+        http_client: httpx.AsyncClient | None,
+        sync_http_client: httpx.Client | None,
+        monotonic: Callable[[], float],
     ) -> None:
-        self._discovery = discovery
-        self.http = http  # our pools, closed by the owner
-        self._timeout = timeout
-        self._monotonic = monotonic
+        """Be ``caller``, authenticated by ``credentials``, with pools and a discovery of its
+        own for ``settings``."""
+        self.issuer, self._timeout = settings.issuer, settings.timeout
+        self.client_id, self.key_id = caller.client_id, caller.key_id
+        self._caller, self._credentials, self._monotonic = caller, credentials, monotonic
+        self._http = HttpClientProvider(
+            http_client, timeout=settings.timeout, sync_client=sync_http_client
+        )
+        self._discovery = Discovery(
+            settings.issuer,
+            http=self._http,
+            introspection_endpoint=None,
+            timeout=settings.timeout,
+            allow_insecure_http=settings.allow_insecure_http,
+            monotonic=monotonic,
+            required_endpoint="token_endpoint",
+        )
         self._retries = Retries(
-            max_retries=max_retries,
+            max_retries=settings.max_retries,
             monotonic=monotonic,
             out_of_time=lambda: TokenEndpointUnavailable(
-                f"token endpoint did not answer within {timeout:.1f} s", retry_after=1.0
+                f"token endpoint did not answer within {settings.timeout:.1f} s", retry_after=1.0
             ),
             name="token request",
             on_give_up=_log_unavailable,
         )
         self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
-        self.requests = 0  # token requests sent (attempts included)
+        self.token_requests = 0
 
-    async def run(self, request: Request[T]) -> T:
+    def __repr__(self) -> str:
+        key = f", key_id={self.key_id!r}" if self.key_id else ""
+        return f"{type(self).__name__}({self.issuer!r}, client_id={self.client_id!r}{key})"
+
+    async def aclose(self) -> None:
+        """Cancel this event loop's discovery fetch still running, and close the connection
+        pools to ZITADEL: this event loop's async one and the sync one."""
+        await self._discovery.aclose()
+        await self._http.aclose()
+
+    def close(self) -> None:
+        """Close the synchronous connection pool to ZITADEL."""
+        self._http.close()
+
+    async def __aenter__(self: _Client) -> _Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __enter__(self: _Client) -> _Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def _run(self, request: Request[T]) -> T:
         """Drive ``request`` with the async pool, once the endpoint is known: concurrent
         callers share one discovery fetch (``fetch``'s single flight), and the request gets
         the deadline that is left."""
         deadline = self._monotonic() + self._timeout
         try:
-            metadata = self._discovery.metadata or await self._discovery.fetch(deadline)
+            metadata = await self._discovery.fetch(deadline)
         except IdentityProviderUnavailable as exc:
             raise _not_found(exc) from None
-        return await run(request(_token_endpoint(metadata), deadline), self.http)
+        return await run(request(_token_endpoint(metadata), deadline), self._http)
 
-    def run_sync(self, request: Request[T]) -> T:
-        """``run`` for synchronous code (the calling thread waits; one thread discovers)."""
+    def _run_sync(self, request: Request[T]) -> T:
+        """``_run`` for synchronous code (the calling thread waits; one thread discovers)."""
         deadline = self._monotonic() + self._timeout
         try:
-            metadata = self._discovery.metadata or self._discovery.fetch_sync(deadline)
+            metadata = self._discovery.fetch_sync(deadline)
         except IdentityProviderUnavailable as exc:
             raise _not_found(exc) from None
         flow = request(_token_endpoint(metadata), deadline)
-        return run_sync(flow, self.http, self._monotonic)
+        return run_sync(flow, self._http, self._monotonic)
 
-    async def aclose(self) -> None:
-        """Cancel this event loop's discovery fetch still running (the pools are the
-        owner's)."""
-        await self._discovery.aclose()
-
-    def request(
-        self, endpoint: str, deadline: float, form: Form, credentials: Credentials, caller: Caller
-    ) -> Flow[IssuedToken]:
+    def _request(self, endpoint: str, deadline: float, form: Form) -> Flow[IssuedToken]:
         """The token for ``form`` (the grant's fields) from ``endpoint`` by ``deadline``, or
-        one of the module's errors: one flow, driven async or sync alike (``run``,
-        ``run_sync``, which find the endpoint first). A rejection is final at once, anything
+        one of the module's errors: one flow, driven async or sync alike (``_run``,
+        ``_run_sync``, which find the endpoint first). A rejection is final at once, anything
         else once the retries run out. Each attempt carries fresh credentials."""
 
         def attempt(_number: int, remaining: float) -> Flow[IssuedToken]:
-            signed = credentials()
-            request = self.http.request(
+            signed = self._credentials()
+            request = self._http.request(
                 "POST", endpoint, form={**form, **signed.form}, headers=signed.headers
             )
-            self.requests += 1
+            self.token_requests += 1
             try:
                 response = yield Send(request, remaining)
             except TransportFailure as failure:
                 final = TokenEndpointUnavailable(failure.description, retry_after=1)
                 raise Retryable(final) from None
-            return self._classify(response, form, caller)
+            return _classify(response, str(form.get("grant_type", "")), self._caller)
 
         try:
             return (yield from self._retries.flow(deadline, attempt))
         except TokenRequestRejected as rejected:  # at once, or after the retries (a 500)
-            self._log_rejection(rejected)
+            key = f" (key id {rejected.key_id})" if rejected.key_id else ""
+            self._rejection_log(
+                "the token endpoint rejected %s%s (HTTP %d, error %r); every call that needs "
+                "its token fails until this is fixed: %s",
+                rejected.client_id,
+                key,
+                rejected.status,
+                rejected.error_code,
+                rejected.hint,
+            )
             raise
 
-    # Classification ---------------------------------------------------------------------
-    def _classify(self, response: JsonResponse, form: Form, caller: Caller) -> IssuedToken:
-        status, data = response.status, response.data
-        grant = str(form.get("grant_type", ""))
-        if status == 200:
-            if response.problem is not None:
-                raise Retryable(
-                    TokenEndpointUnavailable(f"token endpoint answer unusable: {response.problem}")
-                )
-            return _issued(data)
-        error = data.get("error") if isinstance(data, dict) else None
-        code = error if isinstance(error, str) and len(error) <= 64 else None
-        description = _description(data)
-        shown = f" {code}" if code else ""
 
-        def final(asked: float | None) -> IdentityProviderError:
-            if status == 500 and code == "server_error" and grant == JWT_BEARER_GRANT:
-                return _probable_key_rejection(caller, description)
-            described = f"token endpoint answered HTTP {status}{shown}"
-            return TokenEndpointUnavailable(described, retry_after=asked or 1.0)
+def _classify(response: JsonResponse, grant: str, caller: Caller) -> IssuedToken:
+    status, data = response.status, response.data
+    if status == 200:
+        if response.problem is not None:
+            raise Retryable(
+                TokenEndpointUnavailable(f"token endpoint answer unusable: {response.problem}")
+            )
+        return _issued(data)
+    error = data.get("error") if isinstance(data, dict) else None
+    code = error if isinstance(error, str) and len(error) <= 64 else None
+    description = _description(data)
+    shown = f" {code}" if code else ""
 
-        retry_if_overloaded(response, final)
-        if status in _REFUSAL_STATUSES and code is not None:
-            raise _refusal(status, code, description, grant, caller)
-        raise TokenEndpointUnavailable(
-            f"token request refused: HTTP {status}{shown}", retry_after=30.0
-        )
+    def final(asked: float | None) -> IdentityProviderError:
+        if status == 500 and code == "server_error" and grant == JWT_BEARER_GRANT:
+            return _refusal(status, code, description, grant, caller)
+        described = f"token endpoint answered HTTP {status}{shown}"
+        return TokenEndpointUnavailable(described, retry_after=asked or 1.0)
 
-    def _log_rejection(self, rejected: TokenRequestRejected) -> None:
-        self._rejection_log(
-            "the token endpoint rejected %s (HTTP %d, error %r); every call that needs its "
-            "token fails until this is fixed: %s",
-            _caller_text(rejected),
-            rejected.status,
-            rejected.error_code,
-            rejected.hint,
-        )
+    retry_if_overloaded(response, final)
+    if status in _REFUSAL_STATUSES and code is not None:
+        raise _refusal(status, code, description, grant, caller)
+    raise TokenEndpointUnavailable(f"token request refused: HTTP {status}{shown}", retry_after=30.0)
 
 
 def _not_found(exc: IdentityProviderUnavailable) -> TokenEndpointUnavailable:
@@ -254,11 +291,6 @@ def _token_endpoint(metadata: ProviderMetadata) -> str:
 def _log_unavailable(final: IdentityProviderError) -> None:
     if not isinstance(final, TokenRequestRejected):  # logged as a rejection
         logger.warning("getting a token failed: %s", final.description)
-
-
-def _caller_text(rejected: TokenRequestRejected) -> str:
-    key = f" (key id {rejected.key_id})" if rejected.key_id else ""
-    return f"{rejected.client_id}{key}"
 
 
 def _issued(data: Any) -> IssuedToken:
@@ -300,45 +332,48 @@ def _description(data: Any) -> str | None:
     return value
 
 
-def _answer(status: int, code: str, description: str | None) -> str:
-    return f"{status} {code}" + (f": {description}" if description else "")
-
-
 def _refusal(
     status: int, code: str, description: str | None, grant: str, caller: Caller
 ) -> IdentityProviderError:
-    answer = _answer(status, code, description)
-    if grant == TOKEN_EXCHANGE_GRANT:
+    answer = f"{status} {code}" + (f": {description}" if description else "")
+    exchange = grant == TOKEN_EXCHANGE_GRANT
+    if exchange:
         ours = code in ("invalid_client", "unauthorized_client")
     else:  # ZITADEL says invalid_request for a wrong secret or an unknown service user
         ours = code in _CREDENTIAL_ERRORS or code == "invalid_request"
-    if ours:
-        return TokenRequestRejected(
-            f"the token endpoint rejected {caller.named()} ({answer})",
-            error_code=code,
-            status=status,
-            client_id=caller.client_id,
-            key_id=caller.key_id,
-            hint=_rejection_hint(caller, code, description),
+    if status == 500:  # the JWT bearer grant's server_error that persisted (_classify)
+        message = (
+            f"the token endpoint answered {answer} to the JWT bearer grant of {caller.named()}: "
+            "ZITADEL answers so when it cannot verify the assertion (zitadel/zitadel#12692)"
         )
-    if grant == TOKEN_EXCHANGE_GRANT:
+        hint = _rejection_hint(caller, code, description)
+        hint += "; if the key is right, ZITADEL itself is failing: check its status"
+    elif ours:
+        message = f"the token endpoint rejected {caller.named()} ({answer})"
+        hint = _rejection_hint(caller, code, description)
+    elif exchange:
         return TokenExchangeRejected(
             f"the token exchange was refused ({answer})",
             error_code=code,
             status=status,
             hint=_exchange_hint(status, code, description),
         )
-    if code == "invalid_scope":
-        return TokenRequestRejected(
-            f"the token endpoint refused the requested scope ({answer})",
-            error_code=code,
-            status=status,
-            client_id=caller.client_id,
-            key_id=caller.key_id,
-            hint="request only scopes ZITADEL knows: openid, profile, email, "
-            "urn:zitadel:iam:org:project:id:{projectId}:aud, urn:zitadel:iam:org:projects:roles",
+    elif code == "invalid_scope":
+        message = f"the token endpoint refused the requested scope ({answer})"
+        hint = (
+            "request only scopes ZITADEL knows: openid, profile, email, "
+            "urn:zitadel:iam:org:project:id:{projectId}:aud, urn:zitadel:iam:org:projects:roles"
         )
-    return TokenEndpointUnavailable(f"token request refused ({answer})", retry_after=30.0)
+    else:
+        return TokenEndpointUnavailable(f"token request refused ({answer})", retry_after=30.0)
+    return TokenRequestRejected(
+        message,
+        error_code=code,
+        status=status,
+        client_id=caller.client_id,
+        key_id=caller.key_id,
+        hint=hint,
+    )
 
 
 def _rejection_hint(caller: Caller, code: str, description: str | None) -> str:
@@ -397,20 +432,6 @@ def _exchange_hint(status: int, code: str, description: str | None) -> str:
     )
 
 
-def _probable_key_rejection(caller: Caller, description: str | None) -> TokenRequestRejected:
-    answer = _answer(500, "server_error", description)
-    return TokenRequestRejected(
-        f"the token endpoint answered {answer} to the JWT bearer grant of {caller.named()}: "
-        "ZITADEL answers so when it cannot verify the assertion (zitadel/zitadel#12692)",
-        error_code="server_error",
-        status=500,
-        client_id=caller.client_id,
-        key_id=caller.key_id,
-        hint=_rejection_hint(caller, "server_error", description)
-        + "; if the key is right, ZITADEL itself is failing: check its status",
-    )
-
-
 def secret_caller(settings: OutboundSettings, kind: str, method: str) -> tuple[Caller, Credentials]:
     """Who asks, and how, for a client without a key: ``client_secret_basic`` (the settings'
     credential rule: then its client id and secret are both set)."""
@@ -418,83 +439,3 @@ def secret_caller(settings: OutboundSettings, kind: str, method: str) -> tuple[C
     assert settings.client_secret is not None
     basic = ClientSecretBasic(settings.client_id, settings.client_secret)
     return Caller(kind, settings.client_id, None, method), basic.credentials
-
-
-_Client = TypeVar("_Client", bound="EndpointClient")
-
-
-class EndpointClient:
-    """A client of ZITADEL's token endpoint: who it is (``_connect``), and the lifecycle of the
-    two connection pools of its ``TokenEndpoint`` (async and sync), closed with
-    ``aclose()``/``close()`` or a ``with``."""
-
-    issuer: str
-    client_id: str
-    key_id: str | None
-    _caller: Caller
-    _credentials: Credentials
-    _endpoint: TokenEndpoint
-
-    def _connect(
-        self,
-        settings: OutboundSettings,
-        caller: Caller,
-        credentials: Credentials,
-        *,
-        http_client: httpx.AsyncClient | None,
-        sync_http_client: httpx.Client | None,
-        monotonic: Callable[[], float],
-    ) -> None:
-        """Be ``caller``, authenticated by ``credentials``, with pools and a discovery of its
-        own for ``settings``."""
-        self.issuer, timeout = settings.issuer, settings.timeout
-        self.client_id, self.key_id = caller.client_id, caller.key_id
-        self._caller, self._credentials = caller, credentials
-        http = HttpClientProvider(http_client, timeout=timeout, sync_client=sync_http_client)
-        discovery = Discovery(
-            settings.issuer,
-            http=http,
-            introspection_endpoint=None,
-            timeout=timeout,
-            allow_insecure_http=settings.allow_insecure_http,
-            monotonic=monotonic,
-            required_endpoint="token_endpoint",
-        )
-        self._endpoint = TokenEndpoint(
-            discovery=discovery,
-            http=http,
-            timeout=timeout,
-            max_retries=settings.max_retries,
-            monotonic=monotonic,
-        )
-
-    def __repr__(self) -> str:
-        key = f", key_id={self.key_id!r}" if self.key_id else ""
-        return f"{type(self).__name__}({self.issuer!r}, client_id={self.client_id!r}{key})"
-
-    @property
-    def token_requests(self) -> int:
-        """How many requests were sent to the token endpoint (retries included)."""
-        return self._endpoint.requests
-
-    async def aclose(self) -> None:
-        """Cancel a discovery fetch still running and close the connection pools to ZITADEL:
-        this event loop's async one and the sync one."""
-        await self._endpoint.aclose()
-        await self._endpoint.http.aclose()
-
-    def close(self) -> None:
-        """Close the synchronous connection pool to ZITADEL."""
-        self._endpoint.http.close()
-
-    async def __aenter__(self: _Client) -> _Client:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def __enter__(self: _Client) -> _Client:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

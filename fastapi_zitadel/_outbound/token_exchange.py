@@ -136,8 +136,8 @@ class TokenExchange(EndpointClient):
         """A token for ``subject_token``'s user, narrowed to ``audience`` (project ids) and
         ``scopes`` when given (ZITADEL never widens them)."""
         actor = await self.actor.atoken() if self.actor is not None else None
-        request = self._request(subject_token, subject_token_type, audience, scopes, actor)
-        return _exchanged(await self._endpoint.run(request))
+        request = self._exchange(subject_token, subject_token_type, audience, scopes, actor)
+        return _exchanged(await self._run(request))
 
     def exchange(
         self,
@@ -149,10 +149,10 @@ class TokenExchange(EndpointClient):
     ) -> ExchangedToken:
         """``aexchange`` for synchronous code."""
         actor = self.actor.token() if self.actor is not None else None
-        request = self._request(subject_token, subject_token_type, audience, scopes, actor)
-        return _exchanged(self._endpoint.run_sync(request))
+        request = self._exchange(subject_token, subject_token_type, audience, scopes, actor)
+        return _exchanged(self._run_sync(request))
 
-    def _request(
+    def _exchange(
         self,
         subject_token: str,
         subject_token_type: str,
@@ -160,7 +160,7 @@ class TokenExchange(EndpointClient):
         scopes: Iterable[str],
         actor: str | None,
     ) -> Request[IssuedToken]:
-        """The exchange's request (``run`` or ``run_sync`` sends it); bad arguments are refused
+        """The exchange's request (``_run`` or ``_run_sync`` sends it); bad arguments are refused
         before anything is sent."""
         if not isinstance(subject_token, str) or not subject_token:
             raise ConfigurationError("subject_token must be the caller's token, got nothing")
@@ -181,10 +181,7 @@ class TokenExchange(EndpointClient):
         if actor is not None:
             form["actor_token"] = actor
             form["actor_token_type"] = ACCESS_TOKEN_TYPE
-        credentials, caller = self._credentials, self._caller
-        return lambda endpoint, deadline: self._endpoint.request(
-            endpoint, deadline, form, credentials, caller
-        )
+        return lambda endpoint, deadline: self._request(endpoint, deadline, form)
 
 
 def _exchanged(issued: IssuedToken) -> ExchangedToken:
