@@ -157,41 +157,41 @@ class Retries:
 
 async def run(flow: Flow[T], http: HttpClientProvider) -> T:
     """Drive ``flow`` with the async pool."""
-    answer: JsonResponse | None = None
-    failure: TransportFailure | None = None
-    while True:
-        try:
-            step = flow.send(answer) if failure is None else flow.throw(failure)  # type: ignore[arg-type]
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        answer = failure = None
-        if isinstance(step, Pause):
-            await asyncio.sleep(step.seconds)
-            continue
-        try:
-            answer = await send_for_json(http, step.request, timeout=step.timeout)
-        except TransportFailure as exc:
-            failure = exc
+    try:
+        step = next(flow)
+        while True:
+            if isinstance(step, Pause):
+                await asyncio.sleep(step.seconds)
+                step = next(flow)
+                continue
+            try:
+                answer = await send_for_json(http, step.request, timeout=step.timeout)
+            except TransportFailure as failure:
+                step = flow.throw(failure)
+            else:
+                step = flow.send(answer)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
 
 
 def run_sync(
     flow: Flow[T], http: HttpClientProvider, monotonic: Callable[[], float] = time.monotonic
 ) -> T:
     """Drive ``flow`` with the sync pool (the calling thread waits)."""
-    answer: JsonResponse | None = None
-    failure: TransportFailure | None = None
-    while True:
-        try:
-            step = flow.send(answer) if failure is None else flow.throw(failure)  # type: ignore[arg-type]
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        answer = failure = None
-        if isinstance(step, Pause):
-            time.sleep(step.seconds)
-            continue
-        try:
-            answer = send_for_json_sync(
-                http, step.request, timeout=step.timeout, monotonic=monotonic
-            )
-        except TransportFailure as exc:
-            failure = exc
+    try:
+        step = next(flow)
+        while True:
+            if isinstance(step, Pause):
+                time.sleep(step.seconds)
+                step = next(flow)
+                continue
+            try:
+                answer = send_for_json_sync(
+                    http, step.request, timeout=step.timeout, monotonic=monotonic
+                )
+            except TransportFailure as failure:
+                step = flow.throw(failure)
+            else:
+                step = flow.send(answer)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]

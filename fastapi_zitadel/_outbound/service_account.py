@@ -82,7 +82,6 @@ class _Token:
     header: str = field(repr=False)  # "Bearer <value>", built once
     renew_at: float
     usable_until: float
-    scope: str | None
 
 
 class ServiceAccountAuth(EndpointClient, httpx.Auth):
@@ -284,7 +283,7 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             if due and self._lock.acquire(blocking=False):
                 try:
                     if self._token is token:
-                        self._fetch_sync()
+                        self._run_sync(self._fetch)
                 except ZitadelError as failure:
                     self._renewal_failed(failure)
                 finally:
@@ -295,14 +294,11 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             if token is not None and now < token.usable_until:
                 return token  # another thread fetched it while this one waited
             self._raise_recent_failure(now)
-            return self._fetch_sync()
-
-    def _fetch_sync(self) -> _Token:
-        return self._run_sync(self._fetch)
+            return self._run_sync(self._fetch)
 
     # Bookkeeping ---------------------------------------------------------------------------
     def _fetch(self, endpoint: str, deadline: float) -> Flow[_Token]:
-        """One token request, driven async (``_afetch``) or sync (``_fetch_sync``) alike."""
+        """One token request, driven async (``_afetch``) or sync (``_current``) alike."""
         started = self._monotonic()
         try:
             issued = yield from self._request(endpoint, deadline, self._grant_form)
@@ -321,7 +317,6 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             renew_at=started + lifetime * (1 - self._renew_before),
             # Not sent in its last seconds: it could lapse on the way to the API.
             usable_until=started + lifetime - min(10.0, lifetime * 0.05),
-            scope=issued.scope,
         )
         self._token = token
         self._failure = None

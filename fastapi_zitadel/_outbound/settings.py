@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from fastapi_zitadel._config import Issuer, MaxRetries, Timeout
 from fastapi_zitadel._credentials.key_file import (
-    KeyFileSource,
     ZitadelKeyFile,
     load_key_file,
     require_key_type,
@@ -43,9 +42,8 @@ class OutboundSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> OutboundSettings:
-        context: dict[str, str] = info.context or {}
-        owner = context.get("owner", "this client")
-        needed = context.get("needs", "a key")
+        assert info.context is not None  # given by outbound_settings
+        owner, needed = info.context["owner"], info.context["needs"]
         try:
             check_url(self.issuer, allow_insecure_http=self.allow_insecure_http)
         except ValueError as exc:
@@ -65,34 +63,16 @@ _NEEDS = {"serviceaccount": "the service user's key", "application": "the applic
 
 
 def outbound_settings(
-    owner: str,
-    key_type: Literal["application", "serviceaccount"],
-    *,
-    issuer: str,
-    key_file: KeyFileSource | None,
-    client_id: str | None,
-    client_secret: str | None,
-    timeout: float,
-    max_retries: int,
-    allow_insecure_http: bool,
+    owner: str, key_type: Literal["application", "serviceaccount"], **fields: Any
 ) -> OutboundSettings:
-    """The checked settings of ``owner``, with its key of ``key_type`` loaded;
-    ``ConfigurationError`` naming the setting otherwise."""
+    """The checked settings (``fields``: ``OutboundSettings``'s) of ``owner``, with its key of
+    ``key_type`` loaded; ``ConfigurationError`` naming the setting otherwise."""
+    context = {"owner": owner, "needs": _NEEDS[key_type]}
     try:
-        settings = OutboundSettings.model_validate(
-            {
-                "issuer": issuer,
-                "timeout": timeout,
-                "max_retries": max_retries,
-                "allow_insecure_http": allow_insecure_http,
-                "key_file": key_file,
-                "client_id": client_id,
-                "client_secret": client_secret,
-            },
-            context={"owner": owner, "needs": _NEEDS[key_type]},
-        )
+        settings = OutboundSettings.model_validate(fields, context=context)
     except ValidationError as exc:
         raise _error(exc) from None
+    key_file = settings.key_file
     if key_file is None:
         return settings
     loaded = load_key_file(key_file)
