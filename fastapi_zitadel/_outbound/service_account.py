@@ -53,7 +53,7 @@ from fastapi_zitadel._outbound.token_endpoint import (
     JWT_BEARER_GRANT,
     Caller,
     EndpointClient,
-    IssuedToken,
+    ExchangedToken,
     secret_caller,
 )
 
@@ -307,7 +307,7 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             raise
         return self._keep(issued, started)
 
-    def _keep(self, issued: IssuedToken, started: float) -> _Token:
+    def _keep(self, issued: ExchangedToken, started: float) -> _Token:
         """Schedule ``issued``: its lifetime counts from when it was asked for (conservative)."""
         given = DEFAULT_LIFETIME if issued.expires_in is None else issued.expires_in
         lifetime = min(max(given, _MIN_LIFETIME), MAX_LIFETIME)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -57,8 +57,7 @@ __all__ = [
     "TOKEN_EXCHANGE_GRANT",
     "Caller",
     "EndpointClient",
-    "Form",
-    "IssuedToken",
+    "ExchangedToken",
     "Request",
     "secret_caller",
 ]
@@ -96,18 +95,22 @@ class Caller:
 
 
 @dataclass(frozen=True)
-class IssuedToken:
-    """A successful answer (RFC 6749 §5.1, RFC 8693 §2.2.1); the token is never shown."""
+class ExchangedToken(httpx.Auth):
+    """A token from ``TokenExchange``; use it as ``auth=`` of an httpx request or client, or
+    send ``access_token`` yourself. The token itself never appears in ``repr``. (Every
+    successful answer of the token endpoint is read into one: RFC 6749 §5.1, RFC 8693
+    §2.2.1.)"""
 
     access_token: str = field(repr=False)
     token_type: str
-    expires_in: float | None
-    scope: str | None
     issued_token_type: str | None
+    expires_in: float | None
+    scopes: frozenset[str]
 
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        request.headers["Authorization"] = f"Bearer {self.access_token}"
+        yield request
 
-Form = Mapping[str, "str | list[str]"]
-"""A request's form fields; a list is sent as repeated fields (RFC 8693's ``audience``)."""
 
 Credentials = Callable[[], ClientCredentials]
 """Fresh form fields and headers that authenticate one attempt."""
@@ -216,13 +219,15 @@ class EndpointClient:
         flow = request(_token_endpoint(metadata), deadline)
         return run_sync(flow, self._http, self._monotonic)
 
-    def _request(self, endpoint: str, deadline: float, form: Form) -> Flow[IssuedToken]:
+    def _request(
+        self, endpoint: str, deadline: float, form: Mapping[str, str | list[str]]
+    ) -> Flow[ExchangedToken]:
         """The token for ``form`` (the grant's fields) from ``endpoint`` by ``deadline``, or
         one of the module's errors: one flow, driven async or sync alike (``_run``,
         ``_run_sync``, which find the endpoint first). A rejection is final at once, anything
         else once the retries run out. Each attempt carries fresh credentials."""
 
-        def attempt(_number: int, remaining: float) -> Flow[IssuedToken]:
+        def attempt(_number: int, remaining: float) -> Flow[ExchangedToken]:
             signed = self._credentials()
             request = self._http.request(
                 "POST", endpoint, form={**form, **signed.form}, headers=signed.headers
@@ -251,7 +256,7 @@ class EndpointClient:
             raise
 
 
-def _classify(response: JsonResponse, grant: str, caller: Caller) -> IssuedToken:
+def _classify(response: JsonResponse, grant: str, caller: Caller) -> ExchangedToken:
     status, data = response.status, response.data
     if status == 200:
         if response.problem is not None:
@@ -293,7 +298,7 @@ def _log_unavailable(final: IdentityProviderError) -> None:
         logger.warning("getting a token failed: %s", final.description)
 
 
-def _issued(data: Any) -> IssuedToken:
+def _issued(data: Any) -> ExchangedToken:
     if not isinstance(data, dict):
         raise Retryable(TokenEndpointUnavailable("token endpoint answer is not a JSON object"))
     token, token_type = data.get("access_token"), data.get("token_type")
@@ -316,12 +321,12 @@ def _issued(data: Any) -> IssuedToken:
     if expires_in is not None and not math.isfinite(expires_in):  # 1e400 reads as infinity
         raise TokenEndpointUnavailable("token endpoint answer's expires_in is not finite")
     scope, issued_type = data.get("scope"), data.get("issued_token_type")
-    return IssuedToken(
+    return ExchangedToken(
         access_token=token,
         token_type=token_type,
-        expires_in=None if expires_in is None else float(expires_in),
-        scope=scope if isinstance(scope, str) else None,
         issued_token_type=issued_type if isinstance(issued_type, str) else None,
+        expires_in=None if expires_in is None else float(expires_in),
+        scopes=frozenset(scope.split() if isinstance(scope, str) else ()),
     )
 
 

@@ -23,8 +23,7 @@ Each exchange is one request to ZITADEL: keep the result while you use it (``exp
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 
 import httpx
 
@@ -38,7 +37,7 @@ from fastapi_zitadel._outbound.token_endpoint import (
     TOKEN_EXCHANGE_GRANT,
     Caller,
     EndpointClient,
-    IssuedToken,
+    ExchangedToken,
     Request,
     secret_caller,
 )
@@ -46,22 +45,6 @@ from fastapi_zitadel._outbound.token_endpoint import (
 __all__ = ["ACCESS_TOKEN_TYPE", "ExchangedToken", "TokenExchange"]
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 RFC 8693 §3
-
-
-@dataclass(frozen=True)
-class ExchangedToken(httpx.Auth):
-    """A token from ``TokenExchange``; use it as ``auth=`` of an httpx request or client, or
-    send ``access_token`` yourself. The token itself never appears in ``repr``."""
-
-    access_token: str = field(repr=False)
-    token_type: str
-    issued_token_type: str | None
-    expires_in: float | None
-    scopes: frozenset[str]
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        request.headers["Authorization"] = f"Bearer {self.access_token}"
-        yield request
 
 
 class TokenExchange(EndpointClient):
@@ -137,7 +120,7 @@ class TokenExchange(EndpointClient):
         ``scopes`` when given (ZITADEL never widens them)."""
         actor = await self.actor.atoken() if self.actor is not None else None
         request = self._exchange(subject_token, subject_token_type, audience, scopes, actor)
-        return _exchanged(await self._run(request))
+        return await self._run(request)
 
     def exchange(
         self,
@@ -150,7 +133,7 @@ class TokenExchange(EndpointClient):
         """``aexchange`` for synchronous code."""
         actor = self.actor.token() if self.actor is not None else None
         request = self._exchange(subject_token, subject_token_type, audience, scopes, actor)
-        return _exchanged(self._run_sync(request))
+        return self._run_sync(request)
 
     def _exchange(
         self,
@@ -159,7 +142,7 @@ class TokenExchange(EndpointClient):
         audience: str | Sequence[str],
         scopes: Iterable[str],
         actor: str | None,
-    ) -> Request[IssuedToken]:
+    ) -> Request[ExchangedToken]:
         """The exchange's request (``_run`` or ``_run_sync`` sends it); bad arguments are refused
         before anything is sent."""
         if not isinstance(subject_token, str) or not subject_token:
@@ -182,13 +165,3 @@ class TokenExchange(EndpointClient):
             form["actor_token"] = actor
             form["actor_token_type"] = ACCESS_TOKEN_TYPE
         return lambda endpoint, deadline: self._request(endpoint, deadline, form)
-
-
-def _exchanged(issued: IssuedToken) -> ExchangedToken:
-    return ExchangedToken(
-        access_token=issued.access_token,
-        token_type=issued.token_type,
-        issued_token_type=issued.issued_token_type,
-        expires_in=issued.expires_in,
-        scopes=frozenset((issued.scope or "").split()),
-    )
