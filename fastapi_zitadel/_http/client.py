@@ -96,7 +96,7 @@ class HttpClientProvider:
         self._timeout = _timeouts(timeout)
         self._urls: dict[str, httpx.URL] = {}
         self._external = client
-        self._owned: PerLoop[httpx.AsyncHTTPTransport] = PerLoop(self._new_transport)
+        self._owned = PerLoop(lambda: httpx.AsyncHTTPTransport(limits=_LIMITS))
         self._external_sync = sync_client
         self._owned_sync: httpx.HTTPTransport | None = None
 
@@ -135,9 +135,6 @@ class HttpClientProvider:
         if self._external is not None:
             return await self._external.send(request, stream=True)
         return await self._owned.get().handle_async_request(request)
-
-    def _new_transport(self) -> httpx.AsyncHTTPTransport:
-        return httpx.AsyncHTTPTransport(limits=_LIMITS)
 
     async def aclose(self) -> None:
         """Close our own async pool of this loop (and our sync one); caller-supplied clients

@@ -106,32 +106,24 @@ def retry_if_overloaded(
         raise Retryable(final(asked), retry_after=asked)
 
 
+@dataclass(frozen=True, kw_only=True)
 class Retries:
     """The retry policy of one client: how many retries, on which clock, and what to raise
     when the deadline has passed before an attempt could start. ``name`` the requests in the
     log ("introspection": "introspection attempt 1 failed ...")."""
 
-    def __init__(
-        self,
-        *,
-        max_retries: int,
-        monotonic: Callable[[], float],
-        out_of_time: Callable[[], IdentityProviderError],
-        name: str = "request",
-        on_give_up: Callable[[IdentityProviderError], None] = lambda final: None,
-    ) -> None:
-        self._max_retries = max_retries
-        self._monotonic = monotonic
-        self.out_of_time = out_of_time
-        self._name = name
-        self._on_give_up = on_give_up
+    max_retries: int
+    monotonic: Callable[[], float]
+    out_of_time: Callable[[], IdentityProviderError]
+    name: str = "request"
+    on_give_up: Callable[[IdentityProviderError], None] = lambda final: None
 
     def flow(self, deadline: float, attempt: Callable[[int, float], Flow[T]]) -> Flow[T]:
         """``attempt(number, seconds left)`` until one succeeds or raises anything but
         ``Retryable``; pausing between attempts while the deadline allows."""
         number = 0
         while True:
-            remaining = deadline - self._monotonic()
+            remaining = deadline - self.monotonic()
             if remaining <= 0:
                 raise self.out_of_time()
             try:
@@ -139,20 +131,18 @@ class Retries:
             except Retryable as failure:
                 pause = self._pause(failure, number, deadline)
                 if pause is None:
-                    self._on_give_up(failure.final)
+                    self.on_give_up(failure.final)
                     raise failure.final from None
-                logger.debug("%s attempt %d failed (%s)", self._name, number + 1, failure)
+                logger.debug("%s attempt %d failed (%s)", self.name, number + 1, failure)
             yield Pause(pause)
             number += 1
 
     def _pause(self, failure: Retryable, number: int, deadline: float) -> float | None:
-        if number >= self._max_retries:
+        if number >= self.max_retries:
             return None
         backoff = random.uniform(0, min(MAX_BACKOFF, FIRST_BACKOFF * 2**number))  # noqa: S311
         pause = max(backoff, failure.retry_after or 0.0)
-        if self._monotonic() + pause + _MARGIN >= deadline:
-            return None
-        return pause
+        return None if self.monotonic() + pause + _MARGIN >= deadline else pause
 
 
 async def run(flow: Flow[T], http: HttpClientProvider) -> T:
