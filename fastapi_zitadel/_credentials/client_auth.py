@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 from urllib.parse import quote_plus
 
 import jwt
@@ -78,32 +77,32 @@ class ClientCredentials:
     generation: int = 0
 
 
-class ClientAuthentication(Protocol):
-    """One way of authenticating to the introspection endpoint."""
+class ClientAuthentication:
+    """One way of authenticating to the introspection endpoint. The hooks after
+    ``credentials`` do nothing here: a secret, the same on every request, has nothing to learn
+    from a rejection."""
 
     client_id: str
-    key_id: str | None
+    key_id: str | None = None
     rejection_hint: str
     secret_digest: bytes  # a digest of our credential: keys what only our replicas can seal
 
     def credentials(self, *, fresh: bool = False) -> ClientCredentials:
         """Credentials for the next request; ``fresh`` forbids reusing a cached assertion."""
-        ...
+        raise NotImplementedError
 
     def possibly_reused(self, credentials: ClientCredentials) -> bool:
         """Whether a rejection of ``credentials`` could be a server refusing reuse."""
-        ...
+        return False
 
     def fresh_credentials_helped(self) -> None:
         """Called when a fresh credential succeeded where a reused one was rejected."""
-        ...
 
     def rejected(self) -> None:
         """Called when even fresh credentials were rejected."""
-        ...
 
 
-class PrivateKeyJwt:
+class PrivateKeyJwt(ClientAuthentication):
     """``private_key_jwt`` client authentication with a cached, self-refreshing assertion."""
 
     rejection_hint = (
@@ -193,10 +192,9 @@ class PrivateKeyJwt:
         return ClientCredentials(form=form, reused=reused, generation=generation)
 
 
-class ClientSecretBasic:
+class ClientSecretBasic(ClientAuthentication):
     """``client_secret_basic`` client authentication; the header is computed once."""
 
-    key_id: str | None = None
     rejection_hint = (
         "check the client id and secret (ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET): they must be "
         "the API application's (a service user's id and secret cannot introspect: ZITADEL lets "
@@ -212,12 +210,3 @@ class ClientSecretBasic:
 
     def credentials(self, *, fresh: bool = False) -> ClientCredentials:
         return self._credentials
-
-    def possibly_reused(self, credentials: ClientCredentials) -> bool:
-        return False
-
-    def fresh_credentials_helped(self) -> None:
-        """Nothing to learn: a secret is the same on every request."""
-
-    def rejected(self) -> None:
-        """Nothing to discard."""
