@@ -224,14 +224,17 @@ async def _send(http: HttpClientProvider, request: httpx.Request) -> JsonRespons
 def _reader(response: httpx.Response) -> JsonResponse | _CappedBody:
     """The answer when the body is not read from the network (refused, or a caller's
     transport answered from memory), else a reader for its raw chunks (sync and async)."""
-    problem = _refusal(response)
-    if problem is not None:
-        return _unusable(response, problem)
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "", *_DECOMPRESSORS):
+        return _unusable(response, f"content encoding {encoding[:20]!r} not supported")
+    declared = response.headers.get("content-length", "")
+    plain = encoding in ("identity", "")
+    if plain and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        return _unusable(response, f"body of {declared} bytes exceeds the limit")
     if response.is_stream_consumed:
         in_memory = _CappedBody(None)
         in_memory.add(response.content)
         return in_memory.answer(response)
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
     return _CappedBody(_DECOMPRESSORS.get(encoding))
 
 
@@ -262,18 +265,6 @@ class _CappedBody:
         if len(body) > MAX_RESPONSE_BYTES:
             return _unusable(response, f"body exceeds {MAX_RESPONSE_BYTES} bytes")
         return _parsed(response, bytes(body))
-
-
-def _refusal(response: httpx.Response) -> str | None:
-    """Why a body is not read at all, or ``None``."""
-    declared = response.headers.get("content-length", "")
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("identity", "", *_DECOMPRESSORS):
-        return f"content encoding {encoding[:20]!r} not supported"
-    plain = encoding in ("identity", "")
-    if plain and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-        return f"body of {declared} bytes exceeds the limit"
-    return None
 
 
 def _parsed(response: httpx.Response, body: bytes) -> JsonResponse:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fastapi_zitadel._config import Issuer, MaxRetries, Timeout
 from fastapi_zitadel._credentials.key_file import (
@@ -40,24 +40,6 @@ class OutboundSettings(BaseModel):
     client_secret: str | None = Field(default=None, repr=False)
     key: ZitadelKeyFile | None = None
 
-    @model_validator(mode="after")
-    def _check(self, info: ValidationInfo) -> OutboundSettings:
-        assert info.context is not None  # given by outbound_settings
-        owner, needed = info.context["owner"], info.context["needs"]
-        try:
-            check_url(self.issuer, allow_insecure_http=self.allow_insecure_http)
-        except ValueError as exc:
-            raise ValueError(f"issuer: {exc}") from None
-        has_secret = self.client_id is not None or self.client_secret is not None
-        if self.key_file is not None and has_secret:
-            raise ValueError(f"{owner} takes key_file or client_id with client_secret, not both")
-        if self.key_file is None and not (self.client_id and self.client_secret):
-            raise ValueError(
-                f"{owner} needs {needed} (key_file=...) or its client id and secret "
-                "(client_id=..., client_secret=...)"
-            )
-        return self
-
 
 _NEEDS = {"serviceaccount": "the service user's key", "application": "the application's key"}
 
@@ -67,14 +49,25 @@ def outbound_settings(
 ) -> OutboundSettings:
     """The checked settings (``fields``: ``OutboundSettings``'s) of ``owner``, with its key of
     ``key_type`` loaded; ``ConfigurationError`` naming the setting otherwise."""
-    context = {"owner": owner, "needs": _NEEDS[key_type]}
     try:
-        settings = OutboundSettings.model_validate(fields, context=context)
+        settings = OutboundSettings.model_validate(fields)
+        check_url(settings.issuer, allow_insecure_http=settings.allow_insecure_http)
     except ValidationError as exc:
         raise _error(exc) from None
+    except ValueError as exc:  # check_url's
+        raise ConfigurationError(f"issuer: {exc}") from None
     key_file = settings.key_file
     if key_file is None:
-        return settings
+        if settings.client_id and settings.client_secret:
+            return settings
+        raise ConfigurationError(
+            f"{owner} needs {_NEEDS[key_type]} (key_file=...) or its client id and secret "
+            "(client_id=..., client_secret=...)"
+        )
+    if settings.client_id is not None or settings.client_secret is not None:
+        raise ConfigurationError(
+            f"{owner} takes key_file or client_id with client_secret, not both"
+        )
     loaded = load_key_file(key_file)
     key = require_key_type(loaded, key_type, source=source_label(key_file), where=owner)
     return settings.model_copy(update={"key": key})
