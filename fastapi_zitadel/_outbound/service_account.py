@@ -53,7 +53,6 @@ from fastapi_zitadel._outbound.token_endpoint import (
     JWT_BEARER_GRANT,
     Caller,
     EndpointClient,
-    ExchangedToken,
     secret_caller,
 )
 
@@ -233,12 +232,12 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             if not self._refusal_logged:
                 self._refusal_logged = True
                 challenges = " ".join(response.headers.get_list("www-authenticate"))
-                described = _DESCRIPTION.search(challenges)
+                described, url = _DESCRIPTION.search(challenges), response.request.url
                 logger.warning(
                     "%s refused service user %s's token again (401 invalid_token%s) although it "
                     "was renewed after the last refusal: no new token for its 401s for %.0f s. "
                     "Check that the API accepts this user's tokens (project_id, its roles)",
-                    _origin(response.request.url),
+                    f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}",
                     self.client_id,
                     f": {described.group(1)}" if described else "",
                     self._refusal_hold_until - now,
@@ -299,16 +298,12 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
     # Bookkeeping ---------------------------------------------------------------------------
     def _fetch(self, endpoint: str, deadline: float) -> Flow[_Token]:
         """One token request, driven async (``_afetch``) or sync (``_current``) alike."""
-        started = self._monotonic()
+        started = self._monotonic()  # the lifetime counts from here (conservative)
         try:
             issued = yield from self._request(endpoint, deadline, self._grant_form)
         except IdentityProviderError as failure:
             self._fetch_failed(failure)
             raise
-        return self._keep(issued, started)
-
-    def _keep(self, issued: ExchangedToken, started: float) -> _Token:
-        """Schedule ``issued``: its lifetime counts from when it was asked for (conservative)."""
         given = DEFAULT_LIFETIME if issued.expires_in is None else issued.expires_in
         lifetime = min(max(given, _MIN_LIFETIME), MAX_LIFETIME)
         token = _Token(
@@ -373,10 +368,6 @@ def _scope(project_id: str | Sequence[str] | None, *, roles: bool, extra: Iterab
     return " ".join(dict.fromkeys(scopes))
 
 
-def _origin(url: httpx.URL) -> str:
-    return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
-
-
 def _retry_with_new_token(token: _Token, request: httpx.Request, response: httpx.Response) -> bool:
     """Whether the API that received ``token`` said it is invalid, and the request can be sent
     again.
@@ -384,9 +375,7 @@ def _retry_with_new_token(token: _Token, request: httpx.Request, response: httpx
     After redirects ``response`` answers the last request of the chain; httpx sends the token
     to another origin only on an upgrade to https, so a 401 from a request that did not carry
     it says nothing about it."""
-    if response.status_code != 401:
-        return False
-    if response.request.headers.get("authorization") != token.header:
+    if response.status_code != 401 or response.request.headers.get("authorization") != token.header:
         return False
     challenges = response.headers.get_list("www-authenticate")
     if not any("bearer" in value.lower() and _INVALID_TOKEN.search(value) for value in challenges):

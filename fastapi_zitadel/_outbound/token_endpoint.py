@@ -1,12 +1,10 @@
 """One request to ZITADEL's token endpoint, classified, retried within one deadline.
 
-Shared by the two ways this library gets tokens to call other APIs: a service user's own
-token (``ServiceAccountAuth``: the JWT bearer grant or client credentials) and a token
-exchanged for a caller's (``TokenExchange``, RFC 8693). Every answer becomes exactly one of:
-the issued token, ``TokenRequestRejected`` (our credential refused: a misconfiguration),
-``TokenExchangeRejected`` (the exchange refused) or ``TokenEndpointUnavailable``. Transport
-errors, 429 and 5xx are retried within the deadline (``_http/retry.py``: one flow, driven async
-or sync); each attempt carries fresh credentials (a newly signed assertion).
+Shared by ``ServiceAccountAuth`` (a service user's own token: the JWT bearer grant or client
+credentials) and ``TokenExchange`` (RFC 8693). Every answer becomes exactly one of: the issued
+token, ``TokenRequestRejected`` (our credential refused: a misconfiguration),
+``TokenExchangeRejected`` or ``TokenEndpointUnavailable``. Transport errors, 429 and 5xx are
+retried within the deadline (``_http/retry.py``), each attempt with fresh credentials.
 
 What ZITADEL answers (zitadel/zitadel ``internal/api/oidc``, zitadel/oidc ``pkg/op``): client
 credentials with an unknown client id get 400 ``invalid_client``, with a wrong secret 400
@@ -78,11 +76,9 @@ _SAFE_DESCRIPTION = re.compile(r"[\x20-\x7e]{1,120}")
 
 @dataclass(frozen=True)
 class Caller:
-    """Who asks for tokens, as messages name it: never a secret.
-
-    ``kind`` is ``"service user"`` or ``"application"``; ``method`` how it authenticates
-    (``jwt-bearer``, ``client_credentials``, ``private_key_jwt``, ``client_secret_basic``).
-    """
+    """Who asks for tokens, as messages name it (never a secret). ``kind``: ``"service user"``
+    or ``"application"``; ``method``: ``jwt-bearer``, ``client_credentials``,
+    ``private_key_jwt`` or ``client_secret_basic``."""
 
     kind: str
     client_id: str
@@ -199,9 +195,8 @@ class EndpointClient:
         self.close()
 
     async def _run(self, request: Request[T]) -> T:
-        """Drive ``request`` with the async pool, once the endpoint is known: concurrent
-        callers share one discovery fetch (``fetch``'s single flight), and the request gets
-        the deadline that is left."""
+        """Drive ``request`` with the async pool once discovery found the endpoint (one fetch
+        for concurrent callers), within what is left of the deadline."""
         deadline = self._monotonic() + self._timeout
         try:
             metadata = await self._discovery.fetch(deadline)
@@ -223,9 +218,8 @@ class EndpointClient:
         self, endpoint: str, deadline: float, form: Mapping[str, str | list[str]]
     ) -> Flow[ExchangedToken]:
         """The token for ``form`` (the grant's fields) from ``endpoint`` by ``deadline``, or
-        one of the module's errors: one flow, driven async or sync alike (``_run``,
-        ``_run_sync``, which find the endpoint first). A rejection is final at once, anything
-        else once the retries run out. Each attempt carries fresh credentials."""
+        one of the module's errors. A rejection is final at once, anything else once the
+        retries run out."""
 
         def attempt(_number: int, remaining: float) -> Flow[ExchangedToken]:
             signed = self._credentials()
@@ -266,7 +260,9 @@ def _classify(response: JsonResponse, grant: str, caller: Caller) -> ExchangedTo
         return _issued(data)
     error = data.get("error") if isinstance(data, dict) else None
     code = error if isinstance(error, str) and len(error) <= 64 else None
-    description = _description(data)
+    given = data.get("error_description") if isinstance(data, dict) else None
+    safe = isinstance(given, str) and _SAFE_DESCRIPTION.fullmatch(given) and "eyJ" not in given
+    description = given if safe else None  # eyJ: a JWT's start
     shown = f" {code}" if code else ""
 
     def final(asked: float | None) -> IdentityProviderError:
@@ -303,11 +299,8 @@ def _issued(data: Any) -> ExchangedToken:
         raise Retryable(TokenEndpointUnavailable("token endpoint answer is not a JSON object"))
     token, token_type = data.get("access_token"), data.get("token_type")
     if not isinstance(token, str) or not token or not isinstance(token_type, str):
-        raise Retryable(
-            TokenEndpointUnavailable(
-                "token endpoint answer has no access_token and token_type strings"
-            )
-        )
+        problem = "token endpoint answer has no access_token and token_type strings"
+        raise Retryable(TokenEndpointUnavailable(problem))
     if token_type.lower() != "bearer":
         shown = token_type if len(token_type) <= 20 else "(long value)"
         raise TokenEndpointUnavailable(
@@ -328,13 +321,6 @@ def _issued(data: Any) -> ExchangedToken:
         expires_in=None if expires_in is None else float(expires_in),
         scopes=frozenset(scope.split() if isinstance(scope, str) else ()),
     )
-
-
-def _description(data: Any) -> str | None:
-    value = data.get("error_description") if isinstance(data, dict) else None
-    if not isinstance(value, str) or not _SAFE_DESCRIPTION.fullmatch(value) or "eyJ" in value:
-        return None
-    return value
 
 
 def _refusal(
