@@ -48,10 +48,8 @@ def sign_assertion(
     key: ZitadelKeyFile, *, audience: str | list[str], now: float, lifetime: float
 ) -> str:
     """An RS256 JWT as ZITADEL checks it: ``kid`` = the key id, ``iss`` = ``sub`` = the key's
-    owner (client id or user id), ``aud`` = the issuer, ``iat`` back-dated, a fresh ``jti``.
-
-    Client assertions (RFC 7523 §2.2) and the JWT bearer grant's assertion (§2.1) alike.
-    """
+    owner (client id or user id), ``aud`` = the issuer, ``iat`` back-dated, a fresh ``jti``:
+    client assertions (RFC 7523 §2.2) and the JWT bearer grant's assertion (§2.1) alike."""
     claims = {
         "iss": key.subject,
         "sub": key.subject,
@@ -65,11 +63,9 @@ def sign_assertion(
 
 @dataclass(frozen=True)
 class ClientCredentials:
-    """What one introspection request carries to authenticate us.
-
-    ``reused``: handed out before. ``generation`` identifies the cached assertion it carries
-    (0: none), so a rejection can later be judged against how often it was really shared.
-    """
+    """What one request carries to authenticate us. ``reused``: handed out before.
+    ``generation`` identifies the cached assertion it carries (0: none), so a rejection can
+    later be judged against how often it was really shared."""
 
     form: dict[str, str] = field(default_factory=dict, repr=False)
     headers: dict[str, str] = field(default_factory=dict, repr=False)

@@ -39,10 +39,8 @@ KeyFileSource = Union[str, "os.PathLike[str]", Mapping[str, Any], "ZitadelKeyFil
 
 class ZitadelKeyFile(BaseModel):
     """A loaded key file: the ids ZITADEL needs in a client assertion and the private key.
-
     ``type`` is ``"application"`` for an API application's key (``clientId`` signs) and
-    ``"serviceaccount"`` for a service user's key (``userId`` signs).
-    """
+    ``"serviceaccount"`` for a service user's key (``userId`` signs)."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
@@ -68,11 +66,9 @@ _REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 def load_key_file(source: KeyFileSource) -> ZitadelKeyFile:
-    """Load a ZITADEL key file from a path, a JSON string or a mapping.
-
-    A ``str`` whose first non-blank character is ``{`` is taken as JSON text (the
-    ``ZITADEL_KEY`` environment variable), any other ``str`` as a path.
-    """
+    """Load a ZITADEL key file from a path, a JSON string or a mapping. A ``str`` whose first
+    non-blank character is ``{`` is taken as JSON text (the ``ZITADEL_KEY`` environment
+    variable), any other ``str`` as a path."""
     label = source_label(source)
     if isinstance(source, ZitadelKeyFile):
         return source

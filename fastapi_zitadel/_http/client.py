@@ -63,11 +63,9 @@ class TimeoutFailure(TransportFailure):
 
 
 def _why(exc: httpx.HTTPError) -> str:
-    """What an operator can act on, from the causes under ``exc`` (the class name otherwise).
-
-    A bare ``ConnectError`` hides whether the host is unknown, refuses, or speaks plain http to
-    our https; the three have different fixes. Only the kind is named, never the request.
-    """
+    """What an operator can act on, from the causes under ``exc`` (the class name otherwise):
+    a bare ``ConnectError`` hides whether the host is unknown, refuses, or speaks plain http to
+    our https, three different fixes. Only the kind is named, never the request."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
@@ -166,11 +164,9 @@ def _timeouts(seconds: float) -> dict[str, float | None]:
 
 @dataclass(frozen=True)
 class JsonResponse:
-    """A response whose body was read within the size cap.
-
-    ``data`` is the parsed JSON, or ``None`` with ``problem`` saying why it is not usable JSON
-    (wrong content type, too large, not parseable).
-    """
+    """A response whose body was read within the size cap: ``data`` is the parsed JSON, or
+    ``None`` with ``problem`` saying why it is not usable JSON (wrong content type, too large,
+    not parseable)."""
 
     status: int
     headers: httpx.Headers
@@ -291,11 +287,9 @@ def send_for_json_sync(
     timeout: float,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> JsonResponse:
-    """``send_for_json`` for synchronous code.
-
-    A thread cannot be interrupted, so the deadline is kept by bounding every network wait
-    (connect, send, each read) by the time left, and by checking it between reads.
-    """
+    """``send_for_json`` for synchronous code. A thread cannot be interrupted, so the deadline
+    is kept by bounding every network wait (connect, send, each read) by the time left, and by
+    checking it between reads."""
     deadline = monotonic() + timeout
     with _transport_failures(timeout):
         response = http.send_sync(request, timeout=timeout)

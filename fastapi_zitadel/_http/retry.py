@@ -75,10 +75,8 @@ Flow = Generator["Send | Pause", JsonResponse, T]
 def retry_after(value: str | None) -> float | None:
     """A ``Retry-After`` header in seconds (the HTTP-date form is rare for APIs and treated as
     absent; more than an hour is nonsense)."""
-    if value is None:
-        return None
     try:
-        seconds = float(value.strip())
+        seconds = float(value or "")
     except ValueError:
         return None
     return seconds if 0 <= seconds <= 3600 else None
@@ -86,9 +84,7 @@ def retry_after(value: str | None) -> float | None:
 
 class Retryable(Exception):
     """An attempt failed in a way worth another; ``final`` is raised when none is left.
-
-    ``retry_after``: how long the server asked us to wait (its ``Retry-After``).
-    """
+    ``retry_after``: how long the server asked us to wait (its ``Retry-After``)."""
 
     def __init__(self, final: IdentityProviderError, *, retry_after: float | None = None) -> None:
         super().__init__(final.description)

@@ -156,14 +156,7 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
                 return ClientCredentials(form={"assertion": assertion})
 
         self._grant_form = {"grant_type": grant, "scope": self.scope}
-        self._connect(
-            settings,
-            caller,
-            credentials,
-            http_client=http_client,
-            sync_http_client=sync_http_client,
-            monotonic=monotonic,
-        )
+        self._connect(settings, caller, credentials, http_client, sync_http_client, monotonic)
         self._token: _Token | None = None
         # The token requests (a cold fetch, a renewal), per event loop; aclose cancels them.
         self._flight: KeyedTasks[_Token] = KeyedTasks()

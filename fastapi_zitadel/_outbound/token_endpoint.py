@@ -134,7 +134,6 @@ class EndpointClient:
         settings: OutboundSettings,
         caller: Caller,
         credentials: Credentials,
-        *,
         http_client: httpx.AsyncClient | None,
         sync_http_client: httpx.Client | None,
         monotonic: Callable[[], float],

@@ -99,14 +99,7 @@ class TokenExchange(EndpointClient):
             )
             caller = Caller("application", signer.client_id, signer.key_id, "private_key_jwt")
             credentials = signer.credentials
-        self._connect(
-            settings,
-            caller,
-            credentials,
-            http_client=http_client,
-            sync_http_client=sync_http_client,
-            monotonic=monotonic,
-        )
+        self._connect(settings, caller, credentials, http_client, sync_http_client, monotonic)
 
     async def aexchange(
         self,
