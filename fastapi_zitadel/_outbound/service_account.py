@@ -143,10 +143,8 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             caller, credentials = secret_caller(settings, "service user", "client_credentials")
             grant = CLIENT_CREDENTIALS_GRANT
         else:
-            assert key.user_id is not None  # a serviceaccount key has one
-            caller = Caller("service user", key.user_id, key.key_id, "jwt-bearer")
+            caller = Caller("service user", key.subject, key.key_id, "jwt-bearer")
             grant = JWT_BEARER_GRANT
-
             audience = settings.issuer
 
             def credentials() -> ClientCredentials:

@@ -44,7 +44,7 @@ from fastapi_zitadel._http.retry import (
     run,
     run_sync,
 )
-from fastapi_zitadel._idp.discovery import Discovery, ProviderMetadata
+from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._outbound.settings import OutboundSettings
 
@@ -201,7 +201,8 @@ class EndpointClient:
             metadata = await self._discovery.fetch(deadline)
         except IdentityProviderUnavailable as exc:
             raise _not_found(exc) from None
-        return await run(request(_token_endpoint(metadata), deadline), self._http)
+        assert metadata.token_endpoint is not None  # Discovery refuses a document without one
+        return await run(request(metadata.token_endpoint, deadline), self._http)
 
     def _run_sync(self, request: Request[T]) -> T:
         """``_run`` for synchronous code (the calling thread waits; one thread discovers)."""
@@ -210,8 +211,8 @@ class EndpointClient:
             metadata = self._discovery.fetch_sync(deadline)
         except IdentityProviderUnavailable as exc:
             raise _not_found(exc) from None
-        flow = request(_token_endpoint(metadata), deadline)
-        return run_sync(flow, self._http, self._monotonic)
+        assert metadata.token_endpoint is not None  # Discovery refuses a document without one
+        return run_sync(request(metadata.token_endpoint, deadline), self._http, self._monotonic)
 
     def _request(
         self, endpoint: str, deadline: float, form: Mapping[str, str | list[str]]
@@ -280,12 +281,6 @@ def _not_found(exc: IdentityProviderUnavailable) -> TokenEndpointUnavailable:
     return TokenEndpointUnavailable(
         f"cannot find the token endpoint: {exc.description}", retry_after=exc.retry_after
     )
-
-
-def _token_endpoint(metadata: ProviderMetadata) -> str:
-    if metadata.token_endpoint is None:  # a document without one is refused: kept for types
-        raise TokenEndpointUnavailable("discovery document has no token_endpoint")
-    return metadata.token_endpoint
 
 
 def _log_unavailable(final: IdentityProviderError) -> None:
