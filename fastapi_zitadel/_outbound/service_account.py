@@ -250,14 +250,11 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
         return await self._flight.run(_FLIGHT, self._afetch)
 
     def _renew_in_background(self, now: float) -> None:
-        if self._flight.running(_FLIGHT) is not None or now < self._renew_retry_at:
-            return
-        self._flight.start(_FLIGHT, self._afetch).add_done_callback(self._renewal_done)
+        if self._flight.running(_FLIGHT) is None and now >= self._renew_retry_at:
+            self._flight.start(_FLIGHT, self._afetch).add_done_callback(self._renewal_done)
 
     def _renewal_done(self, renewing: asyncio.Future[Any]) -> None:
-        if renewing.cancelled():
-            return
-        failure = renewing.exception()
+        failure = None if renewing.cancelled() else renewing.exception()
         if failure is not None:
             self._renewal_failed(failure)
 

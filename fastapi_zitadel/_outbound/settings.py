@@ -1,11 +1,10 @@
 """The settings of the outbound clients (``ServiceAccountAuth``, ``TokenExchange``), checked once.
 
-One small model with the rules of the main configuration: the issuer, ``timeout`` and
-``max_retries`` are the same types as ``ZitadelConfig``'s (``_config.Issuer``...), the URL
-check is the same ``check_url``, and the credential rule is the configuration's: a key, or a
-client id with its secret, never both. The key is loaded here too, and must be of the kind the
-client takes (``require_key_type``). Each client names itself and the credential it needs in
-its messages.
+By the rules of the main configuration: the issuer, ``timeout`` and ``max_retries`` are
+``ZitadelConfig``'s types (``_config.Issuer``...), the URL check is ``check_url``, and the
+credential rule is the configuration's: a key, or a client id with its secret, never both. The
+key is loaded here too, of the kind the client takes (``require_key_type``). Each client names
+itself and the credential it needs in its messages.
 """
 
 from __future__ import annotations

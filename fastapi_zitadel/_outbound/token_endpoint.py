@@ -254,9 +254,8 @@ def _classify(response: JsonResponse, grant: str, caller: Caller) -> ExchangedTo
     status, data = response.status, response.data
     if status == 200:
         if response.problem is not None:
-            raise Retryable(
-                TokenEndpointUnavailable(f"token endpoint answer unusable: {response.problem}")
-            )
+            problem = f"token endpoint answer unusable: {response.problem}"
+            raise Retryable(TokenEndpointUnavailable(problem))
         return _issued(data)
     error = data.get("error") if isinstance(data, dict) else None
     code = error if isinstance(error, str) and len(error) <= 64 else None
