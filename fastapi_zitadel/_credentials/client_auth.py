@@ -74,9 +74,8 @@ class ClientCredentials:
 
 
 class ClientAuthentication:
-    """One way of authenticating to the introspection endpoint. The hooks after
-    ``credentials`` do nothing here: a secret, the same on every request, has nothing to learn
-    from a rejection."""
+    """One way of authenticating to the introspection endpoint; the hooks after
+    ``credentials`` do nothing unless a method learns from rejections (a secret does not)."""
 
     client_id: str
     key_id: str | None = None

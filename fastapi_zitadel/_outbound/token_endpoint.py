@@ -112,8 +112,7 @@ Credentials = Callable[[], ClientCredentials]
 """Fresh form fields and headers that authenticate one attempt."""
 
 Request = Callable[[str, float], Flow[T]]
-"""A request given the token endpoint and its deadline (``EndpointClient._request``, or a flow
-that uses it): what ``_run`` and ``_run_sync`` drive."""
+"""A flow given the token endpoint and its deadline: what ``_run`` and ``_run_sync`` drive."""
 
 
 _Client = TypeVar("_Client", bound="EndpointClient")
