@@ -238,10 +238,9 @@ class EndpointClient:
         except TokenRequestRejected as rejected:  # at once, or after the retries (a 500)
             key = f" (key id {rejected.key_id})" if rejected.key_id else ""
             self._rejection_log(
-                "the token endpoint rejected %s%s (HTTP %d, error %r); every call that needs "
-                "its token fails until this is fixed: %s",
-                rejected.client_id,
-                key,
+                "the token endpoint rejected %s (HTTP %d, error %r); every call that needs its "
+                "token fails until this is fixed: %s",
+                rejected.client_id + key,
                 rejected.status,
                 rejected.error_code,
                 rejected.hint,
@@ -253,8 +252,9 @@ def _classify(response: JsonResponse, grant: str, caller: Caller) -> ExchangedTo
     status, data = response.status, response.data
     if status == 200:
         if response.problem is not None:
-            problem = f"token endpoint answer unusable: {response.problem}"
-            raise Retryable(TokenEndpointUnavailable(problem))
+            raise Retryable(
+                TokenEndpointUnavailable(f"token endpoint answer unusable: {response.problem}")
+            )
         return _issued(data)
     error = data.get("error") if isinstance(data, dict) else None
     code = error if isinstance(error, str) and len(error) <= 64 else None
@@ -291,8 +291,11 @@ def _issued(data: Any) -> ExchangedToken:
         raise Retryable(TokenEndpointUnavailable("token endpoint answer is not a JSON object"))
     token, token_type = data.get("access_token"), data.get("token_type")
     if not isinstance(token, str) or not token or not isinstance(token_type, str):
-        problem = "token endpoint answer has no access_token and token_type strings"
-        raise Retryable(TokenEndpointUnavailable(problem))
+        raise Retryable(
+            TokenEndpointUnavailable(
+                "token endpoint answer has no access_token and token_type strings"
+            )
+        )
     if token_type.lower() != "bearer":
         shown = token_type if len(token_type) <= 20 else "(long value)"
         raise TokenEndpointUnavailable(
@@ -325,38 +328,43 @@ def _refusal(
     else:  # ZITADEL says invalid_request for a wrong secret or an unknown service user
         ours = code in _CREDENTIAL_ERRORS or code == "invalid_request"
     if status == 500:  # the JWT bearer grant's server_error that persisted (_classify)
-        message = (
+        return TokenRequestRejected(
             f"the token endpoint answered {answer} to the JWT bearer grant of {caller.named()}: "
-            "ZITADEL answers so when it cannot verify the assertion (zitadel/zitadel#12692)"
+            "ZITADEL answers so when it cannot verify the assertion (zitadel/zitadel#12692)",
+            error_code=code,
+            status=status,
+            client_id=caller.client_id,
+            key_id=caller.key_id,
+            hint=_rejection_hint(caller, code, description)
+            + "; if the key is right, ZITADEL itself is failing: check its status",
         )
-        hint = _rejection_hint(caller, code, description)
-        hint += "; if the key is right, ZITADEL itself is failing: check its status"
-    elif ours:
-        message = f"the token endpoint rejected {caller.named()} ({answer})"
-        hint = _rejection_hint(caller, code, description)
-    elif exchange:
+    if ours:
+        return TokenRequestRejected(
+            f"the token endpoint rejected {caller.named()} ({answer})",
+            error_code=code,
+            status=status,
+            client_id=caller.client_id,
+            key_id=caller.key_id,
+            hint=_rejection_hint(caller, code, description),
+        )
+    if exchange:
         return TokenExchangeRejected(
             f"the token exchange was refused ({answer})",
             error_code=code,
             status=status,
             hint=_exchange_hint(status, code, description),
         )
-    elif code == "invalid_scope":
-        message = f"the token endpoint refused the requested scope ({answer})"
-        hint = (
-            "request only scopes ZITADEL knows: openid, profile, email, "
-            "urn:zitadel:iam:org:project:id:{projectId}:aud, urn:zitadel:iam:org:projects:roles"
+    if code == "invalid_scope":
+        return TokenRequestRejected(
+            f"the token endpoint refused the requested scope ({answer})",
+            error_code=code,
+            status=status,
+            client_id=caller.client_id,
+            key_id=caller.key_id,
+            hint="request only scopes ZITADEL knows: openid, profile, email, "
+            "urn:zitadel:iam:org:project:id:{projectId}:aud, urn:zitadel:iam:org:projects:roles",
         )
-    else:
-        return TokenEndpointUnavailable(f"token request refused ({answer})", retry_after=30.0)
-    return TokenRequestRejected(
-        message,
-        error_code=code,
-        status=status,
-        client_id=caller.client_id,
-        key_id=caller.key_id,
-        hint=hint,
-    )
+    return TokenEndpointUnavailable(f"token request refused ({answer})", retry_after=30.0)
 
 
 def _rejection_hint(caller: Caller, code: str, description: str | None) -> str:
