@@ -243,15 +243,13 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
     async def _acurrent(self) -> _Token:
         token, now = self._token, self._monotonic()
         if token is not None and now < token.usable_until:
-            if now >= token.renew_at:
-                self._renew_in_background(now)
+            # Due for renewal but still good: renewed in the background, once per event loop.
+            due = now >= token.renew_at and now >= self._renew_retry_at
+            if due and self._flight.running(_FLIGHT) is None:
+                self._flight.start(_FLIGHT, self._afetch).add_done_callback(self._renewal_done)
             return token
         self._raise_recent_failure(now)
         return await self._flight.run(_FLIGHT, self._afetch)
-
-    def _renew_in_background(self, now: float) -> None:
-        if self._flight.running(_FLIGHT) is None and now >= self._renew_retry_at:
-            self._flight.start(_FLIGHT, self._afetch).add_done_callback(self._renewal_done)
 
     def _renewal_done(self, renewing: asyncio.Future[Any]) -> None:
         failure = None if renewing.cancelled() else renewing.exception()
