@@ -30,7 +30,6 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 
@@ -116,16 +115,9 @@ class HttpClientProvider:
             "Accept-Encoding": _ACCEPT_ENCODING,
             **(headers or {}),
         }
-        content = None
-        if form is not None:
-            content = urlencode(form, doseq=True).encode("ascii")  # a list: repeated fields
-            all_headers["Content-Type"] = "application/x-www-form-urlencoded"
+        # httpx encodes the form (a list as repeated fields) and sets its Content-Type.
         return httpx.Request(
-            method,
-            parsed,
-            headers=all_headers,
-            content=content,
-            extensions={"timeout": self._timeout},
+            method, parsed, headers=all_headers, data=form, extensions={"timeout": self._timeout}
         )
 
     async def send(self, request: httpx.Request) -> httpx.Response:
