@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 from urllib.parse import quote_plus
 
 import jwt
@@ -49,10 +48,8 @@ def sign_assertion(
     key: ZitadelKeyFile, *, audience: str | list[str], now: float, lifetime: float
 ) -> str:
     """An RS256 JWT as ZITADEL checks it: ``kid`` = the key id, ``iss`` = ``sub`` = the key's
-    owner (client id or user id), ``aud`` = the issuer, ``iat`` back-dated, a fresh ``jti``.
-
-    Client assertions (RFC 7523 §2.2) and the JWT bearer grant's assertion (§2.1) alike.
-    """
+    owner (client id or user id), ``aud`` = the issuer, ``iat`` back-dated, a fresh ``jti``:
+    client assertions (RFC 7523 §2.2) and the JWT bearer grant's assertion (§2.1) alike."""
     claims = {
         "iss": key.subject,
         "sub": key.subject,
@@ -66,11 +63,9 @@ def sign_assertion(
 
 @dataclass(frozen=True)
 class ClientCredentials:
-    """What one introspection request carries to authenticate us.
-
-    ``reused``: handed out before. ``generation`` identifies the cached assertion it carries
-    (0: none), so a rejection can later be judged against how often it was really shared.
-    """
+    """What one request carries to authenticate us. ``reused``: handed out before.
+    ``generation`` identifies the cached assertion it carries (0: none), so a rejection can
+    later be judged against how often it was really shared."""
 
     form: dict[str, str] = field(default_factory=dict, repr=False)
     headers: dict[str, str] = field(default_factory=dict, repr=False)
@@ -78,32 +73,31 @@ class ClientCredentials:
     generation: int = 0
 
 
-class ClientAuthentication(Protocol):
-    """One way of authenticating to the introspection endpoint."""
+class ClientAuthentication:
+    """One way of authenticating to the introspection endpoint; the hooks after
+    ``credentials`` do nothing unless a method learns from rejections (a secret does not)."""
 
     client_id: str
-    key_id: str | None
+    key_id: str | None = None
     rejection_hint: str
     secret_digest: bytes  # a digest of our credential: keys what only our replicas can seal
 
     def credentials(self, *, fresh: bool = False) -> ClientCredentials:
         """Credentials for the next request; ``fresh`` forbids reusing a cached assertion."""
-        ...
+        raise NotImplementedError
 
     def possibly_reused(self, credentials: ClientCredentials) -> bool:
         """Whether a rejection of ``credentials`` could be a server refusing reuse."""
-        ...
+        return False
 
     def fresh_credentials_helped(self) -> None:
         """Called when a fresh credential succeeded where a reused one was rejected."""
-        ...
 
     def rejected(self) -> None:
         """Called when even fresh credentials were rejected."""
-        ...
 
 
-class PrivateKeyJwt:
+class PrivateKeyJwt(ClientAuthentication):
     """``private_key_jwt`` client authentication with a cached, self-refreshing assertion."""
 
     rejection_hint = (
@@ -193,10 +187,9 @@ class PrivateKeyJwt:
         return ClientCredentials(form=form, reused=reused, generation=generation)
 
 
-class ClientSecretBasic:
+class ClientSecretBasic(ClientAuthentication):
     """``client_secret_basic`` client authentication; the header is computed once."""
 
-    key_id: str | None = None
     rejection_hint = (
         "check the client id and secret (ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET): they must be "
         "the API application's (a service user's id and secret cannot introspect: ZITADEL lets "
@@ -212,12 +205,3 @@ class ClientSecretBasic:
 
     def credentials(self, *, fresh: bool = False) -> ClientCredentials:
         return self._credentials
-
-    def possibly_reused(self, credentials: ClientCredentials) -> bool:
-        return False
-
-    def fresh_credentials_helped(self) -> None:
-        """Nothing to learn: a secret is the same on every request."""
-
-    def rejected(self) -> None:
-        """Nothing to discard."""

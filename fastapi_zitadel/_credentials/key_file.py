@@ -23,7 +23,6 @@ __all__ = [
     "MIN_RSA_BITS",
     "KeyFileSource",
     "ZitadelKeyFile",
-    "describe_key",
     "load_key_file",
     "require_key_type",
     "source_label",
@@ -40,10 +39,8 @@ KeyFileSource = Union[str, "os.PathLike[str]", Mapping[str, Any], "ZitadelKeyFil
 
 class ZitadelKeyFile(BaseModel):
     """A loaded key file: the ids ZITADEL needs in a client assertion and the private key.
-
     ``type`` is ``"application"`` for an API application's key (``clientId`` signs) and
-    ``"serviceaccount"`` for a service user's key (``userId`` signs).
-    """
+    ``"serviceaccount"`` for a service user's key (``userId`` signs)."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
@@ -69,27 +66,22 @@ _REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 
 
 def load_key_file(source: KeyFileSource) -> ZitadelKeyFile:
-    """Load a ZITADEL key file from a path, a JSON string or a mapping.
-
-    A ``str`` whose first non-blank character is ``{`` is taken as JSON text (the
-    ``ZITADEL_KEY`` environment variable), any other ``str`` as a path.
-    """
+    """Load a ZITADEL key file from a path, a JSON string or a mapping. A ``str`` whose first
+    non-blank character is ``{`` is taken as JSON text (the ``ZITADEL_KEY`` environment
+    variable), any other ``str`` as a path."""
+    label = source_label(source)
     if isinstance(source, ZitadelKeyFile):
         return source
     if isinstance(source, Mapping):
-        return _from_mapping(source, "(mapping)")
-    if isinstance(source, str) and source.lstrip().startswith("{"):
-        return _from_json(source, "(JSON string)")
+        return _from_mapping(source, label)
+    if label == "(JSON string)":
+        return _from_json(str(source), label)
     if not str(source).strip():  # Path("") is ".", which would be "a directory"
         raise KeyFileError("''", "the path is empty: give the path of ZITADEL's JSON key file")
-    path = Path(source)
-    label = f"'{path}'"
     try:
-        text = _read_small_file(path, label)
+        text = _read_small_file(Path(source), label)
     except FileNotFoundError:
         raise KeyFileError(label, "file not found") from None
-    except IsADirectoryError:
-        raise KeyFileError(label, "is a directory, not a file") from None
     except PermissionError:
         raise KeyFileError(label, "permission denied") from None
     except UnicodeDecodeError:
@@ -104,7 +96,7 @@ def _read_small_file(path: Path, label: str) -> str:
     or reads a device without end."""
     mode = path.stat().st_mode  # follows links; raises as open() would
     if stat.S_ISDIR(mode):
-        raise IsADirectoryError
+        raise KeyFileError(label, "is a directory, not a file")
     if not stat.S_ISREG(mode):
         raise KeyFileError(label, "is not a regular file (a device, a FIFO or a socket?)")
     with path.open("rb") as file:
@@ -199,20 +191,6 @@ def source_label(source: KeyFileSource) -> str:
     if isinstance(source, str) and source.lstrip().startswith("{"):
         return "(JSON string)"
     return f"'{Path(source)}'"
-
-
-def describe_key(key: ZitadelKeyFile) -> str:
-    """What a key is and what it is for, in one line (ids only, never key material)."""
-    if key.type == "application":
-        return (
-            f"an application's key (client {key.client_id}, key id {key.key_id}): it "
-            "authenticates an API to ZITADEL's introspection endpoint (ZitadelIntrospection) "
-            "or an application to the token exchange (TokenExchange)"
-        )
-    return (
-        f"a service user's key (user {key.user_id}, key id {key.key_id}): it gets access "
-        "tokens for calling APIs (ServiceAccountAuth, fastapi-zitadel token)"
-    )
 
 
 def require_key_type(

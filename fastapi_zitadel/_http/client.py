@@ -30,7 +30,6 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 
@@ -63,11 +62,9 @@ class TimeoutFailure(TransportFailure):
 
 
 def _why(exc: httpx.HTTPError) -> str:
-    """What an operator can act on, from the causes under ``exc`` (the class name otherwise).
-
-    A bare ``ConnectError`` hides whether the host is unknown, refuses, or speaks plain http to
-    our https; the three have different fixes. Only the kind is named, never the request.
-    """
+    """What an operator can act on, from the causes under ``exc`` (the class name otherwise):
+    a bare ``ConnectError`` hides whether the host is unknown, refuses, or speaks plain http to
+    our https, three different fixes. Only the kind is named, never the request."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
@@ -96,7 +93,7 @@ class HttpClientProvider:
         self._timeout = _timeouts(timeout)
         self._urls: dict[str, httpx.URL] = {}
         self._external = client
-        self._owned: PerLoop[httpx.AsyncHTTPTransport] = PerLoop(self._new_transport)
+        self._owned = PerLoop(lambda: httpx.AsyncHTTPTransport(limits=_LIMITS))
         self._external_sync = sync_client
         self._owned_sync: httpx.HTTPTransport | None = None
 
@@ -118,16 +115,9 @@ class HttpClientProvider:
             "Accept-Encoding": _ACCEPT_ENCODING,
             **(headers or {}),
         }
-        content = None
-        if form is not None:
-            content = urlencode(form, doseq=True).encode("ascii")  # a list: repeated fields
-            all_headers["Content-Type"] = "application/x-www-form-urlencoded"
+        # httpx encodes the form (a list as repeated fields) and sets its Content-Type.
         return httpx.Request(
-            method,
-            parsed,
-            headers=all_headers,
-            content=content,
-            extensions={"timeout": self._timeout},
+            method, parsed, headers=all_headers, data=form, extensions={"timeout": self._timeout}
         )
 
     async def send(self, request: httpx.Request) -> httpx.Response:
@@ -135,9 +125,6 @@ class HttpClientProvider:
         if self._external is not None:
             return await self._external.send(request, stream=True)
         return await self._owned.get().handle_async_request(request)
-
-    def _new_transport(self) -> httpx.AsyncHTTPTransport:
-        return httpx.AsyncHTTPTransport(limits=_LIMITS)
 
     async def aclose(self) -> None:
         """Close our own async pool of this loop (and our sync one); caller-supplied clients
@@ -169,11 +156,9 @@ def _timeouts(seconds: float) -> dict[str, float | None]:
 
 @dataclass(frozen=True)
 class JsonResponse:
-    """A response whose body was read within the size cap.
-
-    ``data`` is the parsed JSON, or ``None`` with ``problem`` saying why it is not usable JSON
-    (wrong content type, too large, not parseable).
-    """
+    """A response whose body was read within the size cap: ``data`` is the parsed JSON, or
+    ``None`` with ``problem`` saying why it is not usable JSON (wrong content type, too large,
+    not parseable)."""
 
     status: int
     headers: httpx.Headers
@@ -227,14 +212,17 @@ async def _send(http: HttpClientProvider, request: httpx.Request) -> JsonRespons
 def _reader(response: httpx.Response) -> JsonResponse | _CappedBody:
     """The answer when the body is not read from the network (refused, or a caller's
     transport answered from memory), else a reader for its raw chunks (sync and async)."""
-    problem = _refusal(response)
-    if problem is not None:
-        return _unusable(response, problem)
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "", *_DECOMPRESSORS):
+        return _unusable(response, f"content encoding {encoding[:20]!r} not supported")
+    declared = response.headers.get("content-length", "")
+    plain = encoding in ("identity", "")
+    if plain and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        return _unusable(response, f"body of {declared} bytes exceeds the limit")
     if response.is_stream_consumed:
         in_memory = _CappedBody(None)
         in_memory.add(response.content)
         return in_memory.answer(response)
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
     return _CappedBody(_DECOMPRESSORS.get(encoding))
 
 
@@ -267,18 +255,6 @@ class _CappedBody:
         return _parsed(response, bytes(body))
 
 
-def _refusal(response: httpx.Response) -> str | None:
-    """Why a body is not read at all, or ``None``."""
-    declared = response.headers.get("content-length", "")
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("identity", "", *_DECOMPRESSORS):
-        return f"content encoding {encoding[:20]!r} not supported"
-    plain = encoding in ("identity", "")
-    if plain and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-        return f"body of {declared} bytes exceeds the limit"
-    return None
-
-
 def _parsed(response: httpx.Response, body: bytes) -> JsonResponse:
     content_type = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != "application/json" and not content_type.endswith("+json"):
@@ -303,11 +279,9 @@ def send_for_json_sync(
     timeout: float,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> JsonResponse:
-    """``send_for_json`` for synchronous code.
-
-    A thread cannot be interrupted, so the deadline is kept by bounding every network wait
-    (connect, send, each read) by the time left, and by checking it between reads.
-    """
+    """``send_for_json`` for synchronous code. A thread cannot be interrupted, so the deadline
+    is kept by bounding every network wait (connect, send, each read) by the time left, and by
+    checking it between reads."""
     deadline = monotonic() + timeout
     with _transport_failures(timeout):
         response = http.send_sync(request, timeout=timeout)

@@ -75,10 +75,8 @@ Flow = Generator["Send | Pause", JsonResponse, T]
 def retry_after(value: str | None) -> float | None:
     """A ``Retry-After`` header in seconds (the HTTP-date form is rare for APIs and treated as
     absent; more than an hour is nonsense)."""
-    if value is None:
-        return None
     try:
-        seconds = float(value.strip())
+        seconds = float(value or "")
     except ValueError:
         return None
     return seconds if 0 <= seconds <= 3600 else None
@@ -86,9 +84,7 @@ def retry_after(value: str | None) -> float | None:
 
 class Retryable(Exception):
     """An attempt failed in a way worth another; ``final`` is raised when none is left.
-
-    ``retry_after``: how long the server asked us to wait (its ``Retry-After``).
-    """
+    ``retry_after``: how long the server asked us to wait (its ``Retry-After``)."""
 
     def __init__(self, final: IdentityProviderError, *, retry_after: float | None = None) -> None:
         super().__init__(final.description)
@@ -106,32 +102,24 @@ def retry_if_overloaded(
         raise Retryable(final(asked), retry_after=asked)
 
 
+@dataclass(frozen=True, kw_only=True)
 class Retries:
     """The retry policy of one client: how many retries, on which clock, and what to raise
     when the deadline has passed before an attempt could start. ``name`` the requests in the
     log ("introspection": "introspection attempt 1 failed ...")."""
 
-    def __init__(
-        self,
-        *,
-        max_retries: int,
-        monotonic: Callable[[], float],
-        out_of_time: Callable[[], IdentityProviderError],
-        name: str = "request",
-        on_give_up: Callable[[IdentityProviderError], None] = lambda final: None,
-    ) -> None:
-        self._max_retries = max_retries
-        self._monotonic = monotonic
-        self.out_of_time = out_of_time
-        self._name = name
-        self._on_give_up = on_give_up
+    max_retries: int
+    monotonic: Callable[[], float]
+    out_of_time: Callable[[], IdentityProviderError]
+    name: str = "request"
+    on_give_up: Callable[[IdentityProviderError], None] = lambda final: None
 
     def flow(self, deadline: float, attempt: Callable[[int, float], Flow[T]]) -> Flow[T]:
         """``attempt(number, seconds left)`` until one succeeds or raises anything but
         ``Retryable``; pausing between attempts while the deadline allows."""
         number = 0
         while True:
-            remaining = deadline - self._monotonic()
+            remaining = deadline - self.monotonic()
             if remaining <= 0:
                 raise self.out_of_time()
             try:
@@ -139,59 +127,57 @@ class Retries:
             except Retryable as failure:
                 pause = self._pause(failure, number, deadline)
                 if pause is None:
-                    self._on_give_up(failure.final)
+                    self.on_give_up(failure.final)
                     raise failure.final from None
-                logger.debug("%s attempt %d failed (%s)", self._name, number + 1, failure)
+                logger.debug("%s attempt %d failed (%s)", self.name, number + 1, failure)
             yield Pause(pause)
             number += 1
 
     def _pause(self, failure: Retryable, number: int, deadline: float) -> float | None:
-        if number >= self._max_retries:
+        if number >= self.max_retries:
             return None
         backoff = random.uniform(0, min(MAX_BACKOFF, FIRST_BACKOFF * 2**number))  # noqa: S311
         pause = max(backoff, failure.retry_after or 0.0)
-        if self._monotonic() + pause + _MARGIN >= deadline:
-            return None
-        return pause
+        return None if self.monotonic() + pause + _MARGIN >= deadline else pause
 
 
 async def run(flow: Flow[T], http: HttpClientProvider) -> T:
     """Drive ``flow`` with the async pool."""
-    answer: JsonResponse | None = None
-    failure: TransportFailure | None = None
-    while True:
-        try:
-            step = flow.send(answer) if failure is None else flow.throw(failure)  # type: ignore[arg-type]
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        answer = failure = None
-        if isinstance(step, Pause):
-            await asyncio.sleep(step.seconds)
-            continue
-        try:
-            answer = await send_for_json(http, step.request, timeout=step.timeout)
-        except TransportFailure as exc:
-            failure = exc
+    try:
+        step = next(flow)
+        while True:
+            if isinstance(step, Pause):
+                await asyncio.sleep(step.seconds)
+                step = next(flow)
+                continue
+            try:
+                answer = await send_for_json(http, step.request, timeout=step.timeout)
+            except TransportFailure as failure:
+                step = flow.throw(failure)
+            else:
+                step = flow.send(answer)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
 
 
 def run_sync(
     flow: Flow[T], http: HttpClientProvider, monotonic: Callable[[], float] = time.monotonic
 ) -> T:
     """Drive ``flow`` with the sync pool (the calling thread waits)."""
-    answer: JsonResponse | None = None
-    failure: TransportFailure | None = None
-    while True:
-        try:
-            step = flow.send(answer) if failure is None else flow.throw(failure)  # type: ignore[arg-type]
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        answer = failure = None
-        if isinstance(step, Pause):
-            time.sleep(step.seconds)
-            continue
-        try:
-            answer = send_for_json_sync(
-                http, step.request, timeout=step.timeout, monotonic=monotonic
-            )
-        except TransportFailure as exc:
-            failure = exc
+    try:
+        step = next(flow)
+        while True:
+            if isinstance(step, Pause):
+                time.sleep(step.seconds)
+                step = next(flow)
+                continue
+            try:
+                answer = send_for_json_sync(
+                    http, step.request, timeout=step.timeout, monotonic=monotonic
+                )
+            except TransportFailure as failure:
+                step = flow.throw(failure)
+            else:
+                step = flow.send(answer)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]

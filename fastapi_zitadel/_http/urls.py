@@ -21,12 +21,8 @@ _NAMED = {"\n": "a line break", "\r": "a carriage return", " ": "a space", "\t":
 
 def shown(value: str) -> str:
     """A setting's value as an error message may show it: never key material, never long."""
-    if (
-        "PRIVATE KEY" in value
-        or "\n" in value
-        or len(value) > 200
-        or value.lstrip().startswith("{")
-    ):
+    secret = "PRIVATE KEY" in value or "\n" in value or value.lstrip().startswith("{")
+    if secret or len(value) > 200:
         return f"a value of {len(value)} characters (not shown: it may hold a secret)"
     return repr(value)
 
@@ -42,11 +38,9 @@ def is_loopback_host(host: str) -> bool:
 
 def unprintable(value: str) -> str | None:
     """What is wrong with a URL that holds whitespace or a control character, else ``None``.
-
     The usual cause is invisible: a trailing newline in a mounted secret file, a CRLF ``.env``,
     a space pasted along. urllib would take most of it into the host or the path, and every
-    request would then fail far from the setting that caused it.
-    """
+    request would then fail far from the setting that caused it."""
     found = _UNPRINTABLE.search(value)
     if found is None:
         return None
@@ -99,10 +93,8 @@ def _suggestion(url: str) -> str:
 
 def redis_url_problem(url: str) -> str | None:
     """What is wrong with a Redis URL, or ``None``; never showing it (it may hold a password).
-
     Checked at construction so that a typo fails the app at start-up: the shared tier would
-    otherwise fail on first use, log once, and leave every replica on its own cache.
-    """
+    otherwise fail on first use, log once, and leave every replica on its own cache."""
     problem = unprintable(url)
     if problem is not None:
         return problem

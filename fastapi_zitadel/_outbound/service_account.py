@@ -53,7 +53,6 @@ from fastapi_zitadel._outbound.token_endpoint import (
     JWT_BEARER_GRANT,
     Caller,
     EndpointClient,
-    IssuedToken,
     secret_caller,
 )
 
@@ -82,7 +81,6 @@ class _Token:
     header: str = field(repr=False)  # "Bearer <value>", built once
     renew_at: float
     usable_until: float
-    scope: str | None
 
 
 class ServiceAccountAuth(EndpointClient, httpx.Auth):
@@ -138,7 +136,6 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
                 f"renew_before must be a fraction of the token's lifetime between 0 and 1, "
                 f"got {renew_before!r}"
             )
-        self._monotonic = monotonic
         self._renew_before = renew_before
         self.scope = _scope(project_id, roles=roles, extra=scopes)
         key = settings.key
@@ -146,10 +143,8 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             caller, credentials = secret_caller(settings, "service user", "client_credentials")
             grant = CLIENT_CREDENTIALS_GRANT
         else:
-            assert key.user_id is not None  # a serviceaccount key has one
-            caller = Caller("service user", key.user_id, key.key_id, "jwt-bearer")
+            caller = Caller("service user", key.subject, key.key_id, "jwt-bearer")
             grant = JWT_BEARER_GRANT
-
             audience = settings.issuer
 
             def credentials() -> ClientCredentials:
@@ -159,14 +154,7 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
                 return ClientCredentials(form={"assertion": assertion})
 
         self._grant_form = {"grant_type": grant, "scope": self.scope}
-        self._connect(
-            settings,
-            caller,
-            credentials,
-            http_client=http_client,
-            sync_http_client=sync_http_client,
-            monotonic=monotonic,
-        )
+        self._connect(settings, caller, credentials, http_client, sync_http_client, monotonic)
         self._token: _Token | None = None
         # The token requests (a cold fetch, a renewal), per event loop; aclose cancels them.
         self._flight: KeyedTasks[_Token] = KeyedTasks()
@@ -235,12 +223,12 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             if not self._refusal_logged:
                 self._refusal_logged = True
                 challenges = " ".join(response.headers.get_list("www-authenticate"))
-                described = _DESCRIPTION.search(challenges)
+                described, url = _DESCRIPTION.search(challenges), response.request.url
                 logger.warning(
                     "%s refused service user %s's token again (401 invalid_token%s) although it "
                     "was renewed after the last refusal: no new token for its 401s for %.0f s. "
                     "Check that the API accepts this user's tokens (project_id, its roles)",
-                    _origin(response.request.url),
+                    f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}",
                     self.client_id,
                     f": {described.group(1)}" if described else "",
                     self._refusal_hold_until - now,
@@ -255,26 +243,21 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
     async def _acurrent(self) -> _Token:
         token, now = self._token, self._monotonic()
         if token is not None and now < token.usable_until:
-            if now >= token.renew_at:
-                self._renew_in_background(now)
+            # Due for renewal but still good: renewed in the background, once per event loop.
+            due = now >= token.renew_at and now >= self._renew_retry_at
+            if due and self._flight.running(_FLIGHT) is None:
+                self._flight.start(_FLIGHT, self._afetch).add_done_callback(self._renewal_done)
             return token
         self._raise_recent_failure(now)
         return await self._flight.run(_FLIGHT, self._afetch)
 
-    def _renew_in_background(self, now: float) -> None:
-        if self._flight.running(_FLIGHT) is not None or now < self._renew_retry_at:
-            return
-        self._flight.start(_FLIGHT, self._afetch).add_done_callback(self._renewal_done)
-
     def _renewal_done(self, renewing: asyncio.Future[Any]) -> None:
-        if renewing.cancelled():
-            return
-        failure = renewing.exception()
+        failure = None if renewing.cancelled() else renewing.exception()
         if failure is not None:
             self._renewal_failed(failure)
 
     async def _afetch(self) -> _Token:
-        return await self._endpoint.run(self._fetch)
+        return await self._run(self._fetch)
 
     # Getting tokens: sync -----------------------------------------------------------------
     def _current(self) -> _Token:
@@ -285,7 +268,7 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             if due and self._lock.acquire(blocking=False):
                 try:
                     if self._token is token:
-                        self._fetch_sync()
+                        self._run_sync(self._fetch)
                 except ZitadelError as failure:
                     self._renewal_failed(failure)
                 finally:
@@ -296,26 +279,17 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             if token is not None and now < token.usable_until:
                 return token  # another thread fetched it while this one waited
             self._raise_recent_failure(now)
-            return self._fetch_sync()
-
-    def _fetch_sync(self) -> _Token:
-        return self._endpoint.run_sync(self._fetch)
+            return self._run_sync(self._fetch)
 
     # Bookkeeping ---------------------------------------------------------------------------
     def _fetch(self, endpoint: str, deadline: float) -> Flow[_Token]:
-        """One token request, driven async (``_afetch``) or sync (``_fetch_sync``) alike."""
-        started = self._monotonic()
+        """One token request, driven async (``_afetch``) or sync (``_current``) alike."""
+        started = self._monotonic()  # the lifetime counts from here (conservative)
         try:
-            issued = yield from self._endpoint.request(
-                endpoint, deadline, self._grant_form, self._credentials, self._caller
-            )
+            issued = yield from self._request(endpoint, deadline, self._grant_form)
         except IdentityProviderError as failure:
             self._fetch_failed(failure)
             raise
-        return self._keep(issued, started)
-
-    def _keep(self, issued: IssuedToken, started: float) -> _Token:
-        """Schedule ``issued``: its lifetime counts from when it was asked for (conservative)."""
         given = DEFAULT_LIFETIME if issued.expires_in is None else issued.expires_in
         lifetime = min(max(given, _MIN_LIFETIME), MAX_LIFETIME)
         token = _Token(
@@ -324,7 +298,6 @@ class ServiceAccountAuth(EndpointClient, httpx.Auth):
             renew_at=started + lifetime * (1 - self._renew_before),
             # Not sent in its last seconds: it could lapse on the way to the API.
             usable_until=started + lifetime - min(10.0, lifetime * 0.05),
-            scope=issued.scope,
         )
         self._token = token
         self._failure = None
@@ -381,10 +354,6 @@ def _scope(project_id: str | Sequence[str] | None, *, roles: bool, extra: Iterab
     return " ".join(dict.fromkeys(scopes))
 
 
-def _origin(url: httpx.URL) -> str:
-    return f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
-
-
 def _retry_with_new_token(token: _Token, request: httpx.Request, response: httpx.Response) -> bool:
     """Whether the API that received ``token`` said it is invalid, and the request can be sent
     again.
@@ -392,9 +361,7 @@ def _retry_with_new_token(token: _Token, request: httpx.Request, response: httpx
     After redirects ``response`` answers the last request of the chain; httpx sends the token
     to another origin only on an upgrade to https, so a 401 from a request that did not carry
     it says nothing about it."""
-    if response.status_code != 401:
-        return False
-    if response.request.headers.get("authorization") != token.header:
+    if response.status_code != 401 or response.request.headers.get("authorization") != token.header:
         return False
     challenges = response.headers.get_list("www-authenticate")
     if not any("bearer" in value.lower() and _INVALID_TOKEN.search(value) for value in challenges):

@@ -1,22 +1,20 @@
 """The settings of the outbound clients (``ServiceAccountAuth``, ``TokenExchange``), checked once.
 
-One small model with the rules of the main configuration: the issuer, ``timeout`` and
-``max_retries`` are the same types as ``ZitadelConfig``'s (``_config.Issuer``...), the URL
-check is the same ``check_url``, and the credential rule is the configuration's: a key, or a
-client id with its secret, never both. The key is loaded here too, and must be of the kind the
-client takes (``require_key_type``). Each client names itself and the credential it needs in
-its messages.
+By the rules of the main configuration: the issuer, ``timeout`` and ``max_retries`` are
+``ZitadelConfig``'s types (``_config.Issuer``...), the URL check is ``check_url``, and the
+credential rule is the configuration's: a key, or a client id with its secret, never both. The
+key is loaded here too, of the kind the client takes (``require_key_type``). Each client names
+itself and the credential it needs in its messages.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fastapi_zitadel._config import Issuer, MaxRetries, Timeout
 from fastapi_zitadel._credentials.key_file import (
-    KeyFileSource,
     ZitadelKeyFile,
     load_key_file,
     require_key_type,
@@ -41,60 +39,34 @@ class OutboundSettings(BaseModel):
     client_secret: str | None = Field(default=None, repr=False)
     key: ZitadelKeyFile | None = None
 
-    @model_validator(mode="after")
-    def _check(self, info: ValidationInfo) -> OutboundSettings:
-        context: dict[str, str] = info.context or {}
-        owner = context.get("owner", "this client")
-        needed = context.get("needs", "a key")
-        try:
-            check_url(self.issuer, allow_insecure_http=self.allow_insecure_http)
-        except ValueError as exc:
-            raise ValueError(f"issuer: {exc}") from None
-        has_secret = self.client_id is not None or self.client_secret is not None
-        if self.key_file is not None and has_secret:
-            raise ValueError(f"{owner} takes key_file or client_id with client_secret, not both")
-        if self.key_file is None and not (self.client_id and self.client_secret):
-            raise ValueError(
-                f"{owner} needs {needed} (key_file=...) or its client id and secret "
-                "(client_id=..., client_secret=...)"
-            )
-        return self
-
 
 _NEEDS = {"serviceaccount": "the service user's key", "application": "the application's key"}
 
 
 def outbound_settings(
-    owner: str,
-    key_type: Literal["application", "serviceaccount"],
-    *,
-    issuer: str,
-    key_file: KeyFileSource | None,
-    client_id: str | None,
-    client_secret: str | None,
-    timeout: float,
-    max_retries: int,
-    allow_insecure_http: bool,
+    owner: str, key_type: Literal["application", "serviceaccount"], **fields: Any
 ) -> OutboundSettings:
-    """The checked settings of ``owner``, with its key of ``key_type`` loaded;
-    ``ConfigurationError`` naming the setting otherwise."""
+    """The checked settings (``fields``: ``OutboundSettings``'s) of ``owner``, with its key of
+    ``key_type`` loaded; ``ConfigurationError`` naming the setting otherwise."""
     try:
-        settings = OutboundSettings.model_validate(
-            {
-                "issuer": issuer,
-                "timeout": timeout,
-                "max_retries": max_retries,
-                "allow_insecure_http": allow_insecure_http,
-                "key_file": key_file,
-                "client_id": client_id,
-                "client_secret": client_secret,
-            },
-            context={"owner": owner, "needs": _NEEDS[key_type]},
-        )
+        settings = OutboundSettings.model_validate(fields)
+        check_url(settings.issuer, allow_insecure_http=settings.allow_insecure_http)
     except ValidationError as exc:
         raise _error(exc) from None
+    except ValueError as exc:  # check_url's
+        raise ConfigurationError(f"issuer: {exc}") from None
+    key_file = settings.key_file
     if key_file is None:
-        return settings
+        if settings.client_id and settings.client_secret:
+            return settings
+        raise ConfigurationError(
+            f"{owner} needs {_NEEDS[key_type]} (key_file=...) or its client id and secret "
+            "(client_id=..., client_secret=...)"
+        )
+    if settings.client_id is not None or settings.client_secret is not None:
+        raise ConfigurationError(
+            f"{owner} takes key_file or client_id with client_secret, not both"
+        )
     loaded = load_key_file(key_file)
     key = require_key_type(loaded, key_type, source=source_label(key_file), where=owner)
     return settings.model_copy(update={"key": key})

@@ -1,12 +1,10 @@
 """One request to ZITADEL's token endpoint, classified, retried within one deadline.
 
-Shared by the two ways this library gets tokens to call other APIs: a service user's own
-token (``ServiceAccountAuth``: the JWT bearer grant or client credentials) and a token
-exchanged for a caller's (``TokenExchange``, RFC 8693). Every answer becomes exactly one of:
-the issued token, ``TokenRequestRejected`` (our credential refused: a misconfiguration),
-``TokenExchangeRejected`` (the exchange refused) or ``TokenEndpointUnavailable``. Transport
-errors, 429 and 5xx are retried within the deadline (``_http/retry.py``: one flow, driven async
-or sync); each attempt carries fresh credentials (a newly signed assertion).
+Shared by ``ServiceAccountAuth`` (a service user's own token: the JWT bearer grant or client
+credentials) and ``TokenExchange`` (RFC 8693). Every answer becomes exactly one of: the issued
+token, ``TokenRequestRejected`` (our credential refused: a misconfiguration),
+``TokenExchangeRejected`` or ``TokenEndpointUnavailable``. Transport errors, 429 and 5xx are
+retried within the deadline (``_http/retry.py``), each attempt with fresh credentials.
 
 What ZITADEL answers (zitadel/zitadel ``internal/api/oidc``, zitadel/oidc ``pkg/op``): client
 credentials with an unknown client id get 400 ``invalid_client``, with a wrong secret 400
@@ -21,8 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -47,7 +44,7 @@ from fastapi_zitadel._http.retry import (
     run,
     run_sync,
 )
-from fastapi_zitadel._idp.discovery import Discovery, ProviderMetadata
+from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._outbound.settings import OutboundSettings
 
@@ -58,10 +55,8 @@ __all__ = [
     "TOKEN_EXCHANGE_GRANT",
     "Caller",
     "EndpointClient",
-    "Form",
-    "IssuedToken",
+    "ExchangedToken",
     "Request",
-    "TokenEndpoint",
     "secret_caller",
 ]
 
@@ -81,11 +76,9 @@ _SAFE_DESCRIPTION = re.compile(r"[\x20-\x7e]{1,120}")
 
 @dataclass(frozen=True)
 class Caller:
-    """Who asks for tokens, as messages name it: never a secret.
-
-    ``kind`` is ``"service user"`` or ``"application"``; ``method`` how it authenticates
-    (``jwt-bearer``, ``client_credentials``, ``private_key_jwt``, ``client_secret_basic``).
-    """
+    """Who asks for tokens, as messages name it (never a secret). ``kind``: ``"service user"``
+    or ``"application"``; ``method``: ``jwt-bearer``, ``client_credentials``,
+    ``private_key_jwt`` or ``client_secret_basic``."""
 
     kind: str
     client_id: str
@@ -98,145 +91,188 @@ class Caller:
 
 
 @dataclass(frozen=True)
-class IssuedToken:
-    """A successful answer (RFC 6749 §5.1, RFC 8693 §2.2.1); the token is never shown."""
+class ExchangedToken(httpx.Auth):
+    """A token from ``TokenExchange``; use it as ``auth=`` of an httpx request or client, or
+    send ``access_token`` yourself. The token itself never appears in ``repr``. (Every
+    successful answer of the token endpoint is read into one: RFC 6749 §5.1, RFC 8693
+    §2.2.1.)"""
 
     access_token: str = field(repr=False)
     token_type: str
-    expires_in: float | None
-    scope: str | None
     issued_token_type: str | None
+    expires_in: float | None
+    scopes: frozenset[str]
 
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
+        request.headers["Authorization"] = f"Bearer {self.access_token}"
+        yield request
 
-Form = Mapping[str, "str | list[str]"]
-"""A request's form fields; a list is sent as repeated fields (RFC 8693's ``audience``)."""
 
 Credentials = Callable[[], ClientCredentials]
 """Fresh form fields and headers that authenticate one attempt."""
 
 Request = Callable[[str, float], Flow[T]]
-"""A request given the token endpoint and its deadline (``TokenEndpoint.request``, or a flow
-that uses it): what ``run`` and ``run_sync`` drive."""
+"""A flow given the token endpoint and its deadline: what ``_run`` and ``_run_sync`` drive."""
 
 
-class TokenEndpoint:
-    """Requests to the token endpoint found by ``discovery``, through our own pools."""
+_Client = TypeVar("_Client", bound="EndpointClient")
 
-    def __init__(
+
+class EndpointClient:
+    """A client of ZITADEL's token endpoint: who it is (``_connect``), its requests through
+    pools of its own (async and sync), and their lifecycle: ``aclose()``/``close()`` or a
+    ``with``."""
+
+    issuer: str
+    client_id: str
+    key_id: str | None
+    token_requests: int  # requests sent to the token endpoint, retries included
+
+    def _connect(
         self,
-        *,
-        discovery: Discovery,
-        http: HttpClientProvider,
-        timeout: float,
-        max_retries: int,
-        monotonic: Callable[[], float] = time.monotonic,
+        settings: OutboundSettings,
+        caller: Caller,
+        credentials: Credentials,
+        http_client: httpx.AsyncClient | None,
+        sync_http_client: httpx.Client | None,
+        monotonic: Callable[[], float],
     ) -> None:
-        self._discovery = discovery
-        self.http = http  # our pools, closed by the owner
-        self._timeout = timeout
-        self._monotonic = monotonic
+        """Be ``caller``, authenticated by ``credentials``, with pools and a discovery of its
+        own for ``settings``."""
+        self.issuer, self._timeout = settings.issuer, settings.timeout
+        self.client_id, self.key_id = caller.client_id, caller.key_id
+        self._caller, self._credentials, self._monotonic = caller, credentials, monotonic
+        self._http = HttpClientProvider(
+            http_client, timeout=settings.timeout, sync_client=sync_http_client
+        )
+        self._discovery = Discovery(
+            settings.issuer,
+            http=self._http,
+            introspection_endpoint=None,
+            timeout=settings.timeout,
+            allow_insecure_http=settings.allow_insecure_http,
+            monotonic=monotonic,
+            required_endpoint="token_endpoint",
+        )
         self._retries = Retries(
-            max_retries=max_retries,
+            max_retries=settings.max_retries,
             monotonic=monotonic,
             out_of_time=lambda: TokenEndpointUnavailable(
-                f"token endpoint did not answer within {timeout:.1f} s", retry_after=1.0
+                f"token endpoint did not answer within {settings.timeout:.1f} s", retry_after=1.0
             ),
             name="token request",
             on_give_up=_log_unavailable,
         )
         self._rejection_log = RateLimitedLog(logging.ERROR, monotonic=monotonic)
-        self.requests = 0  # token requests sent (attempts included)
+        self.token_requests = 0
 
-    async def run(self, request: Request[T]) -> T:
-        """Drive ``request`` with the async pool, once the endpoint is known: concurrent
-        callers share one discovery fetch (``fetch``'s single flight), and the request gets
-        the deadline that is left."""
-        deadline = self._monotonic() + self._timeout
-        try:
-            metadata = self._discovery.metadata or await self._discovery.fetch(deadline)
-        except IdentityProviderUnavailable as exc:
-            raise _not_found(exc) from None
-        return await run(request(_token_endpoint(metadata), deadline), self.http)
-
-    def run_sync(self, request: Request[T]) -> T:
-        """``run`` for synchronous code (the calling thread waits; one thread discovers)."""
-        deadline = self._monotonic() + self._timeout
-        try:
-            metadata = self._discovery.metadata or self._discovery.fetch_sync(deadline)
-        except IdentityProviderUnavailable as exc:
-            raise _not_found(exc) from None
-        flow = request(_token_endpoint(metadata), deadline)
-        return run_sync(flow, self.http, self._monotonic)
+    def __repr__(self) -> str:
+        key = f", key_id={self.key_id!r}" if self.key_id else ""
+        return f"{type(self).__name__}({self.issuer!r}, client_id={self.client_id!r}{key})"
 
     async def aclose(self) -> None:
-        """Cancel this event loop's discovery fetch still running (the pools are the
-        owner's)."""
+        """Cancel this event loop's discovery fetch still running, and close the connection
+        pools to ZITADEL: this event loop's async one and the sync one."""
         await self._discovery.aclose()
+        await self._http.aclose()
 
-    def request(
-        self, endpoint: str, deadline: float, form: Form, credentials: Credentials, caller: Caller
-    ) -> Flow[IssuedToken]:
+    def close(self) -> None:
+        """Close the synchronous connection pool to ZITADEL."""
+        self._http.close()
+
+    async def __aenter__(self: _Client) -> _Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __enter__(self: _Client) -> _Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def _run(self, request: Request[T]) -> T:
+        """Drive ``request`` with the async pool once discovery found the endpoint (one fetch
+        for concurrent callers), within what is left of the deadline."""
+        deadline = self._monotonic() + self._timeout
+        try:
+            metadata = await self._discovery.fetch(deadline)
+        except IdentityProviderUnavailable as exc:
+            raise _not_found(exc) from None
+        assert metadata.token_endpoint is not None  # Discovery refuses a document without one
+        return await run(request(metadata.token_endpoint, deadline), self._http)
+
+    def _run_sync(self, request: Request[T]) -> T:
+        """``_run`` for synchronous code (the calling thread waits; one thread discovers)."""
+        deadline = self._monotonic() + self._timeout
+        try:
+            metadata = self._discovery.fetch_sync(deadline)
+        except IdentityProviderUnavailable as exc:
+            raise _not_found(exc) from None
+        assert metadata.token_endpoint is not None  # Discovery refuses a document without one
+        return run_sync(request(metadata.token_endpoint, deadline), self._http, self._monotonic)
+
+    def _request(
+        self, endpoint: str, deadline: float, form: Mapping[str, str | list[str]]
+    ) -> Flow[ExchangedToken]:
         """The token for ``form`` (the grant's fields) from ``endpoint`` by ``deadline``, or
-        one of the module's errors: one flow, driven async or sync alike (``run``,
-        ``run_sync``, which find the endpoint first). A rejection is final at once, anything
-        else once the retries run out. Each attempt carries fresh credentials."""
+        one of the module's errors. A rejection is final at once, anything else once the
+        retries run out."""
 
-        def attempt(_number: int, remaining: float) -> Flow[IssuedToken]:
-            signed = credentials()
-            request = self.http.request(
+        def attempt(_number: int, remaining: float) -> Flow[ExchangedToken]:
+            signed = self._credentials()
+            request = self._http.request(
                 "POST", endpoint, form={**form, **signed.form}, headers=signed.headers
             )
-            self.requests += 1
+            self.token_requests += 1
             try:
                 response = yield Send(request, remaining)
             except TransportFailure as failure:
                 final = TokenEndpointUnavailable(failure.description, retry_after=1)
                 raise Retryable(final) from None
-            return self._classify(response, form, caller)
+            return _classify(response, str(form.get("grant_type", "")), self._caller)
 
         try:
             return (yield from self._retries.flow(deadline, attempt))
         except TokenRequestRejected as rejected:  # at once, or after the retries (a 500)
-            self._log_rejection(rejected)
+            key = f" (key id {rejected.key_id})" if rejected.key_id else ""
+            self._rejection_log(
+                "the token endpoint rejected %s (HTTP %d, error %r); every call that needs its "
+                "token fails until this is fixed: %s",
+                rejected.client_id + key,
+                rejected.status,
+                rejected.error_code,
+                rejected.hint,
+            )
             raise
 
-    # Classification ---------------------------------------------------------------------
-    def _classify(self, response: JsonResponse, form: Form, caller: Caller) -> IssuedToken:
-        status, data = response.status, response.data
-        grant = str(form.get("grant_type", ""))
-        if status == 200:
-            if response.problem is not None:
-                raise Retryable(
-                    TokenEndpointUnavailable(f"token endpoint answer unusable: {response.problem}")
-                )
-            return _issued(data)
-        error = data.get("error") if isinstance(data, dict) else None
-        code = error if isinstance(error, str) and len(error) <= 64 else None
-        description = _description(data)
-        shown = f" {code}" if code else ""
 
-        def final(asked: float | None) -> IdentityProviderError:
-            if status == 500 and code == "server_error" and grant == JWT_BEARER_GRANT:
-                return _probable_key_rejection(caller, description)
-            described = f"token endpoint answered HTTP {status}{shown}"
-            return TokenEndpointUnavailable(described, retry_after=asked or 1.0)
+def _classify(response: JsonResponse, grant: str, caller: Caller) -> ExchangedToken:
+    status, data = response.status, response.data
+    if status == 200:
+        if response.problem is not None:
+            raise Retryable(
+                TokenEndpointUnavailable(f"token endpoint answer unusable: {response.problem}")
+            )
+        return _issued(data)
+    error = data.get("error") if isinstance(data, dict) else None
+    code = error if isinstance(error, str) and len(error) <= 64 else None
+    given = data.get("error_description") if isinstance(data, dict) else None
+    safe = isinstance(given, str) and _SAFE_DESCRIPTION.fullmatch(given) and "eyJ" not in given
+    description = given if safe else None  # eyJ: a JWT's start
+    shown = f" {code}" if code else ""
 
-        retry_if_overloaded(response, final)
-        if status in _REFUSAL_STATUSES and code is not None:
-            raise _refusal(status, code, description, grant, caller)
-        raise TokenEndpointUnavailable(
-            f"token request refused: HTTP {status}{shown}", retry_after=30.0
-        )
+    def final(asked: float | None) -> IdentityProviderError:
+        if status == 500 and code == "server_error" and grant == JWT_BEARER_GRANT:
+            return _refusal(status, code, description, grant, caller)
+        described = f"token endpoint answered HTTP {status}{shown}"
+        return TokenEndpointUnavailable(described, retry_after=asked or 1.0)
 
-    def _log_rejection(self, rejected: TokenRequestRejected) -> None:
-        self._rejection_log(
-            "the token endpoint rejected %s (HTTP %d, error %r); every call that needs its "
-            "token fails until this is fixed: %s",
-            _caller_text(rejected),
-            rejected.status,
-            rejected.error_code,
-            rejected.hint,
-        )
+    retry_if_overloaded(response, final)
+    if status in _REFUSAL_STATUSES and code is not None:
+        raise _refusal(status, code, description, grant, caller)
+    raise TokenEndpointUnavailable(f"token request refused: HTTP {status}{shown}", retry_after=30.0)
 
 
 def _not_found(exc: IdentityProviderUnavailable) -> TokenEndpointUnavailable:
@@ -245,23 +281,12 @@ def _not_found(exc: IdentityProviderUnavailable) -> TokenEndpointUnavailable:
     )
 
 
-def _token_endpoint(metadata: ProviderMetadata) -> str:
-    if metadata.token_endpoint is None:  # a document without one is refused: kept for types
-        raise TokenEndpointUnavailable("discovery document has no token_endpoint")
-    return metadata.token_endpoint
-
-
 def _log_unavailable(final: IdentityProviderError) -> None:
     if not isinstance(final, TokenRequestRejected):  # logged as a rejection
         logger.warning("getting a token failed: %s", final.description)
 
 
-def _caller_text(rejected: TokenRequestRejected) -> str:
-    key = f" (key id {rejected.key_id})" if rejected.key_id else ""
-    return f"{rejected.client_id}{key}"
-
-
-def _issued(data: Any) -> IssuedToken:
+def _issued(data: Any) -> ExchangedToken:
     if not isinstance(data, dict):
         raise Retryable(TokenEndpointUnavailable("token endpoint answer is not a JSON object"))
     token, token_type = data.get("access_token"), data.get("token_type")
@@ -284,34 +309,35 @@ def _issued(data: Any) -> IssuedToken:
     if expires_in is not None and not math.isfinite(expires_in):  # 1e400 reads as infinity
         raise TokenEndpointUnavailable("token endpoint answer's expires_in is not finite")
     scope, issued_type = data.get("scope"), data.get("issued_token_type")
-    return IssuedToken(
+    return ExchangedToken(
         access_token=token,
         token_type=token_type,
-        expires_in=None if expires_in is None else float(expires_in),
-        scope=scope if isinstance(scope, str) else None,
         issued_token_type=issued_type if isinstance(issued_type, str) else None,
+        expires_in=None if expires_in is None else float(expires_in),
+        scopes=frozenset(scope.split() if isinstance(scope, str) else ()),
     )
-
-
-def _description(data: Any) -> str | None:
-    value = data.get("error_description") if isinstance(data, dict) else None
-    if not isinstance(value, str) or not _SAFE_DESCRIPTION.fullmatch(value) or "eyJ" in value:
-        return None
-    return value
-
-
-def _answer(status: int, code: str, description: str | None) -> str:
-    return f"{status} {code}" + (f": {description}" if description else "")
 
 
 def _refusal(
     status: int, code: str, description: str | None, grant: str, caller: Caller
 ) -> IdentityProviderError:
-    answer = _answer(status, code, description)
-    if grant == TOKEN_EXCHANGE_GRANT:
+    answer = f"{status} {code}" + (f": {description}" if description else "")
+    exchange = grant == TOKEN_EXCHANGE_GRANT
+    if exchange:
         ours = code in ("invalid_client", "unauthorized_client")
     else:  # ZITADEL says invalid_request for a wrong secret or an unknown service user
         ours = code in _CREDENTIAL_ERRORS or code == "invalid_request"
+    if status == 500:  # the JWT bearer grant's server_error that persisted (_classify)
+        return TokenRequestRejected(
+            f"the token endpoint answered {answer} to the JWT bearer grant of {caller.named()}: "
+            "ZITADEL answers so when it cannot verify the assertion (zitadel/zitadel#12692)",
+            error_code=code,
+            status=status,
+            client_id=caller.client_id,
+            key_id=caller.key_id,
+            hint=_rejection_hint(caller, code, description)
+            + "; if the key is right, ZITADEL itself is failing: check its status",
+        )
     if ours:
         return TokenRequestRejected(
             f"the token endpoint rejected {caller.named()} ({answer})",
@@ -321,7 +347,7 @@ def _refusal(
             key_id=caller.key_id,
             hint=_rejection_hint(caller, code, description),
         )
-    if grant == TOKEN_EXCHANGE_GRANT:
+    if exchange:
         return TokenExchangeRejected(
             f"the token exchange was refused ({answer})",
             error_code=code,
@@ -397,20 +423,6 @@ def _exchange_hint(status: int, code: str, description: str | None) -> str:
     )
 
 
-def _probable_key_rejection(caller: Caller, description: str | None) -> TokenRequestRejected:
-    answer = _answer(500, "server_error", description)
-    return TokenRequestRejected(
-        f"the token endpoint answered {answer} to the JWT bearer grant of {caller.named()}: "
-        "ZITADEL answers so when it cannot verify the assertion (zitadel/zitadel#12692)",
-        error_code="server_error",
-        status=500,
-        client_id=caller.client_id,
-        key_id=caller.key_id,
-        hint=_rejection_hint(caller, "server_error", description)
-        + "; if the key is right, ZITADEL itself is failing: check its status",
-    )
-
-
 def secret_caller(settings: OutboundSettings, kind: str, method: str) -> tuple[Caller, Credentials]:
     """Who asks, and how, for a client without a key: ``client_secret_basic`` (the settings'
     credential rule: then its client id and secret are both set)."""
@@ -418,83 +430,3 @@ def secret_caller(settings: OutboundSettings, kind: str, method: str) -> tuple[C
     assert settings.client_secret is not None
     basic = ClientSecretBasic(settings.client_id, settings.client_secret)
     return Caller(kind, settings.client_id, None, method), basic.credentials
-
-
-_Client = TypeVar("_Client", bound="EndpointClient")
-
-
-class EndpointClient:
-    """A client of ZITADEL's token endpoint: who it is (``_connect``), and the lifecycle of the
-    two connection pools of its ``TokenEndpoint`` (async and sync), closed with
-    ``aclose()``/``close()`` or a ``with``."""
-
-    issuer: str
-    client_id: str
-    key_id: str | None
-    _caller: Caller
-    _credentials: Credentials
-    _endpoint: TokenEndpoint
-
-    def _connect(
-        self,
-        settings: OutboundSettings,
-        caller: Caller,
-        credentials: Credentials,
-        *,
-        http_client: httpx.AsyncClient | None,
-        sync_http_client: httpx.Client | None,
-        monotonic: Callable[[], float],
-    ) -> None:
-        """Be ``caller``, authenticated by ``credentials``, with pools and a discovery of its
-        own for ``settings``."""
-        self.issuer, timeout = settings.issuer, settings.timeout
-        self.client_id, self.key_id = caller.client_id, caller.key_id
-        self._caller, self._credentials = caller, credentials
-        http = HttpClientProvider(http_client, timeout=timeout, sync_client=sync_http_client)
-        discovery = Discovery(
-            settings.issuer,
-            http=http,
-            introspection_endpoint=None,
-            timeout=timeout,
-            allow_insecure_http=settings.allow_insecure_http,
-            monotonic=monotonic,
-            required_endpoint="token_endpoint",
-        )
-        self._endpoint = TokenEndpoint(
-            discovery=discovery,
-            http=http,
-            timeout=timeout,
-            max_retries=settings.max_retries,
-            monotonic=monotonic,
-        )
-
-    def __repr__(self) -> str:
-        key = f", key_id={self.key_id!r}" if self.key_id else ""
-        return f"{type(self).__name__}({self.issuer!r}, client_id={self.client_id!r}{key})"
-
-    @property
-    def token_requests(self) -> int:
-        """How many requests were sent to the token endpoint (retries included)."""
-        return self._endpoint.requests
-
-    async def aclose(self) -> None:
-        """Cancel a discovery fetch still running and close the connection pools to ZITADEL:
-        this event loop's async one and the sync one."""
-        await self._endpoint.aclose()
-        await self._endpoint.http.aclose()
-
-    def close(self) -> None:
-        """Close the synchronous connection pool to ZITADEL."""
-        self._endpoint.http.close()
-
-    async def __aenter__(self: _Client) -> _Client:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def __enter__(self: _Client) -> _Client:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()

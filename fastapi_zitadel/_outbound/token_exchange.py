@@ -23,8 +23,7 @@ Each exchange is one request to ZITADEL: keep the result while you use it (``exp
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 
 import httpx
 
@@ -38,7 +37,7 @@ from fastapi_zitadel._outbound.token_endpoint import (
     TOKEN_EXCHANGE_GRANT,
     Caller,
     EndpointClient,
-    IssuedToken,
+    ExchangedToken,
     Request,
     secret_caller,
 )
@@ -46,22 +45,6 @@ from fastapi_zitadel._outbound.token_endpoint import (
 __all__ = ["ACCESS_TOKEN_TYPE", "ExchangedToken", "TokenExchange"]
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 RFC 8693 §3
-
-
-@dataclass(frozen=True)
-class ExchangedToken(httpx.Auth):
-    """A token from ``TokenExchange``; use it as ``auth=`` of an httpx request or client, or
-    send ``access_token`` yourself. The token itself never appears in ``repr``."""
-
-    access_token: str = field(repr=False)
-    token_type: str
-    issued_token_type: str | None
-    expires_in: float | None
-    scopes: frozenset[str]
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response]:
-        request.headers["Authorization"] = f"Bearer {self.access_token}"
-        yield request
 
 
 class TokenExchange(EndpointClient):
@@ -116,14 +99,7 @@ class TokenExchange(EndpointClient):
             )
             caller = Caller("application", signer.client_id, signer.key_id, "private_key_jwt")
             credentials = signer.credentials
-        self._connect(
-            settings,
-            caller,
-            credentials,
-            http_client=http_client,
-            sync_http_client=sync_http_client,
-            monotonic=monotonic,
-        )
+        self._connect(settings, caller, credentials, http_client, sync_http_client, monotonic)
 
     async def aexchange(
         self,
@@ -136,8 +112,8 @@ class TokenExchange(EndpointClient):
         """A token for ``subject_token``'s user, narrowed to ``audience`` (project ids) and
         ``scopes`` when given (ZITADEL never widens them)."""
         actor = await self.actor.atoken() if self.actor is not None else None
-        request = self._request(subject_token, subject_token_type, audience, scopes, actor)
-        return _exchanged(await self._endpoint.run(request))
+        request = self._exchange(subject_token, subject_token_type, audience, scopes, actor)
+        return await self._run(request)
 
     def exchange(
         self,
@@ -149,18 +125,18 @@ class TokenExchange(EndpointClient):
     ) -> ExchangedToken:
         """``aexchange`` for synchronous code."""
         actor = self.actor.token() if self.actor is not None else None
-        request = self._request(subject_token, subject_token_type, audience, scopes, actor)
-        return _exchanged(self._endpoint.run_sync(request))
+        request = self._exchange(subject_token, subject_token_type, audience, scopes, actor)
+        return self._run_sync(request)
 
-    def _request(
+    def _exchange(
         self,
         subject_token: str,
         subject_token_type: str,
         audience: str | Sequence[str],
         scopes: Iterable[str],
         actor: str | None,
-    ) -> Request[IssuedToken]:
-        """The exchange's request (``run`` or ``run_sync`` sends it); bad arguments are refused
+    ) -> Request[ExchangedToken]:
+        """The exchange's request (``_run`` or ``_run_sync`` sends it); bad arguments are refused
         before anything is sent."""
         if not isinstance(subject_token, str) or not subject_token:
             raise ConfigurationError("subject_token must be the caller's token, got nothing")
@@ -181,17 +157,4 @@ class TokenExchange(EndpointClient):
         if actor is not None:
             form["actor_token"] = actor
             form["actor_token_type"] = ACCESS_TOKEN_TYPE
-        credentials, caller = self._credentials, self._caller
-        return lambda endpoint, deadline: self._endpoint.request(
-            endpoint, deadline, form, credentials, caller
-        )
-
-
-def _exchanged(issued: IssuedToken) -> ExchangedToken:
-    return ExchangedToken(
-        access_token=issued.access_token,
-        token_type=issued.token_type,
-        issued_token_type=issued.issued_token_type,
-        expires_in=issued.expires_in,
-        scopes=frozenset((issued.scope or "").split()),
-    )
+        return lambda endpoint, deadline: self._request(endpoint, deadline, form)
