@@ -77,6 +77,8 @@ Issuer = Annotated[str, AfterValidator(_issuer_rule)]
 ``allow_insecure_http``, by ``check_url``)."""
 Timeout = Annotated[float, Field(gt=0, le=300)]
 MaxRetries = Annotated[int, Field(ge=0, le=10)]
+# The settings that are lists: comma-separated in ZITADEL_*, each item checked.
+_LISTS = ("audience", "assertion_audience", "allowed_client_ids")
 
 
 class ZitadelConfig(BaseModel):
@@ -200,29 +202,27 @@ class ZitadelConfig(BaseModel):
             return value
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
+        if isinstance(value, str) and _is_path(value):
+            raise KeyFileError(
+                "(key setting)", "expected the key file's JSON text (it starts with '{')"
+            )
         if isinstance(value, (str, Mapping)):
-            return load_key_file(value if isinstance(value, Mapping) else _json_text(value))
+            return load_key_file(value)
         raise ValueError("must be the key file's JSON text or a mapping")
 
-    @field_validator("audience", "assertion_audience", "allowed_client_ids", mode="before")
+    @field_validator(*_LISTS, mode="before")
     @classmethod
     def _split_audience(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
-    @field_validator("resource_documentation", "client_id", "project_id", "swagger_client_id")
+    @field_validator(
+        "resource_documentation", "client_id", "project_id", "swagger_client_id", *_LISTS
+    )
     @classmethod
-    def _printable(cls, value: str | None) -> str | None:
-        problem = None if value is None else unprintable(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("audience", "assertion_audience", "allowed_client_ids")
-    @classmethod
-    def _printable_items(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
+    def _printable(cls, value: str | tuple[str, ...] | None) -> Any:
+        for item in (value,) if isinstance(value, str) else value or ():
             problem = unprintable(item)
             if problem is not None:
                 raise ValueError(problem)
@@ -231,10 +231,9 @@ class ZitadelConfig(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            problem = redis_url_problem(value.get_secret_value())
-            if problem is not None:
-                raise ValueError(problem)
+        problem = None if value is None else redis_url_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
@@ -351,14 +350,6 @@ def _sorted_key_sources(data: Any) -> Any:
 _ONE_KEY = "set only one of key_file and key (ZITADEL_KEY_FILE, ZITADEL_KEY)"
 _ENV = {"key_file": "ZITADEL_KEY_FILE", "key": "ZITADEL_KEY"}
 _DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
-
-
-def _json_text(value: str) -> str:
-    if not value.lstrip().startswith("{"):
-        raise KeyFileError(
-            "(key setting)", "expected the key file's JSON text (it starts with '{')"
-        )
-    return value
 
 
 class ZitadelSettings(ZitadelConfig, BaseSettings):

@@ -30,15 +30,11 @@ class MemoryCache(IntrospectionCache):
 
     def __init__(self, *, max_size: int, clock: Callable[[], float]) -> None:
         self._entries: dict[bytes, CacheEntry] = {}
-        self._max_size = max_size
+        self.max_size = max_size
         self._clock = clock
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    @property
-    def max_size(self) -> int:
-        return self._max_size
 
     def lookup(self, digest: bytes, now: float) -> CacheEntry | None:
         entry = self._entries.get(digest)
@@ -50,7 +46,7 @@ class MemoryCache(IntrospectionCache):
     def store(self, digest: bytes, entry: CacheEntry) -> None:
         entries = self._entries
         entries.pop(digest, None)
-        if len(entries) >= self._max_size:
+        if len(entries) >= self.max_size:
             self._make_room()
         entries[digest] = entry
 
@@ -71,8 +67,8 @@ class MemoryCache(IntrospectionCache):
         entries = self._entries
         for digest in [d for d, entry in entries.items() if now >= entry.stale_until]:
             del entries[digest]
-        excess = len(entries) - self._max_size + max(1, self._max_size // 10)
-        if excess > 0 and len(entries) >= self._max_size:
+        excess = len(entries) - self.max_size + max(1, self.max_size // 10)
+        if excess > 0 and len(entries) >= self.max_size:
             for digest in list(entries)[:excess]:  # dicts keep insertion order: oldest first
                 del entries[digest]
 
