@@ -141,6 +141,20 @@ class _Options(TypedDict, total=False):
     monotonic: Callable[[], float]
 
 
+def _options(timeout: float, *, retries: int, **more: Any) -> dict[str, Any]:
+    """A client's options: ``timeout`` per socket operation, ``retries`` reconnects."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), retries),
+        **more,
+    }
+
+
 class _Unanswered(Exception):
     """Redis did not confirm a subscription, or answer a health check, in time."""
 
@@ -152,19 +166,11 @@ class _Connections:
         self, url: str, *, timeout: float, health_check_interval: float, max_connections: int
     ) -> None:
         aioredis = redis_asyncio()
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
 
         def options() -> dict[str, Any]:
-            return {
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
-                "socket_keepalive": True,
-                # a PING first on a connection idle for longer (a pooled one may have died)
-                "health_check_interval": health_check_interval,
-                # one reconnect for a pooled connection that went stale; more is the caller's
-                "retry": Retry(NoBackoff(), 1),
-            }
+            # one reconnect for a pooled connection that went stale; more is the caller's. A
+            # PING first on a connection idle for longer (a pooled one may have died).
+            return _options(timeout, retries=1, health_check_interval=health_check_interval)
 
         self.requests = aioredis.Redis.from_url(url, max_connections=max_connections, **options())
         # invalidate() and clear(): never behind the requests, waiting (within the caller's
@@ -482,17 +488,9 @@ class RedisCache(IntrospectionCache):
         dropped connection never fails on its own) and a new one subscribes.
         """
         aioredis = redis_asyncio()
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         while not listener.stopping.is_set():
-            client = aioredis.Redis.from_url(
-                self._url,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                socket_keepalive=True,
-                retry=Retry(NoBackoff(), 0),  # never a silent re-subscription: we must know
-            )
+            # no retry: never a silent re-subscription, we must know
+            client = aioredis.Redis.from_url(self._url, **_options(self._timeout, retries=0))
             pubsub: Any = client.pubsub()
             try:
                 await asyncio.wait_for(self._subscribe(pubsub), timeout=self._timeout * 4)
@@ -559,14 +557,10 @@ class RedisCache(IntrospectionCache):
         )
 
     def _handle(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "message":
-            self._apply(message["data"])
-
-    def _apply(self, data: bytes) -> None:
-        tag, _, target = data.decode("ascii", errors="replace").partition(":")
-        if tag != self._tag:
+        if message.get("type") != "message":
             return
-        if self._binding is None:
+        tag, _, target = message["data"].decode("ascii", errors="replace").partition(":")
+        if tag != self._tag or self._binding is None:
             return
         if target == "*":
             self._binding.on_clear()

@@ -144,8 +144,7 @@ class EventReceiver:
     # The steps --------------------------------------------------------------------------
     async def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         """Status and JSON answer for one call; ``headers`` by lower-case name."""
-        metrics = self._metrics
-        metrics.events_received += 1
+        self._metrics.events_received += 1
         now = self._clock()
         signature = headers.get(HEADER)
         jws = self._jws is not None and _is_jws(body, headers.get("content-type", ""))
@@ -196,7 +195,9 @@ class EventReceiver:
         if identity in self._seen:  # ZITADEL sends each event once: this is a replay
             self._refused("replayed", "the event was received before")
             return 401, {"error": "replayed"}
-        self._remember(identity)
+        self._seen[identity] = None
+        if len(self._seen) > _SEEN:
+            self._seen.popitem(last=False)
         if event.created_at is not None:
             metrics.observe_event_lag(max(now - event.created_at, 0.0))
         markers = self._revocations.markers(event, now)
@@ -206,8 +207,9 @@ class EventReceiver:
         self._revocations.apply(markers)  # here first, whatever the shared tier does
         if self._feed is not None:
             try:
+                shared_identity = json.dumps(list(identity), separators=(",", ":"))
                 stored = await asyncio.wait_for(
-                    self._feed.publish(_identity(event), markers), self._timeout
+                    self._feed.publish(shared_identity, markers), self._timeout
                 )
             except Exception as exc:  # the shared tier is down: here only, and say so
                 metrics.events_applied += 1
@@ -226,19 +228,10 @@ class EventReceiver:
         logger.info("ZITADEL event %s applied (%d markers)", event.event_type, len(markers))
         return 200, {"status": "applied"}
 
-    def _remember(self, identity: tuple[str, str, str, int]) -> None:
-        self._seen[identity] = None
-        if len(self._seen) > _SEEN:
-            self._seen.popitem(last=False)
-
     def _refused(self, reason: str, description: str) -> None:
         refused = self._metrics.events_refused
         refused[reason] = refused.get(reason, 0) + 1
         self._refusal_log("ZITADEL event refused (%s): %s", reason, description)
-
-
-def _identity(event: ZitadelEvent) -> str:
-    return json.dumps(list(event.identity), separators=(",", ":"))
 
 
 def _is_jws(body: bytes, content_type: str) -> bool:
