@@ -288,8 +288,8 @@ class ZitadelConfig(BaseModel):
             raise ValueError(_ONE_KEY)
         if sources and has_secret:
             raise ValueError(
-                f"set either {sources[0]} ({_ENV[sources[0]]}) or client_id with client_secret "
-                "(ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET), not both"
+                f"set either {sources[0]} (ZITADEL_{sources[0].upper()}) or client_id with "
+                "client_secret (ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET), not both"
             )
         if not sources and not has_secret and self.validation != "local":
             raise ValueError(
@@ -348,7 +348,6 @@ def _sorted_key_sources(data: Any) -> Any:
 
 
 _ONE_KEY = "set only one of key_file and key (ZITADEL_KEY_FILE, ZITADEL_KEY)"
-_ENV = {"key_file": "ZITADEL_KEY_FILE", "key": "ZITADEL_KEY"}
 _DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 
 

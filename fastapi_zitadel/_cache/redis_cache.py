@@ -33,14 +33,12 @@ What nothing may undo:
   that sees a generation it did not know drops its local tier, as if it had heard the clear.
 
 Redis is an optimisation, never a dependency of availability: every failure on the request
-path (down, slow: a short timeout) is a cache miss, the tier is skipped for a few seconds after
-one, and each change between "down" and "available again" is logged once. Requests use at most
-``max_connections`` connections: beyond that a read is a miss at once, so a flood of garbage
-tokens cannot exhaust them. ``delete`` and ``clear`` use connections of their own, are never
-skipped, and raise when Redis cannot confirm them (the instance retries them within its
-``timeout``). The invalidation listener pings Redis when idle and reconnects when an answer
-does not come; each time it subscribes after a time in which it may have missed messages, it
-drops the local tier.
+path (down, slow: a short timeout) is a cache miss, the tier is skipped for a while after one
+(``RedisCache``'s arguments), and each change between "down" and "available again" is logged
+once. ``delete`` and ``clear`` use connections of their own, are never skipped, and raise when
+Redis cannot confirm them (the instance retries them within its ``timeout``). Each time the
+invalidation listener subscribes after a time in which it may have missed messages, it drops
+the local tier.
 """
 
 from __future__ import annotations
@@ -227,9 +225,10 @@ class RedisCache(IntrospectionCache):
         ``timeout`` bounds each socket operation (an operation, reconnect included, gets four
         times that); after a failure on the request path the tier is skipped for
         ``retry_interval`` seconds. Requests use at most ``max_connections`` connections at
-        once (beyond that, a miss). The invalidation listener pings Redis after
-        ``health_check_interval`` idle seconds and reconnects when the answer does not come
-        within as long again. A tombstone lives ``tombstone_ttl`` seconds (more than 300).
+        once: beyond that a read is a miss at once, so a flood of garbage tokens cannot exhaust
+        them. The invalidation listener pings Redis after ``health_check_interval`` idle
+        seconds and reconnects when the answer does not come within as long again. A tombstone
+        lives ``tombstone_ttl`` seconds (more than 300).
         """
         self._redis_error: type[Exception] = redis_asyncio().RedisError  # the package is there
         problem = redis_url_problem(url)
@@ -435,8 +434,8 @@ class RedisCache(IntrospectionCache):
 
     # Availability -----------------------------------------------------------------------
     async def _call(self, operation: Callable[[_Connections], Any]) -> Any:
-        """Run one request-path operation; any failure is logged once and treated as a miss,
-        and so is an operation beyond ``max_connections``."""
+        """One request-path operation; a failure (logged once), or one beyond
+        ``max_connections``, is a miss (``None``)."""
         if self._down_until is not None and self._monotonic() < self._down_until:
             return None
         if self._busy >= self._max_connections:
@@ -483,9 +482,8 @@ class RedisCache(IntrospectionCache):
     async def _listen(self, listener: _Listener) -> None:
         """Apply other replicas' invalidations to the local tier, for as long as the loop runs.
 
-        Idle, it pings Redis every ``health_check_interval`` seconds; when neither the answer
-        nor anything else comes within as long again, the connection is given up (a silently
-        dropped connection never fails on its own) and a new one subscribes.
+        The idle pings (``health_check_interval``) are there because a silently dropped
+        connection never fails on its own: unanswered, it is given up and a new one subscribes.
         """
         aioredis = redis_asyncio()
         while not listener.stopping.is_set():
@@ -494,12 +492,30 @@ class RedisCache(IntrospectionCache):
             pubsub: Any = client.pubsub()
             try:
                 await asyncio.wait_for(self._subscribe(pubsub), timeout=self._timeout * 4)
-                self._subscribed(listener)
+                exposed = listener.exposed or listener.lost
+                listener.exposed = False
+                listener.subscribed.set()
+                listener.tried.set()
+                if listener.lost:
+                    listener.lost = False
+                    logger.warning(
+                        "shared cache (Redis) invalidation listener subscribed again: "
+                        "the local cache was dropped, it may have missed invalidations"
+                    )
+                if exposed and self._binding is not None:
+                    self._binding.on_clear()
                 await self._receive(pubsub, listener)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away, or stopped answering
-                self._unsubscribed(listener, "no answer" if isinstance(exc, _Unanswered) else exc)
+                if listener.subscribed.is_set():  # before: the request path logs Redis down
+                    listener.subscribed.clear()
+                    listener.lost = True
+                    logger.warning(
+                        "shared cache (Redis) invalidation listener lost its connection (%s): "
+                        "reconnecting",
+                        "no answer" if isinstance(exc, _Unanswered) else type(exc).__name__,
+                    )
             finally:
                 listener.tried.set()
                 with contextlib.suppress(Exception):
@@ -531,30 +547,6 @@ class RedisCache(IntrospectionCache):
             else:
                 await pubsub.ping(_PING)
                 pinged = True
-
-    def _subscribed(self, listener: _Listener) -> None:
-        exposed = listener.exposed or listener.lost
-        listener.exposed = False
-        listener.subscribed.set()
-        listener.tried.set()
-        if listener.lost:
-            listener.lost = False
-            logger.warning(
-                "shared cache (Redis) invalidation listener subscribed again: "
-                "the local cache was dropped, it may have missed invalidations"
-            )
-        if exposed and self._binding is not None:
-            self._binding.on_clear()
-
-    def _unsubscribed(self, listener: _Listener, cause: Exception | str) -> None:
-        if not listener.subscribed.is_set():
-            return  # not subscribed yet: the request path logs Redis being unavailable
-        listener.subscribed.clear()
-        listener.lost = True
-        logger.warning(
-            "shared cache (Redis) invalidation listener lost its connection (%s): reconnecting",
-            cause if isinstance(cause, str) else type(cause).__name__,
-        )
 
     def _handle(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":

@@ -137,8 +137,6 @@ class KeyedTasks(Generic[T]):
             tasks.drain.cancel()
             tasks.drain = None
         tasks.soon.clear()
-        if not tasks.all:
-            return
         running = list(tasks.all)
         for task in running:
             task.cancel()

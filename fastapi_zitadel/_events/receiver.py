@@ -175,18 +175,12 @@ class EventReceiver:
         except EventMalformed as exc:
             self._refused("malformed", str(exc))
             return 400, {"error": "not an event"}
-        if not self._same_instance(event):
-            self._refused("instance", "the event is from another ZITADEL instance")
-            return 403, {"error": "another instance"}
+        if event.instance_id:  # the first signed event names the instance; any other refused
+            self._instance = self._instance or event.instance_id
+            if event.instance_id != self._instance:
+                self._refused("instance", "the event is from another ZITADEL instance")
+                return 403, {"error": "another instance"}
         return await self.apply(event, now)
-
-    def _same_instance(self, event: ZitadelEvent) -> bool:
-        """The first signed event names the instance; events of any other are refused."""
-        if not event.instance_id:
-            return True
-        if self._instance is None:
-            self._instance = event.instance_id
-        return event.instance_id == self._instance
 
     async def apply(self, event: ZitadelEvent, now: float) -> tuple[int, dict[str, Any]]:
         """Apply a verified event here, then hand it to the shared feed."""
