@@ -239,17 +239,13 @@ class ZitadelConfig(BaseModel):
     @model_validator(mode="after")
     def _check_consistency(self) -> ZitadelConfig:
         # Here rather than in field validators: both depend on allow_insecure_http.
-        urls = {
-            "issuer": self.issuer,
-            "introspection_endpoint": self.introspection_endpoint,
-            "resource": self.resource,
-        }
-        for name, url in urls.items():
-            if url is not None:
-                try:
+        for name in ("issuer", "introspection_endpoint", "resource"):
+            url = getattr(self, name)
+            try:
+                if url is not None:
                     check_url(url, allow_insecure_http=self.allow_insecure_http)
-                except ValueError as exc:
-                    raise ValueError(f"{name}: {exc}") from None
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
         if self.resource is not None and "#" in self.resource:
             raise ValueError("resource: must not contain a fragment (RFC 9728 §1.2)")
         if self.resource is None and (self.resource_name or self.resource_documentation):
@@ -462,13 +458,10 @@ def merged_config(config: ZitadelConfig | None, explicit: Mapping[str, Any]) -> 
     In an error, settings that came from the environment (a ``ZitadelSettings``) are named
     as their variables, the others as keywords.
     """
-    values: dict[str, Any] = {}
-    from_env: frozenset[str] = frozenset()
-    if config is not None:
-        values = {name: getattr(config, name) for name in config.model_fields_set}
-        if isinstance(config, ZitadelSettings):
-            from_env = frozenset(config.model_fields_set) - config.keywords
+    given: set[str] = set() if config is None else config.model_fields_set
+    values = {name: getattr(config, name) for name in given}
     values.update(explicit)
+    from_env = given - config.keywords if isinstance(config, ZitadelSettings) else set()
     try:
         return ZitadelConfig.model_validate(values)
     except ValidationError as exc:

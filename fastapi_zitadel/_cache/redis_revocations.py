@@ -80,16 +80,14 @@ class RedisRevocationFeed(RevocationFeed):
         )
 
     async def publish(self, identity: str, markers: Sequence[Marker]) -> bool:
-        client = self._clients.get()
-        body = _SEPARATOR.join(marker.encode() for marker in markers)
-        stored = await client.eval(
+        stored = await self._clients.get().eval(
             _PUBLISH,
             2,
             self._seen_prefix + hashlib.sha256(identity.encode("utf-8")).hexdigest(),
             self._stream,
             int(self._marker_ttl * 1000),
             self._max_entries,
-            body,
+            _SEPARATOR.join(marker.encode() for marker in markers),
         )
         return bool(stored)
 

@@ -147,22 +147,21 @@ class EventReceiver:
         self._metrics.events_received += 1
         now = self._clock()
         signature = headers.get(HEADER)
-        jws = self._jws is not None and _is_jws(body, headers.get("content-type", ""))
+        jws = self._jws if self._jws and _is_jws(body, headers.get("content-type", "")) else None
         try:  # a JWS body too: ZITADEL signs every call, whatever the payload type
             verify_signature(signature, body, self._keys, now=now, max_age=self._max_age)
         except SignatureRefused as refused:
             self._refused(refused.reason, refused.description)
             return 401, {"error": "invalid signature"}
         try:
-            if jws:
-                assert self._jws is not None
+            if jws is not None:
                 deadline = self._monotonic() + self._timeout
                 try:
                     if not body.isascii():
                         raise InvalidTokenError(
                             "the body is not a JWS signed with a supported algorithm"
                         )
-                    claims = await self._jws(body.decode("ascii").strip(), deadline)
+                    claims = await jws(body.decode("ascii").strip(), deadline)
                 except InvalidTokenError as exc:
                     self._refused("jws", exc.description)
                     return 401, {"error": "invalid signature"}
