@@ -178,7 +178,15 @@ class ZitadelConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _sort_key_sources(cls, data: Any) -> Any:
-        return _sorted_key_sources(data)
+        # ``key_file=`` also takes the key itself (JSON text, a mapping, a loaded key file), as
+        # the README shows; it is kept as ``key`` so that a path is always a path.
+        if isinstance(data, Mapping) and "key_file" in data and not _is_path(data["key_file"]):
+            if data["key_file"] is not None:
+                if data.get("key") is not None:
+                    raise ValueError(_ONE_KEY)
+                data = {**data, "key": data["key_file"]}
+            data = {name: value for name, value in data.items() if name != "key_file"}
+        return data
 
     @field_validator("key_file", mode="before")
     @classmethod
@@ -331,18 +339,6 @@ class ZitadelConfig(BaseModel):
         return self.key if self.key is not None else self.key_file
 
 
-def _sorted_key_sources(data: Any) -> Any:
-    # ``key_file=`` also takes the key itself (JSON text, a mapping, a loaded key file), as
-    # the README shows; it is kept as ``key`` so that a path is always a path.
-    if isinstance(data, Mapping) and "key_file" in data and not _is_path(data["key_file"]):
-        if data["key_file"] is not None:
-            if data.get("key") is not None:
-                raise ValueError(_ONE_KEY)
-            data = {**data, "key": data["key_file"]}
-        data = {name: value for name, value in data.items() if name != "key_file"}
-    return data
-
-
 _ONE_KEY = "set only one of key_file and key (ZITADEL_KEY_FILE, ZITADEL_KEY)"
 _DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
 
@@ -378,15 +374,16 @@ class ZitadelSettings(ZitadelConfig, BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _sort_key_sources(cls, data: Any) -> Any:
+    def _key_file_is_a_path(cls, data: Any) -> Any:
         # An environment variable is text: JSON in the path variable is a mix-up, said as such
-        # (and never echoed: it holds the private key).
+        # (and never echoed: it holds the private key). Runs before ZitadelConfig's
+        # _sort_key_sources (pydantic runs the "before" validators last defined first).
         source = data.get("key_file") if isinstance(data, Mapping) else None
         if isinstance(source, str) and not _is_path(source):
             raise ValueError(
                 "ZITADEL_KEY_FILE holds a path; put the key file's JSON in ZITADEL_KEY"
             )
-        return _sorted_key_sources(data)
+        return data
 
 
 # How close (difflib's ratio) an unknown variable's name must be to a setting's to be taken for
