@@ -126,20 +126,17 @@ class EventReceiver:
         """The body, or ``None`` past the cap (read no further than the cap)."""
         if length is not None and (not length.isdigit() or int(length) > self._max_body):
             return None
-        chunks: list[bytes] = []
-        size = 0
+        body = bytearray()
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_body:
+            body += message.get("body", b"")
+            if len(body) > self._max_body:
                 return None
-            chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        return b"".join(chunks)
+        return bytes(body)
 
     # The steps --------------------------------------------------------------------------
     async def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
