@@ -7,7 +7,7 @@ cache, and can never push a real user's active entry out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 
 from cachetools import TTLCache
 
@@ -98,35 +98,34 @@ class NegativeCache:
     """
 
     def __init__(self, *, ttl: float, max_size: int, clock: Callable[[], float]) -> None:
-        self._entries: TTLCache[bytes, tuple[str, str | None]] | None = (
-            TTLCache(maxsize=max_size, ttl=ttl, timer=clock) if ttl > 0 else None
+        self._on = ttl > 0  # off: an empty dict that ``add`` never fills
+        self._entries: MutableMapping[bytes, tuple[str, str | None]] = (
+            TTLCache(maxsize=max_size, ttl=ttl, timer=clock) if self._on else {}
         )
 
     def __len__(self) -> int:
-        return 0 if self._entries is None else len(self._entries)
+        return len(self._entries)
 
     def __contains__(self, key: bytes) -> bool:
-        return self._entries is not None and key in self._entries
+        return key in self._entries
 
     def add(self, key: bytes, reason: InvalidTokenError | None = None) -> None:
         """Remember ``key`` as refused for ``reason`` (by default: not active)."""
-        if self._entries is not None:
+        if self._on:
             self._entries[key] = (
                 _NOT_ACTIVE if reason is None else (reason.description, reason.detail)
             )
 
     def refusal(self, key: bytes) -> InvalidTokenError | None:
         """The refusal remembered for ``key`` (a new exception each time), or ``None``."""
-        found = None if self._entries is None else self._entries.get(key)
+        found = self._entries.get(key)
         if found is None:
             return None
         description, detail = found
         return InvalidTokenError(description, detail=detail)
 
     def discard(self, key: bytes) -> None:
-        if self._entries is not None:
-            self._entries.pop(key, None)
+        self._entries.pop(key, None)
 
     def clear(self) -> None:
-        if self._entries is not None:
-            self._entries.clear()
+        self._entries.clear()
