@@ -77,6 +77,8 @@ Issuer = Annotated[str, AfterValidator(_issuer_rule)]
 ``allow_insecure_http``, by ``check_url``)."""
 Timeout = Annotated[float, Field(gt=0, le=300)]
 MaxRetries = Annotated[int, Field(ge=0, le=10)]
+# The settings that are lists: comma-separated in ZITADEL_*, each item checked.
+_LISTS = ("audience", "assertion_audience", "allowed_client_ids")
 
 
 class ZitadelConfig(BaseModel):
@@ -176,7 +178,15 @@ class ZitadelConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _sort_key_sources(cls, data: Any) -> Any:
-        return _sorted_key_sources(data)
+        # ``key_file=`` also takes the key itself (JSON text, a mapping, a loaded key file), as
+        # the README shows; it is kept as ``key`` so that a path is always a path.
+        if isinstance(data, Mapping) and "key_file" in data and not _is_path(data["key_file"]):
+            if data["key_file"] is not None:
+                if data.get("key") is not None:
+                    raise ValueError(_ONE_KEY)
+                data = {**data, "key": data["key_file"]}
+            data = {name: value for name, value in data.items() if name != "key_file"}
+        return data
 
     @field_validator("key_file", mode="before")
     @classmethod
@@ -200,29 +210,27 @@ class ZitadelConfig(BaseModel):
             return value
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
+        if isinstance(value, str) and _is_path(value):
+            raise KeyFileError(
+                "(key setting)", "expected the key file's JSON text (it starts with '{')"
+            )
         if isinstance(value, (str, Mapping)):
-            return load_key_file(value if isinstance(value, Mapping) else _json_text(value))
+            return load_key_file(value)
         raise ValueError("must be the key file's JSON text or a mapping")
 
-    @field_validator("audience", "assertion_audience", "allowed_client_ids", mode="before")
+    @field_validator(*_LISTS, mode="before")
     @classmethod
     def _split_audience(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
         return value
 
-    @field_validator("resource_documentation", "client_id", "project_id", "swagger_client_id")
+    @field_validator(
+        "resource_documentation", "client_id", "project_id", "swagger_client_id", *_LISTS
+    )
     @classmethod
-    def _printable(cls, value: str | None) -> str | None:
-        problem = None if value is None else unprintable(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("audience", "assertion_audience", "allowed_client_ids")
-    @classmethod
-    def _printable_items(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
+    def _printable(cls, value: str | tuple[str, ...] | None) -> Any:
+        for item in (value,) if isinstance(value, str) else value or ():
             problem = unprintable(item)
             if problem is not None:
                 raise ValueError(problem)
@@ -231,26 +239,21 @@ class ZitadelConfig(BaseModel):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            problem = redis_url_problem(value.get_secret_value())
-            if problem is not None:
-                raise ValueError(problem)
+        problem = None if value is None else redis_url_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
     def _check_consistency(self) -> ZitadelConfig:
         # Here rather than in field validators: both depend on allow_insecure_http.
-        urls = {
-            "issuer": self.issuer,
-            "introspection_endpoint": self.introspection_endpoint,
-            "resource": self.resource,
-        }
-        for name, url in urls.items():
-            if url is not None:
-                try:
+        for name in ("issuer", "introspection_endpoint", "resource"):
+            url = getattr(self, name)
+            try:
+                if url is not None:
                     check_url(url, allow_insecure_http=self.allow_insecure_http)
-                except ValueError as exc:
-                    raise ValueError(f"{name}: {exc}") from None
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
         if self.resource is not None and "#" in self.resource:
             raise ValueError("resource: must not contain a fragment (RFC 9728 §1.2)")
         if self.resource is None and (self.resource_name or self.resource_documentation):
@@ -289,8 +292,8 @@ class ZitadelConfig(BaseModel):
             raise ValueError(_ONE_KEY)
         if sources and has_secret:
             raise ValueError(
-                f"set either {sources[0]} ({_ENV[sources[0]]}) or client_id with client_secret "
-                "(ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET), not both"
+                f"set either {sources[0]} (ZITADEL_{sources[0].upper()}) or client_id with "
+                "client_secret (ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET), not both"
             )
         if not sources and not has_secret and self.validation != "local":
             raise ValueError(
@@ -336,29 +339,8 @@ class ZitadelConfig(BaseModel):
         return self.key if self.key is not None else self.key_file
 
 
-def _sorted_key_sources(data: Any) -> Any:
-    # ``key_file=`` also takes the key itself (JSON text, a mapping, a loaded key file), as
-    # the README shows; it is kept as ``key`` so that a path is always a path.
-    if isinstance(data, Mapping) and "key_file" in data and not _is_path(data["key_file"]):
-        if data["key_file"] is not None:
-            if data.get("key") is not None:
-                raise ValueError(_ONE_KEY)
-            data = {**data, "key": data["key_file"]}
-        data = {name: value for name, value in data.items() if name != "key_file"}
-    return data
-
-
 _ONE_KEY = "set only one of key_file and key (ZITADEL_KEY_FILE, ZITADEL_KEY)"
-_ENV = {"key_file": "ZITADEL_KEY_FILE", "key": "ZITADEL_KEY"}
 _DISCOVERY_SUFFIX = "/.well-known/openid-configuration"
-
-
-def _json_text(value: str) -> str:
-    if not value.lstrip().startswith("{"):
-        raise KeyFileError(
-            "(key setting)", "expected the key file's JSON text (it starts with '{')"
-        )
-    return value
 
 
 class ZitadelSettings(ZitadelConfig, BaseSettings):
@@ -392,15 +374,16 @@ class ZitadelSettings(ZitadelConfig, BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _sort_key_sources(cls, data: Any) -> Any:
+    def _key_file_is_a_path(cls, data: Any) -> Any:
         # An environment variable is text: JSON in the path variable is a mix-up, said as such
-        # (and never echoed: it holds the private key).
+        # (and never echoed: it holds the private key). Runs before ZitadelConfig's
+        # _sort_key_sources (pydantic runs the "before" validators last defined first).
         source = data.get("key_file") if isinstance(data, Mapping) else None
         if isinstance(source, str) and not _is_path(source):
             raise ValueError(
                 "ZITADEL_KEY_FILE holds a path; put the key file's JSON in ZITADEL_KEY"
             )
-        return _sorted_key_sources(data)
+        return data
 
 
 # How close (difflib's ratio) an unknown variable's name must be to a setting's to be taken for
@@ -472,13 +455,10 @@ def merged_config(config: ZitadelConfig | None, explicit: Mapping[str, Any]) -> 
     In an error, settings that came from the environment (a ``ZitadelSettings``) are named
     as their variables, the others as keywords.
     """
-    values: dict[str, Any] = {}
-    from_env: frozenset[str] = frozenset()
-    if config is not None:
-        values = {name: getattr(config, name) for name in config.model_fields_set}
-        if isinstance(config, ZitadelSettings):
-            from_env = frozenset(config.model_fields_set) - config.keywords
+    given: set[str] = set() if config is None else config.model_fields_set
+    values = {name: getattr(config, name) for name in given}
     values.update(explicit)
+    from_env = given - config.keywords if isinstance(config, ZitadelSettings) else set()
     try:
         return ZitadelConfig.model_validate(values)
     except ValidationError as exc:

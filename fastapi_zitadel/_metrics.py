@@ -158,22 +158,18 @@ class Metrics:
 
         def events(_options: Any) -> Iterable[Any]:
             now = snapshot()
-            yield otel_metrics.Observation(now.events_received, {"outcome": "received"})
-            yield otel_metrics.Observation(now.events_applied, {"outcome": "applied"})
-            yield otel_metrics.Observation(now.events_ignored, {"outcome": "ignored"})
-            yield otel_metrics.Observation(now.events_unshared, {"outcome": "unshared"})
+            for outcome in ("received", "applied", "ignored", "unshared"):
+                value = getattr(now, f"events_{outcome}")
+                yield otel_metrics.Observation(value, {"outcome": outcome})
             for reason, value in now.events_refused.items():
                 yield otel_metrics.Observation(value, {"outcome": "refused", "reason": reason})
 
-        meter.create_observable_counter(
-            "fastapi_zitadel.lookups", callbacks=[lookups], description="Token lookups by result"
-        )
-        meter.create_observable_counter(
-            "fastapi_zitadel.idp.calls", callbacks=[calls], description="Introspections by outcome"
-        )
-        meter.create_observable_counter(
-            "fastapi_zitadel.events", callbacks=[events], description="ZITADEL events by outcome"
-        )
+        for name, callback, description in (
+            ("fastapi_zitadel.lookups", lookups, "Token lookups by result"),
+            ("fastapi_zitadel.idp.calls", calls, "Introspections by outcome"),
+            ("fastapi_zitadel.events", events, "ZITADEL events by outcome"),
+        ):
+            meter.create_observable_counter(name, callbacks=[callback], description=description)
         self._lag = meter.create_histogram(
             "fastapi_zitadel.events.lag",
             unit="s",

@@ -63,7 +63,8 @@ class SuspectToken:
     against it: the tombstone an invalidation or another replica's inactive answer left.
 
     In hybrid mode such a token is introspected before it is served again, on every replica
-    (one started after the invalidation included), instead of being served from its JWT.
+    (one started after the invalidation, or deaf while it happened, included), instead of
+    being served from its JWT.
     ``reason`` is for logs and metrics only.
     """
 
@@ -90,11 +91,9 @@ class CacheBinding:
 class IntrospectionCache(abc.ABC):
     """A shared tier for active results, asked after a local miss and before the IdP.
 
-    Implement the four operations; ``read`` (``get`` that also reports tombstones as a
-    ``SuspectToken``), ``bind`` and ``aclose`` are optional, with defaults; ``bind`` and
-    ``aclose`` are called once by the instance that uses the tier (at construction and on
-    close).
-    A ``get`` or ``set`` that fails may raise: the verifier treats any exception as a miss.
+    Implement the four operations; ``read``, ``bind``, ``aclose`` and ``revocation_feed`` are
+    optional, with defaults. A ``get`` or ``set`` that fails may raise: the verifier treats any
+    exception as a miss.
     ``delete`` and ``clear`` must raise when they cannot confirm the change: ``invalidate()``
     and ``clear()`` retry them within the instance's ``timeout`` and then raise
     ``SharedCacheUnavailable`` instead of returning as if done.
@@ -115,19 +114,19 @@ class IntrospectionCache(abc.ABC):
     async def read(self, key: CacheKey) -> CacheEntry | SuspectToken | None:
         """``get``, telling "I know nothing of this token" (``None``) from "I know something
         against it" (a ``SuspectToken``: a tombstone that ``delete`` left). The verifier
-        reads the tier through this method only, in the same single call as before.
+        reads the tier through this method only, in one call.
 
-        The default knows no tombstones and is ``get``; a tier that keeps them overrides it,
-        so that in hybrid mode a replica that never saw the invalidation (started after it,
-        or deaf while it happened) introspects the token before serving its JWT.
+        The default knows no tombstones and is ``get``; a tier that keeps them overrides it
+        (why: ``SuspectToken``).
         """
         return await self.get(key)
 
     def bind(self, binding: CacheBinding) -> None:  # noqa: B027 - an optional hook
-        """Called once with what the tier needs to know about the instance using it."""
+        """Called once, when the instance using the tier is built, with what the tier needs
+        to know about it."""
 
     async def aclose(self) -> None:  # noqa: B027 - an optional hook
-        """Release connections; called when the instance using the tier closes."""
+        """Release connections; called once, when the instance using the tier closes."""
 
     def revocation_feed(self, issuer: str) -> RevocationFeed | None:
         """Where ZITADEL's events reach the other replicas (``events_signing_key``); ``None``

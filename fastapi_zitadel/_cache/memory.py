@@ -7,7 +7,7 @@ cache, and can never push a real user's active entry out.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 
 from cachetools import TTLCache
 
@@ -30,15 +30,11 @@ class MemoryCache(IntrospectionCache):
 
     def __init__(self, *, max_size: int, clock: Callable[[], float]) -> None:
         self._entries: dict[bytes, CacheEntry] = {}
-        self._max_size = max_size
+        self.max_size = max_size
         self._clock = clock
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    @property
-    def max_size(self) -> int:
-        return self._max_size
 
     def lookup(self, digest: bytes, now: float) -> CacheEntry | None:
         entry = self._entries.get(digest)
@@ -50,7 +46,7 @@ class MemoryCache(IntrospectionCache):
     def store(self, digest: bytes, entry: CacheEntry) -> None:
         entries = self._entries
         entries.pop(digest, None)
-        if len(entries) >= self._max_size:
+        if len(entries) >= self.max_size:
             self._make_room()
         entries[digest] = entry
 
@@ -71,8 +67,8 @@ class MemoryCache(IntrospectionCache):
         entries = self._entries
         for digest in [d for d, entry in entries.items() if now >= entry.stale_until]:
             del entries[digest]
-        excess = len(entries) - self._max_size + max(1, self._max_size // 10)
-        if excess > 0 and len(entries) >= self._max_size:
+        excess = len(entries) - self.max_size + max(1, self.max_size // 10)
+        if excess > 0 and len(entries) >= self.max_size:
             for digest in list(entries)[:excess]:  # dicts keep insertion order: oldest first
                 del entries[digest]
 
@@ -102,35 +98,34 @@ class NegativeCache:
     """
 
     def __init__(self, *, ttl: float, max_size: int, clock: Callable[[], float]) -> None:
-        self._entries: TTLCache[bytes, tuple[str, str | None]] | None = (
-            TTLCache(maxsize=max_size, ttl=ttl, timer=clock) if ttl > 0 else None
+        self._on = ttl > 0  # off: an empty dict that ``add`` never fills
+        self._entries: MutableMapping[bytes, tuple[str, str | None]] = (
+            TTLCache(maxsize=max_size, ttl=ttl, timer=clock) if self._on else {}
         )
 
     def __len__(self) -> int:
-        return 0 if self._entries is None else len(self._entries)
+        return len(self._entries)
 
     def __contains__(self, key: bytes) -> bool:
-        return self._entries is not None and key in self._entries
+        return key in self._entries
 
     def add(self, key: bytes, reason: InvalidTokenError | None = None) -> None:
         """Remember ``key`` as refused for ``reason`` (by default: not active)."""
-        if self._entries is not None:
+        if self._on:
             self._entries[key] = (
                 _NOT_ACTIVE if reason is None else (reason.description, reason.detail)
             )
 
     def refusal(self, key: bytes) -> InvalidTokenError | None:
         """The refusal remembered for ``key`` (a new exception each time), or ``None``."""
-        found = None if self._entries is None else self._entries.get(key)
+        found = self._entries.get(key)
         if found is None:
             return None
         description, detail = found
         return InvalidTokenError(description, detail=detail)
 
     def discard(self, key: bytes) -> None:
-        if self._entries is not None:
-            self._entries.pop(key, None)
+        self._entries.pop(key, None)
 
     def clear(self) -> None:
-        if self._entries is not None:
-            self._entries.clear()
+        self._entries.clear()

@@ -33,14 +33,12 @@ What nothing may undo:
   that sees a generation it did not know drops its local tier, as if it had heard the clear.
 
 Redis is an optimisation, never a dependency of availability: every failure on the request
-path (down, slow: a short timeout) is a cache miss, the tier is skipped for a few seconds after
-one, and each change between "down" and "available again" is logged once. Requests use at most
-``max_connections`` connections: beyond that a read is a miss at once, so a flood of garbage
-tokens cannot exhaust them. ``delete`` and ``clear`` use connections of their own, are never
-skipped, and raise when Redis cannot confirm them (the instance retries them within its
-``timeout``). The invalidation listener pings Redis when idle and reconnects when an answer
-does not come; each time it subscribes after a time in which it may have missed messages, it
-drops the local tier.
+path (down, slow: a short timeout) is a cache miss, the tier is skipped for a while after one
+(``RedisCache``'s arguments), and each change between "down" and "available again" is logged
+once. ``delete`` and ``clear`` use connections of their own, are never skipped, and raise when
+Redis cannot confirm them (the instance retries them within its ``timeout``). Each time the
+invalidation listener subscribes after a time in which it may have missed messages, it drops
+the local tier.
 """
 
 from __future__ import annotations
@@ -141,6 +139,20 @@ class _Options(TypedDict, total=False):
     monotonic: Callable[[], float]
 
 
+def _options(timeout: float, *, retries: int, **more: Any) -> dict[str, Any]:
+    """A client's options: ``timeout`` per socket operation, ``retries`` reconnects."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "socket_keepalive": True,
+        "retry": Retry(NoBackoff(), retries),
+        **more,
+    }
+
+
 class _Unanswered(Exception):
     """Redis did not confirm a subscription, or answer a health check, in time."""
 
@@ -152,19 +164,11 @@ class _Connections:
         self, url: str, *, timeout: float, health_check_interval: float, max_connections: int
     ) -> None:
         aioredis = redis_asyncio()
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
 
         def options() -> dict[str, Any]:
-            return {
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
-                "socket_keepalive": True,
-                # a PING first on a connection idle for longer (a pooled one may have died)
-                "health_check_interval": health_check_interval,
-                # one reconnect for a pooled connection that went stale; more is the caller's
-                "retry": Retry(NoBackoff(), 1),
-            }
+            # one reconnect for a pooled connection that went stale; more is the caller's. A
+            # PING first on a connection idle for longer (a pooled one may have died).
+            return _options(timeout, retries=1, health_check_interval=health_check_interval)
 
         self.requests = aioredis.Redis.from_url(url, max_connections=max_connections, **options())
         # invalidate() and clear(): never behind the requests, waiting (within the caller's
@@ -221,9 +225,10 @@ class RedisCache(IntrospectionCache):
         ``timeout`` bounds each socket operation (an operation, reconnect included, gets four
         times that); after a failure on the request path the tier is skipped for
         ``retry_interval`` seconds. Requests use at most ``max_connections`` connections at
-        once (beyond that, a miss). The invalidation listener pings Redis after
-        ``health_check_interval`` idle seconds and reconnects when the answer does not come
-        within as long again. A tombstone lives ``tombstone_ttl`` seconds (more than 300).
+        once: beyond that a read is a miss at once, so a flood of garbage tokens cannot exhaust
+        them. The invalidation listener pings Redis after ``health_check_interval`` idle
+        seconds and reconnects when the answer does not come within as long again. A tombstone
+        lives ``tombstone_ttl`` seconds (more than 300).
         """
         self._redis_error: type[Exception] = redis_asyncio().RedisError  # the package is there
         problem = redis_url_problem(url)
@@ -429,8 +434,8 @@ class RedisCache(IntrospectionCache):
 
     # Availability -----------------------------------------------------------------------
     async def _call(self, operation: Callable[[_Connections], Any]) -> Any:
-        """Run one request-path operation; any failure is logged once and treated as a miss,
-        and so is an operation beyond ``max_connections``."""
+        """One request-path operation; a failure (logged once), or one beyond
+        ``max_connections``, is a miss (``None``)."""
         if self._down_until is not None and self._monotonic() < self._down_until:
             return None
         if self._busy >= self._max_connections:
@@ -477,31 +482,40 @@ class RedisCache(IntrospectionCache):
     async def _listen(self, listener: _Listener) -> None:
         """Apply other replicas' invalidations to the local tier, for as long as the loop runs.
 
-        Idle, it pings Redis every ``health_check_interval`` seconds; when neither the answer
-        nor anything else comes within as long again, the connection is given up (a silently
-        dropped connection never fails on its own) and a new one subscribes.
+        The idle pings (``health_check_interval``) are there because a silently dropped
+        connection never fails on its own: unanswered, it is given up and a new one subscribes.
         """
         aioredis = redis_asyncio()
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         while not listener.stopping.is_set():
-            client = aioredis.Redis.from_url(
-                self._url,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                socket_keepalive=True,
-                retry=Retry(NoBackoff(), 0),  # never a silent re-subscription: we must know
-            )
+            # no retry: never a silent re-subscription, we must know
+            client = aioredis.Redis.from_url(self._url, **_options(self._timeout, retries=0))
             pubsub: Any = client.pubsub()
             try:
                 await asyncio.wait_for(self._subscribe(pubsub), timeout=self._timeout * 4)
-                self._subscribed(listener)
+                exposed = listener.exposed or listener.lost
+                listener.exposed = False
+                listener.subscribed.set()
+                listener.tried.set()
+                if listener.lost:
+                    listener.lost = False
+                    logger.warning(
+                        "shared cache (Redis) invalidation listener subscribed again: "
+                        "the local cache was dropped, it may have missed invalidations"
+                    )
+                if exposed and self._binding is not None:
+                    self._binding.on_clear()
                 await self._receive(pubsub, listener)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away, or stopped answering
-                self._unsubscribed(listener, "no answer" if isinstance(exc, _Unanswered) else exc)
+                if listener.subscribed.is_set():  # before: the request path logs Redis down
+                    listener.subscribed.clear()
+                    listener.lost = True
+                    logger.warning(
+                        "shared cache (Redis) invalidation listener lost its connection (%s): "
+                        "reconnecting",
+                        "no answer" if isinstance(exc, _Unanswered) else type(exc).__name__,
+                    )
             finally:
                 listener.tried.set()
                 with contextlib.suppress(Exception):
@@ -534,39 +548,11 @@ class RedisCache(IntrospectionCache):
                 await pubsub.ping(_PING)
                 pinged = True
 
-    def _subscribed(self, listener: _Listener) -> None:
-        exposed = listener.exposed or listener.lost
-        listener.exposed = False
-        listener.subscribed.set()
-        listener.tried.set()
-        if listener.lost:
-            listener.lost = False
-            logger.warning(
-                "shared cache (Redis) invalidation listener subscribed again: "
-                "the local cache was dropped, it may have missed invalidations"
-            )
-        if exposed and self._binding is not None:
-            self._binding.on_clear()
-
-    def _unsubscribed(self, listener: _Listener, cause: Exception | str) -> None:
-        if not listener.subscribed.is_set():
-            return  # not subscribed yet: the request path logs Redis being unavailable
-        listener.subscribed.clear()
-        listener.lost = True
-        logger.warning(
-            "shared cache (Redis) invalidation listener lost its connection (%s): reconnecting",
-            cause if isinstance(cause, str) else type(cause).__name__,
-        )
-
     def _handle(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "message":
-            self._apply(message["data"])
-
-    def _apply(self, data: bytes) -> None:
-        tag, _, target = data.decode("ascii", errors="replace").partition(":")
-        if tag != self._tag:
+        if message.get("type") != "message":
             return
-        if self._binding is None:
+        tag, _, target = message["data"].decode("ascii", errors="replace").partition(":")
+        if tag != self._tag or self._binding is None:
             return
         if target == "*":
             self._binding.on_clear()

@@ -69,27 +69,24 @@ class RedisRevocationFeed(RevocationFeed):
         self._retry_interval = retry_interval
         self._marker_ttl = marker_ttl
         self._max_entries = max_entries
-        self._clients: PerLoop[Any] = PerLoop(self._client)
+        self._clients: PerLoop[Any] = PerLoop(
+            lambda: redis_asyncio().Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+        )
         self._listener: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.last_id = b"0-0"  # the last entry applied here
 
-    def _client(self) -> Any:
-        return redis_asyncio().Redis.from_url(
-            self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout
-        )
-
     async def publish(self, identity: str, markers: Sequence[Marker]) -> bool:
-        client = self._clients.get()
-        body = _SEPARATOR.join(marker.encode() for marker in markers)
-        stored = await client.eval(
+        stored = await self._clients.get().eval(
             _PUBLISH,
             2,
             self._seen_prefix + hashlib.sha256(identity.encode("utf-8")).hexdigest(),
             self._stream,
             int(self._marker_ttl * 1000),
             self._max_entries,
-            body,
+            _SEPARATOR.join(marker.encode() for marker in markers),
         )
         return bool(stored)
 

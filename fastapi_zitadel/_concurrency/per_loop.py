@@ -33,7 +33,9 @@ class PerLoop(Generic[T]):
             return last[1]
         entry = self._values.get(id(loop))
         if entry is None or entry[0] is not loop:
-            self._drop_closed()
+            # the values of loops that have closed go (nothing can run on them any more)
+            for key in [k for k, (known, _) in self._values.items() if known.is_closed()]:
+                del self._values[key]
             entry = self._values[id(loop)] = (loop, self._factory())
         self._last = entry
         return entry[1]
@@ -57,11 +59,3 @@ class PerLoop(Generic[T]):
         if self._last is entry:
             self._last = None
         return entry[1]
-
-    def _drop_closed(self) -> None:
-        """Forget the values of loops that have closed (nothing can run on them any more)."""
-        for key, (loop, _) in list(self._values.items()):
-            if loop.is_closed():
-                del self._values[key]
-                if self._last is not None and self._last[0] is loop:
-                    self._last = None

@@ -55,7 +55,6 @@ class _Running(Generic[T]):
 class KeyedTasks(Generic[T]):
     def __init__(self) -> None:
         self._tasks: PerLoop[_Running[T]] = PerLoop(_Running)
-        self.started = 0
         self.joined = 0  # ``run`` callers that waited for a task already running
 
     async def run(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> T:
@@ -93,7 +92,6 @@ class KeyedTasks(Generic[T]):
             call = tasks.soon.pop(key, call)
             task = tasks.by_key[key] = asyncio.ensure_future(call())
             tasks.all[task] = _SharedResult()
-            self.started += 1
             task.add_done_callback(lambda done: _finished(tasks, key, done))
         return task
 
@@ -139,8 +137,6 @@ class KeyedTasks(Generic[T]):
             tasks.drain.cancel()
             tasks.drain = None
         tasks.soon.clear()
-        if not tasks.all:
-            return
         running = list(tasks.all)
         for task in running:
             task.cancel()

@@ -116,7 +116,6 @@ def parse_event(data: Any) -> ZitadelEvent:
 
 
 def parse_event_json(body: bytes) -> ZitadelEvent:
-    """The event in a JSON body."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError):

@@ -126,44 +126,39 @@ class EventReceiver:
         """The body, or ``None`` past the cap (read no further than the cap)."""
         if length is not None and (not length.isdigit() or int(length) > self._max_body):
             return None
-        chunks: list[bytes] = []
-        size = 0
+        body = bytearray()
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self._max_body:
+            body += message.get("body", b"")
+            if len(body) > self._max_body:
                 return None
-            chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        return b"".join(chunks)
+        return bytes(body)
 
     # The steps --------------------------------------------------------------------------
     async def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         """Status and JSON answer for one call; ``headers`` by lower-case name."""
-        metrics = self._metrics
-        metrics.events_received += 1
+        self._metrics.events_received += 1
         now = self._clock()
         signature = headers.get(HEADER)
-        jws = self._jws is not None and _is_jws(body, headers.get("content-type", ""))
+        jws = self._jws if self._jws and _is_jws(body, headers.get("content-type", "")) else None
         try:  # a JWS body too: ZITADEL signs every call, whatever the payload type
             verify_signature(signature, body, self._keys, now=now, max_age=self._max_age)
         except SignatureRefused as refused:
             self._refused(refused.reason, refused.description)
             return 401, {"error": "invalid signature"}
         try:
-            if jws:
-                assert self._jws is not None
+            if jws is not None:
                 deadline = self._monotonic() + self._timeout
                 try:
                     if not body.isascii():
                         raise InvalidTokenError(
                             "the body is not a JWS signed with a supported algorithm"
                         )
-                    claims = await self._jws(body.decode("ascii").strip(), deadline)
+                    claims = await jws(body.decode("ascii").strip(), deadline)
                 except InvalidTokenError as exc:
                     self._refused("jws", exc.description)
                     return 401, {"error": "invalid signature"}
@@ -176,18 +171,12 @@ class EventReceiver:
         except EventMalformed as exc:
             self._refused("malformed", str(exc))
             return 400, {"error": "not an event"}
-        if not self._same_instance(event):
-            self._refused("instance", "the event is from another ZITADEL instance")
-            return 403, {"error": "another instance"}
+        if event.instance_id:  # the first signed event names the instance; any other refused
+            self._instance = self._instance or event.instance_id
+            if event.instance_id != self._instance:
+                self._refused("instance", "the event is from another ZITADEL instance")
+                return 403, {"error": "another instance"}
         return await self.apply(event, now)
-
-    def _same_instance(self, event: ZitadelEvent) -> bool:
-        """The first signed event names the instance; events of any other are refused."""
-        if not event.instance_id:
-            return True
-        if self._instance is None:
-            self._instance = event.instance_id
-        return event.instance_id == self._instance
 
     async def apply(self, event: ZitadelEvent, now: float) -> tuple[int, dict[str, Any]]:
         """Apply a verified event here, then hand it to the shared feed."""
@@ -196,7 +185,9 @@ class EventReceiver:
         if identity in self._seen:  # ZITADEL sends each event once: this is a replay
             self._refused("replayed", "the event was received before")
             return 401, {"error": "replayed"}
-        self._remember(identity)
+        self._seen[identity] = None
+        if len(self._seen) > _SEEN:
+            self._seen.popitem(last=False)
         if event.created_at is not None:
             metrics.observe_event_lag(max(now - event.created_at, 0.0))
         markers = self._revocations.markers(event, now)
@@ -206,8 +197,9 @@ class EventReceiver:
         self._revocations.apply(markers)  # here first, whatever the shared tier does
         if self._feed is not None:
             try:
+                shared_identity = json.dumps(list(identity), separators=(",", ":"))
                 stored = await asyncio.wait_for(
-                    self._feed.publish(_identity(event), markers), self._timeout
+                    self._feed.publish(shared_identity, markers), self._timeout
                 )
             except Exception as exc:  # the shared tier is down: here only, and say so
                 metrics.events_applied += 1
@@ -226,19 +218,10 @@ class EventReceiver:
         logger.info("ZITADEL event %s applied (%d markers)", event.event_type, len(markers))
         return 200, {"status": "applied"}
 
-    def _remember(self, identity: tuple[str, str, str, int]) -> None:
-        self._seen[identity] = None
-        if len(self._seen) > _SEEN:
-            self._seen.popitem(last=False)
-
     def _refused(self, reason: str, description: str) -> None:
         refused = self._metrics.events_refused
         refused[reason] = refused.get(reason, 0) + 1
         self._refusal_log("ZITADEL event refused (%s): %s", reason, description)
-
-
-def _identity(event: ZitadelEvent) -> str:
-    return json.dumps(list(event.identity), separators=(",", ":"))
 
 
 def _is_jws(body: bytes, content_type: str) -> bool:

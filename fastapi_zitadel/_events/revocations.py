@@ -31,7 +31,7 @@ import abc
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from fastapi_zitadel._principal import Principal
 
@@ -136,7 +136,7 @@ class Marker:
         )
 
 
-_KINDS = frozenset({"user", "roles", "session", "token", "all", "grant", "login"})
+_KINDS = frozenset(get_args(Kind))
 
 
 class RevocationFeed(abc.ABC):
@@ -236,14 +236,11 @@ class Revocations:
 
     def _apply(self, marker: Marker, until: float) -> None:
         key, kind = marker.key, marker.kind
-        if kind == "user":
-            _bounded_put(self._users, key, _later(self._users.get(key), marker, until))
-        elif kind == "session":
-            _bounded_put(self._sessions, key, _later(self._sessions.get(key), marker, until))
+        table = {"user": self._users, "session": self._sessions, "roles": self._roles}.get(kind)
+        if table is not None:
+            _bounded_put(table, key, _later(table.get(key), marker, until))
         elif kind == "token":
             _bounded_put(self._tokens, key, until)
-        elif kind == "roles":
-            _bounded_put(self._roles, key, _later(self._roles.get(key), marker, until))
         elif kind == "all":
             self._all = max(self._all, marker.verified_before)
         elif kind == "grant":
