@@ -60,25 +60,22 @@ def _quoted(value: str) -> str:
     return '"' + _UNSAFE.sub("?", value) + '"'
 
 
-def _bearer(realm: str, error: str | None, description: str, scopes: tuple[str, ...] = ()) -> str:
-    """A ``Bearer`` challenge (RFC 6750 §3): no error code when no credentials were sent."""
-    parts = [f"realm={_quoted(realm)}"]
-    if error is not None:
-        parts += [f"error={_quoted(error)}", f"error_description={_quoted(description)}"]
-    if scopes:
-        parts.append(f"scope={_quoted(' '.join(scopes))}")
-    return "Bearer " + ", ".join(parts)
-
-
 class ZitadelError(Exception):
     """Base class of everything this library raises on purpose.
 
-    At request time, ``to_http`` gives the response for it. The base answers 500: every error
+    At request time, ``to_http`` gives the response for it, from the class's attributes: a 4xx
+    carries a ``Bearer`` challenge, a 503 ``Retry-After``. The base answers 500: every error
     raised while serving a request is one of the subclasses below.
     """
 
     status_code: int = status.HTTP_500_INTERNAL_SERVER_ERROR
     error: str | None = "server_error"
+    # What the caller may read; ``None``: the description itself. Callers of a 5xx learn that
+    # authentication is unavailable, not why: the details (our client id, the IdP's error) are
+    # in our logs, where the operator can act on them.
+    public_message: str | None = "authentication failed"
+    scopes: tuple[str, ...] = ()  # named in the challenge (RFC 6750 §3)
+    retry_after: float | None = None  # seconds; ``Retry-After`` says at least 1
     # Whether the challenge names the resource metadata (RFC 9728 §5.1) on other statuses
     # than 401 too: the MCP specification's 403 scope challenge does.
     challenge_names_metadata: bool = False
@@ -88,16 +85,27 @@ class ZitadelError(Exception):
         super().__init__(description)
 
     def challenge(self, realm: str) -> str | None:
-        """The ``WWW-Authenticate`` value, or ``None`` when the response carries none."""
-        return None
+        """The ``WWW-Authenticate`` value (RFC 6750 §3), or ``None`` when the response carries
+        none (5xx); no error code when no credentials were sent (§3.1)."""
+        if self.status_code >= status.HTTP_500_INTERNAL_SERVER_ERROR:
+            return None
+        parts = [f"realm={_quoted(realm)}"]
+        if self.error is not None:
+            parts.append(f"error={_quoted(self.error)}")
+            parts.append(f"error_description={_quoted(self.description)}")
+        if self.scopes:
+            parts.append(f"scope={_quoted(' '.join(self.scopes))}")
+        return "Bearer " + ", ".join(parts)
 
     def public_description(self) -> str:
         """What the caller may read about the failure."""
-        return "authentication failed"
+        return self.description if self.public_message is None else self.public_message
 
     def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
         """The response's headers; ``resource_metadata`` (the URL of this API's RFC 9728
         metadata) is added to a 401's challenge (RFC 9728 §5.1)."""
+        if self.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
+            return {"Retry-After": str(max(1, math.ceil(self.retry_after or 1)))}
         challenge = self.challenge(realm)
         if challenge is None:
             return {}
@@ -126,11 +134,8 @@ class ZitadelError(Exception):
             "error_description": self.public_description(),
         }
         # Without metadata, called as before (subclasses may override headers(realm)).
-        headers = (
-            self.headers(realm)
-            if resource_metadata is None
-            else self.headers(realm, resource_metadata)
-        )
+        given = (realm,) if resource_metadata is None else (realm, resource_metadata)
+        headers = self.headers(*given)
         return HTTPException(status_code=self.status_code, detail=detail, headers=headers or None)
 
 
@@ -180,12 +185,7 @@ class AuthenticationError(ZitadelError):
 
     error: str | None = "invalid_token"
     status_code = status.HTTP_401_UNAUTHORIZED
-
-    def challenge(self, realm: str) -> str:
-        return _bearer(realm, self.error, self.description)
-
-    def public_description(self) -> str:
-        return self.description
+    public_message = None
 
 
 class MissingTokenError(AuthenticationError):
@@ -225,6 +225,7 @@ class InsufficientScopeError(ZitadelError):
 
     error = "insufficient_scope"
     status_code = status.HTTP_403_FORBIDDEN
+    public_message = None
 
     def __init__(self, description: str, scopes: tuple[str, ...] = ()) -> None:
         self.scopes = scopes
@@ -249,12 +250,6 @@ class InsufficientScopeError(ZitadelError):
         wanted = "one of" if any_of else "all of"
         return cls(f"requires {wanted} the roles {', '.join(needed)}{where}")
 
-    def challenge(self, realm: str) -> str:
-        return _bearer(realm, self.error, self.description, self.scopes)
-
-    def public_description(self) -> str:
-        return self.description
-
 
 class IdentityProviderError(ZitadelError):
     """Authentication could not be decided because of the identity provider (HTTP 503).
@@ -265,18 +260,11 @@ class IdentityProviderError(ZitadelError):
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     error = "temporarily_unavailable"
+    public_message = "authentication is temporarily unavailable"
 
     def __init__(self, description: str, *, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(description)
-
-    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after or 1)))}
-
-    def public_description(self) -> str:
-        # Callers learn that authentication is unavailable, not why: the details (our client
-        # id, the IdP's error) are in our logs, where the operator can act on them.
-        return "authentication is temporarily unavailable"
 
 
 class IdentityProviderUnavailable(IdentityProviderError):
@@ -345,12 +333,7 @@ class SharedCacheUnavailable(ZitadelError):
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     error = "temporarily_unavailable"
-
-    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
-        return {"Retry-After": "1"}
-
-    def public_description(self) -> str:
-        return "service temporarily unavailable"
+    public_message = "service temporarily unavailable"
 
 
 class TokenEndpointUnavailable(IdentityProviderUnavailable):
