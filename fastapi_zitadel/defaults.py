@@ -94,7 +94,7 @@ class DefaultZitadel(GuardBase):
         return self.get().scheme_name
 
     @property
-    def refusal(self) -> Refusal:
+    def refusal(self) -> Refusal:  # type: ignore[override]
         return self.get().refusal
 
     def check_at_startup(self, app: FastAPI) -> None:

@@ -23,7 +23,7 @@ from fastapi_zitadel._concurrency.tasks import KeyedTasks
 from fastapi_zitadel._exceptions import InsufficientScopeError, InvalidTokenError, ZitadelError
 from fastapi_zitadel._principal import Principal
 
-from .requirements import Guard
+from .requirements import GuardBase
 
 __all__ = ["PrincipalLoader", "UserLoader", "user_dependency"]
 
@@ -66,7 +66,7 @@ class UserLoader:
 
 
 def user_dependency(
-    guard: Guard, loader: UserLoader, *, unknown_status: int
+    guard: GuardBase, loader: UserLoader, *, unknown_status: int
 ) -> Callable[..., Awaitable[Any]]:
     """``zitadel.user``: the loaded user, or 401/403 for an unknown one."""
     unknown: ZitadelError = (
