@@ -252,6 +252,9 @@ class _Guarded:
     forbids: bool = False  # a role check, which can answer 403
 
 
+_UNKNOWN_ROUTE = _Guarded(required=True, forbids=True)  # not among the routes: all three errors
+
+
 def _guarded_operations(routes: Iterable[BaseRoute], scheme_name: str) -> dict[Any, _Guarded]:
     """(path, method) -> how the route's dependency tree uses ``scheme_name``."""
     found: dict[Any, _Guarded] = {}
@@ -297,15 +300,10 @@ def _add_error_responses(
                 others = [req for req in security if scheme_name not in req]
                 security[:] = [{scheme_name: merged}, *others]
                 ours = [merged]
-            how = guarded.get((path, method))
-            codes: tuple[str, ...]
-            if how is None:
-                codes = ("401", "403", "503")
-            else:
-                scoped = any(scopes for scopes in ours)
-                codes = ("401", "403", "503") if scoped or how.forbids else ("401", "503")
-                if how.optional and not how.required and len(security) == 1:
-                    security.append({})  # anonymous callers are served too
+            how = guarded.get((path, method), _UNKNOWN_ROUTE)
+            codes = ("401", "403", "503") if how.forbids or any(ours) else ("401", "503")
+            if how.optional and not how.required and len(security) == 1:
+                security.append({})  # anonymous callers are served too
             responses = operation.setdefault("responses", {})
             for code in codes:
                 # a copy: the schema is the app's, to change; the constant stays as it is
