@@ -71,15 +71,6 @@ class DefaultZitadel(GuardBase):
         assert self._current is not None
         return self._current
 
-    def _for_request(self, conn: HTTPConnection) -> ZitadelIntrospection:
-        """The default instance for a request; without one, fail closed: 500, anonymous
-        requests too, and one ERROR line a minute."""
-        try:
-            return self.get()
-        except ConfigurationError as exc:
-            self._unconfigured_log("%s", exc.description)
-            raise exc.to_http(conn, "api") from None
-
     @property
     def current(self) -> ZitadelIntrospection | None:
         """The default instance if one was set or made already; never creates one."""
@@ -103,7 +94,14 @@ class DefaultZitadel(GuardBase):
         self.get()
 
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
-        return await self._for_request(conn)(conn, security_scopes)
+        """The default instance's answer; without one, fail closed: 500, anonymous requests
+        too, and one ERROR line a minute."""
+        try:
+            zitadel = self.get()
+        except ConfigurationError as exc:
+            self._unconfigured_log("%s", exc.description)
+            raise exc.to_http(conn, "api") from None
+        return await zitadel(conn, security_scopes)
 
 
 default_zitadel = DefaultZitadel()
