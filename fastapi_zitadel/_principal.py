@@ -146,8 +146,10 @@ class Principal(BaseModel):
         )
         if cls is Principal:
             return cls._trusted(fields)
-        # A principal_class= subclass: its own typed claims, validated (pydantic's way).
-        custom = _custom_claims(cls, claims)
+        # A principal_class= subclass: its own typed claims, validated (pydantic's way; raises
+        # its ValidationError).
+        model = _custom_model(cls)
+        custom = {} if model is None else dict(model.model_validate(thaw(claims)))
         return cls.model_construct(_fields_set=set(cls.model_fields), **fields, **custom)
 
     @classmethod
@@ -194,12 +196,9 @@ class Principal(BaseModel):
 
     def metadata_text(self, key: str) -> str | None:
         """A metadata value decoded as UTF-8, or ``None`` when absent or not text."""
-        raw = self.metadata.get(key)
-        if raw is None:
-            return None
         try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
+            return self.metadata[key].decode("utf-8")
+        except (KeyError, UnicodeDecodeError):
             return None
 
 
@@ -220,14 +219,6 @@ def _custom_model(cls: type[Principal]) -> type[BaseModel] | None:
     return create_model(  # type: ignore[call-overload, no-any-return]
         f"{cls.__name__}CustomClaims", __config__=ConfigDict(populate_by_name=True), **extra
     )
-
-
-def _custom_claims(cls: type[Principal], claims: Mapping[str, Any]) -> dict[str, Any]:
-    """A subclass's own fields from ``claims``; raises pydantic's ``ValidationError``."""
-    model = _custom_model(cls)
-    if model is None:
-        return {}
-    return dict(model.model_validate(thaw(claims)))
 
 
 def _organization(claims: Mapping[str, Any]) -> Organization | None:
