@@ -35,7 +35,11 @@ def extract_bearer(
     headers = [value for name, value in conn.scope["headers"] if name == b"authorization"]
     if len(headers) > 1:
         raise InvalidRequestError("the request has more than one Authorization header")
-    header_token = _from_header(headers[0].decode("latin-1"), max_length) if headers else None
+    header_token = None
+    if headers:
+        scheme, _, credentials = headers[0].decode("latin-1").strip().partition(" ")
+        if scheme.lower() == "bearer":  # another scheme (Basic, say) carries no bearer token
+            header_token = _checked(credentials.strip(" "), max_length)
     query = conn.scope.get("query_string", b"")
     if _QUERY_PARAMETER_BYTES not in query and b"%" not in query:  # "%": an encoded name
         return header_token
@@ -47,13 +51,6 @@ def extract_bearer(
     if header_token is not None or len(query_tokens) > 1:
         raise InvalidRequestError("the request carries more than one access token")
     return _checked(query_tokens[0], max_length)
-
-
-def _from_header(value: str, max_length: int) -> str | None:
-    scheme, _, credentials = value.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None  # another scheme (Basic, say) carries no bearer token
-    return _checked(credentials.strip(" "), max_length)
 
 
 def _checked(token: str, max_length: int) -> str:
