@@ -210,18 +210,12 @@ _ERROR_SCHEMA = {
     "properties": {
         "detail": {
             "type": "object",
-            "properties": {
-                "error": {"type": "string"},
-                "error_description": {"type": "string"},
-            },
+            "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
             "required": ["error", "error_description"],
         }
     },
 }
-_CHALLENGE = {
-    "description": "RFC 6750 challenge with the error code",
-    "schema": {"type": "string"},
-}
+_CHALLENGE = {"description": "RFC 6750 challenge with the error code", "schema": {"type": "string"}}
 _ERROR_RESPONSES: dict[str, dict[str, Any]] = {
     "401": {
         "description": "Missing, invalid, expired or revoked bearer token",
