@@ -61,12 +61,10 @@ def _quoted(value: str) -> str:
 
 
 class ZitadelError(Exception):
-    """Base class of everything this library raises on purpose.
-
-    At request time, ``to_http`` gives the response for it, from the class's attributes: a 4xx
-    carries a ``Bearer`` challenge, a 503 ``Retry-After``. The base answers 500: every error
-    raised while serving a request is one of the subclasses below.
-    """
+    """Base class of everything this library raises on purpose. At request time, ``to_http``
+    gives the response for it, from the class's attributes: a 4xx carries a ``Bearer``
+    challenge, a 503 ``Retry-After``. The base answers 500: every error raised while serving a
+    request is one of the subclasses below."""
 
     status_code: int = status.HTTP_500_INTERNAL_SERVER_ERROR
     error: str | None = "server_error"
@@ -144,20 +142,16 @@ class ConfigurationError(ZitadelError, ValueError):
 
 
 class KeyFileError(ConfigurationError):
-    """A ZITADEL key file could not be used.
-
-    Carries the source (a path, or a description such as ``JSON string``) and the field, so the
-    operator knows which file and which entry to fix without the key itself being printed.
-    """
+    """A ZITADEL key file could not be used. Carries the source (a path, or a description such
+    as ``JSON string``) and the field, so the operator knows which file and which entry to fix
+    without the key itself being printed."""
 
     def __init__(self, source: str, problem: str, *, field: str | None = None) -> None:
         self.source = source
         self.field = field
         self.problem = problem
-        where = f"key file {source}"
-        if field is not None:
-            where += f", field {field!r}"
-        super().__init__(f"{where}: {problem}")
+        where = "" if field is None else f", field {field!r}"
+        super().__init__(f"key file {source}{where}: {problem}")
 
 
 class WrongKeyTypeError(KeyFileError):
@@ -167,8 +161,7 @@ class WrongKeyTypeError(KeyFileError):
     introspection endpoint (``ZitadelIntrospection``) and an application to the token exchange
     (``TokenExchange``); a service user's key (``"type": "serviceaccount"``) gets tokens for
     calling APIs (``ServiceAccountAuth``). ``key_type`` is the kind found, ``needed`` the kind
-    this place takes.
-    """
+    this place takes."""
 
     def __init__(self, source: str, problem: str, *, key_type: str, needed: str) -> None:
         self.key_type = key_type
@@ -177,11 +170,8 @@ class WrongKeyTypeError(KeyFileError):
 
 
 class AuthenticationError(ZitadelError):
-    """The caller did not prove who they are (HTTP 401 or 400).
-
-    ``error`` is the RFC 6750 error code, or ``None`` when no credentials were sent at all
-    (RFC 6750 §3.1 says to send no error code then).
-    """
+    """The caller did not prove who they are (HTTP 401 or 400). ``error`` is the RFC 6750 error
+    code, or ``None`` when no credentials were sent at all (RFC 6750 §3.1: no error code then)."""
 
     error: str | None = "invalid_token"
     status_code = status.HTTP_401_UNAUTHORIZED
@@ -206,10 +196,8 @@ class InvalidRequestError(AuthenticationError):
 
 class InvalidTokenError(AuthenticationError):
     """The token is not valid: unknown, expired, revoked, for another audience, or malformed.
-
     ``detail`` is for the operator (logs at DEBUG, ``fastapi-zitadel introspect``), never for
-    the caller: e.g. the token's audiences next to the accepted ones.
-    """
+    the caller: e.g. the token's audiences next to the accepted ones."""
 
     def __init__(self, description: str, *, detail: str | None = None) -> None:
         self.detail = detail
@@ -217,10 +205,8 @@ class InvalidTokenError(AuthenticationError):
 
 
 class InsufficientScopeError(ZitadelError):
-    """The token is valid but lacks a required scope or role (HTTP 403).
-
-    ``scopes`` are the ones the operation needs, reported back in ``WWW-Authenticate`` so a
-    client knows what to ask for.
+    """The token is valid but lacks a required scope or role (HTTP 403). ``scopes`` are the ones
+    the operation needs, reported back in ``WWW-Authenticate`` so a client knows what to ask for.
     """
 
     error = "insufficient_scope"
@@ -252,11 +238,9 @@ class InsufficientScopeError(ZitadelError):
 
 
 class IdentityProviderError(ZitadelError):
-    """Authentication could not be decided because of the identity provider (HTTP 503).
-
-    Never a 401: telling a caller its token is bad when the fault is ours or the IdP's makes
-    well-behaved clients throw away good tokens. ``retry_after`` is in seconds.
-    """
+    """Authentication could not be decided because of the identity provider (HTTP 503). Never
+    a 401: telling a caller its token is bad when the fault is ours or the IdP's makes
+    well-behaved clients throw away good tokens. ``retry_after`` is in seconds."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     error = "temporarily_unavailable"
@@ -277,11 +261,9 @@ class TransportFailure(IdentityProviderUnavailable):
 
 class TokenTypeUnsupported(IdentityProviderUnavailable):
     """The IdP answered that it does not introspect this kind of token (400
-    ``unsupported_token_type``; oidc-provider says so for its JWT access tokens).
-
-    The IdP is up, so it never counts towards opening the circuit breaker; the token cannot
-    be confirmed by introspection, which is no verdict on it either (503, never 401).
-    """
+    ``unsupported_token_type``; oidc-provider says so for its JWT access tokens). The IdP is
+    up, so it never counts towards opening the circuit breaker; the token cannot be confirmed
+    by introspection, which is no verdict on it either (503, never 401)."""
 
 
 class IssuerMismatch(IdentityProviderUnavailable):
@@ -290,18 +272,14 @@ class IssuerMismatch(IdentityProviderUnavailable):
 
 class QueueTimeout(IdentityProviderUnavailable):
     """Our own cap on concurrent introspections kept this request waiting past its deadline.
-
-    Not the IdP's fault: it does not count towards opening the circuit breaker.
-    """
+    Not the IdP's fault: it does not count towards opening the circuit breaker."""
 
 
 class ClientCredentialsRejected(IdentityProviderError):
-    """The IdP rejected *our* client authentication: a server-side misconfiguration.
-
-    ZITADEL answers 400 ``unauthorized_client`` (its docs promise 401 ``invalid_client``).
-    Typical causes: the key was deleted or expired in ZITADEL, it belongs to another instance
-    or application, or the machine clock is off by more than a second.
-    """
+    """The IdP rejected *our* client authentication: a server-side misconfiguration. ZITADEL
+    answers 400 ``unauthorized_client`` (its docs promise 401 ``invalid_client``). Typical
+    causes: the key was deleted or expired in ZITADEL, it belongs to another instance or
+    application, or the machine clock is off by more than a second."""
 
     def __init__(
         self,
@@ -324,12 +302,10 @@ class ClientCredentialsRejected(IdentityProviderError):
 
 class SharedCacheUnavailable(ZitadelError):
     """``invalidate()`` or ``clear()`` could not get the shared tier to confirm within the
-    deadline (retries included).
-
-    This process has already dropped its own copy; the shared tier, and so the other replicas,
-    may still hold theirs until their ``cache_ttl`` runs out. Call it again, or make sure the
-    token is revoked at the IdP (every replica then refuses it once its cached copy lapses).
-    """
+    deadline (retries included). This process has already dropped its own copy; the shared
+    tier, and so the other replicas, may still hold theirs until their ``cache_ttl`` runs out.
+    Call it again, or make sure the token is revoked at the IdP (every replica then refuses it
+    once its cached copy lapses)."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     error = "temporarily_unavailable"
@@ -337,28 +313,22 @@ class SharedCacheUnavailable(ZitadelError):
 
 
 class TokenEndpointUnavailable(IdentityProviderUnavailable):
-    """ZITADEL's token endpoint could not be reached, timed out, or answered nonsense.
-
-    Raised when getting a token to call another API; worth retrying later (``retry_after``).
-    """
+    """ZITADEL's token endpoint could not be reached, timed out, or answered nonsense. Raised
+    when getting a token to call another API; worth retrying later (``retry_after``)."""
 
 
 class TokenRequestRejected(ClientCredentialsRejected):
     """The token endpoint refused to issue a token for *our* service user or application.
-
     ``client_id`` and ``key_id`` name the credential (never the secret), ``error_code`` is what
     ZITADEL answered and ``hint`` says what to check. A misconfiguration: retrying with the same
-    credential gets the same answer.
-    """
+    credential gets the same answer."""
 
 
 class TokenExchangeRejected(IdentityProviderError):
-    """ZITADEL refused a token exchange (RFC 8693) although our credentials were accepted.
-
-    The subject or actor token, the requested audience or scope, or the instance's settings
-    (the token exchange feature, impersonation) did not allow it; ``error_code`` is ZITADEL's
-    answer and ``hint`` what to check.
-    """
+    """ZITADEL refused a token exchange (RFC 8693) although our credentials were accepted: the
+    subject or actor token, the requested audience or scope, or the instance's settings (the
+    token exchange feature, impersonation) did not allow it; ``error_code`` is ZITADEL's answer
+    and ``hint`` what to check."""
 
     def __init__(self, description: str, *, error_code: str, status: int, hint: str = "") -> None:
         self.error_code = error_code
