@@ -1,11 +1,9 @@
 """How a protected API describes itself: the security scheme, Swagger UI's Authorize button,
 and the 401/403/503 responses of each protected operation (403 only where a scope or role is
-checked; ``{}`` as an alternative requirement where authentication is optional).
-
-With a web application's client id (``swagger_client_id``), the scheme is OAuth 2.0
-authorization code with PKCE against ZITADEL, so "Authorize" in ``/docs`` logs a developer in
-for real. Without one it is a plain bearer field to paste a token into.
-"""
+checked; ``{}`` as an alternative requirement where authentication is optional). With a web
+application's client id (``swagger_client_id``), the scheme is OAuth 2.0 authorization code
+with PKCE against ZITADEL, so "Authorize" in ``/docs`` logs a developer in for real. Without
+one it is a plain bearer field to paste a token into."""
 
 from __future__ import annotations
 
@@ -62,11 +60,9 @@ class ScopedSecurity(_Dependency):
     ``security`` list only when ``dep`` is an ``OAuth2`` or ``OpenIdConnect`` instance (newer
     versions do it for any ``SecurityBase``). Subclassing ``OAuth2`` is for that check alone:
     subclasses set their own attributes and define ``model`` and ``__call__``; ``OAuth2``'s
-    constructor and its header parsing are never used.
-
-    ``forbids``: the dependency itself can answer 403 (a role check), so its operations
-    document one. ``allows_anonymous``: callers without a token are served (``optional``).
-    """
+    constructor and its header parsing are never used. ``forbids``: the dependency itself can
+    answer 403 (a role check), so its operations document one. ``allows_anonymous``: callers
+    without a token are served (``optional``)."""
 
     forbids = False
     allows_anonymous = False
@@ -174,11 +170,9 @@ def swagger_ui_init_oauth(config: ZitadelConfig) -> dict[str, Any] | None:
 class RequiredScopes:
     """The scopes the routes of one guard require, as they are declared (``require_scope``,
     ``require_any_scope``): listed in its OAuth2 flow at once, so Swagger UI's login asks for
-    them and reading the scheme changes nothing; kept for the RFC 9728 document.
-
-    ``hand_on``: another guard's, which gets them too, those noted already included (the
-    default instance's guard hands them on to the instance that is the default).
-    """
+    them and reading the scheme changes nothing; kept for the RFC 9728 document. ``hand_on``:
+    another guard's, which gets them too, those noted already included (the default
+    instance's guard hands them on to the instance that is the default)."""
 
     def __init__(self, scheme: SecurityBase | None = None) -> None:
         self._scheme = scheme
@@ -258,8 +252,6 @@ def _guarded_operations(routes: Iterable[BaseRoute], scheme_name: str) -> dict[A
         guarded = _Guarded()
         for dependant in dependants(route):
             call = dependant.call
-            if call is None:
-                continue
             if isinstance(call, ScopedSecurity) and call.forbids:
                 guarded.forbids = True
             if isinstance(call, SecurityDependency) and call.scheme_name == scheme_name:
@@ -306,8 +298,7 @@ def _add_error_responses(
 
 
 def document_errors(app: FastAPI, scheme_name: str) -> None:
-    """Make ``app``'s schema document the errors of ``scheme_name``, once, when it is first
-    built."""
+    """Make ``app``'s schema document the errors of ``scheme_name``, once, when first built."""
     build_openapi = app.openapi
 
     def with_error_responses() -> dict[str, Any]:
