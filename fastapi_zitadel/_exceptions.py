@@ -15,8 +15,7 @@ The errors of calling other APIs (``ServiceAccountAuth``, ``TokenExchange``) are
 ``IdentityProviderError`` subclasses too: a route that cannot get a token for the API it calls
 answers 503, never 401.
 
-Messages never contain a token, an assertion or key material: they are safe to log.
-"""
+Messages never contain a token, an assertion or key material: they are safe to log."""
 
 from __future__ import annotations
 
@@ -206,8 +205,7 @@ class InvalidTokenError(AuthenticationError):
 
 class InsufficientScopeError(ZitadelError):
     """The token is valid but lacks a required scope or role (HTTP 403). ``scopes`` are the ones
-    the operation needs, reported back in ``WWW-Authenticate`` so a client knows what to ask for.
-    """
+    the operation needs, reported back in ``WWW-Authenticate`` so a client knows what to ask for."""
 
     error = "insufficient_scope"
     status_code = status.HTTP_403_FORBIDDEN

@@ -3,8 +3,7 @@
 One ``Principal`` is cached and handed to every request that presents the same token, so it is
 deeply immutable: a handler that tried to add a role would otherwise grant it to the next
 request too. How claims are read is in ``_claims``; how cached principals stay small, in
-``_interning``.
-"""
+``_interning``."""
 
 from __future__ import annotations
 
@@ -51,8 +50,7 @@ class Actor(BaseModel):
 
     ZITADEL sets it on tokens from a token exchange with an actor token (impersonation or
     delegation): ``subject`` is the actor's user id, ``issuer`` the instance that vouched for
-    it, and ``actor`` whoever acted for the actor in turn (a chain of delegations).
-    """
+    it, and ``actor`` whoever acted for the actor in turn (a chain of delegations)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -70,8 +68,7 @@ class Principal(BaseModel):
     ``actor.subject`` acting for ``subject``. ``claims`` holds every claim of the answer, for
     anything not modelled here. ``verified_by`` says where the claims come from:
     ``"introspection"`` (ZITADEL's answer) or ``"jwt"`` (a JWT access token verified locally,
-    which carries fewer claims: no profile, e-mail or phone).
-    """
+    which carries fewer claims: no profile, e-mail or phone)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -111,8 +108,7 @@ class Principal(BaseModel):
         """Build a principal from an active answer's claims (or a verified JWT's).
 
         Raises ``MalformedClaimError`` when a validity-deciding claim has the wrong type.
-        Fields are read and checked here, so pydantic's validation is skipped.
-        """
+        Fields are read and checked here, so pydantic's validation is skipped."""
         claims = freeze(claims)
         preferred_username = read.text(claims, "preferred_username")
         client_id = read.strict_text(claims, "client_id")

@@ -5,8 +5,7 @@ before the app is configured (``Depends(require_role("admin"))`` in a router mod
 Nothing can be checked when such a route is declared (the default may be set later). When the
 app starts through ``install()``, routes bound to the default instance resolve it, so a missing
 one fails the start; without ``install()``, the first request answers 500 and one ERROR line a
-minute names the fix, never a traceback per request.
-"""
+minute names the fix, never a traceback per request."""
 
 import logging
 
@@ -41,8 +40,7 @@ class DefaultZitadel(GuardBase):
     at request time. The module-level ``require_*`` build on it.
 
     It holds the default instance (``set``, ``get``) and the scopes the module-level
-    ``require_*`` declared, which it hands to each instance that becomes the default.
-    """
+    ``require_*`` declared, which it hands to each instance that becomes the default."""
 
     def __init__(self) -> None:
         self._current: ZitadelIntrospection | None = None

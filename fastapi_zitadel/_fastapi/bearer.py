@@ -2,8 +2,7 @@
 
 Strict on purpose: a request that carries two tokens, or a token that is not a ``b64token``,
 is ambiguous, and an auth layer that guesses which one counts invites confusion attacks.
-All of this runs before any network call, so junk never reaches the identity provider.
-"""
+All of this runs before any network call, so junk never reaches the identity provider."""
 
 from __future__ import annotations
 
@@ -28,8 +27,7 @@ def extract_bearer(
 
     ``allow_query`` accepts ``?access_token=`` (RFC 6750 §2.3); it is meant for WebSockets,
     whose browser API cannot set headers. Elsewhere a token in the URL ends up in access logs,
-    so it is refused rather than ignored.
-    """
+    so it is refused rather than ignored."""
     # This runs on every request: read the raw ASGI headers (names are lower-case bytes) rather
     # than building Starlette's Headers and QueryParams objects.
     headers = [value for name, value in conn.scope["headers"] if name == b"authorization"]

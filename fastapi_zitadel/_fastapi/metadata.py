@@ -2,8 +2,7 @@
 issues its tokens, and the URL every 401 challenge points to (§5.1).
 
 MCP clients (and any RFC 9728 client) start from a 401, read ``resource_metadata`` from its
-``WWW-Authenticate``, fetch the document, and go to the authorization server it names.
-"""
+``WWW-Authenticate``, fetch the document, and go to the authorization server it names."""
 
 from __future__ import annotations
 

@@ -9,8 +9,7 @@ lookup.
 
 The hot path (a protected request with a cached token) is one path check, the bearer parse,
 one digest and one dict lookup, and two small objects; no Starlette ``Request``, no response
-wrapper, no extra task.
-"""
+wrapper, no extra task."""
 
 from __future__ import annotations
 
@@ -60,12 +59,10 @@ class ZitadelUser(BaseUser):
 
 class ZitadelCredentials(AuthCredentials):
     """``request.auth``: ``scopes`` holds the token's scopes and, as ``<role_prefix><role>``
-    (``role:admin``), its project roles; built on first read.
-
-    A scope that itself starts with ``role_prefix`` is left out: only a project role may
-    read as one. An authorization server that grants any scope a client asks for (ZITADEL
-    does not; others may) would otherwise hand out ``role:admin`` to whoever requests it.
-    """
+    (``role:admin``), its project roles; built on first read. A scope that itself starts with
+    ``role_prefix`` is left out: only a project role may read as one. An authorization server
+    that grants any scope a client asks for (ZITADEL does not; others may) would otherwise hand
+    out ``role:admin`` to whoever requests it."""
 
     def __init__(self, principal: Principal, role_prefix: str = "role:") -> None:
         # AuthCredentials.__init__ is not called: ``scopes`` is computed on first read.
@@ -100,6 +97,7 @@ class _PublicPaths:
             methods: frozenset[str] | None = None
             if isinstance(entry, str):
                 head, _, rest = entry.partition(" ")
+                pattern = rest.strip() if rest else head
                 if rest:
                     methods = frozenset(m.strip().upper() for m in head.split(","))
                     unknown = methods - _METHODS
@@ -108,9 +106,6 @@ class _PublicPaths:
                             f"public_paths: unknown HTTP method {sorted(unknown)[0]!r} in "
                             f"{entry!r} (write 'METHOD /path')"
                         )
-                    pattern = rest.strip()
-                else:
-                    pattern = head
                 if not pattern.startswith(("/", "*")):
                     raise ConfigurationError(
                         f"public_paths: {entry!r} must be a path starting with '/' (or '*')"
@@ -150,8 +145,7 @@ class ZitadelMiddleware:
     401/400 with the RFC 6750 challenge (and ``resource_metadata`` with ``resource`` set), 503
     with ``Retry-After`` during an IdP outage; a WebSocket is closed (1008, or 1013 to retry).
     The RFC 9728 metadata path is always public, and so is the event receiver's
-    (``POST events_path``, with ``events_signing_key``).
-    """
+    (``POST events_path``, with ``events_signing_key``)."""
 
     def __init__(
         self,

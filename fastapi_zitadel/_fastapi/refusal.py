@@ -7,8 +7,7 @@ servers (uvicorn among them) turn a close before ``accept()`` into a bare ``HTTP
 real client could tell neither "refused" from "retry later" nor read the reason. So the socket
 is accepted first, and the close that follows carries the code and the reason to every client,
 browsers included (they cannot read a refused handshake's status at all). The route's handler
-never runs: the dependency raised before it.
-"""
+never runs: the dependency raised before it."""
 
 from __future__ import annotations
 

@@ -21,8 +21,7 @@ FastAPI would, with the connection and ``SecurityScopes`` its parameters ask for
 
 No ``from __future__ import annotations`` here: FastAPI reads the dependency functions'
 annotations at runtime, and as strings they would be resolved against module globals rather
-than the closure's guard (``self``).
-"""
+than the closure's guard (``self``)."""
 
 import inspect
 from collections.abc import Awaitable, Callable
@@ -134,8 +133,7 @@ class Requirement(_OnGuardsScheme):
     ``listed``: scopes to list in OpenAPI, through a do-nothing parameter that FastAPI reads
     from this instance's ``__signature__`` (one more level, only where there are scopes).
     Scopes given around it (``Security(zitadel.require_role("admin"), scopes=[...])``) reach
-    it as ``SecurityScopes`` and the guard checks them, as it does for ``Security(zitadel)``.
-    """
+    it as ``SecurityScopes`` and the guard checks them, as it does for ``Security(zitadel)``."""
 
     forbids = True  # OpenAPI: its operations document a 403
 

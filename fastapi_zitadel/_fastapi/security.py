@@ -76,8 +76,7 @@ class ZitadelIntrospection(GuardBase):
     client assertion, the issuer's keys and the result cache. It is a FastAPI security
     dependency (``Depends(zitadel)``, ``Security(zitadel, scopes=[...])``), and usable without
     FastAPI through ``verify``. Every setting is a keyword (see the configuration reference);
-    ``config=`` takes a ready ``ZitadelConfig`` whose values the keywords override.
-    """
+    ``config=`` takes a ready ``ZitadelConfig`` whose values the keywords override."""
 
     def __init__(
         self,

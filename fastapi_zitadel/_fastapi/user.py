@@ -9,8 +9,7 @@ that request only (nothing is kept); one that returns ``None`` means "unknown us
 kept either, so a user who signs up is known on the next request.
 
 No ``from __future__ import annotations`` here: FastAPI reads the dependency's annotations at
-runtime.
-"""
+runtime."""
 
 import weakref
 from collections.abc import Awaitable, Callable
