@@ -7,9 +7,10 @@ import functools
 import inspect
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from os import PathLike
 from typing import Any, Literal, overload
 
@@ -46,8 +47,9 @@ from fastapi_zitadel._resilience.circuit_breaker import CircuitState
 
 from . import metadata, openapi
 from .bearer import extract_bearer
+from .openapi import ScopedSecurity
 from .refusal import Refusal
-from .requirements import GuardBase, _OnGuardsScheme
+from .requirements import GuardBase
 from .user import PrincipalLoader, UserLoader, user_dependency
 
 __all__ = [
@@ -169,11 +171,12 @@ class ZitadelIntrospection(GuardBase):
         self._query_tokens = self.config.websocket_query_token
         self._max_token_length = self.config.max_token_length
         self._confirms = self.config.validation == "hybrid"  # what ``introspected`` waits for
-        self.optional = OptionalDependency(self)
+        self.optional = OptionalDependency(self, partial(self._answer, required=False))
         """A dependency giving ``None`` for anonymous requests, for routes that serve both.
         A token, when present, must be valid (else 401) and hold the scopes of
         ``Security(zitadel.optional, scopes=[...])`` (else 403)."""
-        self.introspected = IntrospectedDependency(self)
+        answer = partial(self._answer, required=True, confirmed=True)
+        self.introspected = IntrospectedDependency(self, answer)
         """A dependency like this one that, with ``validation="hybrid"``, answers only once
         ZITADEL's introspection has confirmed the token (joining the check in flight, or
         making one): for routes where a revoked token must never pass, not even once. With
@@ -478,14 +481,18 @@ def open_with(
     app.router.lifespan_context = lifespan
 
 
-class _OnInstanceScheme(_OnGuardsScheme):
+class _OnInstanceScheme(ScopedSecurity):
     """A dependency documented under its instance's scheme, answering through its
-    ``_answer`` (the one lookup and the one refusal)."""
+    ``_answer`` (the one lookup and the one refusal), bound to what this dependency needs."""
 
-    _guard: ZitadelIntrospection
-
-    def __init__(self, zitadel: ZitadelIntrospection) -> None:
-        self._guard = zitadel
+    def __init__(
+        self,
+        zitadel: ZitadelIntrospection,
+        answer: Callable[[HTTPConnection, Sequence[str]], Awaitable[Principal | None]],
+    ) -> None:
+        self._answer = answer
+        self.model = zitadel.model
+        self.scheme_name = zitadel.scheme_name
 
 
 class OptionalDependency(_OnInstanceScheme):
@@ -496,7 +503,7 @@ class OptionalDependency(_OnInstanceScheme):
     async def __call__(
         self, conn: HTTPConnection, security_scopes: SecurityScopes
     ) -> Principal | None:
-        return await self._guard._answer(conn, security_scopes.scopes, required=False)
+        return await self._answer(conn, security_scopes.scopes)
 
 
 class IntrospectedDependency(_OnInstanceScheme):
@@ -505,7 +512,6 @@ class IntrospectedDependency(_OnInstanceScheme):
     the same as ``zitadel`` itself."""
 
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
-        scopes = security_scopes.scopes
-        principal = await self._guard._answer(conn, scopes, required=True, confirmed=True)
+        principal = await self._answer(conn, security_scopes.scopes)
         assert principal is not None  # required
         return principal
