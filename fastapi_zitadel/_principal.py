@@ -105,10 +105,9 @@ class Principal(BaseModel):
         project_id: str | None = None,
         verified_by: VerifiedBy = "introspection",
     ) -> Principal:
-        """Build a principal from an active answer's claims (or a verified JWT's).
-
-        Raises ``MalformedClaimError`` when a validity-deciding claim has the wrong type.
-        Fields are read and checked here, so pydantic's validation is skipped."""
+        """Build a principal from an active answer's claims (or a verified JWT's). Raises
+        ``MalformedClaimError`` when a validity-deciding claim has the wrong type. Fields are
+        read and checked here, so pydantic's validation is skipped."""
         claims = freeze(claims)
         preferred_username = read.text(claims, "preferred_username")
         client_id = read.strict_text(claims, "client_id")

@@ -35,12 +35,11 @@ __all__ = [
 
 
 class DefaultZitadel(GuardBase):
-    """A dependency standing for the default instance, which may not exist yet when routes
-    are declared: ``Depends(default_zitadel)`` is ``Depends(get_default_zitadel())`` decided
-    at request time. The module-level ``require_*`` build on it.
-
-    It holds the default instance (``set``, ``get``) and the scopes the module-level
-    ``require_*`` declared, which it hands to each instance that becomes the default."""
+    """A dependency standing for the default instance, which may not exist yet when routes are
+    declared: ``Depends(default_zitadel)`` is ``Depends(get_default_zitadel())`` decided at request
+    time. The module-level ``require_*`` build on it. It holds the default instance (``set``,
+    ``get``) and the scopes the module-level ``require_*`` declared, which it hands to each instance
+    that becomes the default."""
 
     def __init__(self) -> None:
         self._current: ZitadelIntrospection | None = None

@@ -64,9 +64,8 @@ class ZitadelTokenVerifier:
         self.required_scopes: tuple[str, ...] = ()
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        """The token's ``AccessToken``, or ``None`` when it is not valid.
-
-        Raises ``IdentityProviderError`` when that cannot be decided now (never ``None``)."""
+        """The token's ``AccessToken``, or ``None`` when it is not valid. Raises
+        ``IdentityProviderError`` when that cannot be decided now (never ``None``)."""
         try:
             principal = await self.zitadel.verify(token)
         except InvalidTokenError:

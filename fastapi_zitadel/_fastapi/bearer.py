@@ -23,11 +23,10 @@ _QUERY_PARAMETER_BYTES = _QUERY_PARAMETER.encode("ascii")
 def extract_bearer(
     conn: HTTPConnection, *, max_length: int, allow_query: bool = False
 ) -> str | None:
-    """The request's bearer token, or ``None`` when it carries none.
-
-    ``allow_query`` accepts ``?access_token=`` (RFC 6750 §2.3); it is meant for WebSockets,
-    whose browser API cannot set headers. Elsewhere a token in the URL ends up in access logs,
-    so it is refused rather than ignored."""
+    """The request's bearer token, or ``None`` when it carries none. ``allow_query`` accepts
+    ``?access_token=`` (RFC 6750 §2.3); it is meant for WebSockets, whose browser API cannot set
+    headers. Elsewhere a token in the URL ends up in access logs, so it is refused rather than
+    ignored."""
     # This runs on every request: read the raw ASGI headers (names are lower-case bytes) rather
     # than building Starlette's Headers and QueryParams objects.
     headers = [value for name, value in conn.scope["headers"] if name == b"authorization"]

@@ -128,12 +128,11 @@ class _ScopeDocumentation(_OnGuardsScheme):
 
 class Requirement(_OnGuardsScheme):
     """A ``require_*`` dependency: authenticates through ``guard``, then answers 403 unless
-    ``holds`` says the principal has what the route needs.
-
-    ``listed``: scopes to list in OpenAPI, through a do-nothing parameter that FastAPI reads
-    from this instance's ``__signature__`` (one more level, only where there are scopes).
-    Scopes given around it (``Security(zitadel.require_role("admin"), scopes=[...])``) reach
-    it as ``SecurityScopes`` and the guard checks them, as it does for ``Security(zitadel)``."""
+    ``holds`` says the principal has what the route needs. ``listed``: scopes to list in OpenAPI,
+    through a do-nothing parameter that FastAPI reads from this instance's ``__signature__`` (one
+    more level, only where there are scopes). Scopes given around it
+    (``Security(zitadel.require_role("admin"), scopes=[...])``) reach it as ``SecurityScopes`` and
+    the guard checks them, as it does for ``Security(zitadel)``."""
 
     forbids = True  # OpenAPI: its operations document a 403
 

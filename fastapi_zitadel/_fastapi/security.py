@@ -353,10 +353,9 @@ class ZitadelIntrospection(GuardBase):
     async def _lookup(self, conn: HTTPConnection, *, confirmed: bool = False) -> Principal | None:
         """The one path from a connection to its principal: ``None`` without a token, a
         ``ZitadelError`` for a bad one or an outage. ``confirmed``: a JWT served before
-        ZITADEL's confirmation (hybrid mode) waits for it.
-
-        The hot path, run on every request, often several times (router and route scopes): the
-        principal is kept in the request's scope, and a cache hit completes without awaiting."""
+        ZITADEL's confirmation (hybrid mode) waits for it. The hot path, run on every request,
+        often several times (router and route scopes): the principal is kept in the request's
+        scope, and a cache hit completes without awaiting."""
         scope = conn.scope
         # Kept for one HTTP request only: on a WebSocket, the scope lives as long as the socket,
         # and a later check must see a revocation or an expiry (a cache hit is cheap).
