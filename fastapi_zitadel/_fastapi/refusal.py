@@ -12,10 +12,9 @@ never runs: the dependency raised before it."""
 from __future__ import annotations
 
 import contextlib
-import json
-from typing import Any
 
 from fastapi import HTTPException, WebSocketException
+from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -61,12 +60,8 @@ class Refusal:
         if not isinstance(exc, HTTPException):
             await send({"type": "websocket.close", "code": exc.code, "reason": exc.reason})
             return
-        body = json.dumps({"detail": exc.detail}, separators=(",", ":")).encode("utf-8")
-        headers: list[tuple[bytes, bytes]] = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode("ascii")),
-        ]
-        given: Any = exc.headers or {}
-        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in given.items()]
+        # What FastAPI's handler of an HTTPException renders: byte for byte the same answer.
+        response = JSONResponse({"detail": exc.detail}, exc.status_code, exc.headers)
+        headers = response.raw_headers
         await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": response.body})
