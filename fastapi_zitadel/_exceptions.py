@@ -119,11 +119,8 @@ class ZitadelError(Exception):
         if conn.scope["type"] == "websocket":
             # 1008 (policy violation) for auth failures; 1013 (try again later) for outages,
             # so a client knows whether to retry.
-            code = (
-                status.WS_1013_TRY_AGAIN_LATER
-                if self.status_code == status.HTTP_503_SERVICE_UNAVAILABLE
-                else status.WS_1008_POLICY_VIOLATION
-            )
+            retry = self.status_code == status.HTTP_503_SERVICE_UNAVAILABLE
+            code = status.WS_1013_TRY_AGAIN_LATER if retry else status.WS_1008_POLICY_VIOLATION
             reason = self.public_description().encode("utf-8")[:_WS_REASON_LIMIT]
             return WebSocketException(code=code, reason=reason.decode("utf-8", errors="ignore"))
         detail = {
