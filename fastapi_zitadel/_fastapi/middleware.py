@@ -94,32 +94,29 @@ class _PublicPaths:
         self._exact: dict[str, frozenset[str] | None] = {}
         self._patterns: list[tuple[re.Pattern[str], frozenset[str] | None]] = []
         for entry in entries:
-            methods: frozenset[str] | None = None
-            if isinstance(entry, str):
-                head, _, rest = entry.partition(" ")
-                pattern = rest.strip() if rest else head
-                if rest:
-                    methods = frozenset(m.strip().upper() for m in head.split(","))
-                    unknown = methods - _METHODS
-                    if unknown:
-                        raise ConfigurationError(
-                            f"public_paths: unknown HTTP method {sorted(unknown)[0]!r} in "
-                            f"{entry!r} (write 'METHOD /path')"
-                        )
-                if not pattern.startswith(("/", "*")):
-                    raise ConfigurationError(
-                        f"public_paths: {entry!r} must be a path starting with '/' (or '*')"
-                    )
-                if "*" not in pattern:
-                    previous = self._exact.get(pattern, frozenset())
-                    self._exact[pattern] = (
-                        None if methods is None or previous is None else previous | methods
-                    )
-                    continue
+            if not isinstance(entry, str):  # a compiled pattern
+                self._patterns.append((entry, None))
+                continue
+            head, _, rest = entry.partition(" ")
+            pattern = rest.strip() if rest else head
+            methods = frozenset(m.strip().upper() for m in head.split(",")) if rest else None
+            if methods is not None and not methods <= _METHODS:
+                raise ConfigurationError(
+                    f"public_paths: unknown HTTP method {sorted(methods - _METHODS)[0]!r} in "
+                    f"{entry!r} (write 'METHOD /path')"
+                )
+            if not pattern.startswith(("/", "*")):
+                raise ConfigurationError(
+                    f"public_paths: {entry!r} must be a path starting with '/' (or '*')"
+                )
+            if "*" in pattern:
                 compiled = re.compile(".*".join(re.escape(p) for p in pattern.split("*")))
-            else:
-                compiled = entry
-            self._patterns.append((compiled, methods))
+                self._patterns.append((compiled, methods))
+                continue
+            previous = self._exact.get(pattern, frozenset())
+            self._exact[pattern] = (
+                None if methods is None or previous is None else previous | methods
+            )
 
     def __bool__(self) -> bool:
         return bool(self._exact or self._patterns)

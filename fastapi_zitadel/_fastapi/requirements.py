@@ -1,27 +1,25 @@
-"""``require_scope``, ``require_any_scope``, ``require_role``, ``require_any_role``.
+"""``require_scope``, ``require_any_scope``, ``require_role``, ``require_any_role``: the plain
+name means **all of** them, ``_any_`` **at least one**. Authentication always runs before the
+check (a forged token gets 401, never 403); calling one with nothing to check is a mistake
+caught when the route is declared.
 
-The rule everywhere: the plain name means **all of** them, ``_any_`` means **at least one**.
-Authentication always runs before the check (a forged token gets 401, never 403). Calling one
-with nothing to check is a mistake caught when the route is declared.
+Dependency levels: FastAPI spends about 13 µs per request on every level of a route's
+dependency tree, even one that does nothing (BENCHMARKS.md, section 1, (b) against (c)). A
+``Requirement`` is itself the security dependency: it authenticates through its guard and
+checks in one call, one level (the role requirements). FastAPI takes an operation's OpenAPI
+scopes only from ``Security(..., scopes=[...])``, so the scope requirements declare theirs
+through one more: ``require_scope`` is ``Security(guard, scopes=...)`` in a wrapper (the guard
+checks them; by hand, ``Security(zitadel, scopes=[...])`` is one level), ``require_any_scope``
+a ``Requirement`` with a do-nothing documentation parameter (``Security(guard, scopes=...)``
+would demand *all* of them). OpenAPI documents a 403 for every ``Requirement`` (``forbids``).
 
-How many dependency levels each costs, and why: FastAPI spends about 13 µs per request on
-every level of a route's dependency tree, even one that does nothing (BENCHMARKS.md, section
-1, (b) against (c)). A ``Requirement`` is itself the security dependency: it authenticates
-through its guard and checks in one call, one level (the role requirements). FastAPI takes an
-operation's OpenAPI scopes only from ``Security(..., scopes=[...])``, so the scope
-requirements declare theirs through one more: ``require_scope`` is ``Security(guard,
-scopes=...)`` in a wrapper (the guard checks them; written by hand, ``Security(zitadel,
-scopes=[...])`` is one level), ``require_any_scope`` a ``Requirement`` with a do-nothing
-documentation parameter (``Security(guard, scopes=...)`` would demand *all* of them).
-OpenAPI documents a 403 for every ``Requirement`` (``forbids``).
+``app.dependency_overrides[guard]`` keeps working for a one-level requirement: it looks for an
+override of its guard in the app (an empty dict costs one truth test) and calls it as FastAPI
+would, with the connection and ``SecurityScopes`` its parameters ask for.
 
-``app.dependency_overrides[guard]`` keeps working for a one-level requirement: it looks for
-an override of its guard in the app (an empty dict costs one truth test) and calls it as
-FastAPI would, with the connection and ``SecurityScopes`` its parameters ask for.
-
-No ``from __future__ import annotations`` here: FastAPI reads the dependency functions'
-annotations at runtime, and as strings they would be resolved against module globals rather
-than the closure's guard (``self``)."""
+No ``from __future__ import annotations``: FastAPI reads the dependency functions' annotations
+at runtime, and as strings they would be resolved against module globals rather than the
+closure's guard (``self``)."""
 
 import inspect
 from collections.abc import Awaitable, Callable

@@ -506,9 +506,8 @@ class OptionalDependency(_OnInstanceScheme):
 
 
 class IntrospectedDependency(_OnInstanceScheme):
-    """``zitadel.introspected``: the same scheme, answering only with a principal whose
-    token ZITADEL's introspection confirmed (``validation="hybrid"``); with the other modes
-    the same as ``zitadel`` itself."""
+    """``zitadel.introspected``: the same scheme, answering only once ZITADEL's introspection
+    confirmed the token (``validation="hybrid"``); with the other modes, ``zitadel`` itself."""
 
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
         principal = await self._answer(conn, security_scopes.scopes)
