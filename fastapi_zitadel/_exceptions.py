@@ -67,9 +67,8 @@ class ZitadelError(Exception):
 
     status_code: int = status.HTTP_500_INTERNAL_SERVER_ERROR
     error: str | None = "server_error"
-    # What the caller may read; ``None``: the description itself. Callers of a 5xx learn that
-    # authentication is unavailable, not why: the details (our client id, the IdP's error) are
-    # in our logs, where the operator can act on them.
+    # What the caller may read (``None``: the description). A 5xx says it is unavailable, not
+    # why: the details (our client id, the IdP's error) are in our logs, for the operator.
     public_message: str | None = "authentication failed"
     scopes: tuple[str, ...] = ()  # named in the challenge (RFC 6750 §3)
     retry_after: float | None = None  # seconds; ``Retry-After`` says at least 1
@@ -151,13 +150,12 @@ class KeyFileError(ConfigurationError):
 
 
 class WrongKeyTypeError(KeyFileError):
-    """A ZITADEL key file of the other kind: ZITADEL has two, and each works in one place only.
-
-    An API application's key (``"type": "application"``) authenticates the API to the
-    introspection endpoint (``ZitadelIntrospection``) and an application to the token exchange
-    (``TokenExchange``); a service user's key (``"type": "serviceaccount"``) gets tokens for
-    calling APIs (``ServiceAccountAuth``). ``key_type`` is the kind found, ``needed`` the kind
-    this place takes."""
+    """A ZITADEL key file of the other kind: ZITADEL has two, and each works in one place only. An
+    API application's key (``"type": "application"``) authenticates the API to the introspection
+    endpoint (``ZitadelIntrospection``) and an application to the token exchange
+    (``TokenExchange``); a service user's key (``"type": "serviceaccount"``) gets tokens for calling
+    APIs (``ServiceAccountAuth``). ``key_type`` is the kind found, ``needed`` the kind this place
+    takes."""
 
     def __init__(self, source: str, problem: str, *, key_type: str, needed: str) -> None:
         self.key_type = key_type

@@ -46,11 +46,10 @@ class Organization(BaseModel):
 
 
 class Actor(BaseModel):
-    """Who acts for the token's subject (the ``act`` claim of RFC 8693 §4.1).
-
-    ZITADEL sets it on tokens from a token exchange with an actor token (impersonation or
-    delegation): ``subject`` is the actor's user id, ``issuer`` the instance that vouched for
-    it, and ``actor`` whoever acted for the actor in turn (a chain of delegations)."""
+    """Who acts for the token's subject (the ``act`` claim of RFC 8693 §4.1). ZITADEL sets it on
+    tokens from a token exchange with an actor token (impersonation or delegation): ``subject`` is
+    the actor's user id, ``issuer`` the instance that vouched for it, and ``actor`` whoever acted
+    for the actor in turn (a chain of delegations)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -60,15 +59,13 @@ class Actor(BaseModel):
 
 
 class Principal(BaseModel):
-    """Who called, as the identity provider vouched for it.
-
-    ``roles`` maps a project role to the organizations that granted it:
-    ``{"admin": {"<org id>": "<org primary domain>"}}``. ``actor`` is set when someone acts on
-    the subject's behalf (a token exchanged with an actor token): the caller is then
-    ``actor.subject`` acting for ``subject``. ``claims`` holds every claim of the answer, for
-    anything not modelled here. ``verified_by`` says where the claims come from:
-    ``"introspection"`` (ZITADEL's answer) or ``"jwt"`` (a JWT access token verified locally,
-    which carries fewer claims: no profile, e-mail or phone)."""
+    """Who called, as the identity provider vouched for it. ``roles`` maps a project role to the
+    organizations that granted it: ``{"admin": {"<org id>": "<org primary domain>"}}``. ``actor`` is
+    set when someone acts on the subject's behalf (a token exchanged with an actor token): the
+    caller is then ``actor.subject`` acting for ``subject``. ``claims`` holds every claim of the
+    answer, for anything not modelled here. ``verified_by`` says where the claims come from:
+    ``"introspection"`` (ZITADEL's answer) or ``"jwt"`` (a JWT access token verified locally, which
+    carries fewer claims: no profile, e-mail or phone)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -141,8 +138,7 @@ class Principal(BaseModel):
         )
         if cls is Principal:
             return cls._trusted(fields)
-        # A principal_class= subclass: its own typed claims, validated (pydantic's way; raises
-        # its ValidationError).
+        # A principal_class= subclass: its own typed claims, validated by pydantic (it raises).
         model = _custom_model(cls)
         custom = {} if model is None else dict(model.model_validate(thaw(claims)))
         return cls.model_construct(_fields_set=set(cls.model_fields), **fields, **custom)

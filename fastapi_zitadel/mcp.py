@@ -50,11 +50,10 @@ __all__ = ["ZitadelTokenVerifier"]
 
 
 class ZitadelTokenVerifier:
-    """The MCP SDK's ``TokenVerifier`` on a ``ZitadelIntrospection``.
-
-    ``AccessToken.scopes`` holds the token's scopes and, as ``<role_prefix><role>``
-    (``role:admin``), its project roles, so ``AuthSettings(required_scopes=["role:mcp"])``
-    demands a ZITADEL role (ZITADEL has no custom scopes)."""
+    """The MCP SDK's ``TokenVerifier`` on a ``ZitadelIntrospection``. ``AccessToken.scopes`` holds
+    the token's scopes and, as ``<role_prefix><role>`` (``role:admin``), its project roles, so
+    ``AuthSettings(required_scopes=["role:mcp"])`` demands a ZITADEL role (ZITADEL has no custom
+    scopes)."""
 
     def __init__(self, zitadel: ZitadelIntrospection, *, role_prefix: str = "role:") -> None:
         if not isinstance(zitadel, ZitadelIntrospection):

@@ -134,15 +134,14 @@ class _PublicPaths:
 
 
 class ZitadelMiddleware:
-    """Every HTTP request and WebSocket needs a valid ZITADEL token, except ``public_paths``.
-
+    """Every HTTP request and WebSocket needs a valid ZITADEL token, except ``public_paths``:
     ``app.add_middleware(ZitadelMiddleware, zitadel=zitadel, public_paths=["/health",
     "OPTIONS *"])``. With ``require=False``, requests without a token pass as
-    ``UnauthenticatedUser`` (an invalid token is still a 401). Errors are the dependency's:
-    401/400 with the RFC 6750 challenge (and ``resource_metadata`` with ``resource`` set), 503
-    with ``Retry-After`` during an IdP outage; a WebSocket is closed (1008, or 1013 to retry).
-    The RFC 9728 metadata path is always public, and so is the event receiver's
-    (``POST events_path``, with ``events_signing_key``)."""
+    ``UnauthenticatedUser`` (an invalid token is still a 401). Errors are the dependency's: 401/400
+    with the RFC 6750 challenge (and ``resource_metadata`` with ``resource`` set), 503 with
+    ``Retry-After`` during an IdP outage; a WebSocket is closed (1008, or 1013 to retry). The RFC
+    9728 metadata path is always public, and so is the event receiver's (``POST events_path``,
+    with ``events_signing_key``)."""
 
     def __init__(
         self,

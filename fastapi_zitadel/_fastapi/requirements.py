@@ -145,9 +145,8 @@ class Requirement(_OnGuardsScheme):
         self._guard = guard
         self._holds = holds
         self._refusal = refusal
-        # What FastAPI reads instead of ``__call__``'s own signature: the connection, the
-        # scopes required around this dependency, and the scopes to list as a parameter of
-        # their own when there are some.
+        # What FastAPI reads instead of ``__call__``'s own signature: the connection, the scopes
+        # required around this dependency and, when there are some, the scopes to list.
         parameters = [
             Parameter("conn", Parameter.POSITIONAL_OR_KEYWORD, annotation=HTTPConnection),
             Parameter("security_scopes", Parameter.KEYWORD_ONLY, annotation=SecurityScopes),

@@ -72,13 +72,12 @@ class ClientIdentity:
 
 class ZitadelIntrospection(GuardBase):
     """Verifies bearer tokens by asking ZITADEL's introspection endpoint (RFC 7662), by verifying
-    JWT access tokens locally (``validation="local"``), or both (``validation="hybrid"``).
-
-    Create one per app (per issuer) and reuse it: it holds the connection pool, the signed
-    client assertion, the issuer's keys and the result cache. It is a FastAPI security
-    dependency (``Depends(zitadel)``, ``Security(zitadel, scopes=[...])``), and usable without
-    FastAPI through ``verify``. Every setting is a keyword (see the configuration reference);
-    ``config=`` takes a ready ``ZitadelConfig`` whose values the keywords override."""
+    JWT access tokens locally (``validation="local"``), or both (``validation="hybrid"``). Create
+    one per app (per issuer) and reuse it: it holds the connection pool, the signed client
+    assertion, the issuer's keys and the result cache. It is a FastAPI security dependency
+    (``Depends(zitadel)``, ``Security(zitadel, scopes=[...])``), and usable without FastAPI through
+    ``verify``. Every setting is a keyword (see the configuration reference); ``config=`` takes a
+    ready ``ZitadelConfig`` whose values the keywords override."""
 
     def __init__(
         self,
@@ -133,9 +132,8 @@ class ZitadelIntrospection(GuardBase):
         principal_loader: PrincipalLoader | None = None,
         principal_class: type[Principal] = Principal,
     ) -> None:
-        # Every parameter from ``config`` on is a component, the others are the settings of
-        # ZitadelConfig (a test keeps the two lists equal); those given, and only those,
-        # override ``config``.
+        # Every parameter from ``config`` on is a component, the others are ZitadelConfig's
+        # settings (a test keeps the two lists equal); only those given override ``config``.
         given = locals()
         explicit = {
             name: given[name]
