@@ -1,12 +1,11 @@
-"""Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662), locally
-(JWT access tokens against the issuer's keys), or both; and call other protected APIs with
-ZITADEL tokens (``ServiceAccountAuth``, ``TokenExchange``).
-
-The public API is what this module exports, what an app needs; the rest of it lives in four
-submodules: ``fastapi_zitadel.cache`` (the shared-tier extension kit), ``.defaults`` (the
-default instance and the module-level ``require_*``), ``.config`` (configuration objects and
-key files) and ``.types`` (types for annotations). Everything else is private (``_*``) and
-may change without notice. ``tests/test_exported_members.py`` pins the lists."""
+"""Protect FastAPI apps with ZITADEL tokens, verified by introspection (RFC 7662), locally (JWT
+access tokens against the issuer's keys), or both; and call other protected APIs with ZITADEL tokens
+(``ServiceAccountAuth``, ``TokenExchange``). The public API is what this module exports, what an app
+needs; the rest of it lives in four submodules: ``fastapi_zitadel.cache`` (the shared-tier extension
+kit), ``.defaults`` (the default instance and the module-level ``require_*``), ``.config``
+(configuration objects and key files) and ``.types`` (types for annotations). Everything else is
+private (``_*``) and may change without notice. ``tests/test_exported_members.py`` pins the lists.
+"""
 
 from ._exceptions import (
     AuthenticationError,

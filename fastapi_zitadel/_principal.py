@@ -1,9 +1,7 @@
-"""The verified caller: who it is, what it may do, and the helpers routes use to ask.
-
-One ``Principal`` is cached and handed to every request that presents the same token, so it is
-deeply immutable: a handler that tried to add a role would otherwise grant it to the next
-request too. How claims are read is in ``_claims``; how cached principals stay small, in
-``_interning``."""
+"""The verified caller: who it is, what it may do, and the helpers routes use to ask. One
+``Principal`` is cached and handed to every request that presents the same token, so it is deeply
+immutable: a handler that tried to add a role would otherwise grant it to the next request too. How
+claims are read is in ``_claims``; how cached principals stay small, in ``_interning``."""
 
 from __future__ import annotations
 

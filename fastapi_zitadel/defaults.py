@@ -1,11 +1,10 @@
-"""The default instance, and ``require_*`` bound to it at request time: for routes declared
-before the app is configured (``Depends(require_role("admin"))`` in a router module,
-``set_default_zitadel(zitadel)`` when the app is built, or ``ZITADEL_*`` variables).
-
-Nothing can be checked when such a route is declared (the default may be set later). When the
-app starts through ``install()``, routes bound to the default instance resolve it, so a missing
-one fails the start; without ``install()``, the first request answers 500 and one ERROR line a
-minute names the fix, never a traceback per request."""
+"""The default instance, and ``require_*`` bound to it at request time: for routes declared before
+the app is configured (``Depends(require_role("admin"))`` in a router module,
+``set_default_zitadel(zitadel)`` when the app is built, or ``ZITADEL_*`` variables). Nothing can be
+checked when such a route is declared (the default may be set later). When the app starts through
+``install()``, routes bound to the default instance resolve it, so a missing one fails the start;
+without ``install()``, the first request answers 500 and one ERROR line a minute names the fix,
+never a traceback per request."""
 
 import logging
 

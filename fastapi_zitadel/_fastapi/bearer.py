@@ -1,8 +1,7 @@
-"""Finding the bearer token in a request, per RFC 6750 §2.1.
-
-Strict on purpose: a request that carries two tokens, or a token that is not a ``b64token``,
-is ambiguous, and an auth layer that guesses which one counts invites confusion attacks.
-All of this runs before any network call, so junk never reaches the identity provider."""
+"""Finding the bearer token in a request, per RFC 6750 §2.1. Strict on purpose: a request that
+carries two tokens, or a token that is not a ``b64token``, is ambiguous, and an auth layer that
+guesses which one counts invites confusion attacks. All of this runs before any network call, so
+junk never reaches the identity provider."""
 
 from __future__ import annotations
 
@@ -16,8 +15,6 @@ __all__ = ["extract_bearer"]
 
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-_QUERY_PARAMETER = "access_token"
-_QUERY_PARAMETER_BYTES = _QUERY_PARAMETER.encode("ascii")
 
 
 def extract_bearer(
@@ -38,9 +35,9 @@ def extract_bearer(
         if scheme.lower() == "bearer":  # another scheme (Basic, say) carries no bearer token
             header_token = _checked(credentials.strip(" "), max_length)
     query = conn.scope.get("query_string", b"")
-    if _QUERY_PARAMETER_BYTES not in query and b"%" not in query:  # "%": an encoded name
+    if b"access_token" not in query and b"%" not in query:  # "%": an encoded name
         return header_token
-    query_tokens = conn.query_params.getlist(_QUERY_PARAMETER)
+    query_tokens = conn.query_params.getlist("access_token")
     if not query_tokens:
         return header_token
     if not allow_query:

@@ -1,8 +1,7 @@
-"""RFC 9728 protected resource metadata: where this API publishes which authorization server
-issues its tokens, and the URL every 401 challenge points to (§5.1).
-
-MCP clients (and any RFC 9728 client) start from a 401, read ``resource_metadata`` from its
-``WWW-Authenticate``, fetch the document, and go to the authorization server it names."""
+"""RFC 9728 protected resource metadata: where this API publishes which authorization server issues
+its tokens, and the URL every 401 challenge points to (§5.1). MCP clients (and any RFC 9728 client)
+start from a 401, read ``resource_metadata`` from its ``WWW-Authenticate``, fetch the document, and
+go to the authorization server it names."""
 
 from __future__ import annotations
 

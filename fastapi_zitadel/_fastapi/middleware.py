@@ -1,15 +1,13 @@
 """``ZitadelMiddleware``: the whole app behind ZITADEL, as pure ASGI (HTTP and WebSocket).
 
-It runs the same verification as the dependency (``zitadel.principal_or_zitadel_error``: the
-same bearer rules, caches, errors and headers) before the app sees the request, and sets
+It runs the same verification as the dependency (``zitadel.principal_or_zitadel_error``: the same
+bearer rules, caches, errors and headers) before the app sees the request, and sets
 ``scope["user"]`` / ``scope["auth"]`` as Starlette's ``AuthenticationMiddleware`` does, so
 ``request.user``, ``request.auth.scopes`` and ``starlette.authentication.requires`` work. The
-verdict is memoised in the request's scope: a ``Depends(zitadel)`` behind it does no second
-lookup.
-
-The hot path (a protected request with a cached token) is one path check, the bearer parse,
-one digest and one dict lookup, and two small objects; no Starlette ``Request``, no response
-wrapper, no extra task."""
+verdict is memoised in the request's scope: a ``Depends(zitadel)`` behind it does no second lookup.
+The hot path (a protected request with a cached token) is one path check, the bearer parse, one
+digest and one dict lookup, and two small objects; no Starlette ``Request``, no response wrapper, no
+extra task."""
 
 from __future__ import annotations
 
