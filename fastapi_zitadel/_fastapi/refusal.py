@@ -25,10 +25,9 @@ __all__ = ["Refusal"]
 
 class Refusal:
     """How this API answers a ``ZitadelError``, bound once to its ``realm`` and its RFC 9728
-    metadata URL: every answer of the library (the dependencies, ``require_*``,
-    ``zitadel.user``, the middleware, the test overrides) goes through one, so none can leave
-    either out (RFC 9728 §5.1 wants ``resource_metadata`` on every 401 once ``resource`` is
-    set)."""
+    metadata URL: every answer of the library (the dependencies, ``require_*``, ``zitadel.user``,
+    the middleware, the test overrides) goes through one, so none can leave either out (RFC 9728
+    §5.1 wants ``resource_metadata`` on every 401 once ``resource`` is set)."""
 
     __slots__ = ("realm", "resource_metadata")
 
