@@ -108,6 +108,9 @@ class Principal(BaseModel):
         client_id = read.strict_text(claims, "client_id")
         if client_id is None and verified_by == "jwt":  # ZITADEL's docs name azp in its JWTs
             client_id = read.text(claims, "azp")
+        actor = None  # nested from the last of the chain, which lists the current actor first
+        for subject, issuer in reversed(read.actors(claims.get(read.ACTOR_CLAIM))):
+            actor = Actor.model_construct(subject=subject, issuer=issuer, actor=actor)
         fields: dict[str, Any] = dict(
             subject=read.strict_text(claims, "sub"),
             client_id=client_id,
@@ -128,7 +131,7 @@ class Principal(BaseModel):
             email_verified=read.flag(claims, "email_verified"),
             locale=read.text(claims, "locale"),
             organization=_organization(claims),
-            actor=_actor(claims.get(read.ACTOR_CLAIM)),
+            actor=actor,
             roles=SHARED.roles(read.roles(claims, project_id)),
             metadata=MappingProxyType(read.metadata(claims.get(read.METADATA_CLAIM))),
             claims=claims,
@@ -220,10 +223,3 @@ def _organization(claims: Mapping[str, Any]) -> Organization | None:
         (org_id, name, domain),
         lambda: Organization(id=org_id, name=name, primary_domain=domain),
     )
-
-
-def _actor(value: Any) -> Actor | None:
-    actor = None
-    for subject, issuer in reversed(read.actors(value)):
-        actor = Actor.model_construct(subject=subject, issuer=issuer, actor=actor)
-    return actor
