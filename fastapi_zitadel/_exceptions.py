@@ -15,8 +15,7 @@ The errors of calling other APIs (``ServiceAccountAuth``, ``TokenExchange``) are
 ``IdentityProviderError`` subclasses too: a route that cannot get a token for the API it calls
 answers 503, never 401.
 
-Messages never contain a token, an assertion or key material: they are safe to log.
-"""
+Messages never contain a token, an assertion or key material: they are safe to log."""
 
 from __future__ import annotations
 
@@ -60,25 +59,19 @@ def _quoted(value: str) -> str:
     return '"' + _UNSAFE.sub("?", value) + '"'
 
 
-def _bearer(realm: str, error: str | None, description: str, scopes: tuple[str, ...] = ()) -> str:
-    """A ``Bearer`` challenge (RFC 6750 §3): no error code when no credentials were sent."""
-    parts = [f"realm={_quoted(realm)}"]
-    if error is not None:
-        parts += [f"error={_quoted(error)}", f"error_description={_quoted(description)}"]
-    if scopes:
-        parts.append(f"scope={_quoted(' '.join(scopes))}")
-    return "Bearer " + ", ".join(parts)
-
-
 class ZitadelError(Exception):
-    """Base class of everything this library raises on purpose.
-
-    At request time, ``to_http`` gives the response for it. The base answers 500: every error
-    raised while serving a request is one of the subclasses below.
-    """
+    """Base class of everything this library raises on purpose. At request time, ``to_http``
+    gives the response for it, from the class's attributes: a 4xx carries a ``Bearer``
+    challenge, a 503 ``Retry-After``. The base answers 500: every error raised while serving a
+    request is one of the subclasses below."""
 
     status_code: int = status.HTTP_500_INTERNAL_SERVER_ERROR
     error: str | None = "server_error"
+    # What the caller may read (``None``: the description). A 5xx says it is unavailable, not
+    # why: the details (our client id, the IdP's error) are in our logs, for the operator.
+    public_message: str | None = "authentication failed"
+    scopes: tuple[str, ...] = ()  # named in the challenge (RFC 6750 §3)
+    retry_after: float | None = None  # seconds; ``Retry-After`` says at least 1
     # Whether the challenge names the resource metadata (RFC 9728 §5.1) on other statuses
     # than 401 too: the MCP specification's 403 scope challenge does.
     challenge_names_metadata: bool = False
@@ -88,16 +81,27 @@ class ZitadelError(Exception):
         super().__init__(description)
 
     def challenge(self, realm: str) -> str | None:
-        """The ``WWW-Authenticate`` value, or ``None`` when the response carries none."""
-        return None
+        """The ``WWW-Authenticate`` value (RFC 6750 §3), or ``None`` when the response carries
+        none (5xx); no error code when no credentials were sent (§3.1)."""
+        if self.status_code >= status.HTTP_500_INTERNAL_SERVER_ERROR:
+            return None
+        parts = [f"realm={_quoted(realm)}"]
+        if self.error is not None:
+            parts.append(f"error={_quoted(self.error)}")
+            parts.append(f"error_description={_quoted(self.description)}")
+        if self.scopes:
+            parts.append(f"scope={_quoted(' '.join(self.scopes))}")
+        return "Bearer " + ", ".join(parts)
 
     def public_description(self) -> str:
         """What the caller may read about the failure."""
-        return "authentication failed"
+        return self.description if self.public_message is None else self.public_message
 
     def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
         """The response's headers; ``resource_metadata`` (the URL of this API's RFC 9728
         metadata) is added to a 401's challenge (RFC 9728 §5.1)."""
+        if self.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
+            return {"Retry-After": str(max(1, math.ceil(self.retry_after or 1)))}
         challenge = self.challenge(realm)
         if challenge is None:
             return {}
@@ -114,11 +118,8 @@ class ZitadelError(Exception):
         if conn.scope["type"] == "websocket":
             # 1008 (policy violation) for auth failures; 1013 (try again later) for outages,
             # so a client knows whether to retry.
-            code = (
-                status.WS_1013_TRY_AGAIN_LATER
-                if self.status_code == status.HTTP_503_SERVICE_UNAVAILABLE
-                else status.WS_1008_POLICY_VIOLATION
-            )
+            retry = self.status_code == status.HTTP_503_SERVICE_UNAVAILABLE
+            code = status.WS_1013_TRY_AGAIN_LATER if retry else status.WS_1008_POLICY_VIOLATION
             reason = self.public_description().encode("utf-8")[:_WS_REASON_LIMIT]
             return WebSocketException(code=code, reason=reason.decode("utf-8", errors="ignore"))
         detail = {
@@ -126,11 +127,8 @@ class ZitadelError(Exception):
             "error_description": self.public_description(),
         }
         # Without metadata, called as before (subclasses may override headers(realm)).
-        headers = (
-            self.headers(realm)
-            if resource_metadata is None
-            else self.headers(realm, resource_metadata)
-        )
+        given = (realm,) if resource_metadata is None else (realm, resource_metadata)
+        headers = self.headers(*given)
         return HTTPException(status_code=self.status_code, detail=detail, headers=headers or None)
 
 
@@ -139,31 +137,25 @@ class ConfigurationError(ZitadelError, ValueError):
 
 
 class KeyFileError(ConfigurationError):
-    """A ZITADEL key file could not be used.
-
-    Carries the source (a path, or a description such as ``JSON string``) and the field, so the
-    operator knows which file and which entry to fix without the key itself being printed.
-    """
+    """A ZITADEL key file could not be used. Carries the source (a path, or a description such
+    as ``JSON string``) and the field, so the operator knows which file and which entry to fix
+    without the key itself being printed."""
 
     def __init__(self, source: str, problem: str, *, field: str | None = None) -> None:
         self.source = source
         self.field = field
         self.problem = problem
-        where = f"key file {source}"
-        if field is not None:
-            where += f", field {field!r}"
-        super().__init__(f"{where}: {problem}")
+        where = "" if field is None else f", field {field!r}"
+        super().__init__(f"key file {source}{where}: {problem}")
 
 
 class WrongKeyTypeError(KeyFileError):
-    """A ZITADEL key file of the other kind: ZITADEL has two, and each works in one place only.
-
-    An API application's key (``"type": "application"``) authenticates the API to the
-    introspection endpoint (``ZitadelIntrospection``) and an application to the token exchange
-    (``TokenExchange``); a service user's key (``"type": "serviceaccount"``) gets tokens for
-    calling APIs (``ServiceAccountAuth``). ``key_type`` is the kind found, ``needed`` the kind
-    this place takes.
-    """
+    """A ZITADEL key file of the other kind: ZITADEL has two, and each works in one place only. An
+    API application's key (``"type": "application"``) authenticates the API to the introspection
+    endpoint (``ZitadelIntrospection``) and an application to the token exchange
+    (``TokenExchange``); a service user's key (``"type": "serviceaccount"``) gets tokens for calling
+    APIs (``ServiceAccountAuth``). ``key_type`` is the kind found, ``needed`` the kind this place
+    takes."""
 
     def __init__(self, source: str, problem: str, *, key_type: str, needed: str) -> None:
         self.key_type = key_type
@@ -172,20 +164,12 @@ class WrongKeyTypeError(KeyFileError):
 
 
 class AuthenticationError(ZitadelError):
-    """The caller did not prove who they are (HTTP 401 or 400).
-
-    ``error`` is the RFC 6750 error code, or ``None`` when no credentials were sent at all
-    (RFC 6750 §3.1 says to send no error code then).
-    """
+    """The caller did not prove who they are (HTTP 401 or 400). ``error`` is the RFC 6750 error
+    code, or ``None`` when no credentials were sent at all (RFC 6750 §3.1: no error code then)."""
 
     error: str | None = "invalid_token"
     status_code = status.HTTP_401_UNAUTHORIZED
-
-    def challenge(self, realm: str) -> str:
-        return _bearer(realm, self.error, self.description)
-
-    def public_description(self) -> str:
-        return self.description
+    public_message = None
 
 
 class MissingTokenError(AuthenticationError):
@@ -206,10 +190,8 @@ class InvalidRequestError(AuthenticationError):
 
 class InvalidTokenError(AuthenticationError):
     """The token is not valid: unknown, expired, revoked, for another audience, or malformed.
-
     ``detail`` is for the operator (logs at DEBUG, ``fastapi-zitadel introspect``), never for
-    the caller: e.g. the token's audiences next to the accepted ones.
-    """
+    the caller: e.g. the token's audiences next to the accepted ones."""
 
     def __init__(self, description: str, *, detail: str | None = None) -> None:
         self.detail = detail
@@ -217,14 +199,12 @@ class InvalidTokenError(AuthenticationError):
 
 
 class InsufficientScopeError(ZitadelError):
-    """The token is valid but lacks a required scope or role (HTTP 403).
-
-    ``scopes`` are the ones the operation needs, reported back in ``WWW-Authenticate`` so a
-    client knows what to ask for.
-    """
+    """The token is valid but lacks a required scope or role (HTTP 403). ``scopes`` are the ones
+    the operation needs, reported back in ``WWW-Authenticate`` so a client knows what to ask for."""
 
     error = "insufficient_scope"
     status_code = status.HTTP_403_FORBIDDEN
+    public_message = None
 
     def __init__(self, description: str, scopes: tuple[str, ...] = ()) -> None:
         self.scopes = scopes
@@ -249,34 +229,19 @@ class InsufficientScopeError(ZitadelError):
         wanted = "one of" if any_of else "all of"
         return cls(f"requires {wanted} the roles {', '.join(needed)}{where}")
 
-    def challenge(self, realm: str) -> str:
-        return _bearer(realm, self.error, self.description, self.scopes)
-
-    def public_description(self) -> str:
-        return self.description
-
 
 class IdentityProviderError(ZitadelError):
-    """Authentication could not be decided because of the identity provider (HTTP 503).
-
-    Never a 401: telling a caller its token is bad when the fault is ours or the IdP's makes
-    well-behaved clients throw away good tokens. ``retry_after`` is in seconds.
-    """
+    """Authentication could not be decided because of the identity provider (HTTP 503). Never
+    a 401: telling a caller its token is bad when the fault is ours or the IdP's makes
+    well-behaved clients throw away good tokens. ``retry_after`` is in seconds."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     error = "temporarily_unavailable"
+    public_message = "authentication is temporarily unavailable"
 
     def __init__(self, description: str, *, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(description)
-
-    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after or 1)))}
-
-    def public_description(self) -> str:
-        # Callers learn that authentication is unavailable, not why: the details (our client
-        # id, the IdP's error) are in our logs, where the operator can act on them.
-        return "authentication is temporarily unavailable"
 
 
 class IdentityProviderUnavailable(IdentityProviderError):
@@ -289,11 +254,9 @@ class TransportFailure(IdentityProviderUnavailable):
 
 class TokenTypeUnsupported(IdentityProviderUnavailable):
     """The IdP answered that it does not introspect this kind of token (400
-    ``unsupported_token_type``; oidc-provider says so for its JWT access tokens).
-
-    The IdP is up, so it never counts towards opening the circuit breaker; the token cannot
-    be confirmed by introspection, which is no verdict on it either (503, never 401).
-    """
+    ``unsupported_token_type``; oidc-provider says so for its JWT access tokens). The IdP is
+    up, so it never counts towards opening the circuit breaker; the token cannot be confirmed
+    by introspection, which is no verdict on it either (503, never 401)."""
 
 
 class IssuerMismatch(IdentityProviderUnavailable):
@@ -302,18 +265,14 @@ class IssuerMismatch(IdentityProviderUnavailable):
 
 class QueueTimeout(IdentityProviderUnavailable):
     """Our own cap on concurrent introspections kept this request waiting past its deadline.
-
-    Not the IdP's fault: it does not count towards opening the circuit breaker.
-    """
+    Not the IdP's fault: it does not count towards opening the circuit breaker."""
 
 
 class ClientCredentialsRejected(IdentityProviderError):
-    """The IdP rejected *our* client authentication: a server-side misconfiguration.
-
-    ZITADEL answers 400 ``unauthorized_client`` (its docs promise 401 ``invalid_client``).
-    Typical causes: the key was deleted or expired in ZITADEL, it belongs to another instance
-    or application, or the machine clock is off by more than a second.
-    """
+    """The IdP rejected *our* client authentication: a server-side misconfiguration. ZITADEL
+    answers 400 ``unauthorized_client`` (its docs promise 401 ``invalid_client``). Typical
+    causes: the key was deleted or expired in ZITADEL, it belongs to another instance or
+    application, or the machine clock is off by more than a second."""
 
     def __init__(
         self,
@@ -336,46 +295,33 @@ class ClientCredentialsRejected(IdentityProviderError):
 
 class SharedCacheUnavailable(ZitadelError):
     """``invalidate()`` or ``clear()`` could not get the shared tier to confirm within the
-    deadline (retries included).
-
-    This process has already dropped its own copy; the shared tier, and so the other replicas,
-    may still hold theirs until their ``cache_ttl`` runs out. Call it again, or make sure the
-    token is revoked at the IdP (every replica then refuses it once its cached copy lapses).
-    """
+    deadline (retries included). This process has already dropped its own copy; the shared
+    tier, and so the other replicas, may still hold theirs until their ``cache_ttl`` runs out.
+    Call it again, or make sure the token is revoked at the IdP (every replica then refuses it
+    once its cached copy lapses)."""
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     error = "temporarily_unavailable"
-
-    def headers(self, realm: str, resource_metadata: str | None = None) -> dict[str, str]:
-        return {"Retry-After": "1"}
-
-    def public_description(self) -> str:
-        return "service temporarily unavailable"
+    public_message = "service temporarily unavailable"
 
 
 class TokenEndpointUnavailable(IdentityProviderUnavailable):
-    """ZITADEL's token endpoint could not be reached, timed out, or answered nonsense.
-
-    Raised when getting a token to call another API; worth retrying later (``retry_after``).
-    """
+    """ZITADEL's token endpoint could not be reached, timed out, or answered nonsense. Raised
+    when getting a token to call another API; worth retrying later (``retry_after``)."""
 
 
 class TokenRequestRejected(ClientCredentialsRejected):
     """The token endpoint refused to issue a token for *our* service user or application.
-
     ``client_id`` and ``key_id`` name the credential (never the secret), ``error_code`` is what
     ZITADEL answered and ``hint`` says what to check. A misconfiguration: retrying with the same
-    credential gets the same answer.
-    """
+    credential gets the same answer."""
 
 
 class TokenExchangeRejected(IdentityProviderError):
-    """ZITADEL refused a token exchange (RFC 8693) although our credentials were accepted.
-
-    The subject or actor token, the requested audience or scope, or the instance's settings
-    (the token exchange feature, impersonation) did not allow it; ``error_code`` is ZITADEL's
-    answer and ``hint`` what to check.
-    """
+    """ZITADEL refused a token exchange (RFC 8693) although our credentials were accepted: the
+    subject or actor token, the requested audience or scope, or the instance's settings (the
+    token exchange feature, impersonation) did not allow it; ``error_code`` is ZITADEL's answer
+    and ``hint`` what to check."""
 
     def __init__(self, description: str, *, error_code: str, status: int, hint: str = "") -> None:
         self.error_code = error_code

@@ -1,10 +1,7 @@
-"""The verified caller: who it is, what it may do, and the helpers routes use to ask.
-
-One ``Principal`` is cached and handed to every request that presents the same token, so it is
-deeply immutable: a handler that tried to add a role would otherwise grant it to the next
-request too. How claims are read is in ``_claims``; how cached principals stay small, in
-``_interning``.
-"""
+"""The verified caller: who it is, what it may do, and the helpers routes use to ask. One
+``Principal`` is cached and handed to every request that presents the same token, so it is deeply
+immutable: a handler that tried to add a role would otherwise grant it to the next request too. How
+claims are read is in ``_claims``; how cached principals stay small, in ``_interning``."""
 
 from __future__ import annotations
 
@@ -47,12 +44,10 @@ class Organization(BaseModel):
 
 
 class Actor(BaseModel):
-    """Who acts for the token's subject (the ``act`` claim of RFC 8693 §4.1).
-
-    ZITADEL sets it on tokens from a token exchange with an actor token (impersonation or
-    delegation): ``subject`` is the actor's user id, ``issuer`` the instance that vouched for
-    it, and ``actor`` whoever acted for the actor in turn (a chain of delegations).
-    """
+    """Who acts for the token's subject (the ``act`` claim of RFC 8693 §4.1). ZITADEL sets it on
+    tokens from a token exchange with an actor token (impersonation or delegation): ``subject`` is
+    the actor's user id, ``issuer`` the instance that vouched for it, and ``actor`` whoever acted
+    for the actor in turn (a chain of delegations)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -62,16 +57,13 @@ class Actor(BaseModel):
 
 
 class Principal(BaseModel):
-    """Who called, as the identity provider vouched for it.
-
-    ``roles`` maps a project role to the organizations that granted it:
-    ``{"admin": {"<org id>": "<org primary domain>"}}``. ``actor`` is set when someone acts on
-    the subject's behalf (a token exchanged with an actor token): the caller is then
-    ``actor.subject`` acting for ``subject``. ``claims`` holds every claim of the answer, for
-    anything not modelled here. ``verified_by`` says where the claims come from:
-    ``"introspection"`` (ZITADEL's answer) or ``"jwt"`` (a JWT access token verified locally,
-    which carries fewer claims: no profile, e-mail or phone).
-    """
+    """Who called, as the identity provider vouched for it. ``roles`` maps a project role to the
+    organizations that granted it: ``{"admin": {"<org id>": "<org primary domain>"}}``. ``actor`` is
+    set when someone acts on the subject's behalf (a token exchanged with an actor token): the
+    caller is then ``actor.subject`` acting for ``subject``. ``claims`` holds every claim of the
+    answer, for anything not modelled here. ``verified_by`` says where the claims come from:
+    ``"introspection"`` (ZITADEL's answer) or ``"jwt"`` (a JWT access token verified locally, which
+    carries fewer claims: no profile, e-mail or phone)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -108,16 +100,17 @@ class Principal(BaseModel):
         project_id: str | None = None,
         verified_by: VerifiedBy = "introspection",
     ) -> Principal:
-        """Build a principal from an active answer's claims (or a verified JWT's).
-
-        Raises ``MalformedClaimError`` when a validity-deciding claim has the wrong type.
-        Fields are read and checked here, so pydantic's validation is skipped.
-        """
+        """Build a principal from an active answer's claims (or a verified JWT's). Raises
+        ``MalformedClaimError`` when a validity-deciding claim has the wrong type. Fields are
+        read and checked here, so pydantic's validation is skipped."""
         claims = freeze(claims)
         preferred_username = read.text(claims, "preferred_username")
         client_id = read.strict_text(claims, "client_id")
         if client_id is None and verified_by == "jwt":  # ZITADEL's docs name azp in its JWTs
             client_id = read.text(claims, "azp")
+        actor = None  # nested from the last of the chain, which lists the current actor first
+        for subject, issuer in reversed(read.actors(claims.get(read.ACTOR_CLAIM))):
+            actor = Actor.model_construct(subject=subject, issuer=issuer, actor=actor)
         fields: dict[str, Any] = dict(
             subject=read.strict_text(claims, "sub"),
             client_id=client_id,
@@ -138,7 +131,7 @@ class Principal(BaseModel):
             email_verified=read.flag(claims, "email_verified"),
             locale=read.text(claims, "locale"),
             organization=_organization(claims),
-            actor=_actor(claims.get(read.ACTOR_CLAIM)),
+            actor=actor,
             roles=SHARED.roles(read.roles(claims, project_id)),
             metadata=MappingProxyType(read.metadata(claims.get(read.METADATA_CLAIM))),
             claims=claims,
@@ -146,8 +139,9 @@ class Principal(BaseModel):
         )
         if cls is Principal:
             return cls._trusted(fields)
-        # A principal_class= subclass: its own typed claims, validated (pydantic's way).
-        custom = _custom_claims(cls, claims)
+        # A principal_class= subclass: its own typed claims, validated by pydantic (it raises).
+        model = _custom_model(cls)
+        custom = {} if model is None else dict(model.model_validate(thaw(claims)))
         return cls.model_construct(_fields_set=set(cls.model_fields), **fields, **custom)
 
     @classmethod
@@ -194,12 +188,9 @@ class Principal(BaseModel):
 
     def metadata_text(self, key: str) -> str | None:
         """A metadata value decoded as UTF-8, or ``None`` when absent or not text."""
-        raw = self.metadata.get(key)
-        if raw is None:
-            return None
         try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
+            return self.metadata[key].decode("utf-8")
+        except (KeyError, UnicodeDecodeError):
             return None
 
 
@@ -222,14 +213,6 @@ def _custom_model(cls: type[Principal]) -> type[BaseModel] | None:
     )
 
 
-def _custom_claims(cls: type[Principal], claims: Mapping[str, Any]) -> dict[str, Any]:
-    """A subclass's own fields from ``claims``; raises pydantic's ``ValidationError``."""
-    model = _custom_model(cls)
-    if model is None:
-        return {}
-    return dict(model.model_validate(thaw(claims)))
-
-
 def _organization(claims: Mapping[str, Any]) -> Organization | None:
     org_id = read.text(claims, read.ORG_ID_CLAIM)
     if org_id is None:
@@ -240,10 +223,3 @@ def _organization(claims: Mapping[str, Any]) -> Organization | None:
         (org_id, name, domain),
         lambda: Organization(id=org_id, name=name, primary_domain=domain),
     )
-
-
-def _actor(value: Any) -> Actor | None:
-    actor = None
-    for subject, issuer in reversed(read.actors(value)):
-        actor = Actor.model_construct(subject=subject, issuer=issuer, actor=actor)
-    return actor

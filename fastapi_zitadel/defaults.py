@@ -1,12 +1,10 @@
-"""The default instance, and ``require_*`` bound to it at request time: for routes declared
-before the app is configured (``Depends(require_role("admin"))`` in a router module,
-``set_default_zitadel(zitadel)`` when the app is built, or ``ZITADEL_*`` variables).
-
-Nothing can be checked when such a route is declared (the default may be set later). When the
-app starts through ``install()``, routes bound to the default instance resolve it, so a missing
-one fails the start; without ``install()``, the first request answers 500 and one ERROR line a
-minute names the fix, never a traceback per request.
-"""
+"""The default instance, and ``require_*`` bound to it at request time: for routes declared before
+the app is configured (``Depends(require_role("admin"))`` in a router module,
+``set_default_zitadel(zitadel)`` when the app is built, or ``ZITADEL_*`` variables). Nothing can be
+checked when such a route is declared (the default may be set later). When the app starts through
+``install()``, routes bound to the default instance resolve it, so a missing one fails the start;
+without ``install()``, the first request answers 500 and one ERROR line a minute names the fix,
+never a traceback per request."""
 
 import logging
 
@@ -36,13 +34,11 @@ __all__ = [
 
 
 class DefaultZitadel(GuardBase):
-    """A dependency standing for the default instance, which may not exist yet when routes
-    are declared: ``Depends(default_zitadel)`` is ``Depends(get_default_zitadel())`` decided
-    at request time. The module-level ``require_*`` build on it.
-
-    It holds the default instance (``set``, ``get``) and the scopes the module-level
-    ``require_*`` declared, which it hands to each instance that becomes the default.
-    """
+    """A dependency standing for the default instance, which may not exist yet when routes are
+    declared: ``Depends(default_zitadel)`` is ``Depends(get_default_zitadel())`` decided at request
+    time. The module-level ``require_*`` build on it. It holds the default instance (``set``,
+    ``get``) and the scopes the module-level ``require_*`` declared, which it hands to each instance
+    that becomes the default."""
 
     def __init__(self) -> None:
         self._current: ZitadelIntrospection | None = None
@@ -71,15 +67,6 @@ class DefaultZitadel(GuardBase):
         assert self._current is not None
         return self._current
 
-    def _for_request(self, conn: HTTPConnection) -> ZitadelIntrospection:
-        """The default instance for a request; without one, fail closed: 500, anonymous
-        requests too, and one ERROR line a minute."""
-        try:
-            return self.get()
-        except ConfigurationError as exc:
-            self._unconfigured_log("%s", exc.description)
-            raise exc.to_http(conn, "api") from None
-
     @property
     def current(self) -> ZitadelIntrospection | None:
         """The default instance if one was set or made already; never creates one."""
@@ -94,7 +81,7 @@ class DefaultZitadel(GuardBase):
         return self.get().scheme_name
 
     @property
-    def refusal(self) -> Refusal:
+    def refusal(self) -> Refusal:  # type: ignore[override]
         return self.get().refusal
 
     def check_at_startup(self, app: FastAPI) -> None:
@@ -103,7 +90,14 @@ class DefaultZitadel(GuardBase):
         self.get()
 
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
-        return await self._for_request(conn)(conn, security_scopes)
+        """The default instance's answer; without one, fail closed: 500, anonymous requests
+        too, and one ERROR line a minute."""
+        try:
+            zitadel = self.get()
+        except ConfigurationError as exc:
+            self._unconfigured_log("%s", exc.description)
+            raise exc.to_http(conn, "api") from None
+        return await zitadel(conn, security_scopes)
 
 
 default_zitadel = DefaultZitadel()

@@ -20,8 +20,7 @@ with ``Retry-After`` before the SDK sees the request, an invalid token the libra
 A valid token without the scopes of ``auth_settings(required_scopes=...)`` gets the MCP
 specification's scope challenge from ``protect(app)``: 403 with ``error="insufficient_scope"``,
 the ``scope`` the server needs and ``resource_metadata`` (the SDK's own answer leaves ``scope``
-out, so a client cannot step up).
-"""
+out, so a client cannot step up)."""
 
 from __future__ import annotations
 
@@ -51,12 +50,10 @@ __all__ = ["ZitadelTokenVerifier"]
 
 
 class ZitadelTokenVerifier:
-    """The MCP SDK's ``TokenVerifier`` on a ``ZitadelIntrospection``.
-
-    ``AccessToken.scopes`` holds the token's scopes and, as ``<role_prefix><role>``
-    (``role:admin``), its project roles, so ``AuthSettings(required_scopes=["role:mcp"])``
-    demands a ZITADEL role (ZITADEL has no custom scopes).
-    """
+    """The MCP SDK's ``TokenVerifier`` on a ``ZitadelIntrospection``. ``AccessToken.scopes`` holds
+    the token's scopes and, as ``<role_prefix><role>`` (``role:admin``), its project roles, so
+    ``AuthSettings(required_scopes=["role:mcp"])`` demands a ZITADEL role (ZITADEL has no custom
+    scopes)."""
 
     def __init__(self, zitadel: ZitadelIntrospection, *, role_prefix: str = "role:") -> None:
         if not isinstance(zitadel, ZitadelIntrospection):
@@ -66,10 +63,8 @@ class ZitadelTokenVerifier:
         self.required_scopes: tuple[str, ...] = ()
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        """The token's ``AccessToken``, or ``None`` when it is not valid.
-
-        Raises ``IdentityProviderError`` when that cannot be decided now (never ``None``).
-        """
+        """The token's ``AccessToken``, or ``None`` when it is not valid. Raises
+        ``IdentityProviderError`` when that cannot be decided now (never ``None``)."""
         try:
             principal = await self.zitadel.verify(token)
         except InvalidTokenError:

@@ -1,12 +1,11 @@
-"""RFC 9728 protected resource metadata: where this API publishes which authorization server
-issues its tokens, and the URL every 401 challenge points to (§5.1).
-
-MCP clients (and any RFC 9728 client) start from a 401, read ``resource_metadata`` from its
-``WWW-Authenticate``, fetch the document, and go to the authorization server it names.
-"""
+"""RFC 9728 protected resource metadata: where this API publishes which authorization server issues
+its tokens, and the URL every 401 challenge points to (§5.1). MCP clients (and any RFC 9728 client)
+start from a 401, read ``resource_metadata`` from its ``WWW-Authenticate``, fetch the document, and
+go to the authorization server it names."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,8 +23,7 @@ WELL_KNOWN = "/.well-known/oauth-protected-resource"
 def metadata_path(resource: str) -> str:
     """The path RFC 9728 §3.1 forms: the well-known segment, then the resource's own path
     (``https://api.example.com/mcp`` -> ``/.well-known/oauth-protected-resource/mcp``)."""
-    path = urlsplit(resource).path.rstrip("/")
-    return WELL_KNOWN + path
+    return WELL_KNOWN + urlsplit(resource).path.rstrip("/")
 
 
 def metadata_url(resource: str) -> str:
@@ -64,11 +62,9 @@ def document(config: ZitadelConfig, scopes: Iterable[str]) -> dict[str, Any]:
 def serve(app: FastAPI, path: str, document: Callable[[], dict[str, Any]]) -> None:
     """Serve the metadata at ``path`` (not in the schema), built on the first request: the
     routes it lists the scopes of are declared by then."""
-    served: list[dict[str, Any]] = []
+    served = functools.cache(document)
 
     async def protected_resource_metadata() -> JSONResponse:
-        if not served:
-            served.append(document())
-        return JSONResponse(served[0], headers={"Cache-Control": "max-age=3600"})
+        return JSONResponse(served(), headers={"Cache-Control": "max-age=3600"})
 
     app.add_api_route(path, protected_resource_metadata, methods=["GET"], include_in_schema=False)

@@ -1,16 +1,13 @@
 """``ZitadelMiddleware``: the whole app behind ZITADEL, as pure ASGI (HTTP and WebSocket).
 
-It runs the same verification as the dependency (``zitadel.principal_or_zitadel_error``: the
-same bearer rules, caches, errors and headers) before the app sees the request, and sets
+It runs the same verification as the dependency (``zitadel.principal_or_zitadel_error``: the same
+bearer rules, caches, errors and headers) before the app sees the request, and sets
 ``scope["user"]`` / ``scope["auth"]`` as Starlette's ``AuthenticationMiddleware`` does, so
 ``request.user``, ``request.auth.scopes`` and ``starlette.authentication.requires`` work. The
-verdict is memoised in the request's scope: a ``Depends(zitadel)`` behind it does no second
-lookup.
-
-The hot path (a protected request with a cached token) is one path check, the bearer parse,
-one digest and one dict lookup, and two small objects; no Starlette ``Request``, no response
-wrapper, no extra task.
-"""
+verdict is memoised in the request's scope: a ``Depends(zitadel)`` behind it does no second lookup.
+The hot path (a protected request with a cached token) is one path check, the bearer parse, one
+digest and one dict lookup, and two small objects; no Starlette ``Request``, no response wrapper, no
+extra task."""
 
 from __future__ import annotations
 
@@ -60,12 +57,10 @@ class ZitadelUser(BaseUser):
 
 class ZitadelCredentials(AuthCredentials):
     """``request.auth``: ``scopes`` holds the token's scopes and, as ``<role_prefix><role>``
-    (``role:admin``), its project roles; built on first read.
-
-    A scope that itself starts with ``role_prefix`` is left out: only a project role may
-    read as one. An authorization server that grants any scope a client asks for (ZITADEL
-    does not; others may) would otherwise hand out ``role:admin`` to whoever requests it.
-    """
+    (``role:admin``), its project roles; built on first read. A scope that itself starts with
+    ``role_prefix`` is left out: only a project role may read as one. An authorization server
+    that grants any scope a client asks for (ZITADEL does not; others may) would otherwise hand
+    out ``role:admin`` to whoever requests it."""
 
     def __init__(self, principal: Principal, role_prefix: str = "role:") -> None:
         # AuthCredentials.__init__ is not called: ``scopes`` is computed on first read.
@@ -97,34 +92,29 @@ class _PublicPaths:
         self._exact: dict[str, frozenset[str] | None] = {}
         self._patterns: list[tuple[re.Pattern[str], frozenset[str] | None]] = []
         for entry in entries:
-            methods: frozenset[str] | None = None
-            if isinstance(entry, str):
-                head, _, rest = entry.partition(" ")
-                if rest:
-                    methods = frozenset(m.strip().upper() for m in head.split(","))
-                    unknown = methods - _METHODS
-                    if unknown:
-                        raise ConfigurationError(
-                            f"public_paths: unknown HTTP method {sorted(unknown)[0]!r} in "
-                            f"{entry!r} (write 'METHOD /path')"
-                        )
-                    pattern = rest.strip()
-                else:
-                    pattern = head
-                if not pattern.startswith(("/", "*")):
-                    raise ConfigurationError(
-                        f"public_paths: {entry!r} must be a path starting with '/' (or '*')"
-                    )
-                if "*" not in pattern:
-                    previous = self._exact.get(pattern, frozenset())
-                    self._exact[pattern] = (
-                        None if methods is None or previous is None else previous | methods
-                    )
-                    continue
+            if not isinstance(entry, str):  # a compiled pattern
+                self._patterns.append((entry, None))
+                continue
+            head, _, rest = entry.partition(" ")
+            pattern = rest.strip() if rest else head
+            methods = frozenset(m.strip().upper() for m in head.split(",")) if rest else None
+            if methods is not None and not methods <= _METHODS:
+                raise ConfigurationError(
+                    f"public_paths: unknown HTTP method {sorted(methods - _METHODS)[0]!r} in "
+                    f"{entry!r} (write 'METHOD /path')"
+                )
+            if not pattern.startswith(("/", "*")):
+                raise ConfigurationError(
+                    f"public_paths: {entry!r} must be a path starting with '/' (or '*')"
+                )
+            if "*" in pattern:
                 compiled = re.compile(".*".join(re.escape(p) for p in pattern.split("*")))
-            else:
-                compiled = entry
-            self._patterns.append((compiled, methods))
+                self._patterns.append((compiled, methods))
+                continue
+            previous = self._exact.get(pattern, frozenset())
+            self._exact[pattern] = (
+                None if methods is None or previous is None else previous | methods
+            )
 
     def __bool__(self) -> bool:
         return bool(self._exact or self._patterns)
@@ -142,16 +132,14 @@ class _PublicPaths:
 
 
 class ZitadelMiddleware:
-    """Every HTTP request and WebSocket needs a valid ZITADEL token, except ``public_paths``.
-
+    """Every HTTP request and WebSocket needs a valid ZITADEL token, except ``public_paths``:
     ``app.add_middleware(ZitadelMiddleware, zitadel=zitadel, public_paths=["/health",
     "OPTIONS *"])``. With ``require=False``, requests without a token pass as
-    ``UnauthenticatedUser`` (an invalid token is still a 401). Errors are the dependency's:
-    401/400 with the RFC 6750 challenge (and ``resource_metadata`` with ``resource`` set), 503
-    with ``Retry-After`` during an IdP outage; a WebSocket is closed (1008, or 1013 to retry).
-    The RFC 9728 metadata path is always public, and so is the event receiver's
-    (``POST events_path``, with ``events_signing_key``).
-    """
+    ``UnauthenticatedUser`` (an invalid token is still a 401). Errors are the dependency's: 401/400
+    with the RFC 6750 challenge (and ``resource_metadata`` with ``resource`` set), 503 with
+    ``Retry-After`` during an IdP outage; a WebSocket is closed (1008, or 1013 to retry). The RFC
+    9728 metadata path is always public, and so is the event receiver's (``POST events_path``,
+    with ``events_signing_key``)."""
 
     def __init__(
         self,

@@ -1,11 +1,9 @@
 """How a protected API describes itself: the security scheme, Swagger UI's Authorize button,
 and the 401/403/503 responses of each protected operation (403 only where a scope or role is
-checked; ``{}`` as an alternative requirement where authentication is optional).
-
-With a web application's client id (``swagger_client_id``), the scheme is OAuth 2.0
-authorization code with PKCE against ZITADEL, so "Authorize" in ``/docs`` logs a developer in
-for real. Without one it is a plain bearer field to paste a token into.
-"""
+checked; ``{}`` as an alternative requirement where authentication is optional). With a web
+application's client id (``swagger_client_id``), the scheme is OAuth 2.0 authorization code
+with PKCE against ZITADEL, so "Authorize" in ``/docs`` logs a developer in for real. Without
+one it is a plain bearer field to paste a token into."""
 
 from __future__ import annotations
 
@@ -62,11 +60,9 @@ class ScopedSecurity(_Dependency):
     ``security`` list only when ``dep`` is an ``OAuth2`` or ``OpenIdConnect`` instance (newer
     versions do it for any ``SecurityBase``). Subclassing ``OAuth2`` is for that check alone:
     subclasses set their own attributes and define ``model`` and ``__call__``; ``OAuth2``'s
-    constructor and its header parsing are never used.
-
-    ``forbids``: the dependency itself can answer 403 (a role check), so its operations
-    document one. ``allows_anonymous``: callers without a token are served (``optional``).
-    """
+    constructor and its header parsing are never used. ``forbids``: the dependency itself can
+    answer 403 (a role check), so its operations document one. ``allows_anonymous``: callers
+    without a token are served (``optional``)."""
 
     forbids = False
     allows_anonymous = False
@@ -174,11 +170,9 @@ def swagger_ui_init_oauth(config: ZitadelConfig) -> dict[str, Any] | None:
 class RequiredScopes:
     """The scopes the routes of one guard require, as they are declared (``require_scope``,
     ``require_any_scope``): listed in its OAuth2 flow at once, so Swagger UI's login asks for
-    them and reading the scheme changes nothing; kept for the RFC 9728 document.
-
-    ``hand_on``: another guard's, which gets them too, those noted already included (the
-    default instance's guard hands them on to the instance that is the default).
-    """
+    them and reading the scheme changes nothing; kept for the RFC 9728 document. ``hand_on``:
+    another guard's, which gets them too, those noted already included (the default
+    instance's guard hands them on to the instance that is the default)."""
 
     def __init__(self, scheme: SecurityBase | None = None) -> None:
         self._scheme = scheme
@@ -210,18 +204,12 @@ _ERROR_SCHEMA = {
     "properties": {
         "detail": {
             "type": "object",
-            "properties": {
-                "error": {"type": "string"},
-                "error_description": {"type": "string"},
-            },
+            "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
             "required": ["error", "error_description"],
         }
     },
 }
-_CHALLENGE = {
-    "description": "RFC 6750 challenge with the error code",
-    "schema": {"type": "string"},
-}
+_CHALLENGE = {"description": "RFC 6750 challenge with the error code", "schema": {"type": "string"}}
 _ERROR_RESPONSES: dict[str, dict[str, Any]] = {
     "401": {
         "description": "Missing, invalid, expired or revoked bearer token",
@@ -252,6 +240,9 @@ class _Guarded:
     forbids: bool = False  # a role check, which can answer 403
 
 
+_UNKNOWN_ROUTE = _Guarded(required=True, forbids=True)  # not among the routes: all three errors
+
+
 def _guarded_operations(routes: Iterable[BaseRoute], scheme_name: str) -> dict[Any, _Guarded]:
     """(path, method) -> how the route's dependency tree uses ``scheme_name``."""
     found: dict[Any, _Guarded] = {}
@@ -261,8 +252,6 @@ def _guarded_operations(routes: Iterable[BaseRoute], scheme_name: str) -> dict[A
         guarded = _Guarded()
         for dependant in dependants(route):
             call = dependant.call
-            if call is None:
-                continue
             if isinstance(call, ScopedSecurity) and call.forbids:
                 guarded.forbids = True
             if isinstance(call, SecurityDependency) and call.scheme_name == scheme_name:
@@ -297,15 +286,10 @@ def _add_error_responses(
                 others = [req for req in security if scheme_name not in req]
                 security[:] = [{scheme_name: merged}, *others]
                 ours = [merged]
-            how = guarded.get((path, method))
-            codes: tuple[str, ...]
-            if how is None:
-                codes = ("401", "403", "503")
-            else:
-                scoped = any(scopes for scopes in ours)
-                codes = ("401", "403", "503") if scoped or how.forbids else ("401", "503")
-                if how.optional and not how.required and len(security) == 1:
-                    security.append({})  # anonymous callers are served too
+            how = guarded.get((path, method), _UNKNOWN_ROUTE)
+            codes = ("401", "403", "503") if how.forbids or any(ours) else ("401", "503")
+            if how.optional and not how.required and len(security) == 1:
+                security.append({})  # anonymous callers are served too
             responses = operation.setdefault("responses", {})
             for code in codes:
                 # a copy: the schema is the app's, to change; the constant stays as it is
@@ -314,8 +298,7 @@ def _add_error_responses(
 
 
 def document_errors(app: FastAPI, scheme_name: str) -> None:
-    """Make ``app``'s schema document the errors of ``scheme_name``, once, when it is first
-    built."""
+    """Make ``app``'s schema document the errors of ``scheme_name``, once, when first built."""
     build_openapi = app.openapi
 
     def with_error_responses() -> dict[str, Any]:

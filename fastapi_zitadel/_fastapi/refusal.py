@@ -1,22 +1,19 @@
 """What a refused request is answered with, as the client will really see it.
-
-``ZitadelError.to_http()`` decides the answer: an ``HTTPException`` (status, RFC 6750 header,
-body) or, on a WebSocket, a ``WebSocketException`` (1008, or 1013 to retry later, with the
-reason). On a WebSocket still in its handshake, a close is not what reaches the client: ASGI
-servers (uvicorn among them) turn a close before ``accept()`` into a bare ``HTTP 403``, so a
-real client could tell neither "refused" from "retry later" nor read the reason. So the socket
-is accepted first, and the close that follows carries the code and the reason to every client,
-browsers included (they cannot read a refused handshake's status at all). The route's handler
-never runs: the dependency raised before it.
-"""
+``ZitadelError.to_http()`` decides the answer: an ``HTTPException`` (status, RFC 6750 header, body)
+or, on a WebSocket, a ``WebSocketException`` (1008, or 1013 to retry later, with the reason). On a
+WebSocket still in its handshake, a close is not what reaches the client: ASGI servers (uvicorn
+among them) turn a close before ``accept()`` into a bare ``HTTP 403``, so a real client could tell
+neither "refused" from "retry later" nor read the reason. So the socket is accepted first, and the
+close that follows carries the code and the reason to every client, browsers included (they cannot
+read a refused handshake's status at all). The route's handler never runs: the dependency raised
+before it."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-from typing import Any
 
 from fastapi import HTTPException, WebSocketException
+from fastapi.responses import JSONResponse
 from starlette.requests import HTTPConnection
 from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -28,10 +25,9 @@ __all__ = ["Refusal"]
 
 class Refusal:
     """How this API answers a ``ZitadelError``, bound once to its ``realm`` and its RFC 9728
-    metadata URL: every answer of the library (the dependencies, ``require_*``,
-    ``zitadel.user``, the middleware, the test overrides) goes through one, so none can leave
-    either out (RFC 9728 §5.1 wants ``resource_metadata`` on every 401 once ``resource`` is
-    set)."""
+    metadata URL: every answer of the library (the dependencies, ``require_*``, ``zitadel.user``,
+    the middleware, the test overrides) goes through one, so none can leave either out (RFC 9728
+    §5.1 wants ``resource_metadata`` on every 401 once ``resource`` is set)."""
 
     __slots__ = ("realm", "resource_metadata")
 
@@ -62,12 +58,8 @@ class Refusal:
         if not isinstance(exc, HTTPException):
             await send({"type": "websocket.close", "code": exc.code, "reason": exc.reason})
             return
-        body = json.dumps({"detail": exc.detail}, separators=(",", ":")).encode("utf-8")
-        headers: list[tuple[bytes, bytes]] = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode("ascii")),
-        ]
-        given: Any = exc.headers or {}
-        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in given.items()]
+        # What FastAPI's handler of an HTTPException renders: byte for byte the same answer.
+        response = JSONResponse({"detail": exc.detail}, exc.status_code, exc.headers)
+        headers = response.raw_headers
         await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": response.body})

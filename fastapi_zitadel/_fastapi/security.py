@@ -1,10 +1,9 @@
 """``ZitadelIntrospection``: the object a user creates once per app, and the FastAPI security
-dependency that answers a request with a ``Principal`` or the right error.
+dependency that answers a request with a ``Principal`` or the right error. It only takes the
+token from the request and hands it to the verification pipeline; what the pipeline is made of
+is decided once, in ``_build``, from the validated configuration."""
 
-It only takes the token from the request and hands it to the verification pipeline; what the
-pipeline is made of is decided once, in ``_build``, from the validated configuration.
-"""
-
+import functools
 import inspect
 import time
 import weakref
@@ -13,7 +12,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from os import PathLike
-from types import TracebackType
 from typing import Any, Literal, overload
 
 import httpx
@@ -73,16 +71,13 @@ class ClientIdentity:
 
 
 class ZitadelIntrospection(GuardBase):
-    """Verifies bearer tokens by asking ZITADEL's introspection endpoint (RFC 7662), by
-    verifying JWT access tokens locally (``validation="local"``), or both
-    (``validation="hybrid"``).
-
-    Create one per app (per issuer) and reuse it: it holds the connection pool, the signed
-    client assertion, the issuer's keys and the result cache. It is a FastAPI security
-    dependency (``Depends(zitadel)``, ``Security(zitadel, scopes=[...])``), and usable without
-    FastAPI through ``verify``. Every setting is a keyword (see the configuration reference);
-    ``config=`` takes a ready ``ZitadelConfig`` whose values the keywords override.
-    """
+    """Verifies bearer tokens by asking ZITADEL's introspection endpoint (RFC 7662), by verifying
+    JWT access tokens locally (``validation="local"``), or both (``validation="hybrid"``). Create
+    one per app (per issuer) and reuse it: it holds the connection pool, the signed client
+    assertion, the issuer's keys and the result cache. It is a FastAPI security dependency
+    (``Depends(zitadel)``, ``Security(zitadel, scopes=[...])``), and usable without FastAPI through
+    ``verify``. Every setting is a keyword (see the configuration reference); ``config=`` takes a
+    ready ``ZitadelConfig`` whose values the keywords override."""
 
     def __init__(
         self,
@@ -137,9 +132,8 @@ class ZitadelIntrospection(GuardBase):
         principal_loader: PrincipalLoader | None = None,
         principal_class: type[Principal] = Principal,
     ) -> None:
-        # Every parameter from ``config`` on is a component, the others are the settings of
-        # ZitadelConfig (a test keeps the two lists equal); those given, and only those,
-        # override ``config``.
+        # Every parameter from ``config`` on is a component, the others are ZitadelConfig's
+        # settings (a test keeps the two lists equal); only those given override ``config``.
         given = locals()
         explicit = {
             name: given[name]
@@ -165,10 +159,6 @@ class ZitadelIntrospection(GuardBase):
         self.refusal = Refusal(self.config.realm, self.resource_metadata_url)
         """How this API answers an error: bound to ``realm`` and the RFC 9728 metadata URL."""
         self._loader = None if principal_loader is None else UserLoader(principal_loader)
-        self._user = None
-        if self._loader is not None:
-            unknown = self.config.unknown_user_status
-            self._user = user_dependency(self, self._loader, unknown_status=unknown)
         self._pipeline = self._parts.pipeline
         self.model = openapi.security_scheme(self.config)
         """The OpenAPI security scheme (FastAPI reads it when it builds the schema)."""
@@ -193,11 +183,9 @@ class ZitadelIntrospection(GuardBase):
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "ZitadelIntrospection":
-        """Configure from ``ZITADEL_*`` environment variables; keyword arguments win.
-
-        Keywords are the constructor's: settings and the components (``http_client``,
-        ``cache``, ``clock``, ``monotonic``); anything else is a ``TypeError``.
-        """
+        """Configure from ``ZITADEL_*`` environment variables; keyword arguments win. Keywords
+        are the constructor's: settings and the components (``http_client``, ``cache``,
+        ``clock``, ``monotonic``); anything else is a ``TypeError``."""
         fields = ZitadelConfig.model_fields
         # the components: the constructor's keywords that are not settings
         components = set(inspect.signature(cls).parameters) - set(fields) - {"config"}
@@ -253,11 +241,8 @@ class ZitadelIntrospection(GuardBase):
 
     # Verification ------------------------------------------------------------------------
     async def verify(self, token: str) -> Principal:
-        """The ``Principal`` for a live token.
-
-        Raises ``InvalidTokenError`` when the token is not valid, and an
-        ``IdentityProviderError`` when that cannot be decided right now (never a 401 then).
-        """
+        """The ``Principal`` for a live token. Raises ``InvalidTokenError`` when the token is not
+        valid, an ``IdentityProviderError`` when that cannot be decided now (never a 401 then)."""
         return await self._pipeline.verify(token)
 
     async def invalidate(self, token: str) -> None:
@@ -285,11 +270,9 @@ class ZitadelIntrospection(GuardBase):
 
     async def signing_keys(self) -> list[dict[str, str]]:
         """The issuer's keys this instance verifies JWTs with, fetched now: one entry per key
-        and algorithm, ``{"kid": ..., "algorithm": ..., "key": "RSA 2048 bits"}``.
-
-        Raises ``ConfigurationError`` with ``validation="introspection"`` (no keys are used),
-        an ``IdentityProviderError`` when the JWKS cannot be fetched or used.
-        """
+        and algorithm, ``{"kid": ..., "algorithm": ..., "key": "RSA 2048 bits"}``. Raises
+        ``ConfigurationError`` with ``validation="introspection"`` (no keys are used), an
+        ``IdentityProviderError`` when the JWKS cannot be fetched or used."""
         jwks = self._parts.jwks
         if jwks is None:
             raise ConfigurationError("validation='introspection' verifies no JWT: no keys")
@@ -330,20 +313,16 @@ class ZitadelIntrospection(GuardBase):
         """The request's ``Principal``, or the HTTP error FastAPI sends (``HTTPException``;
         on a WebSocket, the ``WebSocketException`` that closes it), as the dependency does.
         ``optional``: ``None`` when the request carries no token (an invalid one still fails).
-
         Named for what it raises, beside ``principal_or_zitadel_error``: the two are one
-        lookup, and differ only in the form of the error.
-        """
+        lookup, and differ only in the form of the error."""
         return await self._answer(conn, (), required=not optional)
 
     async def principal_or_zitadel_error(self, conn: HTTPConnection) -> Principal | None:
         """The request's ``Principal`` for ASGI code: ``None`` without a token, the
         ``ZitadelError`` itself (not its HTTP form) for a bad one or an outage, for the caller
-        to answer (``zitadel.refusal.respond``) or handle.
-
-        Memoised per HTTP request like the dependency, so a dependency behind
-        ``ZitadelMiddleware`` reuses the middleware's verdict: one lookup per request.
-        """
+        to answer (``zitadel.refusal.respond``) or handle. Memoised per HTTP request like the
+        dependency, so a dependency behind ``ZitadelMiddleware`` reuses the middleware's
+        verdict: one lookup per request."""
         return await self._lookup(conn)
 
     async def _answer(
@@ -372,12 +351,9 @@ class ZitadelIntrospection(GuardBase):
     async def _lookup(self, conn: HTTPConnection, *, confirmed: bool = False) -> Principal | None:
         """The one path from a connection to its principal: ``None`` without a token, a
         ``ZitadelError`` for a bad one or an outage. ``confirmed``: a JWT served before
-        ZITADEL's confirmation (hybrid mode) waits for it.
-
-        The hot path, run on every request, often several times (router and route scopes):
-        the principal is kept in the request's scope, and a cache hit completes without
-        awaiting anything.
-        """
+        ZITADEL's confirmation (hybrid mode) waits for it. The hot path, run on every request,
+        often several times (router and route scopes): the principal is kept in the request's
+        scope, and a cache hit completes without awaiting."""
         scope = conn.scope
         # Kept for one HTTP request only: on a WebSocket, the scope lives as long as the socket,
         # and a later check must see a revocation or an expiry (a cache hit is cheap).
@@ -423,19 +399,17 @@ class ZitadelIntrospection(GuardBase):
             scopes |= metadata.schema_scopes(app.openapi(), self.scheme_name)
         return metadata.document(self.config, scopes)
 
-    @property
+    @functools.cached_property
     def user(self) -> Callable[..., Any]:
         """A dependency giving ``principal_loader``'s user for the caller (401 without a
         valid token; 403, or 401 with ``unknown_user_status=401``, when it returns ``None``).
-
-        Keep the type with an alias: ``CurrentUser = Annotated[User, Depends(zitadel.user)]``.
-        """
-        if self._user is None:
+        Keep the type with an alias: ``CurrentUser = Annotated[User, Depends(zitadel.user)]``."""
+        if self._loader is None:
             raise ConfigurationError(
                 "zitadel.user needs principal_loader= (an async function from the Principal "
                 "to your user)"
             )
-        return self._user
+        return user_dependency(self, self._loader, unknown_status=self.config.unknown_user_status)
 
     @property
     def swagger_ui_init_oauth(self) -> dict[str, Any] | None:
@@ -453,10 +427,9 @@ class ZitadelIntrospection(GuardBase):
         if self.resource_metadata_path is not None:
             metadata.serve(app, self.resource_metadata_path, lambda: self.resource_metadata(app))
         if self.events_path is not None:  # a plain route: no bearer check, no schema
-            events = Route(
-                self.events_path, self.events_app, methods=["POST"], include_in_schema=False
+            app.router.routes.append(
+                Route(self.events_path, self.events_app, methods=["POST"], include_in_schema=False)
             )
-            app.router.routes.append(events)
         if self.swagger_ui_init_oauth is not None:
             app.swagger_ui_init_oauth = self.swagger_ui_init_oauth
         openapi.document_errors(app, self.scheme_name)
@@ -479,12 +452,7 @@ class ZitadelIntrospection(GuardBase):
             await openapi.use_discovered_endpoints(self.model, self._parts.discovery)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     @asynccontextmanager
@@ -536,9 +504,8 @@ class OptionalDependency(_OnInstanceScheme):
 
 
 class IntrospectedDependency(_OnInstanceScheme):
-    """``zitadel.introspected``: the same scheme, answering only with a principal whose
-    token ZITADEL's introspection confirmed (``validation="hybrid"``); with the other modes
-    the same as ``zitadel`` itself."""
+    """``zitadel.introspected``: the same scheme, answering only once ZITADEL's introspection
+    confirmed the token (``validation="hybrid"``); with the other modes, ``zitadel`` itself."""
 
     async def __call__(self, conn: HTTPConnection, security_scopes: SecurityScopes) -> Principal:
         principal = await self._answer(conn, security_scopes.scopes)

@@ -1,16 +1,13 @@
 """The app's own user: ``principal_loader=`` maps a verified ``Principal`` to it, and
 ``Depends(zitadel.user)`` injects the result.
 
-The loader runs once per verified token and its result lives exactly as long as the verdict:
-it is kept against the cached ``Principal`` object itself (weakly), so when the pipeline drops
-that principal (expiry, ``invalidate()``, a revocation, another replica's invalidation) the
-next request verifies again, gets a new principal and loads again. A loader that raises fails
-that request only (nothing is kept); one that returns ``None`` means "unknown user" and is not
-kept either, so a user who signs up is known on the next request.
-
-No ``from __future__ import annotations`` here: FastAPI reads the dependency's annotations at
-runtime.
-"""
+The loader runs once per verified token and its result lives exactly as long as the verdict: it is
+kept against the cached ``Principal`` object itself (weakly), so when the pipeline drops that
+principal (expiry, ``invalidate()``, a revocation, another replica's invalidation) the next request
+verifies again, gets a new principal and loads again. A loader that raises fails that request only
+(nothing is kept); one that returns ``None`` means "unknown user" and is not kept either, so a user
+who signs up is known on the next request. No ``from __future__ import annotations`` here: FastAPI
+reads the dependency's annotations at runtime."""
 
 import weakref
 from collections.abc import Awaitable, Callable
@@ -23,7 +20,7 @@ from fastapi_zitadel._concurrency.tasks import KeyedTasks
 from fastapi_zitadel._exceptions import InsufficientScopeError, InvalidTokenError, ZitadelError
 from fastapi_zitadel._principal import Principal
 
-from .requirements import Guard
+from .requirements import GuardBase
 
 __all__ = ["PrincipalLoader", "UserLoader", "user_dependency"]
 
@@ -66,7 +63,7 @@ class UserLoader:
 
 
 def user_dependency(
-    guard: Guard, loader: UserLoader, *, unknown_status: int
+    guard: GuardBase, loader: UserLoader, *, unknown_status: int
 ) -> Callable[..., Awaitable[Any]]:
     """``zitadel.user``: the loaded user, or 401/403 for an unknown one."""
     unknown: ZitadelError = (
