@@ -502,6 +502,20 @@ def test_reading_the_security_scheme_changes_nothing(world: World) -> None:
     assert set(oauth.required_scopes) == {"items:read"}
 
 
+def test_reading_the_instance_s_dependencies_changes_nothing(world: World) -> None:
+    """``user``, ``optional``, ``introspected`` and ``model`` are built with the instance: a
+    first read (from any thread) stores nothing and gives the same object every time."""
+
+    async def load(principal: Principal) -> str:
+        return principal.subject
+
+    zitadel = world.client(principal_loader=load)
+    before = dict(vars(zitadel))
+    for name in ("user", "optional", "introspected", "model"):
+        assert getattr(zitadel, name) is getattr(zitadel, name)
+    assert vars(zitadel) == before
+
+
 async def test_optional_with_scopes(world: World, zitadel: ZitadelIntrospection) -> None:
     app = FastAPI()
 

@@ -3,7 +3,6 @@ dependency that answers a request with a ``Principal`` or the right error. It on
 token from the request and hands it to the verification pipeline; what the pipeline is made of
 is decided once, in ``_build``, from the validated configuration."""
 
-import functools
 import inspect
 import time
 import weakref
@@ -159,6 +158,10 @@ class ZitadelIntrospection(GuardBase):
         self.refusal = Refusal(self.config.realm, self.resource_metadata_url)
         """How this API answers an error: bound to ``realm`` and the RFC 9728 metadata URL."""
         self._loader = None if principal_loader is None else UserLoader(principal_loader)
+        self._user = None
+        if self._loader is not None:
+            unknown = self.config.unknown_user_status
+            self._user = user_dependency(self, self._loader, unknown_status=unknown)
         self._pipeline = self._parts.pipeline
         self.model = openapi.security_scheme(self.config)
         """The OpenAPI security scheme (FastAPI reads it when it builds the schema)."""
@@ -399,17 +402,18 @@ class ZitadelIntrospection(GuardBase):
             scopes |= metadata.schema_scopes(app.openapi(), self.scheme_name)
         return metadata.document(self.config, scopes)
 
-    @functools.cached_property
+    @property
     def user(self) -> Callable[..., Any]:
         """A dependency giving ``principal_loader``'s user for the caller (401 without a
         valid token; 403, or 401 with ``unknown_user_status=401``, when it returns ``None``).
-        Keep the type with an alias: ``CurrentUser = Annotated[User, Depends(zitadel.user)]``."""
-        if self._loader is None:
+        Keep the type with an alias: ``CurrentUser = Annotated[User, Depends(zitadel.user)]``.
+        Built with the instance: reading it changes nothing, from any thread."""
+        if self._user is None:
             raise ConfigurationError(
                 "zitadel.user needs principal_loader= (an async function from the Principal "
                 "to your user)"
             )
-        return user_dependency(self, self._loader, unknown_status=self.config.unknown_user_status)
+        return self._user
 
     @property
     def swagger_ui_init_oauth(self) -> dict[str, Any] | None:
