@@ -27,7 +27,11 @@ from typing import TypeVar
 
 import httpx
 
-from fastapi_zitadel._exceptions import IdentityProviderError, TransportFailure
+from fastapi_zitadel._exceptions import (
+    IdentityProviderError,
+    IdentityProviderUnavailable,
+    TransportFailure,
+)
 from fastapi_zitadel._http.client import (
     HttpClientProvider,
     JsonResponse,
@@ -42,6 +46,7 @@ __all__ = [
     "Retries",
     "Retryable",
     "Send",
+    "get_json",
     "retry_after",
     "retry_if_overloaded",
     "run",
@@ -100,6 +105,20 @@ def retry_if_overloaded(
     if response.status == 429 or response.status >= 500:
         asked = retry_after(response.headers.get("retry-after"))
         raise Retryable(final(asked), retry_after=asked)
+
+
+def get_json(http: HttpClientProvider, url: str, remaining: float, what: str) -> Flow[JsonResponse]:
+    """One GET attempt (discovery, the JWKS): a transport failure, 429 or 5xx is ``Retryable``;
+    another status than 200 ``IdentityProviderUnavailable`` ("``what`` answered HTTP ...")."""
+    try:
+        response = yield Send(http.request("GET", url), remaining)
+    except TransportFailure as failure:
+        raise Retryable(failure) from None
+    if response.status != 200:
+        described = f"{what} answered HTTP {response.status}"
+        retry_if_overloaded(response, lambda asked: IdentityProviderUnavailable(described))
+        raise IdentityProviderUnavailable(described)
+    return response
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,9 +38,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 
 from fastapi_zitadel._concurrency.tasks import KeyedTasks, joined
-from fastapi_zitadel._exceptions import IdentityProviderUnavailable, TransportFailure
-from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse
-from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_if_overloaded, run
+from fastapi_zitadel._exceptions import IdentityProviderUnavailable
+from fastapi_zitadel._http.client import HttpClientProvider
+from fastapi_zitadel._http.retry import Retries, get_json, run
 from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
 
@@ -298,8 +298,12 @@ class JwksCache:
             url = metadata.jwks_uri
             if url is None:
                 raise IdentityProviderUnavailable("the discovery document has no jwks_uri")
-            download = self._retries.flow(deadline, lambda _, left: self._download(url, left))
+            download = self._retries.flow(
+                deadline, lambda _, left: get_json(self._http, url, left, "the JWKS")
+            )
             response = await run(download, self._http)
+            if response.problem is not None:
+                raise IdentityProviderUnavailable(f"the JWKS is unusable: {response.problem}")
             keys, skipped = parse_jwks(response.data)
         except IdentityProviderUnavailable as exc:
             self._failure = exc.description
@@ -323,17 +327,3 @@ class JwksCache:
         )
         if removed:
             self._on_keys_removed()
-
-    def _download(self, url: str, remaining: float) -> Flow[JsonResponse]:
-        """One attempt at the key set's JSON."""
-        try:
-            response = yield Send(self._http.request("GET", url), remaining)
-        except TransportFailure as failure:
-            raise Retryable(failure) from None
-        if response.status != 200:
-            described = f"the JWKS answered HTTP {response.status}"
-            retry_if_overloaded(response, lambda asked: IdentityProviderUnavailable(described))
-            raise IdentityProviderUnavailable(described)
-        if response.problem is not None:
-            raise IdentityProviderUnavailable(f"the JWKS is unusable: {response.problem}")
-        return response
