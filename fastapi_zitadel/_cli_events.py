@@ -109,16 +109,6 @@ def _send_test(args: argparse.Namespace, out: TextIO) -> int:
 
 
 # setup ---------------------------------------------------------------------------------
-def target_request(url: str, timeout: float) -> dict[str, Any]:
-    return {
-        "name": "fastapi-zitadel events",
-        "endpoint": url,
-        "timeout": f"{timeout:g}s",
-        "restWebhook": {"interruptOnError": False},
-        "payloadType": "PAYLOAD_TYPE_JSON",
-    }
-
-
 def _target_ids(execution: Mapping[str, Any]) -> list[str]:
     """An execution's targets: ids (v2), or ``{"target": id}`` objects (v2beta)."""
     found = [
@@ -163,7 +153,13 @@ def _setup(args: argparse.Namespace, out: TextIO) -> int:
         say(out, "usage", "events setup needs ZITADEL's URL: --issuer or ZITADEL_ISSUER")
         return USAGE
     pat = args.pat or os.environ.get("ZITADEL_PAT")
-    target = target_request(args.url, args.timeout)
+    target = {
+        "name": "fastapi-zitadel events",
+        "endpoint": args.url,
+        "timeout": f"{args.timeout:g}s",
+        "restWebhook": {"interruptOnError": False},
+        "payloadType": "PAYLOAD_TYPE_JSON",
+    }
     if not pat:
         _print_calls(issuer, target, out)
         return OK
