@@ -61,9 +61,7 @@ def add_commands(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    if args.events_command == "send-test":
-        return _send_test(args, out)
-    return _setup(args, out)
+    return _send_test(args, out) if args.events_command == "send-test" else _setup(args, out)
 
 
 def say(out: TextIO, status: str, message: str) -> None:
@@ -199,8 +197,7 @@ def _refused(out: TextIO, what: str, answer: httpx.Response) -> int:
 def _print_calls(issuer: str, target: dict[str, Any], out: TextIO) -> None:
     auth = '-H "Authorization: Bearer $ZITADEL_PAT" -H "Content-Type: application/json"'
     out.write("# 1. the target (its answer holds signingKey: ZITADEL_EVENTS_SIGNING_KEY)\n")
-    out.write(f"curl -X POST {issuer}/v2/actions/targets {auth} \\\n")
-    out.write(f"  -d '{json.dumps(target)}'\n")
+    out.write(f"curl -X POST {issuer}/v2/actions/targets {auth} \\\n  -d '{json.dumps(target)}'\n")
     out.write(
         "# 2. the executions that exist now: where one matches an event type below (exact,\n"
         "#    group or all), put its targets in front of ours, or ours would shadow them\n"
@@ -210,5 +207,4 @@ def _print_calls(issuer: str, target: dict[str, Any], out: TextIO) -> None:
     out.write("# 3. one execution per event type, calling our target ($TARGET_ID from step 1)\n")
     for body in executions_for("$TARGET_ID", []):
         data = json.dumps(body).replace('"$TARGET_ID"', '"\'"$TARGET_ID"\'"')
-        out.write(f"curl -X PUT {issuer}/v2/actions/executions {auth} \\\n")
-        out.write(f"  -d '{data}'\n")
+        out.write(f"curl -X PUT {issuer}/v2/actions/executions {auth} \\\n  -d '{data}'\n")
