@@ -75,7 +75,7 @@ class Parts:
     metrics: Metrics
     pipeline: VerificationPipeline
     jwks: JwksCache | None  # None: validation="introspection"
-    revocations: Revocations | None = None
+    revocations: Revocations
     receiver: EventReceiver | None = None  # None: no events_signing_key
     feed: RevocationFeed | None = None  # None: events reach this process only
     events_jwks: JwksCache | None = None  # the issuer's keys for JWS events, if not ``jwks``

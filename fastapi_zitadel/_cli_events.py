@@ -9,14 +9,13 @@ execution gets ours added. Without a personal access token it prints the calls i
 
 ``send-test`` signs a test event as ZITADEL does and posts it: the receiver answers 200
 ("ignored": the type is made up) when the key and the URL are right, 401 when the key is not.
-Only the public API of the package is used, and the HMAC is computed here on its own.
+Only the public API of the package is used; the HMAC is the stand-in's (``testing``), written
+apart from the receiver's check.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import os
 import time
@@ -62,9 +61,7 @@ def add_commands(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
-    if args.events_command == "send-test":
-        return _send_test(args, out)
-    return _setup(args, out)
+    return _send_test(args, out) if args.events_command == "send-test" else _setup(args, out)
 
 
 def say(out: TextIO, status: str, message: str) -> None:
@@ -72,12 +69,9 @@ def say(out: TextIO, status: str, message: str) -> None:
 
 
 # send-test -----------------------------------------------------------------------------
-def signature(body: bytes, key: str, timestamp: int) -> str:
-    mac = hmac.new(key.encode("utf-8"), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
-
-
 def _send_test(args: argparse.Namespace, out: TextIO) -> int:
+    from .testing._events import signature_header
+
     key = args.key or os.environ.get("ZITADEL_EVENTS_SIGNING_KEY", "").split(",")[0].strip()
     if not key:
         say(out, "usage", "send-test needs the signing key: --key or ZITADEL_EVENTS_SIGNING_KEY")
@@ -95,7 +89,7 @@ def _send_test(args: argparse.Namespace, out: TextIO) -> int:
     ).encode("utf-8")
     headers = {
         "Content-Type": "application/json",
-        "ZITADEL-Signature": signature(body, key, int(now)),
+        "ZITADEL-Signature": signature_header(key, body, int(now)),
     }
     try:
         answer = httpx.post(args.target_url, content=body, headers=headers, timeout=10.0)
@@ -113,16 +107,6 @@ def _send_test(args: argparse.Namespace, out: TextIO) -> int:
 
 
 # setup ---------------------------------------------------------------------------------
-def target_request(url: str, timeout: float) -> dict[str, Any]:
-    return {
-        "name": "fastapi-zitadel events",
-        "endpoint": url,
-        "timeout": f"{timeout:g}s",
-        "restWebhook": {"interruptOnError": False},
-        "payloadType": "PAYLOAD_TYPE_JSON",
-    }
-
-
 def _target_ids(execution: Mapping[str, Any]) -> list[str]:
     """An execution's targets: ids (v2), or ``{"target": id}`` objects (v2beta)."""
     found = [
@@ -167,7 +151,13 @@ def _setup(args: argparse.Namespace, out: TextIO) -> int:
         say(out, "usage", "events setup needs ZITADEL's URL: --issuer or ZITADEL_ISSUER")
         return USAGE
     pat = args.pat or os.environ.get("ZITADEL_PAT")
-    target = target_request(args.url, args.timeout)
+    target = {
+        "name": "fastapi-zitadel events",
+        "endpoint": args.url,
+        "timeout": f"{args.timeout:g}s",
+        "restWebhook": {"interruptOnError": False},
+        "payloadType": "PAYLOAD_TYPE_JSON",
+    }
     if not pat:
         _print_calls(issuer, target, out)
         return OK
@@ -207,8 +197,7 @@ def _refused(out: TextIO, what: str, answer: httpx.Response) -> int:
 def _print_calls(issuer: str, target: dict[str, Any], out: TextIO) -> None:
     auth = '-H "Authorization: Bearer $ZITADEL_PAT" -H "Content-Type: application/json"'
     out.write("# 1. the target (its answer holds signingKey: ZITADEL_EVENTS_SIGNING_KEY)\n")
-    out.write(f"curl -X POST {issuer}/v2/actions/targets {auth} \\\n")
-    out.write(f"  -d '{json.dumps(target)}'\n")
+    out.write(f"curl -X POST {issuer}/v2/actions/targets {auth} \\\n  -d '{json.dumps(target)}'\n")
     out.write(
         "# 2. the executions that exist now: where one matches an event type below (exact,\n"
         "#    group or all), put its targets in front of ours, or ours would shadow them\n"
@@ -218,5 +207,4 @@ def _print_calls(issuer: str, target: dict[str, Any], out: TextIO) -> None:
     out.write("# 3. one execution per event type, calling our target ($TARGET_ID from step 1)\n")
     for body in executions_for("$TARGET_ID", []):
         data = json.dumps(body).replace('"$TARGET_ID"', '"\'"$TARGET_ID"\'"')
-        out.write(f"curl -X PUT {issuer}/v2/actions/executions {auth} \\\n")
-        out.write(f"  -d '{data}'\n")
+        out.write(f"curl -X PUT {issuer}/v2/actions/executions {auth} \\\n  -d '{data}'\n")

@@ -119,10 +119,7 @@ class NegativeCache:
     def refusal(self, key: bytes) -> InvalidTokenError | None:
         """The refusal remembered for ``key`` (a new exception each time), or ``None``."""
         found = self._entries.get(key)
-        if found is None:
-            return None
-        description, detail = found
-        return InvalidTokenError(description, detail=detail)
+        return None if found is None else InvalidTokenError(found[0], detail=found[1])
 
     def discard(self, key: bytes) -> None:
         self._entries.pop(key, None)

@@ -1,12 +1,11 @@
 """One object per live event loop, created on first use in that loop.
 
 Connection pools (httpx, redis), semaphores and futures belong to the loop that made them. Apps
-have one loop; test suites start a new loop per test, and some apps run two at once (two
-``TestClient``s, a thread with a loop of its own). Each loop gets its own value, kept while
-that loop lives: alternating between two loops reuses both values instead of building a new
-pool on every switch, and values of loops that have closed are dropped. Every loop-bound piece
-of the library (the HTTP pool, the concurrency cap, single flight, the Redis connections) holds
-its state here, so "one per loop" is written once.
+have one loop; test suites start one per test, and some apps run two at once (two
+``TestClient``s, a thread with its own loop). Each loop's value is kept while it lives:
+alternating between two loops reuses both instead of building a pool on every switch; values of
+closed loops are dropped. Every loop-bound piece of the library (the HTTP pool, the concurrency
+cap, single flight, the Redis connections) holds its state here: "one per loop" is written once.
 """
 
 from __future__ import annotations

@@ -1,20 +1,18 @@
 """One task per key at a time, tracked until it ends: the one registry of the library's tasks.
 
 Work behind the request (a JWKS refresh, hybrid mode's introspection of a token already
-served, a service user's token renewal) must never hold up the request that started it, and
-must never be left behind: an untracked task can be garbage-collected while it runs, and one
-still pending when its event loop closes ends as "Task was destroyed but it is pending!".
-Every task started here is kept (per event loop) until it finishes, and ``aclose`` cancels and
-awaits those still running.
+served, a service user's token renewal) must never hold up its request nor be left behind:
+an untracked task can be garbage-collected while it runs, and one pending when its loop
+closes ends as "Task was destroyed but it is pending!". Every task is kept (per event loop)
+until it finishes; ``aclose`` cancels and awaits those still running.
 
-Concurrent misses for one key share one call (``run``): when a popular token's cache entry
-lapses, hundreds of requests can miss at once; without this each would introspect, and
-ZITADEL Cloud answers a burst like that with 429s. Every caller, the first included, waits on
-one shared result that cannot be cancelled: a waiter that is cancelled (its client went away)
-would otherwise cancel the call for all the others. Such a waiter's cancellation takes effect
-when the shared call ends, which its deadline bounds. This spares a herd of a thousand callers
-a thousand ``asyncio.shield`` wrappers (a future and a callback each). A caller that wants a
-task's result with a deadline of its own waits with ``wait``.
+Concurrent misses for one key share one call (``run``): when a popular token's entry lapses,
+hundreds of requests can miss at once, and ZITADEL Cloud answers that many introspections
+with 429s. Every caller, the first included, waits on one shared result that cannot be
+cancelled, or a waiter cancelled (its client went away) would cancel the call for all the
+others; its cancellation takes effect when the shared call ends, which its deadline bounds.
+This spares a herd of a thousand callers a thousand ``asyncio.shield`` wrappers (a future and
+a callback each). A caller wanting a task's result by a deadline of its own uses ``joined``.
 """
 
 from __future__ import annotations
@@ -39,9 +37,8 @@ class _SharedResult(asyncio.Future):  # type: ignore[type-arg]
 
 
 class _Running(Generic[T]):
-    """One loop's tasks: the current one per key, every one not yet finished (with the
-    result its ``run`` callers share), and the calls waiting for the next pass of the loop
-    (``start_soon``)."""
+    """One loop's tasks: the current one per key, every unfinished one (with the result its
+    ``run`` callers share), and the calls waiting for the loop's next pass (``start_soon``)."""
 
     __slots__ = ("all", "by_key", "drain", "soon")
 
@@ -96,9 +93,9 @@ class KeyedTasks(Generic[T]):
         return task
 
     def start_soon(self, key: Hashable, call: Callable[[], Awaitable[T]]) -> bool:
-        """Start ``call()`` for ``key`` in the next pass of the event loop, unless a task for
-        ``key`` runs or waits already; whether it was taken. Costs the caller a dict insert:
-        creating the task happens outside its request."""
+        """Start ``call()`` for ``key`` in the loop's next pass unless one runs or waits for
+        ``key``; whether taken. Costs the caller a dict insert: the task is made outside its
+        request."""
         tasks = self._tasks.get()
         if key in tasks.by_key or key in tasks.soon:
             return False
@@ -128,8 +125,7 @@ class KeyedTasks(Generic[T]):
             tasks.soon.clear()
 
     async def aclose(self) -> None:
-        """Cancel the tasks of the running loop (and those waiting to start) and wait until
-        they have ended."""
+        """Cancel the running loop's tasks (and those waiting to start); wait until they end."""
         tasks = self._tasks.peek()
         if tasks is None:
             return

@@ -71,14 +71,13 @@ def _created_at(value: Any) -> float | None:
         return None
     if not isinstance(value, str) or len(value) > 64:
         raise EventMalformed("created_at is not an RFC 3339 time")
-    text = value
     # Python reads at most microseconds: ZITADEL sends nanoseconds.
-    head, dot, rest = text.partition(".")
+    head, dot, rest = value.partition(".")
     if dot:
         digits = len(rest) - len(rest.lstrip("0123456789"))
-        text = head + "." + rest[: min(digits, 6)] + rest[digits:]
+        value = head + "." + rest[: min(digits, 6)] + rest[digits:]
     try:
-        moment = datetime.fromisoformat(text.replace("z", "Z"))
+        moment = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
         raise EventMalformed("created_at is not an RFC 3339 time") from None
     if moment.tzinfo is None:
@@ -89,13 +88,13 @@ def _created_at(value: Any) -> float | None:
 def _payload(value: Any) -> Mapping[str, Any]:
     if isinstance(value, Mapping):
         return value
-    if isinstance(value, str) and value:
-        try:
-            decoded = json.loads(base64.b64decode(value + "=" * (-len(value) % 4)))
-        except (binascii.Error, ValueError):
-            return {}
-        return decoded if isinstance(decoded, Mapping) else {}
-    return {}
+    if not isinstance(value, str) or not value:
+        return {}
+    try:
+        decoded = json.loads(base64.b64decode(value + "=" * (-len(value) % 4)))
+    except (binascii.Error, ValueError):
+        return {}
+    return decoded if isinstance(decoded, Mapping) else {}
 
 
 def parse_event(data: Any) -> ZitadelEvent:

@@ -4,23 +4,22 @@
               ─► replayed? (401) ─► markers applied here ─► the shared feed (503 if down)
 
 The signature is checked on the raw bytes before anything is parsed, and nothing about a
-refused call is logged beyond its reason: never the body, a header or a key. A ``JWT``
-payload type (a compact JWS signed with the instance's web key) is verified against the
-issuer's JWKS, under the same header rules as a JWT access token (``_jws``), after its
-``ZITADEL-Signature`` header: that header is required for a JWS body as for a JSON one.
+refused call is logged beyond its reason: never the body, a header or a key. A ``JWT`` payload
+type (a compact JWS signed with the instance's web key) is verified against the issuer's JWKS,
+under a JWT access token's header rules (``_jws``), after its ``ZITADEL-Signature`` header,
+required for a JWS body as for a JSON one.
 
-Why required: ZITADEL sends it on every target call whose target has a signing key, computed
-over the body it sends (for ``PAYLOAD_TYPE_JWT``, the JWS), and every target gets a signing key
-when it is created. In zitadel/zitadel, ``internal/execution/execution.go``: ``CallTarget``
-turns the body into the JWS (``payload`` -> ``payloadJWT``) and hands it to ``Call``, which
-sets ``actions.SigningHeader`` to ``actions.ComputeSignatureHeader(time.Now(), body,
-signingKey)`` whenever ``signingKey != ""``; ``internal/command/action_v2_target.go``:
-``AddTarget`` always sets ``add.SigningKey`` from ``c.newSigningKey``. So a JWS body without
-the header is not ZITADEL's, and refusing it (401 ``missing``) keeps an unauthenticated
-sender away from the JWKS cache altogether.
+Why required: ZITADEL sends it on every call of a target with a signing key, computed over the
+body sent (for ``PAYLOAD_TYPE_JWT``, the JWS), and every target gets a signing key when created.
+In zitadel/zitadel, ``internal/execution/execution.go``: ``CallTarget`` turns the body into the
+JWS (``payload`` -> ``payloadJWT``) and hands it to ``Call``, which sets
+``actions.SigningHeader`` to ``actions.ComputeSignatureHeader(time.Now(), body, signingKey)``
+whenever ``signingKey != ""``; ``internal/command/action_v2_target.go``: ``AddTarget`` always
+sets ``add.SigningKey`` from ``c.newSigningKey``. So a JWS body without the header is not
+ZITADEL's, and refusing it (401 ``missing``) keeps unauthenticated senders off the JWKS cache.
 
-Delivery is at most once (ZITADEL does not retry), so a failure is answered with a status
-ZITADEL logs, and the markers are applied in this process whatever the shared tier does.
+Delivery is at most once (ZITADEL does not retry): a failure is answered with a status ZITADEL
+logs, and the markers are applied in this process whatever the shared tier does.
 """
 
 from __future__ import annotations
@@ -143,22 +142,17 @@ class EventReceiver:
         """Status and JSON answer for one call; ``headers`` by lower-case name."""
         self._metrics.events_received += 1
         now = self._clock()
-        signature = headers.get(HEADER)
         jws = self._jws if self._jws and _is_jws(body, headers.get("content-type", "")) else None
         try:  # a JWS body too: ZITADEL signs every call, whatever the payload type
-            verify_signature(signature, body, self._keys, now=now, max_age=self._max_age)
+            verify_signature(headers.get(HEADER), body, self._keys, now=now, max_age=self._max_age)
         except SignatureRefused as refused:
             self._refused(refused.reason, refused.description)
             return 401, {"error": "invalid signature"}
         try:
             if jws is not None:
                 deadline = self._monotonic() + self._timeout
-                try:
-                    if not body.isascii():
-                        raise InvalidTokenError(
-                            "the body is not a JWS signed with a supported algorithm"
-                        )
-                    claims = await jws(body.decode("ascii").strip(), deadline)
+                try:  # a byte past ASCII becomes U+FFFD, which jwt_header refuses
+                    claims = await jws(body.decode("ascii", "replace").strip(), deadline)
                 except InvalidTokenError as exc:
                     self._refused("jws", exc.description)
                     return 401, {"error": "invalid signature"}
@@ -225,9 +219,8 @@ class EventReceiver:
 
 
 def _is_jws(body: bytes, content_type: str) -> bool:
-    if content_type.split(";")[0].strip().lower() == "application/jwt":
-        return True
-    return body[:2] == b"ey" and body.count(b".") == 2
+    media_type = content_type.split(";")[0].strip().lower()
+    return media_type == "application/jwt" or (body[:2] == b"ey" and body.count(b".") == 2)
 
 
 def _headers(scope: Mapping[str, Any]) -> dict[str, str]:

@@ -105,12 +105,10 @@ def _session_key(aggregate_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Marker:
-    """One fact from an event, as it travels between replicas.
-
-    ``issued_before`` is on ZITADEL's clock (the event's ``created_at``: compared with a
-    token's ``iat``); ``verified_before`` on ours (when the event was received: compared with
-    when a verdict was made). ``value`` is the mapped id of ``grant`` and ``login`` markers.
-    """
+    """One fact from an event, as it travels between replicas. ``issued_before`` is on
+    ZITADEL's clock (the event's ``created_at``, compared with a token's ``iat``);
+    ``verified_before`` on ours (when received, compared with when a verdict was made).
+    ``value`` is the mapped id of ``grant`` and ``login`` markers."""
 
     kind: Kind
     key: str
@@ -141,13 +139,10 @@ _KINDS = frozenset(get_args(Kind))
 
 class RevocationFeed(abc.ABC):
     """How markers reach the other replicas, and replicas that start later (the shared tier).
-
-    ``publish`` stores an event's markers, once per event ``identity`` across replicas, and
-    tells the others: ``False`` when that event was stored before (a replay through another
-    replica); it raises when it cannot (the receiver then answers 503). ``start``
-    replays what is stored into ``revocations`` (within ``timeout``) and keeps listening
-    until ``aclose``.
-    """
+    ``publish`` stores an event's markers once per event ``identity`` across replicas and tells
+    the others; ``False`` when stored before (a replay through another replica); it raises when
+    it cannot (the receiver then answers 503). ``start`` replays what is stored into
+    ``revocations`` (within ``timeout``) and keeps listening until ``aclose``."""
 
     @abc.abstractmethod
     async def publish(self, identity: str, markers: Sequence[Marker]) -> bool: ...

@@ -445,12 +445,12 @@ class ZitadelIntrospection(GuardBase):
 
     async def __aenter__(self) -> "ZitadelIntrospection":
         parts = self._parts
-        if parts.feed is not None and parts.revocations is not None:
+        if parts.feed is not None:
             # markers stored while this replica was away are in before it serves
             await parts.feed.start(parts.revocations, timeout=self.config.timeout)
         if self.config.discover_on_startup:
             await self.discover()
-            if self._parts.jwks is not None:  # local, hybrid: the keys too
+            if parts.jwks is not None:  # local, hybrid: the keys too
                 await self.signing_keys()
         if self.config.swagger_client_id is not None:
             await openapi.use_discovered_endpoints(self.model, self._parts.discovery)

@@ -1,20 +1,18 @@
 """The HTTP plumbing shared by every call to the identity provider.
 
-One pooled connection pool serves the whole app, because a new TLS connection per call costs
-more than the introspection itself. Our own pool is an ``httpx.AsyncHTTPTransport`` used
-directly: an ``AsyncClient`` would merge URLs, headers and cookies into every request and
-extract cookies from every response, work an introspection has no use for (about a third of
-the client's cost per call). A caller-supplied ``httpx.AsyncClient`` (custom TLS, proxies,
-tests) is used as it is. Ours is created lazily, and again if the event loop changed (test
-suites start a new loop per test, and pooled connections cannot cross loops).
+One pooled connection pool serves the whole app: a new TLS connection per call costs more than
+the introspection itself. Our pool is an ``httpx.AsyncHTTPTransport`` used directly: an
+``AsyncClient`` would merge URLs, headers and cookies into every request and extract cookies
+from every response, work an introspection has no use for (about a third of the client's cost
+per call). A caller's ``httpx.AsyncClient`` (custom TLS, proxies, tests) is used as it is. Ours
+is created lazily, and again if the event loop changed (test suites start a new loop per test;
+pooled connections cannot cross loops).
 
-Bodies are read raw and decompressed here, as they arrive, within ``MAX_RESPONSE_BYTES`` of
+Bodies are read raw and decompressed here as they arrive, within ``MAX_RESPONSE_BYTES`` of
 *decompressed* output: a small gzip bomb cannot expand in memory before the cap applies.
-
-``send_sync`` and ``send_for_json_sync`` are the same for code that calls other APIs from
-synchronous code (``ServiceAccountAuth`` with an ``httpx.Client``): a second pool, an
-``httpx.HTTPTransport`` (thread-safe, one for every thread), the same headers, cap and
-decompression.
+``send_sync`` and ``send_for_json_sync`` do the same for synchronous code (``ServiceAccountAuth``
+with an ``httpx.Client``): a second pool, an ``httpx.HTTPTransport`` (thread-safe, one for every
+thread), the same headers, cap and decompression.
 """
 
 from __future__ import annotations

@@ -1,19 +1,18 @@
 """Requests to ZITADEL as flows: one retry loop within a deadline, driven sync or async.
 
-A *flow* is a generator, as httpx's ``Auth.auth_flow`` is: it yields what to do next, a
-``Send`` (a request and the time it may take) or a ``Pause``, and is sent each response back
-(a ``TransportFailure`` is thrown into it instead). What a request means, how its answer is
-classified and when to try again is written once, in the flow; ``run`` drives a flow with the
-async pool and ``asyncio.sleep``, ``run_sync`` with the sync pool and ``time.sleep``. Nothing
-else differs between the two, so they cannot drift apart.
+A *flow* is a generator, as httpx's ``Auth.auth_flow`` is: it yields a ``Send`` (a request and
+the time it may take) or a ``Pause``, and is sent each response back (or has a
+``TransportFailure`` thrown in). What a request means, how its answer is classified and when
+to try again is written once, in the flow; ``run`` drives it with the async pool and
+``asyncio.sleep``, ``run_sync`` with the sync pool and ``time.sleep``: nothing else differs,
+so they cannot drift apart.
 
 ``Retries.flow`` is the one retry loop (introspection, the token endpoint, discovery, the
-JWKS): an attempt that raises ``Retryable`` (a transport failure, a 429 or 5xx:
+JWKS): an attempt raising ``Retryable`` (a transport failure, a 429 or 5xx:
 ``retry_if_overloaded``) is tried again after a jittered exponential backoff (50 ms doubling,
-at most 1 s), or after the server's ``Retry-After`` when that is longer, while
-``max_retries`` and the deadline allow; otherwise its ``final`` error is raised.
-``Retry-After`` is parsed here only (``retry_after``). Discovery and the JWKS default to no
-retry within a call: they pace failed fetches themselves, across requests.
+at most 1 s), or the server's longer ``Retry-After`` (parsed here only: ``retry_after``),
+while ``max_retries`` and the deadline allow; else its ``final`` error is raised. Discovery
+and the JWKS default to no retry within a call: they pace failed fetches across requests.
 """
 
 from __future__ import annotations
@@ -27,7 +26,11 @@ from typing import TypeVar
 
 import httpx
 
-from fastapi_zitadel._exceptions import IdentityProviderError, TransportFailure
+from fastapi_zitadel._exceptions import (
+    IdentityProviderError,
+    IdentityProviderUnavailable,
+    TransportFailure,
+)
 from fastapi_zitadel._http.client import (
     HttpClientProvider,
     JsonResponse,
@@ -42,6 +45,7 @@ __all__ = [
     "Retries",
     "Retryable",
     "Send",
+    "get_json",
     "retry_after",
     "retry_if_overloaded",
     "run",
@@ -73,8 +77,8 @@ Flow = Generator["Send | Pause", JsonResponse, T]
 
 
 def retry_after(value: str | None) -> float | None:
-    """A ``Retry-After`` header in seconds (the HTTP-date form is rare for APIs and treated as
-    absent; more than an hour is nonsense)."""
+    """A ``Retry-After`` header in seconds (the HTTP-date form, rare for APIs, and more than an
+    hour, nonsense, are treated as absent)."""
     try:
         seconds = float(value or "")
     except ValueError:
@@ -102,11 +106,25 @@ def retry_if_overloaded(
         raise Retryable(final(asked), retry_after=asked)
 
 
+def get_json(http: HttpClientProvider, url: str, remaining: float, what: str) -> Flow[JsonResponse]:
+    """One GET attempt (discovery, the JWKS): a transport failure, 429 or 5xx is ``Retryable``;
+    another status than 200 ``IdentityProviderUnavailable`` ("``what`` answered HTTP ...")."""
+    try:
+        response = yield Send(http.request("GET", url), remaining)
+    except TransportFailure as failure:
+        raise Retryable(failure) from None
+    if response.status != 200:
+        described = f"{what} answered HTTP {response.status}"
+        retry_if_overloaded(response, lambda asked: IdentityProviderUnavailable(described))
+        raise IdentityProviderUnavailable(described)
+    return response
+
+
 @dataclass(frozen=True, kw_only=True)
 class Retries:
-    """The retry policy of one client: how many retries, on which clock, and what to raise
-    when the deadline has passed before an attempt could start. ``name`` the requests in the
-    log ("introspection": "introspection attempt 1 failed ...")."""
+    """One client's retry policy: how many retries, on which clock, what to raise when the
+    deadline passed before an attempt could start; ``name`` in the log ("introspection
+    attempt 1 failed ...")."""
 
     max_retries: int
     monotonic: Callable[[], float]

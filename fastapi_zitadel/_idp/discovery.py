@@ -19,21 +19,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from fastapi_zitadel._concurrency.tasks import KeyedTasks
-from fastapi_zitadel._exceptions import (
-    IdentityProviderUnavailable,
-    IssuerMismatch,
-    TransportFailure,
-)
+from fastapi_zitadel._exceptions import IdentityProviderUnavailable, IssuerMismatch
 from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse
-from fastapi_zitadel._http.retry import (
-    Flow,
-    Retries,
-    Retryable,
-    Send,
-    retry_if_overloaded,
-    run,
-    run_sync,
-)
+from fastapi_zitadel._http.retry import Flow, Retries, get_json, run, run_sync
 from fastapi_zitadel._http.urls import check_url
 from fastapi_zitadel._log import logger
 
@@ -149,10 +137,7 @@ class Discovery:
         url = self._issuer + DISCOVERY_PATH
 
         def attempt(_number: int, remaining: float) -> Flow[ProviderMetadata]:
-            try:
-                response = yield Send(self._http.request("GET", url), remaining)
-            except TransportFailure as failure:
-                raise Retryable(failure) from None
+            response = yield from get_json(self._http, url, remaining, "discovery document")
             return self._metadata_from(response)
 
         try:
@@ -183,11 +168,7 @@ class Discovery:
         return failure
 
     def _metadata_from(self, response: JsonResponse) -> ProviderMetadata:
-        status, data, problem = response.status, response.data, response.problem
-        if status != 200:
-            described = f"discovery document answered HTTP {status}"
-            retry_if_overloaded(response, lambda asked: IdentityProviderUnavailable(described))
-            raise IdentityProviderUnavailable(described)
+        data, problem = response.data, response.problem
         if problem is not None or not isinstance(data, dict):
             raise IdentityProviderUnavailable(
                 f"discovery document is not a JSON object ({problem or type(data).__name__})"

@@ -1,28 +1,27 @@
 """The issuer's signing keys (JWKS), for verifying JWT access tokens locally.
 
-Keys come from one place only: the discovery document's ``jwks_uri``, fetched with our own HTTP
-client (bodies capped at 1 MiB, decompressed under the cap); nothing in a token (``jku``,
-``x5u``, an embedded ``jwk`` or ``x5c``) ever adds a key or a URL to fetch. Each key is taken
-with the algorithms its JWK allows, decided by its type, curve and ``alg`` (never by a token):
-RSA keys verify RS256/384/512, and PS256/384/512 only when their ``alg`` says so; EC keys the
-ES algorithm of their curve; OKP keys (Ed25519, Ed448) EdDSA. HMAC keys (``oct``), keys for
-encryption, keys that carry private material, RSA keys under 2048 bits and JWKs that do not
-parse are skipped.
+Keys come only from the discovery document's ``jwks_uri``, fetched with our own HTTP client
+(bodies capped at 1 MiB, decompressed under the cap); nothing in a token (``jku``, ``x5u``, an
+embedded ``jwk`` or ``x5c``) ever adds a key or a URL to fetch. Each key gets the algorithms
+its JWK allows by its type, curve and ``alg`` (never by a token): RSA RS256/384/512, and
+PS256/384/512 only when its ``alg`` says so; EC the ES algorithm of its curve; OKP (Ed25519,
+Ed448) EdDSA. HMAC keys (``oct``), encryption keys, keys with private material, RSA keys under
+2048 bits and JWKs that do not parse are skipped.
 
 When the keys are fetched:
-* on first use, and when a token names a key (``kid``) we do not know. Such fetches are
-  throttled: after a successful fetch, the next one for an unknown ``kid`` waits 30 seconds (a
-  flood of made-up ``kid`` values costs one fetch per interval; its tokens are refused, 401);
-  after a failed one it waits 1, 2, 4... seconds up to that;
+* on first use, and when a token names a ``kid`` we do not know, throttled: after a successful
+  fetch the next one for an unknown ``kid`` waits 30 seconds (a flood of made-up ``kid``
+  values costs one fetch per interval; its tokens are refused, 401); after a failed one 1, 2,
+  4... seconds up to that;
 * in the background once the set is older than the answer's ``Cache-Control: max-age``
-  (clamped to 1 minute .. 1 hour; 5 minutes without one), while the keys we have keep working.
-  A refresh that no longer lists a key drops it: tokens it signed stop verifying.
+  (clamped to 1 minute .. 1 hour; 5 minutes without one), while our keys keep working. A
+  refresh that no longer lists a key drops it: tokens it signed stop verifying.
 
 A fetch runs on the one retry loop (``retry.Retries``) with no retry: the pacing above is the
-retry. A fetch that fails (unreachable, an error status, not JSON, too large, no usable key,
-more than ``MAX_KEYS`` keys) never throws away the keys we have: a token whose ``kid`` we know
-keeps verifying while ZITADEL is down. Only a token with an unknown ``kid`` cannot be decided
-then (503 with ``Retry-After``).
+retry. A failed fetch (unreachable, an error status, not JSON, too large, no usable key, more
+than ``MAX_KEYS`` keys) never throws away our keys: a token whose ``kid`` we know keeps
+verifying while ZITADEL is down; only one with an unknown ``kid`` cannot be decided (503 with
+``Retry-After``).
 """
 
 from __future__ import annotations
@@ -38,9 +37,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, RSAPSSAlgorithm
 
 from fastapi_zitadel._concurrency.tasks import KeyedTasks, joined
-from fastapi_zitadel._exceptions import IdentityProviderUnavailable, TransportFailure
-from fastapi_zitadel._http.client import HttpClientProvider, JsonResponse
-from fastapi_zitadel._http.retry import Flow, Retries, Retryable, Send, retry_if_overloaded, run
+from fastapi_zitadel._exceptions import IdentityProviderUnavailable
+from fastapi_zitadel._http.client import HttpClientProvider
+from fastapi_zitadel._http.retry import Retries, get_json, run
 from fastapi_zitadel._idp.discovery import Discovery
 from fastapi_zitadel._log import RateLimitedLog, logger
 
@@ -100,9 +99,8 @@ def _algorithms(jwk: Mapping[str, Any]) -> tuple[str, ...]:
     if kty == "RSA":
         if alg is None:
             return _RS
-        return (
-            (alg,) if isinstance(alg, str) and alg in _SIGNERS and alg[:2] in ("RS", "PS") else ()
-        )
+        usable = isinstance(alg, str) and alg in _SIGNERS and alg[:2] in ("RS", "PS")
+        return (alg,) if usable else ()
     if kty == "EC":
         expected = _EC_CURVES.get(crv) if isinstance(crv, str) else None
         return (expected,) if expected is not None and alg in (None, expected) else ()
@@ -298,8 +296,12 @@ class JwksCache:
             url = metadata.jwks_uri
             if url is None:
                 raise IdentityProviderUnavailable("the discovery document has no jwks_uri")
-            download = self._retries.flow(deadline, lambda _, left: self._download(url, left))
+            download = self._retries.flow(
+                deadline, lambda _, left: get_json(self._http, url, left, "the JWKS")
+            )
             response = await run(download, self._http)
+            if response.problem is not None:
+                raise IdentityProviderUnavailable(f"the JWKS is unusable: {response.problem}")
             keys, skipped = parse_jwks(response.data)
         except IdentityProviderUnavailable as exc:
             self._failure = exc.description
@@ -323,17 +325,3 @@ class JwksCache:
         )
         if removed:
             self._on_keys_removed()
-
-    def _download(self, url: str, remaining: float) -> Flow[JsonResponse]:
-        """One attempt at the key set's JSON."""
-        try:
-            response = yield Send(self._http.request("GET", url), remaining)
-        except TransportFailure as failure:
-            raise Retryable(failure) from None
-        if response.status != 200:
-            described = f"the JWKS answered HTTP {response.status}"
-            retry_if_overloaded(response, lambda asked: IdentityProviderUnavailable(described))
-            raise IdentityProviderUnavailable(described)
-        if response.problem is not None:
-            raise IdentityProviderUnavailable(f"the JWKS is unusable: {response.problem}")
-        return response

@@ -63,9 +63,7 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         if self._opened_at is not None:
             logger.warning("identity provider answered again: circuit closed")
-        self._failures = 0
-        self._opened_at = None
-        self._probing = False
+        self._failures, self._opened_at, self._probing = 0, None, False
 
     def failed(self) -> None:
         self._failures += 1
