@@ -40,8 +40,9 @@ _INVALID_ARGUMENT, _NOT_FOUND = 3, 5
 _HTTP_STATUS = {_INVALID_ARGUMENT: 400, _NOT_FOUND: 404, 7: 403, 16: 401}
 
 
-class ApiError(Exception):
-    """An error of ZITADEL's v2 APIs: a gRPC ``code`` and its ``message``."""
+class ApiError(ValueError):
+    """An error of ZITADEL's v2 APIs: a gRPC ``code`` and its ``message`` (a ``ValueError``
+    to the stand-in's Python API)."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)

@@ -7,6 +7,7 @@ so connection pooling, HTTP framing and timeouts are exercised as in production.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import logging
 import socket
 import threading
@@ -24,11 +25,7 @@ NEEDS_UVICORN = (
 
 def uvicorn_missing() -> bool:
     """Whether serving on a port is impossible here (the ``testing`` extra is missing)."""
-    try:
-        import uvicorn  # noqa: F401 - imported to serve anyway
-    except ImportError:
-        return True
-    return False
+    return importlib.util.find_spec("uvicorn") is None
 
 
 # uvicorn logs through two process-wide loggers: beside an app served by uvicorn in the same

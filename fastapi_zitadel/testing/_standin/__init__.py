@@ -21,7 +21,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from fastapi_zitadel.testing._actions import ApiError, Delivery, Target, TargetType
+from fastapi_zitadel.testing._actions import Delivery, Target, TargetType
 from fastapi_zitadel.testing._directory import (
     AccessToken,
     ApiApplication,
@@ -42,7 +42,7 @@ from .instance import InstanceState
 from .introspection import introspect
 from .keys import DEFAULT_GRACE_PERIOD, WebKeyAlgorithm
 from .login import LOGIN_PATH, Login, id_token
-from .oauth import AUTHORIZATION_CODE_GRANT, audience_scopes
+from .oauth import AUTHORIZATION_CODE_GRANT
 from .revocation import revoke, revoke_endpoint
 from .token import token_endpoint
 
@@ -208,13 +208,11 @@ class ZitadelStandIn(InstanceState):
         Each token has its own OIDC session (``oidc_session.added``); a human user's is made
         from a new login session in a new user agent, or from the login session ``session``
         (see ``session_id``), as a second login in the same browser would be."""
-        scopes = list(scopes)
         login = self._logins(user, session)[0] if session is not None else None
         if login is None and user.kind == "human":
             login = self._instance.new_login_session(user)
-        audience = [project.id, *audience_scopes(scopes)]
         return self._instance.mint(
-            user, audience, scopes, lifetime, client_id, jwt=jwt, login=login
+            user, [project.id], scopes, lifetime, client_id, jwt=jwt, login=login
         ).value
 
     def service_token(
@@ -426,16 +424,9 @@ class ZitadelStandIn(InstanceState):
     ) -> Target:
         """An Actions v2 target (as ``POST /v2/actions/targets``); its ``signing_key`` signs
         what it is sent. ``endpoint`` may change later (``target.endpoint = ...``)."""
-        try:
-            return self.actions.add_target(
-                endpoint,
-                name=name,
-                target_type=target_type,
-                timeout=timeout,
-                payload_type=payload_type,
-            )
-        except ApiError as exc:
-            raise ValueError(exc.message) from None
+        return self.actions.add_target(
+            endpoint, name=name, target_type=target_type, timeout=timeout, payload_type=payload_type
+        )
 
     def set_execution(
         self, targets: Iterable[Target | str], *, event: str | None = None, group: str | None = None
@@ -447,10 +438,7 @@ class ZitadelStandIn(InstanceState):
             raise ValueError("give event or group, not both")
         condition = ("event", event) if event else ("group", group) if group else ("all", "")
         ids = [target.id if isinstance(target, Target) else target for target in targets]
-        try:
-            self.actions.set_execution(condition, ids)
-        except ApiError as exc:
-            raise ValueError(exc.message) from None
+        self.actions.set_execution(condition, ids)
 
     @property
     def deliveries(self) -> list[Delivery]:

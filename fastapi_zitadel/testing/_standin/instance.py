@@ -28,6 +28,7 @@ from fastapi_zitadel.testing._events import Event, PayloadFormat, rfc3339_nano
 
 from .faults import Fault
 from .keys import WebKeys
+from .oauth import audience_scopes
 
 # ZITADEL's claim names, written out here rather than shared with the library: the stand-in
 # plays the server, and a mistake in the library's names must not hide behind the same one.
@@ -197,14 +198,15 @@ class Instance:
         requester: str | None = None,
         login: LoginSession | None = None,
     ) -> AccessToken:
-        """A token of a new OIDC session (``oidc_session.added``), its audience the projects'
-        and their apps'."""
+        """A token of a new OIDC session (``oidc_session.added``), its audience the projects,
+        those of the audience scopes in ``scopes`` (as ZITADEL adds them), and their apps."""
+        scopes = list(scopes)
+        audience = [*audience, *audience_scopes(scopes)]
         apps = [app for app in self.state.directory.apps.values() if app.project.id in audience]
         full_audience = [app.client_id for app in apps] + audience
         if requester is not None:
             full_audience.insert(0, requester)
         client = client_id or (apps[0].client_id if apps else user.id)
-        scopes = list(scopes)
         session = OidcSession(f"V2_{new_id()}", user, client, login)
         added: dict[str, Any] = {
             "userID": user.id,
