@@ -236,9 +236,6 @@ class Directory:
             self.grants[(user.id, project_id)] = grant
         return grant
 
-    def token_by_jti(self, jti: str) -> AccessToken | None:
-        return next((token for token in self.tokens.values() if token.id == jti), None)
-
     def give_credentials(
         self, owner: Application | User, auth: Literal["none", "basic", "private_key_jwt"]
     ) -> None:
@@ -249,11 +246,6 @@ class Directory:
             self.keys[owner.key_id] = owner
         elif auth == "basic":
             owner.client_secret = secrets.token_urlsafe(32)
-
-    def service_user_by_login_name(self, name: str) -> User | None:
-        """The service user whose user name (or ``name@org domain``) is ``name``."""
-        users = self.users.values()
-        return next((u for u in users if u.kind == "machine" and name in u.login_names), None)
 
     def mint(
         self,

@@ -6,8 +6,9 @@ Python call of the same name, so it writes (and sends) the same event."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -17,17 +18,17 @@ from ._actions import ApiError
 from ._directory import User
 from ._events import rfc3339_nano
 
+if TYPE_CHECKING:
+    from ._standin import ZitadelStandIn
+
 _NOT_FOUND = 5
 _USER_CHANGES = ("deactivate", "reactivate", "lock", "unlock")
 
 
-@dataclass(kw_only=True)
+@dataclass
 class ManagementApi:
+    standin: ZitadelStandIn
     authorize: Callable[[Request], User]
-    users: Mapping[str, User]
-    change_user: Callable[..., None]  # (user, change, *, editor=the caller)
-    terminate_session: Callable[..., None]  # (session id, *, editor=the caller)
-    clock: Callable[[], float]
 
     def routes(self) -> list[Route]:
         return [
@@ -42,17 +43,17 @@ class ManagementApi:
             return JSONResponse({"code": 12, "message": "Not Implemented"}, status_code=501)
 
         def apply(caller: User) -> None:
-            user = self.users.get(request.path_params["user_id"])
+            user = self.standin.directory.users.get(request.path_params["user_id"])
             if user is None or user.removed:
                 raise ApiError(_NOT_FOUND, "Errors.User.NotFound")
-            self.change_user(user, change, editor=caller)
+            getattr(self.standin, f"{change}_user")(user, editor=caller)
 
         return self._call(request, apply)
 
     async def _delete_session(self, request: Request) -> Response:
         def terminate(caller: User) -> None:
             try:
-                self.terminate_session(request.path_params["session_id"], editor=caller)
+                self.standin.terminate_session(request.path_params["session_id"], editor=caller)
             except ValueError:
                 raise ApiError(_NOT_FOUND, "Errors.Session.NotExisting") from None
 
@@ -63,4 +64,4 @@ class ManagementApi:
             action(self.authorize(request))
         except ApiError as error:
             return error.answer()
-        return JSONResponse({"details": {"changeDate": rfc3339_nano(self.clock())}})
+        return JSONResponse({"details": {"changeDate": rfc3339_nano(self.standin.clock())}})

@@ -69,13 +69,6 @@ class ZitadelStandIn(InstanceState):
         """The ASGI app, made on first use: each endpoint handled by its own module."""
         instance = self._instance
         login = Login(instance)
-        management = ManagementApi(
-            authorize=instance.authorize_admin,
-            users=self.directory.users,
-            change_user=self._change_user,
-            terminate_session=self.terminate_session,
-            clock=self.clock,
-        )
         return Starlette(
             routes=[
                 # Starlette's default methods: GET (and HEAD).
@@ -89,7 +82,7 @@ class ZitadelStandIn(InstanceState):
                 Route("/oauth/v2/authorize", login.authorize),
                 Route(LOGIN_PATH, login.login, methods=["POST"]),
                 *self.actions.routes(),
-                *management.routes(),
+                *ManagementApi(self, instance.authorize_admin).routes(),
             ],
             # Browser apps (Swagger UI) call the token endpoint from their own origin, as they
             # do with ZITADEL, which allows that.

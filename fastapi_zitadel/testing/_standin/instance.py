@@ -167,7 +167,8 @@ class Instance:
         if found is not None or value.count(".") != 2:
             return found
         jti = (self.web_keys.claims_of(value) or {}).get("jti")
-        return self.state.directory.token_by_jti(jti) if isinstance(jti, str) else None
+        tokens = self.state.directory.tokens.values()
+        return next((token for token in tokens if token.id == jti), None)
 
     def is_live(self, token: AccessToken) -> bool:
         """ZITADEL v4's ``ActiveAccessTokenByToken``: not expired or revoked; the user usable
