@@ -232,7 +232,12 @@ class Actions:
             return
         with self._idle:
             self._pending += len(targets)
-        self._start_worker()
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(
+                    target=self._run, name="zitadel-standin-actions", daemon=True
+                )
+                self._worker.start()
         for target in targets:
             self._jobs.put((event, target))
 
@@ -249,14 +254,6 @@ class Actions:
             worker.join(timeout=5)
 
     # Delivery -----------------------------------------------------------------------------
-    def _start_worker(self) -> None:
-        with self._lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(
-                    target=self._run, name="zitadel-standin-actions", daemon=True
-                )
-                self._worker.start()
-
     def _run(self) -> None:
         with httpx.Client() as client:
             while True:

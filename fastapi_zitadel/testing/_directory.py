@@ -201,7 +201,7 @@ class AccessToken:
 class Directory:
     """Everything the stand-in knows, kept in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, jti_delimiter: str = ".") -> None:
         self.orgs: dict[str, StandInOrganization] = {}
         self.projects: dict[str, Project] = {}
         self.apps: dict[str, ApiApplication] = {}  # by client id
@@ -211,7 +211,7 @@ class Directory:
         self.keys: dict[str, Application | User] = {}  # by key id
         self.grants: dict[tuple[str, str], UserGrant] = {}  # by (user id, project id)
         self.login_sessions: dict[str, LoginSession] = {}
-        self.jti_delimiter = "."  # ZITADEL's TokenDelimiter; "-" in some versions
+        self.jti_delimiter = jti_delimiter  # ZITADEL's TokenDelimiter; "-" in some versions
         self._positions = itertools.count(1)
 
     def next_position(self) -> int:

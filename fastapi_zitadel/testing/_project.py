@@ -44,9 +44,7 @@ class StandInProject:
         """``org``, ``project`` and ``app`` reuse objects already registered with ``standin``
         (a world restored from a saved state); by default they are created."""
         self.standin = standin
-        self.org: StandInOrganization = org or standin.add_org(
-            org_name, f"{org_name.lower()}.localhost"
-        )
+        self.org: StandInOrganization = org or standin.add_org(org_name)
         self.project: Project = project or standin.add_project(project_name)
         self.app: ApiApplication = app or standin.add_api_app(self.project, f"{project_name}-api")
         # A folder we make is ours to remove (it holds a private key): on close(), at the end
@@ -70,8 +68,7 @@ class StandInProject:
         if user is None:
             profile.setdefault("name", username.title())
             profile.setdefault("email", f"{username}@{self.org.primary_domain}")
-            user = self.standin.add_user(self.org, username, **profile)
-            self._users[username] = user
+            user = self._users[username] = self.standin.add_user(self.org, username, **profile)
         self.standin.grant_roles(user, self.project, roles)
         return user
 

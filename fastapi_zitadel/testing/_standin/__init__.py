@@ -333,8 +333,8 @@ class ZitadelStandIn(InstanceState):
             raise ValueError(f"{user.username} has a grant in {project.name} already")
         user.roles[project.id] = added = set(roles)
         grant = self._grant(user, project)
-        payload = {"userId": user.id, "projectId": project.id, "roleKeys": sorted(added)}
-        self._emit_grant(grant, "added", editor, **payload)
+        ids = {"userId": user.id, "projectId": project.id}
+        self._emit_grant(grant, "added", editor, **ids, roleKeys=sorted(added))
         return grant.id
 
     def change_grant(

@@ -63,8 +63,7 @@ class InstanceState:
         self.clock = clock
         self.track_jti = track_jti
         self.impersonation = impersonation
-        self.directory = Directory()
-        self.directory.jti_delimiter = jti_delimiter
+        self.directory = Directory(jti_delimiter)
         self.instance_id = instance_id or new_id()
         # Who changes things when a test does: the instance's first administrator.
         self.admin_id = new_id()
