@@ -387,10 +387,7 @@ class Actions:
                 ids = set(entry["inTargetIdsFilter"].get("targetIds") or [])
                 found = [target for target in found if target.id in ids]
             elif "targetNameFilter" in entry:
-                wanted = entry["targetNameFilter"]
-                match = _text_filter(
-                    wanted.get("targetName", ""), wanted.get("method", "TEXT_FILTER_METHOD_EQUALS")
-                )
+                match = _text_filter(entry["targetNameFilter"])
                 found = [target for target in found if match(target.name)]
         return _listing("targets", found, body.get("pagination"))
 
@@ -476,8 +473,10 @@ _TEXT_METHODS: dict[str, Callable[[str, str], bool]] = {
 }
 
 
-def _text_filter(wanted: str, method: str) -> Callable[[str], bool]:
-    """A ``TextFilterMethod`` (``EQUALS`` for an unknown one), ``_IGNORE_CASE`` folding both."""
+def _text_filter(query: Mapping[str, Any]) -> Callable[[str], bool]:
+    """A text filter's ``TextFilterMethod`` (``EQUALS`` for an unknown one), ``_IGNORE_CASE``
+    folding both."""
+    wanted, method = query.get("targetName", ""), query.get("method", "TEXT_FILTER_METHOD_EQUALS")
     compare = _TEXT_METHODS.get(method.removesuffix("_IGNORE_CASE"), str.__eq__)
     if method.endswith("_IGNORE_CASE"):
         return lambda name: compare(name.lower(), wanted.lower())

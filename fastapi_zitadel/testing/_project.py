@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ EVENTS_SIGNING_KEY_VARIABLE = "ZITADEL_EVENTS_SIGNING_KEY"
 TOKEN_SCOPES = ("openid", "profile", "email", "urn:zitadel:iam:user:resourceowner")
 
 
-class StandInProject:
+class StandInProject(AbstractContextManager["StandInProject"]):
     """``standin`` plus an organization, a project and its API application.
 
     ``key_path`` holds the application's key file, written as ZITADEL's console would offer it,
@@ -141,9 +142,6 @@ class StandInProject:
         if own is not None:
             shutil.rmtree(own, ignore_errors=True)
             atexit.unregister(self.close)
-
-    def __enter__(self) -> StandInProject:
-        return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()

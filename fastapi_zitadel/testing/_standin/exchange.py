@@ -28,10 +28,9 @@ from .oauth import (
 
 async def exchange(instance: Instance, request: Request, params: Mapping[str, str]) -> Response:
     try:
-        caller = instance.authenticate(params, request)
+        app = instance.state.directory.web_apps.get(instance.authenticate(params, request))
     except (ClientAuthFailed, InvalidRequest):
-        return oauth_error("invalid_client", "no active client not found")
-    app = instance.state.directory.web_apps.get(caller)
+        app = None
     if app is None:  # API applications and service users are not OIDC clients
         return oauth_error("invalid_client", "no active client not found")
     if TOKEN_EXCHANGE_GRANT not in app.grant_types:
