@@ -25,11 +25,9 @@ TOKEN_SCOPES = ("openid", "profile", "email", "urn:zitadel:iam:user:resourceowne
 
 
 class StandInProject(AbstractContextManager["StandInProject"]):
-    """``standin`` plus an organization, a project and its API application.
-
-    ``key_path`` holds the application's key file, written as ZITADEL's console would offer it,
-    so the code under test loads it through its normal path.
-    """
+    """``standin`` plus an organization, a project and its API application. ``key_path`` holds
+    the application's key file, written as ZITADEL's console would offer it, so the code under
+    test loads it through its normal path."""
 
     def __init__(
         self,
@@ -165,12 +163,10 @@ class StandInEvents:
     """The stand-in sending ZITADEL's events to your API, as an instance set up for it would:
     an Actions v2 target (``target``, its key ``signing_key``) and, once ``send_to(url)`` names
     the receiver, an execution for all events. Delivery is ZITADEL's: asynchronous and at most
-    once; ``wait()`` waits for what is on its way.
-
-    Events before ``send_to`` go nowhere (as with ZITADEL, where only configured executions
-    run): call it before minting the tokens a test revokes, so that ``oidc_session.added``
-    (which maps a login session to its tokens) reaches the API too.
-    """
+    once; ``wait()`` waits for what is on its way. Events before ``send_to`` go nowhere (as
+    with ZITADEL, where only configured executions run): call it before minting the tokens a
+    test revokes, so that ``oidc_session.added`` (which maps a login session to its tokens)
+    reaches the API too."""
 
     def __init__(self, standin: ZitadelStandIn, *, payload_type: str = "PAYLOAD_TYPE_JSON") -> None:
         self.standin = standin

@@ -79,11 +79,9 @@ def zitadel_events(
 
 @pytest.fixture
 def zitadel_introspection(request: pytest.FixtureRequest) -> ZitadelIntrospection:
-    """A ``ZitadelIntrospection`` configured for the stand-in project, closed afterwards.
-
-    Opened and closed in the test's own event loop, whichever plugin runs it: pytest-asyncio
-    in strict mode (``@pytest.mark.asyncio``) or auto mode, or anyio (``@pytest.mark.anyio``).
-    """
+    """A ``ZitadelIntrospection`` for the stand-in project, opened and closed in the test's
+    own event loop, whichever plugin runs it: pytest-asyncio in strict mode
+    (``@pytest.mark.asyncio``) or auto mode, or anyio (``@pytest.mark.anyio``)."""
     if "anyio_backend" in request.fixturenames:
         name = "_zitadel_introspection_anyio"
     elif _WITH_PYTEST_ASYNCIO:
