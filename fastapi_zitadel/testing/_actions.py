@@ -35,9 +35,9 @@ _DURATION = re.compile(r"(\d+(?:\.\d{1,9})?)s")
 _KEY_ALPHABET = string.ascii_letters + string.digits
 
 # gRPC status codes in the gateway's error body, with their HTTP statuses (7 permission
-# denied: 403, 16 unauthenticated: 401).
+# denied: 403, 12 unimplemented: 501, 16 unauthenticated: 401).
 _INVALID_ARGUMENT, _NOT_FOUND = 3, 5
-_HTTP_STATUS = {_INVALID_ARGUMENT: 400, _NOT_FOUND: 404, 7: 403, 16: 401}
+_HTTP_STATUS = {_INVALID_ARGUMENT: 400, _NOT_FOUND: 404, 7: 403, 12: 501, 16: 401}
 
 
 class ApiError(ValueError):

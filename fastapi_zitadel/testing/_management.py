@@ -32,36 +32,28 @@ class ManagementApi:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v2/users/{user_id}/{change}", self._change_user, methods=["POST"]),
-            Route("/v2/users/{user_id}", self._change_user, methods=["DELETE"]),
-            Route("/v2/sessions/{session_id}", self._delete_session, methods=["DELETE"]),
+            Route("/v2/users/{user_id}/{change}", self._call, methods=["POST"]),
+            Route("/v2/users/{user_id}", self._call, methods=["DELETE"]),
+            Route("/v2/sessions/{session_id}", self._call, methods=["DELETE"]),
         ]
 
-    async def _change_user(self, request: Request) -> Response:
-        change = request.path_params.get("change", "remove")  # DELETE /v2/users/{id}: removes
-        if request.method == "POST" and change not in _USER_CHANGES:
-            return JSONResponse({"code": 12, "message": "Not Implemented"}, status_code=501)
-
-        def apply(caller: User) -> None:
-            user = self.standin.directory.users.get(request.path_params["user_id"])
-            if user is None or user.removed:
-                raise ApiError(_NOT_FOUND, "Errors.User.NotFound")
-            getattr(self.standin, f"{change}_user")(user, editor=caller)
-
-        return self._call(request, apply)
-
-    async def _delete_session(self, request: Request) -> Response:
-        def terminate(caller: User) -> None:
-            try:
-                self.standin.terminate_session(request.path_params["session_id"], editor=caller)
-            except ValueError:
-                raise ApiError(_NOT_FOUND, "Errors.Session.NotExisting") from None
-
-        return self._call(request, terminate)
-
-    def _call(self, request: Request, action: Callable[[User], None]) -> Response:
+    async def _call(self, request: Request) -> Response:
+        params = request.path_params
+        change = params.get("change", "remove")  # DELETE /v2/users/{id}: removes
         try:
-            action(self.authorize(request))
+            if request.method == "POST" and change not in _USER_CHANGES:
+                raise ApiError(12, "Not Implemented")
+            caller = self.authorize(request)
+            if "session_id" in params:
+                try:
+                    self.standin.terminate_session(params["session_id"], editor=caller)
+                except ValueError:
+                    raise ApiError(_NOT_FOUND, "Errors.Session.NotExisting") from None
+            else:
+                user = self.standin.directory.users.get(params["user_id"])
+                if user is None or user.removed:
+                    raise ApiError(_NOT_FOUND, "Errors.User.NotFound")
+                getattr(self.standin, f"{change}_user")(user, editor=caller)
         except ApiError as error:
             return error.answer()
         return JSONResponse({"details": {"changeDate": rfc3339_nano(self.standin.clock())}})
