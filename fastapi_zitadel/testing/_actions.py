@@ -36,8 +36,8 @@ _KEY_ALPHABET = string.ascii_letters + string.digits
 
 # gRPC status codes in the gateway's error body, with their HTTP statuses (7 permission
 # denied: 403, 12 unimplemented: 501, 16 unauthenticated: 401).
-_INVALID_ARGUMENT, _NOT_FOUND = 3, 5
-_HTTP_STATUS = {_INVALID_ARGUMENT: 400, _NOT_FOUND: 404, 7: 403, 12: 501, 16: 401}
+_INVALID_ARGUMENT, NOT_FOUND = 3, 5
+_HTTP_STATUS = {_INVALID_ARGUMENT: 400, NOT_FOUND: 404, 7: 403, 12: 501, 16: 401}
 
 
 class ApiError(ValueError):
@@ -190,7 +190,7 @@ class Actions:
         with self._lock:
             for target in ids:
                 if target not in self.targets:
-                    raise ApiError(_NOT_FOUND, f"target {target} does not exist")
+                    raise ApiError(NOT_FOUND, f"target {target} does not exist")
             now = self._clock()
             existing = self.executions.get(condition)
             if not ids:
@@ -351,7 +351,7 @@ class Actions:
             return {"deletionDate": rfc3339_nano(self._clock())} if found else {}
         target = self.targets.get(target_id)
         if target is None:
-            raise ApiError(_NOT_FOUND, f"target {target_id} does not exist")
+            raise ApiError(NOT_FOUND, f"target {target_id} does not exist")
         if request.method == "GET":
             return {"target": target.resource()}
         return self._update_target(target, body)

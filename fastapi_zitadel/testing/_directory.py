@@ -25,8 +25,7 @@ def new_id() -> str:
 def reserve_ids(up_to: int) -> None:
     """Make ``new_id`` hand out only ids above ``up_to`` (ids restored from a saved state)."""
     global _ids
-    current = next(_ids)
-    _ids = itertools.count(max(current, up_to + 1))
+    _ids = itertools.count(max(next(_ids), up_to + 1))
 
 
 def generate_rsa_key() -> rsa.RSAPrivateKey:

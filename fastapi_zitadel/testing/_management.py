@@ -14,14 +14,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._actions import ApiError
+from ._actions import NOT_FOUND, ApiError
 from ._directory import User
 from ._events import rfc3339_nano
 
 if TYPE_CHECKING:
     from ._standin import ZitadelStandIn
 
-_NOT_FOUND = 5
 _USER_CHANGES = ("deactivate", "reactivate", "lock", "unlock")
 
 
@@ -48,11 +47,11 @@ class ManagementApi:
                 try:
                     self.standin.terminate_session(params["session_id"], editor=caller)
                 except ValueError:
-                    raise ApiError(_NOT_FOUND, "Errors.Session.NotExisting") from None
+                    raise ApiError(NOT_FOUND, "Errors.Session.NotExisting") from None
             else:
                 user = self.standin.directory.users.get(params["user_id"])
                 if user is None or user.removed:
-                    raise ApiError(_NOT_FOUND, "Errors.User.NotFound")
+                    raise ApiError(NOT_FOUND, "Errors.User.NotFound")
                 getattr(self.standin, f"{change}_user")(user, editor=caller)
         except ApiError as error:
             return error.answer()
