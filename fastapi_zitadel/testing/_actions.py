@@ -474,8 +474,7 @@ _TEXT_METHODS: dict[str, Callable[[str, str], bool]] = {
 
 
 def _text_filter(query: Mapping[str, Any]) -> Callable[[str], bool]:
-    """A text filter's ``TextFilterMethod`` (``EQUALS`` for an unknown one), ``_IGNORE_CASE``
-    folding both."""
+    """A name filter's ``TextFilterMethod`` (``EQUALS`` if unknown; ``_IGNORE_CASE`` folds both)."""
     wanted, method = query.get("targetName", ""), query.get("method", "TEXT_FILTER_METHOD_EQUALS")
     compare = _TEXT_METHODS.get(method.removesuffix("_IGNORE_CASE"), str.__eq__)
     if method.endswith("_IGNORE_CASE"):

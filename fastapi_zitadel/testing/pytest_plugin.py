@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -91,8 +91,7 @@ def zitadel_introspection(request: pytest.FixtureRequest) -> ZitadelIntrospectio
             "zitadel_introspection is opened in an event loop: install pytest-asyncio, or "
             "mark the test with @pytest.mark.anyio"
         )
-    zitadel: ZitadelIntrospection = request.getfixturevalue(name)
-    return zitadel
+    return cast(ZitadelIntrospection, request.getfixturevalue(name))
 
 
 @pytest.fixture(name="_zitadel_introspection_anyio")
