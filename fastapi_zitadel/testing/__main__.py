@@ -107,7 +107,6 @@ def serve(args: argparse.Namespace, prog: str = PROG) -> None:
     standin = ZitadelStandIn()
     world = None
     if state_dir is not None:
-        _state.private_dir(state_dir)
         world = _state.load(standin, state_dir, redirect_uris=redirect_uris)
     port = args.port if args.port is not None else (world.port if world and world.port else 0)
     try:

@@ -35,13 +35,14 @@ _DURATION = re.compile(r"(\d+(?:\.\d{1,9})?)s")
 _KEY_ALPHABET = string.ascii_letters + string.digits
 
 # gRPC status codes in the gateway's error body, with their HTTP statuses (7 permission
-# denied: 403, 16 unauthenticated: 401).
-_INVALID_ARGUMENT, _NOT_FOUND = 3, 5
-_HTTP_STATUS = {_INVALID_ARGUMENT: 400, _NOT_FOUND: 404, 7: 403, 16: 401}
+# denied: 403, 12 unimplemented: 501, 16 unauthenticated: 401).
+_INVALID_ARGUMENT, NOT_FOUND = 3, 5
+_HTTP_STATUS = {_INVALID_ARGUMENT: 400, NOT_FOUND: 404, 7: 403, 12: 501, 16: 401}
 
 
-class ApiError(Exception):
-    """An error of ZITADEL's v2 APIs: a gRPC ``code`` and its ``message``."""
+class ApiError(ValueError):
+    """An error of ZITADEL's v2 APIs: a gRPC ``code`` and its ``message`` (a ``ValueError``
+    to the stand-in's Python API)."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -189,7 +190,7 @@ class Actions:
         with self._lock:
             for target in ids:
                 if target not in self.targets:
-                    raise ApiError(_NOT_FOUND, f"target {target} does not exist")
+                    raise ApiError(NOT_FOUND, f"target {target} does not exist")
             now = self._clock()
             existing = self.executions.get(condition)
             if not ids:
@@ -231,7 +232,12 @@ class Actions:
             return
         with self._idle:
             self._pending += len(targets)
-        self._start_worker()
+        with self._lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(
+                    target=self._run, name="zitadel-standin-actions", daemon=True
+                )
+                self._worker.start()
         for target in targets:
             self._jobs.put((event, target))
 
@@ -248,14 +254,6 @@ class Actions:
             worker.join(timeout=5)
 
     # Delivery -----------------------------------------------------------------------------
-    def _start_worker(self) -> None:
-        with self._lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(
-                    target=self._run, name="zitadel-standin-actions", daemon=True
-                )
-                self._worker.start()
-
     def _run(self) -> None:
         with httpx.Client() as client:
             while True:
@@ -353,7 +351,7 @@ class Actions:
             return {"deletionDate": rfc3339_nano(self._clock())} if found else {}
         target = self.targets.get(target_id)
         if target is None:
-            raise ApiError(_NOT_FOUND, f"target {target_id} does not exist")
+            raise ApiError(NOT_FOUND, f"target {target_id} does not exist")
         if request.method == "GET":
             return {"target": target.resource()}
         return self._update_target(target, body)
@@ -389,10 +387,7 @@ class Actions:
                 ids = set(entry["inTargetIdsFilter"].get("targetIds") or [])
                 found = [target for target in found if target.id in ids]
             elif "targetNameFilter" in entry:
-                wanted = entry["targetNameFilter"]
-                match = _text_filter(
-                    wanted.get("targetName", ""), wanted.get("method", "TEXT_FILTER_METHOD_EQUALS")
-                )
+                match = _text_filter(entry["targetNameFilter"])
                 found = [target for target in found if match(target.name)]
         return _listing("targets", found, body.get("pagination"))
 
@@ -478,8 +473,9 @@ _TEXT_METHODS: dict[str, Callable[[str, str], bool]] = {
 }
 
 
-def _text_filter(wanted: str, method: str) -> Callable[[str], bool]:
-    """A ``TextFilterMethod`` (``EQUALS`` for an unknown one), ``_IGNORE_CASE`` folding both."""
+def _text_filter(query: Mapping[str, Any]) -> Callable[[str], bool]:
+    """A name filter's ``TextFilterMethod`` (``EQUALS`` if unknown; ``_IGNORE_CASE`` folds both)."""
+    wanted, method = query.get("targetName", ""), query.get("method", "TEXT_FILTER_METHOD_EQUALS")
     compare = _TEXT_METHODS.get(method.removesuffix("_IGNORE_CASE"), str.__eq__)
     if method.endswith("_IGNORE_CASE"):
         return lambda name: compare(name.lower(), wanted.lower())

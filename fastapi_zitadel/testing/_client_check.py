@@ -139,7 +139,8 @@ def check_service_user_secret(directory: Directory, authorization: str | None) -
         raise TokenRefused(400, "invalid_request", "client_id or client_assertion must be provided")
     malformed = TokenRefused(400, "invalid_client", "invalid basic auth header")
     client_id, secret = _basic_credentials(authorization[6:].strip(), malformed)
-    user = directory.service_user_by_login_name(client_id)
+    users = directory.users.values()
+    user = next((u for u in users if u.kind == "machine" and client_id in u.login_names), None)
     if user is None:
         raise TokenRefused(400, "invalid_client", "client not found")
     if user.client_secret is None:

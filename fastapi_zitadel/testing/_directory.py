@@ -25,8 +25,7 @@ def new_id() -> str:
 def reserve_ids(up_to: int) -> None:
     """Make ``new_id`` hand out only ids above ``up_to`` (ids restored from a saved state)."""
     global _ids
-    current = next(_ids)
-    _ids = itertools.count(max(current, up_to + 1))
+    _ids = itertools.count(max(next(_ids), up_to + 1))
 
 
 def generate_rsa_key() -> rsa.RSAPrivateKey:
@@ -201,7 +200,7 @@ class AccessToken:
 class Directory:
     """Everything the stand-in knows, kept in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, jti_delimiter: str = ".") -> None:
         self.orgs: dict[str, StandInOrganization] = {}
         self.projects: dict[str, Project] = {}
         self.apps: dict[str, ApiApplication] = {}  # by client id
@@ -211,7 +210,7 @@ class Directory:
         self.keys: dict[str, Application | User] = {}  # by key id
         self.grants: dict[tuple[str, str], UserGrant] = {}  # by (user id, project id)
         self.login_sessions: dict[str, LoginSession] = {}
-        self.jti_delimiter = "."  # ZITADEL's TokenDelimiter; "-" in some versions
+        self.jti_delimiter = jti_delimiter  # ZITADEL's TokenDelimiter; "-" in some versions
         self._positions = itertools.count(1)
 
     def next_position(self) -> int:
@@ -236,9 +235,6 @@ class Directory:
             self.grants[(user.id, project_id)] = grant
         return grant
 
-    def token_by_jti(self, jti: str) -> AccessToken | None:
-        return next((token for token in self.tokens.values() if token.id == jti), None)
-
     def give_credentials(
         self, owner: Application | User, auth: Literal["none", "basic", "private_key_jwt"]
     ) -> None:
@@ -249,11 +245,6 @@ class Directory:
             self.keys[owner.key_id] = owner
         elif auth == "basic":
             owner.client_secret = secrets.token_urlsafe(32)
-
-    def service_user_by_login_name(self, name: str) -> User | None:
-        """The service user whose user name (or ``name@org domain``) is ``name``."""
-        users = self.users.values()
-        return next((u for u in users if u.kind == "machine" and name in u.login_names), None)
 
     def mint(
         self,

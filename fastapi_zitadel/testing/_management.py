@@ -6,61 +6,53 @@ Python call of the same name, so it writes (and sends) the same event."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._actions import ApiError
+from ._actions import NOT_FOUND, ApiError
 from ._directory import User
 from ._events import rfc3339_nano
 
-_NOT_FOUND = 5
+if TYPE_CHECKING:
+    from ._standin import ZitadelStandIn
+
 _USER_CHANGES = ("deactivate", "reactivate", "lock", "unlock")
 
 
-@dataclass(kw_only=True)
+@dataclass
 class ManagementApi:
+    standin: ZitadelStandIn
     authorize: Callable[[Request], User]
-    users: Mapping[str, User]
-    change_user: Callable[..., None]  # (user, change, *, editor=the caller)
-    terminate_session: Callable[..., None]  # (session id, *, editor=the caller)
-    clock: Callable[[], float]
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v2/users/{user_id}/{change}", self._change_user, methods=["POST"]),
-            Route("/v2/users/{user_id}", self._change_user, methods=["DELETE"]),
-            Route("/v2/sessions/{session_id}", self._delete_session, methods=["DELETE"]),
+            Route("/v2/users/{user_id}/{change}", self._call, methods=["POST"]),
+            Route("/v2/users/{user_id}", self._call, methods=["DELETE"]),
+            Route("/v2/sessions/{session_id}", self._call, methods=["DELETE"]),
         ]
 
-    async def _change_user(self, request: Request) -> Response:
-        change = request.path_params.get("change", "remove")  # DELETE /v2/users/{id}: removes
-        if request.method == "POST" and change not in _USER_CHANGES:
-            return JSONResponse({"code": 12, "message": "Not Implemented"}, status_code=501)
-
-        def apply(caller: User) -> None:
-            user = self.users.get(request.path_params["user_id"])
-            if user is None or user.removed:
-                raise ApiError(_NOT_FOUND, "Errors.User.NotFound")
-            self.change_user(user, change, editor=caller)
-
-        return self._call(request, apply)
-
-    async def _delete_session(self, request: Request) -> Response:
-        def terminate(caller: User) -> None:
-            try:
-                self.terminate_session(request.path_params["session_id"], editor=caller)
-            except ValueError:
-                raise ApiError(_NOT_FOUND, "Errors.Session.NotExisting") from None
-
-        return self._call(request, terminate)
-
-    def _call(self, request: Request, action: Callable[[User], None]) -> Response:
+    async def _call(self, request: Request) -> Response:
+        params = request.path_params
+        change = params.get("change", "remove")  # DELETE /v2/users/{id}: removes
         try:
-            action(self.authorize(request))
+            if request.method == "POST" and change not in _USER_CHANGES:
+                raise ApiError(12, "Not Implemented")
+            caller = self.authorize(request)
+            if "session_id" in params:
+                try:
+                    self.standin.terminate_session(params["session_id"], editor=caller)
+                except ValueError:
+                    raise ApiError(NOT_FOUND, "Errors.Session.NotExisting") from None
+            else:
+                user = self.standin.directory.users.get(params["user_id"])
+                if user is None or user.removed:
+                    raise ApiError(NOT_FOUND, "Errors.User.NotFound")
+                getattr(self.standin, f"{change}_user")(user, editor=caller)
         except ApiError as error:
             return error.answer()
-        return JSONResponse({"details": {"changeDate": rfc3339_nano(self.clock())}})
+        return JSONResponse({"details": {"changeDate": rfc3339_nano(self.standin.clock())}})

@@ -45,10 +45,8 @@ def override_principal(
 ) -> Iterator[None]:
     """Within the block, every dependency of ``zitadel`` sees ``principal``: ``zitadel``
     itself, ``zitadel.optional``, ``zitadel.introspected``, its ``require_*``, and the
-    module-level ``require_*`` when ``zitadel`` is the default instance.
-
-    ``None`` makes requests anonymous (``zitadel.optional`` gives ``None``, the others 401).
-    """
+    module-level ``require_*`` when ``zitadel`` is the default instance. ``None`` makes
+    requests anonymous (``zitadel.optional`` gives ``None``, the others 401)."""
     saved = dict(app.dependency_overrides)
 
     async def optional_principal() -> Principal | None:

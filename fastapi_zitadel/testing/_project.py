@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,10 @@ EVENTS_SIGNING_KEY_VARIABLE = "ZITADEL_EVENTS_SIGNING_KEY"
 TOKEN_SCOPES = ("openid", "profile", "email", "urn:zitadel:iam:user:resourceowner")
 
 
-class StandInProject:
-    """``standin`` plus an organization, a project and its API application.
-
-    ``key_path`` holds the application's key file, written as ZITADEL's console would offer it,
-    so the code under test loads it through its normal path.
-    """
+class StandInProject(AbstractContextManager["StandInProject"]):
+    """``standin`` plus an organization, a project and its API application. ``key_path`` holds
+    the application's key file, written as ZITADEL's console would offer it, so the code under
+    test loads it through its normal path."""
 
     def __init__(
         self,
@@ -44,9 +43,7 @@ class StandInProject:
         """``org``, ``project`` and ``app`` reuse objects already registered with ``standin``
         (a world restored from a saved state); by default they are created."""
         self.standin = standin
-        self.org: StandInOrganization = org or standin.add_org(
-            org_name, f"{org_name.lower()}.localhost"
-        )
+        self.org: StandInOrganization = org or standin.add_org(org_name)
         self.project: Project = project or standin.add_project(project_name)
         self.app: ApiApplication = app or standin.add_api_app(self.project, f"{project_name}-api")
         # A folder we make is ours to remove (it holds a private key): on close(), at the end
@@ -70,8 +67,7 @@ class StandInProject:
         if user is None:
             profile.setdefault("name", username.title())
             profile.setdefault("email", f"{username}@{self.org.primary_domain}")
-            user = self.standin.add_user(self.org, username, **profile)
-            self._users[username] = user
+            user = self._users[username] = self.standin.add_user(self.org, username, **profile)
         self.standin.grant_roles(user, self.project, roles)
         return user
 
@@ -145,9 +141,6 @@ class StandInProject:
             shutil.rmtree(own, ignore_errors=True)
             atexit.unregister(self.close)
 
-    def __enter__(self) -> StandInProject:
-        return self
-
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
@@ -170,12 +163,10 @@ class StandInEvents:
     """The stand-in sending ZITADEL's events to your API, as an instance set up for it would:
     an Actions v2 target (``target``, its key ``signing_key``) and, once ``send_to(url)`` names
     the receiver, an execution for all events. Delivery is ZITADEL's: asynchronous and at most
-    once; ``wait()`` waits for what is on its way.
-
-    Events before ``send_to`` go nowhere (as with ZITADEL, where only configured executions
-    run): call it before minting the tokens a test revokes, so that ``oidc_session.added``
-    (which maps a login session to its tokens) reaches the API too.
-    """
+    once; ``wait()`` waits for what is on its way. Events before ``send_to`` go nowhere (as
+    with ZITADEL, where only configured executions run): call it before minting the tokens a
+    test revokes, so that ``oidc_session.added`` (which maps a login session to its tokens)
+    reaches the API too."""
 
     def __init__(self, standin: ZitadelStandIn, *, payload_type: str = "PAYLOAD_TYPE_JSON") -> None:
         self.standin = standin

@@ -7,6 +7,7 @@ so connection pooling, HTTP framing and timeouts are exercised as in production.
 from __future__ import annotations
 
 import errno
+import importlib.util
 import logging
 import socket
 import threading
@@ -24,30 +25,19 @@ NEEDS_UVICORN = (
 
 def uvicorn_missing() -> bool:
     """Whether serving on a port is impossible here (the ``testing`` extra is missing)."""
-    try:
-        import uvicorn  # noqa: F401 - imported to serve anyway
-    except ImportError:
-        return True
-    return False
+    return importlib.util.find_spec("uvicorn") is None
 
 
 # uvicorn logs through two process-wide loggers: beside an app served by uvicorn in the same
 # process (the example with its embedded stand-in), the stand-in's access and start/stop lines
 # would be printed among the app's, and "Shutting down" twice. Below WARNING, records from
-# our servers' threads are dropped.
+# our servers' threads are dropped (by this filter, added to both loggers on start).
 _THREAD_PREFIX = "fastapi-zitadel-loopback"
 
 
 def _from_elsewhere(record: logging.LogRecord) -> bool:
     thread = record.threadName or ""
     return record.levelno >= logging.WARNING or not thread.startswith(_THREAD_PREFIX)
-
-
-def _quiet_uvicorn_logs() -> None:
-    for name in ("uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        if _from_elsewhere not in logger.filters:
-            logger.addFilter(_from_elsewhere)
 
 
 class PortInUse(OSError):
@@ -120,7 +110,10 @@ class LoopbackServer:
             timeout_graceful_shutdown=1,  # tests stop servers mid-fault; never hang on it
         )
         self._server = uvicorn.Server(config)
-        _quiet_uvicorn_logs()
+        for name in ("uvicorn.error", "uvicorn.access"):
+            logger = logging.getLogger(name)
+            if _from_elsewhere not in logger.filters:
+                logger.addFilter(_from_elsewhere)
         self._thread = threading.Thread(
             target=self._server.run,
             kwargs={"sockets": [self._socket]},

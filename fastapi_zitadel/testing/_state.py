@@ -63,7 +63,10 @@ def create_service_user(project: StandInProject, username: str) -> User:
 
 
 def load(standin: ZitadelStandIn, state_dir: Path, *, redirect_uris: Iterable[str]) -> World | None:
-    """The world saved in ``state_dir``, registered with ``standin``; ``None`` if none."""
+    """The world saved in ``state_dir`` (made ``0700``), registered with ``standin``; ``None``
+    if none."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
     path = state_dir / STATE_FILE
     if not path.exists():
         return None
@@ -132,11 +135,6 @@ def save(world: World, state_dir: Path, port: int) -> None:
         "users": [_user(user, project.project.id) for user in [world.service_user, *humans]],
     }
     private_file(state_dir / STATE_FILE, json.dumps(state, indent=2))
-
-
-def private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.chmod(0o700)
 
 
 def _user(user: User, project_id: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -79,11 +79,9 @@ def zitadel_events(
 
 @pytest.fixture
 def zitadel_introspection(request: pytest.FixtureRequest) -> ZitadelIntrospection:
-    """A ``ZitadelIntrospection`` configured for the stand-in project, closed afterwards.
-
-    Opened and closed in the test's own event loop, whichever plugin runs it: pytest-asyncio
-    in strict mode (``@pytest.mark.asyncio``) or auto mode, or anyio (``@pytest.mark.anyio``).
-    """
+    """A ``ZitadelIntrospection`` for the stand-in project, opened and closed in the test's
+    own event loop, whichever plugin runs it: pytest-asyncio in strict mode
+    (``@pytest.mark.asyncio``) or auto mode, or anyio (``@pytest.mark.anyio``)."""
     if "anyio_backend" in request.fixturenames:
         name = "_zitadel_introspection_anyio"
     elif _WITH_PYTEST_ASYNCIO:
@@ -93,8 +91,7 @@ def zitadel_introspection(request: pytest.FixtureRequest) -> ZitadelIntrospectio
             "zitadel_introspection is opened in an event loop: install pytest-asyncio, or "
             "mark the test with @pytest.mark.anyio"
         )
-    zitadel: ZitadelIntrospection = request.getfixturevalue(name)
-    return zitadel
+    return cast(ZitadelIntrospection, request.getfixturevalue(name))
 
 
 @pytest.fixture(name="_zitadel_introspection_anyio")

@@ -21,7 +21,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from fastapi_zitadel.testing._actions import ApiError, Delivery, Target, TargetType
+from fastapi_zitadel.testing._actions import Delivery, Target, TargetType
 from fastapi_zitadel.testing._directory import (
     AccessToken,
     ApiApplication,
@@ -42,7 +42,7 @@ from .instance import InstanceState
 from .introspection import introspect
 from .keys import DEFAULT_GRACE_PERIOD, WebKeyAlgorithm
 from .login import LOGIN_PATH, Login, id_token
-from .oauth import AUTHORIZATION_CODE_GRANT, audience_scopes
+from .oauth import AUTHORIZATION_CODE_GRANT
 from .revocation import revoke, revoke_endpoint
 from .token import token_endpoint
 
@@ -69,13 +69,6 @@ class ZitadelStandIn(InstanceState):
         """The ASGI app, made on first use: each endpoint handled by its own module."""
         instance = self._instance
         login = Login(instance)
-        management = ManagementApi(
-            authorize=instance.authorize_admin,
-            users=self.directory.users,
-            change_user=self._change_user,
-            terminate_session=self.terminate_session,
-            clock=self.clock,
-        )
         return Starlette(
             routes=[
                 # Starlette's default methods: GET (and HEAD).
@@ -89,7 +82,7 @@ class ZitadelStandIn(InstanceState):
                 Route("/oauth/v2/authorize", login.authorize),
                 Route(LOGIN_PATH, login.login, methods=["POST"]),
                 *self.actions.routes(),
-                *management.routes(),
+                *ManagementApi(self, instance.authorize_admin).routes(),
             ],
             # Browser apps (Swagger UI) call the token endpoint from their own origin, as they
             # do with ZITADEL, which allows that.
@@ -208,13 +201,11 @@ class ZitadelStandIn(InstanceState):
         Each token has its own OIDC session (``oidc_session.added``); a human user's is made
         from a new login session in a new user agent, or from the login session ``session``
         (see ``session_id``), as a second login in the same browser would be."""
-        scopes = list(scopes)
         login = self._logins(user, session)[0] if session is not None else None
         if login is None and user.kind == "human":
             login = self._instance.new_login_session(user)
-        audience = [project.id, *audience_scopes(scopes)]
         return self._instance.mint(
-            user, audience, scopes, lifetime, client_id, jwt=jwt, login=login
+            user, [project.id], scopes, lifetime, client_id, jwt=jwt, login=login
         ).value
 
     def service_token(
@@ -342,8 +333,8 @@ class ZitadelStandIn(InstanceState):
             raise ValueError(f"{user.username} has a grant in {project.name} already")
         user.roles[project.id] = added = set(roles)
         grant = self._grant(user, project)
-        payload = {"userId": user.id, "projectId": project.id, "roleKeys": sorted(added)}
-        self._emit_grant(grant, "added", editor, **payload)
+        ids = {"userId": user.id, "projectId": project.id}
+        self._emit_grant(grant, "added", editor, **ids, roleKeys=sorted(added))
         return grant.id
 
     def change_grant(
@@ -426,16 +417,9 @@ class ZitadelStandIn(InstanceState):
     ) -> Target:
         """An Actions v2 target (as ``POST /v2/actions/targets``); its ``signing_key`` signs
         what it is sent. ``endpoint`` may change later (``target.endpoint = ...``)."""
-        try:
-            return self.actions.add_target(
-                endpoint,
-                name=name,
-                target_type=target_type,
-                timeout=timeout,
-                payload_type=payload_type,
-            )
-        except ApiError as exc:
-            raise ValueError(exc.message) from None
+        return self.actions.add_target(
+            endpoint, name=name, target_type=target_type, timeout=timeout, payload_type=payload_type
+        )
 
     def set_execution(
         self, targets: Iterable[Target | str], *, event: str | None = None, group: str | None = None
@@ -447,10 +431,7 @@ class ZitadelStandIn(InstanceState):
             raise ValueError("give event or group, not both")
         condition = ("event", event) if event else ("group", group) if group else ("all", "")
         ids = [target.id if isinstance(target, Target) else target for target in targets]
-        try:
-            self.actions.set_execution(condition, ids)
-        except ApiError as exc:
-            raise ValueError(exc.message) from None
+        self.actions.set_execution(condition, ids)
 
     @property
     def deliveries(self) -> list[Delivery]:

@@ -28,10 +28,9 @@ from .oauth import (
 
 async def exchange(instance: Instance, request: Request, params: Mapping[str, str]) -> Response:
     try:
-        caller = instance.authenticate(params, request)
+        app = instance.state.directory.web_apps.get(instance.authenticate(params, request))
     except (ClientAuthFailed, InvalidRequest):
-        return oauth_error("invalid_client", "no active client not found")
-    app = instance.state.directory.web_apps.get(caller)
+        app = None
     if app is None:  # API applications and service users are not OIDC clients
         return oauth_error("invalid_client", "no active client not found")
     if TOKEN_EXCHANGE_GRANT not in app.grant_types:
@@ -73,17 +72,14 @@ async def exchange(instance: Instance, request: Request, params: Mapping[str, st
     actor_audience = actor.audience if actor else []
     actor_scopes = actor.scopes if actor else []
     audience = every_value(request, "audience") or subject_audience or actor_audience
-    for entry in audience:
-        if entry not in subject_audience and entry not in actor_audience:
-            return oauth_error(
-                "invalid_target", f'audience "{entry}" not found in subject or actor token'
-            )
     scopes = params.get("scope", "").split() or subject_scopes or actor_scopes
-    for scope in scopes:
-        if scope not in subject_scopes and scope not in actor_scopes:
-            return oauth_error(
-                "invalid_scope", f'scope "{scope}" not found in subject or actor token'
-            )
+    for name, error, asked, held in (
+        ("audience", "invalid_target", audience, subject_audience + actor_audience),
+        ("scope", "invalid_scope", scopes, subject_scopes + actor_scopes),
+    ):
+        for entry in asked:
+            if entry not in held:
+                return oauth_error(error, f'{name} "{entry}" not found in subject or actor token')
     user = subject.user if isinstance(subject, AccessToken) else subject
     token = instance.state.directory.mint(
         user,

@@ -28,6 +28,7 @@ from fastapi_zitadel.testing._events import Event, PayloadFormat, rfc3339_nano
 
 from .faults import Fault
 from .keys import WebKeys
+from .oauth import audience_scopes
 
 # ZITADEL's claim names, written out here rather than shared with the library: the stand-in
 # plays the server, and a mistake in the library's names must not hide behind the same one.
@@ -62,8 +63,7 @@ class InstanceState:
         self.clock = clock
         self.track_jti = track_jti
         self.impersonation = impersonation
-        self.directory = Directory()
-        self.directory.jti_delimiter = jti_delimiter
+        self.directory = Directory(jti_delimiter)
         self.instance_id = instance_id or new_id()
         # Who changes things when a test does: the instance's first administrator.
         self.admin_id = new_id()
@@ -166,7 +166,8 @@ class Instance:
         if found is not None or value.count(".") != 2:
             return found
         jti = (self.web_keys.claims_of(value) or {}).get("jti")
-        return self.state.directory.token_by_jti(jti) if isinstance(jti, str) else None
+        tokens = self.state.directory.tokens.values()
+        return next((token for token in tokens if token.id == jti), None)
 
     def is_live(self, token: AccessToken) -> bool:
         """ZITADEL v4's ``ActiveAccessTokenByToken``: not expired or revoked; the user usable
@@ -197,14 +198,15 @@ class Instance:
         requester: str | None = None,
         login: LoginSession | None = None,
     ) -> AccessToken:
-        """A token of a new OIDC session (``oidc_session.added``), its audience the projects'
-        and their apps'."""
+        """A token of a new OIDC session (``oidc_session.added``), its audience the projects,
+        those of the audience scopes in ``scopes`` (as ZITADEL adds them), and their apps."""
+        scopes = list(scopes)
+        audience = [*audience, *audience_scopes(scopes)]
         apps = [app for app in self.state.directory.apps.values() if app.project.id in audience]
         full_audience = [app.client_id for app in apps] + audience
         if requester is not None:
             full_audience.insert(0, requester)
         client = client_id or (apps[0].client_id if apps else user.id)
-        scopes = list(scopes)
         session = OidcSession(f"V2_{new_id()}", user, client, login)
         added: dict[str, Any] = {
             "userID": user.id,

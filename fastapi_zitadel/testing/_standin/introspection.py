@@ -23,14 +23,14 @@ async def introspect(instance: Instance, request: Request) -> Response:
         return faulty
     params = await parameters(request)
     try:
-        caller = instance.authenticate(params, request)
+        caller: str | None = instance.authenticate(params, request)
     except ClientAuthFailed:
-        return oauth_error("unauthorized_client", "client authentication failed")
+        caller = None
     except InvalidRequest as exc:
         return oauth_error("invalid_request", str(exc))
-    if caller in instance.state.directory.users:
-        # ZITADEL looks the caller up among API and OIDC applications only: a service
-        # user's key or secret is refused here as any unknown client is.
+    # ZITADEL looks the caller up among API and OIDC applications only: a service user's key
+    # or secret is refused here as any unknown client is.
+    if caller is None or caller in instance.state.directory.users:
         return oauth_error("unauthorized_client", "client authentication failed")
     token_value = params.get("token")
     if not token_value:

@@ -47,12 +47,10 @@ class WebKey:
 
 
 class WebKeys:
-    """The instance's web keys in the order they were made: the last one signs.
-
-    Read from several threads at once (the test signing tokens, the served JWKS endpoint, the
-    event delivery worker), so making a key holds a lock: two first uses racing each made a
-    key, and a JWKS read between the two appends left out the key a token was signed with.
-    """
+    """The instance's web keys in the order they were made: the last one signs. Read from
+    several threads at once (the test signing tokens, the served JWKS endpoint, the event
+    delivery worker), so making a key holds a lock: two first uses racing each made a key, and
+    a JWKS read between the two appends left out the key a token was signed with."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock

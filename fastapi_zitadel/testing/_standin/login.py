@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from fastapi_zitadel.testing._directory import AccessToken, LoginSession, User, WebApplication
 
 from .instance import Instance
-from .oauth import audience_scopes, known_scopes, oauth_error, parameters, token_answer
+from .oauth import known_scopes, oauth_error, parameters, token_answer
 
 LOGIN_PATH = "/ui/login/select"
 CODE_LIFETIME = 300  # seconds an authorization code can be exchanged
@@ -124,7 +124,7 @@ class Login:
         scopes = known_scopes(pending.scopes)
         token = self.instance.mint(
             found.user,
-            [pending.app.project.id, *audience_scopes(scopes)],
+            [pending.app.project.id],
             scopes,
             43_200,
             client_id,

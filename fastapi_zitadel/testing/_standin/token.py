@@ -24,7 +24,6 @@ from .oauth import (
     AUTHORIZATION_CODE_GRANT,
     JWT_BEARER_GRANT,
     TOKEN_EXCHANGE_GRANT,
-    audience_scopes,
     known_scopes,
     oauth_error,
     parameters,
@@ -57,9 +56,7 @@ async def token_endpoint(instance: Instance, login: Login, request: Request) -> 
     scopes = known_scopes(params.get("scope", "").split())
     # The client id of a client-credentials token is the name it was asked with.
     client_id = user.id if grant == JWT_BEARER_GRANT else user.username
-    token = instance.mint(
-        user, audience_scopes(scopes), scopes, 43_200, client_id, jwt=user.jwt_access_tokens
-    )
+    token = instance.mint(user, [], scopes, 43_200, client_id, jwt=user.jwt_access_tokens)
     return token_answer(token)
 
 
