@@ -7,7 +7,6 @@ so connection pooling, HTTP framing and timeouts are exercised as in production.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import logging
 import socket
 import threading
@@ -25,7 +24,11 @@ NEEDS_UVICORN = (
 
 def uvicorn_missing() -> bool:
     """Whether serving on a port is impossible here (the ``testing`` extra is missing)."""
-    return importlib.util.find_spec("uvicorn") is None
+    try:
+        import uvicorn  # noqa: F401 - imported: a broken install counts as missing
+    except ImportError:
+        return True
+    return False
 
 
 # uvicorn logs through two process-wide loggers: beside an app served by uvicorn in the same
