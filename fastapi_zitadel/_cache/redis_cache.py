@@ -161,7 +161,7 @@ class _Connections:
     """One event loop's clients: one pool for requests (bounded), one for invalidations."""
 
     def __init__(
-        self, url: str, *, timeout: float, health_check_interval: float, max_connections: int
+        self, url: str, timeout: float, health_check_interval: float, max_connections: int
     ) -> None:
         aioredis = redis_asyncio()
 
@@ -254,12 +254,7 @@ class RedisCache(IntrospectionCache):
         self._busy = 0  # request-path operations in flight
         self._generation: bytes | None = None  # the namespace generation we know
         self._connections: PerLoop[_Connections] = PerLoop(
-            lambda: _Connections(
-                url,
-                timeout=timeout,
-                health_check_interval=health_check_interval,
-                max_connections=max_connections,
-            )
+            lambda: _Connections(url, timeout, health_check_interval, max_connections)
         )
         self._listeners: PerLoop[_Listener] = PerLoop(lambda: _Listener(self._listen))
         self._binding: CacheBinding | None = None
@@ -318,11 +313,9 @@ class RedisCache(IntrospectionCache):
         await self._listening()
         if self._generation is None:  # learn it first: a write is sealed under it
             await self.get(key)
-            if self._generation is None:
-                return
         generation = self._generation
         lifetime_ms = int((entry.stale_until - self._clock()) * 1000)
-        if lifetime_ms <= 0:
+        if generation is None or lifetime_ms <= 0:
             return
         sealed = self._seal(entry, key, keys[0], generation)
         args: list[bytes | int | str] = [sealed, lifetime_ms, generation]
@@ -505,8 +498,6 @@ class RedisCache(IntrospectionCache):
                 if exposed and self._binding is not None:
                     self._binding.on_clear()
                 await self._receive(pubsub, listener)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # Redis went away, or stopped answering
                 if listener.subscribed.is_set():  # before: the request path logs Redis down
                     listener.subscribed.clear()

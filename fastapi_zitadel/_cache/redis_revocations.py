@@ -145,8 +145,6 @@ class RedisRevocationFeed(RevocationFeed):
                     if not answer:
                         replayed.set()  # everything stored so far is in
                         tried.set()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # Redis went away: continue from last_id when back
                 tried.set()
                 if not lost:

@@ -33,10 +33,11 @@ entry was last checked: one integer comparison per hit otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache, SuspectToken
@@ -249,8 +250,7 @@ class VerificationPipeline:
     async def resolve(self, token: str, digest: bytes) -> Principal:
         """Negative cache, shared tier, then one validation shared by concurrent callers."""
         deadline = self._monotonic() + self._timeout
-        flight, started = self._open(digest)
-        try:
+        with self._lookup(digest) as (flight, started):
             entry = self._local.lookup(digest, self._clock())  # maybe one past its lifetime
             if entry is not None and entry.epoch != self._revocations.epoch:
                 entry = self._recheck(digest, entry)  # never served stale once revoked
@@ -301,9 +301,8 @@ class VerificationPipeline:
                         # or the key set unreachable), or the JWT's roles may be gone;
                         # ZITADEL's introspection can.
                     else:
-                        if not self._hybrid:
+                        if confirmations is None:  # not hybrid
                             return verified
-                        assert confirmations is not None
                         if flight.invalidations != started:  # invalidated meanwhile: suspect
                             return await confirmations.join(key, deadline)
                         return await self._serve_unconfirmed(key, verified, deadline)
@@ -317,8 +316,6 @@ class VerificationPipeline:
                 if voided or entry is None or self._clock() >= entry.stale_until:
                     raise
                 reason = failure.description
-        finally:
-            self._close(digest, flight)
         # Stale-if-error: only when the IdP cannot answer, never when it said "inactive".
         self._metrics.stale_served += 1
         logger.warning(
@@ -343,8 +340,7 @@ class VerificationPipeline:
     async def _introspect(self, key: CacheKey, deadline: float, *, held: bool | None) -> Principal:
         assert self._validator is not None
         digest = key.digest
-        flight, started = self._open(digest)
-        try:
+        with self._lookup(digest) as (flight, started):
             claims = await self._validator.validate(key.token, deadline)
             if claims is None:
                 await self._inactive(key, deadline, held=held)
@@ -374,16 +370,13 @@ class VerificationPipeline:
                 # again (an answer fetched before an invalidation must not undo it).
                 self._confirmations.cleared(digest)
             return principal
-        finally:
-            self._close(digest, flight)
 
     async def _verify_locally(
         self, key: CacheKey, header: Mapping[str, Any], deadline: float
     ) -> Principal:
         assert self._jwt is not None
         digest = key.digest
-        flight, started = self._open(digest)
-        try:
+        with self._lookup(digest) as (flight, started):
             try:
                 claims, declared = await self._jwt.verify(key.token, header, deadline)
                 principal = self._checks.principal(
@@ -403,8 +396,6 @@ class VerificationPipeline:
                 # unconfirmed records until ZITADEL answers (see the module docstring).
                 self._local.store(digest, entry)
             return principal
-        finally:
-            self._close(digest, flight)
 
     # Hybrid mode: serving before the confirmation, and confirming ---------------------------
     async def _serve_unconfirmed(
@@ -415,14 +406,14 @@ class VerificationPipeline:
         confirmations = self._confirmations
         assert confirmations is not None
         principal = confirmations.admit(key, verified)
-        if principal is not None:
+        if principal is None:
+            self._metrics.confirmation_waits += 1
+        else:
             try:  # an event since it was verified (the first request was checked already)
                 self._marker_epoch(key.digest, principal)
+                return principal
             except _RolesChanged:  # its roles may be gone: ZITADEL's answer decides
                 confirmations.suspect(key.digest)
-                return await confirmations.join(key, deadline)
-            return principal
-        self._metrics.confirmation_waits += 1
         return await confirmations.join(key, deadline)
 
     async def confirmed(self, token: str, digest: bytes) -> Principal:
@@ -440,37 +431,36 @@ class VerificationPipeline:
         confirmations = self._confirmations
         assert confirmations is not None
         digest = key.digest
-        flight, started = self._open(digest)
-        try:
-            claims = await self._confirmation_answer(key)
-            deadline = self._monotonic() + self._timeout  # for the writes that follow
+        with self._lookup(digest) as (flight, started):
             try:
-                if claims is None:
-                    raise InvalidTokenError("the token is not active")
-                principal = self._checks.principal(claims)
-                epoch = self._marker_epoch(digest, principal)
-            except InvalidTokenError:
-                if flight.invalidations == started:
-                    await self._revoked(key, deadline)
+                claims = await self._confirmation_answer(key)
+                deadline = self._monotonic() + self._timeout  # for the writes that follow
+                try:
+                    if claims is None:
+                        raise InvalidTokenError("the token is not active")
+                    principal = self._checks.principal(claims)
+                    epoch = self._marker_epoch(digest, principal)
+                except InvalidTokenError:
+                    if flight.invalidations == started:
+                        await self._revoked(key, deadline)
+                    raise
+                entry = self._policy.entry(principal, self._clock(), epoch)
+                if entry is not None and flight.invalidations == started:
+                    self._local.store(digest, entry)
+                    if self._shared is not None:
+                        await self._shared_call("set", self._shared.set(key, entry), deadline)
+                if flight.invalidations == started:  # not if an invalidation came in meanwhile
+                    confirmations.cleared(digest)
+                logger.debug("token %s confirmed by introspection", digest[:4].hex())
+                return principal
+            except ZitadelError as exc:
+                if isinstance(exc, IdentityProviderError) and flight.invalidations == started:
+                    confirmations.suspect(digest)  # still unconfirmed: its next request waits
+                logger.debug("token %s not confirmed: %s", digest[:4].hex(), exc.description)
                 raise
-            entry = self._policy.entry(principal, self._clock(), epoch)
-            if entry is not None and flight.invalidations == started:
-                self._local.store(digest, entry)
-                if self._shared is not None:
-                    await self._shared_call("set", self._shared.set(key, entry), deadline)
-            if flight.invalidations == started:  # not if an invalidation came in meanwhile
-                confirmations.cleared(digest)
-            logger.debug("token %s confirmed by introspection", digest[:4].hex())
-            return principal
-        except ZitadelError as exc:
-            if isinstance(exc, IdentityProviderError) and flight.invalidations == started:
-                confirmations.suspect(digest)  # still unconfirmed: its next request waits
-            logger.debug("token %s not confirmed: %s", digest[:4].hex(), exc.description)
-            raise
-        finally:
-            if flight.invalidations == started:  # voided: forget() has closed it already
-                confirmations.ended(digest)
-            self._close(digest, flight)
+            finally:
+                if flight.invalidations == started:  # voided: forget() has closed it already
+                    confirmations.ended(digest)
 
     async def _confirmation_answer(self, key: CacheKey) -> Mapping[str, Any] | None:
         """The introspection's answer for a confirmation. One that waited ``timeout`` for a
@@ -579,13 +569,20 @@ class VerificationPipeline:
         return len(self._local), len(self._negative), in_flight
 
     # Helpers -----------------------------------------------------------------------------
-    def _open(self, digest: bytes) -> tuple[_InFlight, int]:
-        """Register a lookup of ``digest``; it is voided if ``invalidations`` moves on."""
+    @contextlib.contextmanager
+    def _lookup(self, digest: bytes) -> Iterator[tuple[_InFlight, int]]:
+        """A lookup of ``digest``, registered while it runs; it is voided if ``invalidations``
+        moves on from the count yielded."""
         flight = self._in_flight.get(digest)
         if flight is None:
             flight = self._in_flight[digest] = _InFlight(self._clock(), self._revocations.epoch)
         flight.lookups += 1
-        return flight, flight.invalidations
+        try:
+            yield flight, flight.invalidations
+        finally:
+            flight.lookups -= 1
+            if flight.lookups == 0 and self._in_flight.get(digest) is flight:
+                del self._in_flight[digest]
 
     def _with_expiry(self, key: CacheKey) -> CacheKey:
         """``key`` with the token's ``exp`` when this process knows it (a verdict or a JWT
@@ -601,11 +598,6 @@ class VerificationPipeline:
         if principal is None or principal.expires_at is None:
             return key
         return CacheKey(key.digest, key.token, principal.expires_at.timestamp())
-
-    def _close(self, digest: bytes, flight: _InFlight) -> None:
-        flight.lookups -= 1
-        if flight.lookups == 0 and self._in_flight.get(digest) is flight:
-            del self._in_flight[digest]
 
     async def _shared_lookup(
         self, key: CacheKey, deadline: float
