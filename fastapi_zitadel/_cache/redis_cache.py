@@ -222,13 +222,12 @@ class RedisCache(IntrospectionCache):
     ) -> None:
         """A tier on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
-        ``timeout`` bounds each socket operation (an operation, reconnect included, gets four
-        times that); after a failure on the request path the tier is skipped for
-        ``retry_interval`` seconds. Requests use at most ``max_connections`` connections at
-        once: beyond that a read is a miss at once, so a flood of garbage tokens cannot exhaust
-        them. The invalidation listener pings Redis after ``health_check_interval`` idle
-        seconds and reconnects when the answer does not come within as long again. A tombstone
-        lives ``tombstone_ttl`` seconds (more than 300).
+        ``timeout`` bounds each socket operation (an operation, reconnect included, gets four times
+        that); after a failure on the request path the tier is skipped for ``retry_interval``
+        seconds. Requests use at most ``max_connections`` connections at once: beyond that a read is
+        a miss at once, so a flood of garbage tokens cannot exhaust them. The invalidation listener
+        pings Redis after ``health_check_interval`` idle seconds and reconnects when the answer does
+        not come within as long again. A tombstone lives ``tombstone_ttl`` seconds (more than 300).
         """
         self._redis_error: type[Exception] = redis_asyncio().RedisError  # the package is there
         problem = redis_url_problem(url)

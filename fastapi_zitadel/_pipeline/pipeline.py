@@ -9,25 +9,24 @@
 Every step is passed in; the pipeline only runs them. A miss ends as a ``Principal``,
 ``InvalidTokenError`` (the token is bad) or an ``IdentityProviderError`` (we cannot tell now).
 
-An ``invalidate()`` (here or on another replica) voids that token's lookups in flight, so a
-result fetched before the revocation is never cached after it. ``invalidate()`` and ``clear()``
-return once the shared tier confirmed the change, retried within ``timeout``, else raise
+An ``invalidate()`` (here or on another replica) voids that token's lookups in flight, so a result
+fetched before the revocation is never cached after it. ``invalidate()`` and ``clear()`` return once
+the shared tier confirmed the change, retried within ``timeout``, else raise
 ``SharedCacheUnavailable``.
 
-An entry read from the shared tier is held no longer than this instance's own lifetimes from
-when the IdP vouched for it, whoever wrote it; with ``cache_ttl=0`` nothing shared is used (the
-tier is asked only after an inactive answer, to know whether to tell the other replicas). A
-miss is decided by introspection, by the local JWT verifier (``local``), or by both
-(``hybrid``: a JWT is served from its local verification while its confirming introspection
-runs, within ``unconfirmed_limit``; see ``unconfirmed.Confirmations``). A hybrid pipeline
-caches introspection answers only, so a cache hit never serves an unconfirmed JWT; a suspect
-token (the shared tier's tombstone reads as a ``SuspectToken``) is introspected before it is
-served.
+An entry read from the shared tier is held no longer than this instance's own lifetimes from when
+the IdP vouched for it, whoever wrote it; with ``cache_ttl=0`` nothing shared is used (the tier is
+asked only after an inactive answer, to know whether to tell the other replicas). A miss is decided
+by introspection, by the local JWT verifier (``local``), or by both (``hybrid``: a JWT is served
+from its local verification while its confirming introspection runs, within ``unconfirmed_limit``;
+see ``unconfirmed.Confirmations``). A hybrid pipeline caches introspection answers only, so a cache
+hit never serves an unconfirmed JWT; a suspect token (the shared tier's tombstone reads as a
+``SuspectToken``) is introspected before it is served.
 
-ZITADEL's events (Actions v2) leave markers in ``revocations``: a verdict they refuse or make
-stale is dropped when next met (in any tier), and a token they refuse is refused after its
-verification too. The hot path looks at the markers only when their epoch moved since the
-entry was last checked: one integer comparison per hit otherwise.
+ZITADEL's events (Actions v2) leave markers in ``revocations``: a verdict they refuse or make stale
+is dropped when next met (in any tier), and a token they refuse is refused after its verification
+too. The hot path looks at the markers only when their epoch moved since the entry was last checked:
+one integer comparison per hit otherwise.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache, SuspectToken
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
@@ -63,6 +62,8 @@ from .unconfirmed import Confirmations, Unconfirmed
 from .validator import Validator
 
 __all__ = ["CachePolicy", "VerificationPipeline"]
+
+T = TypeVar("T")
 
 # Hybrid mode: tokens that may be pending their confirmation at once, at least (a small
 # cache_max_size must not make a cold start wait: a record is a few dozen bytes).
@@ -271,14 +272,13 @@ class VerificationPipeline:
                 if entry is None and self._shared is not None and not shared_reads:
                     held = None  # cache_ttl=0 takes nothing shared; asked only if inactive
                 elif entry is None and self._shared is not None:
-                    shared = await self._shared_lookup(key, deadline)
+                    shared = await self._shared_call(self._shared.read(key), deadline)
                     # A tombstone counts as held in hybrid mode only: an inactive answer then
                     # renews it, for the replicas that start later.
                     held = isinstance(shared, CacheEntry) or (self._hybrid and shared is not None)
-                    if isinstance(shared, SuspectToken):
-                        if confirmations is not None:  # known against it: ZITADEL decides first
-                            confirmations.suspect(digest)
-                    elif shared is not None and self._policy.ttl > 0:
+                    if isinstance(shared, SuspectToken) and confirmations is not None:
+                        confirmations.suspect(digest)  # known against it: ZITADEL decides first
+                    elif isinstance(shared, CacheEntry) and self._policy.ttl > 0:
                         entry = self._policy.bound(shared, self._clock())  # our own lifetimes
                         if entry is not None:  # checked against the markers, as a local entry
                             entry = self._checked(entry)
@@ -361,7 +361,7 @@ class VerificationPipeline:
             if entry is not None and flight.invalidations == started:
                 self._local.store(digest, entry)
                 if self._shared is not None:
-                    await self._shared_call("set", self._shared.set(key, entry), deadline)
+                    await self._shared_call(self._shared.set(key, entry), deadline, "set")
                 logger.debug(
                     "token %s is active, cached until %.0f", digest[:4].hex(), entry.expires_at
                 )
@@ -448,7 +448,7 @@ class VerificationPipeline:
                 if entry is not None and flight.invalidations == started:
                     self._local.store(digest, entry)
                     if self._shared is not None:
-                        await self._shared_call("set", self._shared.set(key, entry), deadline)
+                        await self._shared_call(self._shared.set(key, entry), deadline, "set")
                 if flight.invalidations == started:  # not if an invalidation came in meanwhile
                     confirmations.cleared(digest)
                 logger.debug("token %s confirmed by introspection", digest[:4].hex())
@@ -480,14 +480,11 @@ class VerificationPipeline:
                     await asyncio.sleep(exc.retry_after or 1.0)
 
     async def _revoked(self, key: CacheKey, deadline: float) -> None:
-        """A token served from its JWT is inactive: dropped everywhere, introspected first."""
-        digest = key.digest
+        """A token served from its JWT is inactive: dropped everywhere (the shared tier's
+        delete tells the other replicas), introspected first."""
         key = self._with_expiry(key)  # read before forget() drops what knows it
-        logger.debug("token %s is inactive: dropped everywhere", digest[:4].hex())
-        self.forget(digest)  # marks it suspect too
-        self._negative.add(digest)
-        if self._shared is not None:  # the delete also tells the other replicas
-            await self._shared_call("delete", self._shared.delete(key), deadline)
+        self.forget(key.digest)  # marks it suspect too
+        await self._inactive(key, deadline, held=True)
 
     async def _inactive(self, key: CacheKey, deadline: float, *, held: bool | None) -> None:
         digest = key.digest
@@ -498,10 +495,10 @@ class VerificationPipeline:
         if self._shared is None:
             return
         if held is None:  # not read for use (cache_ttl=0): only to know whether to tell others
-            held = isinstance(await self._shared_lookup(key, deadline), CacheEntry)
+            held = isinstance(await self._shared_call(self._shared.read(key), deadline), CacheEntry)
         # Only a token some tier held can be held elsewhere: garbage tokens publish nothing.
         if held:
-            await self._shared_call("delete", self._shared.delete(key), deadline)
+            await self._shared_call(self._shared.delete(key), deadline, "delete")
 
     # Invalidation ------------------------------------------------------------------------
     async def invalidate(self, token: str) -> None:
@@ -599,22 +596,6 @@ class VerificationPipeline:
             return key
         return CacheKey(key.digest, key.token, principal.expires_at.timestamp())
 
-    async def _shared_lookup(
-        self, key: CacheKey, deadline: float
-    ) -> CacheEntry | SuspectToken | None:
-        """The shared tier's entry, ``None``, or a ``SuspectToken`` (its tombstone): one call,
-        the round trip of a plain read."""
-        assert self._shared is not None
-        try:
-            remaining = max(deadline - self._monotonic(), 0.0)
-            return await asyncio.wait_for(self._shared.read(key), timeout=remaining)
-        except Exception as exc:  # a shared tier that is down or slow is a miss, not an outage
-            self._shared_log(
-                "shared introspection cache unavailable (%s): going to the IdP",
-                type(exc).__name__,
-            )
-            return None
-
     async def _confirm_shared(self, what: str, operation: Callable[[], Awaitable[None]]) -> None:
         """Run a change of the shared tier until it succeeds, retrying within ``timeout``."""
         failure: Exception | None = None
@@ -641,11 +622,24 @@ class VerificationPipeline:
                 "cache_ttl runs out; call it again"
             ) from None
 
-    async def _shared_call(self, what: str, call: Awaitable[None], deadline: float) -> None:
-        """A write to the shared tier, within the request's deadline; failures are logged."""
+    async def _shared_call(
+        self, call: Awaitable[T], deadline: float, what: str | None = None
+    ) -> T | None:
+        """A call to the shared tier (a read, or the ``what`` write) within the request's
+        deadline; a failure is logged, and a shared tier that is down or slow is a miss, not
+        an outage: ``None``."""
         try:
-            await asyncio.wait_for(call, timeout=max(deadline - self._monotonic(), 0.0))
+            return await asyncio.wait_for(call, timeout=max(deadline - self._monotonic(), 0.0))
         except Exception as exc:
-            self._shared_log(
-                "shared introspection cache unavailable (%s failed: %s)", what, type(exc).__name__
-            )
+            if what is None:
+                self._shared_log(
+                    "shared introspection cache unavailable (%s): going to the IdP",
+                    type(exc).__name__,
+                )
+            else:
+                self._shared_log(
+                    "shared introspection cache unavailable (%s failed: %s)",
+                    what,
+                    type(exc).__name__,
+                )
+            return None
