@@ -164,17 +164,14 @@ class _Connections:
         self, url: str, timeout: float, health_check_interval: float, max_connections: int
     ) -> None:
         aioredis = redis_asyncio()
-
-        def options() -> dict[str, Any]:
-            # one reconnect for a pooled connection that went stale; more is the caller's. A
-            # PING first on a connection idle for longer (a pooled one may have died).
-            return _options(timeout, retries=1, health_check_interval=health_check_interval)
-
-        self.requests = aioredis.Redis.from_url(url, max_connections=max_connections, **options())
+        # one reconnect for a pooled connection that went stale; more is the caller's. A PING
+        # first on a connection idle for longer (a pooled one may have died).
+        options = _options(timeout, retries=1, health_check_interval=health_check_interval)
+        self.requests = aioredis.Redis.from_url(url, max_connections=max_connections, **options)
         # invalidate() and clear(): never behind the requests, waiting (within the caller's
         # deadline) rather than failing when both are busy
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=2, timeout=None, **options()
+            url, max_connections=2, timeout=None, **options
         )
         self.control = aioredis.Redis.from_pool(pool)  # closed with it
         self.get = self.requests.register_script(_GET)
@@ -324,25 +321,19 @@ class RedisCache(IntrospectionCache):
 
     async def delete(self, key: CacheKey) -> None:
         """Delete, tombstone and announce ``key``; raises when Redis does not confirm."""
-        entry_key, tombstone_key, _ = self._keys(key)
-        message = f"{self._tag}:{key.digest.hex()}"
+        keys = self._keys(key)[:2]  # the entry's and its tombstone's
         lifetime_ms = self._tombstone_ms
         if key.expires_at is not None:  # as long as the token itself, within a bound
             until_exp = min(key.expires_at - self._clock(), _LONGEST_TOMBSTONE)
             lifetime_ms = max(lifetime_ms, int(until_exp * 1000))
-        args: list[bytes | int | str] = [lifetime_ms, CHANNEL, message]
-        await self._control(
-            lambda c: c.delete(keys=[entry_key, tombstone_key], args=args, client=c.control)
-        )
+        args: list[bytes | int | str] = [lifetime_ms, CHANNEL, f"{self._tag}:{key.digest.hex()}"]
+        await self._control(lambda c: c.delete(keys=keys, args=args, client=c.control))
 
     async def clear(self) -> None:
         """Make every entry of the namespace unreachable (one generation bump) and announce
         it; raises when Redis does not confirm."""
-        generation_key = self._generation_key()
-        args = [CHANNEL, f"{self._tag}:*"]
-        generation = await self._control(
-            lambda c: c.clear(keys=[generation_key], args=args, client=c.control)
-        )
+        keys, args = [self._generation_key()], [CHANNEL, f"{self._tag}:*"]
+        generation = await self._control(lambda c: c.clear(keys=keys, args=args, client=c.control))
         self._generation = str(generation).encode("ascii")
 
     async def aclose(self) -> None:
