@@ -68,6 +68,9 @@ T = TypeVar("T")
 # Hybrid mode: tokens that may be pending their confirmation at once, at least (a small
 # cache_max_size must not make a cold start wait: a record is a few dozen bytes).
 _UNCONFIRMED_ROOM = 10_000
+# Hybrid mode: how long a token found inactive (or invalidated) is introspected before it is
+# served again, at least. ZITADEL's default access token lifetime; an active answer ends it.
+_SUSPICION_TTL = 43_200.0
 # Pauses between attempts of invalidate() and clear() on the shared tier: doubling, capped.
 _FIRST_RETRY = 0.05
 _LAST_RETRY = 1.0
@@ -136,12 +139,11 @@ class VerificationPipeline:
         clock: Callable[[], float],
         monotonic: Callable[[], float],
         jwt: JwtValidator | None = None,
-        suspects: NegativeCache | None = None,
         unconfirmed_limit: int = 1,
         revocations: Revocations,
     ) -> None:
         """``validator`` introspects; ``jwt`` verifies JWTs locally; with both, hybrid mode:
-        ``suspects`` are introspected before they are served, and a token serves at most
+        suspect tokens are introspected before they are served, and a token serves at most
         ``unconfirmed_limit`` requests before its confirming introspection answered."""
         assert validator is not None or jwt is not None, "a pipeline needs a validator"
         self._namespace = namespace
@@ -163,11 +165,11 @@ class VerificationPipeline:
         self._hybrid = jwt is not None and validator is not None
         self._confirmations: Confirmations | None = None
         if self._hybrid:
-            assert suspects is not None, "a hybrid pipeline remembers suspects"
             room = max(local.max_size, _UNCONFIRMED_ROOM)
+            suspicion = max(policy.ttl, _SUSPICION_TTL)
             self._confirmations = Confirmations(
                 confirm=self._confirm,
-                suspects=suspects,
+                suspects=NegativeCache(ttl=suspicion, max_size=local.max_size, clock=clock),
                 records=Unconfirmed(limit=unconfirmed_limit, max_size=room),
                 metrics=metrics,
                 clock=clock,
@@ -502,8 +504,7 @@ class VerificationPipeline:
 
     # Invalidation ------------------------------------------------------------------------
     async def invalidate(self, token: str) -> None:
-        """Drop ``token`` here, then in the shared tier (which tells the other replicas);
-        raises ``SharedCacheUnavailable`` when the shared tier cannot confirm in time."""
+        """Drop ``token`` here, then in the shared tier (which tells the other replicas)."""
         digest = self.key(token)
         key = self._with_expiry(CacheKey(digest, token))  # read before forget() drops it
         self.forget(digest)
@@ -532,8 +533,7 @@ class VerificationPipeline:
             self._confirmations.forget_served()  # verified again: the key is gone, so introspected
 
     async def clear(self) -> None:
-        """Drop everything here, then in the shared tier; raises ``SharedCacheUnavailable``
-        when the shared tier cannot confirm in time."""
+        """Drop everything here, then in the shared tier (see ``_confirm_shared``)."""
         self.forget_all()
         shared = self._shared
         if shared is not None:
