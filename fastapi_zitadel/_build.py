@@ -94,11 +94,9 @@ class Parts:
     async def aclose(self) -> None:
         """Background work first (it may still use the pool), then the pool."""
         await self.pipeline.aclose()
-        if self.feed is not None:
-            await self.feed.aclose()
-        for jwks in (self.jwks, self.events_jwks):
-            if jwks is not None:
-                await jwks.aclose()
+        for part in (self.feed, self.jwks, self.events_jwks):
+            if part is not None:
+                await part.aclose()
         await self.discovery.aclose()
         await self.http.aclose()
 

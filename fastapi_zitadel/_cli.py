@@ -446,8 +446,7 @@ async def _assertion(zitadel: ZitadelIntrospection, _args: argparse.Namespace, o
         except IdentityProviderError as exc:
             return _fail(out, NETWORK, f"discovery at {zitadel.issuer}: {exc.description}")
     print(
-        "use it like this (it is valid for "
-        f"{zitadel.config.assertion_lifetime:.0f} s):\n"
+        f"use it like this (it is valid for {zitadel.config.assertion_lifetime:.0f} s):\n"
         f"  curl -X POST {endpoint} -d client_assertion_type="
         "urn:ietf:params:oauth:client-assertion-type:jwt-bearer "
         '-d client_assertion="$ASSERTION" -d token="$TOKEN"',

@@ -352,13 +352,12 @@ class RedisCache(IntrospectionCache):
     # Keys and sealing -------------------------------------------------------------------
     def _keys(self, key: CacheKey) -> list[str]:
         """The entry's key, its tombstone's and the namespace generation's."""
-        self._bound  # noqa: B018 - a clear error before anything reaches Redis
         name = hashlib.sha256(_KEY_LABEL + key.digest).hexdigest()
         prefix = f"fastapi-zitadel:{self._tag}:"
         return [prefix + name, prefix + "tombstone:" + name, self._generation_key()]
 
     def _generation_key(self) -> str:
-        self._bound  # noqa: B018
+        self._bound  # noqa: B018 - a clear error before anything reaches Redis
         return f"fastapi-zitadel:{self._tag}:generation"
 
     def _cipher(self, key: CacheKey) -> AESGCM:

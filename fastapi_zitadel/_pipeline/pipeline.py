@@ -585,8 +585,7 @@ class VerificationPipeline:
         """``key`` with the token's ``exp`` when this process knows it (a verdict or a JWT
         served before its confirmation), so that its tombstone can outlive ``tombstone_ttl``
         for as long as the token could be presented: replicas started hours later see it."""
-        confirmations = self._confirmations
-        record = None if confirmations is None else confirmations.record(key.digest)
+        record = None if self._confirmations is None else self._confirmations.record(key.digest)
         if record is not None:
             principal: Principal | None = record.principal
         else:
