@@ -45,11 +45,7 @@ from ._resilience.call_budget import CallBudget
 from ._resilience.circuit_breaker import CircuitBreaker
 from ._resilience.concurrency_limit import ConcurrencyLimit
 
-__all__ = ["SUSPICION_TTL", "Parts", "build", "cache_namespace"]
-
-# Hybrid mode: how long a token found inactive (or invalidated) is introspected before it is
-# served again, at least. ZITADEL's default access token lifetime; an active answer ends it.
-SUSPICION_TTL = 43_200.0
+__all__ = ["Parts", "build", "cache_namespace"]
 
 
 def cache_namespace(config: ZitadelConfig) -> bytes:
@@ -98,11 +94,9 @@ class Parts:
     async def aclose(self) -> None:
         """Background work first (it may still use the pool), then the pool."""
         await self.pipeline.aclose()
-        if self.feed is not None:
-            await self.feed.aclose()
-        for jwks in (self.jwks, self.events_jwks):
-            if jwks is not None:
-                await jwks.aclose()
+        for part in (self.feed, self.jwks, self.events_jwks):
+            if part is not None:
+                await part.aclose()
         await self.discovery.aclose()
         await self.http.aclose()
 
@@ -202,11 +196,6 @@ def build(
             monotonic=monotonic,
         )
         jwt = JwtValidator(keys=jwks)
-    suspects = None
-    if mode == "hybrid":
-        suspects = NegativeCache(
-            ttl=max(config.cache_ttl, SUSPICION_TTL), max_size=config.cache_max_size, clock=clock
-        )
     namespace = cache_namespace(config)
     shared = cache
     if mode != "local" and cache is None and config.redis_url is not None:
@@ -240,7 +229,6 @@ def build(
         clock=clock,
         monotonic=monotonic,
         jwt=jwt,
-        suspects=suspects,
         unconfirmed_limit=config.hybrid_unconfirmed_limit,
         revocations=revocations,
     )

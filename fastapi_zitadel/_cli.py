@@ -5,10 +5,7 @@ Most problems with ZITADEL and an API are set-up mistakes (wrong issuer, a key o
 application or of a service user, a wrong clock). ``check`` walks the chain an API depends on,
 step by step, and names the cause and the fix of the first broken link; ``token`` prints an
 access token of a service user (its key or its secret) for calling an API, and nothing else
-on stdout. Exit codes tell the kind of problem:
-
-    0 ok    2 usage    3 configuration    4 network or IdP    5 our credentials rejected
-    6 (introspect) the token is not valid
+on stdout. The exit code tells the kind of problem (the codes below, listed in ``--help``).
 """
 
 from __future__ import annotations
@@ -449,8 +446,7 @@ async def _assertion(zitadel: ZitadelIntrospection, _args: argparse.Namespace, o
         except IdentityProviderError as exc:
             return _fail(out, NETWORK, f"discovery at {zitadel.issuer}: {exc.description}")
     print(
-        "use it like this (it is valid for "
-        f"{zitadel.config.assertion_lifetime:.0f} s):\n"
+        f"use it like this (it is valid for {zitadel.config.assertion_lifetime:.0f} s):\n"
         f"  curl -X POST {endpoint} -d client_assertion_type="
         "urn:ietf:params:oauth:client-assertion-type:jwt-bearer "
         '-d client_assertion="$ASSERTION" -d token="$TOKEN"',

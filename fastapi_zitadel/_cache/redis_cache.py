@@ -161,20 +161,17 @@ class _Connections:
     """One event loop's clients: one pool for requests (bounded), one for invalidations."""
 
     def __init__(
-        self, url: str, *, timeout: float, health_check_interval: float, max_connections: int
+        self, url: str, timeout: float, health_check_interval: float, max_connections: int
     ) -> None:
         aioredis = redis_asyncio()
-
-        def options() -> dict[str, Any]:
-            # one reconnect for a pooled connection that went stale; more is the caller's. A
-            # PING first on a connection idle for longer (a pooled one may have died).
-            return _options(timeout, retries=1, health_check_interval=health_check_interval)
-
-        self.requests = aioredis.Redis.from_url(url, max_connections=max_connections, **options())
+        # one reconnect for a pooled connection that went stale; more is the caller's. A PING
+        # first on a connection idle for longer (a pooled one may have died).
+        options = _options(timeout, retries=1, health_check_interval=health_check_interval)
+        self.requests = aioredis.Redis.from_url(url, max_connections=max_connections, **options)
         # invalidate() and clear(): never behind the requests, waiting (within the caller's
         # deadline) rather than failing when both are busy
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=2, timeout=None, **options()
+            url, max_connections=2, timeout=None, **options
         )
         self.control = aioredis.Redis.from_pool(pool)  # closed with it
         self.get = self.requests.register_script(_GET)
@@ -222,13 +219,12 @@ class RedisCache(IntrospectionCache):
     ) -> None:
         """A tier on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
-        ``timeout`` bounds each socket operation (an operation, reconnect included, gets four
-        times that); after a failure on the request path the tier is skipped for
-        ``retry_interval`` seconds. Requests use at most ``max_connections`` connections at
-        once: beyond that a read is a miss at once, so a flood of garbage tokens cannot exhaust
-        them. The invalidation listener pings Redis after ``health_check_interval`` idle
-        seconds and reconnects when the answer does not come within as long again. A tombstone
-        lives ``tombstone_ttl`` seconds (more than 300).
+        ``timeout`` bounds each socket operation (an operation, reconnect included, gets four times
+        that); after a failure on the request path the tier is skipped for ``retry_interval``
+        seconds. Requests use at most ``max_connections`` connections at once: beyond that a read is
+        a miss at once, so a flood of garbage tokens cannot exhaust them. The invalidation listener
+        pings Redis after ``health_check_interval`` idle seconds and reconnects when the answer does
+        not come within as long again. A tombstone lives ``tombstone_ttl`` seconds (more than 300).
         """
         self._redis_error: type[Exception] = redis_asyncio().RedisError  # the package is there
         problem = redis_url_problem(url)
@@ -254,12 +250,7 @@ class RedisCache(IntrospectionCache):
         self._busy = 0  # request-path operations in flight
         self._generation: bytes | None = None  # the namespace generation we know
         self._connections: PerLoop[_Connections] = PerLoop(
-            lambda: _Connections(
-                url,
-                timeout=timeout,
-                health_check_interval=health_check_interval,
-                max_connections=max_connections,
-            )
+            lambda: _Connections(url, timeout, health_check_interval, max_connections)
         )
         self._listeners: PerLoop[_Listener] = PerLoop(lambda: _Listener(self._listen))
         self._binding: CacheBinding | None = None
@@ -318,11 +309,9 @@ class RedisCache(IntrospectionCache):
         await self._listening()
         if self._generation is None:  # learn it first: a write is sealed under it
             await self.get(key)
-            if self._generation is None:
-                return
         generation = self._generation
         lifetime_ms = int((entry.stale_until - self._clock()) * 1000)
-        if lifetime_ms <= 0:
+        if generation is None or lifetime_ms <= 0:
             return
         sealed = self._seal(entry, key, keys[0], generation)
         args: list[bytes | int | str] = [sealed, lifetime_ms, generation]
@@ -332,25 +321,19 @@ class RedisCache(IntrospectionCache):
 
     async def delete(self, key: CacheKey) -> None:
         """Delete, tombstone and announce ``key``; raises when Redis does not confirm."""
-        entry_key, tombstone_key, _ = self._keys(key)
-        message = f"{self._tag}:{key.digest.hex()}"
+        keys = self._keys(key)[:2]  # the entry's and its tombstone's
         lifetime_ms = self._tombstone_ms
         if key.expires_at is not None:  # as long as the token itself, within a bound
             until_exp = min(key.expires_at - self._clock(), _LONGEST_TOMBSTONE)
             lifetime_ms = max(lifetime_ms, int(until_exp * 1000))
-        args: list[bytes | int | str] = [lifetime_ms, CHANNEL, message]
-        await self._control(
-            lambda c: c.delete(keys=[entry_key, tombstone_key], args=args, client=c.control)
-        )
+        args: list[bytes | int | str] = [lifetime_ms, CHANNEL, f"{self._tag}:{key.digest.hex()}"]
+        await self._control(lambda c: c.delete(keys=keys, args=args, client=c.control))
 
     async def clear(self) -> None:
         """Make every entry of the namespace unreachable (one generation bump) and announce
         it; raises when Redis does not confirm."""
-        generation_key = self._generation_key()
-        args = [CHANNEL, f"{self._tag}:*"]
-        generation = await self._control(
-            lambda c: c.clear(keys=[generation_key], args=args, client=c.control)
-        )
+        keys, args = [self._generation_key()], [CHANNEL, f"{self._tag}:*"]
+        generation = await self._control(lambda c: c.clear(keys=keys, args=args, client=c.control))
         self._generation = str(generation).encode("ascii")
 
     async def aclose(self) -> None:
@@ -369,13 +352,12 @@ class RedisCache(IntrospectionCache):
     # Keys and sealing -------------------------------------------------------------------
     def _keys(self, key: CacheKey) -> list[str]:
         """The entry's key, its tombstone's and the namespace generation's."""
-        self._bound  # noqa: B018 - a clear error before anything reaches Redis
         name = hashlib.sha256(_KEY_LABEL + key.digest).hexdigest()
         prefix = f"fastapi-zitadel:{self._tag}:"
         return [prefix + name, prefix + "tombstone:" + name, self._generation_key()]
 
     def _generation_key(self) -> str:
-        self._bound  # noqa: B018
+        self._bound  # noqa: B018 - a clear error before anything reaches Redis
         return f"fastapi-zitadel:{self._tag}:generation"
 
     def _cipher(self, key: CacheKey) -> AESGCM:
@@ -505,8 +487,6 @@ class RedisCache(IntrospectionCache):
                 if exposed and self._binding is not None:
                     self._binding.on_clear()
                 await self._receive(pubsub, listener)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # Redis went away, or stopped answering
                 if listener.subscribed.is_set():  # before: the request path logs Redis down
                     listener.subscribed.clear()

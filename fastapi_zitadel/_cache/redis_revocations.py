@@ -69,14 +69,15 @@ class RedisRevocationFeed(RevocationFeed):
         self._retry_interval = retry_interval
         self._marker_ttl = marker_ttl
         self._max_entries = max_entries
-        self._clients: PerLoop[Any] = PerLoop(
-            lambda: redis_asyncio().Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout
-            )
-        )
+        self._clients: PerLoop[Any] = PerLoop(lambda: self._client(timeout))
         self._listener: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.last_id = b"0-0"  # the last entry applied here
+
+    def _client(self, socket_timeout: float) -> Any:
+        return redis_asyncio().Redis.from_url(
+            self._url, socket_timeout=socket_timeout, socket_connect_timeout=self._timeout
+        )
 
     async def publish(self, identity: str, markers: Sequence[Marker]) -> bool:
         stored = await self._clients.get().eval(
@@ -124,13 +125,9 @@ class RedisRevocationFeed(RevocationFeed):
     ) -> None:
         lost = False
         while not self._stopping.is_set():
-            client = redis_asyncio().Redis.from_url(
-                self._url,
-                # XREAD BLOCK answers within _BLOCK_MS: a read that takes much longer is a
-                # connection gone silent, given up and opened again
-                socket_timeout=_BLOCK_MS / 1000 + max(self._timeout * 4, 1.0),
-                socket_connect_timeout=self._timeout,
-            )
+            # XREAD BLOCK answers within _BLOCK_MS: a read that takes much longer is a
+            # connection gone silent, given up and opened again
+            client = self._client(_BLOCK_MS / 1000 + max(self._timeout * 4, 1.0))
             try:
                 while not self._stopping.is_set():
                     block = _BLOCK_MS if replayed.is_set() else None  # replay at once
@@ -145,8 +142,6 @@ class RedisRevocationFeed(RevocationFeed):
                     if not answer:
                         replayed.set()  # everything stored so far is in
                         tried.set()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # Redis went away: continue from last_id when back
                 tried.set()
                 if not lost:

@@ -9,35 +9,35 @@
 Every step is passed in; the pipeline only runs them. A miss ends as a ``Principal``,
 ``InvalidTokenError`` (the token is bad) or an ``IdentityProviderError`` (we cannot tell now).
 
-An ``invalidate()`` (here or on another replica) voids that token's lookups in flight, so a
-result fetched before the revocation is never cached after it. ``invalidate()`` and ``clear()``
-return once the shared tier confirmed the change, retried within ``timeout``, else raise
+An ``invalidate()`` (here or on another replica) voids that token's lookups in flight, so a result
+fetched before the revocation is never cached after it. ``invalidate()`` and ``clear()`` return once
+the shared tier confirmed the change, retried within ``timeout``, else raise
 ``SharedCacheUnavailable``.
 
-An entry read from the shared tier is held no longer than this instance's own lifetimes from
-when the IdP vouched for it, whoever wrote it; with ``cache_ttl=0`` nothing shared is used (the
-tier is asked only after an inactive answer, to know whether to tell the other replicas). A
-miss is decided by introspection, by the local JWT verifier (``local``), or by both
-(``hybrid``: a JWT is served from its local verification while its confirming introspection
-runs, within ``unconfirmed_limit``; see ``unconfirmed.Confirmations``). A hybrid pipeline
-caches introspection answers only, so a cache hit never serves an unconfirmed JWT; a suspect
-token (the shared tier's tombstone reads as a ``SuspectToken``) is introspected before it is
-served.
+An entry read from the shared tier is held no longer than this instance's own lifetimes from when
+the IdP vouched for it, whoever wrote it; with ``cache_ttl=0`` nothing shared is used (the tier is
+asked only after an inactive answer, to know whether to tell the other replicas). A miss is decided
+by introspection, by the local JWT verifier (``local``), or by both (``hybrid``: a JWT is served
+from its local verification while its confirming introspection runs, within ``unconfirmed_limit``;
+see ``unconfirmed.Confirmations``). A hybrid pipeline caches introspection answers only, so a cache
+hit never serves an unconfirmed JWT; a suspect token (the shared tier's tombstone reads as a
+``SuspectToken``) is introspected before it is served.
 
-ZITADEL's events (Actions v2) leave markers in ``revocations``: a verdict they refuse or make
-stale is dropped when next met (in any tier), and a token they refuse is refused after its
-verification too. The hot path looks at the markers only when their epoch moved since the
-entry was last checked: one integer comparison per hit otherwise.
+ZITADEL's events (Actions v2) leave markers in ``revocations``: a verdict they refuse or make stale
+is dropped when next met (in any tier), and a token they refuse is refused after its verification
+too. The hot path looks at the markers only when their epoch moved since the entry was last checked:
+one integer comparison per hit otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache, SuspectToken
 from fastapi_zitadel._cache.memory import MemoryCache, NegativeCache
@@ -63,9 +63,14 @@ from .validator import Validator
 
 __all__ = ["CachePolicy", "VerificationPipeline"]
 
+T = TypeVar("T")
+
 # Hybrid mode: tokens that may be pending their confirmation at once, at least (a small
 # cache_max_size must not make a cold start wait: a record is a few dozen bytes).
 _UNCONFIRMED_ROOM = 10_000
+# Hybrid mode: how long a token found inactive (or invalidated) is introspected before it is
+# served again, at least. ZITADEL's default access token lifetime; an active answer ends it.
+_SUSPICION_TTL = 43_200.0
 # Pauses between attempts of invalidate() and clear() on the shared tier: doubling, capped.
 _FIRST_RETRY = 0.05
 _LAST_RETRY = 1.0
@@ -134,12 +139,11 @@ class VerificationPipeline:
         clock: Callable[[], float],
         monotonic: Callable[[], float],
         jwt: JwtValidator | None = None,
-        suspects: NegativeCache | None = None,
         unconfirmed_limit: int = 1,
         revocations: Revocations,
     ) -> None:
         """``validator`` introspects; ``jwt`` verifies JWTs locally; with both, hybrid mode:
-        ``suspects`` are introspected before they are served, and a token serves at most
+        suspect tokens are introspected before they are served, and a token serves at most
         ``unconfirmed_limit`` requests before its confirming introspection answered."""
         assert validator is not None or jwt is not None, "a pipeline needs a validator"
         self._namespace = namespace
@@ -161,11 +165,11 @@ class VerificationPipeline:
         self._hybrid = jwt is not None and validator is not None
         self._confirmations: Confirmations | None = None
         if self._hybrid:
-            assert suspects is not None, "a hybrid pipeline remembers suspects"
             room = max(local.max_size, _UNCONFIRMED_ROOM)
+            suspicion = max(policy.ttl, _SUSPICION_TTL)
             self._confirmations = Confirmations(
                 confirm=self._confirm,
-                suspects=suspects,
+                suspects=NegativeCache(ttl=suspicion, max_size=local.max_size, clock=clock),
                 records=Unconfirmed(limit=unconfirmed_limit, max_size=room),
                 metrics=metrics,
                 clock=clock,
@@ -249,8 +253,7 @@ class VerificationPipeline:
     async def resolve(self, token: str, digest: bytes) -> Principal:
         """Negative cache, shared tier, then one validation shared by concurrent callers."""
         deadline = self._monotonic() + self._timeout
-        flight, started = self._open(digest)
-        try:
+        with self._lookup(digest) as (flight, started):
             entry = self._local.lookup(digest, self._clock())  # maybe one past its lifetime
             if entry is not None and entry.epoch != self._revocations.epoch:
                 entry = self._recheck(digest, entry)  # never served stale once revoked
@@ -271,14 +274,13 @@ class VerificationPipeline:
                 if entry is None and self._shared is not None and not shared_reads:
                     held = None  # cache_ttl=0 takes nothing shared; asked only if inactive
                 elif entry is None and self._shared is not None:
-                    shared = await self._shared_lookup(key, deadline)
+                    shared = await self._shared_call(self._shared.read(key), deadline)
                     # A tombstone counts as held in hybrid mode only: an inactive answer then
                     # renews it, for the replicas that start later.
                     held = isinstance(shared, CacheEntry) or (self._hybrid and shared is not None)
-                    if isinstance(shared, SuspectToken):
-                        if confirmations is not None:  # known against it: ZITADEL decides first
-                            confirmations.suspect(digest)
-                    elif shared is not None and self._policy.ttl > 0:
+                    if isinstance(shared, SuspectToken) and confirmations is not None:
+                        confirmations.suspect(digest)  # known against it: ZITADEL decides first
+                    elif isinstance(shared, CacheEntry) and self._policy.ttl > 0:
                         entry = self._policy.bound(shared, self._clock())  # our own lifetimes
                         if entry is not None:  # checked against the markers, as a local entry
                             entry = self._checked(entry)
@@ -301,9 +303,8 @@ class VerificationPipeline:
                         # or the key set unreachable), or the JWT's roles may be gone;
                         # ZITADEL's introspection can.
                     else:
-                        if not self._hybrid:
+                        if confirmations is None:  # not hybrid
                             return verified
-                        assert confirmations is not None
                         if flight.invalidations != started:  # invalidated meanwhile: suspect
                             return await confirmations.join(key, deadline)
                         return await self._serve_unconfirmed(key, verified, deadline)
@@ -317,8 +318,6 @@ class VerificationPipeline:
                 if voided or entry is None or self._clock() >= entry.stale_until:
                     raise
                 reason = failure.description
-        finally:
-            self._close(digest, flight)
         # Stale-if-error: only when the IdP cannot answer, never when it said "inactive".
         self._metrics.stale_served += 1
         logger.warning(
@@ -343,8 +342,7 @@ class VerificationPipeline:
     async def _introspect(self, key: CacheKey, deadline: float, *, held: bool | None) -> Principal:
         assert self._validator is not None
         digest = key.digest
-        flight, started = self._open(digest)
-        try:
+        with self._lookup(digest) as (flight, started):
             claims = await self._validator.validate(key.token, deadline)
             if claims is None:
                 await self._inactive(key, deadline, held=held)
@@ -365,7 +363,7 @@ class VerificationPipeline:
             if entry is not None and flight.invalidations == started:
                 self._local.store(digest, entry)
                 if self._shared is not None:
-                    await self._shared_call("set", self._shared.set(key, entry), deadline)
+                    await self._shared_call(self._shared.set(key, entry), deadline, "set")
                 logger.debug(
                     "token %s is active, cached until %.0f", digest[:4].hex(), entry.expires_at
                 )
@@ -374,16 +372,13 @@ class VerificationPipeline:
                 # again (an answer fetched before an invalidation must not undo it).
                 self._confirmations.cleared(digest)
             return principal
-        finally:
-            self._close(digest, flight)
 
     async def _verify_locally(
         self, key: CacheKey, header: Mapping[str, Any], deadline: float
     ) -> Principal:
         assert self._jwt is not None
         digest = key.digest
-        flight, started = self._open(digest)
-        try:
+        with self._lookup(digest) as (flight, started):
             try:
                 claims, declared = await self._jwt.verify(key.token, header, deadline)
                 principal = self._checks.principal(
@@ -403,8 +398,6 @@ class VerificationPipeline:
                 # unconfirmed records until ZITADEL answers (see the module docstring).
                 self._local.store(digest, entry)
             return principal
-        finally:
-            self._close(digest, flight)
 
     # Hybrid mode: serving before the confirmation, and confirming ---------------------------
     async def _serve_unconfirmed(
@@ -415,14 +408,14 @@ class VerificationPipeline:
         confirmations = self._confirmations
         assert confirmations is not None
         principal = confirmations.admit(key, verified)
-        if principal is not None:
+        if principal is None:
+            self._metrics.confirmation_waits += 1
+        else:
             try:  # an event since it was verified (the first request was checked already)
                 self._marker_epoch(key.digest, principal)
+                return principal
             except _RolesChanged:  # its roles may be gone: ZITADEL's answer decides
                 confirmations.suspect(key.digest)
-                return await confirmations.join(key, deadline)
-            return principal
-        self._metrics.confirmation_waits += 1
         return await confirmations.join(key, deadline)
 
     async def confirmed(self, token: str, digest: bytes) -> Principal:
@@ -440,37 +433,36 @@ class VerificationPipeline:
         confirmations = self._confirmations
         assert confirmations is not None
         digest = key.digest
-        flight, started = self._open(digest)
-        try:
-            claims = await self._confirmation_answer(key)
-            deadline = self._monotonic() + self._timeout  # for the writes that follow
+        with self._lookup(digest) as (flight, started):
             try:
-                if claims is None:
-                    raise InvalidTokenError("the token is not active")
-                principal = self._checks.principal(claims)
-                epoch = self._marker_epoch(digest, principal)
-            except InvalidTokenError:
-                if flight.invalidations == started:
-                    await self._revoked(key, deadline)
+                claims = await self._confirmation_answer(key)
+                deadline = self._monotonic() + self._timeout  # for the writes that follow
+                try:
+                    if claims is None:
+                        raise InvalidTokenError("the token is not active")
+                    principal = self._checks.principal(claims)
+                    epoch = self._marker_epoch(digest, principal)
+                except InvalidTokenError:
+                    if flight.invalidations == started:
+                        await self._revoked(key, deadline)
+                    raise
+                entry = self._policy.entry(principal, self._clock(), epoch)
+                if entry is not None and flight.invalidations == started:
+                    self._local.store(digest, entry)
+                    if self._shared is not None:
+                        await self._shared_call(self._shared.set(key, entry), deadline, "set")
+                if flight.invalidations == started:  # not if an invalidation came in meanwhile
+                    confirmations.cleared(digest)
+                logger.debug("token %s confirmed by introspection", digest[:4].hex())
+                return principal
+            except ZitadelError as exc:
+                if isinstance(exc, IdentityProviderError) and flight.invalidations == started:
+                    confirmations.suspect(digest)  # still unconfirmed: its next request waits
+                logger.debug("token %s not confirmed: %s", digest[:4].hex(), exc.description)
                 raise
-            entry = self._policy.entry(principal, self._clock(), epoch)
-            if entry is not None and flight.invalidations == started:
-                self._local.store(digest, entry)
-                if self._shared is not None:
-                    await self._shared_call("set", self._shared.set(key, entry), deadline)
-            if flight.invalidations == started:  # not if an invalidation came in meanwhile
-                confirmations.cleared(digest)
-            logger.debug("token %s confirmed by introspection", digest[:4].hex())
-            return principal
-        except ZitadelError as exc:
-            if isinstance(exc, IdentityProviderError) and flight.invalidations == started:
-                confirmations.suspect(digest)  # still unconfirmed: its next request waits
-            logger.debug("token %s not confirmed: %s", digest[:4].hex(), exc.description)
-            raise
-        finally:
-            if flight.invalidations == started:  # voided: forget() has closed it already
-                confirmations.ended(digest)
-            self._close(digest, flight)
+            finally:
+                if flight.invalidations == started:  # voided: forget() has closed it already
+                    confirmations.ended(digest)
 
     async def _confirmation_answer(self, key: CacheKey) -> Mapping[str, Any] | None:
         """The introspection's answer for a confirmation. One that waited ``timeout`` for a
@@ -490,14 +482,11 @@ class VerificationPipeline:
                     await asyncio.sleep(exc.retry_after or 1.0)
 
     async def _revoked(self, key: CacheKey, deadline: float) -> None:
-        """A token served from its JWT is inactive: dropped everywhere, introspected first."""
-        digest = key.digest
+        """A token served from its JWT is inactive: dropped everywhere (the shared tier's
+        delete tells the other replicas), introspected first."""
         key = self._with_expiry(key)  # read before forget() drops what knows it
-        logger.debug("token %s is inactive: dropped everywhere", digest[:4].hex())
-        self.forget(digest)  # marks it suspect too
-        self._negative.add(digest)
-        if self._shared is not None:  # the delete also tells the other replicas
-            await self._shared_call("delete", self._shared.delete(key), deadline)
+        self.forget(key.digest)  # marks it suspect too
+        await self._inactive(key, deadline, held=True)
 
     async def _inactive(self, key: CacheKey, deadline: float, *, held: bool | None) -> None:
         digest = key.digest
@@ -508,15 +497,14 @@ class VerificationPipeline:
         if self._shared is None:
             return
         if held is None:  # not read for use (cache_ttl=0): only to know whether to tell others
-            held = isinstance(await self._shared_lookup(key, deadline), CacheEntry)
+            held = isinstance(await self._shared_call(self._shared.read(key), deadline), CacheEntry)
         # Only a token some tier held can be held elsewhere: garbage tokens publish nothing.
         if held:
-            await self._shared_call("delete", self._shared.delete(key), deadline)
+            await self._shared_call(self._shared.delete(key), deadline, "delete")
 
     # Invalidation ------------------------------------------------------------------------
     async def invalidate(self, token: str) -> None:
-        """Drop ``token`` here, then in the shared tier (which tells the other replicas);
-        raises ``SharedCacheUnavailable`` when the shared tier cannot confirm in time."""
+        """Drop ``token`` here, then in the shared tier (which tells the other replicas)."""
         digest = self.key(token)
         key = self._with_expiry(CacheKey(digest, token))  # read before forget() drops it
         self.forget(digest)
@@ -545,8 +533,7 @@ class VerificationPipeline:
             self._confirmations.forget_served()  # verified again: the key is gone, so introspected
 
     async def clear(self) -> None:
-        """Drop everything here, then in the shared tier; raises ``SharedCacheUnavailable``
-        when the shared tier cannot confirm in time."""
+        """Drop everything here, then in the shared tier (see ``_confirm_shared``)."""
         self.forget_all()
         shared = self._shared
         if shared is not None:
@@ -579,20 +566,26 @@ class VerificationPipeline:
         return len(self._local), len(self._negative), in_flight
 
     # Helpers -----------------------------------------------------------------------------
-    def _open(self, digest: bytes) -> tuple[_InFlight, int]:
-        """Register a lookup of ``digest``; it is voided if ``invalidations`` moves on."""
+    @contextlib.contextmanager
+    def _lookup(self, digest: bytes) -> Iterator[tuple[_InFlight, int]]:
+        """A lookup of ``digest``, registered while it runs; it is voided if ``invalidations``
+        moves on from the count yielded."""
         flight = self._in_flight.get(digest)
         if flight is None:
             flight = self._in_flight[digest] = _InFlight(self._clock(), self._revocations.epoch)
         flight.lookups += 1
-        return flight, flight.invalidations
+        try:
+            yield flight, flight.invalidations
+        finally:
+            flight.lookups -= 1
+            if flight.lookups == 0 and self._in_flight.get(digest) is flight:
+                del self._in_flight[digest]
 
     def _with_expiry(self, key: CacheKey) -> CacheKey:
         """``key`` with the token's ``exp`` when this process knows it (a verdict or a JWT
         served before its confirmation), so that its tombstone can outlive ``tombstone_ttl``
         for as long as the token could be presented: replicas started hours later see it."""
-        confirmations = self._confirmations
-        record = None if confirmations is None else confirmations.record(key.digest)
+        record = None if self._confirmations is None else self._confirmations.record(key.digest)
         if record is not None:
             principal: Principal | None = record.principal
         else:
@@ -601,27 +594,6 @@ class VerificationPipeline:
         if principal is None or principal.expires_at is None:
             return key
         return CacheKey(key.digest, key.token, principal.expires_at.timestamp())
-
-    def _close(self, digest: bytes, flight: _InFlight) -> None:
-        flight.lookups -= 1
-        if flight.lookups == 0 and self._in_flight.get(digest) is flight:
-            del self._in_flight[digest]
-
-    async def _shared_lookup(
-        self, key: CacheKey, deadline: float
-    ) -> CacheEntry | SuspectToken | None:
-        """The shared tier's entry, ``None``, or a ``SuspectToken`` (its tombstone): one call,
-        the round trip of a plain read."""
-        assert self._shared is not None
-        try:
-            remaining = max(deadline - self._monotonic(), 0.0)
-            return await asyncio.wait_for(self._shared.read(key), timeout=remaining)
-        except Exception as exc:  # a shared tier that is down or slow is a miss, not an outage
-            self._shared_log(
-                "shared introspection cache unavailable (%s): going to the IdP",
-                type(exc).__name__,
-            )
-            return None
 
     async def _confirm_shared(self, what: str, operation: Callable[[], Awaitable[None]]) -> None:
         """Run a change of the shared tier until it succeeds, retrying within ``timeout``."""
@@ -649,11 +621,24 @@ class VerificationPipeline:
                 "cache_ttl runs out; call it again"
             ) from None
 
-    async def _shared_call(self, what: str, call: Awaitable[None], deadline: float) -> None:
-        """A write to the shared tier, within the request's deadline; failures are logged."""
+    async def _shared_call(
+        self, call: Awaitable[T], deadline: float, what: str | None = None
+    ) -> T | None:
+        """A call to the shared tier (a read, or the ``what`` write) within the request's
+        deadline; a failure is logged, and a shared tier that is down or slow is a miss, not
+        an outage: ``None``."""
         try:
-            await asyncio.wait_for(call, timeout=max(deadline - self._monotonic(), 0.0))
+            return await asyncio.wait_for(call, timeout=max(deadline - self._monotonic(), 0.0))
         except Exception as exc:
-            self._shared_log(
-                "shared introspection cache unavailable (%s failed: %s)", what, type(exc).__name__
-            )
+            if what is None:
+                self._shared_log(
+                    "shared introspection cache unavailable (%s): going to the IdP",
+                    type(exc).__name__,
+                )
+            else:
+                self._shared_log(
+                    "shared introspection cache unavailable (%s failed: %s)",
+                    what,
+                    type(exc).__name__,
+                )
+            return None
