@@ -507,7 +507,7 @@ def test_reading_the_instance_s_dependencies_changes_nothing(world: World) -> No
     first read (from any thread) stores nothing and gives the same object every time."""
 
     async def load(principal: Principal) -> str:
-        return principal.subject
+        return str(principal.subject)
 
     zitadel = world.client(principal_loader=load)
     before = dict(vars(zitadel))
