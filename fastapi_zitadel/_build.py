@@ -45,7 +45,11 @@ from ._resilience.call_budget import CallBudget
 from ._resilience.circuit_breaker import CircuitBreaker
 from ._resilience.concurrency_limit import ConcurrencyLimit
 
-__all__ = ["Parts", "build", "cache_namespace"]
+__all__ = ["SUSPICION_TTL", "Parts", "build", "cache_namespace"]
+
+# Hybrid mode: how long a token found inactive (or invalidated) is introspected before it is
+# served again, at least. ZITADEL's default access token lifetime; an active answer ends it.
+SUSPICION_TTL = 43_200.0
 
 
 def cache_namespace(config: ZitadelConfig) -> bytes:
@@ -196,6 +200,11 @@ def build(
             monotonic=monotonic,
         )
         jwt = JwtValidator(keys=jwks)
+    suspects = None
+    if mode == "hybrid":
+        suspects = NegativeCache(
+            ttl=max(config.cache_ttl, SUSPICION_TTL), max_size=config.cache_max_size, clock=clock
+        )
     namespace = cache_namespace(config)
     shared = cache
     if mode != "local" and cache is None and config.redis_url is not None:
@@ -229,6 +238,7 @@ def build(
         clock=clock,
         monotonic=monotonic,
         jwt=jwt,
+        suspects=suspects,
         unconfirmed_limit=config.hybrid_unconfirmed_limit,
         revocations=revocations,
     )

@@ -230,7 +230,8 @@ class ZitadelConfig(BaseModel):
     )
     @classmethod
     def _printable(cls, value: str | tuple[str, ...] | None) -> Any:
-        for item in (value,) if isinstance(value, str) else value or ():
+        items = (value,) if isinstance(value, str) else value or ()
+        for item in items:
             problem = unprintable(item)
             if problem is not None:
                 raise ValueError(problem)

@@ -127,8 +127,10 @@ class ZitadelError(Exception):
             "error_description": self.public_description(),
         }
         # Without metadata, called as before (subclasses may override headers(realm)).
-        given = (realm,) if resource_metadata is None else (realm, resource_metadata)
-        headers = self.headers(*given)
+        if resource_metadata is None:
+            headers = self.headers(realm)
+        else:
+            headers = self.headers(realm, resource_metadata)
         return HTTPException(status_code=self.status_code, detail=detail, headers=headers or None)
 
 

@@ -140,10 +140,12 @@ class SharedFieldSet(set[str]):
     def _read_only(self, *args: object) -> None:
         raise TypeError("the fields set of a Principal is read-only")
 
-    def __copy__(self, memo: object = None) -> set[str]:  # model_copy() gets a plain set
+    def __copy__(self) -> set[str]:  # model_copy() gets a plain set
         return set(self)
 
-    __deepcopy__ = __copy__
+    def __deepcopy__(self, memo: object) -> set[str]:
+        return set(self)
+
     add = discard = remove = pop = clear = update = _read_only  # type: ignore[assignment]
     difference_update = intersection_update = symmetric_difference_update = _read_only
     __ior__ = __iand__ = __isub__ = __ixor__ = _read_only  # type: ignore[assignment]

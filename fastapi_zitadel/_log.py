@@ -13,6 +13,7 @@ from collections.abc import Callable
 __all__ = ["RateLimitedLog", "logger"]
 
 logger = logging.getLogger("fastapi_zitadel")
+_INTERVAL = 60.0  # seconds between two lines of one RateLimitedLog: one a minute, at most
 
 
 class RateLimitedLog:
@@ -23,6 +24,6 @@ class RateLimitedLog:
 
     def __call__(self, message: str, *args: object) -> None:
         now = self._monotonic()
-        if now - self._last >= 60.0:
+        if now - self._last >= _INTERVAL:
             self._last = now
             logger.log(self._level, message, *args)

@@ -142,7 +142,9 @@ class EventReceiver:
         """Status and JSON answer for one call; ``headers`` by lower-case name."""
         self._metrics.events_received += 1
         now = self._clock()
-        jws = self._jws if self._jws and _is_jws(body, headers.get("content-type", "")) else None
+        jws = self._jws
+        if jws is not None and not _is_jws(body, headers.get("content-type", "")):
+            jws = None
         try:  # a JWS body too: ZITADEL signs every call, whatever the payload type
             verify_signature(headers.get(HEADER), body, self._keys, now=now, max_age=self._max_age)
         except SignatureRefused as refused:
@@ -151,8 +153,12 @@ class EventReceiver:
         try:
             if jws is not None:
                 deadline = self._monotonic() + self._timeout
-                try:  # a byte past ASCII becomes U+FFFD, which jwt_header refuses
-                    claims = await jws(body.decode("ascii", "replace").strip(), deadline)
+                try:
+                    if not body.isascii():
+                        raise InvalidTokenError(
+                            "the body is not a JWS signed with a supported algorithm"
+                        )
+                    claims = await jws(body.decode("ascii").strip(), deadline)
                 except InvalidTokenError as exc:
                     self._refused("jws", exc.description)
                     return 401, {"error": "invalid signature"}

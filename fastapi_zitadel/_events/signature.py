@@ -68,7 +68,8 @@ def verify_signature(
         raise SignatureRefused(
             "stale", f"the signature's timestamp is more than {max_age:g} s from now"
         )
-    matched, signed = False, timestamp.encode("ascii") + b"." + body
+    signed = timestamp.encode("ascii") + b"." + body
+    matched = False
     for key in keys:
         expected = hmac.new(key, signed, hashlib.sha256).digest()
         for signature in signatures:  # every comparison runs: no early exit to time

@@ -44,7 +44,7 @@ from fastapi_zitadel._http.retry import (
     run,
     run_sync,
 )
-from fastapi_zitadel._idp.discovery import Discovery
+from fastapi_zitadel._idp.discovery import Discovery, ProviderMetadata
 from fastapi_zitadel._log import RateLimitedLog, logger
 from fastapi_zitadel._outbound.settings import OutboundSettings
 
@@ -139,9 +139,13 @@ class EndpointClient:
     ) -> None:
         """Be ``caller``, authenticated by ``credentials``, with pools and a discovery of its
         own for ``settings``."""
-        self.issuer, self._timeout = settings.issuer, settings.timeout
-        self.client_id, self.key_id = caller.client_id, caller.key_id
-        self._caller, self._credentials, self._monotonic = caller, credentials, monotonic
+        self.issuer = settings.issuer
+        self._timeout = settings.timeout
+        self.client_id = caller.client_id
+        self.key_id = caller.key_id
+        self._caller = caller
+        self._credentials = credentials
+        self._monotonic = monotonic
         self._http = HttpClientProvider(
             http_client, timeout=settings.timeout, sync_client=sync_http_client
         )
@@ -200,8 +204,7 @@ class EndpointClient:
             metadata = await self._discovery.fetch(deadline)
         except IdentityProviderUnavailable as exc:
             raise _not_found(exc) from None
-        assert metadata.token_endpoint is not None  # Discovery refuses a document without one
-        return await run(request(metadata.token_endpoint, deadline), self._http)
+        return await run(request(_token_endpoint(metadata), deadline), self._http)
 
     def _run_sync(self, request: Request[T]) -> T:
         """``_run`` for synchronous code (the calling thread waits; one thread discovers)."""
@@ -210,8 +213,8 @@ class EndpointClient:
             metadata = self._discovery.fetch_sync(deadline)
         except IdentityProviderUnavailable as exc:
             raise _not_found(exc) from None
-        assert metadata.token_endpoint is not None  # Discovery refuses a document without one
-        return run_sync(request(metadata.token_endpoint, deadline), self._http, self._monotonic)
+        endpoint = _token_endpoint(metadata)
+        return run_sync(request(endpoint, deadline), self._http, self._monotonic)
 
     def _request(
         self, endpoint: str, deadline: float, form: Mapping[str, str | list[str]]
@@ -273,6 +276,12 @@ def _classify(response: JsonResponse, grant: str, caller: Caller) -> ExchangedTo
     if status in _REFUSAL_STATUSES and code is not None:
         raise _refusal(status, code, description, grant, caller)
     raise TokenEndpointUnavailable(f"token request refused: HTTP {status}{shown}", retry_after=30.0)
+
+
+def _token_endpoint(metadata: ProviderMetadata) -> str:
+    if metadata.token_endpoint is None:  # Discovery refuses a document without one: fail closed
+        raise TokenEndpointUnavailable("discovery document has no token_endpoint")
+    return metadata.token_endpoint
 
 
 def _not_found(exc: IdentityProviderUnavailable) -> TokenEndpointUnavailable:

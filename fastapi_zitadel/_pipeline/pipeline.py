@@ -37,6 +37,7 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 from fastapi_zitadel._cache.base import CacheEntry, CacheKey, IntrospectionCache, SuspectToken
@@ -68,9 +69,6 @@ T = TypeVar("T")
 # Hybrid mode: tokens that may be pending their confirmation at once, at least (a small
 # cache_max_size must not make a cold start wait: a record is a few dozen bytes).
 _UNCONFIRMED_ROOM = 10_000
-# Hybrid mode: how long a token found inactive (or invalidated) is introspected before it is
-# served again, at least. ZITADEL's default access token lifetime; an active answer ends it.
-_SUSPICION_TTL = 43_200.0
 # Pauses between attempts of invalidate() and clear() on the shared tier: doubling, capped.
 _FIRST_RETRY = 0.05
 _LAST_RETRY = 1.0
@@ -139,11 +137,12 @@ class VerificationPipeline:
         clock: Callable[[], float],
         monotonic: Callable[[], float],
         jwt: JwtValidator | None = None,
+        suspects: NegativeCache | None = None,
         unconfirmed_limit: int = 1,
         revocations: Revocations,
     ) -> None:
         """``validator`` introspects; ``jwt`` verifies JWTs locally; with both, hybrid mode:
-        suspect tokens are introspected before they are served, and a token serves at most
+        ``suspects`` are introspected before they are served, and a token serves at most
         ``unconfirmed_limit`` requests before its confirming introspection answered."""
         assert validator is not None or jwt is not None, "a pipeline needs a validator"
         self._namespace = namespace
@@ -165,11 +164,11 @@ class VerificationPipeline:
         self._hybrid = jwt is not None and validator is not None
         self._confirmations: Confirmations | None = None
         if self._hybrid:
+            assert suspects is not None, "a hybrid pipeline remembers suspects"
             room = max(local.max_size, _UNCONFIRMED_ROOM)
-            suspicion = max(policy.ttl, _SUSPICION_TTL)
             self._confirmations = Confirmations(
                 confirm=self._confirm,
-                suspects=NegativeCache(ttl=suspicion, max_size=local.max_size, clock=clock),
+                suspects=suspects,
                 records=Unconfirmed(limit=unconfirmed_limit, max_size=room),
                 metrics=metrics,
                 clock=clock,
@@ -274,7 +273,7 @@ class VerificationPipeline:
                 if entry is None and self._shared is not None and not shared_reads:
                     held = None  # cache_ttl=0 takes nothing shared; asked only if inactive
                 elif entry is None and self._shared is not None:
-                    shared = await self._shared_call(self._shared.read(key), deadline)
+                    shared = await self._shared_call(partial(self._shared.read, key), deadline)
                     # A tombstone counts as held in hybrid mode only: an inactive answer then
                     # renews it, for the replicas that start later.
                     held = isinstance(shared, CacheEntry) or (self._hybrid and shared is not None)
@@ -363,7 +362,7 @@ class VerificationPipeline:
             if entry is not None and flight.invalidations == started:
                 self._local.store(digest, entry)
                 if self._shared is not None:
-                    await self._shared_call(self._shared.set(key, entry), deadline, "set")
+                    await self._shared_call(partial(self._shared.set, key, entry), deadline, "set")
                 logger.debug(
                     "token %s is active, cached until %.0f", digest[:4].hex(), entry.expires_at
                 )
@@ -450,7 +449,9 @@ class VerificationPipeline:
                 if entry is not None and flight.invalidations == started:
                     self._local.store(digest, entry)
                     if self._shared is not None:
-                        await self._shared_call(self._shared.set(key, entry), deadline, "set")
+                        await self._shared_call(
+                            partial(self._shared.set, key, entry), deadline, "set"
+                        )
                 if flight.invalidations == started:  # not if an invalidation came in meanwhile
                     confirmations.cleared(digest)
                 logger.debug("token %s confirmed by introspection", digest[:4].hex())
@@ -486,25 +487,30 @@ class VerificationPipeline:
         delete tells the other replicas), introspected first."""
         key = self._with_expiry(key)  # read before forget() drops what knows it
         self.forget(key.digest)  # marks it suspect too
-        await self._inactive(key, deadline, held=True)
+        await self._inactive(key, deadline, held=True, note=": dropped everywhere")
 
-    async def _inactive(self, key: CacheKey, deadline: float, *, held: bool | None) -> None:
+    async def _inactive(
+        self, key: CacheKey, deadline: float, *, held: bool | None, note: str = ""
+    ) -> None:
         digest = key.digest
-        logger.debug("token %s is inactive", digest[:4].hex())
+        logger.debug("token %s is inactive%s", digest[:4].hex(), note)
         key = self._with_expiry(key)  # read before the stale copy goes
         self._negative.add(digest)
         self._local.discard(digest)  # no stale copy of a revoked token may survive
         if self._shared is None:
             return
         if held is None:  # not read for use (cache_ttl=0): only to know whether to tell others
-            held = isinstance(await self._shared_call(self._shared.read(key), deadline), CacheEntry)
+            held = isinstance(
+                await self._shared_call(partial(self._shared.read, key), deadline), CacheEntry
+            )
         # Only a token some tier held can be held elsewhere: garbage tokens publish nothing.
         if held:
-            await self._shared_call(self._shared.delete(key), deadline, "delete")
+            await self._shared_call(partial(self._shared.delete, key), deadline, "delete")
 
     # Invalidation ------------------------------------------------------------------------
     async def invalidate(self, token: str) -> None:
-        """Drop ``token`` here, then in the shared tier (which tells the other replicas)."""
+        """Drop ``token`` here, then in the shared tier (which tells the other replicas);
+        raises ``SharedCacheUnavailable`` when the shared tier cannot confirm in time."""
         digest = self.key(token)
         key = self._with_expiry(CacheKey(digest, token))  # read before forget() drops it
         self.forget(digest)
@@ -533,7 +539,8 @@ class VerificationPipeline:
             self._confirmations.forget_served()  # verified again: the key is gone, so introspected
 
     async def clear(self) -> None:
-        """Drop everything here, then in the shared tier (see ``_confirm_shared``)."""
+        """Drop everything here, then in the shared tier; raises ``SharedCacheUnavailable``
+        when the shared tier cannot confirm in time."""
         self.forget_all()
         shared = self._shared
         if shared is not None:
@@ -622,13 +629,14 @@ class VerificationPipeline:
             ) from None
 
     async def _shared_call(
-        self, call: Awaitable[T], deadline: float, what: str | None = None
+        self, call: Callable[[], Awaitable[T]], deadline: float, what: str | None = None
     ) -> T | None:
         """A call to the shared tier (a read, or the ``what`` write) within the request's
         deadline; a failure is logged, and a shared tier that is down or slow is a miss, not
-        an outage: ``None``."""
+        an outage: ``None``. ``call`` is made inside, so a tier that raises before it awaits is
+        a miss too."""
         try:
-            return await asyncio.wait_for(call, timeout=max(deadline - self._monotonic(), 0.0))
+            return await asyncio.wait_for(call(), timeout=max(deadline - self._monotonic(), 0.0))
         except Exception as exc:
             if what is None:
                 self._shared_log(

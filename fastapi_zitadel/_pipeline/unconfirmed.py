@@ -45,7 +45,8 @@ class UnconfirmedRecord:
 
 
 class Unconfirmed(dict[bytes, UnconfirmedRecord]):
-    """The records by token digest, at most ``max_size`` of them."""
+    """The records by token digest, at most ``max_size`` of them: records are added through
+    ``open`` only, which keeps that cap."""
 
     def __init__(self, *, limit: int, max_size: int) -> None:
         assert limit >= 1, "at least the first request is served"
