@@ -3,13 +3,20 @@ concurrent introspections, a broken cache backend, and the logs an operator sees
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
 import pytest
 
 from fastapi_zitadel import IdentityProviderUnavailable, InvalidTokenError, ZitadelIntrospection
-from fastapi_zitadel.cache import CacheEntry, CacheKey, MemoryCache, SharedCacheUnavailable
+from fastapi_zitadel.cache import (
+    CacheEntry,
+    CacheKey,
+    MemoryCache,
+    SharedCacheUnavailable,
+    SuspectToken,
+)
 
 from .helpers import FakeClock, HeldIntrospections, World
 
@@ -260,6 +267,26 @@ async def test_broken_shared_tier_degrades_to_local_cache_and_idp(
         assert (await zitadel.verify(token)).subject == world.user.id  # local copy dropped
     assert world.standin.introspection_calls == 2
     assert len([r for r in caplog.records if "shared introspection cache" in r.getMessage()]) == 1
+
+
+class EagerlyBrokenCache(MemoryCache):
+    """A shared tier written without ``async``: its calls raise before they return an
+    awaitable."""
+
+    def read(self, key: CacheKey) -> Awaitable[CacheEntry | SuspectToken | None]:  # type: ignore[override]
+        raise ConnectionError("cache backend down")
+
+    def set(self, key: CacheKey, entry: CacheEntry) -> Awaitable[None]:  # type: ignore[override]
+        raise ConnectionError("cache backend down")
+
+
+async def test_a_tier_raising_before_it_awaits_is_a_miss_too(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with world.client(cache=EagerlyBrokenCache(max_size=10, clock=world.clock)) as zitadel:
+        assert (await zitadel.verify(world.token())).subject == world.user.id
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("shared introspection cache unavailable (ConnectionError)" in m for m in messages)
 
 
 async def test_given_cache_is_used_even_when_empty(world: World) -> None:
