@@ -210,29 +210,24 @@ class Actions:
                     del self.executions[key]
             return found
 
-    def best_execution(self, event_type: str) -> Execution | None:
-        """The one execution ZITADEL runs for an event: the exact type, else the longest
-        matching group (``user.human`` before ``user``), else all events."""
-        parts = event_type.split(".")
+    def publish(self, event: Event) -> None:
+        """Queue ``event`` for the targets of its best-matching execution; returns at once.
+
+        ZITADEL runs one execution per event: the exact type, else the longest matching group
+        (``user.human`` before ``user``), else all events."""
+        parts = event.event_type.split(".")
         groups = [".".join(parts[:end]) for end in range(len(parts) - 1, 0, -1)]
-        keys = [("event", event_type)]
+        keys = [("event", event.event_type)]
         keys += [("group", group + suffix) for group in groups for suffix in ("", ".*")]
         with self._lock:
             found = (self.executions.get(key) for key in [*keys, ("all", "")])
-            return next((execution for execution in found if execution is not None), None)
-
-    def publish(self, event: Event) -> None:
-        """Queue ``event`` for the targets of its best-matching execution; returns at once."""
-        execution = self.best_execution(event.event_type)
-        if execution is None:
-            return
-        with self._lock:
-            targets = [self.targets[t] for t in execution.targets if t in self.targets]
-        if not targets:
-            return
-        with self._idle:
-            self._pending += len(targets)
-        with self._lock:
+            execution = next((execution for execution in found if execution is not None), None)
+            ids = [] if execution is None else execution.targets
+            targets = [self.targets[t] for t in ids if t in self.targets]
+            if not targets:
+                return
+            with self._idle:
+                self._pending += len(targets)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(
                     target=self._run, name="zitadel-standin-actions", daemon=True
