@@ -138,24 +138,20 @@ class Principal(BaseModel):
             verified_by=verified_by,
         )
         if cls is Principal:
-            return cls._trusted(fields)
+            # What pydantic's ``model_construct(_fields_set=..., **fields)`` does given every
+            # field in field order, without its loop over aliases and defaults (a third of a
+            # cold JWT verification). ``tests/test_principal_construct.py`` checks that both
+            # make the same object.
+            principal = cls.__new__(cls)
+            object.__setattr__(principal, "__dict__", fields)
+            object.__setattr__(principal, "__pydantic_fields_set__", _FROM_CLAIMS)
+            object.__setattr__(principal, "__pydantic_extra__", None)
+            object.__setattr__(principal, "__pydantic_private__", None)
+            return principal
         # A principal_class= subclass: its own typed claims, validated by pydantic (it raises).
         model = _custom_model(cls)
         custom = {} if model is None else dict(model.model_validate(thaw(claims)))
         return cls.model_construct(_fields_set=set(cls.model_fields), **fields, **custom)
-
-    @classmethod
-    def _trusted(cls, fields: dict[str, Any]) -> Principal:
-        """``model_construct(_fields_set=..., **fields)`` given every field, in field order:
-        what pydantic's ``model_construct`` does then, without its loop over aliases and
-        defaults (a third of a cold JWT verification). ``tests/test_principal_construct.py``
-        checks that both make the same object."""
-        principal = cls.__new__(cls)
-        object.__setattr__(principal, "__dict__", fields)
-        object.__setattr__(principal, "__pydantic_fields_set__", _FROM_CLAIMS)
-        object.__setattr__(principal, "__pydantic_extra__", None)
-        object.__setattr__(principal, "__pydantic_private__", None)
-        return principal
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Principal:
         return self  # deeply immutable, like a tuple: a copy could never differ
