@@ -116,10 +116,9 @@ class ZitadelTokenVerifier:
         )
 
     def protect(self, app: ASGIApp) -> ZitadelMiddleware:
-        """``app`` (the SDK's Starlette app) behind ``ZitadelMiddleware(require=False)``:
-        outages become 503 with ``Retry-After``, a token without the required scopes the
-        specification's 403; see the module docstring. A Starlette app's lifespan also opens
-        and closes the ``ZitadelIntrospection``."""
+        """``app`` (the SDK's Starlette app) behind ``ZitadelMiddleware(require=False)``, as the
+        module docstring says; a Starlette app's lifespan also opens and closes the
+        ``ZitadelIntrospection``."""
         if isinstance(app, Starlette):
             open_with(app, self.zitadel)
         if self.required_scopes:

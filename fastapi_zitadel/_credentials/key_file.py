@@ -142,19 +142,8 @@ def _from_mapping(data: Mapping[str, Any], label: str) -> ZitadelKeyFile:
             raise KeyFileError(label, f"must be a string, got {type(value).__name__}", field=name)
         if not value.strip():
             raise KeyFileError(label, "is empty", field=name)
-    return ZitadelKeyFile(
-        type=kind,
-        key_id=data["keyId"],
-        client_id=data.get("clientId") if kind == "application" else None,
-        app_id=data.get("appId") if kind == "application" else None,
-        user_id=data.get("userId") if kind == "serviceaccount" else None,
-        private_key=_load_private_key(data["key"], label),
-    )
-
-
-def _load_private_key(pem: str, label: str) -> rsa.RSAPrivateKey:
     try:
-        key = serialization.load_pem_private_key(pem.encode("utf-8"), password=None)
+        key = serialization.load_pem_private_key(data["key"].encode("utf-8"), password=None)
     except TypeError:
         raise KeyFileError(
             label, "the PEM key is encrypted; ZITADEL key files hold unencrypted keys", field="key"
@@ -168,15 +157,22 @@ def _load_private_key(pem: str, label: str) -> rsa.RSAPrivateKey:
             field="key",
         ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        kind = type(key).__name__.lstrip("_")
-        raise KeyFileError(label, f"expected an RSA private key, got {kind}", field="key")
+        got = type(key).__name__.lstrip("_")
+        raise KeyFileError(label, f"expected an RSA private key, got {got}", field="key")
     if key.key_size < MIN_RSA_BITS:
         raise KeyFileError(
             label,
             f"RSA key of {key.key_size} bits is too small; at least {MIN_RSA_BITS} bits required",
             field="key",
         )
-    return key
+    return ZitadelKeyFile(
+        type=kind,
+        key_id=data["keyId"],
+        client_id=data.get("clientId") if kind == "application" else None,
+        app_id=data.get("appId") if kind == "application" else None,
+        user_id=data.get("userId") if kind == "serviceaccount" else None,
+        private_key=key,
+    )
 
 
 def source_label(source: KeyFileSource) -> str:
