@@ -74,10 +74,9 @@ class ZitadelTokenVerifier:
         """The SDK's view of a verified ``principal``."""
         audience = principal.audience
         config = self.zitadel.config
-        # The resource is the audience entry naming this server: the configured ``resource``
-        # when the token carries it, else the project id, else the first audience (ZITADEL's
-        # ``aud`` holds client and project ids, not URLs; the audience is checked by
-        # ``audience=``).
+        # The audience entry naming this server: ``resource`` when the token carries it, else
+        # the project id, else the first audience (ZITADEL's ``aud`` holds client and project
+        # ids, not URLs; ``audience=`` checks it).
         candidates = (config.resource, config.project_id, *audience[:1])
         resource = next((c for c in candidates if c is not None and c in audience), None)
         expires = principal.expires_at
@@ -111,7 +110,7 @@ class ZitadelTokenVerifier:
                 "resource_server_url": config.resource,
                 "service_documentation_url": config.resource_documentation,
                 "validate_token_resource": False,
-                "required_scopes": None if required_scopes is None else list(required_scopes),
+                "required_scopes": None if required_scopes is None else list(self.required_scopes),
             }
         )
 

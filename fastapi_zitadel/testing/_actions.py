@@ -47,11 +47,10 @@ class ApiError(ValueError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
 
     def answer(self) -> JSONResponse:
         """The error as ZITADEL's JSON gateway answers it (6 already exists: 409)."""
-        body = {"code": self.code, "message": self.message, "details": []}
+        body = {"code": self.code, "message": str(self), "details": []}
         return JSONResponse(body, status_code=_HTTP_STATUS.get(self.code, 409))
 
 
@@ -321,16 +320,15 @@ class Actions:
         return endpoint
 
     async def _create_target(self, _request: Request, body: dict[str, Any]) -> dict[str, Any]:
-        name, endpoint = _text(body, "name"), _text(body, "endpoint")
-        if name is None or endpoint is None:
-            missing = "name" if name is None else "endpoint"
-            raise ApiError(_INVALID_ARGUMENT, f"{missing} is required")
+        for required in ("name", "endpoint"):
+            if _text(body, required) is None:
+                raise ApiError(_INVALID_ARGUMENT, f"{required} is required")
         target_type, interrupt = _target_type(body)
         if target_type is None:
             raise ApiError(_INVALID_ARGUMENT, "one of restWebhook, restCall, restAsync is required")
         target = self.add_target(
-            endpoint,
-            name=name,
+            body["endpoint"],
+            name=body["name"],
             target_type=target_type,
             interrupt_on_error=interrupt,
             timeout=_seconds(body.get("timeout", "10s")),
