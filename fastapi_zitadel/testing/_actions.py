@@ -210,10 +210,9 @@ class Actions:
             return found
 
     def publish(self, event: Event) -> None:
-        """Queue ``event`` for the targets of its best-matching execution; returns at once.
-
-        ZITADEL runs one execution per event: the exact type, else the longest matching group
-        (``user.human`` before ``user``), else all events."""
+        """Queue ``event`` for the targets of the one execution ZITADEL runs for it (the exact
+        type, else the longest matching group, ``user.human`` before ``user``, else all events);
+        returns at once."""
         parts = event.event_type.split(".")
         groups = [".".join(parts[:end]) for end in range(len(parts) - 1, 0, -1)]
         keys = [("event", event.event_type)]
