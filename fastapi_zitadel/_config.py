@@ -261,32 +261,9 @@ class ZitadelConfig(BaseModel):
             raise ValueError(
                 "resource_name and resource_documentation need resource (ZITADEL_RESOURCE)"
             )
-        self._check_credentials()
-        self._check_validation()
-        self.events_keys()  # a clear error now, rather than 401s later
-        return self
-
-    def events_keys(self) -> tuple[bytes, ...]:
-        """The event signing keys (``events_signing_key``, comma-separated), or none."""
-        if self.events_signing_key is None:
-            return ()
-        keys = tuple(
-            key.strip().encode("utf-8")
-            for key in self.events_signing_key.get_secret_value().split(",")
-        )
-        if not all(keys):
-            raise ValueError(
-                "events_signing_key: an empty key; give the target's signingKey, several "
-                "separated by commas during a rotation (ZITADEL_EVENTS_SIGNING_KEY)"
-            )
-        return keys
-
-    def _check_credentials(self) -> None:
-        """Exactly one client credential: a key (file or JSON), or a client id with secret.
-
-        ``validation="local"`` never calls ZITADEL with our credentials, so there none is
-        needed (one given is still checked, and must still be just one).
-        """
+        # Exactly one client credential: a key (file or JSON), or a client id with secret.
+        # validation="local" never calls ZITADEL with our credentials, so there none is needed
+        # (one given is still checked, and must still be just one).
         sources = [name for name in ("key_file", "key") if getattr(self, name) is not None]
         has_secret = self.client_id is not None or self.client_secret is not None
         if len(sources) > 1:
@@ -307,12 +284,8 @@ class ZitadelConfig(BaseModel):
                 "client_id and client_secret (ZITADEL_CLIENT_ID, ZITADEL_CLIENT_SECRET) must be "
                 "set together"
             )
-
-    def _check_validation(self) -> None:
-        """What local verification needs: an audience, since nobody else checks it."""
-        if self.validation == "introspection":
-            return
-        if not self.audience:
+        # Local verification needs an audience, since nobody else checks it.
+        if self.validation != "introspection" and not self.audience:
             raise ValueError(
                 f"validation={self.validation!r} needs audience (ZITADEL_AUDIENCE): a JWT "
                 "verified locally is checked by nobody else for being meant for this API; set "
@@ -329,6 +302,23 @@ class ZitadelConfig(BaseModel):
                 "JWT cannot be revoked; unset it, use validation='hybrid', or set "
                 "events_signing_key (ZITADEL's events then reach every replica through it)"
             )
+        self.events_keys()  # a clear error now, rather than 401s later
+        return self
+
+    def events_keys(self) -> tuple[bytes, ...]:
+        """The event signing keys (``events_signing_key``, comma-separated), or none."""
+        if self.events_signing_key is None:
+            return ()
+        keys = tuple(
+            key.strip().encode("utf-8")
+            for key in self.events_signing_key.get_secret_value().split(",")
+        )
+        if not all(keys):
+            raise ValueError(
+                "events_signing_key: an empty key; give the target's signingKey, several "
+                "separated by commas during a rotation (ZITADEL_EVENTS_SIGNING_KEY)"
+            )
+        return keys
 
     @property
     def has_credentials(self) -> bool:
@@ -432,10 +422,6 @@ def configuration_error(
     A broken key file keeps its own type (``KeyFileError``), with its source and field.
     """
 
-    def name(field: str) -> str:
-        from_env = field not in keywords and (env is True or (env is not False and field in env))
-        return f"ZITADEL_{field.upper()}" if from_env else field
-
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
         cause = error.get("ctx", {}).get("error")
@@ -446,7 +432,9 @@ def configuration_error(
         prefix, _, rest = message.partition(": ")
         if not field and prefix in ZitadelConfig.model_fields:  # "issuer: ..." from a check
             field, message = prefix, rest
-        problems.append(f"{name(field)}: {message}" if field else message)
+        if field and field not in keywords and (env is True or (env is not False and field in env)):
+            field = f"ZITADEL_{field.upper()}"
+        problems.append(f"{field}: {message}" if field else message)
     return ConfigurationError("invalid fastapi-zitadel configuration: " + "; ".join(problems))
 
 

@@ -58,12 +58,10 @@ class Actor(BaseModel):
 
 class Principal(BaseModel):
     """Who called, as the identity provider vouched for it. ``roles`` maps a project role to the
-    organizations that granted it: ``{"admin": {"<org id>": "<org primary domain>"}}``. ``actor`` is
-    set when someone acts on the subject's behalf (a token exchanged with an actor token): the
-    caller is then ``actor.subject`` acting for ``subject``. ``claims`` holds every claim of the
-    answer, for anything not modelled here. ``verified_by`` says where the claims come from:
-    ``"introspection"`` (ZITADEL's answer) or ``"jwt"`` (a JWT access token verified locally, which
-    carries fewer claims: no profile, e-mail or phone)."""
+    organizations that granted it: ``{"admin": {"<org id>": "<org primary domain>"}}``. With an
+    ``actor``, the caller is ``actor.subject`` acting for ``subject``. ``claims`` holds every claim
+    of the answer, for anything not modelled here. A ``"jwt"`` principal (``verified_by``) carries
+    fewer claims: no profile, e-mail or phone."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -108,6 +106,16 @@ class Principal(BaseModel):
         client_id = read.strict_text(claims, "client_id")
         if client_id is None and verified_by == "jwt":  # ZITADEL's docs name azp in its JWTs
             client_id = read.text(claims, "azp")
+        organization = None
+        org_id = read.text(claims, read.ORG_ID_CLAIM)
+        if org_id is not None:
+            org_name = read.text(claims, read.ORG_NAME_CLAIM)
+            domain = read.text(claims, read.ORG_DOMAIN_CLAIM)
+            organization = SHARED.get(
+                "organizations",
+                (org_id, org_name, domain),
+                lambda: Organization(id=org_id, name=org_name, primary_domain=domain),
+            )
         actor = None  # nested from the last of the chain, which lists the current actor first
         for subject, issuer in reversed(read.actors(claims.get(read.ACTOR_CLAIM))):
             actor = Actor.model_construct(subject=subject, issuer=issuer, actor=actor)
@@ -130,7 +138,7 @@ class Principal(BaseModel):
             email=read.text(claims, "email"),
             email_verified=read.flag(claims, "email_verified"),
             locale=read.text(claims, "locale"),
-            organization=_organization(claims),
+            organization=organization,
             actor=actor,
             roles=SHARED.roles(read.roles(claims, project_id)),
             metadata=MappingProxyType(read.metadata(claims.get(read.METADATA_CLAIM))),
@@ -138,24 +146,20 @@ class Principal(BaseModel):
             verified_by=verified_by,
         )
         if cls is Principal:
-            return cls._trusted(fields)
+            # What pydantic's ``model_construct(_fields_set=..., **fields)`` does given every
+            # field in field order, without its loop over aliases and defaults (a third of a
+            # cold JWT verification). ``tests/test_principal_construct.py`` checks that both
+            # make the same object.
+            principal = cls.__new__(cls)
+            object.__setattr__(principal, "__dict__", fields)
+            object.__setattr__(principal, "__pydantic_fields_set__", _FROM_CLAIMS)
+            object.__setattr__(principal, "__pydantic_extra__", None)
+            object.__setattr__(principal, "__pydantic_private__", None)
+            return principal
         # A principal_class= subclass: its own typed claims, validated by pydantic (it raises).
         model = _custom_model(cls)
         custom = {} if model is None else dict(model.model_validate(thaw(claims)))
         return cls.model_construct(_fields_set=set(cls.model_fields), **fields, **custom)
-
-    @classmethod
-    def _trusted(cls, fields: dict[str, Any]) -> Principal:
-        """``model_construct(_fields_set=..., **fields)`` given every field, in field order:
-        what pydantic's ``model_construct`` does then, without its loop over aliases and
-        defaults (a third of a cold JWT verification). ``tests/test_principal_construct.py``
-        checks that both make the same object."""
-        principal = cls.__new__(cls)
-        object.__setattr__(principal, "__dict__", fields)
-        object.__setattr__(principal, "__pydantic_fields_set__", _FROM_CLAIMS)
-        object.__setattr__(principal, "__pydantic_extra__", None)
-        object.__setattr__(principal, "__pydantic_private__", None)
-        return principal
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Principal:
         return self  # deeply immutable, like a tuple: a copy could never differ
@@ -210,16 +214,4 @@ def _custom_model(cls: type[Principal]) -> type[BaseModel] | None:
         return None
     return create_model(  # type: ignore[call-overload, no-any-return]
         f"{cls.__name__}CustomClaims", __config__=ConfigDict(populate_by_name=True), **extra
-    )
-
-
-def _organization(claims: Mapping[str, Any]) -> Organization | None:
-    org_id = read.text(claims, read.ORG_ID_CLAIM)
-    if org_id is None:
-        return None
-    name, domain = read.text(claims, read.ORG_NAME_CLAIM), read.text(claims, read.ORG_DOMAIN_CLAIM)
-    return SHARED.get(
-        "organizations",
-        (org_id, name, domain),
-        lambda: Organization(id=org_id, name=name, primary_domain=domain),
     )

@@ -25,7 +25,6 @@ out, so a client cannot step up)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
@@ -73,26 +72,23 @@ class ZitadelTokenVerifier:
 
     def access_token(self, token: str, principal: Principal) -> AccessToken:
         """The SDK's view of a verified ``principal``."""
+        audience = principal.audience
+        config = self.zitadel.config
+        # The audience entry naming this server: ``resource`` when the token carries it, else
+        # the project id, else the first audience (ZITADEL's ``aud`` holds client and project
+        # ids, not URLs; ``audience=`` checks it).
+        candidates = (config.resource, config.project_id, *audience[:1])
+        resource = next((c for c in candidates if c is not None and c in audience), None)
         expires = principal.expires_at
         return AccessToken(
             token=token,
             client_id=principal.client_id or principal.subject or "",
             scopes=ZitadelCredentials(principal, self.role_prefix).scopes,
             expires_at=None if expires is None else int(expires.timestamp()),
-            resource=self._resource(principal.audience),
+            resource=resource,
             subject=principal.subject,
             claims=principal.model_dump(include={"claims"})["claims"],
         )
-
-    def _resource(self, audience: Sequence[str]) -> str | None:
-        """The audience entry naming this server: the configured ``resource`` when the token
-        carries it, else the project id, else the first audience (ZITADEL's ``aud`` holds
-        client and project ids, not URLs; the audience is checked by ``audience=``)."""
-        config = self.zitadel.config
-        for candidate in (config.resource, config.project_id):
-            if candidate is not None and candidate in audience:
-                return candidate
-        return audience[0] if audience else None
 
     def auth_settings(self, required_scopes: Iterable[str] | None = None) -> AuthSettings:
         """``AuthSettings`` for ``MCPServer(auth=...)``: ZITADEL as the issuer, ``resource``
@@ -108,21 +104,20 @@ class ZitadelTokenVerifier:
         # Strings, not AnyHttpUrl(...): AuthSettings keeps a path-less issuer without the
         # trailing slash pydantic would add, and issuers are compared exactly (RFC 8414).
         self.required_scopes = tuple(required_scopes or ())
-        settings: dict[str, Any] = {
-            "issuer_url": config.issuer,
-            "resource_server_url": config.resource,
-            "validate_token_resource": False,
-            "required_scopes": None if required_scopes is None else list(required_scopes),
-        }
-        if config.resource_documentation is not None:
-            settings["service_documentation_url"] = config.resource_documentation
-        return AuthSettings.model_validate(settings)
+        return AuthSettings.model_validate(
+            {
+                "issuer_url": config.issuer,
+                "resource_server_url": config.resource,
+                "service_documentation_url": config.resource_documentation,
+                "validate_token_resource": False,
+                "required_scopes": None if required_scopes is None else list(self.required_scopes),
+            }
+        )
 
     def protect(self, app: ASGIApp) -> ZitadelMiddleware:
-        """``app`` (the SDK's Starlette app) behind ``ZitadelMiddleware(require=False)``:
-        outages become 503 with ``Retry-After``, a token without the required scopes the
-        specification's 403; see the module docstring. A Starlette app's lifespan also opens
-        and closes the ``ZitadelIntrospection``."""
+        """``app`` (the SDK's Starlette app) behind ``ZitadelMiddleware(require=False)``, as the
+        module docstring says; a Starlette app's lifespan also opens and closes the
+        ``ZitadelIntrospection``."""
         if isinstance(app, Starlette):
             open_with(app, self.zitadel)
         if self.required_scopes:

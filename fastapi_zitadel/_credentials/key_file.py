@@ -32,6 +32,7 @@ MIN_RSA_BITS = 2048
 # A ZITADEL key file is about 2 KiB (a 4096-bit key about 3.5): anything far larger is not one,
 # and /dev/zero or a FIFO given as the path must not hang start-up or exhaust memory.
 _MAX_KEY_FILE_BYTES = 64 * 1024
+_TOO_LARGE = f"larger than {_MAX_KEY_FILE_BYTES // 1024} KiB: not a key file"
 
 KeyFileSource = Union[str, "os.PathLike[str]", Mapping[str, Any], "ZitadelKeyFile"]
 """A path, the JSON text itself, an already parsed mapping, or a loaded key file."""
@@ -79,7 +80,18 @@ def load_key_file(source: KeyFileSource) -> ZitadelKeyFile:
     if not str(source).strip():  # Path("") is ".", which would be "a directory"
         raise KeyFileError("''", "the path is empty: give the path of ZITADEL's JSON key file")
     try:
-        text = _read_small_file(Path(source), label)
+        # Only a regular file, and no more than the limit of it: never block on a FIFO or read
+        # a device without end.
+        mode = Path(source).stat().st_mode  # follows links; raises as open() would
+        if stat.S_ISDIR(mode):
+            raise KeyFileError(label, "is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise KeyFileError(label, "is not a regular file (a device, a FIFO or a socket?)")
+        with Path(source).open("rb") as file:
+            data = file.read(_MAX_KEY_FILE_BYTES + 1)
+        if len(data) > _MAX_KEY_FILE_BYTES:
+            raise KeyFileError(label, _TOO_LARGE)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise KeyFileError(label, "file not found") from None
     except PermissionError:
@@ -91,24 +103,9 @@ def load_key_file(source: KeyFileSource) -> ZitadelKeyFile:
     return _from_json(text, label)
 
 
-def _read_small_file(path: Path, label: str) -> str:
-    """The text of a regular file of at most ``_MAX_KEY_FILE_BYTES``; never blocks on a FIFO
-    or reads a device without end."""
-    mode = path.stat().st_mode  # follows links; raises as open() would
-    if stat.S_ISDIR(mode):
-        raise KeyFileError(label, "is a directory, not a file")
-    if not stat.S_ISREG(mode):
-        raise KeyFileError(label, "is not a regular file (a device, a FIFO or a socket?)")
-    with path.open("rb") as file:
-        data = file.read(_MAX_KEY_FILE_BYTES + 1)
-    if len(data) > _MAX_KEY_FILE_BYTES:
-        raise KeyFileError(label, f"larger than {_MAX_KEY_FILE_BYTES // 1024} KiB: not a key file")
-    return data.decode("utf-8")
-
-
 def _from_json(text: str, label: str) -> ZitadelKeyFile:
     if len(text) > _MAX_KEY_FILE_BYTES:
-        raise KeyFileError(label, f"larger than {_MAX_KEY_FILE_BYTES // 1024} KiB: not a key file")
+        raise KeyFileError(label, _TOO_LARGE)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -145,19 +142,8 @@ def _from_mapping(data: Mapping[str, Any], label: str) -> ZitadelKeyFile:
             raise KeyFileError(label, f"must be a string, got {type(value).__name__}", field=name)
         if not value.strip():
             raise KeyFileError(label, "is empty", field=name)
-    return ZitadelKeyFile(
-        type=kind,
-        key_id=data["keyId"],
-        client_id=data.get("clientId") if kind == "application" else None,
-        app_id=data.get("appId") if kind == "application" else None,
-        user_id=data.get("userId") if kind == "serviceaccount" else None,
-        private_key=_load_private_key(data["key"], label),
-    )
-
-
-def _load_private_key(pem: str, label: str) -> rsa.RSAPrivateKey:
     try:
-        key = serialization.load_pem_private_key(pem.encode("utf-8"), password=None)
+        key = serialization.load_pem_private_key(data["key"].encode("utf-8"), password=None)
     except TypeError:
         raise KeyFileError(
             label, "the PEM key is encrypted; ZITADEL key files hold unencrypted keys", field="key"
@@ -171,15 +157,22 @@ def _load_private_key(pem: str, label: str) -> rsa.RSAPrivateKey:
             field="key",
         ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        kind = type(key).__name__.lstrip("_")
-        raise KeyFileError(label, f"expected an RSA private key, got {kind}", field="key")
+        got = type(key).__name__.lstrip("_")
+        raise KeyFileError(label, f"expected an RSA private key, got {got}", field="key")
     if key.key_size < MIN_RSA_BITS:
         raise KeyFileError(
             label,
             f"RSA key of {key.key_size} bits is too small; at least {MIN_RSA_BITS} bits required",
             field="key",
         )
-    return key
+    return ZitadelKeyFile(
+        type=kind,
+        key_id=data["keyId"],
+        client_id=data.get("clientId") if kind == "application" else None,
+        app_id=data.get("appId") if kind == "application" else None,
+        user_id=data.get("userId") if kind == "serviceaccount" else None,
+        private_key=key,
+    )
 
 
 def source_label(source: KeyFileSource) -> str:

@@ -47,11 +47,10 @@ class ApiError(ValueError):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
 
     def answer(self) -> JSONResponse:
         """The error as ZITADEL's JSON gateway answers it (6 already exists: 409)."""
-        body = {"code": self.code, "message": self.message, "details": []}
+        body = {"code": self.code, "message": str(self), "details": []}
         return JSONResponse(body, status_code=_HTTP_STATUS.get(self.code, 409))
 
 
@@ -210,29 +209,23 @@ class Actions:
                     del self.executions[key]
             return found
 
-    def best_execution(self, event_type: str) -> Execution | None:
-        """The one execution ZITADEL runs for an event: the exact type, else the longest
-        matching group (``user.human`` before ``user``), else all events."""
-        parts = event_type.split(".")
+    def publish(self, event: Event) -> None:
+        """Queue ``event`` for the targets of the one execution ZITADEL runs for it (the exact
+        type, else the longest matching group, ``user.human`` before ``user``, else all events);
+        returns at once."""
+        parts = event.event_type.split(".")
         groups = [".".join(parts[:end]) for end in range(len(parts) - 1, 0, -1)]
-        keys = [("event", event_type)]
+        keys = [("event", event.event_type)]
         keys += [("group", group + suffix) for group in groups for suffix in ("", ".*")]
         with self._lock:
             found = (self.executions.get(key) for key in [*keys, ("all", "")])
-            return next((execution for execution in found if execution is not None), None)
-
-    def publish(self, event: Event) -> None:
-        """Queue ``event`` for the targets of its best-matching execution; returns at once."""
-        execution = self.best_execution(event.event_type)
-        if execution is None:
-            return
-        with self._lock:
-            targets = [self.targets[t] for t in execution.targets if t in self.targets]
-        if not targets:
-            return
-        with self._idle:
-            self._pending += len(targets)
-        with self._lock:
+            execution = next((execution for execution in found if execution is not None), None)
+            ids = [] if execution is None else execution.targets
+            targets = [self.targets[t] for t in ids if t in self.targets]
+            if not targets:
+                return
+            with self._idle:
+                self._pending += len(targets)
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(
                     target=self._run, name="zitadel-standin-actions", daemon=True
@@ -326,16 +319,15 @@ class Actions:
         return endpoint
 
     async def _create_target(self, _request: Request, body: dict[str, Any]) -> dict[str, Any]:
-        name, endpoint = _text(body, "name"), _text(body, "endpoint")
-        if name is None or endpoint is None:
-            missing = "name" if name is None else "endpoint"
-            raise ApiError(_INVALID_ARGUMENT, f"{missing} is required")
+        for required in ("name", "endpoint"):
+            if _text(body, required) is None:
+                raise ApiError(_INVALID_ARGUMENT, f"{required} is required")
         target_type, interrupt = _target_type(body)
         if target_type is None:
             raise ApiError(_INVALID_ARGUMENT, "one of restWebhook, restCall, restAsync is required")
         target = self.add_target(
-            endpoint,
-            name=name,
+            body["endpoint"],
+            name=body["name"],
             target_type=target_type,
             interrupt_on_error=interrupt,
             timeout=_seconds(body.get("timeout", "10s")),
