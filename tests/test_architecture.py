@@ -66,9 +66,17 @@ def _graph() -> dict[str, set[str]]:
 
 def test_no_import_cycles() -> None:
     graph = _graph()
-    # Importing fastapi_zitadel.x.y runs the package __init__ files first; those only
-    # re-export, so they are not edges of a cycle.
-    packages = {m for m, path in MODULES.items() if path.name == "__init__.py"}
+    # Importing fastapi_zitadel.x.y runs the package __init__ files first; those that only
+    # re-export are not edges of a cycle (one that defines things, as a façade, is).
+    packages = {
+        m
+        for m, path in MODULES.items()
+        if path.name == "__init__.py"
+        and not any(
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            for node in ast.parse(path.read_text(encoding="utf-8")).body
+        )
+    }
     graph = {m: edges - packages for m, edges in graph.items()}
     cycles: list[list[str]] = []
     state: dict[str, int] = {}

@@ -6,9 +6,8 @@ Python call of the same name, so it writes (and sends) the same event."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,16 +17,18 @@ from ._actions import NOT_FOUND, ApiError
 from ._directory import User
 from ._events import rfc3339_nano
 
-if TYPE_CHECKING:
-    from ._standin import ZitadelStandIn
-
 _USER_CHANGES = ("deactivate", "reactivate", "lock", "unlock")
 
 
 @dataclass
 class ManagementApi:
-    standin: ZitadelStandIn
+    """Handed the stand-in's own calls (not the stand-in: it builds this API)."""
+
     authorize: Callable[[Request], User]
+    users: Mapping[str, User]
+    change_user: Mapping[str, Callable[..., None]]  # by change: (user, *, editor=the caller)
+    terminate_session: Callable[..., None]  # (session id, *, editor=the caller)
+    clock: Callable[[], float]
 
     def routes(self) -> list[Route]:
         return [
@@ -45,14 +46,14 @@ class ManagementApi:
             caller = self.authorize(request)
             if "session_id" in params:
                 try:
-                    self.standin.terminate_session(params["session_id"], editor=caller)
+                    self.terminate_session(params["session_id"], editor=caller)
                 except ValueError:
                     raise ApiError(NOT_FOUND, "Errors.Session.NotExisting") from None
             else:
-                user = self.standin.directory.users.get(params["user_id"])
+                user = self.users.get(params["user_id"])
                 if user is None or user.removed:
                     raise ApiError(NOT_FOUND, "Errors.User.NotFound")
-                getattr(self.standin, f"{change}_user")(user, editor=caller)
+                self.change_user[change](user, editor=caller)
         except ApiError as error:
             return error.answer()
-        return JSONResponse({"details": {"changeDate": rfc3339_nano(self.standin.clock())}})
+        return JSONResponse({"details": {"changeDate": rfc3339_nano(self.clock())}})

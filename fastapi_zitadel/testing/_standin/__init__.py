@@ -82,7 +82,19 @@ class ZitadelStandIn(InstanceState):
                 Route("/oauth/v2/authorize", login.authorize),
                 Route(LOGIN_PATH, login.login, methods=["POST"]),
                 *self.actions.routes(),
-                *ManagementApi(self, instance.authorize_admin).routes(),
+                *ManagementApi(
+                    instance.authorize_admin,
+                    self.directory.users,
+                    {
+                        "deactivate": self.deactivate_user,
+                        "reactivate": self.reactivate_user,
+                        "lock": self.lock_user,
+                        "unlock": self.unlock_user,
+                        "remove": self.remove_user,
+                    },
+                    self.terminate_session,
+                    self.clock,
+                ).routes(),
             ],
             # Browser apps (Swagger UI) call the token endpoint from their own origin, as they
             # do with ZITADEL, which allows that.
