@@ -80,6 +80,16 @@ def test_the_verifier_is_the_sdks_token_verifier() -> None:
             ZitadelTokenVerifier(project.introspection()).auth_settings()
 
 
+def test_required_scopes_may_be_any_iterable() -> None:
+    """An iterator is read once: the SDK and the verifier get the same scopes."""
+    standin = ZitadelStandIn()
+    with StandInProject(standin) as project:
+        verifier = ZitadelTokenVerifier(project.introspection(resource="https://mcp.test/mcp"))
+        settings = verifier.auth_settings(required_scopes=iter(["a", "b"]))
+        assert settings.required_scopes == ["a", "b"]
+        assert verifier.required_scopes == ("a", "b")
+
+
 async def test_no_token_401_points_to_metadata_the_client_reads(served: Served) -> None:
     async with httpx2.AsyncClient() as http:
         refused = await http.post(served.url, json=INITIALIZE, headers=MCP_HEADERS)
