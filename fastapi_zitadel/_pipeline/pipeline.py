@@ -32,11 +32,10 @@ one integer comparison per hit otherwise.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any, TypeVar
 
@@ -106,12 +105,25 @@ class CachePolicy:
 @dataclasses.dataclass(slots=True)
 class _InFlight:
     """One token's lookups in flight, and its invalidations since the first ``began`` (at
-    revocation ``epoch``): a lookup compares the count it started with, O(1) for any herd."""
+    revocation ``epoch``): a lookup compares the count it started with, O(1) for any herd.
+    Each ``with`` is one lookup, registered in ``registry`` while it runs (a class, not a
+    ``contextlib`` generator: four calls fewer on every miss)."""
 
+    registry: dict[bytes, _InFlight]
+    digest: bytes
     began: float
     epoch: int
     lookups: int = 0
     invalidations: int = 0
+
+    def __enter__(self) -> tuple[_InFlight, int]:
+        self.lookups += 1
+        return self, self.invalidations
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.lookups -= 1
+        if self.lookups == 0 and self.registry.get(self.digest) is self:
+            del self.registry[self.digest]
 
 
 class _RolesChanged(InvalidTokenError):
@@ -573,20 +585,14 @@ class VerificationPipeline:
         return len(self._local), len(self._negative), in_flight
 
     # Helpers -----------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _lookup(self, digest: bytes) -> Iterator[tuple[_InFlight, int]]:
-        """A lookup of ``digest``, registered while it runs; it is voided if ``invalidations``
-        moves on from the count yielded."""
+    def _lookup(self, digest: bytes) -> _InFlight:
+        """A lookup of ``digest`` (``with``), voided if ``invalidations`` moves on from the
+        count it entered with."""
         flight = self._in_flight.get(digest)
         if flight is None:
-            flight = self._in_flight[digest] = _InFlight(self._clock(), self._revocations.epoch)
-        flight.lookups += 1
-        try:
-            yield flight, flight.invalidations
-        finally:
-            flight.lookups -= 1
-            if flight.lookups == 0 and self._in_flight.get(digest) is flight:
-                del self._in_flight[digest]
+            began, epoch = self._clock(), self._revocations.epoch
+            flight = self._in_flight[digest] = _InFlight(self._in_flight, digest, began, epoch)
+        return flight
 
     def _with_expiry(self, key: CacheKey) -> CacheKey:
         """``key`` with the token's ``exp`` when this process knows it (a verdict or a JWT
