@@ -421,7 +421,6 @@ def configuration_error(
 
     A broken key file keeps its own type (``KeyFileError``), with its source and field.
     """
-
     problems = []
     for error in exc.errors(include_input=False, include_url=False):
         cause = error.get("ctx", {}).get("error")

@@ -59,9 +59,11 @@ class Actor(BaseModel):
 class Principal(BaseModel):
     """Who called, as the identity provider vouched for it. ``roles`` maps a project role to the
     organizations that granted it: ``{"admin": {"<org id>": "<org primary domain>"}}``. With an
-    ``actor``, the caller is ``actor.subject`` acting for ``subject``. ``claims`` holds every claim
-    of the answer, for anything not modelled here. A ``"jwt"`` principal (``verified_by``) carries
-    fewer claims: no profile, e-mail or phone."""
+    ``actor`` (a token exchanged with an actor token), the caller is ``actor.subject`` acting for
+    ``subject``. ``claims`` holds every claim of the answer, for anything not modelled here.
+    ``verified_by`` says where the claims come from: ``"introspection"`` (ZITADEL's answer) or
+    ``"jwt"`` (a JWT access token verified locally, which carries fewer claims: no profile,
+    e-mail or phone)."""
 
     model_config = ConfigDict(frozen=True)
 

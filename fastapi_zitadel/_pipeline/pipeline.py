@@ -109,8 +109,9 @@ class _InFlight:
     Each ``with`` is one lookup, registered in ``registry`` while it runs (a class, not a
     ``contextlib`` generator: four calls fewer on every miss)."""
 
-    registry: dict[bytes, _InFlight]
-    digest: bytes
+    # Not in repr or ==: a flight's repr must not list every digest in flight.
+    registry: dict[bytes, _InFlight] = dataclasses.field(repr=False, compare=False)
+    digest: bytes = dataclasses.field(repr=False, compare=False)
     began: float
     epoch: int
     lookups: int = 0
@@ -586,8 +587,9 @@ class VerificationPipeline:
 
     # Helpers -----------------------------------------------------------------------------
     def _lookup(self, digest: bytes) -> _InFlight:
-        """A lookup of ``digest`` (``with``), voided if ``invalidations`` moves on from the
-        count it entered with."""
+        """A lookup of ``digest``, voided if ``invalidations`` moves on from the count it
+        entered with. Only ever as ``with self._lookup(digest)``: the count is taken on entry,
+        so no ``await`` may come between the call and the ``with``."""
         flight = self._in_flight.get(digest)
         if flight is None:
             began, epoch = self._clock(), self._revocations.epoch
